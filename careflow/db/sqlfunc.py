@@ -1,0 +1,59 @@
+"""Date arithmetic that SQLite and PostgreSQL spell differently.
+
+Segments count calendar days as integers ("day numbers": days since
+1970-01-01) so gaps, medians and windows are plain integer arithmetic on
+both dialects.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import Integer, String
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+EPOCH = date(1970, 1, 1)
+
+
+def day_number_of(d: date) -> int:
+    """The Python twin of ``day_number``: days since 1970-01-01."""
+    return (d - EPOCH).days
+
+
+class day_number(FunctionElement):
+    """Days since 1970-01-01 of a DATE column."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(day_number, "sqlite")
+def _day_number_sqlite(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"CAST(julianday({compiler.process(arg, **kw)}) - 2440587.5 AS INTEGER)"
+
+
+@compiles(day_number)
+def _day_number_default(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"(CAST({compiler.process(arg, **kw)} AS DATE) - DATE '1970-01-01')"
+
+
+class month_day(FunctionElement):
+    """'MM-DD' of a DATE column."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(month_day, "sqlite")
+def _month_day_sqlite(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"strftime('%m-%d', {compiler.process(arg, **kw)})"
+
+
+@compiles(month_day)
+def _month_day_default(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"to_char({compiler.process(arg, **kw)}, 'MM-DD')"

@@ -1,0 +1,89 @@
+"""Shared fixtures: a migrated database on SQLite and, when reachable, PostgreSQL.
+
+``db_url`` is parametrised over both dialects; tests that take it run twice.
+PostgreSQL comes from CAREFLOW_TEST_POSTGRES_URL (default: the local server on
+127.0.0.1:5432); each test session creates its own throw-away database there
+and drops it at the end. Set CAREFLOW_TEST_POSTGRES_URL=skip to run SQLite only.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from careflow import db
+from careflow.settings import get_settings
+
+PG_ADMIN_URL = os.environ.get(
+    "CAREFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _postgres_available() -> bool:
+    if PG_ADMIN_URL == "skip":
+        return False
+    try:
+        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A fresh PostgreSQL database for this test session (dropped afterwards)."""
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI but not reachable")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name = f"careflow_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    db.engine_for.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid()"
+            ),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    eng = db.engine_for(url)
+    with eng.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path, monkeypatch):
+    """URL of an empty, migrated careflow database; settings point at it."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'careflow.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server_url")
+        _reset_postgres(url)
+    db.upgrade(url)
+    monkeypatch.setenv("CAREFLOW_DATABASE_URL", url)
+    monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def engine(db_url):
+    return db.engine_for(db_url)
