@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour -----------------------------------------------------------
+    delivery: Literal["outbox", "live"] = Field(
+        default="outbox",
+        description="outbox: every channel writes to the local outbox (no credentials). "
+        "live: SMS, email and fax go to their providers.",
+    )
+    workers: int = Field(default=4, ge=1, le=64, description="Batches processed at once per run.")
     time_zone: str = Field(
         default="UTC",
         description="Business time zone: a plain --as-of date means noon of that date here.",
