@@ -45,7 +45,14 @@ class Settings(BaseSettings):
         description="outbox: every channel writes to the local outbox (no credentials). "
         "live: SMS, email and fax go to their providers.",
     )
-    workers: int = Field(default=4, ge=1, le=64, description="Batches processed at once per run.")
+    brand_name: str = Field(
+        default="Lotus & Pine", description="Shop name templates sign messages with."
+    )
+    consent_required: bool = Field(
+        default=False,
+        description="true: only customers with a recorded opt-in are contacted. false: "
+        "existing customers are contacted unless they opted out (soft opt-in).",
+    )
     time_zone: str = Field(
         default="UTC",
         description="Business time zone: a plain --as-of date means noon of that date here.",
@@ -79,6 +86,83 @@ class Settings(BaseSettings):
     @property
     def effective_outbox_dir(self) -> Path:
         return self.outbox_dir or self.home / "outbox"
+
+    # ======================================================================
+    # --- live delivery channels (channels/sms.py, email.py, fax.py) --------
+    # Read only when delivery == "live". Credentials may instead come from
+    # Prefect Secret blocks named careflow-<field-with-dashes> (see
+    # channels/credentials.py); docs/channels.md describes every field.
+    # ======================================================================
+    twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID (AC...).")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
+    twilio_from_number: str | None = Field(
+        default=None, description="Sender: E.164 number or alphanumeric sender ID."
+    )
+    twilio_messaging_service_sid: str | None = Field(
+        default=None, description="Messaging Service (MG...); used instead of the from number."
+    )
+    twilio_status_callback_url: str | None = Field(
+        default=None, description="Webhook Twilio posts delivery status to."
+    )
+    twilio_api_base_url: str = Field(default="https://api.twilio.com")
+    sms_default_region: str = Field(default="CN", description="Region for numbers without +.")
+    sms_max_segments: int = Field(default=3, ge=1, le=10, description="Longest SMS allowed.")
+    sms_optout_zh: str = Field(
+        default="回复TD退订", description="Appended to zh-CN marketing SMS; empty disables."
+    )
+    sms_concurrency: int = Field(default=8, ge=1, le=64)
+    sms_rate_per_second: float = Field(default=10.0, gt=0)
+    sms_rate_limit_name: str = Field(default="twilio-sms")
+
+    sendgrid_api_key: SecretStr | None = Field(default=None, description="SendGrid API key (SG.).")
+    sendgrid_from_email: str | None = Field(default=None)
+    sendgrid_from_name: str | None = Field(default=None)
+    sendgrid_reply_to: str | None = Field(default=None)
+    sendgrid_api_base_url: str = Field(
+        default="https://api.sendgrid.com", description="EU: https://api.eu.sendgrid.com"
+    )
+    email_concurrency: int = Field(default=8, ge=1, le=64)
+    email_rate_per_second: float = Field(default=50.0, gt=0)
+    email_rate_limit_name: str = Field(default="sendgrid-email")
+    unsubscribe_base_url: str | None = Field(
+        default=None, description="Public URL receiving one-click unsubscribes (?token=...)."
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        default=None, description="HMAC key signing unsubscribe tokens (>= 16 characters)."
+    )
+
+    fax_provider: Literal["sinch", "email_gateway"] = Field(default="sinch")
+    sinch_project_id: str | None = Field(default=None)
+    sinch_key_id: str | None = Field(default=None)
+    sinch_key_secret: SecretStr | None = Field(default=None)
+    sinch_fax_api_base_url: str = Field(default="https://fax.api.sinch.com")
+    fax_from_number: str | None = Field(default=None, description="Sender fax number (E.164).")
+    fax_callback_url: str | None = Field(default=None, description="Fax-completed webhook.")
+    fax_email_gateway_address: str | None = Field(
+        default=None, description="Email-to-fax address template, e.g. {e164}@fax.example.net"
+    )
+    fax_font_path: Path | None = Field(
+        default=None, description="CJK TrueType/OpenType font for fax PDFs; default: searched."
+    )
+    fax_concurrency: int = Field(default=2, ge=1, le=16)
+    fax_rate_per_second: float = Field(default=1.0, gt=0)
+    fax_rate_limit_name: str = Field(default="sinch-fax")
+
+    rate_limit_backend: Literal["auto", "local"] = Field(
+        default="auto",
+        description="auto: Prefect global concurrency limits when the limit exists, else an "
+        "in-process token bucket; local: always the in-process bucket.",
+    )
+    credentials_from_prefect_blocks: bool = Field(default=True)
+    delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    delivery_read_timeout_seconds: float = Field(default=20.0, gt=0)
+    delivery_max_attempts: int = Field(default=4, ge=1, le=10)
+    delivery_backoff_base_seconds: float = Field(default=0.5, ge=0)
+    delivery_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    delivery_max_retry_after_seconds: float = Field(
+        default=60.0, ge=0, description="A longer Retry-After fails the message as retryable."
+    )
+    # --- end of live delivery channels --------------------------------------
 
 
 def load_settings(**overrides) -> Settings:

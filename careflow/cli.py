@@ -1,0 +1,298 @@
+"""The ``careflow`` command: a thin skin over library calls.
+
+Every command has --help; tests/test_cli.py checks each one is documented
+in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from careflow.errors import CareflowError
+
+# Prefect's local server can take >20 s to start on a busy machine (its default limit).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _settings():
+    from careflow.settings import get_settings
+
+    return get_settings()
+
+
+def _engine(migrate: bool = False):
+    from careflow import db
+
+    url = _settings().effective_database_url
+    if migrate:
+        db.upgrade(url)
+    engine = db.engine_for(url)
+    db.ensure_schema(engine)
+    return engine
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    """key=value pairs; values are read as YAML so 180 is a number and [a, b] a list."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+class CareflowGroup(click.Group):
+    """Turns careflow's own errors into one readable line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CareflowError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CareflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="careflow")
+def main():
+    """careflow: customer-care campaigns (birthday, reorder reminder, win-back, VIP care).
+
+    Configure with CAREFLOW_* environment variables (see README); by default
+    everything runs on a local SQLite file and the outbox channel.
+    """
+
+
+# --- db ---------------------------------------------------------------------
+@main.group()
+def db():
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Create or migrate the careflow tables in CAREFLOW_DATABASE_URL."""
+    from careflow import db as cdb
+
+    url = _settings().effective_database_url
+    cdb.upgrade(url)
+    click.echo(f"database is up to date: {cdb.engine_for(url).url.render_as_string()}")
+
+
+# --- data in ----------------------------------------------------------------
+@main.command()
+@click.option("--customers", default=10_000, show_default=True, help="How many demo customers.")
+@click.option("--as-of", default=None, help="Date the demo runs on (default: today).")
+@click.option("--reseed", is_flag=True, help="Wipe the demo database and seed it again.")
+@click.option("--seed-only", is_flag=True, help="Seed the data but run no campaigns.")
+def demo(customers, as_of, reseed, seed_only):
+    """Seed demo customers and run the four care campaigns on the outbox.
+
+    Safe to run again: the data is seeded once, and a second run the same
+    day sends nothing new (the ledger says who already got what).
+    """
+    from flows.demo import run_demo
+
+    run_demo(customers=customers, as_of=as_of, reseed=reseed, seed_only=seed_only)
+
+
+@main.group("import")
+def import_():
+    """Load data from files."""
+
+
+@import_.command("orders")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
+              help="Column for a field: invoice, sku, description, quantity, ordered_at, "
+                   "unit_price, customer, country. Default: the UCI Online Retail columns.")
+@click.option("--currency", default="GBP", show_default=True, help="Currency of the amounts.")
+def import_orders(file, mapping, currency):
+    """Import a transactions CSV (or .csv.gz): customers, products, orders, lines.
+
+    Cancellations (invoice C...) and non-positive quantities are not
+    purchases; rows that cannot be read are listed with their line numbers.
+    """
+    from careflow.importer import import_orders as run_import
+
+    fields = {}
+    for pair in mapping:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not FIELD=COLUMN", param_hint="--map")
+        k, v = pair.split("=", 1)
+        fields[k.strip()] = v.strip()
+    report = run_import(_engine(migrate=True), file, mapping=fields or None, currency=currency)
+    click.echo(report.summary())
+
+
+# --- segments ------------------------------------------------------------------
+@main.group()
+def segment():
+    """Inspect segments: who a campaign would select."""
+
+
+_as_of_option = click.option(
+    "--as-of", default=None, help="Date (YYYY-MM-DD) or ISO date-time; default: now."
+)
+_param_option = click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE",
+    help="Segment parameter, e.g. days=365 (repeatable).",
+)
+
+
+def _segment_select(name, as_of, params, id_range=None):
+    import inspect
+
+    import segments
+    from flows.campaign import resolve_as_of
+
+    day, at = resolve_as_of(as_of, _settings().time_zone)
+    fn = segments.SEGMENTS.get(name)
+    extra = {"at": at} if fn and "at" in inspect.signature(fn).parameters else {}
+    return day, segments.build(name, day, _parse_params(params), id_range=id_range, **extra)
+
+
+@segment.command("count")
+@click.argument("name")
+@_as_of_option
+@_param_option
+def segment_count(name, as_of, params):
+    """How many customers are in segment NAME (birthday, reorder_due, dormant, vip, pyramid)."""
+    import segments
+
+    engine = _engine()
+    day, query = _segment_select(name, as_of, params)
+    with engine.connect() as conn:
+        click.echo(segments.count(conn, query))
+
+
+@segment.command("list")
+@click.argument("name")
+@_as_of_option
+@_param_option
+@click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
+def segment_list(name, as_of, params, limit):
+    """List customers in segment NAME with the segment's columns."""
+    engine = _engine()
+    day, query = _segment_select(name, as_of, params)
+    if limit:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        cols = list(result.keys())
+        rows = [[str(v) for v in r] for r in result]
+    click.echo(_table(cols, rows))
+
+
+def _table(cols, rows) -> str:
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(line.rstrip() for line in out)
+
+
+# --- campaigns --------------------------------------------------------------
+@main.command("campaigns")
+def campaigns_cmd():
+    """List the campaigns defined under templates/."""
+    from careflow.campaigns import list_campaigns, load_campaign
+
+    s = _settings()
+    for name in list_campaigns(s.templates_dir):
+        spec = load_campaign(name, s.templates_dir)
+        click.echo(f"{name:18} {spec.segment:12} {'/'.join(spec.channels):15} {spec.description}")
+
+
+@main.command()
+@click.argument("campaign")
+@click.option("--customer", "customer_id", type=int, required=True, help="Customer id.")
+@_as_of_option
+@click.option("--channel", type=click.Choice(["sms", "email", "fax"]), default=None,
+              help="Preview this channel instead of the one the customer would get.")
+def preview(campaign, customer_id, as_of, channel):
+    """Show the message CUSTOMER would get from CAMPAIGN, without sending anything."""
+    from flows.preview import preview_message
+
+    click.echo(preview_message(_engine(), campaign, customer_id, as_of, channel))
+
+
+@main.command()
+@click.argument("campaign")
+@_as_of_option
+@click.option("--dry-run", is_flag=True, help="Select and render, but send and record nothing.")
+@click.option("--channel", type=click.Choice(["sms", "email", "fax", "outbox"]), default=None,
+              help="Use this channel for everyone this run (outbox: deliver to the local outbox).")
+def run(campaign, as_of, dry_run, channel):
+    """Run CAMPAIGN now as a Prefect flow and print its summary."""
+    from careflow.report import summary_table
+    from flows.care import CARE_FLOWS
+    from flows.campaign import campaign_flow
+
+    _engine()  # fail fast on an unmigrated database, before Prefect starts
+    fn = CARE_FLOWS.get(campaign)
+    summary = (fn(as_of=as_of, channel=channel, dry_run=dry_run) if fn
+               else campaign_flow(campaign=campaign, as_of=as_of, channel=channel,
+                                  dry_run=dry_run))
+    click.echo(summary_table([summary]))
+    if summary["already"].get("sent"):
+        click.echo(f"{summary['already']['sent']} customer(s) already got this occasion's "
+                   "message earlier: not sent again.")
+    if dry_run and summary["samples"]:
+        click.echo("\nsamples:")
+        for s in summary["samples"]:
+            click.echo(f"  #{s['customer_id']} {s['channel']} {s['to']}: {s['text'] or s['error']}")
+
+
+@main.command()
+@click.argument("customer_id", type=int)
+@click.option("--limit", default=50, show_default=True)
+def history(customer_id, limit):
+    """Show CUSTOMER's contact history: every message and what happened to it."""
+    from careflow.ledger import ContactLedger
+
+    rows = ContactLedger(_engine()).history(customer_id, limit)
+    if not rows:
+        click.echo(f"no contact history for customer {customer_id}")
+        return
+    for r in rows:
+        when = (r["sent_at"] or r["updated_at"]).isoformat(sep=" ", timespec="minutes")
+        state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
+        click.echo(f"{when}  {r['campaign']:17} {r['occasion']:17} {r['channel'] or '-':6} {state}")
+        if r["body"]:
+            click.echo(f"    {r['body'].splitlines()[0][:100]}")
+        if r["detail"]:
+            click.echo(f"    why: {r['detail'][:200]}")
+        for e in r["events"]:
+            click.echo(f"    {e['occurred_at']:%Y-%m-%d %H:%M}  {e['kind']}")
+
+
+@main.group()
+def report():
+    """Reports on campaign runs."""
+
+
+@report.command("last")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--include-dry-runs", is_flag=True, help="Also consider dry runs.")
+def report_last(as_json, include_dry_runs):
+    """The latest run of each campaign: selected, sent, skipped and failed by reason."""
+    from careflow.report import last_runs, summary_table
+
+    runs = last_runs(_engine(), include_dry_runs)
+    if as_json:
+        click.echo(json.dumps(runs, indent=2, ensure_ascii=False, default=str))
+    elif not runs:
+        click.echo("no campaign has run yet: try `careflow demo` or `careflow run birthday`")
+    else:
+        click.echo(summary_table(runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Rendering campaign templates with Jinja2, safely and in the customer's locale.
+
+Templates live in ``templates/<campaign>/``:
+
+    sms.<locale>.j2                  SMS body
+    fax.<locale>.j2                  fax page text
+    email.<locale>.subject.j2        email subject (one line)
+    email.<locale>.txt.j2            email plain-text part
+    email.<locale>.html.j2           email HTML part (optional)
+
+``<locale>`` is a BCP 47 tag such as ``zh-CN`` or ``en``. A customer's locale
+falls back from ``zh-CN`` to ``zh`` to the default locale. Templates run in
+Jinja's sandbox (marketers write them, not developers) with StrictUndefined,
+so a misspelt variable is an error for that recipient, not a blank in a
+message. Filters format in the customer's locale with Babel:
+
+    {{ amount | money }}  {{ amount | money("USD") }}
+    {{ day | date }}  {{ day | date("long") }}
+    {{ customer | greeting_name }}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal
+from jinja2.sandbox import SandboxedEnvironment
+
+from careflow.errors import TemplateError
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str
+    subject: str | None = None
+    html: str | None = None
+
+
+@lru_cache(maxsize=64)
+def babel_locale(tag: str) -> Locale:
+    try:
+        return Locale.parse(tag.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en")
+
+
+def _locale_of(ctx) -> Locale:
+    return babel_locale(ctx.get("locale") or "en")
+
+
+@jinja2.pass_context
+def _money(ctx, amount, currency: str | None = None) -> str:
+    currency = currency or ctx.get("currency") or "CNY"
+    return format_currency(Decimal(str(amount)), currency, locale=_locale_of(ctx))
+
+
+@jinja2.pass_context
+def _date(ctx, value, fmt: str = "medium") -> str:
+    if isinstance(value, str):
+        value = date.fromisoformat(value[:10])
+    if isinstance(value, datetime):
+        value = value.date()
+    return format_date(value, format=fmt, locale=_locale_of(ctx))
+
+
+@jinja2.pass_context
+def _number(ctx, value, fmt: str | None = None) -> str:
+    return format_decimal(value, format=fmt, locale=_locale_of(ctx))
+
+
+def greeting_name(customer) -> str:
+    """How to address a customer: the full name in Chinese, the given name in English."""
+    locale = (customer.get("locale") or "").lower()
+    if locale.startswith("zh"):
+        return customer.get("full_name") or customer.get("given_name") or ""
+    return customer.get("given_name") or customer.get("full_name") or ""
+
+
+def locale_chain(locale: str | None, default: str) -> list[str]:
+    """Locales to try, most specific first: zh-CN -> zh -> default."""
+    chain = []
+    if locale:
+        chain.append(locale)
+        if "-" in locale:
+            chain.append(locale.split("-", 1)[0])
+    chain.append(default)
+    return list(dict.fromkeys(chain))
+
+
+class Renderer:
+    """Finds and renders a campaign's templates for one channel and locale."""
+
+    def __init__(self, templates_dir: Path, default_locale: str = "en"):
+        self.templates_dir = Path(templates_dir)
+        self.default_locale = default_locale
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(self.templates_dir),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(
+            money=_money, date=_date, number=_number, greeting_name=greeting_name
+        )
+
+    def _find(self, campaign: str, stem: str, locale: str | None, required: bool = True):
+        tried = []
+        for loc in locale_chain(locale, self.default_locale):
+            name = f"{campaign}/{stem.format(locale=loc)}"
+            tried.append(name)
+            try:
+                return self.env.get_template(name)
+            except jinja2.TemplateNotFound:
+                continue
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{name} line {exc.lineno}: {exc.message}") from None
+        if required:
+            raise TemplateError(f"no template found; tried {', '.join(tried)}")
+        return None
+
+    def has_channel(self, campaign: str, channel: str) -> bool:
+        stem = "email.{locale}.txt.j2" if channel == "email" else f"{channel}.{{locale}}.j2"
+        return self._find(campaign, stem, None, required=False) is not None
+
+    def render(self, campaign: str, channel: str, locale: str | None, context: dict) -> Rendered:
+        """Render one message; raise TemplateError with the template name and cause."""
+        context = {**context, "locale": locale or self.default_locale}
+        if channel == "email":
+            subject = self._run(self._find(campaign, "email.{locale}.subject.j2", locale), context)
+            text = self._run(self._find(campaign, "email.{locale}.txt.j2", locale), context)
+            html_tpl = self._find(campaign, "email.{locale}.html.j2", locale, required=False)
+            html = self._run(html_tpl, context) if html_tpl else None
+            return Rendered(body=text, subject=" ".join(subject.split()), html=html)
+        body = self._run(self._find(campaign, f"{channel}.{{locale}}.j2", locale), context)
+        return Rendered(body=body)
+
+    @staticmethod
+    def _run(template: jinja2.Template, context: dict) -> str:
+        try:
+            return template.render(context).strip()
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"{template.name}: {exc.message}") from None
+        except jinja2.sandbox.SecurityError as exc:
+            raise TemplateError(f"{template.name}: not allowed in templates: {exc}") from None
+        except Exception as exc:  # a filter fed bad data, a division by zero...
+            raise TemplateError(f"{template.name}: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,44 @@
+"""The four automatic care campaigns, each its own flow so each gets its own
+schedule, parameters form and run history in the Prefect UI."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.campaign import run_campaign
+
+
+@flow(name="birthday", flow_run_name="birthday {as_of}", task_runner=ThreadPoolTaskRunner())
+def birthday(as_of: str | None = None, channel: str | None = None, dry_run: bool = False) -> dict:
+    """Birthday wishes to customers whose birthday is today in their own time zone."""
+    return run_campaign("birthday", as_of, channel, dry_run)
+
+
+@flow(name="reorder-reminder", flow_run_name="reorder-reminder {as_of}",
+      task_runner=ThreadPoolTaskRunner())
+def reorder_reminder(
+    as_of: str | None = None, channel: str | None = None, dry_run: bool = False
+) -> dict:
+    """Remind customers whose own purchase rhythm says they are about to run out."""
+    return run_campaign("reorder_reminder", as_of, channel, dry_run)
+
+
+@flow(name="winback", flow_run_name="winback {as_of}", task_runner=ThreadPoolTaskRunner())
+def winback(as_of: str | None = None, channel: str | None = None, dry_run: bool = False) -> dict:
+    """Reach customers who have not bought for more than 180 days."""
+    return run_campaign("winback", as_of, channel, dry_run)
+
+
+@flow(name="vip-care", flow_run_name="vip-care {as_of}", task_runner=ThreadPoolTaskRunner())
+def vip_care(as_of: str | None = None, channel: str | None = None, dry_run: bool = False) -> dict:
+    """Monthly personal note to the top tiers of the customer pyramid."""
+    return run_campaign("vip_care", as_of, channel, dry_run)
+
+
+CARE_FLOWS = {
+    "birthday": birthday,
+    "reorder_reminder": reorder_reminder,
+    "winback": winback,
+    "vip_care": vip_care,
+}

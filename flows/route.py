@@ -1,0 +1,244 @@
+"""The whole route for one batch of customers, as plain functions.
+
+select -> policy -> occasion -> reserve -> render -> send -> record. This is
+the only module that knows every step; flows/campaign.py wraps it in Prefect
+tasks. Keeping it free of Prefect makes it easy to test and to run from a
+Dask worker or a plain script later.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import Engine, func, select
+
+import segments
+from careflow.campaigns import CampaignSpec, enrich, occasion_key
+from careflow.db.models import Consent, Customer
+from careflow.errors import TemplateError
+from careflow.ledger import ContactLedger
+from careflow.messages import Message, Outcome, State
+from careflow.policy import Decision, decide
+from careflow.rendering import Renderer, greeting_name
+from careflow.settings import Settings
+from channels import get_channel
+
+CUSTOMER_COLUMNS = [c for c in Customer.__table__.c]
+
+
+@dataclass
+class BatchResult:
+    """Counts for one batch; merged into the run's summary."""
+
+    selected: int = 0
+    sent: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    already: Counter = field(default_factory=Counter)
+    would_send: Counter = field(default_factory=Counter)  # dry runs: per channel
+    samples: list = field(default_factory=list)
+
+    def merge(self, other: BatchResult, max_samples: int = 5) -> None:
+        self.selected += other.selected
+        self.sent += other.sent
+        for name in ("skipped", "failed", "already", "would_send"):
+            getattr(self, name).update(getattr(other, name))
+        self.samples.extend(other.samples[: max(0, max_samples - len(self.samples))])
+
+    def as_dict(self) -> dict:
+        return {
+            "selected": self.selected,
+            "sent": self.sent,
+            "skipped": dict(self.skipped),
+            "failed": dict(self.failed),
+            "already": dict(self.already),
+            "would_send": dict(self.would_send),
+            "samples": self.samples,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BatchResult:
+        return cls(
+            selected=d["selected"], sent=d["sent"], skipped=Counter(d["skipped"]),
+            failed=Counter(d["failed"]), already=Counter(d["already"]),
+            would_send=Counter(d["would_send"]), samples=list(d["samples"]),
+        )
+
+
+def id_ranges(engine: Engine, batch_size: int) -> list[tuple[int, int]]:
+    """Customer-id ranges of ``batch_size`` ids covering every customer."""
+    with engine.connect() as conn:
+        lo, hi = conn.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+    if lo is None:
+        return []
+    return [(start, min(start + batch_size - 1, hi)) for start in range(lo, hi + 1, batch_size)]
+
+
+def segment_select(spec: CampaignSpec, as_of: date, at: datetime, id_range):
+    """The campaign's segment joined to the customer record, for one id range."""
+    fn = segments.SEGMENTS.get(spec.segment)
+    extra = {"at": at} if fn is not None and "at" in inspect.signature(fn).parameters else {}
+    seg = segments.build(spec.segment, as_of, spec.parameters, id_range=id_range, **extra)
+    sub = seg.subquery("seg")
+    names = {c.name for c in CUSTOMER_COLUMNS}
+    context = [c for c in sub.c if c.name != "customer_id" and c.name not in names]
+    return (
+        select(*CUSTOMER_COLUMNS, *context)
+        .join(sub, sub.c.customer_id == Customer.id)
+        .order_by(Customer.id)
+    )
+
+
+def load_consents(engine: Engine, id_range) -> dict[int, dict[str, bool]]:
+    out: dict[int, dict[str, bool]] = defaultdict(dict)
+    with engine.connect() as conn:
+        for r in conn.execute(
+            select(Consent.customer_id, Consent.channel, Consent.granted).where(
+                Consent.customer_id.between(*id_range)
+            )
+        ):
+            out[r.customer_id][r.channel] = bool(r.granted)
+    return out
+
+
+def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Settings) -> dict:
+    customer = {c.name: row.get(c.name) for c in CUSTOMER_COLUMNS}
+    return {
+        **enrich({k: v for k, v in row.items() if k not in customer}),
+        "customer": customer,
+        "name": greeting_name(customer),
+        "brand": settings.brand_name,
+        "campaign": spec.name,
+        "as_of": as_of,
+    }
+
+
+def process_batch(
+    *,
+    spec: CampaignSpec,
+    engine: Engine,
+    settings: Settings,
+    run_id: str,
+    as_of: date,
+    at: datetime,
+    id_range: tuple[int, int],
+    channel_override: str | None = None,
+    dry_run: bool = False,
+    renderer: Renderer | None = None,
+) -> BatchResult:
+    """Run the whole route for the customers of the campaign's segment in ``id_range``."""
+    renderer = renderer or Renderer(settings.templates_dir, settings.default_locale)
+    result = BatchResult()
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(segment_select(spec, as_of, at, id_range)).mappings()]
+    if not rows:
+        return result
+    result.selected = len(rows)
+    consents = load_consents(engine, id_range)
+    channels = [channel_override] if channel_override else list(spec.channels)
+    region = getattr(settings, "sms_default_region", "CN")
+    decisions: dict[int, Decision] = {
+        r["id"]: decide(
+            r, channels, consents.get(r["id"], {}),
+            consent_required=settings.consent_required, default_region=region,
+        )
+        for r in rows
+    }
+    keys = {r["id"]: (r["id"], occasion_key(spec, enrich(r), as_of)) for r in rows}
+
+    if dry_run:
+        for r in rows:
+            d = decisions[r["id"]]
+            if d.skip_reason:
+                result.skipped[d.skip_reason] += 1
+                continue
+            try:
+                rendered = renderer.render(
+                    spec.name, d.channel, r.get("locale"), template_context(spec, r, as_of, settings)
+                )
+            except TemplateError as exc:
+                result.failed["template_error"] += 1
+                _sample(result, r, d, None, str(exc))
+                continue
+            result.would_send[d.channel] += 1
+            _sample(result, r, d, rendered.subject or rendered.body, None)
+        return result
+
+    ledger = ContactLedger(engine)
+    claim = ledger.claim(spec.name, run_id, list(keys.values()))
+    for state in claim.already.values():
+        result.already["in_progress" if state in (State.RESERVED, State.SENDING) else state] += 1
+    # Rows an earlier attempt left in 'sending' may have reached the customer: settle
+    # them as failed: interrupted rather than leave them hanging or send them again.
+    sending = [k for k, state in claim.already.items() if state == State.SENDING]
+    interrupted = ledger.resolve_interrupted(spec.name, sending, run_id) if sending else 0
+    if interrupted:
+        result.already["in_progress"] -= interrupted
+        result.failed["interrupted"] += interrupted
+
+    outcomes: list[Outcome] = []
+    details: dict[int, dict] = {}
+    by_channel: dict[str, list[Message]] = defaultdict(list)
+    for r in rows:
+        contact_id = claim.owned.get(keys[r["id"]])
+        if contact_id is None:
+            continue  # another run handled (or is handling) this customer's occasion
+        d = decisions[r["id"]]
+        if d.skip_reason:
+            outcomes.append(Outcome.skipped(contact_id, d.skip_reason, d.detail))
+            continue
+        try:
+            rendered = renderer.render(
+                spec.name, d.channel, r.get("locale"), template_context(spec, r, as_of, settings)
+            )
+        except TemplateError as exc:
+            outcomes.append(Outcome.failed(contact_id, "template_error", detail=str(exc)))
+            continue
+        msg = Message(
+            contact_id=contact_id, campaign=spec.name, customer_id=r["id"],
+            occasion=keys[r["id"]][1], channel=d.channel, to=d.address, body=rendered.body,
+            subject=rendered.subject, html=rendered.html,
+            locale=r.get("locale") or settings.default_locale, marketing=spec.marketing,
+        )
+        by_channel[d.channel].append(msg)
+        details[contact_id] = {
+            "channel": d.channel, "recipient": d.address,
+            "subject": rendered.subject, "body": rendered.body,
+        }
+    ledger.record(outcomes, run_id)  # skips and template errors first: nothing left hanging
+
+    for channel_name, messages in by_channel.items():
+        channel = get_channel(channel_name, settings)
+        ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id)
+        try:
+            sent = channel.send_batch(messages)
+        except Exception as exc:  # a channel bug: outcome unknown, so never resend
+            sent = [
+                Outcome.failed(m.contact_id, "channel_error", detail=f"{type(exc).__name__}: {exc}")
+                for m in messages
+            ]
+        missing = {m.contact_id for m in messages} - {o.contact_id for o in sent}
+        sent += [Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing]
+        ledger.record(sent, run_id, details)
+        outcomes.extend(sent)
+
+    for o in outcomes:
+        if o.state == State.SENT:
+            result.sent += 1
+        elif o.state == State.SKIPPED:
+            result.skipped[o.reason] += 1
+        else:
+            result.failed[o.reason] += 1
+    result.already += Counter()  # drop zero counts
+    return result
+
+
+def _sample(result: BatchResult, row: dict, d: Decision, text: str | None, error: str | None):
+    if len(result.samples) < 5:
+        result.samples.append(
+            {"customer_id": row["id"], "channel": d.channel, "to": d.address,
+             "text": text, "error": error}
+        )

@@ -1,0 +1,58 @@
+"""Customer segments: one file per segment, each a function that BUILDS a select.
+
+Contract every segment follows (tests/segments/test_contract.py checks it):
+- signature ``name(as_of: date, *, id_range=None, **documented_parameters) -> Select``;
+- the select has a ``customer_id`` column plus context columns that templates
+  may use (``days_since``, ``tier``...); it is never executed here;
+- ``as_of`` is a calendar date and only purchases on or before it count, so a
+  segment can be replayed for any past date;
+- ``id_range=(lo, hi)`` limits the result to customers with lo <= id <= hi so
+  a flow can cut the work into batches.
+
+The database does the work: aggregation, windows and medians run in SQL on
+SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.engine import Connection
+
+from careflow.errors import ConfigError
+from segments.birthday import birthday
+from segments.dormant import dormant
+from segments.reorder_due import reorder_due
+from segments.vip import pyramid, vip
+
+SEGMENTS: dict[str, Callable[..., Select]] = {
+    "birthday": birthday,
+    "reorder_due": reorder_due,
+    "dormant": dormant,
+    "vip": vip,
+    "pyramid": pyramid,
+}
+
+__all__ = ["SEGMENTS", "build", "count", "birthday", "dormant", "reorder_due", "vip", "pyramid"]
+
+
+def build(name: str, as_of: date, params: dict | None = None, **kw) -> Select:
+    """The named segment's select; ConfigError for an unknown name or parameter."""
+    try:
+        fn = SEGMENTS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown segment {name!r}; known segments: {', '.join(sorted(SEGMENTS))}"
+        ) from None
+    try:
+        return fn(as_of, **(params or {}), **kw)
+    except TypeError as exc:
+        raise ConfigError(f"segment {name!r}: bad parameters {params!r}: {exc}") from None
+
+
+def count(conn: Connection, query: Select) -> int:
+    """How many customers a segment select returns."""
+    sub = query.subquery()
+    return conn.execute(select(func.count()).select_from(sub)).scalar_one()

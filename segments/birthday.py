@@ -1,0 +1,94 @@
+"""birthday: customers whose birthday is today in their own time zone.
+
+"Today" is taken at one instant, ``at``: a run at 09:00 in Shanghai is
+already the 23rd in Auckland and still the 22nd in Los Angeles, so each
+customer is greeted on their own calendar day. The zone-to-local-date
+mapping is worked out here in Python (there are only ~600 IANA zones and at
+most three local dates at any instant) and handed to the database as plain
+IN lists, so the query runs the same on SQLite and PostgreSQL.
+
+Feb 29 birthdays are greeted on Feb 28 in non-leap years (``feb29_on="mar1"``
+moves them to Mar 1). Customers without a usable time zone count in
+``default_zone``.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, date, datetime, time
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
+
+from sqlalchemy import Select, and_, case, literal, or_, select
+
+from careflow.db.models import Customer
+from careflow.db.sqlfunc import month_day
+
+
+@lru_cache(maxsize=1)
+def _zones() -> tuple[str, ...]:
+    return tuple(sorted(available_timezones()))
+
+
+def local_dates(at: datetime, default_zone: str = "UTC") -> dict[date, list[str]]:
+    """Group every IANA zone by its local date at instant ``at``."""
+    groups: dict[date, list[str]] = {}
+    for zone in _zones():
+        groups.setdefault(at.astimezone(ZoneInfo(zone)).date(), []).append(zone)
+    groups.setdefault(at.astimezone(ZoneInfo(default_zone)).date(), [])
+    return groups
+
+
+def birthday_keys(day: date, feb29_on: str = "feb28") -> list[str]:
+    """'MM-DD' birthdays celebrated on ``day``."""
+    keys = [day.strftime("%m-%d")]
+    if not calendar.isleap(day.year):
+        if feb29_on == "feb28" and (day.month, day.day) == (2, 28):
+            keys.append("02-29")
+        if feb29_on == "mar1" and (day.month, day.day) == (3, 1):
+            keys.append("02-29")
+    return keys
+
+
+def birthday(
+    as_of: date,
+    *,
+    at: datetime | None = None,
+    feb29_on: str = "feb28",
+    default_zone: str = "UTC",
+    id_range: tuple[int, int] | None = None,
+) -> Select:
+    """Customers celebrating their birthday at instant ``at`` (default: noon UTC of as_of).
+
+    Columns: customer_id, birthday, local_date ('YYYY-MM-DD', the customer's today).
+    """
+    if feb29_on not in ("feb28", "mar1"):
+        raise ValueError("feb29_on must be 'feb28' or 'mar1'")
+    if at is None:
+        at = datetime.combine(as_of, time(12), tzinfo=UTC)
+    elif at.tzinfo is None:
+        raise ValueError("at must be timezone-aware")
+
+    known = list(_zones())
+    default_date = at.astimezone(ZoneInfo(default_zone)).date()
+    md = month_day(Customer.birthday)
+    tz_clauses, date_cases = [], []
+    for day, zones in local_dates(at, default_zone).items():
+        in_zone = Customer.time_zone.in_(zones) if zones else literal(False)
+        if day == default_date:
+            # customers with no zone, or one we do not recognise, live in default_zone
+            in_zone = or_(in_zone, Customer.time_zone.is_(None), Customer.time_zone.not_in(known))
+        tz_clauses.append(and_(in_zone, md.in_(birthday_keys(day, feb29_on))))
+        date_cases.append((in_zone, day.isoformat()))
+
+    query = select(
+        Customer.id.label("customer_id"),
+        Customer.birthday,
+        case(*date_cases, else_=default_date.isoformat()).label("local_date"),
+    ).where(Customer.birthday.is_not(None), or_(*tz_clauses))
+    if id_range is not None:
+        query = query.where(Customer.id.between(*id_range))
+    return query
+
+
+__all__ = ["birthday", "birthday_keys", "local_dates"]
