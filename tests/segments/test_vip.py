@@ -1,0 +1,54 @@
+"""The customer pyramid and RFM scores: tiers by rank, ties kept together."""
+
+from datetime import date, timedelta
+
+from segments import pyramid, vip
+from tests.factories import add_customer, add_orders, rows
+
+AS_OF = date(2026, 11, 22)
+
+
+def _spenders(engine, amounts):
+    for cid, amount in enumerate(amounts, start=1):
+        add_customer(engine, cid)
+        add_orders(engine, cid, [AS_OF - timedelta(days=cid)], amount=str(amount))
+
+
+def test_tiers_follow_the_playbook_shares(engine):
+    _spenders(engine, range(1000, 0, -10))  # 100 buyers, distinct amounts
+    tiers = {c: r["tier"] for c, r in rows(engine, pyramid(AS_OF)).items()}
+    counts = {t: list(tiers.values()).count(t) for t in ("VIP", "Large", "Medium", "Small")}
+    assert counts == {"VIP": 1, "Large": 4, "Medium": 15, "Small": 80}
+    assert tiers[1] == "VIP" and tiers[2] == "Large" and tiers[6] == "Medium"
+
+
+def test_ties_at_a_boundary_go_to_the_higher_tier(engine):
+    # 100 buyers; customers 1 and 2 tie at the top: both VIP, not one chosen at random
+    _spenders(engine, [500, 500] + list(range(400, 302, -1)))
+    tiers = {c: r["tier"] for c, r in rows(engine, pyramid(AS_OF)).items()}
+    assert tiers[1] == tiers[2] == "VIP"
+    assert tiers[3] == "Large"
+
+
+def test_top_spender_is_vip_even_with_few_buyers(engine):
+    _spenders(engine, [30, 20, 10])
+    assert {c for c, r in rows(engine, vip(AS_OF, tiers=["VIP"])).items()} == {1}
+
+
+def test_window_excludes_old_and_future_orders(engine):
+    add_customer(engine, 1)
+    add_orders(engine, 1, [AS_OF - timedelta(days=400)], amount="9999")
+    add_customer(engine, 2)
+    add_orders(engine, 2, [AS_OF - timedelta(days=5)], amount="10")
+    add_orders(engine, 2, [AS_OF + timedelta(days=1)], amount="9999")
+    got = rows(engine, pyramid(AS_OF))
+    assert set(got) == {2} and float(got[2]["monetary"]) == 10
+
+
+def test_rfm_scores_are_quintiles_with_5_best(engine):
+    _spenders(engine, range(100, 0, -1))  # customer 1: most money and most recent
+    got = rows(engine, pyramid(AS_OF))
+    assert got[1]["m_score"] == 5 and got[1]["r_score"] == 5
+    assert got[100]["m_score"] == 1 and got[100]["r_score"] == 1
+    scores = [r["m_score"] for r in got.values()]
+    assert all(scores.count(s) == 20 for s in range(1, 6))
