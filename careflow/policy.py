@@ -6,7 +6,7 @@ the address on the way; quiet hours and frequency caps will slot in here
 as further rules returning the same ``Decision``.
 
 Skip reasons (recorded in the ledger and counted in reports):
-- ``opted_out``: the customer withdrew consent for every channel the campaign uses
+- ``opted_out``: the customer could only be reached on channels they opted out of
 - ``no_consent``: CAREFLOW_CONSENT_REQUIRED is on and no opt-in is recorded
 - ``no_contact``: no address on file for any usable channel
 - ``invalid_contact``: addresses on file, but none is usable (detail says why)
@@ -89,4 +89,7 @@ def decide(
         return Decision(cid, channel=ch, address=address)
     if problems:
         return Decision(cid, skip_reason="invalid_contact", detail="; ".join(problems))
+    blocked = [ch for ch in channels if ch not in allowed and customer.get(CONTACT_FIELD[ch])]
+    if blocked:  # reachable only where they said no
+        return Decision(cid, skip_reason="opted_out", detail=f"opted out of {'/'.join(blocked)}")
     return Decision(cid, skip_reason="no_contact", detail=f"no {'/'.join(allowed)} on file")
