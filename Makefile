@@ -1,0 +1,34 @@
+# Two commands on a fresh machine (Python 3.11+, pip, make):
+#   make demo   set up, seed the demo data and run the four care campaigns
+#   make test   set up and run the whole test suite (SQLite, plus PostgreSQL when reachable)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Prefect's local API starts on first use; on a busy machine it needs more than 20 s.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.careflow/prefect} $(BIN)/careflow demo
+
+test: $(STAMP)
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.careflow/prefect-test} $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check careflow segments channels flows tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .careflow .pytest_cache
