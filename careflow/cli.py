@@ -17,6 +17,9 @@ from careflow.errors import CareflowError
 
 # Prefect's local server can take >20 s to start on a busy machine (its default limit).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# One line per task run drowns the flow's own progress lines in a terminal;
+# the Prefect UI still shows every task run.
+os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
 
 
 def _settings():

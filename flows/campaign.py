@@ -122,10 +122,13 @@ def run_campaign(
         part = BatchResult.from_dict(future.result())
         total.merge(part)
         update_progress_artifact(progress, progress=100.0 * done / len(futures))
-        logger.info(
-            "batch %d/%d: selected %d, sent %d (total sent %d)",
-            done, len(futures), part.selected, part.sent, total.sent,
-        )
+        # progress at every quarter: enough to watch a long run, not a line per batch
+        if done == len(futures) or done % max(1, len(futures) // 4) == 0:
+            logger.info(
+                "%d/%d batches done: selected %d, sent %d, already done %d, skipped %d, failed %d",
+                done, len(futures), total.selected, total.sent, sum(total.already.values()),
+                sum(total.skipped.values()), sum(total.failed.values()),
+            )
     summary = {"campaign": spec.name, "run_id": run_id, "as_of": str(as_of_date),
                "dry_run": dry_run, "delivery": settings.delivery, **total.as_dict()}
     finish_run(engine, run_id, summary)
@@ -134,7 +137,6 @@ def run_campaign(
         key=f"{spec.name.replace('_', '-')}-summary",
         description=f"{spec.name} run summary",
     )
-    logger.info(summary_markdown(summary))
     return summary
 
 
