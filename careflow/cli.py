@@ -238,7 +238,11 @@ def run(campaign, as_of, dry_run, channel):
     from flows.care import CARE_FLOWS
     from flows.campaign import campaign_flow
 
+    from flows.campaign import resolve_as_of
+
     _engine()  # fail fast on an unmigrated database, before Prefect starts
+    if as_of:
+        resolve_as_of(as_of, _settings().time_zone)  # a clear error for a malformed date
     fn = CARE_FLOWS.get(campaign)
     summary = (fn(as_of=as_of, channel=channel, dry_run=dry_run) if fn
                else campaign_flow(campaign=campaign, as_of=as_of, channel=channel,

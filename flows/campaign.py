@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, time
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
@@ -29,6 +30,8 @@ from careflow.report import finish_run, start_run, summary_markdown
 from careflow.settings import get_settings
 from channels import get_channel
 from flows.route import BatchResult, id_ranges, process_batch
+
+ChannelChoice = Literal["sms", "email", "fax", "outbox"]
 
 
 def resolve_as_of(as_of: str | date | datetime | None, zone: str) -> tuple[date, datetime]:
@@ -77,7 +80,7 @@ def process_batch_task(
 
 def run_campaign(
     campaign: str,
-    as_of: str | None = None,
+    as_of: str | date | datetime | None = None,
     channel: str | None = None,
     dry_run: bool = False,
 ) -> dict:
@@ -144,7 +147,10 @@ def run_campaign(
 # on a Prefect worker with Dask, swap in prefect-dask's DaskTaskRunner here.
 @flow(name="campaign", flow_run_name="{campaign} {as_of}", task_runner=ThreadPoolTaskRunner())
 def campaign_flow(
-    campaign: str, as_of: str | None = None, channel: str | None = None, dry_run: bool = False
+    campaign: str,
+    as_of: date | datetime | None = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
 ) -> dict:
     """Run any campaign in templates/ by name."""
     return run_campaign(campaign, as_of, channel, dry_run)

@@ -67,11 +67,15 @@ def test_dry_run_sends_and_records_nothing(prefect_api, shop):
 
 
 def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, monkeypatch):
-    from flows.campaign import campaign_flow
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.campaign import campaign_flow, resolve_as_of
 
     with pytest.raises(ConfigError, match="no campaign 'nope'"):
         campaign_flow(campaign="nope")
-    with pytest.raises(ConfigError, match="not a date"):
+    with pytest.raises(ParameterTypeError, match="as_of"):
         campaign_flow(campaign="birthday", as_of="22/11/2026")
+    with pytest.raises(ConfigError, match="not a date"):
+        resolve_as_of("22/11/2026", "UTC")
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0

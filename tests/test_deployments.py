@@ -1,0 +1,27 @@
+"""Every deployment in prefect.yaml points at a flow that loads, with the parameters it passes."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+from careflow.settings import PROJECT_ROOT
+
+DEPLOYMENTS = yaml.safe_load(Path(PROJECT_ROOT, "prefect.yaml").read_text())["deployments"]
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+def test_entrypoint_loads_and_accepts_its_parameters(deployment, monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])
+    accepted = set(flow.parameters.properties)
+    assert set(deployment.get("parameters", {})) <= accepted
+    # the UI builds its run form from this schema: as_of/channel/dry_run are typed fields
+    assert {"as_of", "channel", "dry_run"} <= accepted
+    assert flow.parameters.properties["dry_run"]["type"] == "boolean"
+
+
+def test_every_care_campaign_is_deployed():
+    entrypoints = {d["entrypoint"].split(":")[1] for d in DEPLOYMENTS}
+    assert {"birthday", "reorder_reminder", "winback", "vip_care"} <= entrypoints
