@@ -1,0 +1,89 @@
+"""ContactLedger: one owner per key, whatever runs race for it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from careflow.db.models import ContactHistory
+from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger, utcnow
+from careflow.messages import Outcome, State
+from tests.factories import add_customer
+
+KEYS = [(cid, "2026") for cid in range(1, 41)]
+
+
+def _customers(engine):
+    for cid, _ in KEYS:
+        add_customer(engine, cid)
+
+
+def test_concurrent_runs_split_the_keys_never_share_them(engine):
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    barrier = threading.Barrier(4)
+    claims = {}
+
+    def claim(run):
+        barrier.wait()
+        claims[run] = ledger.claim("birthday", run, KEYS, chunk=7)
+
+    threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    owned = [k for c in claims.values() for k in c.owned]
+    assert sorted(owned) == sorted(KEYS)  # every key owned exactly once
+
+
+def test_sent_and_permanent_failures_are_final_skips_and_retryables_are_not(engine):
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    first = ledger.claim("birthday", "run-1", KEYS[:4])
+    ids = [first.owned[k] for k in KEYS[:4]]
+    ledger.record([
+        Outcome.sent(ids[0], "SM1"),
+        Outcome.failed(ids[1], "invalid_number"),
+        Outcome.failed(ids[2], "provider_5xx", retryable=True),
+        Outcome.skipped(ids[3], "no_contact"),
+    ], "run-1")
+    second = ledger.claim("birthday", "run-2", KEYS[:4])
+    assert set(second.owned) == {KEYS[2], KEYS[3]}
+    assert second.already == {KEYS[0]: "sent", KEYS[1]: "failed"}
+
+
+def test_a_dead_runs_reservation_is_taken_over_after_the_lease(engine):
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    ledger.claim("birthday", "dead", KEYS[:2])
+    assert ledger.claim("birthday", "new", KEYS[:2]).owned == {}  # still leased
+    old = utcnow() - timedelta(seconds=RESERVATION_LEASE_SECONDS + 1)
+    with engine.begin() as conn:
+        conn.execute(update(ContactHistory).values(updated_at=old))
+    assert set(ledger.claim("birthday", "new", KEYS[:2]).owned) == set(KEYS[:2])
+
+
+def test_outcomes_of_another_run_are_not_written_over(engine):
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    cid = ledger.claim("birthday", "run-1", KEYS[:1]).owned[KEYS[0]]
+    ledger.record([Outcome.sent(cid, "SM1")], "run-2")  # a stale worker of another run
+    with engine.connect() as conn:
+        row = conn.execute(select(ContactHistory).where(ContactHistory.id == cid)).scalar_one()
+    assert row.state == State.RESERVED
+
+
+def test_history_shows_contacts_with_their_events(engine):
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    cid = ledger.claim("birthday", "run-1", KEYS[:1]).owned[KEYS[0]]
+    ledger.record([Outcome.sent(cid, "SM1")], "run-1",
+                  {cid: {"channel": "sms", "recipient": "+8613800000000", "body": "Hi"}})
+    ledger.add_events([{"customer_id": 1, "contact_id": cid, "kind": "delivered",
+                        "occurred_at": datetime(2026, 11, 22, 9, 1), "provider_id": "SM1"}])
+    (entry,) = ledger.history(1)
+    assert entry["state"] == "sent" and entry["body"] == "Hi" and entry["provider_id"] == "SM1"
+    assert [e["kind"] for e in entry["events"]] == ["delivered"]
