@@ -1,0 +1,84 @@
+"""The CLI: every command has help and is documented; errors are one readable line."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, timedelta
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from careflow.cli import main
+from careflow.settings import PROJECT_ROOT, get_settings
+from tests.factories import add_customer, add_orders
+
+
+def _commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        path = prefix + (name,)
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, path)
+        else:
+            yield path
+
+
+COMMANDS = list(_commands(main))
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) for p in COMMANDS])
+def test_every_command_has_help_and_is_in_the_readme(path):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert f"careflow {' '.join(path)}" in readme, f"README does not document {path}"
+
+
+def test_unmigrated_database_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAREFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["report", "last"])
+    assert result.exit_code == 2
+    assert "careflow db upgrade" in result.output and "Traceback" not in result.output
+
+
+def test_bad_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("CAREFLOW_TIME_ZONE", "Mars/Base")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["segment", "count", "dormant"])
+    assert result.exit_code == 2
+    assert "CAREFLOW_TIME_ZONE" in result.output and "Mars/Base" in result.output
+
+
+def test_segment_count_list_and_unknown_segment(engine):
+    as_of = date(2026, 11, 22)
+    for cid, days in [(1, 200), (2, 10)]:
+        add_customer(engine, cid)
+        add_orders(engine, cid, [as_of - timedelta(days=days)])
+    runner = CliRunner()
+    out = runner.invoke(main, ["segment", "count", "dormant", "--as-of", "2026-11-22"])
+    assert out.exit_code == 0 and out.output.strip() == "1"
+    out = runner.invoke(main, ["segment", "count", "dormant", "--as-of", "2026-11-22",
+                               "--param", "days=5"])
+    assert out.output.strip() == "2"
+    out = runner.invoke(main, ["segment", "list", "dormant", "--as-of", "2026-11-22"])
+    assert re.search(r"^1\s+2026-05-06\s+200", out.output, re.M)
+    out = runner.invoke(main, ["segment", "count", "loyal", "--as-of", "2026-11-22"])
+    assert out.exit_code == 2 and "known segments: birthday" in out.output
+
+
+def test_preview_history_and_report(engine):
+    add_customer(engine, 7, mobile="+8613812345678", locale="zh-CN", full_name="李娜",
+                 birthday=date(1990, 11, 22))
+    runner = CliRunner()
+    out = runner.invoke(main, ["preview", "birthday", "--customer", "7", "--as-of", "2026-11-22"])
+    assert out.exit_code == 0, out.output
+    assert "李娜，祝您生日快乐" in out.output and "sms to +8613812345678" in out.output
+    assert "UCS-2" in out.output or "UCS2" in out.output
+    out = runner.invoke(main, ["preview", "winback", "--customer", "7"])
+    assert out.exit_code == 2 and "not in segment 'dormant'" in out.output
+    out = runner.invoke(main, ["history", "7"])
+    assert "no contact history" in out.output
+    out = runner.invoke(main, ["report", "last", "--json"])
+    assert json.loads(out.output) == []
