@@ -113,9 +113,14 @@ def import_():
 
 @import_.command("orders")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
-              help="Column for a field: invoice, sku, description, quantity, ordered_at, "
-                   "unit_price, customer, country. Default: the UCI Online Retail columns.")
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Column for a field: invoice, sku, description, quantity, ordered_at, "
+    "unit_price, customer, country. Default: the UCI Online Retail columns.",
+)
 @click.option("--currency", default="GBP", show_default=True, help="Currency of the amounts.")
 def import_orders(file, mapping, currency):
     """Import a transactions CSV (or .csv.gz): customers, products, orders, lines.
@@ -145,7 +150,10 @@ _as_of_option = click.option(
     "--as-of", default=None, help="Date (YYYY-MM-DD) or ISO date-time; default: now."
 )
 _param_option = click.option(
-    "--param", "params", multiple=True, metavar="KEY=VALUE",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Segment parameter, e.g. days=365 (repeatable).",
 )
 
@@ -171,7 +179,7 @@ def segment_count(name, as_of, params):
     import segments
 
     engine = _engine()
-    day, query = _segment_select(name, as_of, params)
+    _, query = _segment_select(name, as_of, params)
     with engine.connect() as conn:
         click.echo(segments.count(conn, query))
 
@@ -184,21 +192,16 @@ def segment_count(name, as_of, params):
 def segment_list(name, as_of, params, limit):
     """List customers in segment NAME with the segment's columns."""
     engine = _engine()
-    day, query = _segment_select(name, as_of, params)
+    _, query = _segment_select(name, as_of, params)
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:
         result = conn.execute(query)
         cols = list(result.keys())
         rows = [[str(v) for v in r] for r in result]
-    click.echo(_table(cols, rows))
+    from careflow.report import text_table
 
-
-def _table(cols, rows) -> str:
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(line.rstrip() for line in out)
+    click.echo(text_table(cols, rows))
 
 
 # --- campaigns --------------------------------------------------------------
@@ -217,8 +220,12 @@ def campaigns_cmd():
 @click.argument("campaign")
 @click.option("--customer", "customer_id", type=int, required=True, help="Customer id.")
 @_as_of_option
-@click.option("--channel", type=click.Choice(["sms", "email", "fax"]), default=None,
-              help="Preview this channel instead of the one the customer would get.")
+@click.option(
+    "--channel",
+    type=click.Choice(["sms", "email", "fax"]),
+    default=None,
+    help="Preview this channel instead of the one the customer would get.",
+)
 def preview(campaign, customer_id, as_of, channel):
     """Show the message CUSTOMER would get from CAMPAIGN, without sending anything."""
     from flows.preview import preview_message
@@ -230,27 +237,33 @@ def preview(campaign, customer_id, as_of, channel):
 @click.argument("campaign")
 @_as_of_option
 @click.option("--dry-run", is_flag=True, help="Select and render, but send and record nothing.")
-@click.option("--channel", type=click.Choice(["sms", "email", "fax", "outbox"]), default=None,
-              help="Use this channel for everyone this run (outbox: deliver to the local outbox).")
+@click.option(
+    "--channel",
+    type=click.Choice(["sms", "email", "fax", "outbox"]),
+    default=None,
+    help="Use this channel for everyone this run (outbox: deliver to the local outbox).",
+)
 def run(campaign, as_of, dry_run, channel):
     """Run CAMPAIGN now as a Prefect flow and print its summary."""
     from careflow.report import summary_table
+    from flows.campaign import campaign_flow, resolve_as_of
     from flows.care import CARE_FLOWS
-    from flows.campaign import campaign_flow
-
-    from flows.campaign import resolve_as_of
 
     _engine()  # fail fast on an unmigrated database, before Prefect starts
     if as_of:
         resolve_as_of(as_of, _settings().time_zone)  # a clear error for a malformed date
     fn = CARE_FLOWS.get(campaign)
-    summary = (fn(as_of=as_of, channel=channel, dry_run=dry_run) if fn
-               else campaign_flow(campaign=campaign, as_of=as_of, channel=channel,
-                                  dry_run=dry_run))
+    summary = (
+        fn(as_of=as_of, channel=channel, dry_run=dry_run)
+        if fn
+        else campaign_flow(campaign=campaign, as_of=as_of, channel=channel, dry_run=dry_run)
+    )
     click.echo(summary_table([summary]))
     if summary["already"].get("sent"):
-        click.echo(f"{summary['already']['sent']} customer(s) already got this occasion's "
-                   "message earlier: not sent again.")
+        click.echo(
+            f"{summary['already']['sent']} customer(s) already got this occasion's "
+            "message earlier: not sent again."
+        )
     if dry_run and summary["samples"]:
         click.echo("\nsamples:")
         for s in summary["samples"]:

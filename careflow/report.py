@@ -10,8 +10,9 @@ from careflow.db.models import Campaign, Run
 from careflow.ledger import utcnow
 
 
-def start_run(engine: Engine, run_id: str, campaign: str, at: datetime, channel: str,
-              dry_run: bool) -> None:
+def start_run(
+    engine: Engine, run_id: str, campaign: str, at: datetime, channel: str, dry_run: bool
+) -> None:
     now = utcnow()
     with engine.begin() as conn:
         if conn.execute(select(Campaign.name).where(Campaign.name == campaign)).first() is None:
@@ -19,19 +20,32 @@ def start_run(engine: Engine, run_id: str, campaign: str, at: datetime, channel:
             from careflow.settings import get_settings
 
             spec = load_campaign(campaign, get_settings().templates_dir)
-            conn.execute(insert(Campaign.__table__).values(
-                name=campaign, segment=spec.segment, description=spec.description,
-                created_at=now))
+            conn.execute(
+                insert(Campaign.__table__).values(
+                    name=campaign,
+                    segment=spec.segment,
+                    description=spec.description,
+                    created_at=now,
+                )
+            )
         if conn.execute(select(Run.id).where(Run.id == run_id)).first() is None:
-            conn.execute(insert(Run.__table__).values(
-                id=run_id, campaign=campaign, as_of=at.replace(tzinfo=None), channel=channel,
-                dry_run=dry_run, started_at=now))
+            conn.execute(
+                insert(Run.__table__).values(
+                    id=run_id,
+                    campaign=campaign,
+                    as_of=at.replace(tzinfo=None),
+                    channel=channel,
+                    dry_run=dry_run,
+                    started_at=now,
+                )
+            )
 
 
 def finish_run(engine: Engine, run_id: str, summary: dict) -> None:
     with engine.begin() as conn:
-        conn.execute(update(Run).where(Run.id == run_id).values(
-            finished_at=utcnow(), summary=summary))
+        conn.execute(
+            update(Run).where(Run.id == run_id).values(finished_at=utcnow(), summary=summary)
+        )
 
 
 def last_runs(engine: Engine, include_dry_runs: bool = False) -> list[dict]:
@@ -42,15 +56,16 @@ def last_runs(engine: Engine, include_dry_runs: bool = False) -> list[dict]:
             where.append(Run.dry_run.is_(False))
         latest = (
             select(Run.campaign, func.max(Run.finished_at).label("t"))
-            .where(*where).group_by(Run.campaign).subquery()
+            .where(*where)
+            .group_by(Run.campaign)
+            .subquery()
         )
         rows = conn.execute(
             select(Run.summary, Run.finished_at)
             .join(latest, (latest.c.campaign == Run.campaign) & (latest.c.t == Run.finished_at))
             .order_by(Run.campaign)
         ).all()
-    return [dict(r.summary, finished_at=r.finished_at.isoformat(timespec="seconds"))
-            for r in rows]
+    return [dict(r.summary, finished_at=r.finished_at.isoformat(timespec="seconds")) for r in rows]
 
 
 def _fmt_reasons(counts: dict) -> str:
@@ -72,13 +87,20 @@ def summary_line(s: dict) -> list[str]:
 HEADER = ["campaign", "selected", "sent", "already done", "skipped", "failed"]
 
 
-def summary_table(summaries: list[dict]) -> str:
-    """A plain-text table, one row per campaign run."""
-    rows = [HEADER] + [summary_line(s) for s in summaries]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def summary_table(summaries: list[dict]) -> str:
+    """A plain-text table, one row per campaign run."""
+    return text_table(HEADER, [summary_line(s) for s in summaries])
 
 
 def summary_markdown(s: dict) -> str:
@@ -92,8 +114,9 @@ def summary_markdown(s: dict) -> str:
         f"| selected | {s['selected']} | |",
     ]
     if s.get("dry_run"):
-        lines.append(f"| would send | {sum(s['would_send'].values())} | "
-                     f"{_fmt_reasons(s['would_send'])} |")
+        lines.append(
+            f"| would send | {sum(s['would_send'].values())} | {_fmt_reasons(s['would_send'])} |"
+        )
     else:
         lines.append(f"| sent | {s['sent']} | |")
     lines += [

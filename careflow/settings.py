@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates")
     outbox_dir: Path | None = Field(
-        default=None, description="Readable copies of outbox messages. Default: CAREFLOW_HOME/outbox"
+        default=None,
+        description="Readable copies of outbox messages. Default: CAREFLOW_HOME/outbox",
     )
 
     # --- behaviour -----------------------------------------------------------
@@ -58,7 +59,9 @@ class Settings(BaseSettings):
         description="Business time zone: a plain --as-of date means noon of that date here.",
     )
     default_locale: str = Field(default="en", description="Locale for customers without one.")
-    batch_size: int = Field(default=1000, ge=1, le=50_000, description="Customers per Prefect task.")
+    batch_size: int = Field(
+        default=1000, ge=1, le=50_000, description="Customers per Prefect task."
+    )
     feb29_birthdays_on: str = Field(
         default="feb28", description="Where Feb 29 birthdays fall in non-leap years: feb28 or mar1."
     )

@@ -66,15 +66,26 @@ def resolve_as_of(as_of: str | date | datetime | None, zone: str) -> tuple[date,
     retry_delay_seconds=[2, 10],
 )
 def process_batch_task(
-    campaign: str, run_id: str, as_of: date, at: datetime, lo: int, hi: int,
-    channel: str | None, dry_run: bool,
+    campaign: str,
+    run_id: str,
+    as_of: date,
+    at: datetime,
+    lo: int,
+    hi: int,
+    channel: str | None,
+    dry_run: bool,
 ) -> dict:
     settings = get_settings()
     return process_batch(
         spec=load_campaign(campaign, settings.templates_dir),
         engine=db.engine_for(settings.effective_database_url),
-        settings=settings, run_id=run_id, as_of=as_of, at=at, id_range=(lo, hi),
-        channel_override=channel, dry_run=dry_run,
+        settings=settings,
+        run_id=run_id,
+        as_of=as_of,
+        at=at,
+        id_range=(lo, hi),
+        channel_override=channel,
+        dry_run=dry_run,
     ).as_dict()
 
 
@@ -104,7 +115,9 @@ def run_campaign(
     renderer = Renderer(settings.templates_dir, settings.default_locale)
     for name in channels:
         if not renderer.has_channel(spec.name, name):
-            raise ConfigError(f"campaign {spec.name!r} has no {name} template in templates/{spec.name}/")
+            raise ConfigError(
+                f"campaign {spec.name!r} has no {name} template in templates/{spec.name}/"
+            )
         get_channel(name, settings)  # raises ConfigError naming the setting
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
@@ -112,8 +125,13 @@ def run_campaign(
     ranges = id_ranges(engine, settings.batch_size)
     logger.info(
         "%s: as of %s, %d batch(es) of up to %d customers, channels %s via %s%s",
-        spec.name, as_of_date, len(ranges), settings.batch_size, "/".join(channels),
-        settings.delivery, " (dry run: nothing is sent or recorded)" if dry_run else "",
+        spec.name,
+        as_of_date,
+        len(ranges),
+        settings.batch_size,
+        "/".join(channels),
+        settings.delivery,
+        " (dry run: nothing is sent or recorded)" if dry_run else "",
     )
     progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
     total = BatchResult()
@@ -129,11 +147,22 @@ def run_campaign(
         if done == len(futures) or done % max(1, len(futures) // 4) == 0:
             logger.info(
                 "%d/%d batches done: selected %d, sent %d, already done %d, skipped %d, failed %d",
-                done, len(futures), total.selected, total.sent, sum(total.already.values()),
-                sum(total.skipped.values()), sum(total.failed.values()),
+                done,
+                len(futures),
+                total.selected,
+                total.sent,
+                sum(total.already.values()),
+                sum(total.skipped.values()),
+                sum(total.failed.values()),
             )
-    summary = {"campaign": spec.name, "run_id": run_id, "as_of": str(as_of_date),
-               "dry_run": dry_run, "delivery": settings.delivery, **total.as_dict()}
+    summary = {
+        "campaign": spec.name,
+        "run_id": run_id,
+        "as_of": str(as_of_date),
+        "dry_run": dry_run,
+        "delivery": settings.delivery,
+        **total.as_dict(),
+    }
     finish_run(engine, run_id, summary)
     create_markdown_artifact(
         markdown=summary_markdown(summary),

@@ -29,8 +29,11 @@ def birthday(
     return run_campaign("birthday", as_of, channel, dry_run)
 
 
-@flow(name="reorder-reminder", flow_run_name="reorder-reminder {as_of}",
-      task_runner=ThreadPoolTaskRunner())
+@flow(
+    name="reorder-reminder",
+    flow_run_name="reorder-reminder {as_of}",
+    task_runner=ThreadPoolTaskRunner(),
+)
 def reorder_reminder(
     as_of: date | datetime | None = None,
     channel: ChannelChoice | None = None,

@@ -28,7 +28,9 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
     with engine.connect() as conn:
         existing = conn.execute(select(func.count(Customer.id))).scalar_one()
     if existing:
-        click.echo(f"demo data: {existing} customers already in {engine.url} (--reseed to start over)")
+        click.echo(
+            f"demo data: {existing} customers already in {engine.url} (--reseed to start over)"
+        )
     else:
         from careflow.demo_data import seed_demo
 
@@ -40,17 +42,22 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
 
     from flows.care import CARE_FLOWS
 
-    click.echo(f"running {len(CARE_FLOWS)} care campaigns as of {day} on the "
-               f"{settings.delivery} channel (Prefect's local API starts on first use) ...")
+    click.echo(
+        f"running {len(CARE_FLOWS)} care campaigns as of {day} on the "
+        f"{settings.delivery} channel (Prefect's local API starts on first use) ..."
+    )
     summaries = [fn(as_of=day.isoformat()) for fn in CARE_FLOWS.values()]
     click.echo("")
     click.echo(summary_table(summaries))
     again = sum(s["already"].get("sent", 0) for s in summaries)
     if again:
-        click.echo(f"\n{again} message(s) were already sent for these occasions earlier: "
-                   "not sent again.")
+        click.echo(
+            f"\n{again} message(s) were already sent for these occasions earlier: not sent again."
+        )
     if settings.delivery == "outbox":
         click.echo(f"\nmessages written to {settings.effective_outbox_dir}/<campaign>/<channel>/")
-    click.echo("next: `careflow report last`, `careflow history <customer id>`, "
-               "`careflow preview birthday --customer <id>`")
+    click.echo(
+        "next: `careflow report last`, `careflow history <customer id>`, "
+        "`careflow preview birthday --customer <id>`"
+    )
     return summaries

@@ -30,9 +30,11 @@ def preview_message(
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
     with engine.connect() as conn:
-        row = conn.execute(
-            segment_select(spec, day, at, (customer_id, customer_id))
-        ).mappings().first()
+        row = (
+            conn.execute(segment_select(spec, day, at, (customer_id, customer_id)))
+            .mappings()
+            .first()
+        )
     if row is None:
         raise CareflowError(
             f"customer {customer_id} is not in segment {spec.segment!r} as of {day}; "
@@ -42,13 +44,19 @@ def preview_message(
     lines = [f"campaign {spec.name} ({spec.segment}) as of {day}, customer {customer_id}"]
     occasion = occasion_key(spec, enrich(row), day)
     lines.append(f"occasion: {occasion}")
-    earlier = [h for h in ContactLedger(engine).history(customer_id, 200)
-               if h["campaign"] == spec.name and h["occasion"] == occasion]
+    earlier = [
+        h
+        for h in ContactLedger(engine).history(customer_id, 200)
+        if h["campaign"] == spec.name and h["occasion"] == occasion
+    ]
     if earlier:
-        lines.append(f"ledger: already {earlier[0]['state']} for this occasion "
-                     "(a run would not send it again)")
+        lines.append(
+            f"ledger: already {earlier[0]['state']} for this occasion "
+            "(a run would not send it again)"
+        )
     decision = decide(
-        row, [channel] if channel else spec.channels,
+        row,
+        [channel] if channel else spec.channels,
         load_consents(engine, (customer_id, customer_id)).get(customer_id, {}),
         consent_required=settings.consent_required,
         default_region=getattr(settings, "sms_default_region", "CN"),

@@ -62,9 +62,13 @@ class BatchResult:
     @classmethod
     def from_dict(cls, d: dict) -> BatchResult:
         return cls(
-            selected=d["selected"], sent=d["sent"], skipped=Counter(d["skipped"]),
-            failed=Counter(d["failed"]), already=Counter(d["already"]),
-            would_send=Counter(d["would_send"]), samples=list(d["samples"]),
+            selected=d["selected"],
+            sent=d["sent"],
+            skipped=Counter(d["skipped"]),
+            failed=Counter(d["failed"]),
+            already=Counter(d["already"]),
+            would_send=Counter(d["would_send"]),
+            samples=list(d["samples"]),
         )
 
 
@@ -142,8 +146,11 @@ def process_batch(
     region = getattr(settings, "sms_default_region", "CN")
     decisions: dict[int, Decision] = {
         r["id"]: decide(
-            r, channels, consents.get(r["id"], {}),
-            consent_required=settings.consent_required, default_region=region,
+            r,
+            channels,
+            consents.get(r["id"], {}),
+            consent_required=settings.consent_required,
+            default_region=region,
         )
         for r in rows
     }
@@ -157,7 +164,10 @@ def process_batch(
                 continue
             try:
                 rendered = renderer.render(
-                    spec.name, d.channel, r.get("locale"), template_context(spec, r, as_of, settings)
+                    spec.name,
+                    d.channel,
+                    r.get("locale"),
+                    template_context(spec, r, as_of, settings),
                 )
             except TemplateError as exc:
                 result.failed["template_error"] += 1
@@ -198,15 +208,24 @@ def process_batch(
             outcomes.append(Outcome.failed(contact_id, "template_error", detail=str(exc)))
             continue
         msg = Message(
-            contact_id=contact_id, campaign=spec.name, customer_id=r["id"],
-            occasion=keys[r["id"]][1], channel=d.channel, to=d.address, body=rendered.body,
-            subject=rendered.subject, html=rendered.html,
-            locale=r.get("locale") or settings.default_locale, marketing=spec.marketing,
+            contact_id=contact_id,
+            campaign=spec.name,
+            customer_id=r["id"],
+            occasion=keys[r["id"]][1],
+            channel=d.channel,
+            to=d.address,
+            body=rendered.body,
+            subject=rendered.subject,
+            html=rendered.html,
+            locale=r.get("locale") or settings.default_locale,
+            marketing=spec.marketing,
         )
         by_channel[d.channel].append(msg)
         details[contact_id] = {
-            "channel": d.channel, "recipient": d.address,
-            "subject": rendered.subject, "body": rendered.body,
+            "channel": d.channel,
+            "recipient": d.address,
+            "subject": rendered.subject,
+            "body": rendered.body,
         }
     ledger.record(outcomes, run_id)  # skips and template errors first: nothing left hanging
 
@@ -221,7 +240,9 @@ def process_batch(
                 for m in messages
             ]
         missing = {m.contact_id for m in messages} - {o.contact_id for o in sent}
-        sent += [Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing]
+        sent += [
+            Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing
+        ]
         ledger.record(sent, run_id, details)
         outcomes.extend(sent)
 
@@ -239,6 +260,11 @@ def process_batch(
 def _sample(result: BatchResult, row: dict, d: Decision, text: str | None, error: str | None):
     if len(result.samples) < 5:
         result.samples.append(
-            {"customer_id": row["id"], "channel": d.channel, "to": d.address,
-             "text": text, "error": error}
+            {
+                "customer_id": row["id"],
+                "channel": d.channel,
+                "to": d.address,
+                "text": text,
+                "error": error,
+            }
         )

@@ -35,7 +35,7 @@ SEGMENTS: dict[str, Callable[..., Select]] = {
     "pyramid": pyramid,
 }
 
-__all__ = ["SEGMENTS", "build", "count", "birthday", "dormant", "reorder_due", "vip", "pyramid"]
+__all__ = ["SEGMENTS", "birthday", "build", "count", "dormant", "pyramid", "reorder_due", "vip"]
 
 
 def build(name: str, as_of: date, params: dict | None = None, **kw) -> Select:

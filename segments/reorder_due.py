@@ -43,8 +43,9 @@ def reorder_due(
 
     gaps = select(
         days.c.customer_id,
-        (days.c.d - func.lag(days.c.d).over(partition_by=days.c.customer_id, order_by=days.c.d))
-        .label("gap"),
+        (
+            days.c.d - func.lag(days.c.d).over(partition_by=days.c.customer_id, order_by=days.c.d)
+        ).label("gap"),
     ).cte("gaps")
     ranked = (
         select(
@@ -104,9 +105,7 @@ def reorder_due(
         )
         interval = func.coalesce(cast(product.c.product_days, Float), median.c.median_gap)
         basis_col = case((product.c.product_days.is_not(None), "product"), else_="median")
-        eligible = or_(
-            product.c.product_days.is_not(None), history.c.n_days >= min_purchase_days
-        )
+        eligible = or_(product.c.product_days.is_not(None), history.c.n_days >= min_purchase_days)
     else:
         product = None
         interval = median.c.median_gap

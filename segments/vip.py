@@ -78,11 +78,11 @@ def pyramid(
     ).cte("ranked")
 
     ahead = cast(ranked.c.rank - 1, Float)  # buyers who spent strictly more
-    share = lambda pct: ahead < ranked.c.buyers * (pct / 100.0)  # noqa: E731
     tier = case(
-        (share(vip_pct), "VIP"),
-        (share(large_pct), "Large"),
-        (share(medium_pct), "Medium"),
+        *[
+            (ahead < ranked.c.buyers * (pct / 100.0), name)
+            for pct, name in ((vip_pct, "VIP"), (large_pct, "Large"), (medium_pct, "Medium"))
+        ],
         else_="Small",
     )
     query = select(

@@ -14,43 +14,83 @@ _order_ids = count(1)
 
 
 def add_customer(engine: Engine, cid: int, **fields) -> int:
-    row = {"id": cid, "full_name": f"Customer {cid}", "given_name": f"C{cid}", "locale": "en",
-           "time_zone": "UTC", "email": f"c{cid}@example.com", **fields}
+    row = {
+        "id": cid,
+        "full_name": f"Customer {cid}",
+        "given_name": f"C{cid}",
+        "locale": "en",
+        "time_zone": "UTC",
+        "email": f"c{cid}@example.com",
+        **fields,
+    }
     with engine.begin() as conn:
         conn.execute(insert(Customer.__table__), [row])
     return cid
 
 
-def add_orders(engine: Engine, cid: int, days: list[date], amount: str = "10.00",
-               lines: list[tuple[str, int]] | None = None) -> None:
+def add_orders(
+    engine: Engine,
+    cid: int,
+    days: list[date],
+    amount: str = "10.00",
+    lines: list[tuple[str, int]] | None = None,
+) -> None:
     """One order per entry of ``days`` (repeat a day for two orders that day)."""
     with engine.begin() as conn:
         for d in days:
             oid = next(_order_ids) + cid * 10_000
-            conn.execute(insert(Order.__table__), [{
-                "id": oid, "customer_id": cid, "ordered_at": datetime.combine(d, time(10)),
-                "ordered_on": d, "currency": "GBP", "amount": Decimal(amount)}])
+            conn.execute(
+                insert(Order.__table__),
+                [
+                    {
+                        "id": oid,
+                        "customer_id": cid,
+                        "ordered_at": datetime.combine(d, time(10)),
+                        "ordered_on": d,
+                        "currency": "GBP",
+                        "amount": Decimal(amount),
+                    }
+                ],
+            )
             for sku, qty in lines or []:
                 if conn.execute(select(Product.sku).where(Product.sku == sku)).first() is None:
                     conn.execute(insert(Product.__table__), [{"sku": sku, "name": sku}])
-                conn.execute(insert(OrderLine.__table__), [{
-                    "order_id": oid, "sku": sku, "quantity": qty, "unit_price": Decimal("1"),
-                    "amount": Decimal(qty)}])
+                conn.execute(
+                    insert(OrderLine.__table__),
+                    [
+                        {
+                            "order_id": oid,
+                            "sku": sku,
+                            "quantity": qty,
+                            "unit_price": Decimal(1),
+                            "amount": Decimal(qty),
+                        }
+                    ],
+                )
 
 
 def set_product(engine: Engine, sku: str, replenish_days: int | None) -> None:
     from sqlalchemy import update
 
     with engine.begin() as conn:
-        conn.execute(update(Product).where(Product.sku == sku).values(
-            replenish_days=replenish_days))
+        conn.execute(
+            update(Product).where(Product.sku == sku).values(replenish_days=replenish_days)
+        )
 
 
 def set_consent(engine: Engine, cid: int, channel: str, granted: bool) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(Consent.__table__), [{
-            "customer_id": cid, "channel": channel, "granted": granted,
-            "updated_at": datetime(2026, 1, 1)}])
+        conn.execute(
+            insert(Consent.__table__),
+            [
+                {
+                    "customer_id": cid,
+                    "channel": channel,
+                    "granted": granted,
+                    "updated_at": datetime(2026, 1, 1),
+                }
+            ],
+        )
 
 
 def ids(engine: Engine, query) -> set[int]:

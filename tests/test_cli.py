@@ -59,18 +59,25 @@ def test_segment_count_list_and_unknown_segment(engine):
     runner = CliRunner()
     out = runner.invoke(main, ["segment", "count", "dormant", "--as-of", "2026-11-22"])
     assert out.exit_code == 0 and out.output.strip() == "1"
-    out = runner.invoke(main, ["segment", "count", "dormant", "--as-of", "2026-11-22",
-                               "--param", "days=5"])
+    out = runner.invoke(
+        main, ["segment", "count", "dormant", "--as-of", "2026-11-22", "--param", "days=5"]
+    )
     assert out.output.strip() == "2"
     out = runner.invoke(main, ["segment", "list", "dormant", "--as-of", "2026-11-22"])
-    assert re.search(r"^1\s+2026-05-06\s+200", out.output, re.M)
+    assert re.search(r"^1\s+2026-05-06\s+200", out.output, re.MULTILINE)
     out = runner.invoke(main, ["segment", "count", "loyal", "--as-of", "2026-11-22"])
     assert out.exit_code == 2 and "known segments: birthday" in out.output
 
 
 def test_preview_history_and_report(engine):
-    add_customer(engine, 7, mobile="+8613812345678", locale="zh-CN", full_name="李娜",
-                 birthday=date(1990, 11, 22))
+    add_customer(
+        engine,
+        7,
+        mobile="+8613812345678",
+        locale="zh-CN",
+        full_name="李娜",
+        birthday=date(1990, 11, 22),
+    )
     runner = CliRunner()
     out = runner.invoke(main, ["preview", "birthday", "--customer", "7", "--as-of", "2026-11-22"])
     assert out.exit_code == 0, out.output

@@ -44,12 +44,15 @@ def test_sent_and_permanent_failures_are_final_skips_and_retryables_are_not(engi
     ledger = ContactLedger(engine)
     first = ledger.claim("birthday", "run-1", KEYS[:4])
     ids = [first.owned[k] for k in KEYS[:4]]
-    ledger.record([
-        Outcome.sent(ids[0], "SM1"),
-        Outcome.failed(ids[1], "invalid_number"),
-        Outcome.failed(ids[2], "provider_5xx", retryable=True),
-        Outcome.skipped(ids[3], "no_contact"),
-    ], "run-1")
+    ledger.record(
+        [
+            Outcome.sent(ids[0], "SM1"),
+            Outcome.failed(ids[1], "invalid_number"),
+            Outcome.failed(ids[2], "provider_5xx", retryable=True),
+            Outcome.skipped(ids[3], "no_contact"),
+        ],
+        "run-1",
+    )
     second = ledger.claim("birthday", "run-2", KEYS[:4])
     assert set(second.owned) == {KEYS[2], KEYS[3]}
     assert second.already == {KEYS[0]: "sent", KEYS[1]: "failed"}
@@ -80,10 +83,22 @@ def test_history_shows_contacts_with_their_events(engine):
     _customers(engine)
     ledger = ContactLedger(engine)
     cid = ledger.claim("birthday", "run-1", KEYS[:1]).owned[KEYS[0]]
-    ledger.record([Outcome.sent(cid, "SM1")], "run-1",
-                  {cid: {"channel": "sms", "recipient": "+8613800000000", "body": "Hi"}})
-    ledger.add_events([{"customer_id": 1, "contact_id": cid, "kind": "delivered",
-                        "occurred_at": datetime(2026, 11, 22, 9, 1), "provider_id": "SM1"}])
+    ledger.record(
+        [Outcome.sent(cid, "SM1")],
+        "run-1",
+        {cid: {"channel": "sms", "recipient": "+8613800000000", "body": "Hi"}},
+    )
+    ledger.add_events(
+        [
+            {
+                "customer_id": 1,
+                "contact_id": cid,
+                "kind": "delivered",
+                "occurred_at": datetime(2026, 11, 22, 9, 1),
+                "provider_id": "SM1",
+            }
+        ]
+    )
     (entry,) = ledger.history(1)
     assert entry["state"] == "sent" and entry["body"] == "Hi" and entry["provider_id"] == "SM1"
     assert [e["kind"] for e in entry["events"]] == ["delivered"]

@@ -14,8 +14,12 @@ from careflow.settings import PROJECT_ROOT
 def tpl(tmp_path):
     camp = tmp_path / "c"
     camp.mkdir()
-    (camp / "sms.en.j2").write_text("Hi {{ name }}, {{ amount | money }} on {{ day | date('long') }}")
-    (camp / "sms.zh.j2").write_text("{{ name }}您好，{{ amount | money }}，{{ day | date('long') }}")
+    (camp / "sms.en.j2").write_text(
+        "Hi {{ name }}, {{ amount | money }} on {{ day | date('long') }}"
+    )
+    (camp / "sms.zh.j2").write_text(
+        "{{ name }}您好，{{ amount | money }}，{{ day | date('long') }}"
+    )
     (camp / "sms.de.j2").write_text("{{ missing_variable }}")
     (camp / "fax.en.j2").write_text("{{ ''.__class__.__mro__ }}")
     (camp / "email.en.subject.j2").write_text("  Hello\n {{ name }}  ")
@@ -24,8 +28,7 @@ def tpl(tmp_path):
     return Renderer(tmp_path, default_locale="en")
 
 
-CTX = {"name": "Ann <b>", "amount": Decimal("1234.5"), "day": date(2026, 11, 22),
-       "currency": "CNY"}
+CTX = {"name": "Ann <b>", "amount": Decimal("1234.5"), "day": date(2026, 11, 22), "currency": "CNY"}
 
 
 def test_english(tpl):
@@ -58,12 +61,16 @@ def test_email_subject_is_one_line_and_html_is_escaped(tpl):
 
 
 def test_missing_template_lists_what_was_tried(tpl):
-    with pytest.raises(TemplateError, match="tried nope/sms.xx-YY.j2, nope/sms.xx.j2, nope/sms.en.j2"):
+    with pytest.raises(
+        TemplateError, match="tried nope/sms.xx-YY.j2, nope/sms.xx.j2, nope/sms.en.j2"
+    ):
         tpl.render("nope", "sms", "xx-YY", CTX)
 
 
 def test_greeting_name_by_locale():
-    assert greeting_name({"locale": "zh-CN", "full_name": "王小明", "given_name": "小明"}) == "王小明"
+    assert (
+        greeting_name({"locale": "zh-CN", "full_name": "王小明", "given_name": "小明"}) == "王小明"
+    )
     assert greeting_name({"locale": "en", "full_name": "Ann Lee", "given_name": "Ann"}) == "Ann"
     assert locale_chain("zh-CN", "en") == ["zh-CN", "zh", "en"]
 
@@ -76,10 +83,17 @@ def test_shipped_templates_render_for_every_channel(campaign, locale):
     spec = load_campaign(campaign, PROJECT_ROOT / "templates")
     r = Renderer(PROJECT_ROOT / "templates")
     ctx = {
-        "name": "Ann", "brand": "Shop", "campaign": campaign, "as_of": date(2026, 11, 22),
+        "name": "Ann",
+        "brand": "Shop",
+        "campaign": campaign,
+        "as_of": date(2026, 11, 22),
         "customer": {"full_name": "Ann Lee", "owner": "Li Na", "locale": locale},
-        "days_since": 200, "last_purchase_on": date(2026, 5, 6), "interval_days": 30.0,
-        "tier": "VIP", "monetary": Decimal("8800"), "local_date": "2026-11-22",
+        "days_since": 200,
+        "last_purchase_on": date(2026, 5, 6),
+        "interval_days": 30.0,
+        "tier": "VIP",
+        "monetary": Decimal(8800),
+        "local_date": "2026-11-22",
     }
     for channel in spec.channels:
         out = r.render(campaign, channel, locale, ctx)

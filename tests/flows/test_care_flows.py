@@ -28,8 +28,13 @@ def prefect_api():
 def shop(engine, monkeypatch):
     monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "7")  # several batches from a small shop
     for cid in range(1, 31):
-        add_customer(engine, cid, mobile=f"+4479111230{cid:02d}", country="GB",
-                     birthday=date(1980, 11, 22) if cid % 3 == 0 else date(1980, 1, 1))
+        add_customer(
+            engine,
+            cid,
+            mobile=f"+4479111230{cid:02d}",
+            country="GB",
+            birthday=date(1980, 11, 22) if cid % 3 == 0 else date(1980, 1, 1),
+        )
         # everyone bought every 30 days; the last purchase 30..59 days ago
         last = 30 + cid % 30
         add_orders(engine, cid, [AS_OF - timedelta(days=last + 30 * k) for k in range(3)])

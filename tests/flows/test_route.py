@@ -55,8 +55,14 @@ def people(engine):
 def run(engine, campaign="birthday", run_id="run-1", **kw):
     settings = get_settings()
     return process_batch(
-        spec=load_campaign(campaign, settings.templates_dir), engine=engine, settings=settings,
-        run_id=run_id, as_of=AS_OF, at=AT, id_range=(1, 100), **kw,
+        spec=load_campaign(campaign, settings.templates_dir),
+        engine=engine,
+        settings=settings,
+        run_id=run_id,
+        as_of=AS_OF,
+        at=AT,
+        id_range=(1, 100),
+        **kw,
     )
 
 
@@ -109,8 +115,11 @@ def test_dry_run_records_nothing(people, templates):
 def test_rows_left_sending_by_a_dead_run_are_never_resent(people, templates):
     run(people, run_id="run-1")
     with people.begin() as conn:  # pretend run-1 died while handing customer 1 to the channel
-        conn.execute(update(ContactHistory).where(ContactHistory.customer_id == 1)
-                     .values(state=State.SENDING))
+        conn.execute(
+            update(ContactHistory)
+            .where(ContactHistory.customer_id == 1)
+            .values(state=State.SENDING)
+        )
     again = run(people, run_id="run-1")  # the task retried inside the same run
     assert again.sent == 0 and again.failed["interrupted"] == 1
     assert ledger(people)[1].state == State.FAILED and ledger(people)[1].reason == "interrupted"
@@ -130,7 +139,8 @@ def test_a_channel_that_raises_fails_its_batch_with_a_reason(people, templates, 
 
     real = flows.route.get_channel
     monkeypatch.setattr(
-        flows.route, "get_channel",
+        flows.route,
+        "get_channel",
         lambda name, settings: ExplodingChannel() if name == "sms" else real(name, settings),
     )
     result = run(people)

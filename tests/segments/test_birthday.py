@@ -24,7 +24,7 @@ def test_local_date_decides_not_utc(engine):
 def test_feb29_greeted_on_feb28_in_non_leap_years(engine):
     add_customer(engine, 1, birthday=date(2000, 2, 29))
     add_customer(engine, 2, birthday=date(2001, 3, 1))
-    noon = lambda d: datetime(d.year, d.month, d.day, 12, tzinfo=UTC)  # noqa: E731
+    noon = lambda d: datetime(d.year, d.month, d.day, 12, tzinfo=UTC)
     assert ids(engine, birthday(date(2026, 2, 28), at=noon(date(2026, 2, 28)))) == {1}
     assert ids(engine, birthday(date(2026, 3, 1), at=noon(date(2026, 3, 1)))) == {2}
     mar1 = birthday(date(2026, 3, 1), at=noon(date(2026, 3, 1)), feb29_on="mar1")
@@ -51,8 +51,11 @@ def test_id_range_limits_the_batch(engine):
 
 @pytest.mark.parametrize(
     "day, keys",
-    [(date(2026, 2, 28), ["02-28", "02-29"]), (date(2028, 2, 28), ["02-28"]),
-     (date(2026, 3, 1), ["03-01"])],
+    [
+        (date(2026, 2, 28), ["02-28", "02-29"]),
+        (date(2028, 2, 28), ["02-28"]),
+        (date(2026, 3, 1), ["03-01"]),
+    ],
 )
 def test_birthday_keys(day, keys):
     assert birthday_keys(day) == keys

@@ -1,6 +1,7 @@
 """Alembic environment: runs careflow's migrations on the configured URL."""
 
 from alembic import context
+
 from careflow.db import engine_for
 from careflow.db.models import Base
 
