@@ -1,7 +1,7 @@
 """The generic campaign flow: one Prefect task per batch of customers.
 
 Prefect costs 10-20 ms per task and walks large task arguments element by
-element (docs/performance.md), so tasks receive an id range, never rows,
+element (bench/README.md), so tasks receive an id range, never rows,
 and each handles up to CAREFLOW_BATCH_SIZE customers. Retrying a task is
 safe: the ledger, not the task, decides what still needs sending.
 """
