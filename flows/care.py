@@ -13,55 +13,45 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.campaign import ChannelChoice, run_campaign
 
 
-@flow(name="birthday", flow_run_name="birthday {as_of}", task_runner=ThreadPoolTaskRunner())
-def birthday(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-) -> dict:
-    """Birthday wishes to customers whose birthday is today in their own time zone."""
-    return run_campaign("birthday", as_of, channel, dry_run)
+def care_flow(campaign: str, flow_name: str, description: str) -> Flow:
+    """A flow running one campaign of templates/ with the standard parameters."""
+
+    def run(
+        as_of: date | datetime | None = None,
+        channel: ChannelChoice | None = None,
+        dry_run: bool = False,
+    ) -> dict:
+        return run_campaign(campaign, as_of, channel, dry_run)
+
+    return flow(
+        run,
+        name=flow_name,
+        description=description,
+        flow_run_name=f"{flow_name} {{as_of}}",
+        task_runner=ThreadPoolTaskRunner(),
+    )
 
 
-@flow(
-    name="reorder-reminder",
-    flow_run_name="reorder-reminder {as_of}",
-    task_runner=ThreadPoolTaskRunner(),
+birthday = care_flow(
+    "birthday", "birthday",
+    "Birthday wishes to customers whose birthday is today in their own time zone.",
 )
-def reorder_reminder(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-) -> dict:
-    """Remind customers whose own purchase rhythm says they are about to run out."""
-    return run_campaign("reorder_reminder", as_of, channel, dry_run)
-
-
-@flow(name="winback", flow_run_name="winback {as_of}", task_runner=ThreadPoolTaskRunner())
-def winback(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-) -> dict:
-    """Reach customers who have not bought for more than 180 days."""
-    return run_campaign("winback", as_of, channel, dry_run)
-
-
-@flow(name="vip-care", flow_run_name="vip-care {as_of}", task_runner=ThreadPoolTaskRunner())
-def vip_care(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-) -> dict:
-    """Monthly personal note to the top tiers of the customer pyramid."""
-    return run_campaign("vip_care", as_of, channel, dry_run)
-
+reorder_reminder = care_flow(
+    "reorder_reminder", "reorder-reminder",
+    "Remind customers whose own purchase rhythm says they are about to run out.",
+)
+winback = care_flow(
+    "winback", "winback", "Reach customers who have not bought for more than 180 days."
+)
+vip_care = care_flow(
+    "vip_care", "vip-care", "Monthly personal note to the top tiers of the customer pyramid."
+)
 
 CARE_FLOWS = {
     "birthday": birthday,
