@@ -28,22 +28,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Engine,
-    Integer,
     String,
     Text,
     and_,
     bindparam,
-    cast,
     column,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
-    values,
 )
 
 from careflow.db.models import ContactEvent, ContactHistory
@@ -52,7 +51,7 @@ from careflow.messages import Outcome, State
 CH = ContactHistory.__table__
 
 _OUTCOME_COLUMNS = (
-    column("id", Integer),
+    column("id", BigInteger),
     column("state", String),
     column("reason", String),
     column("retryable", Boolean),
@@ -112,7 +111,7 @@ class ContactLedger:
 
     # --- before sending ------------------------------------------------------
     def claim(
-        self, campaign: str, run_id: str, keys: Sequence[tuple[int, str]], chunk: int = 500
+        self, campaign: str, run_id: str, keys: Sequence[tuple[int, str]], chunk: int = 2000
     ) -> Claim:
         """Reserve (customer_id, occasion) keys for ``run_id``; see module docs."""
         owned: dict[tuple[int, str], int] = {}
@@ -127,40 +126,12 @@ class ContactLedger:
     def _claim_chunk(self, campaign, run_id, keys):
         now = utcnow()
         stale = now - timedelta(seconds=RESERVATION_LEASE_SECONDS)
-        wanted = set(keys)
-        # Look rows up by customer id (an index range on the unique key) and
-        # match occasions here: a row-value IN list is a per-row OR filter on
-        # PostgreSQL, quadratic in the batch size.
-        by_customer = and_(CH.c.campaign == campaign, CH.c.customer_id.in_({c for c, _ in keys}))
-        cols = (CH.c.id, CH.c.customer_id, CH.c.occasion, CH.c.state, CH.c.run_id)
         with self.engine.begin() as conn:
-            existing = {
-                (r.customer_id, r.occasion) for r in conn.execute(select(*cols).where(by_customer))
-            } & wanted
+            existing = {(r.customer_id, r.occasion) for r in _rows_for(conn, campaign, keys)}
             fresh = [k for k in keys if k not in existing]
             if fresh:
-                conn.execute(
-                    _insert_ignore(conn),
-                    [
-                        dict(
-                            campaign=campaign,
-                            customer_id=c,
-                            occasion=o,
-                            state=State.RESERVED,
-                            run_id=run_id,
-                            attempts=0,
-                            retryable=False,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                        for c, o in fresh
-                    ],
-                )
-            rows = [
-                r
-                for r in conn.execute(select(*cols).where(by_customer))
-                if (r.customer_id, r.occasion) in wanted
-            ]
+                _insert_reserved(conn, campaign, run_id, fresh, now)
+            rows = _rows_for(conn, campaign, keys)
             # Take over rows that may be tried again. The state test is repeated in
             # the UPDATE so two runs racing for the same row cannot both win it.
             reclaim = [r.id for r in rows if r.run_id != run_id and r.state != State.SENT]
@@ -183,7 +154,7 @@ class ContactLedger:
                         updated_at=now,
                     )
                 )
-                rows = conn.execute(select(*cols).where(CH.c.id.in_([r.id for r in rows]))).all()
+                rows = _rows_for(conn, campaign, keys)
         owned, already = {}, {}
         for r in rows:
             key = (r.customer_id, r.occasion)
@@ -214,9 +185,9 @@ class ContactLedger:
         """Store each outcome on its row. ``details[contact_id]`` may carry
         channel, recipient, subject and body to keep with the row.
 
-        On PostgreSQL one UPDATE ... FROM (VALUES ...) per chunk: psycopg runs
-        an UPDATE executemany one row at a time (~1k rows/s here). SQLite has
-        no column names for a VALUES list, and its executemany is fast anyway.
+        On PostgreSQL one UPDATE ... FROM unnest(arrays): psycopg runs an
+        UPDATE executemany one row at a time (~1k rows/s here). SQLite's
+        executemany is fast, and SQLite has no arrays.
         """
         if not outcomes:
             return
@@ -252,25 +223,37 @@ class ContactLedger:
                     ],
                 )
                 return
-            for start in range(0, len(data), 1000):
-                v = values(*_OUTCOME_COLUMNS, name="outcome").data(data[start : start + 1000])
-                conn.execute(
-                    update(CH)
-                    .where(CH.c.id == v.c.id, CH.c.run_id == run_id)
-                    .values(
-                        state=v.c.state,
-                        reason=v.c.reason,
-                        retryable=v.c.retryable,
-                        detail=v.c.detail,
-                        provider_id=v.c.provider_id,
-                        updated_at=now,
-                        sent_at=cast(v.c.sent_at, DateTime),
-                        channel=func.coalesce(v.c.channel, CH.c.channel),
-                        recipient=v.c.recipient,
-                        subject=v.c.subject,
-                        body=v.c.body,
-                    )
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            # One array parameter per column, unnested into rows: one statement
+            # that compiles once, however many outcomes there are.
+            columns = list(zip(*data, strict=True))
+            arrays = [
+                bindparam(f"o_{c.name}", list(col), type_=ARRAY(c.type))
+                for c, col in zip(_OUTCOME_COLUMNS, columns, strict=True)
+            ]
+            o = (
+                func.unnest(*arrays)
+                .table_valued(*[c.name for c in _OUTCOME_COLUMNS])
+                .render_derived(name="o")
+            )
+            conn.execute(
+                update(CH)
+                .where(CH.c.id == o.c.id, CH.c.run_id == run_id)
+                .values(
+                    state=o.c.state,
+                    reason=o.c.reason,
+                    retryable=o.c.retryable,
+                    detail=o.c.detail,
+                    provider_id=o.c.provider_id,
+                    updated_at=now,
+                    sent_at=o.c.sent_at,
+                    channel=func.coalesce(o.c.channel, CH.c.channel),
+                    recipient=o.c.recipient,
+                    subject=o.c.subject,
+                    body=o.c.body,
                 )
+            )
 
     def resolve_interrupted(
         self, campaign: str, keys: Sequence[tuple[int, str]], run_id: str
@@ -288,7 +271,7 @@ class ContactLedger:
             result = conn.execute(
                 update(CH)
                 .where(
-                    CH.c.id.in_(self._ids(conn, campaign, keys)),
+                    CH.c.id.in_([r.id for r in _rows_for(conn, campaign, keys)]),
                     CH.c.state == State.SENDING,
                     or_(CH.c.run_id == run_id, CH.c.updated_at < stale),
                 )
@@ -302,16 +285,6 @@ class ContactLedger:
                 )
             )
         return result.rowcount
-
-    @staticmethod
-    def _ids(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list[int]:
-        wanted = set(keys)
-        rows = conn.execute(
-            select(CH.c.id, CH.c.customer_id, CH.c.occasion).where(
-                CH.c.campaign == campaign, CH.c.customer_id.in_({c for c, _ in keys})
-            )
-        )
-        return [r.id for r in rows if (r.customer_id, r.occasion) in wanted]
 
     # --- after delivery: the customer's timeline ------------------------------
     def add_events(self, events: Sequence[dict]) -> None:
@@ -353,12 +326,67 @@ class ContactLedger:
         return out
 
 
-def _insert_ignore(conn):
-    """INSERT that leaves a row alone when another run inserted the same key first."""
+def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:
+    """Ledger rows of ``campaign`` for exactly these (customer_id, occasion) keys.
+
+    Rows are fetched by customer id and occasions matched here. On PostgreSQL
+    the ids arrive as one array joined through unnest(): a row-value IN list
+    becomes a per-row OR filter, and ``= ANY(array)`` a per-row array scan
+    once the planner, without statistics on a fast-growing table, picks a
+    sequential scan; both grow with table size x batch size. The join stays
+    linear.
+    """
+    wanted = set(keys)
+    ids = sorted({c for c, _ in keys})
+    cols = (CH.c.id, CH.c.customer_id, CH.c.occasion, CH.c.state, CH.c.run_id)
+    query = select(*cols).where(CH.c.campaign == campaign)
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        batch = func.unnest(bindparam("customer_ids", ids, type_=ARRAY(BigInteger)))
+        k = batch.table_valued("cid").render_derived(name="k")
+        query = query.join(k, CH.c.customer_id == k.c.cid)
+    else:
+        query = query.where(CH.c.customer_id.in_(ids))
+    return [r for r in conn.execute(query) if (r.customer_id, r.occasion) in wanted]
+
+
+def _insert_reserved(conn, campaign: str, run_id: str, keys, now: datetime) -> None:
+    """Insert ``reserved`` rows for keys, leaving alone any another run inserted first.
+
+    PostgreSQL gets one INSERT ... SELECT unnest(ids), unnest(occasions):
+    psycopg runs an executemany row by row. SQLite's executemany is fast, and its VALUES
+    lists cannot name their columns.
+    """
+    fixed = {
+        "campaign": campaign,
+        "state": State.RESERVED,
+        "run_id": run_id,
+        "attempts": 0,
+        "retryable": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(CH).on_conflict_do_nothing(constraint="uq_contact_key")
+        # Two array parameters, whatever the batch size: the statement compiles once.
+        ids = bindparam("ids", [c for c, _ in keys], type_=ARRAY(BigInteger))
+        occasions = bindparam("occasions", [o for _, o in keys], type_=ARRAY(String))
+        names = ["customer_id", "occasion", *fixed]
+        source = select(
+            func.unnest(ids), func.unnest(occasions), *[literal(x) for x in fixed.values()]
+        )
+        conn.execute(
+            pg_insert(CH)
+            .from_select(names, source)
+            .on_conflict_do_nothing(constraint="uq_contact_key")
+        )
+        return
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(CH).on_conflict_do_nothing()
+    conn.execute(
+        sqlite_insert(CH).on_conflict_do_nothing(),
+        [{"customer_id": c, "occasion": o, **fixed} for c, o in keys],
+    )
