@@ -38,9 +38,12 @@ def run(
                 count = segments.count(conn, segments.build(name, AS_OF))
                 whole = time.perf_counter() - t0
                 t0 = time.perf_counter()
+                # as a run does it: prepare once, then one query per batch
+                params = segments.prepare(name, conn, AS_OF)
                 batched = sum(
                     segments.count(
-                        conn, segments.build(name, AS_OF, id_range=(lo, lo + batch_size - 1))
+                        conn,
+                        segments.build(name, AS_OF, params, id_range=(lo, lo + batch_size - 1)),
                     )
                     for lo in range(1, hi + 1, batch_size)
                 )

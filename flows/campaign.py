@@ -22,6 +22,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+import segments
 from careflow import db
 from careflow.campaigns import load_campaign
 from careflow.errors import ConfigError
@@ -74,6 +75,7 @@ def process_batch_task(
     hi: int,
     channel: str | None,
     dry_run: bool,
+    params: dict | None = None,
 ) -> dict:
     settings = get_settings()
     return process_batch(
@@ -86,6 +88,7 @@ def process_batch_task(
         id_range=(lo, hi),
         channel_override=channel,
         dry_run=dry_run,
+        params=params,
     ).as_dict()
 
 
@@ -123,6 +126,8 @@ def run_campaign(
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec.name, at, channel or settings.delivery, dry_run)
     ranges = id_ranges(engine, settings.batch_size)
+    with engine.connect() as conn:
+        params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
     logger.info(
         "%s: as of %s, %d batch(es) of up to %d customers, channels %s via %s%s",
         spec.name,
@@ -136,7 +141,9 @@ def run_campaign(
     progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
     total = BatchResult()
     futures = [
-        process_batch_task.submit(spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run)
+        process_batch_task.submit(
+            spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params
+        )
         for lo, hi in ranges
     ]
     for done, future in enumerate(futures, start=1):

@@ -39,11 +39,13 @@ def care_flow(campaign: str, flow_name: str, description: str) -> Flow:
 
 
 birthday = care_flow(
-    "birthday", "birthday",
+    "birthday",
+    "birthday",
     "Birthday wishes to customers whose birthday is today in their own time zone.",
 )
 reorder_reminder = care_flow(
-    "reorder_reminder", "reorder-reminder",
+    "reorder_reminder",
+    "reorder-reminder",
     "Remind customers whose own purchase rhythm says they are about to run out.",
 )
 winback = care_flow(

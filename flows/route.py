@@ -81,11 +81,16 @@ def id_ranges(engine: Engine, batch_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size - 1, hi)) for start in range(lo, hi + 1, batch_size)]
 
 
-def segment_select(spec: CampaignSpec, as_of: date, at: datetime, id_range):
-    """The campaign's segment joined to the customer record, for one id range."""
+def segment_select(
+    spec: CampaignSpec, as_of: date, at: datetime, id_range, params: dict | None = None
+):
+    """The campaign's segment joined to the customer record, for one id range.
+
+    ``params`` (from ``segments.prepare``) replaces the campaign's parameters."""
     fn = segments.SEGMENTS.get(spec.segment)
     extra = {"at": at} if fn is not None and "at" in inspect.signature(fn).parameters else {}
-    seg = segments.build(spec.segment, as_of, spec.parameters, id_range=id_range, **extra)
+    params = spec.parameters if params is None else params
+    seg = segments.build(spec.segment, as_of, params, id_range=id_range, **extra)
     sub = seg.subquery("seg")
     names = {c.name for c in CUSTOMER_COLUMNS}
     context = [c for c in sub.c if c.name != "customer_id" and c.name not in names]
@@ -131,13 +136,17 @@ def process_batch(
     id_range: tuple[int, int],
     channel_override: str | None = None,
     dry_run: bool = False,
+    params: dict | None = None,
     renderer: Renderer | None = None,
 ) -> BatchResult:
     """Run the whole route for the customers of the campaign's segment in ``id_range``."""
     renderer = renderer or Renderer(settings.templates_dir, settings.default_locale)
     result = BatchResult()
     with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(segment_select(spec, as_of, at, id_range)).mappings()]
+        rows = [
+            dict(r)
+            for r in conn.execute(segment_select(spec, as_of, at, id_range, params)).mappings()
+        ]
     if not rows:
         return result
     result.selected = len(rows)

@@ -7,7 +7,11 @@ Contract every segment follows (tests/segments/test_contract.py checks it):
 - ``as_of`` is a calendar date and only purchases on or before it count, so a
   segment can be replayed for any past date;
 - ``id_range=(lo, hi)`` limits the result to customers with lo <= id <= hi so
-  a flow can cut the work into batches.
+  a flow can cut the work into batches;
+- a segment that needs the whole population (the pyramid ranks every buyer)
+  registers a ``prepare(conn, as_of, **params) -> dict`` in PREPARE: a flow
+  calls it once per run and hands its (small) result to every batch as extra
+  parameters, so batches do not each redo the whole-population work.
 
 The database does the work: aggregation, windows and medians run in SQL on
 SQLite and PostgreSQL alike.
@@ -25,6 +29,7 @@ from careflow.errors import ConfigError
 from segments.birthday import birthday
 from segments.dormant import dormant
 from segments.reorder_due import reorder_due
+from segments.vip import prepare as prepare_pyramid
 from segments.vip import pyramid, vip
 
 SEGMENTS: dict[str, Callable[..., Select]] = {
@@ -34,6 +39,8 @@ SEGMENTS: dict[str, Callable[..., Select]] = {
     "vip": vip,
     "pyramid": pyramid,
 }
+
+PREPARE: dict[str, Callable[..., dict]] = {"vip": prepare_pyramid, "pyramid": prepare_pyramid}
 
 __all__ = ["SEGMENTS", "birthday", "build", "count", "dormant", "pyramid", "reorder_due", "vip"]
 
@@ -56,3 +63,11 @@ def count(conn: Connection, query: Select) -> int:
     """How many customers a segment select returns."""
     sub = query.subquery()
     return conn.execute(select(func.count()).select_from(sub)).scalar_one()
+
+
+def prepare(name: str, conn: Connection, as_of: date, params: dict | None = None) -> dict:
+    """Parameters for every batch of a run: ``params`` plus what PREPARE adds."""
+    params = dict(params or {})
+    if name in PREPARE:
+        params |= PREPARE[name](conn, as_of, **params)
+    return params

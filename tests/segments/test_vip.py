@@ -52,3 +52,36 @@ def test_rfm_scores_are_quintiles_with_5_best(engine):
     assert got[100]["m_score"] == 1 and got[100]["r_score"] == 1
     scores = [r["m_score"] for r in got.values()]
     assert all(scores.count(s) == 20 for s in range(1, 6))
+
+
+def test_batches_with_prepared_cutoffs_agree_with_one_whole_query(engine):
+    """The per-batch form (cut values from prepare) equals the window-function form,
+    ties and all, on a population with many ties."""
+    import random
+
+    from segments.vip import prepare
+
+    rnd = random.Random(3)
+    for cid in range(1, 241):
+        add_customer(engine, cid)
+        days = sorted({rnd.choice([3, 10, 30, 60, 90, 200]) for _ in range(rnd.randint(1, 4))})
+        add_orders(engine, cid, [AS_OF - timedelta(days=d) for d in days],
+                   amount=str(rnd.choice([10, 20, 20, 50, 100, 500])))
+    whole = rows(engine, pyramid(AS_OF))
+    with engine.connect() as conn:
+        params = prepare(conn, AS_OF)
+    batched = {}
+    for lo in range(1, 241, 50):
+        batched |= rows(engine, pyramid(AS_OF, id_range=(lo, lo + 49), **params))
+    keys = ("tier", "r_score", "f_score", "m_score", "buyers")
+    assert {c: tuple(r[k] for k in keys) for c, r in batched.items()} == {
+        c: tuple(r[k] for k in keys) for c, r in whole.items()
+    }
+    assert {r["tier"] for r in whole.values()} == {"VIP", "Large", "Medium", "Small"}
+
+
+def test_shares_are_exact_not_floating_point(engine):
+    # 300 buyers: 1% is exactly 3 VIPs (0.01 * 300 is 3.0000000000000004 in floats)
+    _spenders(engine, range(3000, 0, -10))
+    tiers = [r["tier"] for r in rows(engine, pyramid(AS_OF)).values()]
+    assert tiers.count("VIP") == 3 and tiers.count("Large") == 12
