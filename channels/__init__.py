@@ -6,11 +6,11 @@ raises ConfigError (naming the setting) before anything is sent.
 
 from __future__ import annotations
 
-from channels.base import Channel, CONTACT_FIELD
 from careflow.errors import ConfigError
 from careflow.settings import Settings
+from channels.base import CONTACT_FIELD, Channel
 
-__all__ = ["Channel", "CONTACT_FIELD", "get_channel", "CHANNEL_NAMES"]
+__all__ = ["CHANNEL_NAMES", "CONTACT_FIELD", "Channel", "get_channel"]
 
 CHANNEL_NAMES = ("outbox", "sms", "email", "fax")
 
@@ -22,6 +22,22 @@ def get_channel(name: str, settings: Settings) -> Channel:
         from channels.outbox import OutboxChannel
 
         return OutboxChannel(settings.effective_outbox_dir)
+    # Live channels are imported on demand: their SDKs cost import time that
+    # outbox runs should not pay.
+    if name == "sms":
+        from channels.sms import TwilioSMS
+
+        return TwilioSMS(settings)
+    if name == "email":
+        from channels.email import SendGridEmail
+
+        return SendGridEmail(settings)
+    if name == "fax":
+        from channels.fax import EmailFaxGateway, SinchFax
+
+        if settings.fax_provider == "email_gateway":
+            return EmailFaxGateway(settings)
+        return SinchFax(settings)
     raise ConfigError(
         f"unknown or unavailable channel {name!r}; choose one of: {', '.join(CHANNEL_NAMES)}"
     )

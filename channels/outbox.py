@@ -39,9 +39,13 @@ class OutboxChannel:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(self._format(msg), encoding="utf-8")
             except OSError as exc:
-                outcomes.append(Outcome.failed(msg.contact_id, "outbox_write_error", detail=str(exc)))
+                outcomes.append(
+                    Outcome.failed(msg.contact_id, "outbox_write_error", detail=str(exc))
+                )
             else:
-                outcomes.append(Outcome.sent(msg.contact_id, provider_id=f"outbox:{rel.as_posix()}"))
+                outcomes.append(
+                    Outcome.sent(msg.contact_id, provider_id=f"outbox:{rel.as_posix()}")
+                )
         return outcomes
 
     @staticmethod

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import date
 
 import click
 from sqlalchemy import func, select
 
 from careflow import db
-from careflow.db.models import Customer
+from careflow.db.models import ContactHistory, Customer
 from careflow.report import summary_table
 from careflow.settings import get_settings
 
@@ -54,10 +56,36 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         click.echo(
             f"\n{again} message(s) were already sent for these occasions earlier: not sent again."
         )
+    click.echo("\none message from each campaign:")
+    for row in _examples(engine, [s["campaign"] for s in summaries]):
+        text = " ".join((row.subject or row.body or "").split())
+        click.echo(
+            f"  {row.campaign:17} #{row.customer_id:<6} {row.channel:5} {row.recipient}: "
+            f"{text[:70]}"
+        )
     if settings.delivery == "outbox":
-        click.echo(f"\nmessages written to {settings.effective_outbox_dir}/<campaign>/<channel>/")
+        click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")
+    prog = sys.argv[0] if "/" in sys.argv[0] else "careflow"
+    prog = os.path.relpath(prog) if os.path.isabs(prog) else prog
     click.echo(
-        "next: `careflow report last`, `careflow history <customer id>`, "
-        "`careflow preview birthday --customer <id>`"
+        f"next: {prog} report last | {prog} history <customer id> | "
+        f"{prog} preview birthday --customer <id>"
     )
     return summaries
+
+
+def _examples(engine, campaigns: list[str]) -> list:
+    """The latest sent message of each campaign, to show what was sent."""
+    with engine.connect() as conn:
+        return [
+            row
+            for name in campaigns
+            if (
+                row := conn.execute(
+                    select(ContactHistory)
+                    .where(ContactHistory.campaign == name, ContactHistory.state == "sent")
+                    .order_by(ContactHistory.id.desc())
+                    .limit(1)
+                ).first()
+            )
+        ]

@@ -1,0 +1,311 @@
+"""Email through SendGrid's v3 Mail Send API, with one-click unsubscribe.
+
+Each message becomes one Mail Send request with a plain-text part (the
+message body) and, when rendered, an HTML part. The ledger key travels in
+the personalization's ``custom_args`` (``careflow_key``, ``contact_id``), so
+SendGrid's Event Webhook posts can be matched back to the ledger row; the
+campaign is also the mail's category for SendGrid's own statistics.
+
+Marketing mail carries an unsubscribe link in the body and RFC 8058 one-click
+headers (``List-Unsubscribe: <https://...>`` and ``List-Unsubscribe-Post:
+List-Unsubscribe=One-Click``). The link holds a signed token
+(:func:`make_unsubscribe_token`, HMAC-SHA256 under
+``CAREFLOW_UNSUBSCRIBE_SECRET``) naming the customer and campaign, so the
+endpoint that receives it needs no lookup table and cannot be fed forged
+ids (:func:`verify_unsubscribe_token`). Templates may place the link
+themselves with the literal ``%unsubscribe_url%``; otherwise a short footer
+is appended.
+
+Headers and custom_args go into the personalization rather than the mail
+body's top level: SendGrid's OpenAPI spec types the top-level
+``custom_args`` as a string, and per-recipient values belong there anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import http.client
+import logging
+import time
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from email_validator import EmailNotValidError, validate_email
+from python_http_client.exceptions import HTTPError as SendGridHTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import (
+    Attachment,
+    Category,
+    CustomArg,
+    Disposition,
+    FileContent,
+    FileName,
+    FileType,
+    From,
+    Header,
+    Mail,
+    ReplyTo,
+    To,
+)
+
+from careflow.errors import ConfigError
+from careflow.messages import Message, Outcome
+from careflow.settings import Settings
+from channels.addresses import InvalidContact, normalize_email
+from channels.credentials import SecretLoader, require
+from channels.delivery import (
+    Delivery,
+    PermanentError,
+    RateLimiter,
+    RetryPolicy,
+    Skip,
+    error_for_exception,
+    error_for_status,
+    make_rate_limiter,
+    parse_retry_after,
+)
+from channels.sms import check_url
+
+log = logging.getLogger(__name__)
+
+UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
+
+
+class _NoSecretsInLogs(logging.Filter):
+    """python_http_client logs request headers (the API key) and payloads (PII) at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("HEADERS", "PAYLOAD"))
+
+
+logging.getLogger("python_http_client.client").addFilter(_NoSecretsInLogs())
+
+
+# --- unsubscribe tokens -------------------------------------------------------------
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, signed: str) -> str:
+    return _b64(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()[:16])
+
+
+def make_unsubscribe_token(secret: str, customer_id: int, campaign: str) -> str:
+    """URL-safe token ``v1.<payload>.<mac>`` naming a customer and a campaign."""
+    payload = _b64(f"{customer_id}:{campaign}".encode())
+    return f"v1.{payload}.{_mac(secret, 'v1.' + payload)}"
+
+
+def verify_unsubscribe_token(secret: str, token: str) -> tuple[int, str]:
+    """(customer_id, campaign) from a token; ValueError if it was not signed by ``secret``."""
+    try:
+        version, payload, mac = token.split(".")
+    except ValueError:
+        raise ValueError("malformed unsubscribe token") from None
+    if version != "v1" or not hmac.compare_digest(mac, _mac(secret, "v1." + payload)):
+        raise ValueError("unsubscribe token signature does not match")
+    customer, _, campaign = _unb64(payload).decode().partition(":")
+    return int(customer), campaign
+
+
+def unsubscribe_url(base: str, token: str) -> str:
+    """``base`` with the token as query parameter."""
+    return f"{base}{'&' if '?' in base else '?'}token={token}"
+
+
+def _add_footer(message: Message, url: str) -> tuple[str, str | None]:
+    """Body and HTML with the unsubscribe link placed (placeholder) or appended."""
+    zh = message.locale.lower().startswith("zh")
+    text, markup = message.body, message.html
+    if UNSUBSCRIBE_PLACEHOLDER in text:
+        text = text.replace(UNSUBSCRIBE_PLACEHOLDER, url)
+    else:
+        text = f"{text.rstrip()}\n\n{'退订' if zh else 'Unsubscribe'}: {url}\n"
+    if markup is not None:
+        if UNSUBSCRIBE_PLACEHOLDER in markup:
+            markup = markup.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(url))
+        else:
+            footer = (
+                f'<p style="font-size:12px;color:#666"><a href="{html.escape(url)}">'
+                f"{'退订' if zh else 'Unsubscribe'}</a></p>"
+            )
+            at = markup.lower().rfind("</body>")
+            markup = markup[:at] + footer + markup[at:] if at >= 0 else markup + footer
+    return text, markup
+
+
+# --- the channel -------------------------------------------------------------------
+@dataclass(frozen=True)
+class PdfAttachment:
+    """A file attached to an email (used by the email-to-fax gateway)."""
+
+    filename: str
+    content: bytes
+    mime_type: str = "application/pdf"
+
+
+def _checked_address(value: str | None, setting: str, *, required: bool) -> str | None:
+    if not value:
+        if required:
+            raise ConfigError(f"{setting} is missing")
+        return None
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ConfigError(f"{setting} is not a valid email address: {exc}") from None
+
+
+class SendGridEmail:
+    """Email through SendGrid. One Outcome per message; retries in channels/delivery.py."""
+
+    name: ClassVar[str] = "email"
+    max_body_chars: ClassVar[int | None] = None
+    #: default; the account's figure is CAREFLOW_EMAIL_RATE_PER_SECOND
+    rate_per_second: ClassVar[float | None] = 50.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: SendGridAPIClient | None = None,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        secrets: SecretLoader | None = None,
+    ):
+        key = require(settings, "sendgrid_api_key", loader=secrets)
+        if not key.startswith("SG."):
+            raise ConfigError("CAREFLOW_SENDGRID_API_KEY must start with SG.")
+        self.from_email = _checked_address(
+            settings.sendgrid_from_email, "CAREFLOW_SENDGRID_FROM_EMAIL", required=True
+        )
+        self.from_name = settings.sendgrid_from_name
+        self.reply_to = _checked_address(
+            settings.sendgrid_reply_to, "CAREFLOW_SENDGRID_REPLY_TO", required=False
+        )
+        base = check_url(settings.sendgrid_api_base_url, "CAREFLOW_SENDGRID_API_BASE_URL")
+        unsub = check_url(settings.unsubscribe_base_url, "CAREFLOW_UNSUBSCRIBE_BASE_URL")
+        if not unsub:
+            raise ConfigError(
+                "CAREFLOW_UNSUBSCRIBE_BASE_URL is missing: marketing mail needs a one-click "
+                "unsubscribe endpoint"
+            )
+        self.unsubscribe_base = unsub
+        self._unsub_secret = require(settings, "unsubscribe_secret", loader=secrets)
+        if len(self._unsub_secret) < 16:
+            raise ConfigError("CAREFLOW_UNSUBSCRIBE_SECRET must be at least 16 characters")
+        self.sg = client or SendGridAPIClient(key, host=base)
+        # python_http_client passes this to urlopen: per socket operation.
+        self.sg.client.timeout = settings.delivery_read_timeout_seconds
+        self.delivery = Delivery(
+            channel=self.name,
+            prepare=self.build_mail,
+            send=self.post,
+            limiter=limiter
+            or make_rate_limiter(
+                settings, settings.email_rate_limit_name, settings.email_rate_per_second
+            ),
+            policy=policy or RetryPolicy.from_settings(settings),
+            workers=settings.email_concurrency,
+        )
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"SendGridEmail(from={self.from_email!r})"
+
+    def close(self) -> None:
+        """Nothing to release: python_http_client opens one connection per request."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
+        """Send every message; one Outcome each, in order. Never raises per recipient."""
+        return self.delivery.batch(messages)
+
+    def build_mail(
+        self,
+        message: Message,
+        *,
+        attachments: Sequence[PdfAttachment] = (),
+        to: str | None = None,
+    ) -> Mail:
+        """The Mail Send request for ``message`` (``to`` overrides the recipient)."""
+        try:
+            address = normalize_email(to or message.to)
+        except InvalidContact as exc:
+            raise Skip("invalid_contact", str(exc)) from None
+        if not message.subject:
+            raise PermanentError("missing_subject", "email needs a subject")
+        text, markup, url = message.body, message.html, None
+        if message.marketing:
+            token = make_unsubscribe_token(
+                self._unsub_secret, message.customer_id, message.campaign
+            )
+            url = unsubscribe_url(self.unsubscribe_base, token)
+            text, markup = _add_footer(message, url)
+        # Content goes through the constructor: it orders text/plain before
+        # text/html as the API requires (attribute assignment would be ignored).
+        mail = Mail(
+            from_email=From(self.from_email, self.from_name),
+            to_emails=To(address),
+            subject=message.subject,
+            plain_text_content=text,
+            html_content=markup or None,
+        )
+        if url:
+            mail.header = Header("List-Unsubscribe", f"<{url}>", p=0)
+            mail.header = Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click", p=0)
+        if self.reply_to:
+            mail.reply_to = ReplyTo(self.reply_to)
+        # custom_args values must be strings (the API rejects numbers).
+        mail.custom_arg = CustomArg("careflow_key", message.key, p=0)
+        mail.custom_arg = CustomArg("contact_id", str(message.contact_id), p=0)
+        mail.category = Category(message.campaign[:255])
+        for item in attachments:
+            mail.attachment = Attachment(
+                FileContent(base64.b64encode(item.content).decode("ascii")),
+                FileName(item.filename),
+                FileType(item.mime_type),
+                Disposition("attachment"),
+            )
+        return mail
+
+    def post(self, mail: Mail) -> str | None:
+        """One Mail Send call; the provider id is SendGrid's X-Message-Id."""
+        try:
+            response = self.sg.send(mail)
+        except SendGridHTTPError as exc:
+            raise self._error(exc) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise error_for_exception(exc) from exc
+        return response.headers.get("X-Message-Id") if response.headers else None
+
+    @staticmethod
+    def _error(exc: SendGridHTTPError) -> Exception:
+        status = int(exc.status_code)
+        headers = exc.headers or {}
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if retry_after is None and status == 429 and headers.get("X-RateLimit-Reset"):
+            # SendGrid announces the end of the window as a Unix time stamp.
+            try:
+                retry_after = max(0.0, float(headers["X-RateLimit-Reset"]) - time.time())
+            except ValueError:
+                retry_after = None
+        body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
+        reason = None
+        if status == 400 and "personalizations.0.to" in body:
+            reason = "invalid_contact"
+        return error_for_status(
+            status, f"sendgrid HTTP {status}: {body[:250]}", retry_after=retry_after, reason=reason
+        )

@@ -1,0 +1,329 @@
+"""SMS through Twilio's Messages API, and SMS segment arithmetic.
+
+Segments. An SMS carries 140 octets: 160 GSM-7 septets or 70 UCS-2 code
+units. Longer texts are split and each part loses room to the
+concatenation header: 153 septets or 67 code units. Characters of the GSM
+extension table (``^{}[]~|€\\`` and form feed) take two septets and are
+never split across parts; a character outside GSM-7 (any Chinese text)
+switches the whole message to UCS-2, where characters beyond the Basic
+Multilingual Plane (emoji) take two code units. Carriers bill per segment,
+so ``sms_max_segments`` caps it, both here and in previews
+(:func:`sms_preview`).
+
+Opt-out. Marketing SMS to Chinese (zh-CN) recipients end with the customary
+"回复TD退订" (reply TD to unsubscribe); the text is a setting and counts
+toward the segments.
+
+Transport. The twilio SDK (sync, requests) is used as is; its HTTP client is
+subclassed to send to ``twilio_api_base_url`` (a proxy or a loopback test
+server), to use (connect, read) timeouts, and to turn 429/5xx and transport
+errors into the delivery errors of channels/delivery.py before the SDK sees
+them, because the SDK's exception drops the Retry-After header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import phonenumbers
+import requests
+from requests.adapters import HTTPAdapter
+from twilio.base.exceptions import TwilioException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client
+
+from careflow.errors import ConfigError
+from careflow.messages import Message, Outcome
+from careflow.settings import Settings
+from channels.addresses import InvalidContact, normalize_phone
+from channels.credentials import SecretLoader, require
+from channels.delivery import (
+    Delivery,
+    PermanentError,
+    RateLimiter,
+    RetryPolicy,
+    Skip,
+    error_for_exception,
+    error_for_status,
+    make_rate_limiter,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+
+# --- segments ------------------------------------------------------------------
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """How a text travels as SMS.
+
+    ``chars`` counts characters as a reader would; ``units`` counts what the
+    encoding counts (septets for GSM-7, UTF-16 code units for UCS-2).
+    """
+
+    encoding: str  # "GSM-7" or "UCS-2"
+    chars: int
+    units: int
+    segments: int
+
+
+def _pack(costs: list[int], single: int, part: int) -> int:
+    """Segments needed for characters costing ``costs`` units, never splitting one."""
+    total = sum(costs)
+    if total == 0:
+        return 0
+    if total <= single:
+        return 1
+    segments, used = 1, 0
+    for cost in costs:
+        if used + cost > part:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments
+
+
+def sms_segments(text: str) -> SegmentInfo:
+    """Encoding, length and segment count of ``text`` sent as one SMS."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+        costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
+        return SegmentInfo("GSM-7", len(text), sum(costs), _pack(costs, 160, 153))
+    costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    return SegmentInfo("UCS-2", len(text), sum(costs), _pack(costs, 70, 67))
+
+
+def _is_zh_cn(locale: str) -> bool:
+    return locale.lower().replace("_", "-") in {"zh", "zh-cn", "zh-hans", "zh-hans-cn"}
+
+
+def with_optout(body: str, *, locale: str, marketing: bool, optout_zh: str) -> str:
+    """``body`` as it will be sent: zh-CN marketing texts end with the opt-out line."""
+    if not (marketing and optout_zh and _is_zh_cn(locale)) or optout_zh in body:
+        return body
+    return body.rstrip() + optout_zh
+
+
+@dataclass(frozen=True, slots=True)
+class SmsPreview:
+    """What a preview shows for one SMS: final text, its segments, and the verdict."""
+
+    text: str
+    info: SegmentInfo
+    max_segments: int
+
+    @property
+    def within_limit(self) -> bool:
+        fits_body = len(self.text) <= (TwilioSMS.max_body_chars or len(self.text))
+        return self.info.segments <= self.max_segments and fits_body
+
+    @property
+    def problem(self) -> str | None:
+        if self.within_limit:
+            return None
+        return (
+            f"{self.info.segments} segments ({self.info.encoding}, {self.info.units} units) "
+            f"exceeds CAREFLOW_SMS_MAX_SEGMENTS={self.max_segments}"
+        )
+
+
+def sms_preview(body: str, *, locale: str, marketing: bool, settings: Settings) -> SmsPreview:
+    """The SMS a live send would produce from ``body``; used by previews and the channel."""
+    text = with_optout(body, locale=locale, marketing=marketing, optout_zh=settings.sms_optout_zh)
+    return SmsPreview(text, sms_segments(text), settings.sms_max_segments)
+
+
+# --- transport -------------------------------------------------------------------
+TWILIO_API = "https://api.twilio.com"
+
+# Twilio error codes that mean "this recipient", worth a precise reason.
+_TWILIO_REASONS = {
+    21211: "invalid_contact",  # invalid 'To' number
+    21614: "invalid_contact",  # not a mobile number
+    21612: "unreachable_destination",
+    21408: "region_not_enabled",
+    21610: "opted_out",  # recipient replied STOP
+    21617: "sms_too_long",
+}
+
+
+class TwilioTransport(TwilioHttpClient):
+    """The SDK's requests-based client, pointed at ``base_url`` and strict about errors."""
+
+    def __init__(self, base_url: str, timeout: tuple[float, float], pool_size: int):
+        super().__init__(pool_connections=True, logger=logging.getLogger(__name__ + ".http"))
+        # The base class accepts only a number; requests also takes (connect, read).
+        self.timeout = timeout  # type: ignore[assignment]
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        assert self.session is not None
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.base_url = base_url.rstrip("/")
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> TwilioResponse:
+        parts = urlsplit(url)
+        # Region/edge settings (TWILIO_REGION, TWILIO_EDGE) change the host the
+        # SDK builds, so match any Twilio API host, not only api.twilio.com.
+        if parts.hostname and parts.hostname.endswith(".twilio.com"):
+            url = self.base_url + urlunsplit(("", "", parts.path, parts.query, ""))
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.RequestException as exc:
+            raise error_for_exception(exc) from exc
+        status = response.status_code
+        if status == 429 or status >= 500:
+            headers = response.headers or {}
+            raise error_for_status(
+                status,
+                f"twilio HTTP {status}: {response.text[:200]}",
+                retry_after=parse_retry_after(headers.get("Retry-After")),
+            )
+        return response
+
+
+# --- the channel -------------------------------------------------------------------
+_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_MG_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+_TOKEN = re.compile(r"[0-9a-fA-F]{32}")
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_ALPHA_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+
+
+def check_url(value: str | None, setting: str) -> str | None:
+    """Return ``value`` if it is an http(s) URL; ConfigError naming ``setting`` otherwise."""
+    if value is None:
+        return None
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ConfigError(f"{setting} must be an http(s) URL")
+    return value.rstrip("/")
+
+
+class TwilioSMS:
+    """SMS through Twilio. One Outcome per message; see channels/delivery.py for retries."""
+
+    name: ClassVar[str] = "sms"
+    #: Twilio's limit for one Body (the segment cap usually bites first)
+    max_body_chars: ClassVar[int | None] = 1600
+    #: default; the account's real figure is CAREFLOW_SMS_RATE_PER_SECOND
+    rate_per_second: ClassVar[float | None] = 10.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_client: TwilioHttpClient | None = None,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        secrets: SecretLoader | None = None,
+    ):
+        sid = require(settings, "twilio_account_sid", loader=secrets)
+        if not _SID.fullmatch(sid):
+            raise ConfigError(
+                "CAREFLOW_TWILIO_ACCOUNT_SID must start with AC followed by 32 hex characters"
+            )
+        token = require(settings, "twilio_auth_token", loader=secrets)
+        if not _TOKEN.fullmatch(token):
+            raise ConfigError("CAREFLOW_TWILIO_AUTH_TOKEN is malformed: expected 32 hex characters")
+        self.sender: dict[str, str] = {}
+        if settings.twilio_messaging_service_sid:
+            if not _MG_SID.fullmatch(settings.twilio_messaging_service_sid):
+                raise ConfigError(
+                    "CAREFLOW_TWILIO_MESSAGING_SERVICE_SID must start with MG followed by "
+                    "32 hex characters"
+                )
+            self.sender["messaging_service_sid"] = settings.twilio_messaging_service_sid
+        elif settings.twilio_from_number:
+            sender = settings.twilio_from_number
+            if not (_E164.fullmatch(sender) or _ALPHA_SENDER.fullmatch(sender)):
+                raise ConfigError(
+                    "CAREFLOW_TWILIO_FROM_NUMBER must be an E.164 number (+8613...) or an "
+                    "alphanumeric sender ID of at most 11 characters"
+                )
+            self.sender["from_"] = sender
+        else:
+            raise ConfigError(
+                "CAREFLOW_TWILIO_FROM_NUMBER or CAREFLOW_TWILIO_MESSAGING_SERVICE_SID is missing"
+            )
+        if settings.sms_default_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError("CAREFLOW_SMS_DEFAULT_REGION must be a region code such as CN")
+        self.status_callback = check_url(
+            settings.twilio_status_callback_url, "CAREFLOW_TWILIO_STATUS_CALLBACK_URL"
+        )
+        base = check_url(settings.twilio_api_base_url, "CAREFLOW_TWILIO_API_BASE_URL")
+        self.settings = settings
+        transport = http_client or TwilioTransport(
+            base or TWILIO_API,
+            (settings.delivery_connect_timeout_seconds, settings.delivery_read_timeout_seconds),
+            settings.sms_concurrency,
+        )
+        self._owned_transport = transport if http_client is None else None
+        self.client = Client(sid, token, http_client=transport)
+        self.delivery = Delivery(
+            channel=self.name,
+            prepare=self._prepare,
+            send=self._send,
+            limiter=limiter
+            or make_rate_limiter(
+                settings, settings.sms_rate_limit_name, settings.sms_rate_per_second
+            ),
+            policy=policy or RetryPolicy.from_settings(settings),
+            workers=settings.sms_concurrency,
+        )
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"TwilioSMS(sender={self.sender!r})"
+
+    def close(self) -> None:
+        """Close the pooled connections this channel opened (not a handed-in client)."""
+        if self._owned_transport is not None and self._owned_transport.session is not None:
+            self._owned_transport.session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
+        """Send every message; one Outcome each, in order. Never raises per recipient."""
+        return self.delivery.batch(messages)
+
+    def _prepare(self, message: Message) -> dict[str, str]:
+        try:
+            to = normalize_phone(message.to, self.settings.sms_default_region)
+        except InvalidContact as exc:
+            raise Skip("invalid_contact", str(exc)) from None
+        preview = sms_preview(
+            message.body, locale=message.locale, marketing=message.marketing, settings=self.settings
+        )
+        if not preview.within_limit:
+            raise PermanentError("sms_too_long", preview.problem)
+        params = {"to": to, "body": preview.text, **self.sender}
+        if self.status_callback:
+            params["status_callback"] = self.status_callback
+        return params
+
+    def _send(self, params: dict[str, str]) -> str | None:
+        try:
+            created = self.client.messages.create(**params)  # type: ignore[arg-type]
+        except TwilioException as exc:
+            status = int(getattr(exc, "status", 0) or 0)
+            code = getattr(exc, "code", None)
+            text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or ""
+            detail = f"twilio HTTP {status} code={code}: {text}"[:300]
+            if not status:  # not an HTTP answer: the SDK failed on its own
+                raise PermanentError("unexpected_response", detail) from exc
+            raise error_for_status(status, detail, reason=_TWILIO_REASONS.get(code or 0)) from exc
+        return created.sid

@@ -1,0 +1,1 @@
+"""Channel tests: the shared contract, per-provider tables, faults, Prism (see docs/channels.md)."""

@@ -1,0 +1,107 @@
+"""Credentials: settings first, then Prefect Secret blocks; errors name the setting.
+
+Also ``get_channel``: which channel a name and the delivery mode give.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from careflow.errors import ConfigError
+from channels import credentials, get_channel
+from channels.credentials import block_name, credential, env_name, require
+from channels.email import SendGridEmail
+from channels.fax import EmailFaxGateway, SinchFax
+from channels.outbox import OutboxChannel
+from channels.sms import TwilioSMS
+from tests.providers.kit import TWILIO_TOKEN, live_settings, need_cjk_font
+
+
+def test_names() -> None:
+    assert env_name("twilio_auth_token") == "CAREFLOW_TWILIO_AUTH_TOKEN"
+    assert block_name("twilio_auth_token") == "careflow-twilio-auth-token"
+
+
+def test_settings_win_over_blocks() -> None:
+    def loader(name: str) -> str:
+        raise AssertionError("the block store must not be asked")
+
+    assert credential(live_settings(), "twilio_auth_token", loader=loader) == TWILIO_TOKEN
+
+
+def test_block_used_when_setting_is_empty() -> None:
+    asked: list[str] = []
+
+    def loader(name: str) -> str:
+        asked.append(name)
+        return " from-block \n"
+
+    settings = live_settings(sendgrid_api_key=None)
+    assert credential(settings, "sendgrid_api_key", loader=loader) == "from-block"
+    assert asked == ["careflow-sendgrid-api-key"]
+
+
+def test_missing_names_variable_and_block() -> None:
+    with pytest.raises(ConfigError) as raised:
+        require(live_settings(sinch_key_secret=None), "sinch_key_secret", loader=lambda n: None)
+    assert str(raised.value) == (
+        "CAREFLOW_SINCH_KEY_SECRET is missing: set it in the environment or create the "
+        "Prefect Secret block 'careflow-sinch-key-secret'"
+    )
+
+
+def test_blocks_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(name: str) -> str:
+        raise AssertionError("Prefect must not be asked")
+
+    monkeypatch.setattr(credentials, "load_prefect_secret", boom)
+    settings = live_settings(twilio_auth_token=None, credentials_from_prefect_blocks=False)
+    assert credential(settings, "twilio_auth_token") is None
+
+
+def test_no_prefect_api_means_no_block_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert not credentials.prefect_api_available()
+    assert credentials.load_prefect_secret("careflow-twilio-auth-token") is None
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert credentials.prefect_api_available()
+
+
+def test_channel_takes_secrets_from_a_block_store() -> None:
+    store = {"careflow-twilio-auth-token": TWILIO_TOKEN}
+    channel = TwilioSMS(live_settings(twilio_auth_token=None), secrets=store.get)
+    channel.close()
+
+
+# --- get_channel -------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["outbox", "sms", "email", "fax"])
+def test_outbox_mode_uses_the_outbox_for_every_channel(name: str, tmp_path) -> None:
+    settings = live_settings(delivery="outbox", outbox_dir=tmp_path, twilio_auth_token=None)
+    assert isinstance(get_channel(name, settings), OutboxChannel)
+
+
+@pytest.mark.parametrize(
+    "name, overrides, kind",
+    [
+        ("sms", {}, TwilioSMS),
+        ("email", {}, SendGridEmail),
+        ("fax", {"fax_provider": "sinch"}, SinchFax),
+        ("fax", {"fax_provider": "email_gateway"}, EmailFaxGateway),
+    ],
+)
+def test_live_mode_builds_provider_channels(name: str, overrides: dict, kind: type) -> None:
+    if name == "fax":
+        need_cjk_font()
+    channel = get_channel(name, live_settings(**overrides))
+    assert isinstance(channel, kind)
+    channel.close()  # type: ignore[attr-defined]
+
+
+def test_live_mode_stops_before_sending_without_credentials() -> None:
+    with pytest.raises(ConfigError, match="CAREFLOW_TWILIO_ACCOUNT_SID is missing"):
+        get_channel("sms", live_settings(twilio_account_sid=None))
+
+
+def test_unknown_channel() -> None:
+    with pytest.raises(ConfigError, match="unknown or unavailable channel 'pigeon'"):
+        get_channel("pigeon", live_settings())

@@ -1,0 +1,204 @@
+"""A loopback stand-in for Twilio, SendGrid and Sinch Fax that misbehaves on demand.
+
+It speaks just enough of each API for the real SDKs (Messages.json, Mail
+Send, Sinch faxes) and counts, per recipient, how many requests it saw and
+how many it *accepted* (answered as a success, or accepted and then hung up
+on). "Sent exactly once" in the tests means ``accepted[recipient] == 1``.
+
+What happens to a request is an *action*:
+
+==================  =========================================================
+``ok``              accept, answer success
+``http:S[:CODE]``   answer HTTP S (provider error CODE in the body), not accepted
+``429:SECONDS``     answer 429 with Retry-After: SECONDS, not accepted
+``reset``           drop the connection before answering, not accepted
+``accept_hang:S``   accept, then stall S seconds (the client times out)
+``accept_reset``    accept, then drop the connection without an answer
+``slow:S``          wait S seconds, then accept and answer success
+==================  =========================================================
+
+Per recipient, ``script(recipient, [actions...])`` decides successive
+attempts; otherwise a seeded random draw picks a fault with probability
+``fault_rate`` from ``faults``. Runs aiohttp on its own thread and loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from typing import Self
+
+from aiohttp import web
+
+TRANSIENT = ("http:500", "http:502", "http:503", "429:0.05")
+
+
+class FaultServer:
+    """One loopback HTTP server playing all three providers; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        fault_rate: float = 0.0,
+        faults: Iterable[str] = TRANSIENT,
+        seed: int = 1,
+        require_auth: bool = True,
+    ):
+        self.fault_rate, self.faults = fault_rate, tuple(faults)
+        self.require_auth = require_auth
+        self._rng = random.Random(seed)
+        self._scripts: dict[str, list[str]] = {}
+        self.attempts: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.actions: Counter[str] = Counter()
+        self.bodies: list[dict] = []  # what accepted requests carried, for assertions
+        self.headers: list[dict[str, str]] = []  # and their headers
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.port = 0
+
+    # --- control from the test thread -------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, recipient: str, actions: Iterable[str]) -> None:
+        """Fix the actions for ``recipient``'s next attempts (then: random/default)."""
+        self._scripts[recipient] = list(actions)
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(target=self._run, name="fault-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fault server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the server ---------------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio)
+        app.router.add_post("/v3/mail/send", self._sendgrid)
+        app.router.add_post("/v3/projects/{project}/faxes", self._sinch)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def _choose(self, recipient: str) -> str:
+        queue = self._scripts.get(recipient)
+        if queue:
+            return queue.pop(0)
+        if self.fault_rate and self._rng.random() < self.fault_rate:
+            return self._rng.choice(self.faults)
+        return "ok"
+
+    async def _handle(
+        self, request: web.Request, recipient: str, body: dict, success: web.Response, error
+    ) -> web.StreamResponse:
+        """Apply the chosen action; ``error(status, code)`` builds the provider's error body."""
+        if self.require_auth and "Authorization" not in request.headers:
+            return error(401, 20003)
+        self.attempts[recipient] += 1
+        action = self._choose(recipient)
+        kind, _, arg = action.partition(":")
+        self.actions[kind] += 1
+        if kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return success  # never written: the connection is gone
+        if kind == "http":
+            status, _, code = arg.partition(":")
+            return error(int(status), int(code) if code else int(status))
+        if kind == "429":
+            response = error(429, 20429)
+            response.headers["Retry-After"] = arg
+            return response
+        if kind == "slow":
+            await asyncio.sleep(float(arg))
+        self.accepted[recipient] += 1
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        if kind == "accept_hang":
+            await asyncio.sleep(float(arg))
+        elif kind == "accept_reset":
+            assert request.transport is not None
+            request.transport.abort()
+        return success
+
+    async def _twilio(self, request: web.Request) -> web.StreamResponse:
+        form = dict(await request.post())
+        sid = "SM" + uuid.uuid4().hex
+        ok = web.json_response(
+            {"sid": sid, "status": "queued", "to": form.get("To"), "body": form.get("Body")},
+            status=201,
+        )
+
+        def error(status: int, code: int) -> web.Response:
+            return web.json_response(
+                {"code": code, "message": f"simulated error {code}", "status": status,
+                 "more_info": f"https://www.twilio.com/docs/errors/{code}"},
+                status=status,
+            )
+
+        return await self._handle(request, str(form.get("To")), form, ok, error)
+
+    async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        recipient = payload["personalizations"][0]["to"][0]["email"]
+        ok = web.Response(status=202, headers={"X-Message-Id": uuid.uuid4().hex[:22]})
+
+        def error(status: int, code: int) -> web.Response:
+            field = "personalizations.0.to.0.email" if code == 4001 else None
+            return web.json_response(
+                {"errors": [{"message": f"simulated error {code}", "field": field}]},
+                status=status,
+            )
+
+        return await self._handle(request, recipient, payload, ok, error)
+
+    async def _sinch(self, request: web.Request) -> web.StreamResponse:
+        fields: dict[str, str | int] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            data = await part.read()  # type: ignore[union-attr]
+            name = part.name or ""
+            fields[name] = len(data) if name == "file" else data.decode()
+        ok = web.json_response({"id": uuid.uuid4().hex, "status": "QUEUED"})
+
+        def error(status: int, code: int) -> web.Response:
+            return web.json_response(
+                {"code": code, "status": "ERROR", "message": f"simulated error {code}"},
+                status=status,
+            )
+
+        return await self._handle(request, str(fields.get("to")), fields, ok, error)
