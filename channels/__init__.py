@@ -6,11 +6,14 @@ raises ConfigError (naming the setting) before anything is sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from careflow.errors import ConfigError
 from careflow.settings import Settings
 from channels.base import CONTACT_FIELD, Channel
 
-__all__ = ["CHANNEL_NAMES", "CONTACT_FIELD", "Channel", "get_channel"]
+__all__ = ["CHANNEL_NAMES", "CONTACT_FIELD", "Channel", "closing_channel", "get_channel"]
 
 CHANNEL_NAMES = ("outbox", "sms", "email", "fax")
 
@@ -41,3 +44,14 @@ def get_channel(name: str, settings: Settings) -> Channel:
     raise ConfigError(
         f"unknown or unavailable channel {name!r}; choose one of: {', '.join(CHANNEL_NAMES)}"
     )
+
+
+@contextmanager
+def closing_channel(channel: Channel) -> Iterator[Channel]:
+    """Release a channel's connection pools afterwards; the outbox has none."""
+    try:
+        yield channel
+    finally:
+        close = getattr(channel, "close", None)
+        if close is not None:
+            close()

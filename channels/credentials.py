@@ -88,9 +88,7 @@ def load_prefect_secret(name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def credential(
-    settings: Settings, field: str, *, loader: SecretLoader | None = None
-) -> str | None:
+def credential(settings: Settings, field: str, *, loader: SecretLoader | None = None) -> str | None:
     """The credential ``field`` as plain text, or None when nowhere to be found.
 
     ``loader`` replaces the Prefect look-up (tests, other secret stores); it

@@ -296,7 +296,10 @@ class PrefectRateLimit:
                     "Prefect rate limit %r unavailable (%s); using an in-process limit of "
                     "%.3g/s. Create it with: prefect gcl create %s --limit N "
                     "--slot-decay-per-second N",
-                    self.name, type(exc).__name__, self.local.rate, self.name,
+                    self.name,
+                    type(exc).__name__,
+                    self.local.rate,
+                    self.name,
                 )
 
     def pause(self, seconds: float) -> None:

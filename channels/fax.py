@@ -116,7 +116,10 @@ def _fontconfig_candidate() -> str | None:
     try:
         found = subprocess.run(
             ["fc-match", "-f", "%{file}", ":lang=zh-cn"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -29,7 +29,7 @@ from careflow.errors import ConfigError
 from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.settings import get_settings
-from channels import get_channel
+from channels import closing_channel, get_channel
 from flows.route import BatchResult, id_ranges, process_batch
 
 ChannelChoice = Literal["sms", "email", "fax", "outbox"]
@@ -121,7 +121,8 @@ def run_campaign(
             raise ConfigError(
                 f"campaign {spec.name!r} has no {name} template in templates/{spec.name}/"
             )
-        get_channel(name, settings)  # raises ConfigError naming the setting
+        with closing_channel(get_channel(name, settings)):  # ConfigError names the setting
+            pass
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec.name, at, channel or settings.delivery, dry_run)

@@ -10,17 +10,9 @@ from careflow.ledger import ContactLedger
 from careflow.policy import decide
 from careflow.rendering import Renderer
 from careflow.settings import get_settings
+from channels.sms import sms_preview
 from flows.campaign import resolve_as_of
 from flows.route import load_consents, segment_select, template_context
-
-
-def sms_info(text: str) -> str:
-    try:
-        from channels.sms import sms_segments
-    except ImportError:  # pragma: no cover - the sms channel ships with careflow
-        return f"{len(text)} characters"
-    info = sms_segments(text)
-    return f"{info.chars} characters, {info.encoding}, {info.segments} SMS segment(s)"
 
 
 def preview_message(
@@ -75,7 +67,23 @@ def preview_message(
         return "\n".join(lines)
     if rendered.subject:
         lines.append(f"subject: {rendered.subject}")
-    lines += ["", rendered.body, ""]
-    if chosen == "sms":
-        lines.append(f"({sms_info(rendered.body)})")
+    if chosen != "sms":
+        return "\n".join([*lines, "", rendered.body])
+    # the text exactly as a live send would carry it, opt-out line included
+    sms = sms_preview(
+        rendered.body,
+        locale=row.get("locale") or settings.default_locale,
+        marketing=spec.marketing,
+        settings=settings,
+    )
+    info = sms.info
+    lines += [
+        "",
+        sms.text,
+        "",
+        f"({info.chars} characters, {info.encoding}, {info.segments} SMS segment(s); "
+        f"limit {sms.max_segments})",
+    ]
+    if sms.problem:
+        lines.append(f"problem: {sms.problem}")
     return "\n".join(lines)

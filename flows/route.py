@@ -24,7 +24,7 @@ from careflow.messages import Message, Outcome, State
 from careflow.policy import Decision, decide
 from careflow.rendering import Renderer, greeting_name
 from careflow.settings import Settings
-from channels import get_channel
+from channels import closing_channel, get_channel
 
 CUSTOMER_COLUMNS = [c for c in Customer.__table__.c]
 
@@ -242,7 +242,8 @@ def process_batch(
         channel = get_channel(channel_name, settings)
         ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id)
         try:
-            sent = channel.send_batch(messages)
+            with closing_channel(channel):
+                sent = channel.send_batch(messages)
         except Exception as exc:  # a channel bug: outcome unknown, so never resend
             sent = [
                 Outcome.failed(m.contact_id, "channel_error", detail=f"{type(exc).__name__}: {exc}")
