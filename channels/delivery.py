@@ -436,3 +436,48 @@ class Delivery(Generic[P]):
             counts[o.state.value] = counts.get(o.state.value, 0) + 1
         log.info("%s batch of %d: %s", self.channel, len(messages), counts)
         return outcomes
+
+
+class ProviderChannel:
+    """What every provider channel shares: a Delivery does the sending, and a
+    channel can be closed (also as a context manager).
+
+    Subclasses set ``name`` and call ``_deliver_with`` in ``__init__``.
+    """
+
+    name: str
+    delivery: Delivery
+
+    def _deliver_with(
+        self,
+        settings: Settings,
+        *,
+        prepare: Callable[[Message], P],
+        send: Callable[[P], str | None],
+        limit_name: str,
+        rate: float,
+        concurrency: int,
+        limiter: RateLimiter | None,
+        policy: RetryPolicy | None,
+    ) -> None:
+        self.delivery = Delivery(
+            channel=self.name,
+            prepare=prepare,
+            send=send,
+            limiter=limiter or make_rate_limiter(settings, limit_name, rate),
+            policy=policy or RetryPolicy.from_settings(settings),
+            workers=concurrency,
+        )
+
+    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
+        """Send every message; one Outcome each, in order. Never raises per recipient."""
+        return self.delivery.batch(messages)
+
+    def close(self) -> None:
+        """Release connections this channel opened; nothing by default."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

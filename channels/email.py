@@ -33,7 +33,7 @@ import time
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from email_validator import EmailNotValidError, validate_email
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
@@ -54,19 +54,18 @@ from sendgrid.helpers.mail import (
 )
 
 from careflow.errors import ConfigError
-from careflow.messages import Message, Outcome
+from careflow.messages import Message
 from careflow.settings import Settings
 from channels.addresses import InvalidContact, normalize_email
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
-    Delivery,
     PermanentError,
+    ProviderChannel,
     RateLimiter,
     RetryPolicy,
     Skip,
     error_for_exception,
     error_for_status,
-    make_rate_limiter,
     parse_retry_after,
 )
 from channels.sms import check_url
@@ -164,7 +163,7 @@ def _checked_address(value: str | None, setting: str, *, required: bool) -> str 
         raise ConfigError(f"{setting} is not a valid email address: {exc}") from None
 
 
-class SendGridEmail:
+class SendGridEmail(ProviderChannel):
     """Email through SendGrid. One Outcome per message; retries in channels/delivery.py."""
 
     name: ClassVar[str] = "email"
@@ -205,16 +204,15 @@ class SendGridEmail:
         self.sg = client or SendGridAPIClient(key, host=base)
         # python_http_client passes this to urlopen: per socket operation.
         self.sg.client.timeout = settings.delivery_read_timeout_seconds
-        self.delivery = Delivery(
-            channel=self.name,
+        self._deliver_with(
+            settings,
             prepare=self.build_mail,
             send=self.post,
-            limiter=limiter
-            or make_rate_limiter(
-                settings, settings.email_rate_limit_name, settings.email_rate_per_second
-            ),
-            policy=policy or RetryPolicy.from_settings(settings),
-            workers=settings.email_concurrency,
+            limit_name=settings.email_rate_limit_name,
+            rate=settings.email_rate_per_second,
+            concurrency=settings.email_concurrency,
+            limiter=limiter,
+            policy=policy,
         )
 
     def __repr__(self) -> str:  # never show credentials
@@ -222,16 +220,6 @@ class SendGridEmail:
 
     def close(self) -> None:
         """Nothing to release: python_http_client opens one connection per request."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """Send every message; one Outcome each, in order. Never raises per recipient."""
-        return self.delivery.batch(messages)
 
     def build_mail(
         self,

@@ -26,11 +26,10 @@ import logging
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar
 
 import httpx
 from fpdf import FPDF
@@ -38,19 +37,18 @@ from fpdf.enums import WrapMode
 from sendgrid.helpers.mail import Mail
 
 from careflow.errors import ConfigError
-from careflow.messages import Message, Outcome
+from careflow.messages import Message
 from careflow.settings import Settings
 from channels.addresses import InvalidContact, normalize_phone
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
-    Delivery,
     PermanentError,
+    ProviderChannel,
     RateLimiter,
     RetryPolicy,
     Skip,
     error_for_exception,
     error_for_status,
-    make_rate_limiter,
     parse_retry_after,
 )
 from channels.email import PdfAttachment, SendGridEmail
@@ -197,7 +195,7 @@ def _fax_number(message: Message, region: str) -> str:
         raise Skip("invalid_contact", str(exc)) from None
 
 
-class SinchFax:
+class SinchFax(ProviderChannel):
     """Fax through the Sinch Fax API v3. One Outcome per message."""
 
     name: ClassVar[str] = "fax"
@@ -242,16 +240,15 @@ class SinchFax:
             ),
             limits=httpx.Limits(max_connections=settings.fax_concurrency),
         )
-        self.delivery = Delivery(
-            channel=self.name,
+        self._deliver_with(
+            settings,
             prepare=self._prepare,
             send=self._send,
-            limiter=limiter
-            or make_rate_limiter(
-                settings, settings.fax_rate_limit_name, settings.fax_rate_per_second
-            ),
-            policy=policy or RetryPolicy.from_settings(settings),
-            workers=settings.fax_concurrency,
+            limit_name=settings.fax_rate_limit_name,
+            rate=settings.fax_rate_per_second,
+            concurrency=settings.fax_concurrency,
+            limiter=limiter,
+            policy=policy,
         )
 
     def __repr__(self) -> str:  # never show credentials
@@ -261,16 +258,6 @@ class SinchFax:
         """Close the HTTP client this channel opened (not a handed-in one)."""
         if self._owns_http:
             self.http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """Send every fax; one Outcome each, in order. Never raises per recipient."""
-        return self.delivery.batch(messages)
 
     def _prepare(self, message: Message) -> tuple[str, bytes]:
         return _fax_number(message, self.region), _render(message, self.font)
@@ -299,7 +286,7 @@ class SinchFax:
         return str(fax_id) if fax_id else None
 
 
-class EmailFaxGateway:
+class EmailFaxGateway(ProviderChannel):
     """Fax as an email with the PDF attached, to an email-to-fax gateway address."""
 
     name: ClassVar[str] = "fax"
@@ -333,30 +320,19 @@ class EmailFaxGateway:
         self.font = find_cjk_font(settings.fax_font_path)
         self.region = settings.sms_default_region
         self.email = email or SendGridEmail(settings, secrets=secrets)
-        self.delivery = Delivery(
-            channel=self.name,
+        self._deliver_with(
+            settings,
             prepare=self._prepare,
             send=self.email.post,
-            limiter=limiter
-            or make_rate_limiter(
-                settings, settings.fax_rate_limit_name, settings.fax_rate_per_second
-            ),
-            policy=policy or RetryPolicy.from_settings(settings),
-            workers=settings.fax_concurrency,
+            limit_name=settings.fax_rate_limit_name,
+            rate=settings.fax_rate_per_second,
+            concurrency=settings.fax_concurrency,
+            limiter=limiter,
+            policy=policy,
         )
-
-    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """Send every fax through the gateway; one Outcome each, in order."""
-        return self.delivery.batch(messages)
 
     def close(self) -> None:
         self.email.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _prepare(self, message: Message) -> Mail:
         number = _fax_number(message, self.region)

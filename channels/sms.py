@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import phonenumbers
@@ -39,19 +38,18 @@ from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from careflow.errors import ConfigError
-from careflow.messages import Message, Outcome
+from careflow.messages import Message
 from careflow.settings import Settings
 from channels.addresses import InvalidContact, normalize_phone
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
-    Delivery,
     PermanentError,
+    ProviderChannel,
     RateLimiter,
     RetryPolicy,
     Skip,
     error_for_exception,
     error_for_status,
-    make_rate_limiter,
     parse_retry_after,
 )
 
@@ -210,7 +208,7 @@ def check_url(value: str | None, setting: str) -> str | None:
     return value.rstrip("/")
 
 
-class TwilioSMS:
+class TwilioSMS(ProviderChannel):
     """SMS through Twilio. One Outcome per message; see channels/delivery.py for retries."""
 
     name: ClassVar[str] = "sms"
@@ -270,16 +268,15 @@ class TwilioSMS:
         )
         self._owned_transport = transport if http_client is None else None
         self.client = Client(sid, token, http_client=transport)
-        self.delivery = Delivery(
-            channel=self.name,
+        self._deliver_with(
+            settings,
             prepare=self._prepare,
             send=self._send,
-            limiter=limiter
-            or make_rate_limiter(
-                settings, settings.sms_rate_limit_name, settings.sms_rate_per_second
-            ),
-            policy=policy or RetryPolicy.from_settings(settings),
-            workers=settings.sms_concurrency,
+            limit_name=settings.sms_rate_limit_name,
+            rate=settings.sms_rate_per_second,
+            concurrency=settings.sms_concurrency,
+            limiter=limiter,
+            policy=policy,
         )
 
     def __repr__(self) -> str:  # never show credentials
@@ -289,16 +286,6 @@ class TwilioSMS:
         """Close the pooled connections this channel opened (not a handed-in client)."""
         if self._owned_transport is not None and self._owned_transport.session is not None:
             self._owned_transport.session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """Send every message; one Outcome each, in order. Never raises per recipient."""
-        return self.delivery.batch(messages)
 
     def _prepare(self, message: Message) -> dict[str, str]:
         try:
