@@ -23,6 +23,9 @@ SQLite); the ORM is ~10x slower here.
 
 from __future__ import annotations
 
+import functools
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +47,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import OperationalError
 
 from careflow.db.models import ContactEvent, ContactHistory
 from careflow.messages import Outcome, State
@@ -89,12 +93,38 @@ _RECORD_ONE = (
     )
 )
 
+#: attempts at a ledger write while the database is busy (SQLite's file lock)
+WRITE_ATTEMPTS = 6
+
 #: how long a ``reserved`` row may sit before another run may take it over
 RESERVATION_LEASE_SECONDS = 15 * 60
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _retry_busy_database(method):
+    """Retry a ledger write when the database is momentarily unavailable.
+
+    Every write method runs in its own transaction and is idempotent, so
+    running it again is safe. This matters most after a send: the outcomes
+    are known, and losing them to a locked SQLite file would leave rows in
+    ``sending`` to be settled as ``interrupted``.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return method(*args, **kwargs)
+            except OperationalError:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -123,6 +153,7 @@ class ContactLedger:
             already.update(a)
         return Claim(owned, already)
 
+    @_retry_busy_database
     def _claim_chunk(self, campaign, run_id, keys):
         now = utcnow()
         stale = now - timedelta(seconds=RESERVATION_LEASE_SECONDS)
@@ -164,6 +195,7 @@ class ContactLedger:
                 already[key] = r.state
         return owned, already
 
+    @_retry_busy_database
     def mark_sending(self, contact_ids: Iterable[int], channel: str, run_id: str) -> None:
         ids = list(contact_ids)
         if not ids:
@@ -181,6 +213,7 @@ class ContactLedger:
             )
 
     # --- after sending -------------------------------------------------------
+    @_retry_busy_database
     def record(self, outcomes: Sequence[Outcome], run_id: str, details: dict | None = None) -> None:
         """Store each outcome on its row. ``details[contact_id]`` may carry
         channel, recipient, subject and body to keep with the row.
@@ -255,6 +288,7 @@ class ContactLedger:
                 )
             )
 
+    @_retry_busy_database
     def resolve_interrupted(
         self, campaign: str, keys: Sequence[tuple[int, str]], run_id: str
     ) -> int:
@@ -287,6 +321,7 @@ class ContactLedger:
         return result.rowcount
 
     # --- after delivery: the customer's timeline ------------------------------
+    @_retry_busy_database
     def add_events(self, events: Sequence[dict]) -> None:
         """Append events (delivered, reply, opt_out, bounce, order...) to the timeline.
 

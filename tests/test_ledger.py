@@ -102,3 +102,30 @@ def test_history_shows_contacts_with_their_events(engine):
     (entry,) = ledger.history(1)
     assert entry["state"] == "sent" and entry["body"] == "Hi" and entry["provider_id"] == "SM1"
     assert [e["kind"] for e in entry["events"]] == ["delivered"]
+
+
+def test_a_busy_database_does_not_lose_known_outcomes(engine, monkeypatch):
+    """The write is retried, so a sent message is recorded sent, not left 'sending'."""
+    import sqlalchemy.exc
+    from sqlalchemy import event
+
+    import careflow.ledger
+
+    monkeypatch.setattr(careflow.ledger.time, "sleep", lambda s: None)
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    cid = ledger.claim("birthday", "run-1", KEYS[:1]).owned[KEYS[0]]
+    failures = iter([True, True, False])
+
+    def locked_once(conn, cursor, statement, *args):
+        if statement.startswith("UPDATE") and next(failures, False):
+            raise sqlalchemy.exc.OperationalError(statement, {}, Exception("database is locked"))
+
+    event.listen(engine, "before_cursor_execute", locked_once)
+    try:
+        ledger.record([Outcome.sent(cid, "SM1")], "run-1")
+    finally:
+        event.remove(engine, "before_cursor_execute", locked_once)
+    with engine.connect() as conn:
+        state = conn.execute(select(ContactHistory.state).where(ContactHistory.id == cid)).scalar()
+    assert state == State.SENT
