@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Prefect keeps its local API's database here; it does not create parent folders.
+demo: export PREFECT_HOME ?= $(CURDIR)/.careflow/prefect
+test: export PREFECT_HOME ?= $(CURDIR)/.careflow/prefect-test
+
 demo: $(STAMP)
-	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.careflow/prefect} $(BIN)/careflow demo
+	mkdir -p "$$PREFECT_HOME"
+	$(BIN)/careflow demo
 
 test: $(STAMP)
-	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.careflow/prefect-test} $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	mkdir -p "$$PREFECT_HOME"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check careflow segments channels flows tests bench

@@ -162,7 +162,7 @@ def _segment_select(name, as_of, params, id_range=None):
     import inspect
 
     import segments
-    from flows.campaign import resolve_as_of
+    from careflow.clock import resolve_as_of
 
     day, at = resolve_as_of(as_of, _settings().time_zone)
     fn = segments.SEGMENTS.get(name)
@@ -245,8 +245,9 @@ def preview(campaign, customer_id, as_of, channel):
 )
 def run(campaign, as_of, dry_run, channel):
     """Run CAMPAIGN now as a Prefect flow and print its summary."""
+    from careflow.clock import resolve_as_of
     from careflow.report import summary_table
-    from flows.campaign import campaign_flow, resolve_as_of
+    from flows.campaign import campaign_flow
     from flows.care import CARE_FLOWS
 
     _engine()  # fail fast on an unmigrated database, before Prefect starts

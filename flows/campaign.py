@@ -9,9 +9,8 @@ safe: the ledger, not the task, decides what still needs sending.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -25,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import segments
 from careflow import db
 from careflow.campaigns import load_campaign
+from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
 from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
@@ -33,31 +33,6 @@ from channels import closing_channel, get_channel
 from flows.route import BatchResult, id_ranges, process_batch
 
 ChannelChoice = Literal["sms", "email", "fax", "outbox"]
-
-
-def resolve_as_of(as_of: str | date | datetime | None, zone: str) -> tuple[date, datetime]:
-    """(calendar date, instant) for a run. A plain date means noon of it in ``zone``;
-    nothing means now."""
-    tz = ZoneInfo(zone)
-    if as_of is None or as_of == "":
-        at = datetime.now(UTC)
-    elif isinstance(as_of, datetime):
-        at = as_of if as_of.tzinfo else as_of.replace(tzinfo=tz)
-    elif isinstance(as_of, date):
-        at = datetime.combine(as_of, time(12), tzinfo=tz)
-    else:
-        text = str(as_of).strip()
-        try:
-            if len(text) == 10:
-                at = datetime.combine(date.fromisoformat(text), time(12), tzinfo=tz)
-            else:
-                parsed = datetime.fromisoformat(text)
-                at = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
-        except ValueError:
-            raise ConfigError(
-                f"--as-of {as_of!r} is not a date (YYYY-MM-DD) or ISO date-time"
-            ) from None
-    return at.astimezone(tz).date(), at
 
 
 @task(

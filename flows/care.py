@@ -1,6 +1,10 @@
 """The four automatic care campaigns, each its own flow so each gets its own
 schedule, parameters form and run history in the Prefect UI.
 
+Each is a plain decorated function (not built by a factory) because
+``prefect deploy`` may find entrypoints by reading the source, and a worker
+that cannot import a module still needs to see the flow there.
+
 Parameters (typed, so the UI's run form offers a date picker and a channel list):
 - as_of: the run's date (noon of it in CAREFLOW_TIME_ZONE) or an exact
   date-time; empty means now, which is what schedules use;
@@ -13,47 +17,43 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from prefect import Flow, flow
+from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.campaign import ChannelChoice, run_campaign
 
-
-def care_flow(campaign: str, flow_name: str, description: str) -> Flow:
-    """A flow running one campaign of templates/ with the standard parameters."""
-
-    def run(
-        as_of: date | datetime | None = None,
-        channel: ChannelChoice | None = None,
-        dry_run: bool = False,
-    ) -> dict:
-        return run_campaign(campaign, as_of, channel, dry_run)
-
-    return flow(
-        run,
-        name=flow_name,
-        description=description,
-        flow_run_name=f"{flow_name} {{as_of}}",
-        task_runner=ThreadPoolTaskRunner(),
-    )
+AsOf = date | datetime | None
 
 
-birthday = care_flow(
-    "birthday",
-    "birthday",
-    "Birthday wishes to customers whose birthday is today in their own time zone.",
+@flow(name="birthday", flow_run_name="birthday {as_of}", task_runner=ThreadPoolTaskRunner())
+def birthday(as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False):
+    """Birthday wishes to customers whose birthday is today in their own time zone."""
+    return run_campaign("birthday", as_of, channel, dry_run)
+
+
+@flow(
+    name="reorder-reminder",
+    flow_run_name="reorder-reminder {as_of}",
+    task_runner=ThreadPoolTaskRunner(),
 )
-reorder_reminder = care_flow(
-    "reorder_reminder",
-    "reorder-reminder",
-    "Remind customers whose own purchase rhythm says they are about to run out.",
-)
-winback = care_flow(
-    "winback", "winback", "Reach customers who have not bought for more than 180 days."
-)
-vip_care = care_flow(
-    "vip_care", "vip-care", "Monthly personal note to the top tiers of the customer pyramid."
-)
+def reorder_reminder(
+    as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False
+):
+    """Remind customers whose own purchase rhythm says they are about to run out."""
+    return run_campaign("reorder_reminder", as_of, channel, dry_run)
+
+
+@flow(name="winback", flow_run_name="winback {as_of}", task_runner=ThreadPoolTaskRunner())
+def winback(as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False):
+    """Reach customers who have not bought for more than 180 days."""
+    return run_campaign("winback", as_of, channel, dry_run)
+
+
+@flow(name="vip-care", flow_run_name="vip-care {as_of}", task_runner=ThreadPoolTaskRunner())
+def vip_care(as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False):
+    """Monthly personal note to the top tiers of the customer pyramid."""
+    return run_campaign("vip_care", as_of, channel, dry_run)
+
 
 CARE_FLOWS = {
     "birthday": birthday,

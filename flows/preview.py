@@ -5,13 +5,13 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from careflow.campaigns import enrich, load_campaign, occasion_key
+from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, TemplateError
 from careflow.ledger import ContactLedger
 from careflow.policy import decide
 from careflow.rendering import Renderer
 from careflow.settings import get_settings
 from channels.sms import sms_preview
-from flows.campaign import resolve_as_of
 from flows.route import load_consents, segment_select, template_context
 
 

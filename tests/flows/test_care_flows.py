@@ -74,7 +74,8 @@ def test_dry_run_sends_and_records_nothing(prefect_api, shop):
 def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, monkeypatch):
     from prefect.exceptions import ParameterTypeError
 
-    from flows.campaign import campaign_flow, resolve_as_of
+    from careflow.clock import resolve_as_of
+    from flows.campaign import campaign_flow
 
     with pytest.raises(ConfigError, match="no campaign 'nope'"):
         campaign_flow(campaign="nope")
