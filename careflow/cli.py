@@ -158,16 +158,12 @@ _param_option = click.option(
 )
 
 
-def _segment_select(name, as_of, params, id_range=None):
-    import inspect
-
+def _segment_select(name, as_of, params):
     import segments
     from careflow.clock import resolve_as_of
 
     day, at = resolve_as_of(as_of, _settings().time_zone)
-    fn = segments.SEGMENTS.get(name)
-    extra = {"at": at} if fn and "at" in inspect.signature(fn).parameters else {}
-    return day, segments.build(name, day, _parse_params(params), id_range=id_range, **extra)
+    return segments.build(name, day, _parse_params(params), at=at)
 
 
 @segment.command("count")
@@ -179,7 +175,7 @@ def segment_count(name, as_of, params):
     import segments
 
     engine = _engine()
-    _, query = _segment_select(name, as_of, params)
+    query = _segment_select(name, as_of, params)
     with engine.connect() as conn:
         click.echo(segments.count(conn, query))
 
@@ -192,7 +188,7 @@ def segment_count(name, as_of, params):
 def segment_list(name, as_of, params, limit):
     """List customers in segment NAME with the segment's columns."""
     engine = _engine()
-    _, query = _segment_select(name, as_of, params)
+    query = _segment_select(name, as_of, params)
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:

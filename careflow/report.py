@@ -10,19 +10,14 @@ from careflow.db.models import Campaign, Run
 from careflow.ledger import utcnow
 
 
-def start_run(
-    engine: Engine, run_id: str, campaign: str, at: datetime, channel: str, dry_run: bool
-) -> None:
+def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry_run: bool) -> None:
+    """Record a run (and its campaign, the first time) before any customer is touched."""
     now = utcnow()
     with engine.begin() as conn:
-        if conn.execute(select(Campaign.name).where(Campaign.name == campaign)).first() is None:
-            from careflow.campaigns import load_campaign
-            from careflow.settings import get_settings
-
-            spec = load_campaign(campaign, get_settings().templates_dir)
+        if conn.execute(select(Campaign.name).where(Campaign.name == spec.name)).first() is None:
             conn.execute(
                 insert(Campaign.__table__).values(
-                    name=campaign,
+                    name=spec.name,
                     segment=spec.segment,
                     description=spec.description,
                     created_at=now,
@@ -32,7 +27,7 @@ def start_run(
             conn.execute(
                 insert(Run.__table__).values(
                     id=run_id,
-                    campaign=campaign,
+                    campaign=spec.name,
                     as_of=at.replace(tzinfo=None),
                     channel=channel,
                     dry_run=dry_run,

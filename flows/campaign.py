@@ -100,7 +100,7 @@ def run_campaign(
             pass
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    start_run(engine, run_id, spec.name, at, channel or settings.delivery, dry_run)
+    start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
     ranges = id_ranges(engine, settings.batch_size)
     with engine.connect() as conn:
         params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)

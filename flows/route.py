@@ -8,9 +8,8 @@ Dask worker or a plain script later.
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from sqlalchemy import Engine, func, select
@@ -22,9 +21,10 @@ from careflow.errors import TemplateError
 from careflow.ledger import ContactLedger
 from careflow.messages import Message, Outcome, State
 from careflow.policy import Decision, decide
-from careflow.rendering import Renderer, greeting_name
+from careflow.rendering import Rendered, Renderer, greeting_name
 from careflow.settings import Settings
 from channels import closing_channel, get_channel
+from channels.sms import sms_preview
 
 CUSTOMER_COLUMNS = [c for c in Customer.__table__.c]
 
@@ -87,10 +87,8 @@ def segment_select(
     """The campaign's segment joined to the customer record, for one id range.
 
     ``params`` (from ``segments.prepare``) replaces the campaign's parameters."""
-    fn = segments.SEGMENTS.get(spec.segment)
-    extra = {"at": at} if fn is not None and "at" in inspect.signature(fn).parameters else {}
     params = spec.parameters if params is None else params
-    seg = segments.build(spec.segment, as_of, params, id_range=id_range, **extra)
+    seg = segments.build(spec.segment, as_of, params, at=at, id_range=id_range)
     sub = seg.subquery("seg")
     names = {c.name for c in CUSTOMER_COLUMNS}
     context = [c for c in sub.c if c.name != "customer_id" and c.name not in names]
@@ -123,6 +121,46 @@ def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Setti
         "campaign": spec.name,
         "as_of": as_of,
     }
+
+
+class Unsendable(Exception):
+    """This customer's message cannot be sent as rendered; ``reason`` goes in the ledger."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def render_message(
+    spec: CampaignSpec,
+    renderer: Renderer,
+    settings: Settings,
+    row: dict,
+    decision: Decision,
+    as_of: date,
+) -> Rendered:
+    """The message exactly as it will go out, whatever the delivery mode.
+
+    SMS get their opt-out line and length check here rather than only in the
+    live channel, so the outbox and the ledger hold the text a customer
+    would receive, and a too-long SMS fails the same way in a demo.
+    """
+    locale = row.get("locale") or settings.default_locale
+    try:
+        rendered = renderer.render(
+            spec.name,
+            decision.channel,
+            row.get("locale"),
+            template_context(spec, row, as_of, settings),
+        )
+    except TemplateError as exc:
+        raise Unsendable("template_error", str(exc)) from None
+    if decision.channel == "sms":
+        sms = sms_preview(rendered.body, locale=locale, marketing=spec.marketing, settings=settings)
+        if sms.problem:
+            raise Unsendable("sms_too_long", sms.problem)
+        rendered = replace(rendered, body=sms.text)
+    return rendered
 
 
 def process_batch(
@@ -172,15 +210,10 @@ def process_batch(
                 result.skipped[d.skip_reason] += 1
                 continue
             try:
-                rendered = renderer.render(
-                    spec.name,
-                    d.channel,
-                    r.get("locale"),
-                    template_context(spec, r, as_of, settings),
-                )
-            except TemplateError as exc:
-                result.failed["template_error"] += 1
-                _sample(result, r, d, None, str(exc))
+                rendered = render_message(spec, renderer, settings, r, d, as_of)
+            except Unsendable as exc:
+                result.failed[exc.reason] += 1
+                _sample(result, r, d, None, exc.detail)
                 continue
             result.would_send[d.channel] += 1
             _sample(result, r, d, rendered.subject or rendered.body, None)
@@ -210,11 +243,9 @@ def process_batch(
             outcomes.append(Outcome.skipped(contact_id, d.skip_reason, d.detail))
             continue
         try:
-            rendered = renderer.render(
-                spec.name, d.channel, r.get("locale"), template_context(spec, r, as_of, settings)
-            )
-        except TemplateError as exc:
-            outcomes.append(Outcome.failed(contact_id, "template_error", detail=str(exc)))
+            rendered = render_message(spec, renderer, settings, r, d, as_of)
+        except Unsendable as exc:
+            outcomes.append(Outcome.failed(contact_id, exc.reason, detail=exc.detail))
             continue
         msg = Message(
             contact_id=contact_id,

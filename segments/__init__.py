@@ -19,8 +19,9 @@ SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Connection
@@ -45,16 +46,28 @@ PREPARE: dict[str, Callable[..., dict]] = {"vip": prepare_pyramid, "pyramid": pr
 __all__ = ["SEGMENTS", "birthday", "build", "count", "dormant", "pyramid", "reorder_due", "vip"]
 
 
-def build(name: str, as_of: date, params: dict | None = None, **kw) -> Select:
-    """The named segment's select; ConfigError for an unknown name or parameter."""
+def build(
+    name: str,
+    as_of: date,
+    params: dict | None = None,
+    *,
+    at: datetime | None = None,
+    id_range: tuple[int, int] | None = None,
+) -> Select:
+    """The named segment's select; ConfigError for an unknown name or parameter.
+
+    ``at`` (the run's instant) goes to segments that care about the time of
+    day in the customer's zone (birthday); the others count calendar days.
+    """
     try:
         fn = SEGMENTS[name]
     except KeyError:
         raise ConfigError(
             f"unknown segment {name!r}; known segments: {', '.join(sorted(SEGMENTS))}"
         ) from None
+    extra = {"at": at} if at is not None and "at" in inspect.signature(fn).parameters else {}
     try:
-        return fn(as_of, **(params or {}), **kw)
+        return fn(as_of, **(params or {}), id_range=id_range, **extra)
     except TypeError as exc:
         raise ConfigError(f"segment {name!r}: bad parameters {params!r}: {exc}") from None
 

@@ -33,6 +33,13 @@ def templates(tmp_path, monkeypatch):
     )
     # grade is None for some customers: calling .upper() on it fails for just them
     (broken / "sms.en.j2").write_text("Hi {{ name }}, grade {{ customer.grade.upper() }}")
+    promo = root / "promo"
+    promo.mkdir()
+    (promo / "campaign.yaml").write_text(
+        "segment: birthday\nchannels: [sms]\noccasion: yearly\nmarketing: true\n"
+    )
+    (promo / "sms.zh-CN.j2").write_text("{{ name }}，生日当月全场九折。")
+    (promo / "sms.en.j2").write_text("{{ name }}, " + "a very long offer " * 40)
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
     get_settings.cache_clear()
     return root
@@ -149,3 +156,17 @@ def test_a_channel_that_raises_fails_its_batch_with_a_reason(people, templates, 
     assert not rows[1].retryable  # it may have gone out: never resend automatically
     assert rows[5].state == State.SENT  # the email went out regardless
     assert result.failed["channel_error"] == 2  # customers 1 and 6 were on sms
+
+
+def test_sms_is_recorded_as_sent_opt_out_line_and_length_limit(people, templates):
+    add_customer(people, 8, mobile="13812345678", locale="zh-CN", full_name="李娜", birthday=BDAY)
+    result = run(people, campaign="promo")
+    rows = ledger(people)
+    # zh-CN marketing SMS carry the opt-out line, in the ledger and the outbox alike
+    assert rows[8].body == "李娜，生日当月全场九折。回复TD退订"
+    outbox = Path(get_settings().effective_outbox_dir) / "promo" / "sms" / "8-2026.txt"
+    assert outbox.read_text(encoding="utf-8").rstrip().endswith("回复TD退订")
+    # the English text is over CAREFLOW_SMS_MAX_SEGMENTS: failed with the reason, not sent
+    assert rows[1].state == State.FAILED and rows[1].reason == "sms_too_long"
+    assert "segments" in rows[1].detail
+    assert result.failed["sms_too_long"] == 2  # customers 1 and 6 (English)
