@@ -96,7 +96,8 @@ _RECORD_ONE = (
 #: attempts at a ledger write while the database is busy (SQLite's file lock)
 WRITE_ATTEMPTS = 6
 
-#: how long a ``reserved`` row may sit before another run may take it over
+#: default for how long a row may sit in ``reserved`` or ``sending`` before it
+#: counts as abandoned by a dead run (CAREFLOW_RESERVATION_LEASE_SECONDS)
 RESERVATION_LEASE_SECONDS = 15 * 60
 
 
@@ -136,8 +137,9 @@ class Claim:
 
 
 class ContactLedger:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, lease_seconds: float = RESERVATION_LEASE_SECONDS):
         self.engine = engine
+        self.lease = timedelta(seconds=lease_seconds)
 
     # --- before sending ------------------------------------------------------
     def claim(
@@ -156,7 +158,7 @@ class ContactLedger:
     @_retry_busy_database
     def _claim_chunk(self, campaign, run_id, keys):
         now = utcnow()
-        stale = now - timedelta(seconds=RESERVATION_LEASE_SECONDS)
+        stale = now - self.lease
         with self.engine.begin() as conn:
             existing = {(r.customer_id, r.occasion) for r in _rows_for(conn, campaign, keys)}
             fresh = [k for k in keys if k not in existing]
@@ -300,7 +302,7 @@ class ContactLedger:
         """
         if not keys:
             return 0
-        stale = utcnow() - timedelta(seconds=RESERVATION_LEASE_SECONDS)
+        stale = utcnow() - self.lease
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(CH)

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="Business time zone: a plain --as-of date means noon of that date here.",
     )
     default_locale: str = Field(default="en", description="Locale for customers without one.")
+    reservation_lease_seconds: int = Field(
+        default=900,
+        ge=1,
+        description="How long a message may stay reserved or sending before it counts as "
+        "left behind by a run that died. Longer than any batch takes.",
+    )
     batch_size: int = Field(
         default=1000, ge=1, le=50_000, description="Customers per Prefect task."
     )

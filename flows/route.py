@@ -219,7 +219,7 @@ def process_batch(
             _sample(result, r, d, rendered.subject or rendered.body, None)
         return result
 
-    ledger = ContactLedger(engine)
+    ledger = ContactLedger(engine, settings.reservation_lease_seconds)
     claim = ledger.claim(spec.name, run_id, list(keys.values()))
     for state in claim.already.values():
         result.already["in_progress" if state in (State.RESERVED, State.SENDING) else state] += 1

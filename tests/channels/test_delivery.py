@@ -15,7 +15,6 @@ import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from careflow.messages import Message, State
-from channels import delivery
 from channels.delivery import (
     AmbiguousError,
     Delivery,
@@ -272,7 +271,3 @@ def test_unexpected_errors_become_outcomes() -> None:
     ]
     assert calls == [2]  # an unexpected failure may have sent: never repeated
     assert not outcomes[2].retryable
-
-
-def test_module_documents_exactly_once_choice() -> None:
-    assert "timeout_unknown" in (delivery.__doc__ or "")
