@@ -85,3 +85,20 @@ def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, mo
         resolve_as_of("22/11/2026", "UTC")
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
+
+
+def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, shop):
+    from click.testing import CliRunner
+
+    from careflow.cli import main
+
+    runner = CliRunner()
+    first = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22"])
+    assert first.exit_code == 0, first.output
+    assert "birthday  10        10" in first.output
+    again = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22"])
+    assert "10 customer(s) already got this occasion's message earlier" in again.output
+    dry = runner.invoke(main, ["run", "reorder_reminder", "--dry-run", "--as-of", "2026-11-22"])
+    assert "(30 would send)" in dry.output and "samples:" in dry.output
+    report = runner.invoke(main, ["report", "last"])
+    assert "birthday" in report.output and "reorder_reminder" not in report.output  # dry runs
