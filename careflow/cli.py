@@ -290,6 +290,26 @@ def history(customer_id, limit):
             click.echo(f"    {e['occurred_at']:%Y-%m-%d %H:%M}  {e['kind']}")
 
 
+@main.command()
+@click.argument("campaign")
+@click.option("--reason", required=True, help="Failure reason to release, e.g. interrupted.")
+@click.option("--customer", "customer_id", type=int, default=None, help="Only this customer.")
+def retry(campaign, reason, customer_id):
+    """Let the next run of CAMPAIGN send failed messages with REASON again.
+
+    careflow never resends a message that may have gone out (reason
+    `interrupted`) on its own; after checking the provider's logs, this is
+    how a person says "send it".
+    """
+    from careflow.ledger import ContactLedger
+
+    n = ContactLedger(_engine()).allow_retry(campaign, reason, customer_id)
+    click.echo(
+        f"{n} failed message(s) of {campaign} with reason {reason} will be tried again "
+        "by the next run"
+    )
+
+
 @main.group()
 def report():
     """Reports on campaign runs."""

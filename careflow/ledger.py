@@ -322,6 +322,21 @@ class ContactLedger:
             )
         return result.rowcount
 
+    @_retry_busy_database
+    def allow_retry(self, campaign: str, reason: str, customer_id: int | None = None) -> int:
+        """Let the next run try failed messages again (an operator's decision).
+
+        Typically for ``interrupted`` rows after checking with the provider that
+        they did not go out. Returns how many rows were released.
+        """
+        where = [CH.c.campaign == campaign, CH.c.state == State.FAILED, CH.c.reason == reason]
+        if customer_id is not None:
+            where.append(CH.c.customer_id == customer_id)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(CH).where(*where).values(retryable=True, updated_at=utcnow())
+            ).rowcount
+
     # --- after delivery: the customer's timeline ------------------------------
     @_retry_busy_database
     def add_events(self, events: Sequence[dict]) -> None:

@@ -129,3 +129,13 @@ def test_a_busy_database_does_not_lose_known_outcomes(engine, monkeypatch):
     with engine.connect() as conn:
         state = conn.execute(select(ContactHistory.state).where(ContactHistory.id == cid)).scalar()
     assert state == State.SENT
+
+
+def test_an_operator_can_release_interrupted_messages_for_the_next_run(engine):
+    _customers(engine)
+    ledger = ContactLedger(engine)
+    ids = ledger.claim("birthday", "run-1", KEYS[:3]).owned
+    ledger.record([Outcome.failed(i, "interrupted") for i in ids.values()], "run-1")
+    assert ledger.claim("birthday", "run-2", KEYS[:3]).owned == {}
+    assert ledger.allow_retry("birthday", "interrupted", customer_id=1) == 1
+    assert set(ledger.claim("birthday", "run-3", KEYS[:3]).owned) == {KEYS[0]}
