@@ -51,8 +51,11 @@ def process_batch_task(
     channel: str | None,
     dry_run: bool,
     params: dict | None = None,
+    delivery: str | None = None,
 ) -> dict:
     settings = get_settings()
+    if delivery:  # `--channel outbox` for this run only
+        settings = settings.model_copy(update={"delivery": delivery})
     return process_batch(
         spec=load_campaign(campaign, settings.templates_dir),
         engine=db.engine_for(settings.effective_database_url),
@@ -90,6 +93,8 @@ def run_campaign(
     if channel == "outbox":
         settings = settings.model_copy(update={"delivery": "outbox"})
         channels, channel = list(spec.channels), None
+    # A bad segment parameter in campaign.yaml surfaces here, not in every batch.
+    segments.build(spec.segment, as_of_date, spec.parameters, at=at)
     renderer = Renderer(settings.templates_dir, settings.default_locale)
     for name in channels:
         if not renderer.has_channel(spec.name, name):
@@ -118,7 +123,7 @@ def run_campaign(
     total = BatchResult()
     futures = [
         process_batch_task.submit(
-            spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params
+            spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params, settings.delivery
         )
         for lo, hi in ranges
     ]
