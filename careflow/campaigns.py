@@ -8,14 +8,13 @@ field, before a run selects anyone.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from careflow.db.sqlfunc import EPOCH
 from careflow.errors import ConfigError
 
 ContentChannel = Literal["sms", "email", "fax"]
@@ -88,10 +87,8 @@ def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
 
 
 def enrich(row: dict) -> dict:
-    """Turn segment columns into what templates want (day numbers into dates...)."""
+    """Segment columns as templates want them (dates as dates, whatever the driver gave)."""
     out = dict(row)
-    if out.get("last_purchase_on") is None and out.get("last_purchase_day") is not None:
-        out["last_purchase_on"] = EPOCH + timedelta(days=int(out["last_purchase_day"]))
     if isinstance(out.get("last_purchase_on"), str):
         out["last_purchase_on"] = date.fromisoformat(out["last_purchase_on"][:10])
     return out

@@ -186,17 +186,30 @@ def segment_count(name, as_of, params):
 @_param_option
 @click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
 def segment_list(name, as_of, params, limit):
-    """List customers in segment NAME with the segment's columns."""
+    """List customers in segment NAME: who they are, and the segment's columns."""
+    from sqlalchemy import select
+
+    from careflow.db.models import Customer
+    from careflow.report import text_table
+
     engine = _engine()
-    query = _segment_select(name, as_of, params)
+    seg = _segment_select(name, as_of, params).subquery("seg")
+    query = (
+        select(
+            seg.c.customer_id,
+            Customer.external_ref.label("ref"),
+            Customer.full_name.label("name"),
+            *[c for c in seg.c if c.name != "customer_id"],
+        )
+        .join(Customer, Customer.id == seg.c.customer_id)
+        .order_by(seg.c.customer_id)
+    )
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:
         result = conn.execute(query)
         cols = list(result.keys())
-        rows = [[str(v) for v in r] for r in result]
-    from careflow.report import text_table
-
+        rows = [["" if v is None else str(v) for v in r] for r in result]
     click.echo(text_table(cols, rows))
 
 

@@ -21,7 +21,7 @@ from datetime import date
 from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
 
 from careflow.db.models import Order, OrderLine, Product
-from careflow.db.sqlfunc import day_number_of
+from careflow.db.sqlfunc import day_date, day_number_of
 from segments._purchases import orders_up_to, purchase_days
 
 
@@ -34,7 +34,7 @@ def reorder_due(
 ) -> Select:
     """Customers due to reorder on ``as_of``.
 
-    Columns: customer_id, last_purchase_day (day number), days_since,
+    Columns: customer_id, last_purchase_on, days_since,
     purchase_days, median_gap, interval_days, basis ('median' | 'product').
     """
     if min_purchase_days < 3:
@@ -114,7 +114,7 @@ def reorder_due(
 
     query = select(
         history.c.customer_id,
-        history.c.last_d.label("last_purchase_day"),
+        day_date(history.c.last_d).label("last_purchase_on"),
         days_since.label("days_since"),
         history.c.n_days.label("purchase_days"),
         median.c.median_gap,

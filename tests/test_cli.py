@@ -64,7 +64,7 @@ def test_segment_count_list_and_unknown_segment(engine):
     )
     assert out.output.strip() == "2"
     out = runner.invoke(main, ["segment", "list", "dormant", "--as-of", "2026-11-22"])
-    assert re.search(r"^1\s+2026-05-06\s+200", out.output, re.MULTILINE)
+    assert re.search(r"^1\s+Customer 1\s+2026-05-06\s+200", out.output, re.MULTILINE)
     out = runner.invoke(main, ["segment", "count", "loyal", "--as-of", "2026-11-22"])
     assert out.exit_code == 2 and "known segments: birthday" in out.output
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Date, Integer, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -57,3 +57,22 @@ def _month_day_sqlite(element, compiler, **kw):
 def _month_day_default(element, compiler, **kw):
     (arg,) = element.clauses
     return f"to_char({compiler.process(arg, **kw)}, 'MM-DD')"
+
+
+class day_date(FunctionElement):
+    """The DATE of a day number (the inverse of ``day_number``)."""
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(day_date, "sqlite")
+def _day_date_sqlite(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"date({compiler.process(arg, **kw)} + 2440587.5)"
+
+
+@compiles(day_date)
+def _day_date_default(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"(DATE '1970-01-01' + CAST({compiler.process(arg, **kw)} AS INTEGER))"

@@ -1,0 +1,90 @@
+"""One campaign run in its own process, for tests/flows/test_kill.py to SIGKILL.
+
+    python -m tests.flows.kill_worker '<json plan>'
+
+The plan names the fault server (``base_url``), the run id, the campaign date
+and instant, the reservation lease, and the jobs: ``[campaign, channel, lo,
+hi]`` each, run in that order through ``flows.route.process_batch`` with live
+channels (the real twilio and sendgrid SDKs). The database comes from
+CAREFLOW_DATABASE_URL, as for any careflow process.
+
+Each SMS campaign sends from its own number (:data:`SMS_SENDERS`), so the
+fault server can tell which campaign an accepted SMS belongs to; email
+carries the ledger key in its custom_args anyway.
+
+Progress goes to stdout as JSON lines, flushed as they happen, so whatever a
+killed run managed to report is readable afterwards::
+
+    {"event": "start", "run_id": ...}
+    {"event": "batch", "campaign": ..., "channel": ..., "range": [lo, hi], "result": {...}}
+    {"event": "done", "run_id": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+
+#: the Twilio sender of each campaign (E.164), so accepted SMS name their campaign
+SMS_SENDERS = {
+    "birthday": "+15005550001",
+    "reorder_reminder": "+15005550002",
+    "winback": "+15005550003",
+    "vip_care": "+15005550004",
+}
+CAMPAIGN_OF_SENDER = {number: campaign for campaign, number in SMS_SENDERS.items()}
+
+
+def emit(event: str, **fields: object) -> None:
+    print(json.dumps({"event": event, **fields}, default=str), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    plan = json.loads(argv[0])
+
+    from careflow import db
+    from careflow.campaigns import load_campaign
+    from flows.route import process_batch
+    from tests.providers import kit
+
+    # No fax here: skip subsetting a CJK font (and the temporary folder a
+    # SIGKILL would leave behind, since atexit handlers never run).
+    kit.small_cjk_font = lambda: None  # type: ignore[assignment]
+
+    def settings_for(campaign: str):
+        return kit.live_settings(
+            plan["base_url"],
+            twilio_from_number=SMS_SENDERS[campaign],
+            reservation_lease_seconds=plan["lease_seconds"],
+            **plan.get("settings", {}),
+        )
+
+    run_id = plan["run_id"]
+    as_of = date.fromisoformat(plan["as_of"])
+    at = datetime.fromisoformat(plan["at"])
+    first = settings_for(plan["jobs"][0][0])
+    engine = db.engine_for(first.effective_database_url)
+    emit("start", run_id=run_id)
+    for campaign, channel, lo, hi in plan["jobs"]:
+        settings = settings_for(campaign)
+        result = process_batch(
+            spec=load_campaign(campaign, settings.templates_dir),
+            engine=engine,
+            settings=settings,
+            run_id=run_id,
+            as_of=as_of,
+            at=at,
+            id_range=(lo, hi),
+            channel_override=channel,
+        )
+        summary = result.as_dict()
+        summary.pop("samples")
+        emit("batch", campaign=campaign, channel=channel, range=[lo, hi], result=summary)
+    engine.dispose()
+    emit("done", run_id=run_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
