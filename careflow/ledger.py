@@ -198,12 +198,18 @@ class ContactLedger:
         return owned, already
 
     @_retry_busy_database
-    def mark_sending(self, contact_ids: Iterable[int], channel: str, run_id: str) -> None:
+    def mark_sending(self, contact_ids: Iterable[int], channel: str, run_id: str) -> set[int]:
+        """Move this run's reserved rows to ``sending``; return the ids actually moved.
+
+        Send only those. A run that stalled past its lease (a paused VM, a long
+        I/O wait) may have lost some rows to another run meanwhile; they are
+        not its to send any more.
+        """
         ids = list(contact_ids)
         if not ids:
-            return
+            return set()
         with self.engine.begin() as conn:
-            conn.execute(
+            moved = conn.execute(
                 update(CH)
                 .where(CH.c.id.in_(ids), CH.c.run_id == run_id, CH.c.state == State.RESERVED)
                 .values(
@@ -212,7 +218,9 @@ class ContactLedger:
                     updated_at=utcnow(),
                     attempts=CH.c.attempts + 1,
                 )
+                .returning(CH.c.id)
             )
+            return set(moved.scalars())
 
     # --- after sending -------------------------------------------------------
     @_retry_busy_database

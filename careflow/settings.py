@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="How long a message may stay reserved or sending before it counts as "
         "left behind by a run that died. Longer than any batch takes.",
     )
+    send_chunk_size: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="Messages marked 'sending' and handed to a channel at a time. A crash "
+        "leaves at most this many per batch in doubt.",
+    )
     batch_size: int = Field(
         default=1000, ge=1, le=50_000, description="Customers per Prefect task."
     )

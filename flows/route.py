@@ -270,22 +270,12 @@ def process_batch(
     ledger.record(outcomes, run_id)  # skips and template errors first: nothing left hanging
 
     for channel_name, messages in by_channel.items():
-        channel = get_channel(channel_name, settings)
-        ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id)
-        try:
-            with closing_channel(channel):
-                sent = channel.send_batch(messages)
-        except Exception as exc:  # a channel bug: outcome unknown, so never resend
-            sent = [
-                Outcome.failed(m.contact_id, "channel_error", detail=f"{type(exc).__name__}: {exc}")
-                for m in messages
-            ]
-        missing = {m.contact_id for m in messages} - {o.contact_id for o in sent}
-        sent += [
-            Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing
-        ]
-        ledger.record(sent, run_id, details)
-        outcomes.extend(sent)
+        with closing_channel(get_channel(channel_name, settings)) as channel:
+            for start in range(0, len(messages), settings.send_chunk_size):
+                chunk = messages[start : start + settings.send_chunk_size]
+                sent, lost = _send_chunk(ledger, channel, channel_name, chunk, run_id, details)
+                outcomes.extend(sent)
+                result.already["in_progress"] += lost
 
     for o in outcomes:
         if o.state == State.SENT:
@@ -296,6 +286,36 @@ def process_batch(
             result.failed[o.reason] += 1
     result.already += Counter()  # drop zero counts
     return result
+
+
+def _send_chunk(
+    ledger: ContactLedger,
+    channel,
+    channel_name: str,
+    messages: list[Message],
+    run_id: str,
+    details: dict[int, dict],
+) -> tuple[list[Outcome], int]:
+    """Mark sending, send, record, for one chunk; returns (outcomes, rows lost to another run).
+
+    Marking just before each chunk keeps what a crash leaves ambiguous
+    ("sending": maybe delivered) to one chunk, not the whole batch.
+    """
+    mine = ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id)
+    to_send = [m for m in messages if m.contact_id in mine]
+    if not to_send:
+        return [], len(messages)
+    try:
+        sent = channel.send_batch(to_send)
+    except Exception as exc:  # a channel bug: outcome unknown, so never resend
+        sent = [
+            Outcome.failed(m.contact_id, "channel_error", detail=f"{type(exc).__name__}: {exc}")
+            for m in to_send
+        ]
+    missing = mine - {o.contact_id for o in sent}
+    sent += [Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing]
+    ledger.record(sent, run_id, details)
+    return sent, len(messages) - len(to_send)
 
 
 def _sample(result: BatchResult, row: dict, d: Decision, text: str | None, error: str | None):

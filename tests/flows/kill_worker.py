@@ -4,9 +4,11 @@
 
 The plan names the fault server (``base_url``), the run id, the campaign date
 and instant, the reservation lease, and the jobs: ``[campaign, channel, lo,
-hi]`` each, run in that order through ``flows.route.process_batch`` with live
-channels (the real twilio and sendgrid SDKs). The database comes from
-CAREFLOW_DATABASE_URL, as for any careflow process.
+hi]`` each (``channel`` null: the campaign's own channel preference), run in
+that order through ``flows.route.process_batch`` with live channels (the real
+twilio and sendgrid SDKs). ``pause_before_mark_sending`` (seconds) makes each
+hand-over to a channel slower, so kills can land while rows are reserved.
+The database comes from CAREFLOW_DATABASE_URL, as for any careflow process.
 
 Each SMS campaign sends from its own number (:data:`SMS_SENDERS`), so the
 fault server can tell which campaign an accepted SMS belongs to; email
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import date, datetime
 
 #: the Twilio sender of each campaign (E.164), so accepted SMS name their campaign
@@ -59,6 +62,20 @@ def main(argv: list[str]) -> int:
             reservation_lease_seconds=plan["lease_seconds"],
             **plan.get("settings", {}),
         )
+
+    pause = plan.get("pause_before_mark_sending", 0.0)
+    if pause:
+        # Widen the moment between claiming rows and handing them to a channel
+        # (a slow database or channel set-up), so kills land there too.
+        from careflow.ledger import ContactLedger
+
+        mark_sending = ContactLedger.mark_sending
+
+        def slow_mark_sending(self, *args, **kwargs):
+            time.sleep(pause)
+            return mark_sending(self, *args, **kwargs)
+
+        ContactLedger.mark_sending = slow_mark_sending  # type: ignore[method-assign]
 
     run_id = plan["run_id"]
     as_of = date.fromisoformat(plan["as_of"])
