@@ -51,7 +51,7 @@ def preview_message(
         [channel] if channel else spec.channels,
         load_consents(engine, (customer_id, customer_id)).get(customer_id, {}),
         consent_required=settings.consent_required,
-        default_region=getattr(settings, "sms_default_region", "CN"),
+        default_region=settings.sms_default_region,
     )
     if decision.skip_reason and not channel:
         lines.append(f"would be skipped: {decision.skip_reason} ({decision.detail})")

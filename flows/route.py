@@ -190,7 +190,7 @@ def process_batch(
     result.selected = len(rows)
     consents = load_consents(engine, id_range)
     channels = [channel_override] if channel_override else list(spec.channels)
-    region = getattr(settings, "sms_default_region", "CN")
+    region = settings.sms_default_region
     decisions: dict[int, Decision] = {
         r["id"]: decide(
             r,
