@@ -1,0 +1,124 @@
+"""prefect.yaml on a real Prefect server: deploy, run from the API, a worker executes it.
+
+This is the production path in the README: `prefect server start`, a process
+work pool, `prefect deploy --all`, `prefect worker start`. A flow run
+requested with parameters (as a UI run form would send them) must reach
+the worker, run the campaign and leave its summary artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from careflow import db
+from careflow.demo_data import seed_demo
+from careflow.settings import PROJECT_ROOT
+
+pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-server")]
+
+BIN = Path(sys.executable).parent
+AS_OF = "2026-11-22"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(url: str, path: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}{path}", data=data,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or "null")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if _api(url, "/health") is True:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail("Prefect server did not start:\n" + (home / "server.log").read_text())
+        time.sleep(1)
+    yield {"url": url, "home": home}
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def _prefect(server, *args: str, env: dict, timeout: int = 300) -> str:
+    result = subprocess.run(
+        [BIN / "prefect", *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_deploy_run_with_parameters_and_a_worker_executes_it(server, tmp_path):
+    url = f"sqlite:///{tmp_path / 'careflow.db'}"
+    db.upgrade(url)
+    seed_demo(db.engine_for(url), as_of=date.fromisoformat(AS_OF), customers=300)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(server["home"]),
+        "PREFECT_API_URL": server["url"],
+        "CAREFLOW_CHECKOUT": str(PROJECT_ROOT),
+        "CAREFLOW_DATABASE_URL": url,
+        "CAREFLOW_HOME": str(tmp_path / "home"),
+    }
+    _prefect(server, "work-pool", "create", "careflow", "--type", "process", env=env)
+    _prefect(server, "--no-prompt", "deploy", "--all", env=env)
+
+    deployment = _api(server["url"], "/deployments/name/birthday/birthday-daily")
+    schema = deployment["parameter_openapi_schema"]["properties"]
+    # what the UI builds its run form from: a date picker, a channel list, a checkbox
+    assert {"format": "date", "type": "string"} in schema["as_of"]["anyOf"]
+    channel_enum = json.dumps(schema["channel"])
+    assert all(c in channel_enum for c in ("sms", "email", "fax", "outbox"))
+    assert schema["dry_run"]["type"] == "boolean"
+    assert deployment["schedules"], "the daily schedule from prefect.yaml"
+
+    # prefect.yaml delivers live; channel=outbox keeps this run local, as an operator would
+    run = _api(server["url"], f"/deployments/{deployment['id']}/create_flow_run",
+               {"parameters": {"as_of": AS_OF, "channel": "outbox", "dry_run": False}})
+    _prefect(server, "worker", "start", "--pool", "careflow", "--run-once", env=env)
+
+    state = _api(server["url"], f"/flow_runs/{run['id']}")["state"]
+    assert state["type"] == "COMPLETED", state
+    artifacts = _api(server["url"], "/artifacts/filter",
+                     {"artifacts": {"key": {"any_": ["birthday-summary"]}}})
+    assert artifacts and "selected" in artifacts[0]["data"]
+    outbox = tmp_path / "home" / "outbox" / "birthday"
+    assert any(outbox.rglob("*.txt")), "the worker's run wrote the outbox"
