@@ -167,11 +167,39 @@ def render_fax_pdf(body: str, font: CjkFont, *, title: str | None = None) -> byt
         pdf.ln(4)
     pdf.set_font("cjk", size=12)
     for paragraph in body.replace("\r\n", "\n").replace("\t", "    ").split("\n"):
-        # Chinese wraps between any two characters; Latin text only at spaces.
         # Left-aligned: justifying a line broken at its one space stretches it.
-        wrap = WrapMode.CHAR if _mostly_cjk(paragraph) else WrapMode.WORD
-        pdf.multi_cell(0, 7, paragraph, align="L", wrapmode=wrap, new_x="LMARGIN", new_y="NEXT")
+        if not _mostly_cjk(paragraph):  # Latin text wraps at spaces
+            pdf.multi_cell(
+                0, 7, paragraph, align="L", wrapmode=WrapMode.WORD, new_x="LMARGIN", new_y="NEXT"
+            )
+            continue
+        for line in cjk_lines(paragraph, pdf.epw, pdf.get_string_width) or [""]:
+            pdf.cell(0, 7, line, align="L", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
+
+
+# Chinese typesetting rules: these never start a line (they hang at the end
+# of the previous one instead), and opening brackets never end one.
+NO_LINE_START = set("，。、；：？！）」』》〉】〕”’…—～,.;:?!)")
+NO_LINE_END = set("（「『《〈【〔“‘(")
+
+
+def cjk_lines(text: str, width: float, measure) -> list[str]:
+    """Break Chinese text between characters to fit ``width``, following the
+    line-start and line-end rules above. ``measure(s)`` is the width of ``s``."""
+    lines: list[str] = []
+    line = ""
+    for char in text:
+        if line and measure(line + char) > width and char not in NO_LINE_START:
+            carry = ""
+            while line and line[-1] in NO_LINE_END:  # an opening bracket moves down
+                carry, line = line[-1] + carry, line[:-1]
+            lines.append(line)
+            line = carry
+        line += char
+    if line:
+        lines.append(line)
+    return lines
 
 
 def _mostly_cjk(text: str) -> bool:

@@ -137,3 +137,20 @@ def test_invalid_fax_number_is_skipped(fault_server: FaultServer) -> None:
     assert [(o.state, o.reason) for o in outcomes] == [
         (State.SKIPPED, "invalid_contact"), (State.SENT, None)
     ]
+
+
+def test_chinese_lines_never_start_with_closing_punctuation_or_end_with_an_opening_one():
+    from channels.fax import NO_LINE_END, NO_LINE_START, cjk_lines
+
+    def width(s: str) -> float:
+        return len(s)  # one unit per character: easy to reason about
+
+    text = "您好，感谢惠顾（本月）。请回复「确认」。"
+    lines = cjk_lines(text, 3, width)
+    assert "".join(lines) == text
+    assert not any(line[0] in NO_LINE_START for line in lines[1:])
+    assert not any(line[-1] in NO_LINE_END for line in lines)
+    # "，" would start line 2 with a plain greedy break: it hangs on line 1 instead
+    assert lines[0] == "您好，"
+    # only closing marks may hang past the edge
+    assert all(width(line.rstrip("".join(NO_LINE_START))) <= 3 for line in lines)
