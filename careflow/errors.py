@@ -1,16 +1,31 @@
-"""One exception tree for careflow, documented in one place.
+"""Every error careflow raises on purpose, in one tree, documented in one place.
 
-- ``CareflowError``: the root; the CLI turns any of these into a one-line
-  message and exit code 2 instead of a traceback.
-- ``ConfigError``: bad or missing configuration. Raised before any work is
-  done (at settings load or channel construction), and its message names the
-  setting to fix.
-- ``TemplateError``: a template could not be found or rendered for one
-  recipient. Flows catch it per recipient and record ``failed: template_error``.
-- ``ChannelError``: a channel could not talk to its provider at all.
-  Per-recipient problems are never raised: they come back as Outcomes.
-- ``DataError``: input data (an import file, a segment parameter) is unusable.
+::
+
+    CareflowError                 root; the CLI prints it as one line, exit code 2
+    ├── ConfigError               bad or missing configuration or parameters; raised
+    │                             before any work is done, the message names what to fix
+    ├── DataError                 input data (an import file, a stored row) is unusable
+    ├── TemplateError             a template is missing or failed to render
+    ├── ChannelError              a channel failed as a whole, not for one recipient
+    │   └── DeliveryError         one send attempt failed (raised inside a channel's
+    │       │                     delivery loop, turned into that message's Outcome)
+    │       ├── TransientError    the provider certainly did not take it: retry is safe
+    │       ├── PermanentError    the provider refused it: repeating fails the same way
+    │       └── AmbiguousError    it may have been taken: never repeat it
+    └── RecipientError            this one recipient's message cannot go out
+        ├── InvalidContact        the contact point on file is unusable (skipped)
+        ├── Skip                  a channel decided not to send it (skipped)
+        └── Unsendable            it cannot be sent as rendered (failed)
+
+Foreign exceptions (provider SDKs, the database driver, Jinja) are translated
+where they enter careflow, with ``raise ... from exc``; nothing outside this
+tree is meant to reach a user. Per-recipient problems never stop a batch:
+flows and channels catch ``RecipientError``/``DeliveryError`` and record an
+Outcome with the ``reason``.
 """
+
+from __future__ import annotations
 
 
 class CareflowError(Exception):
@@ -18,7 +33,11 @@ class CareflowError(Exception):
 
 
 class ConfigError(CareflowError):
-    """Configuration is missing or malformed; the message names the setting."""
+    """Configuration or a parameter is missing or malformed; the message names it."""
+
+
+class DataError(CareflowError):
+    """Input data is unusable; the message says where and why."""
 
 
 class TemplateError(CareflowError):
@@ -29,5 +48,61 @@ class ChannelError(CareflowError):
     """A channel failed as a whole (not for one recipient)."""
 
 
-class DataError(CareflowError):
-    """Input data is unusable; the message says where and why."""
+class DeliveryError(ChannelError):
+    """A send attempt failed; subclasses say whether repeating it is safe."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+class TransientError(DeliveryError):
+    """The provider certainly did not accept the request; retrying is safe."""
+
+    def __init__(self, reason: str, detail: str | None = None, retry_after: float | None = None):
+        super().__init__(reason, detail)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    """The provider refused the request; repeating it would fail the same way.
+
+    ``abort_batch`` (bad credentials, suspended account) fails the remaining
+    messages of the batch without calling the provider, as retryable.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None, *, abort_batch: bool = False):
+        super().__init__(reason, detail)
+        self.abort_batch = abort_batch
+
+
+class AmbiguousError(DeliveryError):
+    """The request may have been accepted; it must not be repeated."""
+
+
+class RecipientError(CareflowError):
+    """One recipient's message cannot go out; ``reason`` is what the ledger records."""
+
+    reason: str = "unsendable"
+
+    def __init__(self, reason: str | None = None, detail: str | None = None):
+        self.reason = reason or type(self).reason
+        self.detail = detail if detail is not None else self.reason
+        super().__init__(self.detail)
+
+
+class InvalidContact(RecipientError):
+    """The contact point exists but cannot be used; str(exc) says why."""
+
+    reason = "invalid_contact"
+
+    def __init__(self, detail: str):
+        super().__init__(None, detail)
+
+
+class Skip(RecipientError):
+    """Do not send this message (``skipped`` outcome), e.g. ``invalid_contact``."""
+
+
+class Unsendable(RecipientError):
+    """This message cannot be sent as rendered (``failed`` outcome)."""

@@ -20,7 +20,8 @@ from functools import lru_cache
 
 from babel import Locale
 
-from channels.addresses import InvalidContact, normalize_email, normalize_phone
+from careflow.addresses import normalize_email, normalize_phone
+from careflow.errors import InvalidContact
 from channels.base import CONTACT_FIELD
 
 

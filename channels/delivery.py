@@ -44,53 +44,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from careflow.errors import (
+    AmbiguousError,
+    DeliveryError,
+    PermanentError,
+    Skip,
+    TransientError,
+)
 from careflow.messages import Message, Outcome
 from careflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
-
-
-# --- what a channel's prepare/send may raise ---------------------------------
-class Skip(Exception):
-    """Do not send this message (``skipped`` outcome), e.g. ``invalid_contact``."""
-
-    def __init__(self, reason: str, detail: str | None = None):
-        super().__init__(reason)
-        self.reason, self.detail = reason, detail
-
-
-class DeliveryError(Exception):
-    """A send attempt failed; subclasses say whether repeating it is safe."""
-
-    def __init__(self, reason: str, detail: str | None = None):
-        super().__init__(reason)
-        self.reason, self.detail = reason, detail
-
-
-class TransientError(DeliveryError):
-    """The provider certainly did not accept the request; retrying is safe."""
-
-    def __init__(self, reason: str, detail: str | None = None, retry_after: float | None = None):
-        super().__init__(reason, detail)
-        self.retry_after = retry_after
-
-
-class PermanentError(DeliveryError):
-    """The provider refused the request; repeating it would fail the same way.
-
-    ``abort_batch`` (bad credentials, suspended account) fails the remaining
-    messages of the batch without calling the provider, as retryable.
-    """
-
-    def __init__(self, reason: str, detail: str | None = None, *, abort_batch: bool = False):
-        super().__init__(reason, detail)
-        self.abort_batch = abort_batch
-
-
-class AmbiguousError(DeliveryError):
-    """The request may have been accepted; it must not be repeated."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -53,17 +53,15 @@ from sendgrid.helpers.mail import (
     To,
 )
 
-from careflow.errors import ConfigError
+from careflow.addresses import normalize_email
+from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
 from careflow.settings import Settings
-from channels.addresses import InvalidContact, normalize_email
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
-    PermanentError,
     ProviderChannel,
     RateLimiter,
     RetryPolicy,
-    Skip,
     error_for_exception,
     error_for_status,
     parse_retry_after,

@@ -36,17 +36,15 @@ from fpdf import FPDF
 from fpdf.enums import WrapMode
 from sendgrid.helpers.mail import Mail
 
-from careflow.errors import ConfigError
+from careflow.addresses import normalize_phone
+from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
 from careflow.settings import Settings
-from channels.addresses import InvalidContact, normalize_phone
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
-    PermanentError,
     ProviderChannel,
     RateLimiter,
     RetryPolicy,
-    Skip,
     error_for_exception,
     error_for_status,
     parse_retry_after,

@@ -37,17 +37,15 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from careflow.errors import ConfigError
+from careflow.addresses import normalize_phone
+from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
 from careflow.settings import Settings
-from channels.addresses import InvalidContact, normalize_phone
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
-    PermanentError,
     ProviderChannel,
     RateLimiter,
     RetryPolicy,
-    Skip,
     error_for_exception,
     error_for_status,
     parse_retry_after,

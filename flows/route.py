@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 import segments
 from careflow.campaigns import CampaignSpec, enrich, occasion_key
 from careflow.db.models import Consent, Customer
-from careflow.errors import TemplateError
+from careflow.errors import TemplateError, Unsendable
 from careflow.ledger import ContactLedger
 from careflow.messages import Message, Outcome, State
 from careflow.policy import Decision, decide
@@ -121,14 +121,6 @@ def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Setti
         "campaign": spec.name,
         "as_of": as_of,
     }
-
-
-class Unsendable(Exception):
-    """This customer's message cannot be sent as rendered; ``reason`` goes in the ledger."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def render_message(

@@ -16,8 +16,8 @@ from sqlalchemy import func, insert, select
 
 from careflow import db
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
-from careflow.demo_data import seed_demo
 from careflow.errors import DataError
+from demo.data import seed_demo
 
 AS_OF = date(2026, 11, 22)
 CUSTOMERS, CONSENTS = Customer.__table__, Consent.__table__

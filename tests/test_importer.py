@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 
 from careflow.db.models import Customer, Order, OrderLine, Product
 from careflow.errors import DataError
-from careflow.importer import ImportReport, import_orders, normalize_customer_ref
+from importers.orders import ImportReport, import_orders, normalize_customer_ref
 
 CUSTOMERS, PRODUCTS = Customer.__table__, Product.__table__
 ORDERS, LINES = Order.__table__, OrderLine.__table__

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from careflow import db
 from careflow.db.models import Customer, Order, OrderLine, Product
-from careflow.importer import ImportReport, import_orders
+from importers.orders import ImportReport, import_orders
 from tests.reference_segments import reference_dormant, reference_reorder_due
 
 DATA = Path(os.environ.get("CAREFLOW_ONLINE_RETAIL", "/work/shared/data/online_retail.csv.gz"))

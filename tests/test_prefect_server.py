@@ -8,12 +8,15 @@ the worker, run the campaign and leave its summary artifact.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import date
 from pathlib import Path
@@ -21,13 +24,15 @@ from pathlib import Path
 import pytest
 
 from careflow import db
-from careflow.demo_data import seed_demo
 from careflow.settings import PROJECT_ROOT
+from demo.data import seed_demo
 
 pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-server")]
 
 BIN = Path(sys.executable).parent
 AS_OF = "2026-11-22"
+#: what Prefect's client retries (prefect.client.base: PREFECT_CLIENT_RETRY_EXTRA_CODES aside)
+RETRY_STATUSES = {408, 429, 502, 503}
 
 
 def _free_port() -> int:
@@ -36,12 +41,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _api(url: str, path: str, body: dict | None = None):
+def _api(url: str, path: str, body: dict | None = None, attempts: int = 8, backoff: float = 0.5):
+    """Call the Prefect REST API, retrying what Prefect's own client retries.
+
+    A Prefect server on SQLite answers 503 while its database is busy (a
+    shared two-core machine makes that common); its Python client retries
+    408/429/502/503 with backoff, and so does this helper.
+    """
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{url}{path}", data=data,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or "null")
+    for attempt in range(attempts):
+        req = urllib.request.Request(f"{url}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or "null")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in RETRY_STATUSES or attempt == attempts - 1:
+                raise
+            time.sleep(min(10.0, backoff * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def test_api_helper_retries_a_busy_server():
+    """Regression: a 503 from a busy Prefect server once failed `make test`."""
+    answers = [503, 503, 200]
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = answers.pop(0)
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b"true" if code == 200 else b"busy")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        assert _api(f"http://127.0.0.1:{httpd.server_port}", "/health", backoff=0.01) is True
+        assert answers == []
+    finally:
+        httpd.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,13 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from careflow.errors import AmbiguousError, PermanentError, Skip, TransientError
 from careflow.messages import Message, State
 from channels.delivery import (
-    AmbiguousError,
     Delivery,
-    PermanentError,
     PrefectRateLimit,
     RetryPolicy,
-    Skip,
     TokenBucket,
-    TransientError,
     error_for_exception,
     error_for_status,
     make_rate_limiter,
@@ -37,7 +34,12 @@ NOW = 1_800_000_000.0
 @pytest.mark.parametrize(
     "value, seconds",
     [
-        (None, None), ("", None), ("soon", None), ("5", 5.0), ("0.25", 0.25), ("-3", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("5", 5.0),
+        ("0.25", 0.25),
+        ("-3", 0.0),
         (email.utils.formatdate(NOW + 10, usegmt=True), 10.0),
         (email.utils.formatdate(NOW - 10, usegmt=True), 0.0),
     ],
@@ -78,8 +80,11 @@ def _refused() -> requests.exceptions.ConnectionError:
         (_refused(), TransientError, "connect_failed"),
         (requests.exceptions.ConnectTimeout(), TransientError, "connect_failed"),
         (requests.exceptions.ReadTimeout(), AmbiguousError, "timeout_unknown"),
-        (requests.exceptions.ConnectionError(ProtocolError("Connection aborted.")),
-         AmbiguousError, "connection_lost_unknown"),
+        (
+            requests.exceptions.ConnectionError(ProtocolError("Connection aborted.")),
+            AmbiguousError,
+            "connection_lost_unknown",
+        ),
         # httpx (sinch)
         (httpx.ConnectError("refused"), TransientError, "connect_failed"),
         (httpx.ConnectTimeout("slow"), TransientError, "connect_failed"),
@@ -132,8 +137,9 @@ def test_token_bucket_burst_and_pause() -> None:
 def test_token_bucket_rate_across_threads() -> None:
     bucket = TokenBucket(200, burst=1)
     started = time.monotonic()
-    threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(10)])
-               for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: [bucket.acquire() for _ in range(10)]) for _ in range(6)
+    ]
     for th in threads:
         th.start()
     for th in threads:
@@ -204,12 +210,16 @@ def test_prefect_rate_limit_needs_the_limit_to_exist(
 
 def test_make_rate_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert isinstance(make_rate_limiter(live_settings(rate_limit_backend="auto"), "x", 5), TokenBucket)
+    assert isinstance(
+        make_rate_limiter(live_settings(rate_limit_backend="auto"), "x", 5), TokenBucket
+    )
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert isinstance(
         make_rate_limiter(live_settings(rate_limit_backend="auto"), "x", 5), PrefectRateLimit
     )
-    assert isinstance(make_rate_limiter(live_settings(rate_limit_backend="local"), "x", 5), TokenBucket)
+    assert isinstance(
+        make_rate_limiter(live_settings(rate_limit_backend="local"), "x", 5), TokenBucket
+    )
 
 
 def test_rate_limiter_is_shared_by_channels_of_a_process() -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from careflow.campaigns import load_campaign
-from careflow.demo_data import seed_demo
+from demo.data import seed_demo
 from flows.route import process_batch
 from tests.providers.kit import live_settings
 from tests.providers.prism import PrismServer

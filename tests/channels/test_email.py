@@ -9,9 +9,8 @@ import time
 import pytest
 from python_http_client.exceptions import HTTPError
 
-from careflow.errors import ConfigError
+from careflow.errors import ConfigError, PermanentError, TransientError
 from careflow.messages import State
-from channels.delivery import PermanentError, TransientError
 from channels.email import (
     SendGridEmail,
     make_unsubscribe_token,
@@ -35,7 +34,9 @@ def test_unsubscribe_token_round_trip(campaign: str) -> None:
     "mangle",
     [
         lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # forged signature
-        lambda t: "v1." + make_unsubscribe_token(SECRET, 43, "x").split(".")[1] + "." + t.split(".")[2],
+        lambda t: (
+            "v1." + make_unsubscribe_token(SECRET, 43, "x").split(".")[1] + "." + t.split(".")[2]
+        ),
         lambda t: t.replace("v1.", "v2."),
         lambda t: "garbage",
     ],
@@ -74,8 +75,9 @@ def test_marketing_mail_request(fault_server: FaultServer) -> None:
     assert person["custom_args"] == {"careflow_key": message.key, "contact_id": "1007"}
     headers = person["headers"]
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    url = re.fullmatch(r"<(https://care\.example\.com/unsubscribe\?token=(\S+))>",
-                       headers["List-Unsubscribe"])
+    url = re.fullmatch(
+        r"<(https://care\.example\.com/unsubscribe\?token=(\S+))>", headers["List-Unsubscribe"]
+    )
     assert url, headers
     assert verify_unsubscribe_token(UNSUB_SECRET, url.group(2)) == (7, "birthday")
     text, html = (c["value"] for c in body["content"])
@@ -93,7 +95,10 @@ def test_service_mail_has_no_unsubscribe(fault_server: FaultServer) -> None:
 
 def test_template_places_the_link(fault_server: FaultServer) -> None:
     message = make_message(
-        1, "email", "a@example.com", locale="en",
+        1,
+        "email",
+        "a@example.com",
+        locale="en",
         body="Hi! Opt out: %unsubscribe_url%",
         html='<p>Hi! <a href="%unsubscribe_url%">opt out</a></p>',
     )
@@ -125,7 +130,9 @@ def test_refused_before_sending(fault_server: FaultServer, fields, reason, state
         ("http:403", "auth_failed", True),
     ],
 )
-def test_error_answers(fault_server: FaultServer, action: str, reason: str, retryable: bool) -> None:
+def test_error_answers(
+    fault_server: FaultServer, action: str, reason: str, retryable: bool
+) -> None:
     message = make_message(1, "email", "a@example.com")
     fault_server.script(message.to, [action])
     [outcome] = _send(fault_server, message)
@@ -163,7 +170,9 @@ def test_config_errors_name_the_setting(overrides: dict, message: str) -> None:
     assert SENDGRID_KEY not in str(raised.value)
 
 
-def test_credentials_never_logged(fault_server: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_credentials_never_logged(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     _send(fault_server, make_message(1, "email", "a@example.com"))
     assert caplog.records

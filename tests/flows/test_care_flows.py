@@ -90,7 +90,7 @@ def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, mo
 def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, shop):
     from click.testing import CliRunner
 
-    from careflow.cli import main
+    from cli.main import main
 
     runner = CliRunner()
     first = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22"])

@@ -48,10 +48,10 @@ from sqlalchemy import func, select
 
 from careflow.campaigns import enrich, load_campaign, occasion_key
 from careflow.db.models import ContactHistory, Customer
-from careflow.demo_data import seed_demo
 from careflow.messages import State
 from careflow.policy import Decision, decide
 from careflow.settings import PROJECT_ROOT, get_settings
+from demo.data import seed_demo
 from flows.route import id_ranges, load_consents, segment_select
 from tests.flows.kill_worker import CAMPAIGN_OF_SENDER
 from tests.providers.fault_server import FaultServer

@@ -11,9 +11,7 @@ from __future__ import annotations
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-
-class InvalidContact(ValueError):
-    """The contact point exists but cannot be used; str(exc) says why."""
+from careflow.errors import InvalidContact
 
 
 def normalize_phone(raw: str, default_region: str = "CN") -> str:

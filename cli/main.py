@@ -101,7 +101,7 @@ def demo(customers, as_of, reseed, seed_only):
     Safe to run again: the data is seeded once, and a second run the same
     day sends nothing new (the ledger says who already got what).
     """
-    from flows.demo import run_demo
+    from demo.run import run_demo
 
     run_demo(customers=customers, as_of=as_of, reseed=reseed, seed_only=seed_only)
 
@@ -128,7 +128,7 @@ def import_orders(file, mapping, currency):
     Cancellations (invoice C...) and non-positive quantities are not
     purchases; rows that cannot be read are listed with their line numbers.
     """
-    from careflow.importer import import_orders as run_import
+    from importers.orders import import_orders as run_import
 
     fields = {}
     for pair in mapping:

@@ -26,8 +26,8 @@ from decimal import Decimal
 from sqlalchemy import Engine, Table, func, insert, select, text
 
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
-from careflow.demo_contacts import email_address, fax_number, mobile_number
 from careflow.errors import DataError
+from demo.contacts import email_address, fax_number, mobile_number
 
 # --- vocabulary ----------------------------------------------------------
 # Common surnames, roughly by frequency (the first ones repeat to weight them).

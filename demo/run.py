@@ -34,7 +34,7 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
             f"demo data: {existing} customers already in {engine.url} (--reseed to start over)"
         )
     else:
-        from careflow.demo_data import seed_demo
+        from demo.data import seed_demo
 
         click.echo(f"seeding {customers} demo customers with two years of orders up to {day} ...")
         counts = seed_demo(engine, as_of=day, customers=customers)

@@ -1,0 +1,9 @@
+"""The ``careflow`` command line: the one place that knows every package.
+
+A thin skin over library calls (careflow/, segments/, channels/, flows/,
+importers/, demo/); see cli/main.py.
+"""
+
+from cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""Provider callbacks turned into careflow events: one module per provider."""
