@@ -20,9 +20,8 @@ def run(customers: int = 5_000, per_message_sample: int = 300) -> dict:
     url, cleanup = fresh_database("sqlite")
     home = url.removeprefix("sqlite:///").rsplit("/", 1)[0]
     os.environ.update(CAREFLOW_DATABASE_URL=url, CAREFLOW_HOME=home)
-    from careflow.settings import get_settings
+    from careflow.settings import load_settings
 
-    get_settings.cache_clear()
     try:
         populate(url, customers, 0, AS_OF, birthday_today=True)
         from prefect import flow
@@ -64,7 +63,7 @@ def run(customers: int = 5_000, per_message_sample: int = 300) -> dict:
         per_message_rate = per_message_sample / per_message_s
         return {
             "customers": customers,
-            "batch_size": get_settings().batch_size,
+            "batch_size": load_settings().batch_size,
             "batched_msgs_per_s": round(batched_rate),
             "task_per_message_msgs_per_s": round(per_message_rate, 1),
             "ratio": round(batched_rate / per_message_rate, 1),

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from careflow import registry
 from careflow.errors import ConfigError
 
-ContentChannel = Literal["sms", "email", "fax"]
 Occasion = Literal["yearly", "quarterly", "monthly", "weekly", "daily", "last_purchase"]
 
 
@@ -28,9 +28,18 @@ class CampaignSpec(BaseModel):
     description: str = ""
     segment: str
     parameters: dict = Field(default_factory=dict)
-    channels: list[ContentChannel] = Field(min_length=1)
+    channels: list[str] = Field(min_length=1)
     occasion: Occasion = "yearly"
     marketing: bool = True
+
+    @field_validator("channels")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        allowed = registry.content_names()
+        for name in value:
+            if name not in allowed:
+                raise ValueError(f"{name!r} is not a channel; choose from {', '.join(allowed)}")
+        return value
 
 
 def list_campaigns(templates_dir: Path) -> list[str]:

@@ -93,6 +93,11 @@ _RECORD_ONE = (
     )
 )
 
+INTERRUPTED_DETAIL = (
+    "the run stopped after handing this message to the channel; "
+    "it may have been delivered, so it is not sent again automatically"
+)
+
 #: attempts at a ledger write while the database is busy (SQLite's file lock)
 WRITE_ATTEMPTS = 6
 
@@ -197,6 +202,62 @@ class ContactLedger:
                 already[key] = r.state
         return owned, already
 
+    def peek(self, campaign: str, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], str]:
+        """The state of each key already in the ledger, writing nothing (dry runs).
+
+        A dry run asks what a claim would find: keys a real run would not own
+        (sent, in progress, failed for good) come back with their state; keys
+        missing here, or skipped or retryable, would be sent again.
+        """
+        out: dict[tuple[int, str], str] = {}
+        stale = utcnow() - self.lease
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 2000):
+                part = list(dict.fromkeys(keys[start : start + 2000]))
+                for r in _rows_for(conn, campaign, part, full=True):
+                    reclaimable = (
+                        r.state == State.SKIPPED
+                        or (r.state == State.FAILED and r.retryable)
+                        or (r.state == State.RESERVED and r.updated_at < stale)
+                    )
+                    if not reclaimable:
+                        out[(r.customer_id, r.occasion)] = r.state
+        return out
+
+    @_retry_busy_database
+    def release(self, run_id: str, reason: str = "run_stopped") -> tuple[int, int]:
+        """Settle what a stopping run still holds; returns (released, interrupted).
+
+        Rows it reserved but never handed to a channel become ``skipped`` with
+        ``reason``, so the next run takes them at once instead of waiting out
+        the lease. Rows it left in ``sending`` may have gone out: they become
+        ``failed: interrupted``, never resent automatically.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            released = conn.execute(
+                update(CH)
+                .where(CH.c.run_id == run_id, CH.c.state == State.RESERVED)
+                .values(
+                    state=State.SKIPPED,
+                    reason=reason,
+                    detail="the run stopped before sending this message; the next run will",
+                    updated_at=now,
+                )
+            ).rowcount
+            interrupted = conn.execute(
+                update(CH)
+                .where(CH.c.run_id == run_id, CH.c.state == State.SENDING)
+                .values(
+                    state=State.FAILED,
+                    reason="interrupted",
+                    retryable=False,
+                    detail=INTERRUPTED_DETAIL,
+                    updated_at=now,
+                )
+            ).rowcount
+        return released, interrupted
+
     @_retry_busy_database
     def mark_sending(self, contact_ids: Iterable[int], channel: str, run_id: str) -> set[int]:
         """Move this run's reserved rows to ``sending``; return the ids actually moved.
@@ -243,14 +304,14 @@ class ContactLedger:
                 (
                     o.contact_id,
                     str(o.state),
-                    o.reason,
+                    _fit(o.reason, "reason"),
                     bool(o.retryable),
                     o.detail,
-                    o.provider_id,
+                    _fit(o.provider_id, "provider_id"),
                     now if o.state == State.SENT else None,
-                    d.get("channel"),
-                    d.get("recipient"),
-                    d.get("subject"),
+                    _fit(d.get("channel"), "channel"),
+                    _fit(d.get("recipient"), "recipient"),
+                    _fit(d.get("subject"), "subject"),
                     d.get("body"),
                 )
             )
@@ -323,8 +384,7 @@ class ContactLedger:
                     state=State.FAILED,
                     reason="interrupted",
                     retryable=False,
-                    detail="the run stopped after handing this message to the channel; "
-                    "it may have been delivered, so it is not sent again automatically",
+                    detail=INTERRUPTED_DETAIL,
                     updated_at=utcnow(),
                 )
             )
@@ -386,7 +446,22 @@ class ContactLedger:
         return out
 
 
-def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:
+def _fit(value: str | None, column_name: str) -> str | None:
+    """``value`` cut to its column's size (with an ellipsis) so recording never fails.
+
+    Record-after-send must not fail on data a provider already accepted: a
+    too-long subject is refused before sending (the channel's registry entry
+    declares its limit), and this is the last line of defence for the rest.
+    """
+    if value is None:
+        return None
+    limit = CH.c[column_name].type.length
+    if limit is None or len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…"
+
+
+def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]], full: bool = False) -> list:
     """Ledger rows of ``campaign`` for exactly these (customer_id, occasion) keys.
 
     Rows are fetched by customer id and occasions matched here. On PostgreSQL
@@ -399,6 +474,8 @@ def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:
     wanted = set(keys)
     ids = sorted({c for c, _ in keys})
     cols = (CH.c.id, CH.c.customer_id, CH.c.occasion, CH.c.state, CH.c.run_id)
+    if full:
+        cols += (CH.c.retryable, CH.c.updated_at)
     query = select(*cols).where(CH.c.campaign == campaign)
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
@@ -450,3 +527,30 @@ def _insert_reserved(conn, campaign: str, run_id: str, keys, now: datetime) -> N
         sqlite_insert(CH).on_conflict_do_nothing(),
         [{"customer_id": c, "occasion": o, **fixed} for c, o in keys],
     )
+
+
+class DryRunLedger(ContactLedger):
+    """The ledger as a dry run sees it: every read a real run makes, no write.
+
+    ``claim`` reports what is already there exactly as a real claim would and
+    "owns" the rest under made-up negative ids; marking, recording and
+    settling do nothing. The route cannot tell the difference, which is the
+    point: a dry run makes the same decisions as the run it rehearses.
+    """
+
+    def claim(self, campaign, run_id, keys, chunk: int = 2000) -> Claim:
+        already = self.peek(campaign, keys)
+        fresh = [k for k in dict.fromkeys(keys) if k not in already]
+        return Claim({k: -(i + 1) for i, k in enumerate(fresh)}, already)
+
+    def mark_sending(self, contact_ids, channel, run_id) -> set[int]:
+        return set(contact_ids)
+
+    def record(self, outcomes, run_id, details=None) -> None:
+        return None
+
+    def resolve_interrupted(self, campaign, keys, run_id) -> int:
+        return 0
+
+    def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
+        return 0, 0

@@ -33,7 +33,8 @@ from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 from jinja2.sandbox import SandboxedEnvironment
 
-from careflow.errors import TemplateError
+from careflow import registry
+from careflow.errors import ConfigError, TemplateError
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,16 @@ def locale_chain(locale: str | None, default: str) -> list[str]:
     return list(dict.fromkeys(chain))
 
 
+def _parts(channel: str):
+    try:
+        parts = registry.get(channel).parts
+    except ConfigError as exc:
+        raise TemplateError(str(exc)) from None
+    if not parts:
+        raise TemplateError(f"channel {channel!r} has no templates of its own")
+    return parts
+
+
 class Renderer:
     """Finds and renders a campaign's templates for one channel and locale."""
 
@@ -127,20 +138,23 @@ class Renderer:
         return None
 
     def has_channel(self, campaign: str, channel: str) -> bool:
-        stem = "email.{locale}.txt.j2" if channel == "email" else f"{channel}.{{locale}}.j2"
-        return self._find(campaign, stem, None, required=False) is not None
+        """True when ``campaign`` has its templates for ``channel`` (any locale)."""
+        first = next((p for p in _parts(channel) if p.required), None)
+        return first is not None and self._find(campaign, first.stem, None, False) is not None
 
     def render(self, campaign: str, channel: str, locale: str | None, context: dict) -> Rendered:
-        """Render one message; raise TemplateError with the template name and cause."""
+        """Render one message; raise TemplateError with the template name and cause.
+
+        The channel's registry entry says which template files make a message.
+        """
         context = {**context, "locale": locale or self.default_locale}
-        if channel == "email":
-            subject = self._run(self._find(campaign, "email.{locale}.subject.j2", locale), context)
-            text = self._run(self._find(campaign, "email.{locale}.txt.j2", locale), context)
-            html_tpl = self._find(campaign, "email.{locale}.html.j2", locale, required=False)
-            html = self._run(html_tpl, context) if html_tpl else None
-            return Rendered(body=text, subject=" ".join(subject.split()), html=html)
-        body = self._run(self._find(campaign, f"{channel}.{{locale}}.j2", locale), context)
-        return Rendered(body=body)
+        out: dict[str, str | None] = {}
+        for part in _parts(channel):
+            template = self._find(campaign, part.stem, locale, part.required)
+            out[part.field] = self._run(template, context) if template else None
+        if out.get("subject") is not None:
+            out["subject"] = " ".join(out["subject"].split())  # one line, however written
+        return Rendered(**out)
 
     @staticmethod
     def _run(template: jinja2.Template, context: dict) -> str:

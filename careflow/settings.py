@@ -8,7 +8,6 @@ that needs them. Channel credentials may also come from Prefect Secret blocks
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -182,7 +181,12 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    """Read settings from the environment; raise ConfigError naming the bad variable."""
+    """Read settings from the environment; raise ConfigError naming the bad variable.
+
+    There is no process-wide cached copy: the CLI and each flow run read
+    settings once and pass them down explicitly, so a test that changes the
+    environment simply reads again.
+    """
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -191,9 +195,3 @@ def load_settings(**overrides) -> Settings:
             field = ".".join(str(p) for p in err["loc"])
             problems.append(f"CAREFLOW_{field.upper()}: {err['msg']}")
         raise ConfigError("bad configuration: " + "; ".join(problems)) from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
-    return load_settings()

@@ -1,7 +1,13 @@
-"""Delivery channels: one file per channel behind the protocol in channels/base.py.
+"""Delivery channels: one file per channel, each registered once below.
 
-``get_channel(name, settings)`` builds the named channel from settings; it
-raises ConfigError (naming the setting) before anything is sent.
+The registry (careflow/registry.py) is how the rest of careflow knows a
+channel: its address field and kind, its template files, how to finish a
+rendered message, and a factory. Live channels are built on demand so an
+outbox run never imports a provider SDK.
+
+``get_channel(name, settings)`` builds what delivers ``name`` messages this
+run: the outbox for every channel unless CAREFLOW_DELIVERY=live. It raises
+ConfigError (naming the setting) before anything is sent.
 """
 
 from __future__ import annotations
@@ -9,41 +15,92 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from careflow.errors import ConfigError
+from careflow import registry
+from careflow.registry import ChannelSpec, TemplatePart
 from careflow.settings import Settings
-from channels.base import CONTACT_FIELD, Channel
+from channels.base import Channel
 
-__all__ = ["CHANNEL_NAMES", "CONTACT_FIELD", "Channel", "closing_channel", "get_channel"]
+__all__ = ["Channel", "closing_channel", "get_channel"]
 
-CHANNEL_NAMES = ("outbox", "sms", "email", "fax")
+
+def _twilio_sms(settings: Settings):
+    from channels.sms import TwilioSMS
+
+    return TwilioSMS(settings)
+
+
+def _sendgrid_email(settings: Settings):
+    from channels.email import SendGridEmail
+
+    return SendGridEmail(settings)
+
+
+def _fax(settings: Settings):
+    from channels.fax import EmailFaxGateway, SinchFax
+
+    if settings.fax_provider == "email_gateway":
+        return EmailFaxGateway(settings)
+    return SinchFax(settings)
+
+
+def _outbox(settings: Settings):
+    from channels.outbox import OutboxChannel
+
+    return OutboxChannel(settings.effective_outbox_dir)
+
+
+def _finish_sms(rendered, **kwargs):
+    from channels.sms_text import finish_sms
+
+    return finish_sms(rendered, **kwargs)
+
+
+registry.register(
+    ChannelSpec(
+        "sms",
+        contact_field="mobile",
+        address_kind="phone",
+        parts=(TemplatePart("body", "sms.{locale}.j2"),),
+        factory=_twilio_sms,
+        finish=_finish_sms,
+    )
+)
+registry.register(
+    ChannelSpec(
+        "email",
+        contact_field="email",
+        address_kind="email",
+        parts=(
+            TemplatePart("subject", "email.{locale}.subject.j2"),
+            TemplatePart("body", "email.{locale}.txt.j2"),
+            TemplatePart("html", "email.{locale}.html.j2", required=False),
+        ),
+        factory=_sendgrid_email,
+        # the ledger keeps subjects up to 300 characters; inboxes show far fewer
+        max_subject_chars=300,
+    )
+)
+registry.register(
+    ChannelSpec(
+        "fax",
+        contact_field="fax",
+        address_kind="phone",
+        parts=(TemplatePart("body", "fax.{locale}.j2"),),
+        factory=_fax,
+    )
+)
+# The outbox simulates whatever channel the campaign would have used.
+registry.register(
+    ChannelSpec("outbox", contact_field=None, address_kind=None, factory=_outbox, stands_in=True)
+)
 
 
 def get_channel(name: str, settings: Settings) -> Channel:
-    """The channel delivering ``name`` messages: the outbox for every name unless
-    CAREFLOW_DELIVERY=live."""
-    if name == "outbox" or (name in CHANNEL_NAMES and settings.delivery == "outbox"):
-        from channels.outbox import OutboxChannel
-
-        return OutboxChannel(settings.effective_outbox_dir)
-    # Live channels are imported on demand: their SDKs cost import time that
-    # outbox runs should not pay.
-    if name == "sms":
-        from channels.sms import TwilioSMS
-
-        return TwilioSMS(settings)
-    if name == "email":
-        from channels.email import SendGridEmail
-
-        return SendGridEmail(settings)
-    if name == "fax":
-        from channels.fax import EmailFaxGateway, SinchFax
-
-        if settings.fax_provider == "email_gateway":
-            return EmailFaxGateway(settings)
-        return SinchFax(settings)
-    raise ConfigError(
-        f"unknown or unavailable channel {name!r}; choose one of: {', '.join(CHANNEL_NAMES)}"
-    )
+    """The channel delivering ``name`` messages this run (see the module docs)."""
+    spec = registry.get(name)
+    if not spec.stands_in and settings.delivery == "outbox":
+        return _outbox(settings)
+    return spec.build(settings)
 
 
 @contextmanager

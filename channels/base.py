@@ -2,7 +2,7 @@
 
 A channel:
 - has a ``name`` and declares its limits as attributes;
-- says which customer field it delivers to (``contact_field``);
+- is declared once in the registry (careflow/registry.py, channels/__init__.py);
 - raises ConfigError at construction for bad configuration;
 - ``send_batch(messages)`` returns exactly one Outcome per message, in any
   order, and never raises for one bad recipient.
@@ -14,10 +14,6 @@ from collections.abc import Sequence
 from typing import ClassVar, Protocol, runtime_checkable
 
 from careflow.messages import Message, Outcome
-
-# Which customer column each channel delivers to. The outbox simulates
-# whatever the campaign would have used, so it accepts any contact point.
-CONTACT_FIELD = {"sms": "mobile", "email": "email", "fax": "fax", "outbox": None}
 
 
 @runtime_checkable

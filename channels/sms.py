@@ -1,18 +1,6 @@
-"""SMS through Twilio's Messages API, and SMS segment arithmetic.
+"""SMS through Twilio's Messages API.
 
-Segments. An SMS carries 140 octets: 160 GSM-7 septets or 70 UCS-2 code
-units. Longer texts are split and each part loses room to the
-concatenation header: 153 septets or 67 code units. Characters of the GSM
-extension table (``^{}[]~|€\\`` and form feed) take two septets and are
-never split across parts; a character outside GSM-7 (any Chinese text)
-switches the whole message to UCS-2, where characters beyond the Basic
-Multilingual Plane (emoji) take two code units. Carriers bill per segment,
-so ``sms_max_segments`` caps it, both here and in previews
-(:func:`sms_preview`).
-
-Opt-out. Marketing SMS to Chinese (zh-CN) recipients end with the customary
-"回复TD退订" (reply TD to unsubscribe); the text is a setting and counts
-toward the segments.
+The text rules (segments, opt-out line, limits) live in channels/sms_text.py.
 
 Transport. The twilio SDK (sync, requests) is used as is; its HTTP client is
 subclassed to send to ``twilio_api_base_url`` (a proxy or a loopback test
@@ -25,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,94 +37,9 @@ from channels.delivery import (
     error_for_status,
     parse_retry_after,
 )
+from channels.sms_text import MAX_BODY_CHARS, sms_preview
 
 log = logging.getLogger(__name__)
-
-# --- segments ------------------------------------------------------------------
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentInfo:
-    """How a text travels as SMS.
-
-    ``chars`` counts characters as a reader would; ``units`` counts what the
-    encoding counts (septets for GSM-7, UTF-16 code units for UCS-2).
-    """
-
-    encoding: str  # "GSM-7" or "UCS-2"
-    chars: int
-    units: int
-    segments: int
-
-
-def _pack(costs: list[int], single: int, part: int) -> int:
-    """Segments needed for characters costing ``costs`` units, never splitting one."""
-    total = sum(costs)
-    if total == 0:
-        return 0
-    if total <= single:
-        return 1
-    segments, used = 1, 0
-    for cost in costs:
-        if used + cost > part:
-            segments, used = segments + 1, 0
-        used += cost
-    return segments
-
-
-def sms_segments(text: str) -> SegmentInfo:
-    """Encoding, length and segment count of ``text`` sent as one SMS."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
-        costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
-        return SegmentInfo("GSM-7", len(text), sum(costs), _pack(costs, 160, 153))
-    costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
-    return SegmentInfo("UCS-2", len(text), sum(costs), _pack(costs, 70, 67))
-
-
-def _is_zh_cn(locale: str) -> bool:
-    return locale.lower().replace("_", "-") in {"zh", "zh-cn", "zh-hans", "zh-hans-cn"}
-
-
-def with_optout(body: str, *, locale: str, marketing: bool, optout_zh: str) -> str:
-    """``body`` as it will be sent: zh-CN marketing texts end with the opt-out line."""
-    if not (marketing and optout_zh and _is_zh_cn(locale)) or optout_zh in body:
-        return body
-    return body.rstrip() + optout_zh
-
-
-@dataclass(frozen=True, slots=True)
-class SmsPreview:
-    """What a preview shows for one SMS: final text, its segments, and the verdict."""
-
-    text: str
-    info: SegmentInfo
-    max_segments: int
-
-    @property
-    def within_limit(self) -> bool:
-        fits_body = len(self.text) <= (TwilioSMS.max_body_chars or len(self.text))
-        return self.info.segments <= self.max_segments and fits_body
-
-    @property
-    def problem(self) -> str | None:
-        if self.within_limit:
-            return None
-        return (
-            f"{self.info.segments} segments ({self.info.encoding}, {self.info.units} units) "
-            f"exceeds CAREFLOW_SMS_MAX_SEGMENTS={self.max_segments}"
-        )
-
-
-def sms_preview(body: str, *, locale: str, marketing: bool, settings: Settings) -> SmsPreview:
-    """The SMS a live send would produce from ``body``; used by previews and the channel."""
-    text = with_optout(body, locale=locale, marketing=marketing, optout_zh=settings.sms_optout_zh)
-    return SmsPreview(text, sms_segments(text), settings.sms_max_segments)
-
 
 # --- transport -------------------------------------------------------------------
 TWILIO_API = "https://api.twilio.com"
@@ -211,7 +113,7 @@ class TwilioSMS(ProviderChannel):
 
     name: ClassVar[str] = "sms"
     #: Twilio's limit for one Body (the segment cap usually bites first)
-    max_body_chars: ClassVar[int | None] = 1600
+    max_body_chars: ClassVar[int | None] = MAX_BODY_CHARS
     #: default; the account's real figure is CAREFLOW_SMS_RATE_PER_SECOND
     rate_per_second: ClassVar[float | None] = 10.0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+import channels  # noqa: F401 - registers the built-in channels
+from careflow import registry
 from careflow.errors import CareflowError
 
 # Prefect's local server can take >20 s to start on a busy machine (its default limit).
@@ -23,9 +25,9 @@ os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNIN
 
 
 def _settings():
-    from careflow.settings import get_settings
+    from careflow.settings import load_settings
 
-    return get_settings()
+    return load_settings()
 
 
 def _engine(migrate: bool = False):
@@ -50,6 +52,22 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
         key, value = pair.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+class ChannelChoice(click.Choice):
+    """A choice of registered channels, read when asked (a channel registered later counts)."""
+
+    def __init__(self, content_only: bool = False):
+        self.content_only = content_only
+        super().__init__([])
+
+    @property
+    def choices(self):
+        return registry.content_names() if self.content_only else registry.names()
+
+    @choices.setter
+    def choices(self, value):
+        pass
 
 
 class CareflowGroup(click.Group):
@@ -231,7 +249,7 @@ def campaigns_cmd():
 @_as_of_option
 @click.option(
     "--channel",
-    type=click.Choice(["sms", "email", "fax"]),
+    type=ChannelChoice(content_only=True),
     default=None,
     help="Preview this channel instead of the one the customer would get.",
 )
@@ -239,7 +257,7 @@ def preview(campaign, customer_id, as_of, channel):
     """Show the message CUSTOMER would get from CAMPAIGN, without sending anything."""
     from flows.preview import preview_message
 
-    click.echo(preview_message(_engine(), campaign, customer_id, as_of, channel))
+    click.echo(preview_message(_engine(), campaign, customer_id, as_of, channel, _settings()))
 
 
 @main.command()
@@ -248,7 +266,7 @@ def preview(campaign, customer_id, as_of, channel):
 @click.option("--dry-run", is_flag=True, help="Select and render, but send and record nothing.")
 @click.option(
     "--channel",
-    type=click.Choice(["sms", "email", "fax", "outbox"]),
+    type=ChannelChoice(),
     default=None,
     help="Use this channel for everyone this run (outbox: deliver to the local outbox).",
 )

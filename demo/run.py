@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 from careflow import db
 from careflow.db.models import ContactHistory, Customer
 from careflow.report import summary_table
-from careflow.settings import get_settings
+from careflow.settings import load_settings
 
 
 def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool) -> list[dict]:
-    settings = get_settings()
+    settings = load_settings()
     url = settings.effective_database_url
     if reseed and url.startswith("sqlite:///"):
         from pathlib import Path

@@ -1,13 +1,24 @@
 """The generic campaign flow: one Prefect task per batch of customers.
 
 Prefect costs 10-20 ms per task and walks large task arguments element by
-element (bench/README.md), so tasks receive an id range, never rows,
-and each handles up to CAREFLOW_BATCH_SIZE customers. Retrying a task is
-safe: the ledger, not the task, decides what still needs sending.
+element (bench/README.md), so tasks receive an id range, never rows, and
+each handles up to CAREFLOW_BATCH_SIZE customers. Batches follow the
+customers the segment selects (keyset boundaries from the data), so sparse
+or huge ids cost nothing and a run never plans empty batches. Retrying a
+task is safe: the ledger, not the task, decides what still needs sending.
+
+Stopping. SIGTERM (a worker cancelling the run, ``kill``) and Ctrl-C reach
+the flow's thread; the run then tells its batches to stop between messages,
+waits for them briefly, and settles what they held: messages reserved but
+never sent go back for the next run (``skipped: run_stopped``), messages
+handed to a channel become ``failed: interrupted`` (never resent
+automatically). The run is recorded as stopped and Prefect gives the flow
+run its final state.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import date, datetime
 from typing import Literal
@@ -18,21 +29,104 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from sqlalchemy import func, select
 
+import channels  # registers the built-in channels
 import segments
-from careflow import db
-from careflow.campaigns import load_campaign
+from careflow import db, registry
+from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
+from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
-from careflow.settings import get_settings
-from channels import closing_channel, get_channel
-from flows.route import BatchResult, id_ranges, process_batch
+from careflow.settings import Settings, load_settings
+from channels.recorder import RecordingChannel
+from flows.route import BatchResult, Route, RunStopped, process_batch
 
-ChannelChoice = Literal["sms", "email", "fax", "outbox"]
+#: what the UI's run form offers for ``channel``: every registered channel
+ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
+
+#: how long a stopping run waits for its batches to put down what they hold
+STOP_GRACE_SECONDS = 30
+
+# Stop requests by run id; batch tasks in this process look theirs up.
+_STOPS: dict[str, threading.Event] = {}
+
+
+def plan_batches(
+    engine, spec: CampaignSpec, as_of: date, at: datetime, params: dict, batch_size: int
+) -> list[tuple[int, int]]:
+    """Customer-id ranges of at most ``batch_size`` selected customers each.
+
+    One query numbers the segment's customers and keeps every
+    ``batch_size``-th id as a boundary, so the plan costs one pass over the
+    selection whatever the id distribution.
+    """
+    seg = segments.build(spec.segment, as_of, params, at=at).subquery("seg")
+    numbered = select(
+        seg.c.customer_id.label("cid"),
+        func.row_number().over(order_by=seg.c.customer_id).label("rn"),
+    ).subquery("numbered")
+    with engine.connect() as conn:
+        starts = list(
+            conn.execute(
+                select(numbered.c.cid)
+                .where((numbered.c.rn - 1) % batch_size == 0)
+                .order_by(numbered.c.cid)
+            ).scalars()
+        )
+        if not starts:
+            return []
+        last = conn.execute(select(func.max(seg.c.customer_id))).scalar_one()
+    ends = [nxt - 1 for nxt in starts[1:]] + [last]
+    return list(zip(starts, ends, strict=True))
+
+
+def build_route(
+    settings: Settings,
+    spec: CampaignSpec,
+    run_id: str,
+    as_of: date,
+    at: datetime,
+    channel: str | None,
+    dry_run: bool,
+    params: dict | None = None,
+    stop: threading.Event | None = None,
+) -> Route:
+    """The route one run's batches share: ledger, channels, renderer, settings."""
+    engine = db.engine_for(settings.effective_database_url)
+    if dry_run:
+        ledger = DryRunLedger(engine, settings.reservation_lease_seconds)
+
+        def factory(name: str):
+            return RecordingChannel()
+    else:
+        ledger = ContactLedger(engine, settings.reservation_lease_seconds)
+
+        def factory(name: str):
+            return channels.get_channel(name, settings)
+
+    return Route(
+        spec=spec,
+        engine=engine,
+        settings=settings,
+        run_id=run_id,
+        as_of=as_of,
+        at=at,
+        channels=[channel] if channel else list(spec.channels),
+        channel_factory=factory,
+        ledger=ledger,
+        renderer=Renderer(settings.templates_dir, settings.default_locale),
+        params=params,
+        dry_run=dry_run,
+        stop=stop,
+    )
 
 
 @task(
@@ -40,6 +134,7 @@ ChannelChoice = Literal["sms", "email", "fax", "outbox"]
     task_run_name="{campaign}[{lo}-{hi}]",
     retries=2,
     retry_delay_seconds=[2, 10],
+    cache_policy=NO_CACHE,
 )
 def process_batch_task(
     campaign: str,
@@ -50,24 +145,26 @@ def process_batch_task(
     hi: int,
     channel: str | None,
     dry_run: bool,
-    params: dict | None = None,
-    delivery: str | None = None,
+    params: dict | None,
+    settings: Settings,
 ) -> dict:
-    settings = get_settings()
-    if delivery:  # `--channel outbox` for this run only
-        settings = settings.model_copy(update={"delivery": delivery})
-    return process_batch(
-        spec=load_campaign(campaign, settings.templates_dir),
-        engine=db.engine_for(settings.effective_database_url),
-        settings=settings,
-        run_id=run_id,
-        as_of=as_of,
-        at=at,
-        id_range=(lo, hi),
-        channel_override=channel,
-        dry_run=dry_run,
-        params=params,
-    ).as_dict()
+    spec = load_campaign(campaign, settings.templates_dir)
+    stop = _STOPS.get(run_id)
+    route = build_route(settings, spec, run_id, as_of, at, channel, dry_run, params, stop)
+    return process_batch(route, (lo, hi)).as_dict()
+
+
+def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
+    """Everything that can be wrong with configuration, before anyone is selected."""
+    renderer = Renderer(settings.templates_dir, settings.default_locale)
+    for name in channel_names:
+        if not renderer.has_channel(spec.name, name):
+            raise ConfigError(
+                f"campaign {spec.name!r} has no {name} template in templates/{spec.name}/"
+            )
+        # building the channel checks its settings; ConfigError names the one to fix
+        with channels.closing_channel(channels.get_channel(name, settings)):
+            pass
 
 
 def run_campaign(
@@ -75,82 +172,96 @@ def run_campaign(
     as_of: str | date | datetime | None = None,
     channel: str | None = None,
     dry_run: bool = False,
+    settings: Settings | None = None,
 ) -> dict:
     """Select, render, send and record one campaign; returns the run summary.
 
-    Must be called inside a Prefect flow (the care flows below are thin
-    wrappers). Everything that can be wrong with configuration is checked
-    before the first customer is selected.
+    Must be called inside a Prefect flow (the care flows are thin wrappers).
     """
     logger = get_run_logger()
-    settings = get_settings()
+    settings = settings or load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
     as_of_date, at = resolve_as_of(as_of, settings.time_zone)
 
-    channels = [channel] if channel else list(spec.channels)
     if channel == "outbox":
         settings = settings.model_copy(update={"delivery": "outbox"})
-        channels, channel = list(spec.channels), None
-    # A bad segment parameter in campaign.yaml surfaces here, not in every batch.
+        channel = None
+    channel_names = [channel] if channel else list(spec.channels)
+    # a bad segment parameter in campaign.yaml surfaces here, not in every batch
     segments.build(spec.segment, as_of_date, spec.parameters, at=at)
-    renderer = Renderer(settings.templates_dir, settings.default_locale)
-    for name in channels:
-        if not renderer.has_channel(spec.name, name):
-            raise ConfigError(
-                f"campaign {spec.name!r} has no {name} template in templates/{spec.name}/"
-            )
-        with closing_channel(get_channel(name, settings)):  # ConfigError names the setting
-            pass
+    check_campaign(settings, spec, channel_names)
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
-    ranges = id_ranges(engine, settings.batch_size)
     with engine.connect() as conn:
         params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
+    ranges = plan_batches(engine, spec, as_of_date, at, params, settings.batch_size)
     logger.info(
         "%s: as of %s, %d batch(es) of up to %d customers, channels %s via %s%s",
         spec.name,
         as_of_date,
         len(ranges),
         settings.batch_size,
-        "/".join(channels),
+        "/".join(channel_names),
         settings.delivery,
         " (dry run: nothing is sent or recorded)" if dry_run else "",
     )
     progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
     total = BatchResult()
-    futures = [
-        process_batch_task.submit(
-            spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params, settings.delivery
-        )
-        for lo, hi in ranges
-    ]
-    for done, future in enumerate(futures, start=1):
-        part = BatchResult.from_dict(future.result())
-        total.merge(part)
-        update_progress_artifact(progress, progress=100.0 * done / len(futures))
-        # progress at every quarter: enough to watch a long run, not a line per batch
-        if done == len(futures) or done % max(1, len(futures) // 4) == 0:
-            logger.info(
-                "%d/%d batches done: selected %d, sent %d, already done %d, skipped %d, failed %d",
-                done,
-                len(futures),
-                total.selected,
-                total.sent,
-                sum(total.already.values()),
-                sum(total.skipped.values()),
-                sum(total.failed.values()),
-            )
     summary = {
         "campaign": spec.name,
         "run_id": run_id,
         "as_of": str(as_of_date),
         "dry_run": dry_run,
         "delivery": settings.delivery,
-        **total.as_dict(),
     }
+    stop = _STOPS[run_id] = threading.Event()
+    futures = []
+    try:
+        futures = [
+            process_batch_task.submit(
+                spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params, settings
+            )
+            for lo, hi in ranges
+        ]
+        for done, future in enumerate(futures, start=1):
+            total.merge(BatchResult.from_dict(future.result()))
+            update_progress_artifact(progress, progress=100.0 * done / len(futures))
+            # progress at every quarter: enough to watch a long run, not a line per batch
+            if done == len(futures) or done % max(1, len(futures) // 4) == 0:
+                logger.info(
+                    "%d/%d batches done: selected %d, sent %d, already done %d, "
+                    "skipped %d, failed %d",
+                    done,
+                    len(futures),
+                    total.selected,
+                    total.sent,
+                    sum(total.already.values()),
+                    sum(total.skipped.values()),
+                    sum(total.failed.values()),
+                )
+    except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
+        stop.set()
+        wait(futures, timeout=STOP_GRACE_SECONDS)
+        stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
+        why = "stopped" if stopped else f"failed: {type(exc).__name__}"
+        ledger = DryRunLedger(engine) if dry_run else ContactLedger(engine)
+        released, interrupted = ledger.release(run_id, "run_stopped" if stopped else "run_failed")
+        logger.error(
+            "%s %s: %d reserved message(s) released for the next run, "
+            "%d in doubt recorded as failed: interrupted",
+            spec.name,
+            why,
+            released,
+            interrupted,
+        )
+        finish_run(engine, run_id, {**summary, **total.as_dict(), "stopped": why})
+        raise
+    finally:
+        _STOPS.pop(run_id, None)
+    summary.update(total.as_dict())
     finish_run(engine, run_id, summary)
     create_markdown_artifact(
         markdown=summary_markdown(summary),

@@ -1,89 +1,79 @@
-"""Preview one customer's message: the route up to rendering, sending nothing."""
+"""Preview one customer's message: the route's own steps for one customer, sending nothing.
+
+The same select, policy, occasion, contact-history and render steps a run
+uses (flows/route.py), with the dry-run ledger, so a preview and a run can
+never disagree about who gets what.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from careflow.campaigns import enrich, load_campaign, occasion_key
+from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
-from careflow.errors import CareflowError, TemplateError
-from careflow.ledger import ContactLedger
-from careflow.policy import decide
-from careflow.rendering import Renderer
-from careflow.settings import get_settings
-from channels.sms import sms_preview
-from flows.route import load_consents, segment_select, template_context
+from careflow.errors import CareflowError, RecipientError
+from careflow.messages import State
+from careflow.settings import Settings
+from channels.sms_text import sms_segments
+from flows.campaign import build_route
+from flows.route import apply_policy, assign_occasions, policy_outcome, select_candidates
 
 
 def preview_message(
-    engine: Engine, campaign: str, customer_id: int, as_of: str | None, channel: str | None
+    engine: Engine,
+    campaign: str,
+    customer_id: int,
+    as_of: str | None,
+    channel: str | None,
+    settings: Settings,
 ) -> str:
-    settings = get_settings()
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
-    with engine.connect() as conn:
-        row = (
-            conn.execute(segment_select(spec, day, at, (customer_id, customer_id)))
-            .mappings()
-            .first()
-        )
-    if row is None:
+    route = build_route(settings, spec, "preview", day, at, channel, dry_run=True)
+    route.engine = engine
+    one = (customer_id, customer_id)
+    candidates = select_candidates(route, one)
+    if not candidates:
         raise CareflowError(
             f"customer {customer_id} is not in segment {spec.segment!r} as of {day}; "
             f"`careflow segment list {spec.segment} --as-of {day}` shows who is"
         )
-    row = dict(row)
-    lines = [f"campaign {spec.name} ({spec.segment}) as of {day}, customer {customer_id}"]
-    occasion = occasion_key(spec, enrich(row), day)
-    lines.append(f"occasion: {occasion}")
-    earlier = [
-        h
-        for h in ContactLedger(engine).history(customer_id, 200)
-        if h["campaign"] == spec.name and h["occasion"] == occasion
+    apply_policy(route, candidates, one)
+    assign_occasions(route, candidates)
+    c = candidates[0]
+    lines = [
+        f"campaign {spec.name} ({spec.segment}) as of {day}, customer {customer_id}",
+        f"occasion: {c.key[1]}",
     ]
-    if earlier:
+    already = route.ledger.peek(spec.name, [c.key])
+    if c.key in already:
         lines.append(
-            f"ledger: already {earlier[0]['state']} for this occasion "
-            "(a run would not send it again)"
+            f"ledger: already {already[c.key]} for this occasion (a run would not send it again)"
         )
-    decision = decide(
-        row,
-        [channel] if channel else spec.channels,
-        load_consents(engine, (customer_id, customer_id)).get(customer_id, {}),
-        consent_required=settings.consent_required,
-        default_region=settings.sms_default_region,
-    )
-    if decision.skip_reason and not channel:
-        lines.append(f"would be skipped: {decision.skip_reason} ({decision.detail})")
+    d = c.decision
+    if d.action != "send":
+        outcome = policy_outcome(0, d)
+        verb = "held" if d.action == "hold" else "deferred" if d.action == "defer" else "skipped"
+        lines.append(f"would be {verb}: {outcome.reason} ({outcome.detail})")
+        if outcome.state == State.SKIPPED:
+            lines.append("(skips are decided again by every run)")
         return "\n".join(lines)
-    chosen = decision.channel or channel
-    lines.append(f"channel: {chosen} to {decision.address or '(no usable address)'}")
+    lines.append(f"channel: {d.channel} to {d.address}")
+    from flows.route import build_message
+
     try:
-        rendered = Renderer(settings.templates_dir, settings.default_locale).render(
-            spec.name, chosen, row.get("locale"), template_context(spec, row, day, settings)
-        )
-    except TemplateError as exc:
-        lines.append(f"template error: {exc}")
+        msg = build_message(route, c, contact_id=0)
+    except RecipientError as exc:
+        lines.append(f"would fail: {exc.reason}: {exc.detail}")
         return "\n".join(lines)
-    if rendered.subject:
-        lines.append(f"subject: {rendered.subject}")
-    if chosen != "sms":
-        return "\n".join([*lines, "", rendered.body])
-    # the text exactly as a live send would carry it, opt-out line included
-    sms = sms_preview(
-        rendered.body,
-        locale=row.get("locale") or settings.default_locale,
-        marketing=spec.marketing,
-        settings=settings,
-    )
-    info = sms.info
-    lines += [
-        "",
-        sms.text,
-        "",
-        f"({info.chars} characters, {info.encoding}, {info.segments} SMS segment(s); "
-        f"limit {sms.max_segments})",
-    ]
-    if sms.problem:
-        lines.append(f"problem: {sms.problem}")
+    if msg.subject:
+        lines.append(f"subject: {msg.subject}")
+    lines += ["", msg.body]
+    if msg.channel == "sms":
+        info = sms_segments(msg.body)
+        lines += [
+            "",
+            f"({info.chars} characters, {info.encoding}, {info.segments} SMS segment(s); "
+            f"limit {settings.sms_max_segments})",
+        ]
     return "\n".join(lines)

@@ -1,32 +1,48 @@
-"""The whole route for one batch of customers, as plain functions.
+"""The whole route for one batch of customers, as small step functions.
 
-select -> policy -> occasion -> reserve -> render -> send -> record. This is
-the only module that knows every step; flows/campaign.py wraps it in Prefect
-tasks. Keeping it free of Prefect makes it easy to test and to run from a
-Dask worker or a plain script later.
+    select -> policy -> occasion -> reserve -> render -> send -> record
+
+This is the only module that knows every step; flows/campaign.py wraps it
+in Prefect tasks and flows/preview.py walks it for one customer. It is free
+of Prefect so a test, a Dask worker or a script can run it as is.
+
+A dry run is this same route with a ledger that only reads
+(``DryRunLedger``) and a channel that records instead of sending
+(``channels.recorder``): every decision a real run makes (contact history,
+policy, rendering, the channel's own checks) is made, and only the send
+and the writes are skipped. So a dry run after a real run says 0.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 
 import segments
+from careflow import registry
 from careflow.campaigns import CampaignSpec, enrich, occasion_key
 from careflow.db.models import Consent, Customer
-from careflow.errors import TemplateError, Unsendable
+from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
 from careflow.ledger import ContactLedger
 from careflow.messages import Message, Outcome, State
-from careflow.policy import Decision, decide
+from careflow.policy import Decision, PolicyContext, evaluate
 from careflow.rendering import Rendered, Renderer, greeting_name
 from careflow.settings import Settings
-from channels import closing_channel, get_channel
-from channels.sms import sms_preview
+from channels import Channel, closing_channel
 
-CUSTOMER_COLUMNS = [c for c in Customer.__table__.c]
+CUSTOMER_COLUMNS = list(Customer.__table__.c)
+
+#: ``factory(channel name) -> Channel``: what delivers this run's messages
+ChannelFactory = Callable[[str], Channel]
+
+
+class RunStopped(CareflowError):
+    """The run was asked to stop (SIGTERM, Ctrl-C, a cancelled flow run)."""
 
 
 @dataclass
@@ -72,18 +88,53 @@ class BatchResult:
         )
 
 
-def id_ranges(engine: Engine, batch_size: int) -> list[tuple[int, int]]:
-    """Customer-id ranges of ``batch_size`` ids covering every customer."""
-    with engine.connect() as conn:
-        lo, hi = conn.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
-    if lo is None:
-        return []
-    return [(start, min(start + batch_size - 1, hi)) for start in range(lo, hi + 1, batch_size)]
+@dataclass
+class Route:
+    """Everything a batch needs, built once per run (flows/campaign.py ``build_route``)."""
+
+    spec: CampaignSpec
+    engine: Engine
+    settings: Settings
+    run_id: str
+    as_of: date
+    at: datetime
+    channels: list[str]  # preference order this run
+    channel_factory: ChannelFactory
+    ledger: ContactLedger
+    renderer: Renderer
+    params: dict | None = None  # prepared segment parameters (segments.prepare)
+    dry_run: bool = False
+    stop: threading.Event | None = None
+
+    def check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise RunStopped(f"run {self.run_id} of {self.spec.name} was asked to stop")
 
 
-def segment_select(
-    spec: CampaignSpec, as_of: date, at: datetime, id_range, params: dict | None = None
-):
+@dataclass
+class Candidate:
+    """One selected customer on its way through the route."""
+
+    row: dict
+    decision: Decision | None = None
+    key: tuple[int, str] | None = None
+    problem: str | None = None  # unreadable data in the customer's row
+
+    @property
+    def customer_id(self) -> int:
+        return self.row["id"]
+
+
+# --- select --------------------------------------------------------------------------
+def _raw(col):
+    """Dates read as the database holds them, so one unreadable value (SQLite keeps
+    any text) is that customer's problem, not an error for the whole batch."""
+    if isinstance(col.type, Date | DateTime):
+        return type_coerce(col, String).label(col.name)
+    return col
+
+
+def segment_select(spec: CampaignSpec, as_of: date, at: datetime, id_range, params=None):
     """The campaign's segment joined to the customer record, for one id range.
 
     ``params`` (from ``segments.prepare``) replaces the campaign's parameters."""
@@ -93,10 +144,42 @@ def segment_select(
     names = {c.name for c in CUSTOMER_COLUMNS}
     context = [c for c in sub.c if c.name != "customer_id" and c.name not in names]
     return (
-        select(*CUSTOMER_COLUMNS, *context)
+        select(*[_raw(c) for c in CUSTOMER_COLUMNS], *[_raw(c) for c in context])
         .join(sub, sub.c.customer_id == Customer.id)
         .order_by(Customer.id)
     )
+
+
+def _typed(row: dict) -> tuple[dict, str | None]:
+    """``row`` with date columns parsed; the first unreadable one is named in the problem."""
+    out, problem = dict(row), None
+    for name, value in row.items():
+        if not isinstance(value, str) or name not in _DATE_COLUMNS:
+            continue
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            out[name] = None
+            problem = problem or f"{name}: {value[:40]!r} is not a valid date"
+            continue
+        out[name] = parsed.date() if name in _DAY_COLUMNS else parsed
+    return out, problem
+
+
+_DAY_COLUMNS = {c.name for c in CUSTOMER_COLUMNS if isinstance(c.type, Date)} | {"birthday"}
+_DATE_COLUMNS = _DAY_COLUMNS | {c.name for c in CUSTOMER_COLUMNS if isinstance(c.type, DateTime)}
+
+
+def select_candidates(route: Route, id_range: tuple[int, int]) -> list[Candidate]:
+    """Step 1: the segment's customers in ``id_range``, each with its row as data."""
+    query = segment_select(route.spec, route.as_of, route.at, id_range, route.params)
+    with route.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    out = []
+    for r in rows:
+        row, problem = _typed(r)
+        out.append(Candidate(row, problem=problem))
+    return out
 
 
 def load_consents(engine: Engine, id_range) -> dict[int, dict[str, bool]]:
@@ -111,6 +194,40 @@ def load_consents(engine: Engine, id_range) -> dict[int, dict[str, bool]]:
     return out
 
 
+# --- policy and occasion ---------------------------------------------------------------
+def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> None:
+    """Step 2: the policy table decides channel and address (or skip/defer/hold)."""
+    consents = load_consents(route.engine, id_range)
+    for c in candidates:
+        if c.problem:
+            c.decision = Decision.skip(c.customer_id, "invalid_data", c.problem)
+            continue
+        c.decision = evaluate(
+            PolicyContext(
+                customer=c.row,
+                channels=route.channels,
+                now=route.at,
+                consent=consents.get(c.customer_id, {}),
+                consent_required=route.settings.consent_required,
+                default_region=route.settings.sms_default_region,
+                marketing=route.spec.marketing,
+            )
+        )
+
+
+def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:
+    """Step 3: the ledger key of each message: one per customer per occasion."""
+    for c in candidates:
+        try:
+            occasion = occasion_key(route.spec, enrich(c.row), route.as_of)
+        except (ValueError, TypeError) as exc:  # a malformed date in the segment's columns
+            occasion = route.as_of.isoformat()
+            if c.decision is None or c.decision.action == "send":
+                c.decision = Decision.skip(c.customer_id, "invalid_data", str(exc)[:200])
+        c.key = (c.customer_id, occasion)
+
+
+# --- render ----------------------------------------------------------------------------
 def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Settings) -> dict:
     customer = {c.name: row.get(c.name) for c in CUSTOMER_COLUMNS}
     return {
@@ -128,149 +245,136 @@ def render_message(
     renderer: Renderer,
     settings: Settings,
     row: dict,
-    decision: Decision,
+    channel: str,
     as_of: date,
 ) -> Rendered:
     """The message exactly as it will go out, whatever the delivery mode.
 
-    SMS get their opt-out line and length check here rather than only in the
-    live channel, so the outbox and the ledger hold the text a customer
-    would receive, and a too-long SMS fails the same way in a demo.
+    The channel's registry entry finishes it (an SMS gets its opt-out line
+    and length check) here rather than only in the live channel, so the
+    outbox, a dry run and the ledger hold the text a customer would receive.
+    Raises Unsendable with the reason the ledger records.
     """
     locale = row.get("locale") or settings.default_locale
+    entry = registry.get(channel)
     try:
         rendered = renderer.render(
-            spec.name,
-            decision.channel,
-            row.get("locale"),
-            template_context(spec, row, as_of, settings),
+            spec.name, channel, row.get("locale"), template_context(spec, row, as_of, settings)
         )
     except TemplateError as exc:
         raise Unsendable("template_error", str(exc)) from None
-    if decision.channel == "sms":
-        sms = sms_preview(rendered.body, locale=locale, marketing=spec.marketing, settings=settings)
-        if sms.problem:
-            raise Unsendable("sms_too_long", sms.problem)
-        rendered = replace(rendered, body=sms.text)
+    limit = entry.max_subject_chars
+    if limit and rendered.subject and len(rendered.subject) > limit:
+        raise Unsendable(
+            "subject_too_long", f"subject has {len(rendered.subject)} characters; limit {limit}"
+        )
+    if entry.finish is not None:
+        rendered = entry.finish(
+            rendered, locale=locale, marketing=spec.marketing, settings=settings
+        )
     return rendered
 
 
-def process_batch(
-    *,
-    spec: CampaignSpec,
-    engine: Engine,
-    settings: Settings,
-    run_id: str,
-    as_of: date,
-    at: datetime,
-    id_range: tuple[int, int],
-    channel_override: str | None = None,
-    dry_run: bool = False,
-    params: dict | None = None,
-    renderer: Renderer | None = None,
-) -> BatchResult:
-    """Run the whole route for the customers of the campaign's segment in ``id_range``."""
-    renderer = renderer or Renderer(settings.templates_dir, settings.default_locale)
-    result = BatchResult()
-    with engine.connect() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(segment_select(spec, as_of, at, id_range, params)).mappings()
-        ]
-    if not rows:
-        return result
-    result.selected = len(rows)
-    consents = load_consents(engine, id_range)
-    channels = [channel_override] if channel_override else list(spec.channels)
-    region = settings.sms_default_region
-    decisions: dict[int, Decision] = {
-        r["id"]: decide(
-            r,
-            channels,
-            consents.get(r["id"], {}),
-            consent_required=settings.consent_required,
-            default_region=region,
+def build_message(route: Route, c: Candidate, contact_id: int) -> Message:
+    """Step 5: render one owned candidate into the Message its channel will send."""
+    d = c.decision
+    rendered = render_message(
+        route.spec, route.renderer, route.settings, c.row, d.channel, route.as_of
+    )
+    return Message(
+        contact_id=contact_id,
+        campaign=route.spec.name,
+        customer_id=c.customer_id,
+        occasion=c.key[1],
+        channel=d.channel,
+        to=d.address,
+        body=rendered.body,
+        subject=rendered.subject,
+        html=rendered.html,
+        locale=c.row.get("locale") or route.settings.default_locale,
+        marketing=route.spec.marketing,
+    )
+
+
+def policy_outcome(contact_id: int, d: Decision) -> Outcome:
+    """The ledger outcome of a decision not to send now."""
+    if d.action == "hold":
+        return Outcome.failed(contact_id, d.skip_reason, detail=d.detail)
+    detail = d.detail
+    if d.action == "defer" and d.until is not None:
+        detail = f"not before {d.until.isoformat(timespec='minutes')}" + (
+            f"; {detail}" if detail else ""
         )
-        for r in rows
-    }
-    keys = {r["id"]: (r["id"], occasion_key(spec, enrich(r), as_of)) for r in rows}
+    return Outcome.skipped(contact_id, d.skip_reason, detail)
 
-    if dry_run:
-        for r in rows:
-            d = decisions[r["id"]]
-            if d.skip_reason:
-                result.skipped[d.skip_reason] += 1
-                continue
-            try:
-                rendered = render_message(spec, renderer, settings, r, d, as_of)
-            except Unsendable as exc:
-                result.failed[exc.reason] += 1
-                _sample(result, r, d, None, exc.detail)
-                continue
-            result.would_send[d.channel] += 1
-            _sample(result, r, d, rendered.subject or rendered.body, None)
+
+# --- the batch -------------------------------------------------------------------------
+def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
+    """Run the whole route for the campaign's customers in ``id_range``."""
+    result = BatchResult()
+    candidates = select_candidates(route, id_range)
+    if not candidates:
         return result
+    result.selected = len(candidates)
+    apply_policy(route, candidates, id_range)
+    assign_occasions(route, candidates)
 
-    ledger = ContactLedger(engine, settings.reservation_lease_seconds)
-    claim = ledger.claim(spec.name, run_id, list(keys.values()))
+    # step 4: reserve. The ledger, not this task, decides what still needs sending.
+    ledger = route.ledger
+    claim = ledger.claim(route.spec.name, route.run_id, [c.key for c in candidates])
     for state in claim.already.values():
         result.already["in_progress" if state in (State.RESERVED, State.SENDING) else state] += 1
     # Rows an earlier attempt left in 'sending' may have reached the customer: settle
     # them as failed: interrupted rather than leave them hanging or send them again.
     sending = [k for k, state in claim.already.items() if state == State.SENDING]
-    interrupted = ledger.resolve_interrupted(spec.name, sending, run_id) if sending else 0
+    interrupted = ledger.resolve_interrupted(route.spec.name, sending, route.run_id)
     if interrupted:
         result.already["in_progress"] -= interrupted
         result.failed["interrupted"] += interrupted
 
     outcomes: list[Outcome] = []
-    details: dict[int, dict] = {}
-    by_channel: dict[str, list[Message]] = defaultdict(list)
-    for r in rows:
-        contact_id = claim.owned.get(keys[r["id"]])
+    owned: list[tuple[Candidate, int]] = []
+    for c in candidates:
+        contact_id = claim.owned.get(c.key)
         if contact_id is None:
             continue  # another run handled (or is handling) this customer's occasion
-        d = decisions[r["id"]]
-        if d.skip_reason:
-            outcomes.append(Outcome.skipped(contact_id, d.skip_reason, d.detail))
-            continue
-        try:
-            rendered = render_message(spec, renderer, settings, r, d, as_of)
-        except Unsendable as exc:
-            outcomes.append(Outcome.failed(contact_id, exc.reason, detail=exc.detail))
-            continue
-        msg = Message(
-            contact_id=contact_id,
-            campaign=spec.name,
-            customer_id=r["id"],
-            occasion=keys[r["id"]][1],
-            channel=d.channel,
-            to=d.address,
-            body=rendered.body,
-            subject=rendered.subject,
-            html=rendered.html,
-            locale=r.get("locale") or settings.default_locale,
-            marketing=spec.marketing,
-        )
-        by_channel[d.channel].append(msg)
-        details[contact_id] = {
-            "channel": d.channel,
-            "recipient": d.address,
-            "subject": rendered.subject,
-            "body": rendered.body,
-        }
-    ledger.record(outcomes, run_id)  # skips and template errors first: nothing left hanging
+        if c.decision.action == "send":
+            owned.append((c, contact_id))
+        else:
+            outcomes.append(policy_outcome(contact_id, c.decision))
+    ledger.record(outcomes, route.run_id)  # decisions first: nothing left hanging
 
-    for channel_name, messages in by_channel.items():
-        with closing_channel(get_channel(channel_name, settings)) as channel:
-            for start in range(0, len(messages), settings.send_chunk_size):
-                chunk = messages[start : start + settings.send_chunk_size]
-                sent, lost = _send_chunk(ledger, channel, channel_name, chunk, run_id, details)
+    by_channel: dict[str, list[Message]] = defaultdict(list)
+    unsendable: list[Outcome] = []
+    for c, contact_id in owned:
+        route.check_stop()
+        try:
+            msg = build_message(route, c, contact_id)
+        except RecipientError as exc:
+            unsendable.append(Outcome.failed(contact_id, exc.reason, detail=exc.detail))
+            if route.dry_run:
+                _sample(result, c, None, exc.detail)
+            continue
+        by_channel[msg.channel].append(msg)
+        if route.dry_run:
+            _sample(result, c, msg.subject or msg.body, None)
+    ledger.record(unsendable, route.run_id)
+    outcomes += unsendable
+
+    for name, messages in by_channel.items():  # steps 6 and 7: send and record
+        with closing_channel(route.channel_factory(name)) as channel:
+            for start in range(0, len(messages), route.settings.send_chunk_size):
+                route.check_stop()
+                chunk = messages[start : start + route.settings.send_chunk_size]
+                sent, lost = send_chunk(ledger, channel, name, chunk, route.run_id)
                 outcomes.extend(sent)
                 result.already["in_progress"] += lost
 
+    channel_of = {m.contact_id: m.channel for ms in by_channel.values() for m in ms}
     for o in outcomes:
-        if o.state == State.SENT:
+        if o.state == State.SENT and route.dry_run:  # handed to the recorder: would go out
+            result.would_send[channel_of[o.contact_id]] += 1
+        elif o.state == State.SENT:
             result.sent += 1
         elif o.state == State.SKIPPED:
             result.skipped[o.reason] += 1
@@ -280,13 +384,12 @@ def process_batch(
     return result
 
 
-def _send_chunk(
+def send_chunk(
     ledger: ContactLedger,
-    channel,
+    channel: Channel,
     channel_name: str,
     messages: list[Message],
     run_id: str,
-    details: dict[int, dict],
 ) -> tuple[list[Outcome], int]:
     """Mark sending, send, record, for one chunk; returns (outcomes, rows lost to another run).
 
@@ -306,15 +409,25 @@ def _send_chunk(
         ]
     missing = mine - {o.contact_id for o in sent}
     sent += [Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing]
+    details = {
+        m.contact_id: {
+            "channel": m.channel,
+            "recipient": m.to,
+            "subject": m.subject,
+            "body": m.body,
+        }
+        for m in to_send
+    }
     ledger.record(sent, run_id, details)
     return sent, len(messages) - len(to_send)
 
 
-def _sample(result: BatchResult, row: dict, d: Decision, text: str | None, error: str | None):
+def _sample(result: BatchResult, c: Candidate, text: str | None, error: str | None):
     if len(result.samples) < 5:
+        d = c.decision
         result.samples.append(
             {
-                "customer_id": row["id"],
+                "customer_id": c.customer_id,
                 "channel": d.channel,
                 "to": d.address,
                 "text": text,

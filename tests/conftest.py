@@ -14,8 +14,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
+import channels  # noqa: F401 - registers the built-in channels, as the CLI and flows do
 from careflow import db
-from careflow.settings import get_settings
 
 PG_ADMIN_URL = os.environ.get(
     "CAREFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -79,9 +79,7 @@ def db_url(request, tmp_path, monkeypatch):
     db.upgrade(url)
     monkeypatch.setenv("CAREFLOW_DATABASE_URL", url)
     monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
     yield url
-    get_settings.cache_clear()
 
 
 @pytest.fixture

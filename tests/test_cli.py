@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from careflow.settings import PROJECT_ROOT, get_settings
+from careflow.settings import PROJECT_ROOT
 from cli.main import main
 from tests.factories import add_customer, add_orders
 
@@ -37,7 +37,6 @@ def test_every_command_has_help_and_is_in_the_readme(path):
 
 def test_unmigrated_database_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CAREFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
-    get_settings.cache_clear()
     result = CliRunner().invoke(main, ["report", "last"])
     assert result.exit_code == 2
     assert "careflow db upgrade" in result.output and "Traceback" not in result.output
@@ -45,7 +44,6 @@ def test_unmigrated_database_is_a_one_line_error(tmp_path, monkeypatch):
 
 def test_bad_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("CAREFLOW_TIME_ZONE", "Mars/Base")
-    get_settings.cache_clear()
     result = CliRunner().invoke(main, ["segment", "count", "dormant"])
     assert result.exit_code == 2
     assert "CAREFLOW_TIME_ZONE" in result.output and "Mars/Base" in result.output

@@ -48,6 +48,7 @@ def main(argv: list[str]) -> int:
 
     from careflow import db
     from careflow.campaigns import load_campaign
+    from flows.campaign import build_route
     from flows.route import process_batch
     from tests.providers import kit
 
@@ -85,16 +86,9 @@ def main(argv: list[str]) -> int:
     emit("start", run_id=run_id)
     for campaign, channel, lo, hi in plan["jobs"]:
         settings = settings_for(campaign)
-        result = process_batch(
-            spec=load_campaign(campaign, settings.templates_dir),
-            engine=engine,
-            settings=settings,
-            run_id=run_id,
-            as_of=as_of,
-            at=at,
-            id_range=(lo, hi),
-            channel_override=channel,
-        )
+        spec = load_campaign(campaign, settings.templates_dir)
+        route = build_route(settings, spec, run_id, as_of, at, channel, dry_run=False)
+        result = process_batch(route, (lo, hi))
         summary = result.as_dict()
         summary.pop("samples")
         emit("batch", campaign=campaign, channel=channel, range=[lo, hi], result=summary)

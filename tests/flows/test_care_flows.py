@@ -106,11 +106,9 @@ def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, 
 
 def test_channel_outbox_keeps_a_live_setup_on_the_outbox_for_one_run(prefect_api, shop,
                                                                      monkeypatch):
-    from careflow.settings import get_settings
     from flows.care import birthday
 
     monkeypatch.setenv("CAREFLOW_DELIVERY", "live")  # and no provider credentials at all
-    get_settings.cache_clear()
     result = birthday(as_of=AS_OF.isoformat(), channel="outbox")
     assert result["sent"] == 10 and result["delivery"] == "outbox"
     with pytest.raises(ConfigError, match="CAREFLOW_TWILIO_ACCOUNT_SID"):
@@ -120,7 +118,7 @@ def test_channel_outbox_keeps_a_live_setup_on_the_outbox_for_one_run(prefect_api
 def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_path, monkeypatch):
     import shutil
 
-    from careflow.settings import PROJECT_ROOT, get_settings
+    from careflow.settings import PROJECT_ROOT
     from flows.campaign import campaign_flow
 
     root = tmp_path / "templates"
@@ -128,7 +126,6 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
     spec = root / "winback" / "campaign.yaml"
     spec.write_text(spec.read_text().replace("{days: 180}", "{dayz: 180}"))
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
-    get_settings.cache_clear()
     with pytest.raises(ConfigError, match="segment 'dormant': bad parameters.*dayz"):
         campaign_flow(campaign="winback", as_of=AS_OF)
     with shop.connect() as conn:

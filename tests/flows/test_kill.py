@@ -50,9 +50,9 @@ from careflow.campaigns import enrich, load_campaign, occasion_key
 from careflow.db.models import ContactHistory, Customer
 from careflow.messages import State
 from careflow.policy import Decision, decide
-from careflow.settings import PROJECT_ROOT, get_settings
+from careflow.settings import PROJECT_ROOT, load_settings
 from demo.data import seed_demo
-from flows.route import id_ranges, load_consents, segment_select
+from flows.route import load_consents, segment_select
 from tests.flows.kill_worker import CAMPAIGN_OF_SENDER
 from tests.providers.fault_server import FaultServer
 
@@ -151,6 +151,13 @@ class Round:
         )
 
 
+def id_ranges(engine, size: int) -> list[tuple[int, int]]:
+    """Customer-id ranges of ``size`` ids: how this test cuts the work into jobs."""
+    with engine.connect() as conn:
+        lo, hi = conn.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+    return [(start, min(start + size - 1, hi)) for start in range(lo, hi + 1, size)]
+
+
 @dataclass
 class Selected:
     """What the route selects for one campaign, and where it would send each message."""
@@ -162,7 +169,7 @@ class Selected:
 
 def selected(engine, campaign: str, channel: str) -> Selected:
     """The route's own selection, occasions and channel decisions (flows/route.py)."""
-    settings = get_settings()
+    settings = load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
     with engine.connect() as conn:
         full = (1, conn.execute(select(func.max(Customer.id))).scalar_one())
@@ -499,7 +506,7 @@ def test_a_run_paused_past_its_lease_never_sends_what_another_run_took_over(engi
     ``sending`` rows as interrupted, takes over the stale ``reserved`` ones
     and sends them. Then A resumes.
     """
-    assert len(load_campaign("winback", get_settings().templates_dir).channels) >= 2
+    assert len(load_campaign("winback", load_settings().templates_dir).channels) >= 2
     seed_demo(engine, as_of=AS_OF, customers=CUSTOMERS)
     hi = id_ranges(engine, CUSTOMERS)[-1][1]
     jobs = [["winback", None, 1, hi]]

@@ -12,7 +12,9 @@ from sqlalchemy import select, update
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
 from careflow.messages import State
-from careflow.settings import PROJECT_ROOT, get_settings
+from careflow.settings import PROJECT_ROOT, load_settings
+from channels import get_channel
+from flows.campaign import build_route
 from flows.route import process_batch
 from tests.factories import add_customer, set_consent
 
@@ -41,7 +43,6 @@ def templates(tmp_path, monkeypatch):
     (promo / "sms.zh-CN.j2").write_text("{{ name }}，生日当月全场九折。")
     (promo / "sms.en.j2").write_text("{{ name }}, " + "a very long offer " * 40)
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
-    get_settings.cache_clear()
     return root
 
 
@@ -59,18 +60,13 @@ def people(engine):
     return engine
 
 
-def run(engine, campaign="birthday", run_id="run-1", **kw):
-    settings = get_settings()
-    return process_batch(
-        spec=load_campaign(campaign, settings.templates_dir),
-        engine=engine,
-        settings=settings,
-        run_id=run_id,
-        as_of=AS_OF,
-        at=AT,
-        id_range=(1, 100),
-        **kw,
-    )
+def run(engine, campaign="birthday", run_id="run-1", dry_run=False, channel_factory=None):
+    settings = load_settings()
+    spec = load_campaign(campaign, settings.templates_dir)
+    route = build_route(settings, spec, run_id, AS_OF, AT, None, dry_run)
+    if channel_factory is not None:
+        route.channel_factory = channel_factory
+    return process_batch(route, (1, 100))
 
 
 def ledger(engine) -> dict[int, ContactHistory]:
@@ -90,7 +86,7 @@ def test_every_selected_customer_gets_one_recorded_outcome(people, templates):
     assert rows[1].recipient == "+447911123451" and "Happy birthday" in rows[1].body
     assert rows[5].channel == "email" and "生日快乐" in rows[5].subject
     assert rows[2].reason == "invalid_contact" and "12" in rows[2].detail
-    outbox = Path(get_settings().effective_outbox_dir)
+    outbox = Path(load_settings().effective_outbox_dir)
     assert (outbox / "birthday" / "sms" / "1-2026.txt").read_text().startswith("To: +447911123451")
 
 
@@ -141,16 +137,14 @@ class ExplodingChannel:
         raise RuntimeError("provider SDK bug")
 
 
-def test_a_channel_that_raises_fails_its_batch_with_a_reason(people, templates, monkeypatch):
-    import flows.route
-
-    real = flows.route.get_channel
-    monkeypatch.setattr(
-        flows.route,
-        "get_channel",
-        lambda name, settings: ExplodingChannel() if name == "sms" else real(name, settings),
+def test_a_channel_that_raises_fails_its_batch_with_a_reason(people, templates):
+    settings = load_settings()
+    result = run(
+        people,
+        channel_factory=lambda name: (
+            ExplodingChannel() if name == "sms" else get_channel(name, settings)
+        ),
     )
-    result = run(people)
     rows = ledger(people)
     assert rows[1].state == State.FAILED and rows[1].reason == "channel_error"
     assert not rows[1].retryable  # it may have gone out: never resend automatically
@@ -164,9 +158,125 @@ def test_sms_is_recorded_as_sent_opt_out_line_and_length_limit(people, templates
     rows = ledger(people)
     # zh-CN marketing SMS carry the opt-out line, in the ledger and the outbox alike
     assert rows[8].body == "李娜，生日当月全场九折。回复TD退订"
-    outbox = Path(get_settings().effective_outbox_dir) / "promo" / "sms" / "8-2026.txt"
+    outbox = Path(load_settings().effective_outbox_dir) / "promo" / "sms" / "8-2026.txt"
     assert outbox.read_text(encoding="utf-8").rstrip().endswith("回复TD退订")
     # the English text is over CAREFLOW_SMS_MAX_SEGMENTS: failed with the reason, not sent
     assert rows[1].state == State.FAILED and rows[1].reason == "sms_too_long"
     assert "segments" in rows[1].detail
     assert result.failed["sms_too_long"] == 2  # customers 1 and 6 (English)
+
+
+# --- regressions: dry runs tell the truth, bad rows, subjects, stopping -------------------
+def test_a_dry_run_after_a_real_run_would_send_nothing(people, templates):
+    """It used to ignore the contact history and report every customer again."""
+    real = run(people, run_id="run-1")
+    dry = run(people, run_id="dry-1", dry_run=True)
+    assert real.sent == 3
+    assert dry.would_send == {} and dry.already["sent"] == 3
+    assert sum(dry.skipped.values()) == sum(real.skipped.values())
+
+
+def test_a_dry_run_counts_what_a_real_run_then_does(people, templates):
+    dry = run(people, run_id="dry-1", dry_run=True)
+    assert ledger(people) == {}  # nothing written
+    real = run(people, run_id="run-1")
+    assert sum(dry.would_send.values()) == real.sent
+    assert dry.skipped == real.skipped and dry.failed == real.failed
+
+
+def _store_raw_birthday(engine, cid: int, text: str) -> None:
+    from sqlalchemy import text as sql
+
+    with engine.begin() as conn:  # SQLite keeps any text in a DATE column
+        conn.execute(sql("UPDATE customers SET birthday = :b WHERE id = :i"), {"b": text, "i": cid})
+
+
+@pytest.mark.parametrize("stored", ["2023-02-29", "0000-11-23", "not a date"])
+def test_one_unreadable_row_is_that_customers_outcome_not_a_batch_failure(
+    people, templates, stored
+):
+    """It used to fail the whole batch (and the run) on SQLite, without a summary."""
+    if people.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL refuses such a value on insert")
+    from datetime import timedelta
+
+    from tests.factories import add_orders
+
+    add_customer(people, 9, mobile="+447911123459", country="GB")
+    for cid in (1, 9):  # both dormant: the win-back campaign selects them
+        add_orders(people, cid, [AS_OF - timedelta(days=400)])
+    _store_raw_birthday(people, 9, stored)
+    result = run(people, campaign="winback")
+    rows = ledger(people)
+    assert result.selected == 2
+    assert rows[1].state == State.SENT  # the rest of the batch goes out
+    assert rows[9].state == State.SKIPPED and rows[9].reason == "invalid_data"
+    assert "birthday" in rows[9].detail and stored[:10] in rows[9].detail
+
+
+def test_an_unreadable_date_is_reported_when_the_segment_selects_it(people, templates):
+    if people.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL refuses such a value on insert")
+    # SQLite's date functions read 2026-02-30 as March 2nd; Python cannot
+    add_customer(people, 9, mobile="+447911123459", birthday=BDAY)
+    _store_raw_birthday(people, 9, "1990-06-01x")
+    with people.begin() as conn:
+        from sqlalchemy import text as sql
+
+        conn.execute(sql("UPDATE customers SET created_at = 'yesterday' WHERE id = 1"))
+    result = run(people)
+    rows = ledger(people)
+    assert rows[1].state == State.SKIPPED and rows[1].reason == "invalid_data"
+    assert "created_at" in rows[1].detail
+    assert rows[6].state == State.SENT
+    assert result.skipped["invalid_data"] >= 1
+
+
+def test_a_subject_longer_than_the_ledger_keeps_fails_before_sending(people, templates):
+    long = templates / "longsubject"
+    long.mkdir()
+    (long / "campaign.yaml").write_text(
+        "segment: birthday\nchannels: [email]\noccasion: yearly\nmarketing: false\n"
+    )
+    (long / "email.en.subject.j2").write_text("{{ 'Happy birthday ' * 40 }}")
+    (long / "email.en.txt.j2").write_text("Hello {{ name }}")
+    result = run(people, campaign="longsubject")
+    rows = ledger(people)
+    assert rows[5].state == State.FAILED and rows[5].reason == "subject_too_long"
+    assert result.sent == 0 and result.failed["subject_too_long"] >= 1
+    outbox = Path(load_settings().effective_outbox_dir) / "longsubject"
+    assert not outbox.exists()  # nothing went out
+
+
+def test_recording_never_fails_on_a_long_recipient(engine):
+    from careflow.ledger import ContactLedger
+    from careflow.messages import Outcome
+
+    add_customer(engine, 1)
+    led = ContactLedger(engine)
+    claim = led.claim("c", "r", [(1, "2026")])
+    cid = claim.owned[(1, "2026")]
+    led.mark_sending([cid], "email", "r")
+    led.record([Outcome.sent(cid, "p" * 500)], "r", {cid: {"recipient": "x" * 1000}})
+    row = ledger(engine)[1]
+    assert row.state == State.SENT and len(row.recipient) == 254 and row.recipient.endswith("…")
+
+
+def test_a_stopped_batch_releases_what_it_reserved_for_the_next_run(people, templates):
+    import threading
+
+    from careflow.ledger import ContactLedger
+    from flows.route import RunStopped
+
+    settings = load_settings()
+    spec = load_campaign("birthday", settings.templates_dir)
+    stop = threading.Event()
+    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False, stop=stop)
+    stop.set()  # SIGTERM arrived: the flow set the run's stop event
+    with pytest.raises(RunStopped):
+        process_batch(route, (1, 100))
+    released, interrupted = ContactLedger(people).release("run-1")
+    assert interrupted == 0 and released == 3  # the three sendable customers
+    assert {r.state for r in ledger(people).values()} == {State.SKIPPED}
+    again = run(people, run_id="run-2")  # the next run takes them at once
+    assert again.sent == 3
