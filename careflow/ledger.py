@@ -27,7 +27,7 @@ import functools
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 
 from careflow.db.models import ContactEvent, ContactHistory
+from careflow.events import TimelineEvent
 from careflow.messages import Outcome, State
 
 CH = ContactHistory.__table__
@@ -407,15 +408,11 @@ class ContactLedger:
 
     # --- after delivery: the customer's timeline ------------------------------
     @_retry_busy_database
-    def add_events(self, events: Sequence[dict]) -> None:
-        """Append events (delivered, reply, opt_out, bounce, order...) to the timeline.
-
-        Each dict needs customer_id, kind, occurred_at; contact_id, provider_id
-        and payload are optional. Provider webhooks land here.
-        """
+    def add_events(self, events: Sequence[TimelineEvent]) -> None:
+        """Append events (delivered, reply, opt-out, bounce, order...) to timelines."""
         if events:
             with self.engine.begin() as conn:
-                conn.execute(insert(ContactEvent.__table__), list(events))
+                conn.execute(insert(ContactEvent.__table__), [asdict(e) for e in events])
 
     def history(self, customer_id: int, limit: int = 50) -> list[dict]:
         """The customer's contact history, newest first, each contact with its events."""

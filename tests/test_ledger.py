@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from careflow.db.models import ContactHistory
+from careflow.events import TimelineEvent
 from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger, utcnow
 from careflow.messages import Outcome, State
 from tests.factories import add_customer
@@ -90,13 +91,13 @@ def test_history_shows_contacts_with_their_events(engine):
     )
     ledger.add_events(
         [
-            {
-                "customer_id": 1,
-                "contact_id": cid,
-                "kind": "delivered",
-                "occurred_at": datetime(2026, 11, 22, 9, 1),
-                "provider_id": "SM1",
-            }
+            TimelineEvent(
+                customer_id=1,
+                contact_id=cid,
+                kind="delivered",
+                occurred_at=datetime(2026, 11, 22, 9, 1),
+                provider_id="SM1",
+            )
         ]
     )
     (entry,) = ledger.history(1)

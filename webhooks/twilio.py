@@ -1,0 +1,77 @@
+"""Twilio: SMS status callbacks and inbound messages.
+
+Verify: ``X-Twilio-Signature`` is an HMAC-SHA1, keyed with the account's
+Auth Token, of the full public URL Twilio called plus the sorted POST
+parameters; the SDK's ``RequestValidator`` computes it. Behind a reverse
+proxy the URL must be the public one Twilio used, not the internal one.
+
+Parse: status callbacks carry ``MessageSid`` and ``MessageStatus`` (and
+``ErrorCode`` when it failed) but no event id or time, so the event id is
+``MessageSid:status`` (Twilio retries the same status; a new status is a
+new event) and the time is when it arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from twilio.request_validator import RequestValidator
+
+from careflow.events import EventKind, InboundEvent
+
+_STATUS = {
+    "accepted": EventKind.QUEUED,
+    "scheduled": EventKind.QUEUED,
+    "queued": EventKind.QUEUED,
+    "sending": EventKind.QUEUED,
+    "sent": EventKind.SENT,
+    "delivered": EventKind.DELIVERED,
+    "read": EventKind.DELIVERED,
+    "undelivered": EventKind.UNDELIVERED,
+    "failed": EventKind.FAILED,
+    "canceled": EventKind.FAILED,
+}
+
+
+def verify(auth_token: str, url: str, params: Mapping[str, str], signature: str | None) -> bool:
+    """True when ``signature`` is Twilio's for this public ``url`` and form ``params``."""
+    if not signature or not auth_token:
+        return False
+    return RequestValidator(auth_token).validate(url, dict(params), signature)
+
+
+def parse_status(params: Mapping[str, str], received_at: datetime) -> InboundEvent:
+    """A status callback as an event (ValueError when it is not one)."""
+    sid, status = params.get("MessageSid"), (params.get("MessageStatus") or "").lower()
+    if not sid or not status:
+        raise ValueError("not a Twilio status callback: MessageSid and MessageStatus needed")
+    return InboundEvent(
+        provider="twilio",
+        kind=_STATUS.get(status, EventKind.UNKNOWN),
+        event_id=f"{sid}:{status}",
+        occurred_at=received_at,
+        channel="sms",
+        provider_message_id=sid,
+        recipient=params.get("To"),
+        reason=params.get("ErrorCode") or None,
+        raw=dict(params),
+    )
+
+
+def parse_inbound(params: Mapping[str, str], received_at: datetime) -> InboundEvent:
+    """An inbound SMS (a reply) as an event; its text is kept as sent."""
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    if not sid or "From" not in params:
+        raise ValueError("not a Twilio inbound message: MessageSid and From needed")
+    return InboundEvent(
+        provider="twilio",
+        kind=EventKind.REPLIED,
+        event_id=sid,
+        occurred_at=received_at,
+        channel="sms",
+        provider_message_id=sid,
+        recipient=params.get("From"),
+        text=params.get("Body", ""),
+        raw=dict(params),
+    )
