@@ -43,24 +43,117 @@ def finish_run(engine: Engine, run_id: str, summary: dict) -> None:
         )
 
 
-def last_runs(engine: Engine, include_dry_runs: bool = False) -> list[dict]:
-    """The latest finished run of each campaign, as summaries."""
+def run_status(row) -> str:
+    """completed, stopped, failed: <why>, or running (or died without a word: SIGKILL)."""
+    if row.finished_at is None:
+        return "running or died"
+    stopped = (row.summary or {}).get("stopped")
+    return stopped or "completed"
+
+
+def runs_since(engine: Engine, since: datetime | None = None, limit: int = 100) -> list[dict]:
+    """Every run, newest first: failed, stopped and unfinished ones included."""
+    query = select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(Run.started_at >= since)
     with engine.connect() as conn:
-        where = [Run.finished_at.is_not(None)]
-        if not include_dry_runs:
-            where.append(Run.dry_run.is_(False))
+        rows = conn.execute(query).all()
+    out = []
+    for r in rows:
+        summary = r.summary or {}
+        out.append(
+            {
+                "run_id": r.id,
+                "campaign": r.campaign,
+                "status": run_status(r),
+                "started_at": r.started_at.isoformat(sep=" ", timespec="seconds"),
+                "finished_at": r.finished_at.isoformat(sep=" ", timespec="seconds")
+                if r.finished_at
+                else None,
+                "as_of": r.as_of.date().isoformat(),
+                "channel": r.channel,
+                "dry_run": bool(r.dry_run),
+                "selected": summary.get("selected"),
+                "sent": summary.get("sent"),
+                "skipped": summary.get("skipped", {}),
+                "failed": summary.get("failed", {}),
+            }
+        )
+    return out
+
+
+def runs_table(runs: list[dict]) -> str:
+    """One line per run: when, what, as of, how, status and counts."""
+    header = [
+        "started (UTC)",
+        "campaign",
+        "as of",
+        "channel",
+        "status",
+        "selected",
+        "sent",
+        "skipped",
+        "failed",
+    ]
+    rows = [
+        [
+            r["started_at"],
+            r["campaign"] + (" (dry run)" if r["dry_run"] else ""),
+            r["as_of"],
+            r["channel"] or "-",
+            r["status"],
+            "-" if r["selected"] is None else str(r["selected"]),
+            "-" if r["sent"] is None else str(r["sent"]),
+            str(sum(r["skipped"].values())),
+            f"{sum(r['failed'].values())}: {_fmt_reasons(r['failed'])}" if r["failed"] else "0",
+        ]
+        for r in runs
+    ]
+    return text_table(header, rows)
+
+
+def last_runs(engine: Engine, include_dry_runs: bool = False) -> list[dict]:
+    """The latest run of each campaign, whatever became of it, as summaries.
+
+    A run that failed or was stopped is the latest run all the same: hiding
+    it behind an older completed one would tell an operator all is well.
+    """
+    with engine.connect() as conn:
+        where = [] if include_dry_runs else [Run.dry_run.is_(False)]
         latest = (
-            select(Run.campaign, func.max(Run.finished_at).label("t"))
+            select(Run.campaign, func.max(Run.started_at).label("t"))
             .where(*where)
             .group_by(Run.campaign)
             .subquery()
         )
         rows = conn.execute(
-            select(Run.summary, Run.finished_at)
-            .join(latest, (latest.c.campaign == Run.campaign) & (latest.c.t == Run.finished_at))
+            select(Run)
+            .join(latest, (latest.c.campaign == Run.campaign) & (latest.c.t == Run.started_at))
+            .where(*where)
             .order_by(Run.campaign)
         ).all()
-    return [dict(r.summary, finished_at=r.finished_at.isoformat(timespec="seconds")) for r in rows]
+    out = []
+    for r in rows:
+        summary = r.summary or {
+            "campaign": r.campaign,
+            "as_of": r.as_of.date().isoformat(),
+            "dry_run": bool(r.dry_run),
+            "selected": 0,
+            "sent": 0,
+            "skipped": {},
+            "failed": {},
+            "already": {},
+            "would_send": {},
+        }
+        out.append(
+            dict(
+                summary,
+                status=run_status(r),
+                started_at=r.started_at.isoformat(sep=" ", timespec="seconds"),
+                finished_at=r.finished_at.isoformat(timespec="seconds") if r.finished_at else None,
+            )
+        )
+    return out
 
 
 def _fmt_reasons(counts: dict) -> str:
@@ -69,7 +162,8 @@ def _fmt_reasons(counts: dict) -> str:
 
 def summary_line(s: dict) -> list[str]:
     sent = s.get("would_send") if s.get("dry_run") else None
-    return [
+    when = [s["started_at"], s.get("as_of", ""), s["status"]] if "status" in s else []
+    return when + [
         s["campaign"],
         str(s["selected"]),
         (f"({sum(sent.values())} would send)" if sent is not None else str(s["sent"])),
@@ -94,8 +188,11 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def summary_table(summaries: list[dict]) -> str:
-    """A plain-text table, one row per campaign run."""
-    return text_table(HEADER, [summary_line(s) for s in summaries])
+    """A plain-text table, one row per campaign run (with when and status for reports)."""
+    header = (
+        ["started (UTC)", "as of", "status"] if summaries and "status" in summaries[0] else []
+    ) + HEADER
+    return text_table(header, [summary_line(s) for s in summaries])
 
 
 def summary_markdown(s: dict) -> str:

@@ -263,28 +263,45 @@ def preview(campaign, customer_id, as_of, channel):
 @main.command()
 @click.argument("campaign")
 @_as_of_option
-@click.option("--dry-run", is_flag=True, help="Select and render, but send and record nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Make every decision a real run would (contact history, policy, rendering); "
+    "send and record nothing.",
+)
 @click.option(
     "--channel",
     type=ChannelChoice(),
     default=None,
     help="Use this channel for everyone this run (outbox: deliver to the local outbox).",
 )
-def run(campaign, as_of, dry_run, channel):
-    """Run CAMPAIGN now as a Prefect flow and print its summary."""
+@click.option(
+    "--allow-past",
+    is_flag=True,
+    help="Confirm a real run dated before today: it sends now what was meant for then.",
+)
+def run(campaign, as_of, dry_run, channel, allow_past):
+    """Run CAMPAIGN now as a Prefect flow and print its summary.
+
+    Ctrl-C (or SIGTERM) stops a run cleanly: messages not yet sent are left
+    for the next run, and any in doubt are recorded as interrupted.
+    """
     from careflow.clock import resolve_as_of
     from careflow.report import summary_table
-    from flows.campaign import campaign_flow
+    from flows.campaign import campaign_flow, check_not_backdated
     from flows.care import CARE_FLOWS
 
+    settings = _settings()
     _engine()  # fail fast on an unmigrated database, before Prefect starts
-    if as_of:
-        resolve_as_of(as_of, _settings().time_zone)  # a clear error for a malformed date
+    if as_of:  # a clear error for a malformed or back-dated date, before Prefect starts
+        day, _ = resolve_as_of(as_of, settings.time_zone)
+        check_not_backdated(day, settings.time_zone, dry_run, allow_past)
     fn = CARE_FLOWS.get(campaign)
+    kwargs = {"as_of": as_of, "channel": channel, "dry_run": dry_run, "allow_past": allow_past}
     summary = (
-        fn(as_of=as_of, channel=channel, dry_run=dry_run)
+        fn(**kwargs)
         if fn
-        else campaign_flow(campaign=campaign, as_of=as_of, channel=channel, dry_run=dry_run)
+        else campaign_flow(campaign=campaign, **kwargs)
     )
     click.echo(summary_table([summary]))
     if summary["already"].get("sent"):
@@ -344,6 +361,35 @@ def retry(campaign, reason, customer_id):
 @main.group()
 def report():
     """Reports on campaign runs."""
+
+
+@report.command("runs")
+@click.option(
+    "--since",
+    default=None,
+    help="Only runs started on or after this date (YYYY-MM-DD); default: all.",
+)
+@click.option("--limit", default=50, show_default=True, help="Most runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_runs(since, limit, as_json):
+    """Every run, newest first: when, as of, channel, status (failed and stopped too), counts."""
+    from datetime import datetime
+
+    from careflow.report import runs_since, runs_table
+
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
+        ) from None
+    runs = runs_since(_engine(), start, limit)
+    if as_json:
+        click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+    elif not runs:
+        click.echo("no runs yet: try `careflow demo` or `careflow run birthday`")
+    else:
+        click.echo(runs_table(runs))
 
 
 @report.command("last")

@@ -22,6 +22,7 @@ import threading
 import uuid
 from datetime import date, datetime
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -154,6 +155,32 @@ def process_batch_task(
     return process_batch(route, (lo, hi)).as_dict()
 
 
+def run_name() -> str:
+    """A flow run's name says what and when: ``winback 2026-11-22 dry run``, ``birthday now``."""
+    params = flow_run.parameters or {}
+    what = params.get("campaign") or flow_run.flow_name or "campaign"
+    when = params.get("as_of") or "now"
+    when = when.isoformat() if hasattr(when, "isoformat") else str(when)
+    extra = [f"via {params['channel']}"] if params.get("channel") else []
+    extra += ["dry run"] if params.get("dry_run") else []
+    return " ".join([what, when, *extra])
+
+
+def business_today(zone: str) -> date:
+    return datetime.now(ZoneInfo(zone)).date()
+
+
+def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool) -> None:
+    """Refuse a real run dated in the past unless it was confirmed."""
+    today = business_today(zone)
+    if as_of < today and not dry_run and not allow_past:
+        raise ConfigError(
+            f"--as-of {as_of} is {(today - as_of).days} day(s) ago: a real run would send "
+            "today what was meant for then; rehearse it with --dry-run, or confirm with "
+            "--allow-past (allow_past in a flow run)"
+        )
+
+
 def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
     """Everything that can be wrong with configuration, before anyone is selected."""
     renderer = Renderer(settings.templates_dir, settings.default_locale)
@@ -173,10 +200,14 @@ def run_campaign(
     channel: str | None = None,
     dry_run: bool = False,
     settings: Settings | None = None,
+    allow_past: bool = False,
 ) -> dict:
     """Select, render, send and record one campaign; returns the run summary.
 
     Must be called inside a Prefect flow (the care flows are thin wrappers).
+    A real run dated before today sends today what was meant for then (a
+    birthday wish three weeks late), so it needs ``allow_past``; a dry run
+    may travel in time freely.
     """
     logger = get_run_logger()
     settings = settings or load_settings()
@@ -184,6 +215,14 @@ def run_campaign(
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
     as_of_date, at = resolve_as_of(as_of, settings.time_zone)
+    check_not_backdated(as_of_date, settings.time_zone, dry_run, allow_past)
+    if allow_past and not dry_run and as_of_date < business_today(settings.time_zone):
+        logger.warning(
+            "%s: sending as of %s, %d day(s) ago, as confirmed (allow_past)",
+            campaign,
+            as_of_date,
+            (business_today(settings.time_zone) - as_of_date).days,
+        )
 
     if channel == "outbox":
         settings = settings.model_copy(update={"delivery": "outbox"})
@@ -273,12 +312,13 @@ def run_campaign(
 
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;
 # on a Prefect worker with Dask, swap in prefect-dask's DaskTaskRunner here.
-@flow(name="campaign", flow_run_name="{campaign} {as_of}", task_runner=ThreadPoolTaskRunner())
+@flow(name="campaign", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
 def campaign_flow(
     campaign: str,
     as_of: date | datetime | None = None,
     channel: ChannelChoice | None = None,
     dry_run: bool = False,
+    allow_past: bool = False,
 ) -> dict:
     """Run any campaign in templates/ by name."""
-    return run_campaign(campaign, as_of, channel, dry_run)
+    return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)

@@ -10,7 +10,9 @@ Parameters (typed, so the UI's run form offers a date picker and a channel list)
   date-time; empty means now, which is what schedules use;
 - channel: send everyone on this channel this run, or "outbox" to deliver to
   the local outbox instead of the providers;
-- dry_run: select and render only; nothing is sent or recorded.
+- dry_run: make every decision a real run would; nothing is sent or recorded;
+- allow_past: confirm a real run dated before today (it sends now what was
+  meant for then); without it such a run stops before selecting anyone.
 """
 
 from __future__ import annotations
@@ -20,39 +22,57 @@ from datetime import date, datetime
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.campaign import ChannelChoice, run_campaign
+from flows.campaign import ChannelChoice, run_campaign, run_name
 
 AsOf = date | datetime | None
 
 
-@flow(name="birthday", flow_run_name="birthday {as_of}", task_runner=ThreadPoolTaskRunner())
-def birthday(as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False):
+@flow(name="birthday", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+def birthday(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
     """Birthday wishes to customers whose birthday is today in their own time zone."""
-    return run_campaign("birthday", as_of, channel, dry_run)
+    return run_campaign("birthday", as_of, channel, dry_run, allow_past=allow_past)
 
 
 @flow(
     name="reorder-reminder",
-    flow_run_name="reorder-reminder {as_of}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(),
 )
 def reorder_reminder(
-    as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
 ):
     """Remind customers whose own purchase rhythm says they are about to run out."""
-    return run_campaign("reorder_reminder", as_of, channel, dry_run)
+    return run_campaign("reorder_reminder", as_of, channel, dry_run, allow_past=allow_past)
 
 
-@flow(name="winback", flow_run_name="winback {as_of}", task_runner=ThreadPoolTaskRunner())
-def winback(as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False):
+@flow(name="winback", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+def winback(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
     """Reach customers who have not bought for more than 180 days."""
-    return run_campaign("winback", as_of, channel, dry_run)
+    return run_campaign("winback", as_of, channel, dry_run, allow_past=allow_past)
 
 
-@flow(name="vip-care", flow_run_name="vip-care {as_of}", task_runner=ThreadPoolTaskRunner())
-def vip_care(as_of: AsOf = None, channel: ChannelChoice | None = None, dry_run: bool = False):
+@flow(name="vip-care", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+def vip_care(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
     """Monthly personal note to the top tiers of the customer pyramid."""
-    return run_campaign("vip_care", as_of, channel, dry_run)
+    return run_campaign("vip_care", as_of, channel, dry_run, allow_past=allow_past)
 
 
 CARE_FLOWS = {

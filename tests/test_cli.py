@@ -87,3 +87,39 @@ def test_preview_history_and_report(engine):
     assert "no contact history" in out.output
     out = runner.invoke(main, ["report", "last", "--json"])
     assert json.loads(out.output) == []
+
+
+def test_report_lists_failed_and_stopped_runs_with_dates(engine):
+    """A failed run used to vanish from `report last`, which showed no dates either."""
+    from datetime import datetime
+
+    from careflow.campaigns import CampaignSpec
+    from careflow.report import finish_run, start_run
+
+    spec = CampaignSpec(name="winback", segment="dormant", channels=["sms"])
+    at = datetime(2026, 11, 20, 12)
+    start_run(engine, "ok-1", spec, at, "outbox", False)
+    finish_run(engine, "ok-1", {"campaign": "winback", "as_of": "2026-11-20", "dry_run": False,
+                                "selected": 5, "sent": 5, "skipped": {}, "failed": {},
+                                "already": {}, "would_send": {}})
+    start_run(engine, "bad-2", spec, datetime(2026, 11, 21, 12), "outbox", False)
+    finish_run(engine, "bad-2", {"campaign": "winback", "as_of": "2026-11-21", "dry_run": False,
+                                 "selected": 5, "sent": 1, "skipped": {}, "failed": {},
+                                 "already": {}, "would_send": {}, "stopped": "stopped"})
+    runner = CliRunner()
+    last = runner.invoke(main, ["report", "last"])
+    assert last.exit_code == 0 and "stopped" in last.output and "2026-11-21" in last.output
+    runs = runner.invoke(main, ["report", "runs"])
+    lines = runs.output.splitlines()
+    assert "stopped" in lines[2] and "completed" in lines[3]  # newest first
+    since = runner.invoke(main, ["report", "runs", "--since", "2099-01-01"])
+    assert "no runs yet" in since.output
+
+
+def test_a_back_dated_real_run_needs_confirmation(engine):
+    """`run birthday --as-of <3 weeks ago>` used to send 'happy birthday today' late, silently."""
+    past = (date.today() - timedelta(days=22)).isoformat()
+    out = CliRunner().invoke(main, ["run", "birthday", "--as-of", past])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "22 day(s) ago" in out.output and "--allow-past" in out.output
+    assert "--dry-run" in out.output  # time travel without sending stays free

@@ -153,7 +153,8 @@ def test_deploy_run_with_parameters_and_a_worker_executes_it(server, tmp_path):
 
     # prefect.yaml delivers live; channel=outbox keeps this run local, as an operator would
     run = _api(server["url"], f"/deployments/{deployment['id']}/create_flow_run",
-               {"parameters": {"as_of": AS_OF, "channel": "outbox", "dry_run": False}})
+               {"parameters": {"as_of": AS_OF, "channel": "outbox", "dry_run": False,
+                               "allow_past": True}})
     _prefect(server, "worker", "start", "--pool", "careflow", "--run-once", env=env)
 
     state = _api(server["url"], f"/flow_runs/{run['id']}")["state"]

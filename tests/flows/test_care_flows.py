@@ -44,12 +44,12 @@ def shop(engine, monkeypatch):
 def test_care_flows_send_once_across_runs(prefect_api, shop):
     from flows.care import birthday, reorder_reminder
 
-    first = birthday(as_of=AS_OF.isoformat())
+    first = birthday(as_of=AS_OF.isoformat(), allow_past=True)
     assert first["selected"] == 10 and first["sent"] == 10
-    again = birthday(as_of=AS_OF.isoformat())
+    again = birthday(as_of=AS_OF.isoformat(), allow_past=True)
     assert again["sent"] == 0 and again["already"] == {"sent": 10}
 
-    due = reorder_reminder(as_of=AS_OF.isoformat())
+    due = reorder_reminder(as_of=AS_OF.isoformat(), allow_past=True)
     # median gap 30; due when 30 <= days since < 60: everyone here
     assert due["selected"] == 30 and due["sent"] == 30
     with shop.connect() as conn:
@@ -93,10 +93,10 @@ def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, 
     from cli.main import main
 
     runner = CliRunner()
-    first = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22"])
+    first = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22", "--allow-past"])
     assert first.exit_code == 0, first.output
     assert "birthday  10        10" in first.output
-    again = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22"])
+    again = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22", "--allow-past"])
     assert "10 customer(s) already got this occasion's message earlier" in again.output
     dry = runner.invoke(main, ["run", "reorder_reminder", "--dry-run", "--as-of", "2026-11-22"])
     assert "(30 would send)" in dry.output and "samples:" in dry.output
@@ -109,10 +109,10 @@ def test_channel_outbox_keeps_a_live_setup_on_the_outbox_for_one_run(prefect_api
     from flows.care import birthday
 
     monkeypatch.setenv("CAREFLOW_DELIVERY", "live")  # and no provider credentials at all
-    result = birthday(as_of=AS_OF.isoformat(), channel="outbox")
+    result = birthday(as_of=AS_OF.isoformat(), channel="outbox", allow_past=True)
     assert result["sent"] == 10 and result["delivery"] == "outbox"
     with pytest.raises(ConfigError, match="CAREFLOW_TWILIO_ACCOUNT_SID"):
-        birthday(as_of=AS_OF.isoformat())
+        birthday(as_of=AS_OF.isoformat(), allow_past=True)
 
 
 def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_path, monkeypatch):
@@ -127,6 +127,6 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
     spec.write_text(spec.read_text().replace("{days: 180}", "{dayz: 180}"))
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
     with pytest.raises(ConfigError, match="segment 'dormant': bad parameters.*dayz"):
-        campaign_flow(campaign="winback", as_of=AS_OF)
+        campaign_flow(campaign="winback", as_of=AS_OF, allow_past=True)
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
