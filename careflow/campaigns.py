@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from careflow.errors import ConfigError
+from careflow.money import with_amounts
 
 ContentChannel = Literal["sms", "email", "fax"]
 Occasion = Literal["yearly", "quarterly", "monthly", "weekly", "daily", "last_purchase"]
@@ -87,8 +88,10 @@ def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
 
 
 def enrich(row: dict) -> dict:
-    """Segment columns as templates want them (dates as dates, whatever the driver gave)."""
-    out = dict(row)
+    """Segment columns as templates want them: dates as dates, whatever the driver
+    gave, and money in minor units (``monetary_minor``) as a Decimal amount
+    (``monetary``) in the row's currency."""
+    out = with_amounts(row)
     if isinstance(out.get("last_purchase_on"), str):
         out["last_purchase_on"] = date.fromisoformat(out["last_purchase_on"][:10])
     return out
