@@ -91,3 +91,28 @@ def test_segment_list_and_preview_show_the_exact_amount(engine):
     )
     assert out.exit_code == 0, out.output
     assert "£39.99" in out.output  # the customer's currency, not the CNY default
+
+
+def test_a_sum_over_two_currencies_is_not_shown_as_money(engine):
+    from sqlalchemy import update
+
+    from careflow.db.models import Order
+    from careflow.errors import TemplateError
+    from careflow.rendering import Renderer
+    from careflow.settings import PROJECT_ROOT
+    from segments import pyramid
+    from tests.factories import rows
+
+    add_customer(engine, 1)
+    add_orders(engine, 1, [AS_OF - timedelta(days=3), AS_OF - timedelta(days=2)], amount="10")
+    with engine.begin() as conn:
+        conn.execute(
+            update(Order)
+            .where(Order.ordered_on == AS_OF - timedelta(days=2))
+            .values(currency="USD")
+        )
+    row = with_amounts(rows(engine, pyramid(AS_OF))[1])
+    assert row["currency"] is None and row["monetary"] is None
+    ctx = {**row, "name": "Ann", "brand": "Shop", "customer": {"owner": None}}
+    with pytest.raises(TemplateError, match="mixes currencies"):
+        Renderer(PROJECT_ROOT / "templates").render("vip_care", "email", "en", ctx)
