@@ -6,7 +6,6 @@ import random
 import tempfile
 import uuid
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, text
@@ -91,7 +90,7 @@ def populate(
                     "ordered_at": datetime.combine(day, time(12)),
                     "ordered_on": day,
                     "currency": "GBP",
-                    "amount": Decimal(rnd.randint(5, 500)),
+                    "amount_minor": rnd.randint(5, 500) * 100,  # GBP pence
                 }
             )
             day -= timedelta(days=max(1, int(rnd.gauss(rhythm, rhythm / 4))))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from careflow import registry
 from careflow.errors import ConfigError
+from careflow.money import with_amounts
 
 Occasion = Literal["yearly", "quarterly", "monthly", "weekly", "daily", "last_purchase"]
 
@@ -96,8 +97,10 @@ def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
 
 
 def enrich(row: dict) -> dict:
-    """Segment columns as templates want them (dates as dates, whatever the driver gave)."""
-    out = dict(row)
+    """Segment columns as templates want them: dates as dates, whatever the driver
+    gave, and money in minor units (``monetary_minor``) as a Decimal amount
+    (``monetary``) in the row's currency."""
+    out = with_amounts(row)
     if isinstance(out.get("last_purchase_on"), str):
         out["last_purchase_on"] = date.fromisoformat(out["last_purchase_on"][:10])
     return out

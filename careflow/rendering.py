@@ -58,6 +58,8 @@ def _locale_of(ctx) -> Locale:
 
 @jinja2.pass_context
 def _money(ctx, amount, currency: str | None = None) -> str:
+    if amount is None:  # careflow.money.with_amounts: a sum over several currencies
+        raise ValueError("no amount to show: it is missing or mixes currencies")
     currency = currency or ctx.get("currency") or "CNY"
     return format_currency(Decimal(str(amount)), currency, locale=_locale_of(ctx))
 

@@ -208,6 +208,7 @@ def segment_list(name, as_of, params, limit):
     from sqlalchemy import select
 
     from careflow.db.models import Customer
+    from careflow.money import with_amounts
     from careflow.report import text_table
 
     engine = _engine()
@@ -226,8 +227,10 @@ def segment_list(name, as_of, params, limit):
         query = query.limit(limit)
     with engine.connect() as conn:
         result = conn.execute(query)
-        cols = list(result.keys())
-        rows = [["" if v is None else str(v) for v in r] for r in result]
+        # money columns (monetary_minor) shown as amounts (monetary), as templates see them
+        cols = list(with_amounts(dict.fromkeys(result.keys())))
+        shown = [with_amounts(r) for r in result.mappings()]
+    rows = [["" if v is None else str(v) for v in r.values()] for r in shown]
     click.echo(text_table(cols, rows))
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, Table, func, insert, select, text
 
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
 from careflow.errors import DataError
+from careflow.money import from_minor, to_minor
 from demo.contacts import email_address, fax_number, mobile_number
 
 # --- vocabulary ----------------------------------------------------------
@@ -286,7 +287,7 @@ def _orders(rng: random.Random, people: list[_Person], as_of: date) -> tuple[lis
                 if all(sku != s for s, _ in items):
                     qty = max(1, round(p.scale * rng.uniform(0.5, 1.5) * (4 if p.business else 1)))
                     items.append((sku, qty))
-            total = Decimal(0)
+            total = 0  # minor units of the customer's currency
             for sku, qty in items:
                 unit = prices[p.currency][sku]
                 amount = unit * qty
@@ -297,8 +298,8 @@ def _orders(rng: random.Random, people: list[_Person], as_of: date) -> tuple[lis
                         "order_id": oid,
                         "sku": sku,
                         "quantity": qty,
-                        "unit_price": unit,
-                        "amount": amount,
+                        "unit_price_minor": unit,
+                        "amount_minor": amount,
                     }
                 )
             at = datetime.combine(day, time(hour, rng.randint(0, 59), rng.randint(0, 59)))
@@ -310,18 +311,18 @@ def _orders(rng: random.Random, people: list[_Person], as_of: date) -> tuple[lis
                     "ordered_at": at,
                     "ordered_on": day,
                     "currency": p.currency,
-                    "amount": total,
+                    "amount_minor": total,
                 }
             )
-            p.spent_cny += float(total) * CNY_PER[p.currency]
+            p.spent_cny += float(from_minor(total, p.currency)) * CNY_PER[p.currency]
     return orders, lines
 
 
-def _local_price(cny: int, currency: str) -> Decimal:
-    """Shelf prices: CNY as listed, elsewhere converted and ending in .99."""
+def _local_price(cny: int, currency: str) -> int:
+    """Shelf prices in minor units: CNY as listed, elsewhere converted and ending in .99."""
     if currency == "CNY":
-        return Decimal(cny)
-    return Decimal(max(1, round(cny / CNY_PER[currency]))) - Decimal("0.01")
+        return to_minor(cny, currency)
+    return to_minor(Decimal(max(1, round(cny / CNY_PER[currency]))) - Decimal("0.01"), currency)
 
 
 # --- who they are --------------------------------------------------------------

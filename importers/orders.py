@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from careflow.db.models import Customer, Order, OrderLine, Product
 from careflow.errors import DataError
+from careflow.money import to_minor
 
 DEFAULT_MAPPING: dict[str, str] = {
     "invoice": "InvoiceNo",
@@ -47,7 +48,6 @@ OPTIONAL = ("description", "country")
 MAX_EXAMPLES = 20
 READ_CHUNK = 100_000
 INSERT_CHUNK = 10_000
-CENT = Decimal("0.01")
 
 #: progress(stage, done, total) — total is None while the row count is unknown.
 Progress = Callable[[str, int, int | None], None]
@@ -502,9 +502,10 @@ def _load(
     _insert_many(conn, _PRODUCTS, new_products)
     report.products_created = len(new_products)
 
-    # Line amounts in Decimal: float cents drift over hundreds of thousands of rows.
-    units: dict[str, Decimal] = {}
-    totals: dict[str, Decimal] = dict.fromkeys(rows["invoice"].unique(), Decimal(0))
+    # Line amounts from the exact Decimal price, rounded once to the minor unit;
+    # the order total is the sum of its lines, in integers (careflow.money).
+    units: dict[str, tuple[Decimal, int]] = {}
+    totals: dict[str, int] = dict.fromkeys(rows["invoice"].unique(), 0)
     lines: list[dict] = []
     for invoice, sku, qty, price in zip(
         rows["invoice"].tolist(),
@@ -515,16 +516,17 @@ def _load(
     ):
         unit = units.get(price)
         if unit is None:
-            unit = units[price] = Decimal(price)
-        amount = (unit * qty).quantize(CENT, ROUND_HALF_UP)
+            exact = Decimal(price)
+            unit = units[price] = (exact, to_minor(exact, currency))
+        amount = to_minor(unit[0] * qty, currency)
         totals[invoice] += amount
         lines.append(
             {
                 "order_id": invoice,
                 "sku": sku,
                 "quantity": qty,
-                "unit_price": unit.quantize(CENT, ROUND_HALF_UP),
-                "amount": amount,
+                "unit_price_minor": unit[1],
+                "amount_minor": amount,
             }
         )
 
@@ -541,7 +543,7 @@ def _load(
                 "ordered_at": at,
                 "ordered_on": at.date(),
                 "currency": currency,
-                "amount": totals[invoice],
+                "amount_minor": totals[invoice],
             }
         )
     order_ids: dict[str, int] = {}

@@ -20,16 +20,22 @@ Both ways give the same answer (tests/segments/test_vip.py checks it):
 "fewer than p x N buyers strictly better" is the same as "at least as good
 as the buyer at position ceil(p x N)".
 
-Amounts are summed as stored; a shop selling in several currencies should
-run one pyramid per currency (``currency=``).
+Money is summed exactly, as integer minor units (careflow/money.py), so
+"spent exactly the cut value" means the same in both ways on every
+database: the cut values are integers too. ``monetary_minor`` comes with
+the ``currency`` it is in; templates see it as ``monetary``, a Decimal.
+Without ``currency=`` the pyramid ranks sums across currencies as they
+are, which only makes sense for one currency: a shop selling in several
+should run one pyramid per currency. A buyer who paid in more than one
+currency gets ``currency`` NULL, so no template prints their mixed sum
+as if it were one currency.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
 
-from sqlalchemy import Numeric, Select, case, func, literal, select
+from sqlalchemy import BigInteger, Select, case, cast, func, literal, select
 from sqlalchemy.engine import Connection
 
 from careflow.db.models import Order
@@ -63,7 +69,12 @@ def _buyers(as_of: date, window_days: int, currency: str | None, id_range=None) 
     return (
         select(
             Order.customer_id,
-            func.sum(Order.amount).label("monetary"),
+            # sum(bigint) is NUMERIC on PostgreSQL: back to an exact integer.
+            cast(func.sum(Order.amount_minor), BigInteger).label("monetary_minor"),
+            case(
+                (func.count(func.distinct(Order.currency)) == 1, func.min(Order.currency)),
+                else_=None,
+            ).label("currency"),
             func.count(func.distinct(Order.ordered_on)).label("frequency"),
             (literal(day_number_of(as_of)) - day_number(func.max(Order.ordered_on))).label(
                 "days_since"
@@ -89,8 +100,8 @@ def pyramid(
 
     ``*_pct`` are cumulative shares of buyers: the defaults give 1% VIP,
     4% Large, 15% Medium, 80% Small. ``cutoffs`` comes from ``prepare``.
-    Columns: customer_id, monetary, frequency, days_since, buyers, tier,
-    r_score, f_score, m_score.
+    Columns: customer_id, monetary_minor, currency, frequency, days_since,
+    buyers, tier, r_score, f_score, m_score.
     """
     tier_bps = _tier_bps(vip_pct, large_pct, medium_pct)
     if cutoffs is not None:
@@ -101,7 +112,7 @@ def pyramid(
     ranked = select(
         buyers,
         n.label("buyers"),
-        func.rank().over(order_by=buyers.c.monetary.desc()).label("m_rank"),
+        func.rank().over(order_by=buyers.c.monetary_minor.desc()).label("m_rank"),
         func.rank().over(order_by=buyers.c.days_since.asc()).label("r_rank"),
         func.rank().over(order_by=buyers.c.frequency.desc()).label("f_rank"),
     ).cte("ranked")
@@ -117,7 +128,8 @@ def pyramid(
     )
     query = select(
         ranked.c.customer_id,
-        ranked.c.monetary,
+        ranked.c.monetary_minor,
+        ranked.c.currency,
         ranked.c.frequency,
         ranked.c.days_since,
         ranked.c.buyers,
@@ -136,22 +148,23 @@ def _with_cutoffs(buyers: Select, cutoffs: dict) -> Select:
     b = buyers.subquery("buyers")
     m, f, r = cutoffs["monetary"], cutoffs["frequency"], cutoffs["recency"]
 
-    def money(value):
-        return literal(Decimal(value), Numeric(14, 2))
+    def money(value):  # a cut value: integer minor units, compared exactly
+        return literal(int(value), BigInteger)
 
     def score(tests):  # "at least as good as the boundary" for the top 20/40/60/80 %
         return case(*[(t, 5 - i) for i, t in enumerate(tests)], else_=1)
 
     tier = case(
-        *[(b.c.monetary >= money(m[name]), name) for name in ("VIP", "Large", "Medium")],
+        *[(b.c.monetary_minor >= money(m[name]), name) for name in ("VIP", "Large", "Medium")],
         else_="Small",
     )
-    m_score = score([b.c.monetary >= money(c) for c in m["quintiles"]])
+    m_score = score([b.c.monetary_minor >= money(c) for c in m["quintiles"]])
     f_score = score([b.c.frequency >= c for c in f["quintiles"]])
     r_score = score([b.c.days_since <= c for c in r["quintiles"]])
     return select(
         b.c.customer_id,
-        b.c.monetary,
+        b.c.monetary_minor,
+        b.c.currency,
         b.c.frequency,
         b.c.days_since,
         literal(cutoffs["buyers"]).label("buyers"),
@@ -183,7 +196,7 @@ def prepare(
     n = len(rows)
     if n == 0:
         return {"cutoffs": None}
-    money = sorted((Decimal(r.monetary) for r in rows), reverse=True)
+    money = sorted((int(r.monetary_minor) for r in rows), reverse=True)
     freq = sorted((r.frequency for r in rows), reverse=True)
     recency = sorted(r.days_since for r in rows)
 
@@ -193,8 +206,8 @@ def prepare(
     return {
         "cutoffs": {
             "buyers": n,
-            "monetary": {name: str(at(money, bp)) for name, bp in tier_bps.items()}
-            | {"quintiles": [str(at(money, bp)) for bp in QUINTILES_BP]},
+            "monetary": {name: at(money, bp) for name, bp in tier_bps.items()}
+            | {"quintiles": [at(money, bp) for bp in QUINTILES_BP]},
             "frequency": {"quintiles": [int(at(freq, bp)) for bp in QUINTILES_BP]},
             "recency": {"quintiles": [int(at(recency, bp)) for bp in QUINTILES_BP]},
         }

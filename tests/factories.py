@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from decimal import Decimal
 from itertools import count
 
 from sqlalchemy import Engine, insert, select
 
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
+from careflow.money import to_minor
 
 _order_ids = count(1)
 
@@ -48,7 +48,7 @@ def add_orders(
                         "ordered_at": datetime.combine(d, time(10)),
                         "ordered_on": d,
                         "currency": "GBP",
-                        "amount": Decimal(amount),
+                        "amount_minor": to_minor(amount, "GBP"),
                     }
                 ],
             )
@@ -62,8 +62,8 @@ def add_orders(
                             "order_id": oid,
                             "sku": sku,
                             "quantity": qty,
-                            "unit_price": Decimal(1),
-                            "amount": Decimal(qty),
+                            "unit_price_minor": 100,
+                            "amount_minor": 100 * qty,
                         }
                     ],
                 )

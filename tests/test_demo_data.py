@@ -93,7 +93,7 @@ def demo(engine):
             ]
             line_sums = dict(
                 conn.execute(
-                    select(LINES.c.order_id, func.sum(LINES.c.amount)).group_by(LINES.c.order_id)
+                    select(LINES.c.order_id, func.sum(LINES.c.amount_minor)).group_by(LINES.c.order_id)
                 ).all()
             )
         _SEEDED[engine.dialect.name] = (counts, *rows, line_sums)
@@ -110,7 +110,7 @@ def test_counts_and_orders_are_consistent(demo):
 
     by_id = {c["id"]: c for c in customers}
     for o in orders:
-        assert o["amount"] == line_sums[o["id"]]
+        assert o["amount_minor"] == line_sums[o["id"]]
         assert o["ordered_on"] == o["ordered_at"].date()
         assert AS_OF - timedelta(days=730) <= o["ordered_on"] <= AS_OF
         customer = by_id[o["customer_id"]]
@@ -220,7 +220,7 @@ def test_every_care_segment_has_an_audience_around_as_of(demo):
     spend: Counter[int] = Counter()
     for o in orders:
         days[o["customer_id"]].add(o["ordered_on"])
-        spend[o["customer_id"]] += o["amount"]
+        spend[o["customer_id"]] += o["amount_minor"]
     buyers = sorted(spend, key=spend.__getitem__, reverse=True)
     top = sum(spend[c] for c in buyers[: len(buyers) // 100]) / sum(spend.values())
     assert top > 0.1  # the pyramid is heavy at the top

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -67,20 +66,20 @@ def test_loads_purchases_and_counts_every_skip(engine, tmp_path):
             )
         }
         names = dict(conn.execute(select(PRODUCTS.c.sku, PRODUCTS.c.name)).all())
-        line_amounts = sorted(conn.execute(select(LINES.c.amount)).scalars())
+        line_amounts = sorted(conn.execute(select(LINES.c.amount_minor)).scalars())
     # "17850.0" is how spreadsheets write customer 17850: one customer, not two.
     assert customers == {"17850": "United Kingdom", "13047": "France"}
     assert set(orders) == {"536365", "536366", "536367", "536416"}
     first = orders["536365"]
     assert first.customer == "17850"
-    assert first.amount == Decimal("35.64")  # 6 * 2.55 + 6 * 3.39
+    assert first.amount_minor == 3564  # 6 * 2.55 + 6 * 3.39 GBP, in pence
     assert first.currency == "GBP"
     assert first.ordered_at == datetime(2010, 12, 1, 8, 26)
     assert first.ordered_on == date(2010, 12, 1)
     assert orders["536416"].ordered_on == date(2010, 12, 1)  # 23:59:59 stays that day
-    assert orders["536416"].amount == Decimal("0.01")  # 1 * 0.005, rounded half up
+    assert orders["536416"].amount_minor == 1  # 1 * 0.005, rounded half up to a penny
     assert names["84879"] == "ASSORTED COLOUR BIRD ORNAMENT, LARGE"
-    assert Decimal("54.08") in line_amounts  # 32 * 1.69
+    assert 5408 in line_amounts  # 32 * 1.69
 
 
 def test_reimport_adds_nothing(engine, tmp_path):
@@ -191,8 +190,8 @@ SO-2;RICE5;1;2024-03-31T18:00:00;45.50;C-78;Wuchang rice 5kg
     with engine.connect() as conn:
         so1 = conn.execute(select(ORDERS).where(ORDERS.c.external_ref == "SO-1")).one()
         rice = conn.execute(select(PRODUCTS.c.name).where(PRODUCTS.c.sku == "RICE5")).scalar()
-    assert (so1.amount, so1.currency, so1.ordered_on) == (
-        Decimal("179.00"),
+    assert (so1.amount_minor, so1.currency, so1.ordered_on) == (
+        17900,
         "CNY",
         date(2024, 3, 1),
     )

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from careflow import db
 from careflow.db.models import Customer, Order, OrderLine, Product
+from careflow.money import from_minor
 from importers.orders import ImportReport, import_orders
 from tests.reference_segments import reference_dormant, reference_reorder_due
 
@@ -79,8 +80,10 @@ def test_import_report_accounts_for_every_row(retail):
 def test_database_holds_what_the_report_says(retail):
     engine, _, _ = retail
     with engine.connect() as conn:
-        n_orders, revenue = conn.execute(select(func.count(), func.sum(Order.amount))).one()
-        n_lines, line_revenue = conn.execute(select(func.count(), func.sum(OrderLine.amount))).one()
+        n_orders, revenue = conn.execute(select(func.count(), func.sum(Order.amount_minor))).one()
+        n_lines, line_revenue = conn.execute(
+            select(func.count(), func.sum(OrderLine.amount_minor))
+        ).one()
         assert conn.execute(select(func.count(Customer.id))).scalar_one() == 4_339
         assert conn.execute(select(func.count()).select_from(Product)).scalar_one() == 3_665
         first = conn.execute(
@@ -94,10 +97,11 @@ def test_database_holds_what_the_report_says(retail):
             )
         ).scalar_one()
     assert (n_orders, n_lines) == (18_536, 397_924)
-    # SQLite stores NUMERIC as REAL: compare sums to the cent.
-    assert round(Decimal(revenue), 2) == round(Decimal(line_revenue), 2) == Decimal("8911407.90")
+    # Money is integer pence (careflow.money): the sums are exact on every database.
+    assert from_minor(revenue, "GBP") == from_minor(line_revenue, "GBP") == Decimal("8911407.90")
     assert (first.customer, first.country) == ("17850", "United Kingdom")
-    assert first.ordered_on == date(2010, 12, 1) and first.amount == Decimal("139.12")
+    assert first.ordered_on == date(2010, 12, 1)
+    assert from_minor(first.amount_minor, first.currency) == Decimal("139.12")
     assert no_contact == 4_339  # the file has no contact details at all
 
 

@@ -7,12 +7,16 @@ Dates and times: ``orders.ordered_at`` is stored as given by the source
 (naive, the shop's clock) and ``orders.ordered_on`` is its calendar day, so
 segments can count calendar days with an index instead of parsing
 timestamps. Ledger timestamps are UTC.
+
+Money: amounts are exact integers in the currency's minor unit
+(``amount_minor``, see careflow/money.py), never floats or SQL NUMERIC
+(SQLite keeps NUMERIC as a binary float). An order carries its currency;
+its lines are in the same currency.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import Decimal
 
 from sqlalchemy import (
     JSON,
@@ -24,7 +28,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -101,8 +104,10 @@ class Order(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     ordered_at: Mapped[datetime] = mapped_column(DateTime)
     ordered_on: Mapped[date] = mapped_column(Date, index=True)
+    #: ISO 4217 code (careflow.money)
     currency: Mapped[str] = mapped_column(String(3))
-    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    #: the order total in minor units of ``currency``: 3999 is 39.99 GBP
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
 
 
 class OrderLine(Base):
@@ -112,8 +117,9 @@ class OrderLine(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
     quantity: Mapped[int] = mapped_column(Integer)
-    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
-    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    #: minor units of the order's currency, like the order total
+    unit_price_minor: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
 
 
 class Campaign(Base):

@@ -2,6 +2,7 @@
 
 from datetime import date, timedelta
 
+from careflow.money import from_minor
 from segments import pyramid, vip
 from tests.factories import add_customer, add_orders, rows
 
@@ -42,7 +43,7 @@ def test_window_excludes_old_and_future_orders(engine):
     add_orders(engine, 2, [AS_OF - timedelta(days=5)], amount="10")
     add_orders(engine, 2, [AS_OF + timedelta(days=1)], amount="9999")
     got = rows(engine, pyramid(AS_OF))
-    assert set(got) == {2} and float(got[2]["monetary"]) == 10
+    assert set(got) == {2} and from_minor(got[2]["monetary_minor"], "GBP") == 10
 
 
 def test_rfm_scores_are_quintiles_with_5_best(engine):
@@ -85,3 +86,66 @@ def test_shares_are_exact_not_floating_point(engine):
     _spenders(engine, range(3000, 0, -10))
     tiers = [r["tier"] for r in rows(engine, pyramid(AS_OF)).values()]
     assert tiers.count("VIP") == 3 and tiers.count("Large") == 12
+
+
+def _tiers_both_ways(engine, batch=50):
+    """Tiers from the window-function path (segment list, preview) and from the
+    prepared path a campaign run takes (cut values from prepare, batch by batch)."""
+    from segments.vip import prepare
+
+    whole = {c: r["tier"] for c, r in rows(engine, pyramid(AS_OF)).items()}
+    with engine.connect() as conn:
+        params = prepare(conn, AS_OF)
+    batched = {}
+    for lo in range(1, max(whole) + 1, batch):
+        got = rows(engine, pyramid(AS_OF, id_range=(lo, lo + batch - 1), **params))
+        batched |= {c: r["tier"] for c, r in got.items()}
+    return whole, batched
+
+
+def test_a_customer_spending_exactly_the_vip_cut_off_is_vip_in_runs_and_lists(engine):
+    """10.00 + 29.99 is exactly 39.99, the top spend: VIP whichever path asks.
+
+    Regression: amounts were stored as REAL on SQLite, where 10.00 + 29.99 is
+    39.989999999999995: the run (cut value 39.99 from prepare) put this
+    customer in Large while `segment list` and `preview` said VIP, so the
+    run sent the Large wording."""
+    add_customer(engine, 1)
+    add_orders(engine, 1, [AS_OF - timedelta(days=3)], amount="10.00")
+    add_orders(engine, 1, [AS_OF - timedelta(days=2)], amount="29.99")
+    for cid in range(2, 101):  # 99 others, all spending less
+        add_customer(engine, cid)
+        add_orders(engine, cid, [AS_OF - timedelta(days=2)], amount=f"{30 - cid * 0.25:.2f}")
+    whole, batched = _tiers_both_ways(engine)
+    assert whole[1] == batched[1] == "VIP"
+    assert whole == batched
+
+
+def test_customers_tied_at_the_cut_off_by_different_sums_share_the_tier(engine):
+    add_customer(engine, 1)
+    add_orders(engine, 1, [AS_OF - timedelta(days=3)], amount="10.00")
+    add_orders(engine, 1, [AS_OF - timedelta(days=2)], amount="29.99")
+    add_customer(engine, 2)
+    add_orders(engine, 2, [AS_OF - timedelta(days=2)], amount="39.99")
+    for cid in range(3, 101):
+        add_customer(engine, cid)
+        add_orders(engine, cid, [AS_OF - timedelta(days=2)], amount=f"{30 - cid * 0.25:.2f}")
+    whole, batched = _tiers_both_ways(engine)
+    assert whole[1] == whole[2] == batched[1] == batched[2] == "VIP"
+    assert whole == batched
+
+
+def test_prepared_and_window_paths_agree_on_amounts_with_cents(engine):
+    """The per-batch form equals the window form on prices with cents, where
+    sums of binary floats would drift."""
+    import random
+
+    rnd = random.Random(11)
+    prices = ["0.10", "0.20", "0.70", "9.99", "19.99", "29.99", "10.00", "4.35"]
+    for cid in range(1, 301):
+        add_customer(engine, cid)
+        for _ in range(rnd.randint(1, 5)):
+            add_orders(engine, cid, [AS_OF - timedelta(days=rnd.randint(1, 300))],
+                       amount=rnd.choice(prices))
+    whole, batched = _tiers_both_ways(engine)
+    assert whole == batched
