@@ -63,6 +63,7 @@ class InboundEvent:
     provider_message_id: str | None = None  # what the send recorded as provider_id
     recipient: str | None = None  # the customer's address (never logged)
     contact_key: str | None = None  # careflow's ledger key, where the provider echoes it
+    customer_id: int | None = None  # where the source names the customer (unsubscribe links)
     text: str | None = None  # a reply's text
     reason: str | None = None  # error code, bounce reason
     raw: dict = field(default_factory=dict, compare=False, hash=False)  # kept for audit

@@ -16,6 +16,8 @@ Decisions a rule can return:
   not retryable, until ``careflow retry``).
 
 Skip reasons (recorded in the ledger and counted in reports):
+- ``opted_out``, ``bounced``, ``spam_report``, ``unsubscribed``, ``dropped``: the
+  address is suppressed (careflow/responses.py records why)
 - ``opted_out``: the customer could only be reached on channels they opted out of
 - ``no_consent``: CAREFLOW_CONSENT_REQUIRED is on and no opt-in is recorded
 - ``no_contact``: no address on file for any usable channel
@@ -24,7 +26,7 @@ Skip reasons (recorded in the ledger and counted in reports):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -84,6 +86,8 @@ class PolicyContext:
     default_region: str = "CN"
     marketing: bool = True
     history: Sequence[dict] = ()
+    #: (channel, address) -> reason, for addresses that must receive nothing
+    suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def customer_id(self) -> int:
@@ -183,8 +187,28 @@ class ContactPointRule:
         )
 
 
+class SuppressionRule:
+    """Never an address that opted out, bounced hard or reported spam (careflow/responses.py)."""
+
+    name = "suppression"
+
+    def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        if not ctx.suppressed:
+            return options
+        open_ = [o for o in options if (o.channel, o.address) not in ctx.suppressed]
+        if open_:
+            return open_
+        first = options[0]
+        reason = ctx.suppressed[(first.channel, first.address)]
+        return Decision.skip(
+            ctx.customer_id,
+            reason,
+            "; ".join(f"{o.channel} {ctx.suppressed[(o.channel, o.address)]}" for o in options),
+        )
+
+
 #: The policy table, in order. Quiet hours and frequency caps slot in after these.
-DEFAULT_RULES: tuple[Rule, ...] = (ConsentRule(), ContactPointRule())
+DEFAULT_RULES: tuple[Rule, ...] = (ConsentRule(), ContactPointRule(), SuppressionRule())
 
 
 def evaluate(ctx: PolicyContext, rules: Sequence[Rule] = DEFAULT_RULES) -> Decision:

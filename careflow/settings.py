@@ -179,6 +179,41 @@ class Settings(BaseSettings):
     )
     # --- end of live delivery channels --------------------------------------
 
+    # ======================================================================
+    # --- responses: `careflow serve` (docs/responses.md) -------------------
+    # ======================================================================
+    public_base_url: str | None = Field(
+        default=None,
+        description="The URL providers call careflow serve at (https://care.example.com), "
+        "as seen from outside any reverse proxy: Twilio signs the URL it called.",
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None,
+        description="Verification key of SendGrid's Signed Event Webhook (base64, from the "
+        "SendGrid console).",
+    )
+    webhook_tolerance_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="How old a signed SendGrid request may be before it counts as a replay.",
+    )
+    sinch_callback_token: SecretStr | None = Field(
+        default=None,
+        description="Secret path token in the fax callback URL (Sinch signs nothing); "
+        ">= 24 characters.",
+    )
+    attribution_window_days: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        description="An order this soon after a delivered message converts it (last touch).",
+    )
+    serve_max_body_bytes: int = Field(
+        default=5_000_000, ge=10_000, description="Largest webhook request accepted."
+    )
+    # --- end of responses ---------------------------------------------------
+
 
 def load_settings(**overrides) -> Settings:
     """Read settings from the environment; raise ConfigError naming the bad variable.

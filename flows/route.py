@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
@@ -26,7 +26,7 @@ from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 import segments
 from careflow import registry
 from careflow.campaigns import CampaignSpec, enrich, occasion_key
-from careflow.db.models import Consent, Customer
+from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
 from careflow.ledger import ContactLedger
 from careflow.messages import Message, Outcome, State
@@ -196,23 +196,59 @@ def load_consents(engine: Engine, id_range) -> dict[int, dict[str, bool]]:
 
 # --- policy and occasion ---------------------------------------------------------------
 def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> None:
-    """Step 2: the policy table decides channel and address (or skip/defer/hold)."""
+    """Step 2: the policy table decides channel and address (or skip/defer/hold).
+
+    Suppressed addresses are looked up for the addresses the table picked,
+    in one query per batch; only customers who hit one are decided again,
+    so they fall back to their next channel where they have one.
+    """
     consents = load_consents(route.engine, id_range)
+    contexts = {}
     for c in candidates:
         if c.problem:
             c.decision = Decision.skip(c.customer_id, "invalid_data", c.problem)
             continue
-        c.decision = evaluate(
-            PolicyContext(
-                customer=c.row,
-                channels=route.channels,
-                now=route.at,
-                consent=consents.get(c.customer_id, {}),
-                consent_required=route.settings.consent_required,
-                default_region=route.settings.sms_default_region,
-                marketing=route.spec.marketing,
-            )
+        contexts[c.customer_id] = ctx = PolicyContext(
+            customer=c.row,
+            channels=route.channels,
+            now=route.at,
+            consent=consents.get(c.customer_id, {}),
+            consent_required=route.settings.consent_required,
+            default_region=route.settings.sms_default_region,
+            marketing=route.spec.marketing,
         )
+        c.decision = evaluate(ctx)
+    suppressed: dict[tuple[str, str], str] = {}
+    checked: set[tuple[str, str]] = set()
+    pending = list(candidates)
+    for _ in range(len(route.channels) + 1):  # a fallback address may be suppressed too
+        picked = {(c.decision.channel, c.decision.address) for c in pending if c.decision.address}
+        suppressed |= load_suppressions(route.engine, picked - checked)
+        checked |= picked
+        pending = [c for c in pending if (c.decision.channel, c.decision.address) in suppressed]
+        if not pending:
+            return
+        for c in pending:
+            c.decision = evaluate(replace(contexts[c.customer_id], suppressed=suppressed))
+
+
+def load_suppressions(engine: Engine, addresses) -> dict[tuple[str, str], str]:
+    """Which of these (channel, address) pairs are suppressed, and why."""
+    out: dict[tuple[str, str], str] = {}
+    by_channel: dict[str, list[str]] = defaultdict(list)
+    for channel, address in addresses:
+        by_channel[channel].append(address)
+    with engine.connect() as conn:
+        for channel, found in by_channel.items():
+            for start in range(0, len(found), 1000):
+                for r in conn.execute(
+                    select(Suppression.address, Suppression.reason).where(
+                        Suppression.channel == channel,
+                        Suppression.address.in_(found[start : start + 1000]),
+                    )
+                ):
+                    out[(channel, r.address)] = r.reason
+    return out
 
 
 def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:

@@ -166,23 +166,60 @@ class ContactHistory(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the latest delivery state the provider reported (careflow/events.py ranks them)
+    delivery_state: Mapped[str | None] = mapped_column(String(16))
+    delivery_rank: Mapped[int | None] = mapped_column(Integer)
+    delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ContactEvent(Base):
-    """Everything that happens after a send: delivery status, replies, opt-outs, orders."""
+    """Everything that happens after a send: delivery status, replies, opt-outs, orders.
+
+    ``(provider, event_id)`` is unique: providers retry and duplicate, and the
+    same event is recorded once. An event whose message or customer is not
+    (yet) known keeps ``contact_id``/``customer_id`` empty and is matched
+    when the send it belongs to is recorded (a status callback can outrun
+    the ledger write of its own send).
+    """
 
     __tablename__ = "contact_events"
-    __table_args__ = (Index("ix_contact_events_customer", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_contact_events_customer", "customer_id", "occurred_at"),
+        UniqueConstraint("provider", "event_id", name="uq_contact_events_provider_event"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contact_history.id", ondelete="SET NULL"), index=True
     )
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE")
+    )
     kind: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime] = mapped_column(DateTime)
-    provider_id: Mapped[str | None] = mapped_column(String(128))
+    provider_id: Mapped[str | None] = mapped_column(String(128), index=True)
     payload: Mapped[dict | None] = mapped_column(JSON)
+    provider: Mapped[str | None] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(160))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Suppression(Base):
+    """Addresses that must receive nothing (more): opt-outs, bounces, spam reports.
+
+    Kept by address, not customer, so a number shared by a household or a
+    number no customer record matches is blocked all the same.
+    """
+
+    __tablename__ = "suppressions"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(String(254), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Run(Base):

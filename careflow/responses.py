@@ -1,0 +1,425 @@
+"""What comes back, recorded once: delivery states, replies, opt-outs, bounces, conversions.
+
+Written once against :class:`careflow.events.InboundEvent`, whatever the
+provider (webhooks/ turns each provider's callbacks into those events):
+
+1. **Idempotent.** Every event is inserted under its unique
+   ``(provider, event_id)``; a retried or duplicated callback inserts
+   nothing and changes nothing.
+2. **Matched** to the message it is about: by careflow's ledger key where
+   the provider echoes it (SendGrid's ``custom_args``), else by the
+   provider's message id, else (a reply) by the number we last texted.
+   An event whose message is not known yet is kept and matched later
+   (:func:`match_orphans`): a status callback can outrun the ledger write
+   of its own send.
+3. **Ordered.** A message's delivery state only moves up the ranks in
+   ``careflow.events.DELIVERY_RANK``: a late "sent" never overwrites
+   "delivered", whatever order the provider posts them in.
+4. **Acted on.** An opt-out keyword (careflow/keywords.py, in the customer's
+   language) or a provider's unsubscribe revokes consent for that channel
+   and suppresses the address; an opt-in keyword restores it; hard
+   bounces, drops and spam reports suppress the address. The policy stage
+   skips suppressed addresses with the suppression's reason.
+5. **Attributed.** An order within the attribution window after a
+   delivered message is linked to it (last touch: the latest delivered
+   message before the order), see :func:`attribute_orders`.
+
+All of it is set-based: one call handles a whole batch of events in one
+transaction, so a burst of callbacks is a few statements, not a storm.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    Engine,
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+
+from careflow.db.models import (
+    Consent,
+    ContactEvent,
+    ContactHistory,
+    Customer,
+    Order,
+    Suppression,
+)
+from careflow.events import DELIVERY_RANK, EventKind, InboundEvent
+from careflow.keywords import classify
+from careflow.ledger import utcnow
+
+CH = ContactHistory.__table__
+CE = ContactEvent.__table__
+
+#: Twilio error codes that mean "never text this number again"
+_TWILIO_SUPPRESS = {"21610": "opted_out", "30006": "landline", "30005": "unknown_number"}
+_SUPPRESSING = {
+    EventKind.DROPPED: "dropped",
+    EventKind.SPAM_REPORT: "spam_report",
+    EventKind.UNSUBSCRIBED: "unsubscribed",
+}
+
+
+@dataclass
+class Ingested:
+    """What one batch of events did, for the service's answer, logs and Prefect events."""
+
+    received: int = 0
+    duplicates: int = 0
+    unmatched: int = 0
+    kinds: Counter = field(default_factory=Counter)  # recorded kind -> count
+    #: (timeline kind, customer_id, contact_id, campaign) of each new event, for Prefect
+    recorded: list[tuple[str, int | None, int | None, str | None]] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    event: InboundEvent
+    id: int | None = None
+    contact_id: int | None = None
+    customer_id: int | None = None
+    campaign: str | None = None
+    locale: str | None = None
+    kind: str = ""
+
+
+def record_events(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
+    """Record a batch of provider events exactly once and act on them (module docs)."""
+    result = Ingested(received=len(events))
+    if not events:
+        return result
+    now = utcnow()
+    unique = list({(e.provider, e.event_id): e for e in events}.values())
+    with engine.begin() as conn:
+        seen = _existing(conn, unique)
+        rows = [_Row(e) for e in unique if (e.provider, e.event_id) not in seen]
+        result.duplicates = len(events) - len(rows)
+        if not rows:
+            return result
+        _match(conn, rows)
+        for r in rows:
+            r.kind = _timeline_kind(r)
+        conn.execute(
+            insert(CE),
+            [
+                {
+                    "provider": r.event.provider,
+                    "event_id": r.event.event_id,
+                    "kind": r.kind,
+                    "occurred_at": r.event.occurred_at,
+                    "received_at": now,
+                    "channel": r.event.channel,
+                    "provider_id": r.event.provider_message_id,
+                    "contact_id": r.contact_id,
+                    "customer_id": r.customer_id,
+                    "detail": r.event.reason,
+                    "payload": r.event.raw or None,
+                }
+                for r in rows
+            ],
+        )
+        _advance_delivery(conn, [(r.contact_id, r.event.kind) for r in rows if r.contact_id], now)
+        _act(conn, rows, now)
+    for r in rows:
+        result.kinds[r.kind] += 1
+        result.unmatched += r.contact_id is None and r.customer_id is None
+        result.recorded.append((r.kind, r.customer_id, r.contact_id, r.campaign))
+    return result
+
+
+def _existing(conn, events: Sequence[InboundEvent]) -> set[tuple[str, str]]:
+    out = set()
+    for provider in {e.provider for e in events}:
+        ids = [e.event_id for e in events if e.provider == provider]
+        for start in range(0, len(ids), 1000):
+            out |= {
+                (provider, r.event_id)
+                for r in conn.execute(
+                    select(CE.c.event_id).where(
+                        CE.c.provider == provider, CE.c.event_id.in_(ids[start : start + 1000])
+                    )
+                )
+            }
+    return out
+
+
+def _match(conn, rows: Sequence[_Row]) -> None:
+    """Find each event's ledger row: by ledger key, provider message id, or last number texted."""
+    cols = (CH.c.id, CH.c.customer_id, CH.c.campaign, Customer.locale)
+    base = select(*cols).join(Customer, Customer.id == CH.c.customer_id)
+    keys = {}
+    for r in rows:
+        key = r.event.contact_key
+        if key and key.count(":") >= 2:
+            campaign, customer, occasion = key.split(":", 2)
+            if customer.isdigit():
+                keys[(campaign, int(customer), occasion)] = r
+    for (campaign, customer, occasion), r in keys.items():
+        hit = conn.execute(
+            base.where(
+                CH.c.campaign == campaign, CH.c.customer_id == customer, CH.c.occasion == occasion
+            )
+        ).first()
+        if hit:
+            r.contact_id, r.customer_id, r.campaign, r.locale = hit
+    by_pid = {r.event.provider_message_id: r for r in rows if r.contact_id is None}
+    by_pid.pop(None, None)
+    pids = list(by_pid)
+    for start in range(0, len(pids), 1000):
+        for hit in conn.execute(
+            base.add_columns(CH.c.provider_id).where(
+                CH.c.provider_id.in_(pids[start : start + 1000])
+            )
+        ):
+            r = by_pid[hit.provider_id]
+            r.contact_id, r.customer_id, r.campaign, r.locale = hit[:4]
+    for r in rows:  # the source named the customer (an unsubscribe link)
+        if r.contact_id is None and r.event.customer_id is not None:
+            r.customer_id = r.event.customer_id
+            r.locale = conn.execute(
+                select(Customer.locale).where(Customer.id == r.customer_id)
+            ).scalar()
+    for r in rows:  # replies come from the number we texted
+        if r.event.kind == EventKind.REPLIED and r.contact_id is None and r.event.recipient:
+            hit = conn.execute(
+                base.where(CH.c.channel == r.event.channel, CH.c.recipient == r.event.recipient)
+                .order_by(CH.c.sent_at.desc().nulls_last(), CH.c.id.desc())
+                .limit(1)
+            ).first()
+            if hit:
+                r.contact_id, r.customer_id, r.campaign, r.locale = hit
+
+
+def _timeline_kind(r: _Row) -> str:
+    """What the event is on the customer's timeline (a reply is read as a keyword first)."""
+    if r.event.kind == EventKind.REPLIED:
+        intent = classify(r.event.text, r.locale)
+        return {"opt_out": "opted_out", "opt_in": "opted_in", "help": "help"}.get(intent, "replied")
+    return str(r.event.kind)
+
+
+def _advance_delivery(conn, updates: Sequence[tuple[int, EventKind]], now: datetime) -> None:
+    """Move each message's delivery state up, never down (a late 'sent' changes nothing)."""
+    best: dict[int, tuple[int, str]] = {}
+    for contact_id, kind in updates:
+        rank = DELIVERY_RANK.get(kind)
+        if rank is not None and rank > best.get(contact_id, (0, ""))[0]:
+            best[contact_id] = (rank, str(kind))
+    if not best:
+        return
+    conn.execute(
+        update(CH)
+        .where(
+            CH.c.id == bindparam("b_id"),
+            or_(CH.c.delivery_rank.is_(None), CH.c.delivery_rank < bindparam("b_rank")),
+        )
+        .values(
+            delivery_state=bindparam("b_state"),
+            delivery_rank=bindparam("b_rank"),
+            delivery_updated_at=now,
+        ),
+        [{"b_id": cid, "b_rank": rank, "b_state": state} for cid, (rank, state) in best.items()],
+    )
+
+
+def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
+    """Opt-outs, opt-ins and suppressions the new events call for."""
+    for r in rows:
+        e = r.event
+        address, channel = e.recipient, e.channel
+        if not address or not channel:
+            continue
+        reason = None
+        if r.kind == "opted_out":
+            reason = "opted_out"
+        elif e.kind in _SUPPRESSING:
+            reason = _SUPPRESSING[e.kind]
+        elif e.kind == EventKind.BOUNCED and (e.reason or "bounce") != "blocked":
+            reason = "bounced"  # a hard bounce; "blocked" is the receiver's temporary no
+        elif e.provider == "twilio" and e.reason in _TWILIO_SUPPRESS:
+            reason = _TWILIO_SUPPRESS[e.reason]
+        if reason:
+            suppress(conn, channel, address, reason, f"{e.provider}:{e.event_id}"[:64], now)
+            if r.customer_id and reason in ("opted_out", "unsubscribed"):
+                set_consent(conn, r.customer_id, channel, False, f"{e.provider} {r.kind}", now)
+        elif r.kind == "opted_in":
+            conn.execute(
+                delete(Suppression).where(
+                    Suppression.channel == channel,
+                    Suppression.address == address,
+                    Suppression.reason == "opted_out",
+                )
+            )
+            if r.customer_id:
+                set_consent(conn, r.customer_id, channel, True, f"{e.provider} opted_in", now)
+
+
+def suppress(conn, channel: str, address: str, reason: str, source: str, now: datetime) -> None:
+    """Block ``address`` on ``channel`` (the first reason recorded stays)."""
+    exists = conn.execute(
+        select(Suppression.reason).where(
+            Suppression.channel == channel, Suppression.address == address
+        )
+    ).first()
+    if exists is None:
+        conn.execute(
+            insert(Suppression).values(
+                channel=channel, address=address, reason=reason, source=source, created_at=now
+            )
+        )
+
+
+def set_consent(conn, customer_id: int, channel: str, granted: bool, source: str, now) -> None:
+    """Record a customer's consent (or its withdrawal) for a channel."""
+    where = (Consent.customer_id == customer_id, Consent.channel == channel)
+    changed = conn.execute(
+        update(Consent).where(*where).values(granted=granted, source=source[:64], updated_at=now)
+    ).rowcount
+    if not changed:
+        conn.execute(
+            insert(Consent).values(
+                customer_id=customer_id,
+                channel=channel,
+                granted=granted,
+                source=source[:64],
+                updated_at=now,
+            )
+        )
+
+
+def match_orphans(engine: Engine) -> int:
+    """Attach events that arrived before their send was recorded; returns how many."""
+    with engine.begin() as conn:
+        orphans = conn.execute(
+            select(CE.c.id, CE.c.provider_id, CE.c.kind).where(
+                CE.c.contact_id.is_(None), CE.c.provider_id.is_not(None)
+            )
+        ).all()
+        if not orphans:
+            return 0
+        pids = list({o.provider_id for o in orphans})
+        found = {}
+        for start in range(0, len(pids), 1000):
+            for r in conn.execute(
+                select(CH.c.id, CH.c.customer_id, CH.c.provider_id).where(
+                    CH.c.provider_id.in_(pids[start : start + 1000])
+                )
+            ):
+                found[r.provider_id] = (r.id, r.customer_id)
+        matched = [o for o in orphans if o.provider_id in found]
+        if matched:
+            conn.execute(
+                update(CE)
+                .where(CE.c.id == bindparam("b_id"))
+                .values(contact_id=bindparam("b_contact"), customer_id=bindparam("b_customer")),
+                [
+                    {
+                        "b_id": o.id,
+                        "b_contact": found[o.provider_id][0],
+                        "b_customer": found[o.provider_id][1],
+                    }
+                    for o in matched
+                ],
+            )
+            _advance_delivery(
+                conn,
+                [(found[o.provider_id][0], _kind(o.kind)) for o in matched],
+                utcnow(),
+            )
+        return len(matched)
+
+
+def _kind(value: str) -> EventKind:
+    try:
+        return EventKind(value)
+    except ValueError:  # a timeline kind that is not a delivery state (opted_out...)
+        return EventKind.UNKNOWN
+
+
+def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC") -> int:
+    """Link orders to the latest delivered message before them, within ``window_days``.
+
+    Last touch: an order belongs to the latest message delivered to that
+    customer before the order and no more than ``window_days`` earlier.
+    Orders keep the shop's clock (``shop_zone``, CAREFLOW_TIME_ZONE) and
+    sends are UTC; both are compared as instants. Each order is attributed
+    at most once (its event id is the order id), so running this after every
+    import is safe. Returns how many new conversions were recorded.
+    """
+    zone = ZoneInfo(shop_zone)
+    slack = timedelta(days=window_days + 2)  # the database prefilters; Python decides exactly
+    with engine.begin() as conn:
+        done = select(CE.c.id).where(
+            CE.c.provider == "careflow",
+            CE.c.event_id == literal("order:") + cast(Order.id, String),
+        )
+        candidates = conn.execute(
+            select(
+                Order.id,
+                Order.customer_id,
+                Order.ordered_at,
+                Order.amount_minor,
+                Order.currency,
+                CH.c.id.label("contact_id"),
+                CH.c.campaign,
+                CH.c.sent_at,
+            )
+            .join(
+                CH,
+                and_(
+                    CH.c.customer_id == Order.customer_id,
+                    CH.c.state == "sent",
+                    CH.c.delivery_state == "delivered",
+                    CH.c.sent_at <= Order.ordered_at + timedelta(days=1),
+                    CH.c.sent_at >= Order.ordered_at - slack,
+                ),
+            )
+            .where(~exists(done))
+            .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
+        ).all()
+        window = timedelta(days=window_days)
+        latest: dict[int, tuple] = {}
+        for c in candidates:
+            at = c.ordered_at.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+            if c.id not in latest and c.sent_at <= at <= c.sent_at + window:
+                latest[c.id] = (c, at)  # the first that fits is the last touch
+        if not latest:
+            return 0
+        now = utcnow()
+        conn.execute(
+            insert(CE),
+            [
+                {
+                    "provider": "careflow",
+                    "event_id": f"order:{c.id}",
+                    "kind": "converted",
+                    "occurred_at": at,
+                    "received_at": now,
+                    "contact_id": c.contact_id,
+                    "customer_id": c.customer_id,
+                    "payload": {
+                        "order_id": c.id,
+                        "amount_minor": c.amount_minor,
+                        "currency": c.currency,
+                        "campaign": c.campaign,
+                    },
+                }
+                for c, at in latest.values()
+            ],
+        )
+        return len(latest)
