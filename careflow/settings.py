@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="Business time zone: a plain --as-of date means noon of that date here.",
     )
     default_locale: str = Field(default="en", description="Locale for customers without one.")
+    render_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Longest one message may take to render (template_error)."
+    )
+    render_max_chars: int = Field(
+        default=200_000, ge=1_000, description="Longest rendered message, all parts together."
+    )
     reservation_lease_seconds: int = Field(
         default=900,
         ge=1,
