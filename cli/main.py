@@ -217,12 +217,14 @@ def segment_list(name, as_of, params, limit):
 @main.command("campaigns")
 def campaigns_cmd():
     """List the campaigns defined under templates/."""
-    from careflow.campaigns import list_campaigns, load_campaign
+    from careflow.campaigns import campaign_folder_problems, list_campaigns, load_campaign
 
     s = _settings()
     for name in list_campaigns(s.templates_dir):
         spec = load_campaign(name, s.templates_dir)
         click.echo(f"{name:18} {spec.segment:12} {'/'.join(spec.channels):15} {spec.description}")
+    for problem in campaign_folder_problems(s.templates_dir):
+        click.secho(f"warning: {problem}", fg="yellow", err=True)
 
 
 @main.command()
@@ -254,6 +256,10 @@ def preview(campaign, customer_id, as_of, channel):
 )
 def run(campaign, as_of, dry_run, channel):
     """Run CAMPAIGN now as a Prefect flow and print its summary."""
+    from careflow.campaigns import load_campaign
+
+    # A misspelt campaign fails here, in one line, before Prefect is even imported.
+    load_campaign(campaign, _settings().templates_dir)
     from careflow.clock import resolve_as_of
     from careflow.report import summary_table
     from flows.campaign import campaign_flow
