@@ -150,7 +150,10 @@ class Settings(BaseSettings):
         default=None, description="Public URL receiving one-click unsubscribes (?token=...)."
     )
     unsubscribe_secret: SecretStr | None = Field(
-        default=None, description="HMAC key signing unsubscribe tokens (>= 16 characters)."
+        default=None, description="HMAC key signing unsubscribe tokens (>= 32 bytes)."
+    )
+    unsubscribe_token_max_age_days: int = Field(
+        default=60, ge=30, description="Days an unsubscribe link keeps working (at least 30)."
     )
 
     fax_provider: Literal["sinch", "email_gateway"] = Field(default="sinch")
