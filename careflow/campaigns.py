@@ -4,10 +4,19 @@ A campaign is data a marketer edits (segment, parameters, channel
 preference, how often the same customer may get it), next to the templates
 it sends. ``load_campaign`` validates it and fails fast, naming the file and
 field, before a run selects anyone.
+
+A campaign's name is its identity: the ledger keys every message by it and
+Prefect names artifacts after it. So it is exactly the folder's name, and a
+valid one (:data:`NAME_RULE`); ``birthday/``, ``./birthday`` or ``Birthday``
+are refused with a hint rather than resolved to a path, which would send
+everyone the same message again under a new ledger name. A folder whose name
+breaks the rule is reported by :func:`campaign_folder_problems`, never loaded.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -22,10 +31,16 @@ from careflow.money import with_amounts
 Occasion = Literal["yearly", "quarterly", "monthly", "weekly", "daily", "last_purchase"]
 
 
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+NAME_RULE = (
+    "lowercase letters, digits and underscores, starting with a letter, at most 64 characters"
+)
+
+
 class CampaignSpec(BaseModel):
     model_config = {"extra": "forbid"}
 
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     segment: str
     parameters: dict = Field(default_factory=dict)
@@ -43,20 +58,68 @@ class CampaignSpec(BaseModel):
         return value
 
 
-def list_campaigns(templates_dir: Path) -> list[str]:
+def is_campaign_name(name: str) -> bool:
+    """True for a well-formed campaign name (it may still not exist)."""
+    return isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None
+
+
+def _campaign_folders(templates_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(templates_dir).glob("*/campaign.yaml"))
 
 
+def list_campaigns(templates_dir: Path) -> list[str]:
+    """The campaigns under ``templates_dir``: folders with a campaign.yaml and a valid name."""
+    return [name for name in _campaign_folders(templates_dir) if is_campaign_name(name)]
+
+
+def campaign_folder_problems(templates_dir: Path) -> list[str]:
+    """One line per folder that has a campaign.yaml but cannot be a campaign's name."""
+    return [
+        f"templates folder {name!r} is not a valid campaign name ({NAME_RULE}); rename it"
+        for name in _campaign_folders(templates_dir)
+        if not is_campaign_name(name)
+    ]
+
+
+def _likely_meant(name: str, known: list[str]) -> str | None:
+    """The campaign a misspelt name most likely means (birthday/, ./birthday, Birthday...)."""
+    tail = re.sub(r"(/\.?)+$", "", name.replace("\\", "/")).rsplit("/", 1)[-1].lower()
+    if tail in known:
+        return tail
+    close = difflib.get_close_matches(tail, known, n=1)
+    return close[0] if close else None
+
+
+def _unknown(name: str, templates_dir: Path) -> ConfigError:
+    """The one-line error for a name that is not a campaign, with the likeliest fix."""
+    known = list_campaigns(templates_dir)
+    if name in _campaign_folders(templates_dir):
+        problem = f"{name!r} is not a valid campaign name ({NAME_RULE})"
+        hint = f" Rename the folder templates/{name}/."
+    else:
+        if is_campaign_name(name):
+            problem = f"no campaign {name!r} in {templates_dir}"
+        else:
+            problem = f"{name!r} is not a campaign name ({NAME_RULE})"
+        guess = _likely_meant(str(name), known)
+        hint = f" Did you mean {guess!r}?" if guess else ""
+    return ConfigError(f"{problem}.{hint} Campaigns: {', '.join(known) or 'none'}.")
+
+
 def load_campaign(name: str, templates_dir: Path) -> CampaignSpec:
+    """The campaign called exactly ``name``; ConfigError (one line) for anything else."""
+    if not is_campaign_name(name) or name not in list_campaigns(templates_dir):
+        raise _unknown(name, templates_dir)
     path = Path(templates_dir) / name / "campaign.yaml"
-    if not path.is_file():
-        known = ", ".join(list_campaigns(templates_dir)) or "none"
-        raise ConfigError(f"no campaign {name!r} (looked for {path}); campaigns: {known}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return CampaignSpec(name=name, **raw)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected fields such as 'segment:' and 'channels:'")
+        if "name" in raw:
+            raise ConfigError(f"{path}: remove 'name': a campaign is named after its folder")
+        return CampaignSpec.model_validate({**raw, "name": name})
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None

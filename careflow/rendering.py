@@ -17,6 +17,9 @@ message. Filters format in the customer's locale with Babel:
     {{ amount | money }}  {{ amount | money("USD") }}
     {{ day | date }}  {{ day | date("long") }}
     {{ customer | greeting_name }}
+
+Each message renders within a deadline and a size (``CAREFLOW_RENDER_*``
+settings); careflow/template_sandbox.py says how, and why that way.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SecurityError
 
 from careflow import registry
 from careflow.errors import ConfigError, TemplateError
+from careflow.settings import Settings
+from careflow.template_sandbox import BoundedSandbox
 
 
 @dataclass(frozen=True)
@@ -108,12 +113,25 @@ def _parts(channel: str):
 
 
 class Renderer:
-    """Finds and renders a campaign's templates for one channel and locale."""
+    """Finds and renders a campaign's templates for one channel and locale.
 
-    def __init__(self, templates_dir: Path, default_locale: str = "en"):
+    ``timeout_seconds`` and ``max_chars`` bound each message (the defaults are
+    the settings' defaults; :meth:`from_settings` reads the configured ones).
+    """
+
+    def __init__(
+        self,
+        templates_dir: Path,
+        default_locale: str = "en",
+        *,
+        timeout_seconds: float = 2.0,
+        max_chars: int = 200_000,
+    ):
         self.templates_dir = Path(templates_dir)
         self.default_locale = default_locale
-        self.env = SandboxedEnvironment(
+        self.env = BoundedSandbox(
+            timeout_seconds=timeout_seconds,
+            max_chars=max_chars,
             loader=jinja2.FileSystemLoader(self.templates_dir),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
@@ -122,6 +140,16 @@ class Renderer:
         )
         self.env.filters.update(
             money=_money, date=_date, number=_number, greeting_name=greeting_name
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        """A renderer for the configured templates, locale and render limits."""
+        return cls(
+            settings.templates_dir,
+            settings.default_locale,
+            timeout_seconds=settings.render_timeout_seconds,
+            max_chars=settings.render_max_chars,
         )
 
     def _find(self, campaign: str, stem: str, locale: str | None, required: bool = True):
@@ -147,24 +175,27 @@ class Renderer:
     def render(self, campaign: str, channel: str, locale: str | None, context: dict) -> Rendered:
         """Render one message; raise TemplateError with the template name and cause.
 
-        The channel's registry entry says which template files make a message.
+        The channel's registry entry says which template files make a message;
+        all parts of a message share one deadline and one size limit.
         """
         context = {**context, "locale": locale or self.default_locale}
         out: dict[str, str | None] = {}
-        for part in _parts(channel):
-            template = self._find(campaign, part.stem, locale, part.required)
-            out[part.field] = self._run(template, context) if template else None
+        with self.env.message():
+            for part in _parts(channel):
+                template = self._find(campaign, part.stem, locale, part.required)
+                out[part.field] = self._run(template, context) if template else None
         if out.get("subject") is not None:
             out["subject"] = " ".join(out["subject"].split())  # one line, however written
         return Rendered(**out)
 
-    @staticmethod
-    def _run(template: jinja2.Template, context: dict) -> str:
+    def _run(self, template: jinja2.Template, context: dict) -> str:
         try:
-            return template.render(context).strip()
+            return self.env.render_bounded(template, context).strip()
+        except TemplateError as exc:  # a render limit
+            raise TemplateError(f"{template.name}: {exc}") from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"{template.name}: {exc.message}") from None
-        except jinja2.sandbox.SecurityError as exc:
+        except SecurityError as exc:
             raise TemplateError(f"{template.name}: not allowed in templates: {exc}") from None
         except Exception as exc:  # a filter fed bad data, a division by zero...
             raise TemplateError(f"{template.name}: {type(exc).__name__}: {exc}") from None

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="Business time zone: a plain --as-of date means noon of that date here.",
     )
     default_locale: str = Field(default="en", description="Locale for customers without one.")
+    render_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Longest one message may take to render (template_error)."
+    )
+    render_max_chars: int = Field(
+        default=200_000, ge=1_000, description="Longest rendered message, all parts together."
+    )
     reservation_lease_seconds: int = Field(
         default=900,
         ge=1,
@@ -143,7 +149,10 @@ class Settings(BaseSettings):
         default=None, description="Public URL receiving one-click unsubscribes (?token=...)."
     )
     unsubscribe_secret: SecretStr | None = Field(
-        default=None, description="HMAC key signing unsubscribe tokens (>= 16 characters)."
+        default=None, description="HMAC key signing unsubscribe tokens (>= 32 bytes)."
+    )
+    unsubscribe_token_max_age_days: int = Field(
+        default=60, ge=30, description="Days an unsubscribe link keeps working (at least 30)."
     )
 
     fax_provider: Literal["sinch", "email_gateway"] = Field(default="sinch")

@@ -8,13 +8,11 @@ campaign is also the mail's category for SendGrid's own statistics.
 
 Marketing mail carries an unsubscribe link in the body and RFC 8058 one-click
 headers (``List-Unsubscribe: <https://...>`` and ``List-Unsubscribe-Post:
-List-Unsubscribe=One-Click``). The link holds a signed token
-(:func:`make_unsubscribe_token`, HMAC-SHA256 under
-``CAREFLOW_UNSUBSCRIBE_SECRET``) naming the customer and campaign, so the
-endpoint that receives it needs no lookup table and cannot be fed forged
-ids (:func:`verify_unsubscribe_token`). Templates may place the link
-themselves with the literal ``%unsubscribe_url%``; otherwise a short footer
-is appended.
+List-Unsubscribe=One-Click``). The link holds a signed, expiring token
+naming the customer, campaign and occasion (careflow/unsubscribe.py, where
+the endpoint that receives it verifies it too). Templates may place the
+link themselves with the literal ``%unsubscribe_url%``; otherwise a short
+footer is appended.
 
 Headers and custom_args go into the personalization rather than the mail
 body's top level: SendGrid's OpenAPI spec types the top-level
@@ -24,8 +22,6 @@ body's top level: SendGrid's OpenAPI spec types the top-level
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import html
 import http.client
 import logging
@@ -57,6 +53,7 @@ from careflow.addresses import normalize_email
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
 from careflow.settings import Settings
+from careflow.unsubscribe import UnsubscribeTokens
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
     ProviderChannel,
@@ -83,37 +80,7 @@ class _NoSecretsInLogs(logging.Filter):
 logging.getLogger("python_http_client.client").addFilter(_NoSecretsInLogs())
 
 
-# --- unsubscribe tokens -------------------------------------------------------------
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(secret: str, signed: str) -> str:
-    return _b64(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()[:16])
-
-
-def make_unsubscribe_token(secret: str, customer_id: int, campaign: str) -> str:
-    """URL-safe token ``v1.<payload>.<mac>`` naming a customer and a campaign."""
-    payload = _b64(f"{customer_id}:{campaign}".encode())
-    return f"v1.{payload}.{_mac(secret, 'v1.' + payload)}"
-
-
-def verify_unsubscribe_token(secret: str, token: str) -> tuple[int, str]:
-    """(customer_id, campaign) from a token; ValueError if it was not signed by ``secret``."""
-    try:
-        version, payload, mac = token.split(".")
-    except ValueError:
-        raise ValueError("malformed unsubscribe token") from None
-    if version != "v1" or not hmac.compare_digest(mac, _mac(secret, "v1." + payload)):
-        raise ValueError("unsubscribe token signature does not match")
-    customer, _, campaign = _unb64(payload).decode().partition(":")
-    return int(customer), campaign
-
-
+# --- unsubscribe links --------------------------------------------------------------
 def unsubscribe_url(base: str, token: str) -> str:
     """``base`` with the token as query parameter."""
     return f"{base}{'&' if '?' in base else '?'}token={token}"
@@ -196,9 +163,10 @@ class SendGridEmail(ProviderChannel):
                 "unsubscribe endpoint"
             )
         self.unsubscribe_base = unsub
-        self._unsub_secret = require(settings, "unsubscribe_secret", loader=secrets)
-        if len(self._unsub_secret) < 16:
-            raise ConfigError("CAREFLOW_UNSUBSCRIBE_SECRET must be at least 16 characters")
+        # An empty or short key is a ConfigError here, before anything is sent.
+        self._unsubscribe = UnsubscribeTokens.from_settings(
+            settings, require(settings, "unsubscribe_secret", loader=secrets)
+        )
         self.sg = client or SendGridAPIClient(key, host=base)
         # python_http_client passes this to urlopen: per socket operation.
         self.sg.client.timeout = settings.delivery_read_timeout_seconds
@@ -235,9 +203,7 @@ class SendGridEmail(ProviderChannel):
             raise PermanentError("missing_subject", "email needs a subject")
         text, markup, url = message.body, message.html, None
         if message.marketing:
-            token = make_unsubscribe_token(
-                self._unsub_secret, message.customer_id, message.campaign
-            )
+            token = self._unsubscribe.make(message.customer_id, message.campaign, message.occasion)
             url = unsubscribe_url(self.unsubscribe_base, token)
             text, markup = _add_footer(message, url)
         # Content goes through the constructor: it orders text/plain before

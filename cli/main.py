@@ -238,12 +238,14 @@ def segment_list(name, as_of, params, limit):
 @main.command("campaigns")
 def campaigns_cmd():
     """List the campaigns defined under templates/."""
-    from careflow.campaigns import list_campaigns, load_campaign
+    from careflow.campaigns import campaign_folder_problems, list_campaigns, load_campaign
 
     s = _settings()
     for name in list_campaigns(s.templates_dir):
         spec = load_campaign(name, s.templates_dir)
         click.echo(f"{name:18} {spec.segment:12} {'/'.join(spec.channels):15} {spec.description}")
+    for problem in campaign_folder_problems(s.templates_dir):
+        click.secho(f"warning: {problem}", fg="yellow", err=True)
 
 
 @main.command()
@@ -289,6 +291,10 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     Ctrl-C (or SIGTERM) stops a run cleanly: messages not yet sent are left
     for the next run, and any in doubt are recorded as interrupted.
     """
+    from careflow.campaigns import load_campaign
+
+    # A misspelt campaign fails here, in one line, before Prefect is even imported.
+    load_campaign(campaign, _settings().templates_dir)
     from careflow.clock import resolve_as_of
     from careflow.report import summary_table
     from flows.campaign import campaign_flow, check_not_backdated

@@ -123,7 +123,7 @@ def build_route(
         channels=[channel] if channel else list(spec.channels),
         channel_factory=factory,
         ledger=ledger,
-        renderer=Renderer(settings.templates_dir, settings.default_locale),
+        renderer=Renderer.from_settings(settings),
         params=params,
         dry_run=dry_run,
         stop=stop,
@@ -183,7 +183,7 @@ def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool)
 
 def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
     """Everything that can be wrong with configuration, before anyone is selected."""
-    renderer = Renderer(settings.templates_dir, settings.default_locale)
+    renderer = Renderer.from_settings(settings)
     for name in channel_names:
         if not renderer.has_channel(spec.name, name):
             raise ConfigError(

@@ -1,5 +1,6 @@
 """Templates: locale fallback, locale-aware filters, and errors that name the template."""
 
+import re
 from datetime import date
 from decimal import Decimal
 
@@ -100,3 +101,127 @@ def test_shipped_templates_render_for_every_channel(campaign, locale):
         assert out.body and "{{" not in out.body
         if channel == "email":
             assert out.subject
+
+
+# --- render limits -------------------------------------------------------------------
+# Each template below ran for minutes or built a string of a gigabyte or more before
+# the limits. Tests assert on the error, never on elapsed time; the short timeout only
+# keeps the slow cases quick.
+RUNAWAY = {
+    "nested_loops": (
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        "took longer than 0.2 s",
+    ),
+    "range_sums_in_a_loop": (
+        "{% for a in range(100000) %}{% if range(100000)|sum < 0 %}x{% endif %}{% endfor %}",
+        "took longer than 0.2 s",
+    ),
+    "exponential_macro": (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(60) }}",
+        "took longer than 0.2 s",
+    ),
+    "string_times_billion": ("{{ 'x' * 1000000000 }}", "a repeated value of 1,000,000,000"),
+    "name_times_billion": ("{{ name * 1000000000 }}", "a repeated value of"),
+    "list_times_billion": ("{{ ([name] * 100000000)|join }}", "a repeated value of"),
+    "huge_integer": ("{{ 7 ** 100000000 }}", "too large for a template"),
+    "center_filter": ("{{ name|center(1000000000) }}", "center of 1,000,000,000"),
+    "indent_filter": ("{{ 'a\nb\nc'|indent(1000000000) }}", "indent of"),
+    "printf_width": ("{{ '%1000000000s'|format(name) }}", "format of"),
+    "printf_operator": ("{{ '%*d' % (1000000000, 1) }}", "a formatted string of"),
+    "str_format_width": ("{{ '{:>1000000000}'.format(name) }}", "format() of"),
+    "ljust_method": ("{{ name.ljust(1000000000) }}", "ljust() of"),
+    "zfill_method": ("{{ '1'.zfill(1000000000) }}", "zfill() of"),
+    "replace_multiplies": (
+        "{% set s = 'x' * 9000 %}{{ s|replace('x', s) }}",
+        "replace of 81,000,000",
+    ),
+    "join_with_big_separator": (
+        "{% set s = 'x' * 9000 %}{{ range(50000)|join(s) }}",
+        "join of",
+    ),
+    "join_of_lazy_padding": ("{{ range(100000)|map('center', 9000)|join }}", "join of 18,000"),
+    "list_of_lazy_padding": (
+        "{{ range(100000)|map('center', 9000)|list|length }}",
+        "characters of text for one message",
+    ),
+    "batch_fill": ("{{ [1]|batch(1000000000, 'x')|list }}", "batch fill of"),
+    "quadratic_list_sum": ("{{ range(100000)|batch(1)|sum(start=[])|length }}", "sum of"),
+    "output_grows_in_a_loop": (
+        "{% for i in range(100000) %}{{ name }} {{ name }} {{ name }}{% endfor %}",
+        "the message is longer than 10,000 characters",
+    ),
+    "buffered_output_grows": (
+        "{% set x %}{% for i in range(100000) %}{{ name * 20 }}{% endfor %}{% endset %}"
+        "{{ x|length }}",
+        "a block of output of",
+    ),
+    "namespace_string_doubles": (
+        "{% set ns = namespace(s=name) %}"
+        "{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "a joined string of",
+    ),
+    "string_grows_by_plus": (
+        "{% set ns = namespace(s='') %}"
+        "{% for i in range(100000) %}{% set ns.s = ns.s + 'xxxxxxxxxx' %}{% endfor %}",
+        "characters of text for one message",
+    ),
+    "list_cannot_grow_in_place": (
+        "{% set l = [1] %}{% for i in range(64) %}{{ l.extend(l) }}{% endfor %}",
+        "not allowed in templates",
+    ),
+}
+
+
+@pytest.fixture
+def limited(tmp_path):
+    """A renderer with small limits and a plain SMS template to check it still works."""
+    camp = tmp_path / "c"
+    camp.mkdir()
+    (camp / "sms.en.j2").write_text("Hi {{ name }}, {{ amount | money }}")
+    return Renderer(tmp_path, timeout_seconds=0.2, max_chars=10_000)
+
+
+@pytest.mark.parametrize("case", RUNAWAY, ids=list(RUNAWAY))
+def test_runaway_template_is_a_template_error_and_the_renderer_still_works(limited, case):
+    source, reason = RUNAWAY[case]
+    (limited.templates_dir / "c" / "fax.en.j2").write_text(source)
+    with pytest.raises(TemplateError, match=re.escape(reason)) as raised:
+        limited.render("c", "fax", "en", CTX)
+    assert str(raised.value).startswith("c/fax.en.j2: ") and "\n" not in str(raised.value)
+    assert limited.render("c", "sms", "en", CTX).body == "Hi Ann <b>, CN¥1,234.50"
+
+
+def test_email_parts_share_one_size_limit(tmp_path):
+    camp = tmp_path / "c"
+    camp.mkdir()
+    (camp / "email.en.subject.j2").write_text("Hello")
+    (camp / "email.en.txt.j2").write_text("{{ 'x' * 6000 }}")
+    (camp / "email.en.html.j2").write_text("<p>{{ 'x' * 6000 }}</p>")
+    renderer = Renderer(tmp_path, max_chars=10_000)
+    with pytest.raises(TemplateError, match="email.en.html.j2: the message is longer than"):
+        renderer.render("c", "email", "en", CTX)
+
+
+def test_templates_within_the_limits_render_as_before(tmp_path):
+    camp = tmp_path / "c"
+    camp.mkdir()
+    (camp / "sms.en.j2").write_text(
+        "{% set ns = namespace(total=0) %}{% for i in range(3) %}{% set ns.total = ns.total + i %}"
+        "{% endfor %}{{ ns.total }} {{ 'ab' * 2 }} {{ name|center(9) }}|{{ '%05.1f' % 2.5 }} "
+        "{{ '{:>4}'.format(7) }} {{ [1, 2]|join(',') }} {{ [[1], [2]]|sum(start=[]) }} "
+        "{{ [1, 2, 3]|batch(2, 0)|list }} {{ 'a b'|replace(' ', '-') }} {{ 2 ** 10 }}"
+        "{% set t %}{% for i in range(2) %}<{{ i }}>{% endfor %}{% endset %} {{ t }}"
+    )
+    body = Renderer(tmp_path, max_chars=1_000).render("c", "sms", "en", {"name": "Ann"}).body
+    assert body == "3 abab    Ann   |002.5    7 1,2 [1, 2] [[1, 2], [3, 0]] a-b 1024 <0><1>"
+
+
+def test_renderer_limits_default_to_the_settings_defaults():
+    from careflow.settings import Settings
+
+    settings = Settings(_env_file=None)
+    renderer = Renderer.from_settings(settings)
+    assert renderer.env.timeout_seconds == settings.render_timeout_seconds == 2.0
+    assert renderer.env.max_chars == settings.render_max_chars == 200_000
+    assert Renderer(PROJECT_ROOT / "templates").env.max_chars == settings.render_max_chars

@@ -19,7 +19,7 @@ from careflow.settings import Settings
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
 TWILIO_TOKEN = "f" * 32
 SENDGRID_KEY = "SG.test-key.not-a-real-one"
-UNSUB_SECRET = "unsubscribe-secret-for-tests"
+UNSUB_SECRET = "unsubscribe-secret-for-tests-32-bytes+"
 
 
 def cn_mobile(i: int) -> str:

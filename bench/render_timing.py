@@ -1,0 +1,58 @@
+"""Microseconds per message render with the shipped templates.
+
+    .venv/bin/python -m bench.render_timing
+
+Renders the shipped SMS and email templates many times with one Renderer,
+as a batch does, and prints the best of several rounds (the least disturbed
+by other work on the machine). Used to
+check that the render limits (careflow/rendering.py) keep the common case
+fast. Timings on a shared machine are noisy: compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from decimal import Decimal
+
+from careflow.rendering import Renderer
+from careflow.settings import PROJECT_ROOT
+
+CONTEXT = {
+    "name": "Ann",
+    "brand": "Lotus & Pine",
+    "campaign": "birthday",
+    "as_of": date(2026, 11, 22),
+    "customer": {"full_name": "Ann Lee", "given_name": "Ann", "owner": "Li Na", "locale": "en"},
+    "tier": "VIP",
+    "monetary": Decimal(8800),
+    "local_date": "2026-11-22",
+}
+
+
+def per_render_us(renderer: Renderer, campaign: str, channel: str, locale: str, n: int) -> float:
+    """Best microseconds per render over nine rounds of ``n`` renders."""
+    renderer.render(campaign, channel, locale, CONTEXT)  # compile and cache the templates
+    rounds = []
+    for _ in range(9):
+        start = time.perf_counter()
+        for _ in range(n):
+            renderer.render(campaign, channel, locale, CONTEXT)
+        rounds.append((time.perf_counter() - start) / n * 1e6)
+    return min(rounds)
+
+
+def main() -> None:
+    renderer = Renderer(PROJECT_ROOT / "templates")
+    for campaign, channel, locale in [
+        ("birthday", "sms", "en"),
+        ("birthday", "sms", "zh-CN"),
+        ("vip_care", "sms", "en"),
+        ("birthday", "email", "en"),
+    ]:
+        us = per_render_us(renderer, campaign, channel, locale, 2_000)
+        print(f"{campaign:10} {channel:6} {locale:6} {us:7.1f} µs per render")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Signed unsubscribe tokens: made when marketing mail goes out, checked when it comes back.
+
+Every marketing email carries a token in its unsubscribe link and in its
+RFC 8058 one-click header (channels/email.py). The endpoint that receives
+it (the responses service) needs no lookup table: the token names the
+customer, the campaign and the occasion, says when it was issued, and is
+signed with HMAC-SHA256 under ``CAREFLOW_UNSUBSCRIBE_SECRET``, so nobody can
+make one for somebody else.
+
+Format: ``v2.<payload>.<mac>``. The payload is base64url JSON
+``[customer_id, campaign, occasion, issued_at]`` (Unix seconds); the MAC is
+the first 16 bytes (128 bits) of HMAC-SHA256 over a purpose label, the
+version and the payload, base64url, compared in constant time. Tokens made
+before the issue time was added (``v1.``) never expired and are refused.
+
+**Lifetime.** A token is accepted for ``CAREFLOW_UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS``
+(default 60, at least 30) after it was issued, which must cover every moment
+the link can be used: SendGrid retries a deferred delivery for up to 72
+hours; the mailbox provider sends the one-click POST whenever the reader
+presses its Unsubscribe button, often weeks after delivery, and may repeat
+it if the endpoint did not answer; and the US CAN-SPAM Act wants an opt-out
+link to work for at least 30 days after the mail was sent. Sixty days
+covers all three with room to spare. Past that the endpoint should answer
+with a page that offers another way to opt out, not ignore the request.
+
+**Key.** At least 32 bytes (HMAC-SHA256's output size); empty or shorter
+is a ConfigError naming the setting when the channel or service starts.
+Make one with ``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
+Changing the key invalidates every link already sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from careflow.errors import ConfigError, DataError
+from careflow.settings import Settings
+
+MIN_SECRET_BYTES = 32
+MIN_MAX_AGE = timedelta(days=30)
+#: How far in the future an issue time may be (clocks of two hosts disagree).
+CLOCK_SKEW = timedelta(minutes=5)
+#: Longer tokens are refused before any work (a real one is about 100 characters).
+MAX_TOKEN_CHARS = 1024
+
+_VERSION = "v2"
+_PURPOSE = b"careflow-unsubscribe."
+
+
+@dataclass(frozen=True)
+class UnsubscribeRequest:
+    """Who asked to unsubscribe from what, as a verified token says."""
+
+    customer_id: int
+    campaign: str
+    occasion: str | None
+    issued_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else now
+
+
+class UnsubscribeTokens:
+    """Makes and verifies unsubscribe tokens under one key.
+
+    Construct it at start-up: a missing, empty or short key is a ConfigError
+    then, before any mail is sent. ``now`` arguments exist for tests.
+    """
+
+    def __init__(self, secret: str | bytes, *, max_age: timedelta = timedelta(days=60)):
+        key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret or b"")
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"CAREFLOW_UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_BYTES} bytes; make "
+                "one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\""
+            )
+        if max_age < MIN_MAX_AGE:
+            raise ConfigError(
+                "CAREFLOW_UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS must be at least 30: an opt-out "
+                "link has to keep working for 30 days after the mail was sent"
+            )
+        self._key, self.max_age = key, max_age
+
+    @classmethod
+    def from_settings(cls, settings: Settings, secret: str | None = None) -> UnsubscribeTokens:
+        """Tokens under ``secret`` (default: the setting) with the configured lifetime."""
+        if secret is None and settings.unsubscribe_secret is not None:
+            secret = settings.unsubscribe_secret.get_secret_value()
+        if not secret:
+            raise ConfigError("CAREFLOW_UNSUBSCRIBE_SECRET is missing")
+        return cls(secret, max_age=timedelta(days=settings.unsubscribe_token_max_age_days))
+
+    def __repr__(self) -> str:  # never show the key
+        return f"UnsubscribeTokens(max_age={self.max_age})"
+
+    def _mac(self, signed: str) -> str:
+        digest = hmac.new(self._key, _PURPOSE + signed.encode("ascii"), hashlib.sha256).digest()
+        return _b64(digest[:16])
+
+    def make(
+        self,
+        customer_id: int,
+        campaign: str,
+        occasion: str | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> str:
+        """A URL-safe token naming the customer, campaign and occasion, issued ``now``."""
+        issued = int(_now(now).timestamp())
+        fields = [int(customer_id), str(campaign), occasion, issued]
+        payload = _b64(json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode())
+        signed = f"{_VERSION}.{payload}"
+        return f"{signed}.{self._mac(signed)}"
+
+    def verify(self, token: str, *, now: datetime | None = None) -> UnsubscribeRequest:
+        """What a token asks for; DataError if it is malformed, forged or expired."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+            raise DataError("malformed unsubscribe token")
+        version, payload, mac = token.split(".")
+        if version != _VERSION:
+            raise DataError(f"unsupported unsubscribe token version {version[:8]!r}")
+        expected = self._mac(f"{version}.{payload}") if payload.isascii() else ""
+        # bytes: compare_digest refuses non-ASCII str, and anything may arrive in a URL
+        if not hmac.compare_digest(mac.encode("utf-8"), expected.encode("ascii")):
+            raise DataError("unsubscribe token signature does not match")
+        request = _parse(payload)
+        age = _now(now) - request.issued_at
+        if age < -CLOCK_SKEW:
+            raise DataError("unsubscribe token issued in the future")
+        if age > self.max_age:
+            raise DataError(
+                f"unsubscribe link expired: issued {request.issued_at:%Y-%m-%d}, "
+                f"valid for {self.max_age.days} days"
+            )
+        return request
+
+
+def _parse(payload: str) -> UnsubscribeRequest:
+    """The fields of a payload whose signature was checked (so written by us)."""
+    try:
+        customer_id, campaign, occasion, issued = json.loads(_unb64(payload))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise DataError("malformed unsubscribe token") from None
+    if not (
+        type(customer_id) is int
+        and isinstance(campaign, str)
+        and (occasion is None or isinstance(occasion, str))
+        and type(issued) is int
+    ):
+        raise DataError("malformed unsubscribe token")
+    return UnsubscribeRequest(customer_id, campaign, occasion, datetime.fromtimestamp(issued, UTC))
