@@ -15,7 +15,7 @@ from careflow.campaigns import (
     load_campaign,
 )
 from careflow.errors import ConfigError
-from careflow.settings import PROJECT_ROOT, get_settings
+from careflow.settings import PROJECT_ROOT
 from cli.main import main
 
 SHIPPED = PROJECT_ROOT / "templates"
@@ -106,9 +106,7 @@ def test_campaign_yaml_problems_are_one_line_config_errors(templates, text, expe
 def cli_env(templates, tmp_path, monkeypatch):
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(templates))
     monkeypatch.setenv("CAREFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'never-made.db'}")
-    get_settings.cache_clear()
     yield tmp_path
-    get_settings.cache_clear()
 
 
 def test_cli_run_refuses_a_path_spelling_before_touching_anything(cli_env):
