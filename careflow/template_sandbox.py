@@ -235,17 +235,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def render_bounded(self, template, context: dict) -> str:
         """Render ``template`` inside :meth:`message`, stopping at its limits."""
         budget = self._local.budget
-        chunks = []
+        left, chunks = budget.output_left, []
         # No deadline check per chunk: between two chunks of top-level output runs
         # either straight-line code or a loop or macro, which checks for itself.
         for chunk in template.generate(context):
-            budget.output_left -= len(chunk)
-            if budget.output_left < 0:
+            left -= len(chunk)
+            if left < 0:
                 raise TemplateError(
                     f"the message is longer than {self.max_chars:,} characters "
                     "(CAREFLOW_RENDER_MAX_CHARS)"
                 )
             chunks.append(chunk)
+        budget.output_left = left
         return "".join(chunks)
 
     # --- called from compiled templates ---------------------------------------------
