@@ -217,3 +217,97 @@ def summary_markdown(s: dict) -> str:
         f"| failed | {sum(s['failed'].values())} | {_fmt_reasons(s['failed'])} |",
     ]
     return "\n".join(lines)
+
+
+#: timeline kinds counted in the responses report, by column
+RESPONSE_COLUMNS = {
+    "replied": ("replied", "help"),
+    "opted_out": ("opted_out", "unsubscribed"),
+    "bounced": ("bounced", "dropped", "spam_report"),
+}
+
+
+def response_summary(engine: Engine, since: datetime | None = None) -> list[dict]:
+    """Per campaign: sent, delivered, replied, opted out, bounced, converted and revenue.
+
+    ``since`` limits it to messages sent from then on. Revenue is per
+    currency (amounts in different currencies are never added together).
+    """
+    from careflow.db.models import ContactEvent, ContactHistory
+    from careflow.money import from_minor
+
+    ch, ce = ContactHistory.__table__, ContactEvent.__table__
+    where = [ch.c.state == "sent"] + ([ch.c.sent_at >= since] if since else [])
+    out: dict[str, dict] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(
+            select(
+                ch.c.campaign,
+                func.count().label("sent"),
+                func.count().filter(ch.c.delivery_state == "delivered").label("delivered"),
+            )
+            .where(*where)
+            .group_by(ch.c.campaign)
+        ):
+            out[r.campaign] = {
+                "campaign": r.campaign,
+                "sent": r.sent,
+                "delivered": r.delivered,
+                **dict.fromkeys(RESPONSE_COLUMNS, 0),
+                "converted": 0,
+                "revenue": {},
+            }
+        events = conn.execute(
+            select(ch.c.campaign, ce.c.kind, ce.c.payload)
+            .join(ce, ce.c.contact_id == ch.c.id)
+            .where(*where)
+        ).all()
+    revenue: dict[str, dict[str, int]] = {}
+    for e in events:
+        summary = out[e.campaign]
+        for column, kinds in RESPONSE_COLUMNS.items():
+            summary[column] += e.kind in kinds
+        if e.kind == "converted":
+            summary["converted"] += 1
+            by_currency = revenue.setdefault(e.campaign, {})
+            currency = (e.payload or {}).get("currency", "")
+            by_currency[currency] = by_currency.get(currency, 0) + int(
+                (e.payload or {}).get("amount_minor", 0)
+            )
+    for campaign, sums in revenue.items():
+        out[campaign]["revenue"] = {c: str(from_minor(v, c)) for c, v in sorted(sums.items())}
+    return sorted(out.values(), key=lambda s: s["campaign"])
+
+
+def responses_table(rows: list[dict]) -> str:
+    """The responses report at a glance: one line per campaign, rates beside counts."""
+
+    def rate(n: int, of: int) -> str:
+        return f"{n} ({100 * n / of:.0f}%)" if of else str(n)
+
+    header = [
+        "campaign",
+        "sent",
+        "delivered",
+        "replied",
+        "opted out",
+        "bounced",
+        "converted",
+        "revenue",
+    ]
+    return text_table(
+        header,
+        [
+            [
+                r["campaign"],
+                str(r["sent"]),
+                rate(r["delivered"], r["sent"]),
+                rate(r["replied"], r["sent"]),
+                rate(r["opted_out"], r["sent"]),
+                rate(r["bounced"], r["sent"]),
+                rate(r["converted"], r["delivered"]),
+                ", ".join(f"{v} {c}" for c, v in r["revenue"].items()) or "-",
+            ]
+            for r in rows
+        ],
+    )

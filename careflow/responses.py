@@ -44,6 +44,7 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
+    func,
     insert,
     literal,
     or_,
@@ -362,12 +363,17 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
     import is safe. Returns how many new conversions were recorded.
     """
     zone = ZoneInfo(shop_zone)
-    slack = timedelta(days=window_days + 2)  # the database prefilters; Python decides exactly
     with engine.begin() as conn:
+        delivered = and_(CH.c.state == "sent", CH.c.delivery_state == "delivered")
+        first = conn.execute(select(func.min(CH.c.sent_at)).where(delivered)).scalar()
+        if first is None:
+            return 0
         done = select(CE.c.id).where(
             CE.c.provider == "careflow",
             CE.c.event_id == literal("order:") + cast(Order.id, String),
         )
+        # the database narrows it to customers with a delivered message and orders
+        # after the first one (a day of slack for the shop's clock); Python decides exactly
         candidates = conn.execute(
             select(
                 Order.id,
@@ -379,17 +385,8 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
                 CH.c.campaign,
                 CH.c.sent_at,
             )
-            .join(
-                CH,
-                and_(
-                    CH.c.customer_id == Order.customer_id,
-                    CH.c.state == "sent",
-                    CH.c.delivery_state == "delivered",
-                    CH.c.sent_at <= Order.ordered_at + timedelta(days=1),
-                    CH.c.sent_at >= Order.ordered_at - slack,
-                ),
-            )
-            .where(~exists(done))
+            .join(CH, and_(CH.c.customer_id == Order.customer_id, delivered))
+            .where(Order.ordered_at >= first - timedelta(days=1), ~exists(done))
             .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
         ).all()
         window = timedelta(days=window_days)

@@ -367,6 +367,29 @@ def retry(campaign, reason, customer_id):
     )
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+def serve(host, port):
+    """Receive delivery status, replies, opt-outs and unsubscribes (docs/responses.md).
+
+    Runs until stopped. Put it behind your HTTPS reverse proxy and set
+    CAREFLOW_PUBLIC_BASE_URL to the URL providers call.
+    """
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings()
+    app = create_app(settings, _engine())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    click.echo(f"careflow serve on http://{host}:{port} (public: {settings.public_base_url})")
+    # uvicorn's access log prints query strings (unsubscribe tokens): ours prints paths only
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+
+
 @main.group()
 def report():
     """Reports on campaign runs."""

@@ -11,6 +11,7 @@ is written at once; under load, batches grow by themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 
 import anyio.to_thread
@@ -25,9 +26,7 @@ MAX_BATCH = 5000
 class EventWriter:
     def __init__(self, write: Callable[[Sequence[InboundEvent]], Ingested]):
         self._write = write
-        self._queue: asyncio.Queue[tuple[Sequence[InboundEvent], asyncio.Future]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[tuple[Sequence[InboundEvent], asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -36,10 +35,8 @@ class EventWriter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def submit(self, events: Sequence[InboundEvent]) -> Ingested:
         """Store ``events``; returns once they are committed (raises if they were not)."""

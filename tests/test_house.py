@@ -16,8 +16,11 @@ ALLOWED = {
     "webhooks": {"careflow", "webhooks"},
     "flows": {"careflow", "segments", "channels", "flows"},
     "importers": {"careflow", "importers"},
+    "service": {"careflow", "webhooks", "service"},
 }
-OURS = {"careflow", "segments", "channels", "webhooks", "flows", "importers", "demo", "cli"}
+OURS = {
+    "careflow", "segments", "channels", "webhooks", "flows", "importers", "demo", "cli", "service"
+}
 
 
 def _imports(path):
