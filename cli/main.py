@@ -166,7 +166,9 @@ def segment():
 
 
 _as_of_option = click.option(
-    "--as-of", default=None, help="Date (YYYY-MM-DD) or ISO date-time; default: now."
+    "--as-of",
+    default=None,
+    help="Date (YYYY-MM-DD) or ISO date-time, 1900-01-01 to 2200-12-31; default: now.",
 )
 _param_option = click.option(
     "--param",
