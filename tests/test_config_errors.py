@@ -203,3 +203,10 @@ def test_segment_params_lists_every_parameter(careflow):
     assert "tiers  a list of one or more of VIP, Large, Medium, Small" in result.stdout
     assert "cutoffs" not in result.stdout  # filled in by careflow, not a person
     one_line_error(careflow("segment", "params", "loyal"), "unknown segment 'loyal'")
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01", "9999-12-31", "not-a-date"])
+def test_demo_refuses_a_bad_as_of_before_seeding(careflow, tmp_path, as_of):
+    result = careflow("demo", "--customers", "5", "--seed-only", "--as-of", as_of)
+    one_line_error(result, "--as-of")
+    assert not (tmp_path / "home" / "careflow.db").exists()
