@@ -1,4 +1,11 @@
-"""What "as of" means for a run: a calendar date and an instant."""
+"""What "as of" means for a run: a calendar date and an instant.
+
+careflow works with dates from 1900-01-01 to 2200-12-31 (``EARLIEST`` and
+``LATEST``). That covers any real purchase history and any schedule, and
+stays far enough from the ends of Python's calendar (years 1 and 9999) that
+shifting an instant into any time zone, or a segment's window of up to ten
+years, can never overflow.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,48 @@ from zoneinfo import ZoneInfo
 
 from careflow.errors import ConfigError
 
+EARLIEST = date(1900, 1, 1)
+LATEST = date(2200, 12, 31)
+
+
+def check_in_range(day: date | datetime, what: str = "--as-of") -> None:
+    """ConfigError unless ``day`` (a date, or an instant's date) lies in EARLIEST..LATEST."""
+    plain = day.date() if isinstance(day, datetime) else day
+    if not EARLIEST <= plain <= LATEST:
+        raise ConfigError(
+            f"{what} {day.isoformat()} is outside the dates careflow works with: "
+            f"{EARLIEST.isoformat()} to {LATEST.isoformat()}"
+        )
+
 
 def resolve_as_of(as_of: str | date | datetime | None, zone: str) -> tuple[date, datetime]:
     """(calendar date, instant) for a run. A plain date means noon of it in ``zone``;
-    nothing means now."""
+    nothing means now. ConfigError for anything unreadable or outside EARLIEST..LATEST."""
     tz = ZoneInfo(zone)
     if as_of is None or as_of == "":
         at = datetime.now(UTC)
     elif isinstance(as_of, datetime):
+        check_in_range(as_of)
         at = as_of if as_of.tzinfo else as_of.replace(tzinfo=tz)
     elif isinstance(as_of, date):
+        check_in_range(as_of)
         at = datetime.combine(as_of, time(12), tzinfo=tz)
     else:
         text = str(as_of).strip()
         try:
             if len(text) == 10:
-                at = datetime.combine(date.fromisoformat(text), time(12), tzinfo=tz)
+                day = date.fromisoformat(text)
+                check_in_range(day)
+                at = datetime.combine(day, time(12), tzinfo=tz)
             else:
                 parsed = datetime.fromisoformat(text)
+                check_in_range(parsed)
                 at = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
         except ValueError:
             raise ConfigError(
                 f"--as-of {as_of!r} is not a date (YYYY-MM-DD) or ISO date-time"
             ) from None
-    return at.astimezone(tz).date(), at
+    # Both ends are days inside the range, so no zone shift can leave Python's calendar.
+    local = at.astimezone(tz)
+    check_in_range(local)
+    return local.date(), at

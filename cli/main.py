@@ -42,15 +42,29 @@ def _engine(migrate: bool = False):
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
-    """key=value pairs; values are read as YAML so 180 is a number and [a, b] a list."""
+    """key=value pairs; values are read as YAML so 180 is a number and [a, b] a list.
+
+    The segment checks the values; here only the shape of each pair can be wrong.
+    """
     import yaml
+
+    from careflow.errors import ConfigError
 
     out = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--param {pair!r} is not KEY=VALUE, e.g. --param days=365")
+        if key in out:
+            raise ConfigError(f"--param {key} is given twice; give each parameter once")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"--param {key}: {value!r} is not a value; write a number, a word, "
+                "true/false, or a list such as [VIP, Large]"
+            ) from None
     return out
 
 
@@ -161,11 +175,18 @@ def import_orders(file, mapping, currency):
 # --- segments ------------------------------------------------------------------
 @main.group()
 def segment():
-    """Inspect segments: who a campaign would select."""
+    """Inspect segments: who a campaign would select.
+
+    Segments: birthday, reorder_due, dormant, vip, pyramid. `careflow segment
+    params NAME` lists a segment's parameters (set them with --param KEY=VALUE
+    here, or under `parameters:` in a campaign.yaml).
+    """
 
 
 _as_of_option = click.option(
-    "--as-of", default=None, help="Date (YYYY-MM-DD) or ISO date-time; default: now."
+    "--as-of",
+    default=None,
+    help="Date (YYYY-MM-DD) or ISO date-time, 1900-01-01 to 2200-12-31; default: now.",
 )
 _param_option = click.option(
     "--param",
@@ -196,6 +217,26 @@ def segment_count(name, as_of, params):
     query = _segment_select(name, as_of, params)
     with engine.connect() as conn:
         click.echo(segments.count(conn, query))
+
+
+@segment.command("params")
+@click.argument("name", required=False)
+def segment_params(name):
+    """The parameters of segment NAME (or of every segment): allowed values, default, meaning."""
+    import yaml
+
+    import segments
+
+    names = [name] if name else list(segments.SEGMENTS)
+    listed = {seg: segments.describe_params(seg) for seg in names}  # unknown NAME: error first
+    for seg, params in listed.items():
+        click.echo(f"{seg}:")
+        for p in params:
+            # the default as one would write it after --param KEY=
+            default = yaml.safe_dump(p["default"], default_flow_style=True)
+            default = default.removesuffix("\n").removesuffix("\n...")
+            click.echo(f"  {p['name']}  {p['allowed']}; default {default}")
+            click.echo(f"      {p['description']}")
 
 
 @segment.command("list")

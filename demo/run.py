@@ -10,6 +10,7 @@ import click
 from sqlalchemy import func, select
 
 from careflow import db
+from careflow.clock import resolve_as_of
 from careflow.db.models import ContactHistory, Customer
 from careflow.report import summary_table
 from careflow.settings import load_settings
@@ -17,6 +18,8 @@ from careflow.settings import load_settings
 
 def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool) -> list[dict]:
     settings = load_settings()
+    # the runs' own reading of --as-of: a bad or out-of-range date stops before any seeding
+    day = resolve_as_of(as_of, settings.time_zone)[0] if as_of else date.today()
     url = settings.effective_database_url
     if reseed and url.startswith("sqlite:///"):
         from pathlib import Path
@@ -26,7 +29,6 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
             Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
     db.upgrade(url)
     engine = db.engine_for(url)
-    day = date.fromisoformat(as_of[:10]) if as_of else date.today()
     with engine.connect() as conn:
         existing = conn.execute(select(func.count(Customer.id))).scalar_one()
     if existing:

@@ -229,7 +229,10 @@ def run_campaign(
         channel = None
     channel_names = [channel] if channel else list(spec.channels)
     # a bad segment parameter in campaign.yaml surfaces here, not in every batch
-    segments.build(spec.segment, as_of_date, spec.parameters, at=at)
+    try:
+        segments.validate_params(spec.segment, spec.parameters)
+    except ConfigError as exc:
+        raise ConfigError(f"templates/{spec.name}/campaign.yaml: {exc}") from None
     check_campaign(settings, spec, channel_names)
 
     run_id = str(flow_run.get_id() or uuid.uuid4())

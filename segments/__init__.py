@@ -2,10 +2,17 @@
 
 Contract every segment follows (tests/segments/test_contract.py checks it):
 - signature ``name(as_of: date, *, id_range=None, **documented_parameters) -> Select``;
+- its parameters are a pydantic model (``PARAMS[name]``) declared in its own
+  file: types, bounds, allowed values and what each means. ``validate_params``
+  checks a campaign's or a person's parameters against it, and every bad
+  value is a one-line ConfigError naming the segment, the parameter and what
+  is allowed; segments raise nothing else for bad input;
 - the select has a ``customer_id`` column plus context columns that templates
   may use (``days_since``, ``tier``...); it is never executed here;
 - ``as_of`` is a calendar date and only purchases on or before it count, so a
-  segment can be replayed for any past date;
+  segment can be replayed for any past date; it must lie within
+  ``careflow.clock.EARLIEST``..``LATEST`` (1900-2200), which keeps every
+  window (at most 3650 days) clear of the ends of Python's calendar;
 - ``id_range=(lo, hi)`` limits the result to customers with lo <= id <= hi so
   a flow can cut the work into batches;
 - a segment that needs the whole population (the pyramid ranks every buyer)
@@ -20,18 +27,20 @@ SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Connection
 
+from careflow.clock import check_in_range
 from careflow.errors import ConfigError
-from segments.birthday import birthday
-from segments.dormant import dormant
-from segments.reorder_due import reorder_due
+from segments._params import SegmentParams, check, describe
+from segments.birthday import BirthdayParams, birthday
+from segments.dormant import DormantParams, dormant
+from segments.reorder_due import ReorderDueParams, reorder_due
+from segments.vip import PyramidParams, VipParams, pyramid, vip
 from segments.vip import prepare as prepare_pyramid
-from segments.vip import pyramid, vip
 
 SEGMENTS: dict[str, Callable[..., Select]] = {
     "birthday": birthday,
@@ -41,9 +50,70 @@ SEGMENTS: dict[str, Callable[..., Select]] = {
     "pyramid": pyramid,
 }
 
+PARAMS: dict[str, type[SegmentParams]] = {
+    "birthday": BirthdayParams,
+    "reorder_due": ReorderDueParams,
+    "dormant": DormantParams,
+    "vip": VipParams,
+    "pyramid": PyramidParams,
+}
+
 PREPARE: dict[str, Callable[..., dict]] = {"vip": prepare_pyramid, "pyramid": prepare_pyramid}
 
-__all__ = ["SEGMENTS", "birthday", "build", "count", "dormant", "pyramid", "reorder_due", "vip"]
+__all__ = [
+    "PARAMS",
+    "SEGMENTS",
+    "birthday",
+    "build",
+    "count",
+    "describe_params",
+    "dormant",
+    "pyramid",
+    "reorder_due",
+    "validate_params",
+    "vip",
+]
+
+
+def _segment(name: str) -> Callable[..., Select]:
+    try:
+        return SEGMENTS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown segment {name!r}; known segments: {', '.join(sorted(SEGMENTS))}"
+        ) from None
+
+
+def validate_params(name: str, params: Mapping | None) -> dict:
+    """The segment's parameters checked and normalised (defaults filled in).
+
+    Raises ConfigError, one line naming the segment, the parameter and what
+    is allowed. Flows call it before a run starts; ``build`` calls it too.
+    The result is plain data (numbers, text, lists), safe to hand to tasks,
+    and validates again unchanged.
+    """
+    _segment(name)
+    checked = check(name, PARAMS[name], params if params is not None else {})
+    out = checked.model_dump()
+    model = PARAMS[name]
+    for field in model.model_fields.keys() - model.public_fields().keys():
+        if out[field] is None:
+            del out[field]  # filled in by prepare; absent until then
+    return out
+
+
+def describe_params(name: str) -> list[dict]:
+    """The parameters a person may set on segment ``name``: name, allowed, default, meaning."""
+    _segment(name)
+    return [
+        {
+            "name": field,
+            "allowed": describe(info),
+            "default": info.default,
+            "description": info.description or "",
+        }
+        for field, info in PARAMS[name].public_fields().items()
+    ]
 
 
 def build(
@@ -59,17 +129,13 @@ def build(
     ``at`` (the run's instant) goes to segments that care about the time of
     day in the customer's zone (birthday); the others count calendar days.
     """
-    try:
-        fn = SEGMENTS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown segment {name!r}; known segments: {', '.join(sorted(SEGMENTS))}"
-        ) from None
+    fn = _segment(name)
+    checked = validate_params(name, params)
+    check_in_range(as_of, "as-of date")
+    if at is not None:
+        check_in_range(at, "as-of instant")
     extra = {"at": at} if at is not None and "at" in inspect.signature(fn).parameters else {}
-    try:
-        return fn(as_of, **(params or {}), id_range=id_range, **extra)
-    except TypeError as exc:
-        raise ConfigError(f"segment {name!r}: bad parameters {params!r}: {exc}") from None
+    return fn(as_of, **checked, id_range=id_range, **extra)
 
 
 def count(conn: Connection, query: Select) -> int:
@@ -79,8 +145,10 @@ def count(conn: Connection, query: Select) -> int:
 
 
 def prepare(name: str, conn: Connection, as_of: date, params: dict | None = None) -> dict:
-    """Parameters for every batch of a run: ``params`` plus what PREPARE adds."""
-    params = dict(params or {})
+    """Parameters for every batch of a run: ``params`` (validated, normalised) plus
+    what PREPARE adds."""
+    params = validate_params(name, params)
     if name in PREPARE:
+        check_in_range(as_of, "as-of date")
         params |= PREPARE[name](conn, as_of, **params)
     return params

@@ -17,12 +17,41 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
-from zoneinfo import ZoneInfo, available_timezones
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from pydantic import Field, field_validator
 from sqlalchemy import Select, and_, case, literal, or_, select
 
 from careflow.db.models import Customer
 from careflow.db.sqlfunc import month_day
+from careflow.errors import ConfigError
+from segments._params import SegmentParams, check
+
+
+class BirthdayParams(SegmentParams):
+    """Parameters of ``birthday``."""
+
+    feb29_on: Literal["feb28", "mar1"] = Field(
+        "feb28",
+        description="Where Feb 29 birthdays fall in non-leap years: feb28 or mar1.",
+    )
+    default_zone: str = Field(
+        "UTC",
+        strict=True,
+        description="Time zone of customers with no time zone on file, or one careflow "
+        "does not recognise.",
+        json_schema_extra={"allowed": "an IANA time zone name such as Europe/London or UTC"},
+    )
+
+    @field_validator("default_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
 
 @lru_cache(maxsize=1)
@@ -62,12 +91,13 @@ def birthday(
 
     Columns: customer_id, birthday, local_date ('YYYY-MM-DD', the customer's today).
     """
-    if feb29_on not in ("feb28", "mar1"):
-        raise ValueError("feb29_on must be 'feb28' or 'mar1'")
+    p = check("birthday", BirthdayParams, {"feb29_on": feb29_on, "default_zone": default_zone})
+    feb29_on, default_zone = p.feb29_on, p.default_zone
     if at is None:
         at = datetime.combine(as_of, time(12), tzinfo=UTC)
     elif at.tzinfo is None:
-        raise ValueError("at must be timezone-aware")
+        # a programming error, not a person's: flows pass resolve_as_of's instant
+        raise ConfigError("segment 'birthday': the run's instant must carry a time zone")
 
     known = list(_zones())
     default_date = at.astimezone(ZoneInfo(default_zone)).date()

@@ -18,11 +18,32 @@ from __future__ import annotations
 
 from datetime import date
 
+from pydantic import Field
 from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
 
 from careflow.db.models import Order, OrderLine, Product
 from careflow.db.sqlfunc import day_date, day_number_of
+from segments._params import SegmentParams, check
 from segments._purchases import orders_up_to, purchase_days
+
+
+class ReorderDueParams(SegmentParams):
+    """Parameters of ``reorder_due``."""
+
+    min_purchase_days: int = Field(
+        3,
+        strict=True,
+        ge=3,
+        le=1000,
+        description="Distinct purchase days a customer needs before their median gap "
+        "counts as a rhythm (at least 3: a median needs two gaps).",
+    )
+    use_replenishment: bool = Field(
+        True,
+        strict=True,
+        description="Use the replenishment period of the products in the last purchase "
+        "(quantity x replenish_days) when known, instead of the median gap.",
+    )
 
 
 def reorder_due(
@@ -37,8 +58,12 @@ def reorder_due(
     Columns: customer_id, last_purchase_on, days_since,
     purchase_days, median_gap, interval_days, basis ('median' | 'product').
     """
-    if min_purchase_days < 3:
-        raise ValueError("min_purchase_days must be >= 3 (a median needs two gaps)")
+    p = check(
+        "reorder_due",
+        ReorderDueParams,
+        {"min_purchase_days": min_purchase_days, "use_replenishment": use_replenishment},
+    )
+    min_purchase_days, use_replenishment = p.min_purchase_days, p.use_replenishment
     days = purchase_days(as_of, id_range).cte("days")
 
     gaps = select(

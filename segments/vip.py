@@ -33,13 +33,18 @@ as if it were one currency.
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
+from decimal import Decimal
+from typing import Annotated, Literal
 
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import BigInteger, Select, case, cast, func, literal, select
 from sqlalchemy.engine import Connection
 
 from careflow.db.models import Order
 from careflow.db.sqlfunc import day_number, day_number_of
+from segments._params import SegmentParams, check
 
 TIERS = ("VIP", "Large", "Medium", "Small")
 QUINTILES_BP = (2000, 4000, 6000, 8000)  # top 20%, 40%, 60%, 80% in basis points
@@ -47,16 +52,122 @@ QUINTILES_BP = (2000, 4000, 6000, 8000)  # top 20%, 40%, 60%, 80% in basis point
 
 def _bp(pct: float) -> int:
     """A percentage as whole basis points, so shares compare exactly in integers."""
-    bp = round(pct * 100)
-    if abs(bp - pct * 100) > 1e-6:
-        raise ValueError(f"share {pct}% is finer than 0.01%")
-    return bp
+    return round(pct * 100)
 
 
-def _tier_bps(vip_pct: float, large_pct: float, medium_pct: float) -> dict[str, int]:
-    if not 0 < vip_pct <= large_pct <= medium_pct <= 100:
-        raise ValueError("need 0 < vip_pct <= large_pct <= medium_pct <= 100")
-    return {"VIP": _bp(vip_pct), "Large": _bp(large_pct), "Medium": _bp(medium_pct)}
+PERCENT = "a percentage above 0 and at most 100, in steps of 0.01"
+Percent = Annotated[float, Field(strict=True, gt=0, le=100, json_schema_extra={"allowed": PERCENT})]
+Amount = Annotated[Decimal, Field(allow_inf_nan=False)]
+Quintiles = Annotated[list[int], Field(min_length=4, max_length=4)]
+
+
+class _MoneyCuts(BaseModel):
+    VIP: Amount
+    Large: Amount
+    Medium: Amount
+    quintiles: Annotated[list[Amount], Field(min_length=4, max_length=4)]
+
+
+class _Quintiles(BaseModel):
+    quintiles: Quintiles
+
+
+class _Cutoffs(BaseModel):
+    """The shape ``prepare`` returns; checked so a hand-edited one fails clearly."""
+
+    buyers: int = Field(ge=1)
+    monetary: _MoneyCuts
+    frequency: _Quintiles
+    recency: _Quintiles
+
+
+class PyramidParams(SegmentParams):
+    """Parameters of ``pyramid`` (and of ``vip``, which adds ``tiers``)."""
+
+    window_days: int = Field(
+        365,
+        strict=True,
+        ge=1,
+        le=3650,
+        description="Only purchases in the last this-many days up to as-of count.",
+    )
+    vip_pct: Percent = Field(1.0, description="Cumulative share of buyers that is VIP.")
+    large_pct: Percent = Field(
+        5.0, description="Cumulative share of buyers that is VIP or Large (>= vip_pct)."
+    )
+    medium_pct: Percent = Field(
+        20.0,
+        description="Cumulative share of buyers that is VIP, Large or Medium (>= large_pct); "
+        "the rest are Small.",
+    )
+    currency: str | None = Field(
+        None,
+        strict=True,
+        description="Only orders in this currency count (null: all, summed as stored).",
+        json_schema_extra={"allowed": "a 3-letter currency code such as GBP, or null"},
+    )
+    cutoffs: dict | None = Field(
+        None,
+        description="The pyramid's cut values, filled in once per run by segments.prepare.",
+        json_schema_extra={
+            "internal": True,
+            "allowed": "what segments.prepare returns (buyers, monetary, frequency, recency)",
+        },
+    )
+
+    @field_validator("vip_pct", "large_pct", "medium_pct")
+    @classmethod
+    def _whole_basis_points(cls, pct: float) -> float:
+        if abs(round(pct * 100) - pct * 100) > 1e-6:
+            raise ValueError(f"share {pct}% is finer than 0.01%")
+        return pct
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, code: str | None) -> str | None:
+        if code is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z]{3}", code):
+            raise ValueError("not a 3-letter code")
+        return code.upper()
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _cutoffs_shape(cls, cutoffs: dict | None) -> dict | None:
+        if cutoffs is not None:
+            _Cutoffs.model_validate(cutoffs)  # the shape only; the values stay as given
+        return cutoffs
+
+    @model_validator(mode="after")
+    def _shares_in_order(self) -> PyramidParams:
+        if not self.vip_pct <= self.large_pct <= self.medium_pct:
+            raise ValueError(
+                "the shares are cumulative: need vip_pct <= large_pct <= medium_pct "
+                f"(got {self.vip_pct}, {self.large_pct}, {self.medium_pct})"
+            )
+        return self
+
+    def tier_bps(self) -> dict[str, int]:
+        """Cumulative tier shares in basis points."""
+        shares = {"VIP": self.vip_pct, "Large": self.large_pct, "Medium": self.medium_pct}
+        return {name: _bp(pct) for name, pct in shares.items()}
+
+    def window(self) -> dict:
+        """The parameters that shape the pyramid itself (what ``pyramid`` takes)."""
+        return self.model_dump(exclude={"tiers"})
+
+
+class VipParams(PyramidParams):
+    """Parameters of ``vip``: the pyramid's, plus which tiers to select."""
+
+    tiers: Annotated[list[Literal[TIERS]], Field(min_length=1)] = Field(
+        ["VIP", "Large"], description="The pyramid tiers to select."
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _no_repeats(cls, tiers: list[str]) -> list[str]:
+        return list(dict.fromkeys(tiers))
 
 
 def _buyers(as_of: date, window_days: int, currency: str | None, id_range=None) -> Select:
@@ -103,7 +214,19 @@ def pyramid(
     Columns: customer_id, monetary_minor, currency, frequency, days_since,
     buyers, tier, r_score, f_score, m_score.
     """
-    tier_bps = _tier_bps(vip_pct, large_pct, medium_pct)
+    p = check(
+        "pyramid",
+        PyramidParams,
+        {
+            "window_days": window_days,
+            "vip_pct": vip_pct,
+            "large_pct": large_pct,
+            "medium_pct": medium_pct,
+            "currency": currency,
+            "cutoffs": cutoffs,
+        },
+    )
+    window_days, currency, cutoffs, tier_bps = p.window_days, p.currency, p.cutoffs, p.tier_bps()
     if cutoffs is not None:
         return _with_cutoffs(_buyers(as_of, window_days, currency, id_range), cutoffs)
 
@@ -191,7 +314,18 @@ def prepare(
     Returns ``{"cutoffs": ...}`` to merge into the segment's parameters; small
     enough to hand to every batch.
     """
-    tier_bps = _tier_bps(vip_pct, large_pct, medium_pct)
+    p = check(
+        "pyramid",
+        PyramidParams,
+        {
+            "window_days": window_days,
+            "vip_pct": vip_pct,
+            "large_pct": large_pct,
+            "medium_pct": medium_pct,
+            "currency": currency,
+        },
+    )
+    window_days, currency, tier_bps = p.window_days, p.currency, p.tier_bps()
     rows = conn.execute(_buyers(as_of, window_days, currency)).all()
     n = len(rows)
     if n == 0:
@@ -222,8 +356,6 @@ def vip(
     **pyramid_params,
 ) -> Select:
     """Buyers in the given top tiers of the pyramid (default VIP and Large)."""
-    unknown = set(tiers) - set(TIERS)
-    if unknown:
-        raise ValueError(f"unknown tiers {sorted(unknown)}; tiers are {', '.join(TIERS)}")
-    inner = pyramid(as_of, id_range=id_range, **pyramid_params).subquery("pyramid")
-    return select(inner).where(inner.c.tier.in_(list(tiers)))
+    p = check("vip", VipParams, {"tiers": tiers, **pyramid_params})
+    inner = pyramid(as_of, id_range=id_range, **p.window()).subquery("pyramid")
+    return select(inner).where(inner.c.tier.in_(p.tiers))

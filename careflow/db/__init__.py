@@ -5,36 +5,116 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import DBAPIError
 
 from careflow.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+URL_SHAPE = (
+    "dialect+driver://user@host:port/database, "
+    "e.g. postgresql+psycopg://careflow@localhost:5432/careflow"
+)
 
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process (engines pool connections)."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+    """One engine per URL per process (engines pool connections).
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            # WAL lets the report read while a run writes; FKs are off by default in SQLite.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
+    A malformed URL, a driver that is not installed or a SQLite folder that
+    cannot be created is a one-line ConfigError naming the setting, with the
+    password masked. Nothing connects here: ``check_connection`` does.
+    """
     try:
-        return create_engine(url, pool_pre_ping=True)
-    except Exception as exc:  # ArgumentError, missing driver...
-        raise ConfigError(f"CAREFLOW_DATABASE_URL is not usable ({url!r}): {exc}") from exc
+        parsed = make_url(url)
+        secrets = (url, parsed.password)
+    except Exception as exc:  # ArgumentError, or ValueError for a port that is not a number
+        raise ConfigError(
+            f"CAREFLOW_DATABASE_URL is not a database URL ({_reason(exc, url)}); "
+            f"expected {URL_SHAPE}"
+        ) from exc
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        _sqlite_folder(parsed.database)
+        kwargs: dict = {"connect_args": {"timeout": 30}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except ImportError as exc:  # the driver package is not installed
+        raise ConfigError(
+            f"CAREFLOW_DATABASE_URL {shown}: the driver {parsed.get_driver_name()} is not "
+            f"installed ({_reason(exc, *secrets)}); install it, or for PostgreSQL use "
+            "postgresql+psycopg://, whose driver comes with careflow"
+        ) from exc
+    except Exception as exc:  # NoSuchModuleError (unknown dialect or driver), bad options
+        raise ConfigError(
+            f"CAREFLOW_DATABASE_URL {shown} is not usable ({_reason(exc, *secrets)}); "
+            f"expected {URL_SHAPE}"
+        ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_folder(database: str | None) -> None:
+    """Create the SQLite file's folder; ConfigError when that is impossible."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    folder = Path(database).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder {folder} for the SQLite database ({exc.strerror or exc}): "
+            "set CAREFLOW_HOME to a writable folder, or CAREFLOW_DATABASE_URL to another database"
+        ) from exc
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the report read while a run writes; FKs are off by default in SQLite.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def check_connection(engine: Engine) -> None:
+    """Open and close one connection; ConfigError (one line, no password) if that fails.
+
+    This is the boundary where a driver's connection error becomes a
+    configuration error: the CLI and flows come through here (``ensure_schema``,
+    ``upgrade``) before any work. Later, mid-run, a lost connection stays the
+    driver's OperationalError, which the ledger retries and Prefect reruns.
+    """
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        if engine.dialect.name == "sqlite":
+            todo = (
+                "set CAREFLOW_HOME to a writable folder, or CAREFLOW_DATABASE_URL to a "
+                "SQLite file you may write"
+            )
+        else:
+            todo = (
+                "check that the server is running and the URL's host, port, user, "
+                "password and database are right"
+            )
+        raise ConfigError(
+            f"cannot connect to CAREFLOW_DATABASE_URL {shown} "
+            f"({_reason(exc.orig or exc, engine.url.password)}): {todo}"
+        ) from exc
+
+
+def _reason(exc: BaseException, *secrets: object) -> str:
+    """A driver's message as one short line, with ``secrets`` (URL, password) masked."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in {str(s) for s in secrets if s}:
+        text = text.replace(secret, "***")
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def alembic_config(url: str):
@@ -50,11 +130,14 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` up to ``revision`` (``careflow db upgrade``)."""
     from alembic import command
 
+    check_connection(engine_for(url))
     command.upgrade(alembic_config(url), revision)
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Fail fast with a helpful message when the database was never migrated."""
+    """Fail fast with a helpful message when the database is unreachable or was never
+    migrated."""
+    check_connection(engine)
     if not inspect(engine).has_table("contact_history"):
         raise ConfigError(
             f"database {engine.url.render_as_string(hide_password=True)} has no careflow tables: "
