@@ -443,6 +443,60 @@ class ContactLedger:
         return out
 
 
+def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
+    """Everything that happened with one customer, oldest first (the last ``limit`` items):
+    messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
+    from careflow.db.models import Order
+    from careflow.money import from_minor
+
+    items: list[dict] = []
+    with engine.connect() as conn:
+        campaign_of = {}
+        for r in conn.execute(select(CH).where(CH.c.customer_id == customer_id)).mappings():
+            campaign_of[r["id"]] = r["campaign"]
+            text = r["subject"] or (r["body"] or "").split("\n")[0]
+            items.append(
+                {
+                    "at": r["sent_at"] or r["updated_at"],
+                    "what": r["state"] + (f": {r['reason']}" if r["reason"] else ""),
+                    "campaign": r["campaign"],
+                    "channel": r["channel"],
+                    "text": text[:120] or None,
+                    "detail": r["detail"],
+                }
+            )
+        for e in conn.execute(
+            select(ContactEvent.__table__).where(ContactEvent.customer_id == customer_id)
+        ).mappings():
+            items.append(
+                {
+                    "at": e["occurred_at"],
+                    "what": e["kind"],
+                    "campaign": campaign_of.get(e["contact_id"]),
+                    "channel": e["channel"],
+                    "text": e["detail"],
+                    "detail": None,
+                }
+            )
+        for o in conn.execute(
+            select(Order.ordered_at, Order.amount_minor, Order.currency).where(
+                Order.customer_id == customer_id
+            )
+        ):
+            items.append(
+                {
+                    "at": o.ordered_at,
+                    "what": "order",
+                    "campaign": None,
+                    "channel": None,
+                    "text": f"{from_minor(o.amount_minor, o.currency)} {o.currency}",
+                    "detail": None,
+                }
+            )
+    items.sort(key=lambda i: i["at"])
+    return items[-limit:] if limit else items
+
+
 def _fit(value: str | None, column_name: str) -> str | None:
     """``value`` cut to its column's size (with an ellipsis) so recording never fails.
 

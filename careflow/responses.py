@@ -128,7 +128,7 @@ def record_events(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
                     "provider_id": r.event.provider_message_id,
                     "contact_id": r.contact_id,
                     "customer_id": r.customer_id,
-                    "detail": r.event.reason,
+                    "detail": r.event.text if r.event.text is not None else r.event.reason,
                     "payload": r.event.raw or None,
                 }
                 for r in rows

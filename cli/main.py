@@ -168,8 +168,20 @@ def import_orders(file, mapping, currency):
             raise click.BadParameter(f"{pair!r} is not FIELD=COLUMN", param_hint="--map")
         k, v = pair.split("=", 1)
         fields[k.strip()] = v.strip()
-    report = run_import(_engine(migrate=True), file, mapping=fields or None, currency=currency)
+    engine = _engine(migrate=True)
+    report = run_import(engine, file, mapping=fields or None, currency=currency)
     click.echo(report.summary())
+    _attribute(engine)
+
+
+def _attribute(engine) -> None:
+    """Orders that follow a delivered message become its conversions (docs/responses.md)."""
+    from careflow.responses import attribute_orders
+
+    settings = _settings()
+    n = attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
+    if n:
+        click.echo(f"{n} order(s) attributed to a delivered message as conversions")
 
 
 # --- segments ------------------------------------------------------------------
@@ -367,25 +379,26 @@ def run(campaign, as_of, dry_run, channel, allow_past):
 
 @main.command()
 @click.argument("customer_id", type=int)
-@click.option("--limit", default=50, show_default=True)
-def history(customer_id, limit):
-    """Show CUSTOMER's contact history: every message and what happened to it."""
-    from careflow.ledger import ContactLedger
+@click.option("--limit", default=50, show_default=True, help="The latest N entries (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(customer_id, limit, as_json):
+    """Show CUSTOMER's timeline: messages, delivery, replies, opt-outs, bounces and orders."""
+    from careflow.ledger import timeline
 
-    rows = ContactLedger(_engine()).history(customer_id, limit)
-    if not rows:
+    items = timeline(_engine(), customer_id, limit)
+    if as_json:
+        click.echo(json.dumps(items, indent=2, ensure_ascii=False, default=str))
+        return
+    if not items:
         click.echo(f"no contact history for customer {customer_id}")
         return
-    for r in rows:
-        when = (r["sent_at"] or r["updated_at"]).isoformat(sep=" ", timespec="minutes")
-        state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
-        click.echo(f"{when}  {r['campaign']:17} {r['occasion']:17} {r['channel'] or '-':6} {state}")
-        if r["body"]:
-            click.echo(f"    {r['body'].splitlines()[0][:100]}")
-        if r["detail"]:
-            click.echo(f"    why: {r['detail'][:200]}")
-        for e in r["events"]:
-            click.echo(f"    {e['occurred_at']:%Y-%m-%d %H:%M}  {e['kind']}")
+    for i in items:
+        where = " ".join(x for x in (i["campaign"], i["channel"]) if x)
+        click.echo(f"{i['at']:%Y-%m-%d %H:%M}  {i['what']:24} {where}")
+        if i["text"]:
+            click.echo(f"    {i['text']}")
+        if i["detail"]:
+            click.echo(f"    why: {i['detail'][:200]}")
 
 
 @main.command()
@@ -463,6 +476,33 @@ def report_runs(since, limit, as_json):
         click.echo("no runs yet: try `careflow demo` or `careflow run birthday`")
     else:
         click.echo(runs_table(runs))
+
+
+@report.command("responses")
+@click.option("--since", default=None, help="Only messages sent on or after this date.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_responses(since, as_json):
+    """Per campaign: sent, delivered, replied, opted out, bounced, converted and revenue."""
+    from datetime import datetime
+
+    from careflow.report import response_summary, responses_table
+    from careflow.responses import attribute_orders
+
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
+        ) from None
+    settings, engine = _settings(), _engine()
+    attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
+    rows = response_summary(engine, start)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif not rows:
+        click.echo("nothing sent yet: try `careflow demo`")
+    else:
+        click.echo(responses_table(rows))
 
 
 @report.command("last")

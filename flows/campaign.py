@@ -45,6 +45,7 @@ from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.rendering import Renderer
+from careflow.responses import match_orphans
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.settings import Settings, load_settings
 from channels.recorder import RecordingChannel
@@ -304,6 +305,8 @@ def run_campaign(
     finally:
         _STOPS.pop(run_id, None)
     summary.update(total.as_dict())
+    if not dry_run:  # status callbacks that outran the ledger write of their own send
+        match_orphans(engine)
     finish_run(engine, run_id, summary)
     create_markdown_artifact(
         markdown=summary_markdown(summary),
