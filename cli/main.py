@@ -111,6 +111,15 @@ def import_():
     """Load data from files."""
 
 
+_encoding_option = click.option(
+    "--encoding",
+    default=None,
+    metavar="NAME",
+    help="The file's encoding, e.g. cp1252 or latin-1. Default: UTF-8, or what a byte "
+    "order mark says; a file that is not stops with the line that shows it.",
+)
+
+
 @import_.command("orders")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -122,11 +131,13 @@ def import_():
     "unit_price, customer, country. Default: the UCI Online Retail columns.",
 )
 @click.option("--currency", default="GBP", show_default=True, help="Currency of the amounts.")
-def import_orders(file, mapping, currency):
+@_encoding_option
+def import_orders(file, mapping, currency, encoding):
     """Import a transactions CSV (or .csv.gz): customers, products, orders, lines.
 
     Cancellations (invoice C...) and non-positive quantities are not
-    purchases; rows that cannot be read are listed with their line numbers.
+    purchases; rows that cannot be read or are out of bounds are listed with
+    their line numbers and the rest is loaded; a row repeated exactly loads once.
     """
     from importers.orders import import_orders as run_import
 
@@ -136,7 +147,9 @@ def import_orders(file, mapping, currency):
             raise click.BadParameter(f"{pair!r} is not FIELD=COLUMN", param_hint="--map")
         k, v = pair.split("=", 1)
         fields[k.strip()] = v.strip()
-    report = run_import(_engine(migrate=True), file, mapping=fields or None, currency=currency)
+    report = run_import(
+        _engine(migrate=True), file, mapping=fields or None, currency=currency, encoding=encoding
+    )
     click.echo(report.summary())
 
 
