@@ -176,3 +176,18 @@ def test_cli_encoding_option(engine, tmp_path):
     out = runner.invoke(main, ["import", "orders", str(path), "--encoding", "cp1252"])
     assert out.exit_code == 0, out.output
     assert "order lines loaded" in out.output and "cp1252, given" in out.output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{'H' * 1_000_000},StockCode\n1,2\n",  # no required column, one huge one
+        f'{HEADER}\n{GOOD_BEFORE}\n1002,A3,"{"x" * 1_000_000},1,2011-01-02,1.00,100,China\n',
+    ],
+    ids=["huge header", "unterminated quote"],
+)
+def test_file_level_errors_are_short_too(engine, tmp_path, text):
+    with pytest.raises(DataError) as caught:
+        import_orders(engine, write(tmp_path, text))
+    assert len(str(caught.value)) <= 2 * MAX_MESSAGE
+    assert count(engine, Order) == 0
