@@ -205,8 +205,8 @@ def classify(
     return pd.DataFrame(
         {
             "line": lines_of(positions, bad_lines),
-            # The whole row as read, every column: what "the same row" means.
-            "key": pd.util.hash_pandas_object(chunk[keep], index=False).to_numpy(),
+            # With the fields below, the whole row as read: what "the same row" means.
+            "key": _other_columns_hash(chunk[keep], present),
             "invoice": invoice[keep].to_numpy(),
             "sku": sku[keep].to_numpy(),
             "description": text["description"][keep].to_numpy(),
@@ -231,14 +231,24 @@ def _nul_check(name: str, values: pd.Series):
 
 def _length_check(name: str, values: pd.Series):
     limit = TEXT_LIMITS[name]
+    # map(len) over the objects: several times faster than .str.len() on pandas' str dtype
+    lengths = np.fromiter(map(len, values.to_numpy(dtype=object)), np.int64, len(values))
     return (
         "too_long",
-        values.str.len() > limit,
+        pd.Series(lengths > limit, index=values.index),
         lambda i: (
             f"{LABELS[name]} too long ({len(values[i]):,} characters, "
             f"at most {limit}): {shown(values[i])}"
         ),
     )
+
+
+def _other_columns_hash(rows: pd.DataFrame, present: dict[str, str]) -> np.ndarray:
+    """A 64-bit hash per row of the columns we do not load (0 when there are none)."""
+    others = [c for c in rows.columns if c not in set(present.values())]
+    if not others:
+        return np.zeros(len(rows), dtype=np.uint64)
+    return pd.util.hash_pandas_object(rows[others], index=False).to_numpy()
 
 
 def _normalized(refs: pd.Series) -> np.ndarray:
@@ -272,13 +282,14 @@ def parse_times(raw: pd.Series) -> pd.Series:
 def drop_repeats(rows: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
     """Keep the first of rows that are the same in every field; count the others.
 
-    The key is a 64-bit hash of the whole row as read (columns we do not
-    load included); the parsed fields are compared as well.
+    Compared: every parsed field and a 64-bit hash of the columns we do not
+    load (a hash collision there could only merge rows that agree on every
+    loaded field).
     """
     if rows.empty:
         return rows
-    # Candidates by hash first (integers compare fast), then every field among them.
-    involved = rows[rows.duplicated(subset="key", keep=False)]
+    # Candidates share invoice and item (cheap to find), then every field among them.
+    involved = rows[rows.duplicated(subset=["invoice", "sku"], keep=False)]
     again = involved.duplicated(subset=_SAME_ROW, keep="first")
     if not again.any():
         return rows
