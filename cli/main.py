@@ -120,15 +120,36 @@ _encoding_option = click.option(
 )
 
 
+def _map_option(fields: str, default: str):
+    return click.option(
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        help=f"Column for a field: {fields}. Default: {default}.",
+    )
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    fields = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair[:60]!r} is not FIELD=COLUMN", param_hint="--map")
+        k, v = pair.split("=", 1)
+        fields[k.strip()] = v.strip()
+    return fields or None
+
+
+_file_argument = click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+
+
 @import_.command("orders")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--map",
-    "mapping",
-    multiple=True,
-    metavar="FIELD=COLUMN",
-    help="Column for a field: invoice, sku, description, quantity, ordered_at, "
-    "unit_price, customer, country. Default: the UCI Online Retail columns.",
+@_file_argument
+@_map_option(
+    "invoice, sku, description, quantity, ordered_at, unit_price, customer, country",
+    "the UCI Online Retail columns",
 )
 @click.option("--currency", default="GBP", show_default=True, help="Currency of the amounts.")
 @_encoding_option
@@ -141,15 +162,47 @@ def import_orders(file, mapping, currency, encoding):
     """
     from importers.orders import import_orders as run_import
 
-    fields = {}
-    for pair in mapping:
-        if "=" not in pair:
-            raise click.BadParameter(f"{pair!r} is not FIELD=COLUMN", param_hint="--map")
-        k, v = pair.split("=", 1)
-        fields[k.strip()] = v.strip()
     report = run_import(
-        _engine(migrate=True), file, mapping=fields or None, currency=currency, encoding=encoding
+        _engine(migrate=True), file, mapping=_mapping(mapping), currency=currency, encoding=encoding
     )
+    click.echo(report.summary())
+
+
+@import_.command("customers")
+@_file_argument
+@_map_option(
+    "ref, full_name, given_name, family_name, mobile, email, fax, locale, time_zone, "
+    "birthday, grade, owner, country, preferred_channel",
+    "columns named like the fields",
+)
+@_encoding_option
+def import_customers(file, mapping, encoding):
+    """Import customers from a CSV: contacts, locale, time zone, birthday and more.
+
+    Matched by ref: a new ref creates a customer, a known one is updated
+    with the fields its row fills in (an empty cell changes nothing). Bad
+    rows are listed with their line numbers and the rest is loaded.
+    """
+    from importers.customers import import_customers as run_import
+
+    report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
+    click.echo(report.summary())
+
+
+@import_.command("consents")
+@_file_argument
+@_map_option("customer, channel, granted, source, when", "columns named like the fields")
+@_encoding_option
+def import_consents(file, mapping, encoding):
+    """Import consent decisions from a CSV: customer ref, channel, granted, source, when.
+
+    The latest decision per customer and channel wins, and one older than
+    what careflow holds is not applied. Bad rows (an unknown customer, a
+    channel that is not sms/email/fax) are listed with their line numbers.
+    """
+    from importers.consents import import_consents as run_import
+
+    report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
     click.echo(report.summary())
 
 
