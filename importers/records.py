@@ -24,7 +24,7 @@ import pandas as pd
 
 from careflow.errors import DataError
 from importers.report import ImportReport, bounded, shown
-from importers.source import lines_of, open_source, read_chunks
+from importers.source import line_of, lines_of, open_source, read_chunks
 
 #: parse(texts) -> (values, unreadable): both indexed like ``texts``
 Parser = Callable[[pd.Series], tuple[pd.Series, pd.Series]]
@@ -119,8 +119,7 @@ def _check(
         nonlocal broken
         mask = mask.fillna(False).astype(bool) & ~broken
         for pos in mask.to_numpy().nonzero()[0]:
-            line = lines_of(np.array([first_row + int(pos)]), bad_lines)[0]
-            report._bad(kind, int(line), message(chunk.index[pos]))
+            report._bad(kind, line_of(first_row + int(pos), bad_lines), message(chunk.index[pos]))
         broken |= mask
 
     for f in fields:
