@@ -13,7 +13,11 @@ The figures asserted below were computed with pandas straight from the CSV
   other rows with Quantity <= 0 all lack a customer too.
 - 397,924 purchase rows make 18,536 invoices of 4,339 customers (4,372 ids
   appear in the file; 33 only ever cancelled) over 3,665 stock codes.
-- Purchase revenue, lines rounded to the cent, is 8,911,407.90.
+- 5,192 of those rows repeat an earlier row exactly (same invoice, item,
+  quantity, time, price, customer, country): the importer loads each such
+  row once and counts the repeats, so 392,732 order lines are loaded.
+- Purchase revenue, lines rounded to the cent, is 8,911,407.90 with the
+  repeats and 8,887,208.89 without them.
 """
 
 from __future__ import annotations
@@ -60,15 +64,28 @@ def test_the_file_is_the_documented_one():
     assert df["InvoiceNo"].nunique() == 25_900 and df["Country"].nunique() == 38
     total = (pd.to_numeric(df["Quantity"]) * pd.to_numeric(df["UnitPrice"])).sum()
     assert round(total, 2) == 9_747_747.93
+    purchases = df[
+        (df["CustomerID"] != "")
+        & ~df["InvoiceNo"].str.startswith("C")
+        & (pd.to_numeric(df["Quantity"]) > 0)
+    ]
+    assert len(purchases) == 397_924 and purchases.duplicated().sum() == 5_192
 
 
 def test_import_report_accounts_for_every_row(retail):
     _, report, _ = retail
     assert isinstance(report, ImportReport)
     assert report.rows_read == 541_909
-    assert report.skipped == {"no_customer": 135_080, "cancellation": 8_905}
+    assert report.skipped == {
+        "no_customer": 135_080,
+        "cancellation": 8_905,
+        "duplicate_row": 5_192,
+    }
     assert report.malformed == {} and report.examples == []
-    assert report.lines_loaded == 397_924
+    assert report.lines_loaded + report.skipped["duplicate_row"] == 397_924
+    assert report.lines_loaded == 392_732
+    # the first repeat: 536409's luggage tag, on line 519 and, before it, on line 496
+    assert report.duplicates[0] == (519, 496)
     assert report.rows_read == report.lines_loaded + sum(report.skipped.values())
     assert report.orders_loaded == 18_536
     assert (report.customers_created, report.customers_matched) == (4_339, 0)
@@ -96,9 +113,9 @@ def test_database_holds_what_the_report_says(retail):
                 Customer.mobile.is_(None), Customer.email.is_(None), Customer.fax.is_(None)
             )
         ).scalar_one()
-    assert (n_orders, n_lines) == (18_536, 397_924)
+    assert (n_orders, n_lines) == (18_536, 392_732)
     # Money is integer pence (careflow.money): the sums are exact on every database.
-    assert from_minor(revenue, "GBP") == from_minor(line_revenue, "GBP") == Decimal("8911407.90")
+    assert from_minor(revenue, "GBP") == from_minor(line_revenue, "GBP") == Decimal("8887208.89")
     assert (first.customer, first.country) == ("17850", "United Kingdom")
     assert first.ordered_on == date(2010, 12, 1)
     assert from_minor(first.amount_minor, first.currency) == Decimal("139.12")
