@@ -29,7 +29,7 @@ from careflow.db.models import Consent, Customer
 from careflow.errors import DataError
 from careflow.ledger import utcnow
 from importers.bulk import chunks, existing, insert_many
-from importers.customers import CHANNELS
+from importers.customers import channel_names
 from importers.order_rows import normalize_customer_ref
 from importers.records import Field, instants_between, one_of, per_distinct, read_records
 from importers.report import ImportReport, bounded, shown
@@ -53,9 +53,9 @@ FIELDS = [
         "channel",
         required=True,
         max_length=_TABLE.c.channel.type.length,
-        parse=one_of({c: c for c in CHANNELS}),
+        parse=one_of(channel_names),
         problem="bad_channel",
-        expect=" or ".join(CHANNELS),
+        expect=lambda: " or ".join(channel_names()),
     ),
     Field(
         "granted",

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import get_args
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -29,7 +28,7 @@ from babel import Locale, UnknownLocaleError
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from careflow.campaigns import ContentChannel
+from careflow import registry
 from careflow.db.models import Customer
 from careflow.errors import DataError
 from careflow.ledger import utcnow
@@ -39,7 +38,11 @@ from importers.records import Field, dates_between, one_of, per_distinct, read_r
 from importers.report import ImportReport, bounded, shown
 
 _TABLE = Customer.__table__
-CHANNELS = get_args(ContentChannel)
+
+
+def channel_names() -> dict[str, str]:
+    """The channels a customer may prefer or consent to: every registered content channel."""
+    return {c: c for c in registry.content_names()}
 
 
 def _length(column: str) -> int:
@@ -124,9 +127,9 @@ FIELDS = [
         "preferred_channel",
         "preferred channel",
         max_length=_length("preferred_channel"),
-        parse=one_of({c: c for c in CHANNELS}),
+        parse=one_of(channel_names),
         problem="bad_channel",
-        expect=" or ".join(CHANNELS),
+        expect=lambda: " or ".join(channel_names()),
     ),
 ]
 _NAMES = [f.name for f in FIELDS if f.name != "ref"]

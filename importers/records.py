@@ -43,7 +43,7 @@ class Field:
     #: the kind of problem an unreadable value is reported as
     problem: str = "bad_value"
     #: what a good value looks like, added to the message for a bad one
-    expect: str = ""
+    expect: str | Callable[[], str] = ""  # a callable is asked when a message is written
 
 
 def read_records(
@@ -152,7 +152,8 @@ def _check(
             todo = ~empty & ~broken
             parsed, unreadable = f.parse(text[todo])
             values[todo] = parsed
-            expect = f" ({f.expect})" if f.expect else ""
+            wanted = f.expect() if callable(f.expect) else f.expect
+            expect = f" ({wanted})" if wanted else ""
             flag(
                 f.problem,
                 unreadable.reindex(text.index, fill_value=False),
@@ -217,12 +218,14 @@ def per_distinct(convert: Callable[[str], object]) -> Parser:
 _BAD = object()
 
 
-def one_of(choices: dict[str, object]) -> Parser:
-    """Case-insensitive words to values: ``one_of({"yes": True, "no": False})``."""
+def one_of(choices: dict[str, object] | Callable[[], dict[str, object]]) -> Parser:
+    """Case-insensitive words to values: ``one_of({"yes": True, "no": False})``.
+
+    ``choices`` may be a function, asked at parse time (the registered channels)."""
 
     def convert(text: str) -> object:
         try:
-            return choices[text.lower()]
+            return (choices() if callable(choices) else choices)[text.lower()]
         except KeyError:
             raise ValueError(text) from None
 
