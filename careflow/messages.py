@@ -7,6 +7,7 @@ tasks and can be compared in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -18,6 +19,7 @@ class State(StrEnum):
     SENT = "sent"
     SKIPPED = "skipped"
     FAILED = "failed"
+    DEFERRED = "deferred"  # not now: due at ``not_before``, sent once by a later run
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class Outcome:
     provider_id: str | None = None
     retryable: bool = False
     detail: str | None = None
+    not_before: datetime | None = None  # deferred: due at this instant (UTC, naive)
 
     @classmethod
     def sent(cls, contact_id: int, provider_id: str | None = None) -> Outcome:
@@ -64,6 +67,12 @@ class Outcome:
     @classmethod
     def skipped(cls, contact_id: int, reason: str, detail: str | None = None) -> Outcome:
         return cls(contact_id, State.SKIPPED, reason=reason, detail=detail)
+
+    @classmethod
+    def deferred(
+        cls, contact_id: int, reason: str, not_before: datetime, detail: str | None = None
+    ) -> Outcome:
+        return cls(contact_id, State.DEFERRED, reason=reason, detail=detail, not_before=not_before)
 
     @classmethod
     def failed(

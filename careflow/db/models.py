@@ -73,7 +73,13 @@ class Customer(Base):
 
 
 class Consent(Base):
-    """Consent per customer and channel. No row means 'not asked' (see policy)."""
+    """Consent per customer, channel and category. No row means 'not asked' (see policy).
+
+    ``category`` is ``all`` for a decision about the whole channel (a STOP
+    reply, an import without a category) or a campaign category (``care``,
+    ``marketing``, ``transactional``). Of a channel's ``all`` row and its
+    category row, the later decision wins (careflow/policy/consent.py).
+    """
 
     __tablename__ = "consents"
 
@@ -81,6 +87,9 @@ class Consent(Base):
         ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
     )
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    category: Mapped[str] = mapped_column(
+        String(16), primary_key=True, default="all", server_default="all"
+    )
     granted: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime)
@@ -146,6 +155,10 @@ class ContactHistory(Base):
         UniqueConstraint("campaign", "customer_id", "occasion", name="uq_contact_key"),
         Index("ix_contact_history_run", "run_id", "state"),
         Index("ix_contact_history_customer", "customer_id", "created_at"),
+        # the follow-up flow finds deferred messages that are due
+        Index("ix_contact_history_due", "state", "not_before"),
+        # one message per address per occasion: who else has this campaign at this address
+        Index("ix_contact_history_address", "campaign", "recipient"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -170,6 +183,12 @@ class ContactHistory(Base):
     delivery_state: Mapped[str | None] = mapped_column(String(16))
     delivery_rank: Mapped[int | None] = mapped_column(Integer)
     delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the campaign's category (care, marketing, transactional): frequency caps count by it
+    category: Mapped[str | None] = mapped_column(String(16))
+    #: a deferred message is due at this instant (UTC); a later run or the follow-up sends it
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the run's as-of instant (UTC) that selected the customer: the follow-up re-selects at it
+    selected_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ContactEvent(Base):
