@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from careflow import registry
 from careflow.errors import ConfigError
 from careflow.money import with_amounts
+from careflow.policy.config import CampaignPolicy, Category
 
 Occasion = Literal["yearly", "quarterly", "monthly", "weekly", "daily", "last_purchase"]
 
@@ -46,7 +47,25 @@ class CampaignSpec(BaseModel):
     parameters: dict = Field(default_factory=dict)
     channels: list[str] = Field(min_length=1)
     occasion: Occasion = "yearly"
+    #: care (birthday, VIP notes), marketing (offers, win-back) or transactional; consent,
+    #: sending windows and frequency caps go by it (docs/policy.md)
+    category: Category = "marketing"
+    #: marketing content: the SMS opt-out line and email unsubscribe headers. Follows the
+    #: category unless set: true for marketing, false otherwise
     marketing: bool = True
+    #: contact policy for this campaign over the CAREFLOW_* defaults (docs/policy.md)
+    policy: CampaignPolicy = Field(default_factory=CampaignPolicy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _category_and_marketing(cls, data):
+        """Either may be given: a campaign written before categories says ``marketing:``."""
+        if isinstance(data, dict):
+            if "category" not in data and "marketing" in data:
+                data = {**data, "category": "marketing" if data["marketing"] else "care"}
+            elif "category" in data and "marketing" not in data:
+                data = {**data, "marketing": data["category"] == "marketing"}
+        return data
 
     @field_validator("channels")
     @classmethod

@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     )
     consent_required: bool = Field(
         default=False,
-        description="true: only customers with a recorded opt-in are contacted. false: "
-        "existing customers are contacted unless they opted out (soft opt-in).",
+        description="Older spelling of CAREFLOW_CONSENT_REGIME=opt_in: true means an opt-in "
+        "is needed on every channel.",
     )
     time_zone: str = Field(
         default="UTC",
@@ -83,6 +83,74 @@ class Settings(BaseSettings):
     feb29_birthdays_on: str = Field(
         default="feb28", description="Where Feb 29 birthdays fall in non-leap years: feb28 or mar1."
     )
+
+    # ======================================================================
+    # --- contact policy (docs/policy.md); campaign.yaml `policy:` overrides ---
+    # ======================================================================
+    consent_regime: Literal["opt_out", "opt_in", "by_country"] = Field(
+        default="opt_out",
+        description="opt_out: contact unless the customer said no; opt_in: only with a "
+        "recorded opt-in for the campaign's category (or the channel); by_country: as the "
+        "country table says, opt-in where a country is not listed. Transactional messages "
+        "never need an opt-in.",
+    )
+    quiet_hours: str = Field(
+        default="21:00-09:00",
+        description="Local hours (customer's zone, else CAREFLOW_TIME_ZONE) in which nothing "
+        "is sent: messages are deferred to the end of them. 'off' for none.",
+    )
+    sending_windows: bool = Field(
+        default=True,
+        description="Apply the per-country sending windows (days, hours, public holidays).",
+    )
+    country_rules_file: Path | None = Field(
+        default=None,
+        description="YAML adding or replacing countries of the shipped table "
+        "(careflow/policy/countries.yaml).",
+    )
+    frequency_cap: str = Field(
+        default="2/7d",
+        description="At most N messages per rolling D days per customer, across campaigns "
+        "(N/Dd, e.g. 2/7d; 'off' for none). Counts the categories not set to bypass.",
+    )
+    frequency_cap_per: Literal["customer", "channel"] = Field(
+        default="customer", description="Count the cap per customer overall, or per channel."
+    )
+    frequency_cap_marketing: Literal["defer", "skip", "bypass"] = Field(
+        default="defer", description="A capped marketing message is deferred, skipped, or "
+        "never capped (bypass: neither capped nor counted)."
+    )
+    frequency_cap_care: Literal["defer", "skip", "bypass"] = Field(
+        default="bypass", description="The same for care messages (birthday, VIP care)."
+    )
+    frequency_cap_transactional: Literal["defer", "skip", "bypass"] = Field(
+        default="bypass", description="The same for transactional messages."
+    )
+    one_message_per_address: bool = Field(
+        default=True,
+        description="Customers sharing a phone or email get one message per campaign "
+        "occasion at that address; the others are skipped (shared_address).",
+    )
+    prefer_customer_channel: bool = Field(
+        default=True,
+        description="Try the customer's preferred channel first, then the campaign's order.",
+    )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        from careflow.policy.config import parse_quiet_hours
+
+        parse_quiet_hours(value)
+        return value
+
+    @field_validator("frequency_cap")
+    @classmethod
+    def _cap(cls, value: str) -> str:
+        from careflow.policy.config import parse_cap
+
+        parse_cap(value)
+        return value
 
     @field_validator("time_zone")
     @classmethod

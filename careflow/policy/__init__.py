@@ -1,27 +1,46 @@
 """The contact policy stage: may we contact this customer, now, on which channel, where?
 
 Runs between selection and rendering, as an ordered list of small rules
-(a firewall's table). Each rule sees the customer, the campaign, the run's
-instant and what is known about the customer (consents, and later the
-ledger history), and the channel options still open. It either narrows the
-options or returns a final :class:`Decision`; the first final decision
-wins, and a customer who passes every rule is sent on the first option
-left. Adding a rule is one class and one line in :data:`DEFAULT_RULES`.
+(a firewall's table). Each rule sees the customer, the campaign's policy
+(:class:`careflow.policy.config.PolicyConfig`), the run's instant and what
+is known about the customer (consents, suppressed addresses), and the
+channel options still open. It either narrows or reorders the options or
+returns a final :class:`Decision`; the first final decision wins, and a
+customer who passes every rule is sent on the first option left, the
+others kept as fallbacks. Adding a rule is one class and one line in
+:data:`DEFAULT_RULES`. docs/policy.md explains each rule with an example.
 
-Decisions a rule can return:
-- ``send`` on a channel and normalised address;
+The table, in order:
+1. channel preference: the customer's preferred channel first, then the
+   campaign's order;
+2. consent, per channel and the campaign's category, under the regime in
+   force (opt-out, opt-in, or by country);
+3. contact points: an address on file, normalised for the channel;
+4. suppression: never an address that opted out, bounced or complained;
+5. send time: quiet hours and the country's sending window, in the
+   customer's own zone; outside them the message is deferred.
+
+Two decisions need every other message, so the ledger makes them when it
+reserves the message, atomically (careflow/ledger.py ``claim``): one
+message per address per occasion (shared phones and emails) and frequency
+caps across campaigns.
+
+Decisions:
+- ``send`` on a channel and normalised address (fallbacks in ``options``);
 - ``skip(reason)``: not this time; a later run decides again;
-- ``defer(until)``: not now, at ``until`` (quiet hours, caps);
-- ``hold(reason)``: a person must look first (the ledger marks it failed,
-  not retryable, until ``careflow retry``).
+- ``defer(until)``: not now, at ``until``; the ledger keeps it ``deferred``
+  and a later run or the follow-up flow sends it once due;
+- ``hold(reason)``: a person must look first.
 
-Skip reasons (recorded in the ledger and counted in reports):
-- ``opted_out``, ``bounced``, ``spam_report``, ``unsubscribed``, ``dropped``: the
-  address is suppressed (careflow/responses.py records why)
-- ``opted_out``: the customer could only be reached on channels they opted out of
-- ``no_consent``: CAREFLOW_CONSENT_REQUIRED is on and no opt-in is recorded
-- ``no_contact``: no address on file for any usable channel
-- ``invalid_contact``: addresses on file, but none is usable (detail says why)
+Reasons (recorded in the ledger, counted per reason in run reports):
+- skipped ``opted_out``: the customer said no on every channel they could be reached on
+  (also ``bounced``, ``spam_report``, ``unsubscribed``, ``dropped``: the address is suppressed)
+- skipped ``no_consent``: the regime needs an opt-in for this category and none is recorded
+- skipped ``no_contact`` / ``invalid_contact``: no usable address
+- skipped ``shared_address``: another customer at the same address got this occasion's message
+- skipped or deferred ``frequency_cap``: the customer had enough messages lately
+- deferred ``quiet_hours`` / ``sending_window``: not at this local time; sent later
+- skipped ``no_send_time``: the rules leave no allowed time in the next year
 """
 
 from __future__ import annotations
@@ -29,16 +48,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Literal, Protocol
-
-from babel import Locale
 
 from careflow import registry
 from careflow.addresses import normalize_email, normalize_phone
 from careflow.errors import InvalidContact
+from careflow.policy.config import PolicyConfig
+from careflow.policy.countries import country_code
+from careflow.policy.timing import blocked_at, describe_local, next_allowed, zone_of
 
 Action = Literal["send", "skip", "defer", "hold"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A channel still open for this customer, with its address once checked."""
+
+    channel: str
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,27 +78,39 @@ class Decision:
     skip_reason: str | None = None
     detail: str | None = None
     action: Action = "send"
-    until: datetime | None = None
+    until: datetime | None = None  # defer: aware UTC
+    #: every usable option in preference order (sends and deferrals): the first is
+    #: ``channel``/``address``, the rest are fallbacks if its address is taken
+    options: tuple[Option, ...] = ()
 
     @classmethod
     def skip(cls, customer_id: int, reason: str, detail: str | None = None) -> Decision:
         return cls(customer_id, skip_reason=reason, detail=detail, action="skip")
 
     @classmethod
-    def defer(cls, customer_id: int, until: datetime, reason: str, detail: str | None = None):
-        return cls(customer_id, skip_reason=reason, detail=detail, action="defer", until=until)
+    def defer(
+        cls,
+        customer_id: int,
+        until: datetime,
+        reason: str,
+        detail: str | None = None,
+        options: Sequence[Option] = (),
+    ) -> Decision:
+        first = options[0] if options else Option(None)  # type: ignore[arg-type]
+        return cls(
+            customer_id,
+            channel=first.channel,
+            address=first.address,
+            skip_reason=reason,
+            detail=detail,
+            action="defer",
+            until=until,
+            options=tuple(options),
+        )
 
     @classmethod
     def hold(cls, customer_id: int, reason: str, detail: str | None = None) -> Decision:
         return cls(customer_id, skip_reason=reason, detail=detail, action="hold")
-
-
-@dataclass(frozen=True)
-class Option:
-    """A channel still open for this customer, with its address once checked."""
-
-    channel: str
-    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,17 +120,24 @@ class PolicyContext:
     customer: dict
     channels: Sequence[str]  # the campaign's preference order (or the run's override)
     now: datetime | None
+    #: channel -> the customer's latest decision for this campaign's category (or the channel)
     consent: dict[str, bool] = field(default_factory=dict)
-    consent_required: bool = False
+    consent_required: bool = False  # every channel needs an opt-in
+    #: channels that need an opt-in for this customer (regime, country, category)
+    opt_in_channels: frozenset[str] = frozenset()
     default_region: str = "CN"
     marketing: bool = True
     history: Sequence[dict] = ()
     #: (channel, address) -> reason, for addresses that must receive nothing
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    config: PolicyConfig | None = None
 
     @property
     def customer_id(self) -> int:
         return self.customer["id"]
+
+    def needs_opt_in(self, channel: str) -> bool:
+        return self.consent_required or channel in self.opt_in_channels
 
 
 class Rule(Protocol):
@@ -102,21 +148,9 @@ class Rule(Protocol):
     def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision: ...
 
 
-@lru_cache(maxsize=1)
-def _country_codes() -> dict[str, str]:
-    names = {name.lower(): code for code, name in Locale("en").territories.items()}
-    names.update({"uk": "GB", "usa": "US", "eire": "IE", "rsa": "ZA"})
-    return names
-
-
 def phone_region(country: str | None, default_region: str) -> str:
     """Region to read a national-format number in: the customer's country, else the default."""
-    if country:
-        c = country.strip()
-        if len(c) == 2 and c.isalpha():
-            return c.upper()
-        return _country_codes().get(c.lower(), default_region)
-    return default_region
+    return country_code(country) or default_region
 
 
 def normalize_address(channel: str, raw: str, *, country: str | None, default_region: str) -> str:
@@ -129,21 +163,58 @@ def normalize_address(channel: str, raw: str, *, country: str | None, default_re
     return raw.strip()
 
 
+def opt_in_channels(config: PolicyConfig, country: str | None, channels: Sequence[str]):
+    """The channels on which this customer needs a recorded opt-in for the campaign's category.
+
+    Transactional messages never need one (an explicit no still counts);
+    ``by_country`` follows the country table, and an unlisted country or
+    channel needs an opt-in.
+    """
+    if config.category == "transactional" or config.consent_regime == "opt_out":
+        return frozenset()
+    if config.consent_regime == "opt_in":
+        return frozenset(channels)
+    rules = config.countries.get(country_code(country))
+    regimes = rules.consent if rules else {}
+    return frozenset(ch for ch in channels if regimes.get(ch, "opt_in") == "opt_in")
+
+
+class ChannelPreferenceRule:
+    """The customer's preferred channel first (when the campaign uses it), then the campaign's
+    order: the fallbacks."""
+
+    name = "channel_preference"
+
+    def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        if ctx.config is None or not ctx.config.prefer_customer_channel:
+            return options
+        preferred = (ctx.customer.get("preferred_channel") or "").strip().lower()
+        first = [o for o in options if o.channel == preferred]
+        return first + [o for o in options if o.channel != preferred]
+
+
 class ConsentRule:
-    """Only channels the customer has not refused (or, opt-in regimes, has agreed to)."""
+    """Only channels the customer has not refused (or, where an opt-in is needed, agreed to)."""
 
     name = "consent"
 
     def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
-        # an explicit opt-out always wins; no record means the regime's default
-        allowed = [o for o in options if ctx.consent.get(o.channel, not ctx.consent_required)]
+        # an explicit decision always wins; no record means the regime's default
+        allowed = [
+            o for o in options if ctx.consent.get(o.channel, not ctx.needs_opt_in(o.channel))
+        ]
         if allowed:
             return allowed
-        refused_all = ctx.consent_required and not any(ctx.consent.values())
+        refused = [o.channel for o in options if ctx.consent.get(o.channel) is False]
+        category = ctx.config.category if ctx.config else "marketing"
+        if refused and len(refused) == len(options):
+            return Decision.skip(ctx.customer_id, "opted_out", f"opted out of {'/'.join(refused)}")
+        unasked = [o.channel for o in options if o.channel not in refused]
         return Decision.skip(
             ctx.customer_id,
-            "no_consent" if refused_all else "opted_out",
-            f"channels: {', '.join(ctx.channels)}",
+            "no_consent",
+            f"no opt-in recorded for {category} on {'/'.join(unasked)}, and one is needed"
+            + (f"; opted out of {'/'.join(refused)}" if refused else ""),
         )
 
 
@@ -180,8 +251,13 @@ class ContactPointRule:
             for ch in ctx.channels
             if ch not in open_channels and ctx.customer.get(registry.get(ch).contact_field or "")
         ]
-        if blocked:  # reachable only where they said no
-            return Decision.skip(cid, "opted_out", f"opted out of {'/'.join(blocked)}")
+        refused = [ch for ch in blocked if ctx.consent.get(ch) is False]
+        if refused:  # reachable only where they said no
+            return Decision.skip(cid, "opted_out", f"opted out of {'/'.join(refused)}")
+        if blocked:  # reachable only where an opt-in is needed and none is recorded
+            return Decision.skip(
+                cid, "no_consent", f"reachable only on {'/'.join(blocked)}, with no opt-in"
+            )
         return Decision.skip(
             cid, "no_contact", f"no {'/'.join(o.channel for o in options)} on file"
         )
@@ -207,8 +283,52 @@ class SuppressionRule:
         )
 
 
-#: The policy table, in order. Quiet hours and frequency caps slot in after these.
-DEFAULT_RULES: tuple[Rule, ...] = (ConsentRule(), ContactPointRule(), SuppressionRule())
+class SendTimeRule:
+    """Quiet hours and the country's sending window, in the customer's own zone (the business
+    zone when they have none): outside them the message is deferred to the next allowed time."""
+
+    name = "send_time"
+
+    def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        config = ctx.config
+        if config is None or ctx.now is None:
+            return options
+        channel = options[0].channel
+        window = None
+        if config.sending_windows:
+            window = config.countries.window(
+                country_code(ctx.customer.get("country")), channel, config.category
+            )
+        if config.quiet_hours is None and window is None:
+            return options
+        zone, note = zone_of(ctx.customer.get("time_zone"), config.business_zone)
+        local = ctx.now.astimezone(zone)
+        why = blocked_at(local, config.quiet_hours, window)
+        if why is None:
+            return options
+        until = next_allowed(ctx.now, zone, config.quiet_hours, window)
+        detail = f"{why.detail}: it is {local:%a %H:%M} there" + (f" ({note})" if note else "")
+        if until is None:
+            return Decision.skip(
+                ctx.customer_id, "no_send_time", f"{detail}; no allowed time in the next year"
+            )
+        return Decision.defer(
+            ctx.customer_id,
+            until,
+            why.reason,
+            f"{detail}; sending at {describe_local(until, zone)}",
+            options,
+        )
+
+
+#: The policy table, in order.
+DEFAULT_RULES: tuple[Rule, ...] = (
+    ChannelPreferenceRule(),
+    ConsentRule(),
+    ContactPointRule(),
+    SuppressionRule(),
+    SendTimeRule(),
+)
 
 
 def evaluate(ctx: PolicyContext, rules: Sequence[Rule] = DEFAULT_RULES) -> Decision:
@@ -220,7 +340,9 @@ def evaluate(ctx: PolicyContext, rules: Sequence[Rule] = DEFAULT_RULES) -> Decis
             return verdict
         options = verdict
     first = options[0]
-    return Decision(ctx.customer_id, channel=first.channel, address=first.address)
+    return Decision(
+        ctx.customer_id, channel=first.channel, address=first.address, options=tuple(options)
+    )
 
 
 def decide(
@@ -231,15 +353,24 @@ def decide(
     consent_required: bool,
     default_region: str,
     now: datetime | None = None,
+    config: PolicyConfig | None = None,
     rules: Sequence[Rule] = DEFAULT_RULES,
 ) -> Decision:
-    """Pick the first channel in ``channels`` the customer may and can receive."""
+    """Pick the first channel in ``channels`` the customer may and can receive.
+
+    Without ``config`` only consent, contact points and suppression apply
+    (no preference, no send times): the rules that need no campaign.
+    """
     ctx = PolicyContext(
         customer=customer,
         channels=list(channels),
         now=now,
         consent=consent,
         consent_required=consent_required,
+        opt_in_channels=(
+            opt_in_channels(config, customer.get("country"), channels) if config else frozenset()
+        ),
         default_region=default_region,
+        config=config,
     )
     return evaluate(ctx, rules)
