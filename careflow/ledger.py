@@ -3,7 +3,12 @@
 One row per (campaign, customer, occasion). A row moves:
 
     (none) --claim--> reserved --mark_sending--> sending --record--> sent | failed
-                          \\------------------------record--> skipped | failed
+                          \\------------------------record--> skipped | failed | deferred
+
+- ``deferred`` (quiet hours, a country's sending window, a frequency cap)
+  carries ``not_before``: once that instant has passed, the next claim of
+  the key, by a run of the campaign or the follow-up flow, takes it like a
+  skipped row, decides again and sends it; only one claim can win it.
 
 - ``claim`` inserts rows for keys never seen and re-claims rows that may be
   tried again: skipped (a customer may have gained a phone or consent),
@@ -25,10 +30,12 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -49,6 +56,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
+from careflow.contact_limits import (
+    CapCheck,
+    Capped,
+    Choice,
+    Earlier,
+    Intent,
+    address_holders,
+    cap_counts,
+    choose,
+    lock,
+    naive_utc,
+    write_choices,
+)
 from careflow.db.models import ContactEvent, ContactHistory
 from careflow.events import TimelineEvent
 from careflow.messages import Outcome, State
@@ -67,6 +87,7 @@ _OUTCOME_COLUMNS = (
     column("recipient", String),
     column("subject", String),
     column("body", Text),
+    column("not_before", DateTime),
 )
 
 _RECORD_ONE = (
@@ -85,6 +106,7 @@ _RECORD_ONE = (
                 "recipient",
                 "subject",
                 "body",
+                "not_before",
             )
         }
         | {
@@ -136,40 +158,106 @@ def _retry_busy_database(method):
 
 @dataclass(frozen=True)
 class Claim:
-    """Result of claiming a batch of keys."""
+    """Result of claiming a batch of keys.
+
+    With intents (see :meth:`ContactLedger.claim`), every owned key that had
+    one is in exactly one of ``chosen`` (send on this channel and address),
+    ``shared`` (another customer's message holds every address) or
+    ``capped`` (the frequency cap has no room).
+    """
 
     owned: dict[tuple[int, str], int]  # (customer_id, occasion) -> contact_id
     already: dict[tuple[int, str], str]  # key -> state it was already in
+    chosen: dict[tuple[int, str], tuple[str, str]] = field(default_factory=dict)
+    shared: dict[tuple[int, str], Earlier] = field(default_factory=dict)
+    capped: dict[tuple[int, str], Capped] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DueBatch:
+    """Deferred messages of one campaign and as-of instant, due now, in one id range."""
+
+    campaign: str
+    selected_at: datetime | None
+    lo: int
+    hi: int
+    count: int
+
+
+@dataclass(frozen=True)
+class SendRules:
+    """What a claim checks before it lets a send go: the campaign's category (stored on
+    its rows, caps count by it), its cap, and one message per address per occasion."""
+
+    category: str | None = None
+    cap: CapCheck | None = None
+    one_per_address: bool = False
 
 
 class ContactLedger:
-    def __init__(self, engine: Engine, lease_seconds: float = RESERVATION_LEASE_SECONDS):
+    def __init__(
+        self,
+        engine: Engine,
+        lease_seconds: float = RESERVATION_LEASE_SECONDS,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.engine = engine
         self.lease = timedelta(seconds=lease_seconds)
+        #: naive-UTC "now" for the rows' own times (created, updated, sent); tests fake it
+        self.clock = clock
 
     # --- before sending ------------------------------------------------------
     def claim(
-        self, campaign: str, run_id: str, keys: Sequence[tuple[int, str]], chunk: int = 2000
+        self,
+        campaign: str,
+        run_id: str,
+        keys: Sequence[tuple[int, str]],
+        chunk: int = 2000,
+        *,
+        now: datetime | None = None,
+        intents: Mapping[tuple[int, str], Intent] | None = None,
+        rules: SendRules = SendRules(),
+        selected_at: datetime | None = None,
     ) -> Claim:
-        """Reserve (customer_id, occasion) keys for ``run_id``; see module docs."""
-        owned: dict[tuple[int, str], int] = {}
-        already: dict[tuple[int, str], str] = {}
+        """Reserve (customer_id, occasion) keys for ``run_id``; see module docs.
+
+        ``now`` is the run's policy instant: deferred rows due by then are
+        taken, and caps count back from it. ``intents`` are the sends the
+        route would make; for those the claim also applies ``rules`` (shared
+        addresses, the frequency cap) atomically, see careflow/contact_limits.py.
+        ``selected_at`` (the run's as-of instant) is kept on the rows for the
+        follow-up flow.
+        """
+        now = naive_utc(now) if now is not None else self.clock()
+        selected = naive_utc(selected_at) if selected_at is not None else None
+        out = Claim({}, {})
         for start in range(0, len(keys), chunk):
             part = list(dict.fromkeys(keys[start : start + chunk]))
-            o, a = self._claim_chunk(campaign, run_id, part)
-            owned.update(o)
-            already.update(a)
-        return Claim(owned, already)
+            mine = {k: intents[k] for k in part if k in intents} if intents else {}
+            o, a, choice = self._claim_chunk(campaign, run_id, part, now, mine, rules, selected)
+            out.owned.update(o)
+            out.already.update(a)
+            if choice is not None:
+                out.chosen.update(choice.chosen)
+                out.shared.update(choice.shared)
+                out.capped.update(choice.capped)
+        return out
 
     @_retry_busy_database
-    def _claim_chunk(self, campaign, run_id, keys):
-        now = utcnow()
-        stale = now - self.lease
+    def _claim_chunk(self, campaign, run_id, keys, now, intents, rules, selected_at):
+        clock = self.clock()
+        stale = clock - self.lease
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # the write lock from the first statement: the cap and address checks
+                # below must not race another claim (contact_limits.py)
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             existing = {(r.customer_id, r.occasion) for r in _rows_for(conn, campaign, keys)}
             fresh = [k for k in keys if k not in existing]
             if fresh:
-                _insert_reserved(conn, campaign, run_id, fresh, now)
+                _insert_reserved(
+                    conn, campaign, run_id, fresh, clock, rules.category, selected_at
+                )
             rows = _rows_for(conn, campaign, keys)
             # Take over rows that may be tried again. The state test is repeated in
             # the UPDATE so two runs racing for the same row cannot both win it.
@@ -177,33 +265,62 @@ class ContactLedger:
             if reclaim:
                 conn.execute(
                     update(CH)
-                    .where(
-                        CH.c.id.in_(reclaim),
-                        or_(
-                            CH.c.state == State.SKIPPED,
-                            and_(CH.c.state == State.FAILED, CH.c.retryable.is_(True)),
-                            and_(CH.c.state == State.RESERVED, CH.c.updated_at < stale),
-                        ),
-                    )
+                    .where(CH.c.id.in_(reclaim), _reclaimable(stale, now))
                     .values(
                         state=State.RESERVED,
                         run_id=run_id,
                         reason=None,
                         detail=None,
-                        updated_at=now,
+                        recipient=None,
+                        not_before=None,
+                        category=rules.category,
+                        selected_at=func.coalesce(
+                            bindparam("sel", selected_at, type_=DateTime), CH.c.selected_at
+                        ),
+                        updated_at=clock,
                     )
                 )
                 rows = _rows_for(conn, campaign, keys)
-        owned, already = {}, {}
-        for r in rows:
-            key = (r.customer_id, r.occasion)
-            if r.run_id == run_id and r.state == State.RESERVED:
-                owned[key] = r.id
-            else:
-                already[key] = r.state
-        return owned, already
+            owned, already = {}, {}
+            for r in rows:
+                key = (r.customer_id, r.occasion)
+                if r.run_id == run_id and r.state == State.RESERVED:
+                    owned[key] = r.id
+                else:
+                    already[key] = r.state
+            choice = self._check_sends(conn, campaign, owned, intents, rules, now)
+        return owned, already, choice
 
-    def peek(self, campaign: str, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    @staticmethod
+    def _check_sends(conn, campaign, owned, intents, rules: SendRules, now) -> Choice | None:
+        """Shared addresses and caps for the owned keys with intents, under locks."""
+        mine = {k: owned[k] for k in intents if k in owned}
+        if not mine:
+            return None
+        if rules.cap is None and not rules.one_per_address:
+            return Choice({k: intents[k].options[0] for k in mine}, {}, {})
+        lock(conn, campaign, {k: intents[k] for k in mine}, rules.cap, rules.one_per_address)
+        own = set(mine.values())  # a retried task's rows may still hold its earlier choice
+        holders = None
+        if rules.one_per_address:
+            found = address_holders(conn, campaign, [o for k in mine for o in intents[k].options])
+            holders = {a: [r for r in rs if r.id not in own] for a, rs in found.items()}
+        counted: dict = {}
+        if rules.cap is not None:
+            counted = {
+                c: [e for e in es if e.contact_id not in own]
+                for c, es in cap_counts(conn, [k[0] for k in mine], rules.cap, now).items()
+            }
+        choice = choose(
+            mine, intents, campaign=campaign, holders=holders, counted=counted, cap=rules.cap,
+            now=now,
+        )
+        write_choices(conn, mine, choice.chosen)
+        return choice
+
+    def peek(
+        self, campaign: str, keys: Sequence[tuple[int, str]], now: datetime | None = None
+    ) -> dict[tuple[int, str], str]:
         """The state of each key already in the ledger, writing nothing (dry runs).
 
         A dry run asks what a claim would find: keys a real run would not own
@@ -211,7 +328,8 @@ class ContactLedger:
         missing here, or skipped or retryable, would be sent again.
         """
         out: dict[tuple[int, str], str] = {}
-        stale = utcnow() - self.lease
+        stale = self.clock() - self.lease
+        now = naive_utc(now) if now is not None else self.clock()
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 2000):
                 part = list(dict.fromkeys(keys[start : start + 2000]))
@@ -220,6 +338,7 @@ class ContactLedger:
                         r.state == State.SKIPPED
                         or (r.state == State.FAILED and r.retryable)
                         or (r.state == State.RESERVED and r.updated_at < stale)
+                        or (r.state == State.DEFERRED and r.not_before <= now)
                     )
                     if not reclaimable:
                         out[(r.customer_id, r.occasion)] = r.state
@@ -234,7 +353,7 @@ class ContactLedger:
         the lease. Rows it left in ``sending`` may have gone out: they become
         ``failed: interrupted``, never resent automatically.
         """
-        now = utcnow()
+        now = self.clock()
         with self.engine.begin() as conn:
             released = conn.execute(
                 update(CH)
@@ -277,7 +396,7 @@ class ContactLedger:
                 .values(
                     state=State.SENDING,
                     channel=channel,
-                    updated_at=utcnow(),
+                    updated_at=self.clock(),
                     attempts=CH.c.attempts + 1,
                 )
                 .returning(CH.c.id)
@@ -296,7 +415,7 @@ class ContactLedger:
         """
         if not outcomes:
             return
-        now = utcnow()
+        now = self.clock()
         details = details or {}
         data = []
         for o in outcomes:
@@ -314,6 +433,7 @@ class ContactLedger:
                     _fit(d.get("recipient"), "recipient"),
                     _fit(d.get("subject"), "subject"),
                     d.get("body"),
+                    naive_utc(o.not_before) if o.not_before is not None else None,
                 )
             )
         with self.engine.begin() as conn:
@@ -357,6 +477,7 @@ class ContactLedger:
                     recipient=o.c.recipient,
                     subject=o.c.subject,
                     body=o.c.body,
+                    not_before=o.c.not_before,
                 )
             )
 
@@ -372,7 +493,7 @@ class ContactLedger:
         """
         if not keys:
             return 0
-        stale = utcnow() - self.lease
+        stale = self.clock() - self.lease
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(CH)
@@ -386,7 +507,7 @@ class ContactLedger:
                     reason="interrupted",
                     retryable=False,
                     detail=INTERRUPTED_DETAIL,
-                    updated_at=utcnow(),
+                    updated_at=self.clock(),
                 )
             )
         return result.rowcount
@@ -403,7 +524,68 @@ class ContactLedger:
             where.append(CH.c.customer_id == customer_id)
         with self.engine.begin() as conn:
             return conn.execute(
-                update(CH).where(*where).values(retryable=True, updated_at=utcnow())
+                update(CH).where(*where).values(retryable=True, updated_at=self.clock())
+            ).rowcount
+
+    # --- deferred messages -----------------------------------------------------
+    def due_deferred(self, now: datetime, batch_size: int) -> list[DueBatch]:
+        """Deferred messages due at ``now``, as batches for the follow-up flow: per campaign
+        and as-of instant, customer-id ranges of at most ``batch_size`` messages."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(CH.c.campaign, CH.c.selected_at, CH.c.customer_id)
+                .where(CH.c.state == State.DEFERRED, CH.c.not_before <= naive_utc(now))
+                .order_by(CH.c.campaign, CH.c.selected_at, CH.c.customer_id)
+            ).all()
+        groups: dict[tuple[str, datetime | None], list[int]] = {}
+        for r in rows:
+            groups.setdefault((r.campaign, r.selected_at), []).append(r.customer_id)
+        out = []
+        for (campaign, selected_at), ids in groups.items():
+            for start in range(0, len(ids), batch_size):
+                part = ids[start : start + batch_size]
+                out.append(DueBatch(campaign, selected_at, part[0], part[-1], len(part)))
+        return out
+
+    def due_keys(
+        self, campaign: str, selected_at: datetime | None, id_range, now: datetime
+    ) -> set[tuple[int, str]]:
+        """The (customer, occasion) keys of ``campaign`` deferred and due in ``id_range``."""
+        where = [
+            CH.c.campaign == campaign,
+            CH.c.state == State.DEFERRED,
+            CH.c.not_before <= naive_utc(now),
+            CH.c.customer_id.between(*id_range),
+        ]
+        if selected_at is not None:
+            where.append(CH.c.selected_at == naive_utc(selected_at))
+        with self.engine.connect() as conn:
+            return {
+                (r.customer_id, r.occasion)
+                for r in conn.execute(select(CH.c.customer_id, CH.c.occasion).where(*where))
+            }
+
+    @_retry_busy_database
+    def settle_deferred(
+        self, campaign: str, keys: Sequence[tuple[int, str]], reason: str, detail: str
+    ) -> int:
+        """Skip deferred messages nobody can send any more (the customer left the segment);
+        a later run of the campaign decides about them again like any skip."""
+        if not keys:
+            return 0
+        with self.engine.begin() as conn:
+            ids = [r.id for r in _rows_for(conn, campaign, keys)]
+            return conn.execute(
+                update(CH)
+                .where(CH.c.id.in_(ids), CH.c.state == State.DEFERRED)
+                .values(
+                    state=State.SKIPPED,
+                    reason=reason,
+                    detail=detail,
+                    not_before=None,
+                    recipient=None,
+                    updated_at=self.clock(),
+                )
             ).rowcount
 
     # --- after delivery: the customer's timeline ------------------------------
@@ -526,7 +708,7 @@ def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]], full: bool =
     ids = sorted({c for c, _ in keys})
     cols = (CH.c.id, CH.c.customer_id, CH.c.occasion, CH.c.state, CH.c.run_id)
     if full:
-        cols += (CH.c.retryable, CH.c.updated_at)
+        cols += (CH.c.retryable, CH.c.updated_at, CH.c.not_before)
     query = select(*cols).where(CH.c.campaign == campaign)
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
@@ -539,7 +721,26 @@ def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]], full: bool =
     return [r for r in conn.execute(query) if (r.customer_id, r.occasion) in wanted]
 
 
-def _insert_reserved(conn, campaign: str, run_id: str, keys, now: datetime) -> None:
+def _reclaimable(stale: datetime, now: datetime):
+    """Rows a claim may take over: skipped, retryable failures, reserved rows whose run
+    died (lease passed), and deferred rows that are due."""
+    return or_(
+        CH.c.state == State.SKIPPED,
+        and_(CH.c.state == State.FAILED, CH.c.retryable.is_(True)),
+        and_(CH.c.state == State.RESERVED, CH.c.updated_at < stale),
+        and_(CH.c.state == State.DEFERRED, CH.c.not_before <= now),
+    )
+
+
+def _insert_reserved(
+    conn,
+    campaign: str,
+    run_id: str,
+    keys,
+    now: datetime,
+    category: str | None = None,
+    selected_at: datetime | None = None,
+) -> None:
     """Insert ``reserved`` rows for keys, leaving alone any another run inserted first.
 
     PostgreSQL gets one INSERT ... SELECT unnest(ids), unnest(occasions):
@@ -554,6 +755,8 @@ def _insert_reserved(conn, campaign: str, run_id: str, keys, now: datetime) -> N
         "retryable": False,
         "created_at": now,
         "updated_at": now,
+        "category": category,
+        "selected_at": selected_at,
     }
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
@@ -587,12 +790,51 @@ class DryRunLedger(ContactLedger):
     "owns" the rest under made-up negative ids; marking, recording and
     settling do nothing. The route cannot tell the difference, which is the
     point: a dry run makes the same decisions as the run it rehearses.
+    Addresses a dry run would take are remembered for the run (its batches
+    share this process), so customers sharing an address in different
+    batches are counted as the real run would count them.
     """
 
-    def claim(self, campaign, run_id, keys, chunk: int = 2000) -> Claim:
-        already = self.peek(campaign, keys)
+    _taken: ClassVar[dict[str, dict[tuple[str, str], list]]] = {}
+    _taken_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def claim(self, campaign, run_id, keys, chunk: int = 2000, *, now=None, intents=None,
+              rules: SendRules = SendRules(), selected_at=None) -> Claim:  # fmt: skip
+        now = naive_utc(now) if now is not None else self.clock()
+        already = self.peek(campaign, keys, now=now)
         fresh = [k for k in dict.fromkeys(keys) if k not in already]
-        return Claim({k: -(i + 1) for i, k in enumerate(fresh)}, already)
+        owned = {k: -(i + 1) for i, k in enumerate(fresh)}
+        mine = {k: owned[k] for k in owned if intents and k in intents}
+        if not mine:
+            return Claim(owned, already)
+        holders, counted = None, {}
+        with self.engine.connect() as conn:
+            if rules.one_per_address:
+                holders = address_holders(
+                    conn, campaign, [o for k in mine for o in intents[k].options]
+                )
+            if rules.cap is not None:
+                counted = cap_counts(conn, [k[0] for k in mine], rules.cap, now)
+        with self._taken_lock:
+            taken = self._taken.setdefault(run_id, {})
+            if holders is not None:
+                for address, rows in taken.items():
+                    holders.setdefault(address, []).extend(rows)
+            choice = choose(
+                mine, intents, campaign=campaign, holders=holders, counted=counted,
+                cap=rules.cap, now=now,
+            )
+            for key, (channel, address) in choice.chosen.items():
+                taken.setdefault((channel, address), []).append(
+                    _Held(owned[key], key[0], key[1], channel, address, State.RESERVED, now)
+                )
+        return Claim(owned, already, choice.chosen, choice.shared, choice.capped)
+
+    @classmethod
+    def forget(cls, run_id: str) -> None:
+        """Drop what a finished dry run remembered."""
+        with cls._taken_lock:
+            cls._taken.pop(run_id, None)
 
     def mark_sending(self, contact_ids, channel, run_id) -> set[int]:
         return set(contact_ids)
@@ -605,3 +847,21 @@ class DryRunLedger(ContactLedger):
 
     def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
         return 0, 0
+
+    def settle_deferred(self, campaign, keys, reason, detail) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An address a dry run would take, shaped like a ledger row for ``choose``."""
+
+    id: int
+    customer_id: int
+    occasion: str
+    channel: str
+    recipient: str
+    state: str
+    updated_at: datetime
+    sent_at: datetime | None = None
+    not_before: datetime | None = None
