@@ -679,6 +679,24 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     return items[-limit:] if limit else items
 
 
+def deferred_summary(engine: Engine) -> list[dict]:
+    """Deferred messages per campaign and reason: how many, first and last due (UTC)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                CH.c.campaign,
+                CH.c.reason,
+                func.count().label("count"),
+                func.min(CH.c.not_before).label("first_due"),
+                func.max(CH.c.not_before).label("last_due"),
+            )
+            .where(CH.c.state == State.DEFERRED)
+            .group_by(CH.c.campaign, CH.c.reason)
+            .order_by(CH.c.campaign, CH.c.reason)
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
 def _fit(value: str | None, column_name: str) -> str | None:
     """``value`` cut to its column's size (with an ellipsis) so recording never fails.
 

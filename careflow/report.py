@@ -76,6 +76,7 @@ def runs_since(engine: Engine, since: datetime | None = None, limit: int = 100) 
                 "selected": summary.get("selected"),
                 "sent": summary.get("sent"),
                 "skipped": summary.get("skipped", {}),
+                "deferred": summary.get("deferred", {}),
                 "failed": summary.get("failed", {}),
             }
         )
@@ -93,6 +94,7 @@ def runs_table(runs: list[dict]) -> str:
         "selected",
         "sent",
         "skipped",
+        "deferred",
         "failed",
     ]
     rows = [
@@ -105,6 +107,7 @@ def runs_table(runs: list[dict]) -> str:
             "-" if r["selected"] is None else str(r["selected"]),
             "-" if r["sent"] is None else str(r["sent"]),
             str(sum(r["skipped"].values())),
+            str(sum(r["deferred"].values())),
             f"{sum(r['failed'].values())}: {_fmt_reasons(r['failed'])}" if r["failed"] else "0",
         ]
         for r in runs
@@ -163,17 +166,19 @@ def _fmt_reasons(counts: dict) -> str:
 def summary_line(s: dict) -> list[str]:
     sent = s.get("would_send") if s.get("dry_run") else None
     when = [s["started_at"], s.get("as_of", ""), s["status"]] if "status" in s else []
+    deferred = s.get("deferred") or {}
     return when + [
-        s["campaign"],
+        s["campaign"] + (" (follow-up)" if s.get("followup") else ""),
         str(s["selected"]),
         (f"({sum(sent.values())} would send)" if sent is not None else str(s["sent"])),
         str(sum(s["already"].values())),
         f"{sum(s['skipped'].values())}: {_fmt_reasons(s['skipped'])}" if s["skipped"] else "0",
+        f"{sum(deferred.values())}: {_fmt_reasons(deferred)}" if deferred else "0",
         f"{sum(s['failed'].values())}: {_fmt_reasons(s['failed'])}" if s["failed"] else "0",
     ]
 
 
-HEADER = ["campaign", "selected", "sent", "already done", "skipped", "failed"]
+HEADER = ["campaign", "selected", "sent", "already done", "skipped", "deferred", "failed"]
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -214,8 +219,24 @@ def summary_markdown(s: dict) -> str:
     lines += [
         f"| already done earlier | {sum(s['already'].values())} | {_fmt_reasons(s['already'])} |",
         f"| skipped | {sum(s['skipped'].values())} | {_fmt_reasons(s['skipped'])} |",
+        f"| deferred (sent later, once) | {sum(s.get('deferred', {}).values())} | "
+        f"{_fmt_reasons(s.get('deferred', {}))} |",
         f"| failed | {sum(s['failed'].values())} | {_fmt_reasons(s['failed'])} |",
     ]
+    if s.get("decisions"):
+        lines += [
+            "",
+            "### Policy decisions (a few per reason)",
+            "",
+            "| customer | decision | until (UTC) | why |",
+            "| ---: | --- | --- | --- |",
+        ]
+        for d in s["decisions"]:
+            why = (d.get("detail") or "").replace("|", "/")
+            lines.append(
+                f"| {d['customer_id']} | {d['action']} {d['reason']} | {d.get('until') or ''} "
+                f"| {why} |"
+            )
     return "\n".join(lines)
 
 

@@ -286,8 +286,13 @@ def suppress(conn, channel: str, address: str, reason: str, source: str, now: da
 
 
 def set_consent(conn, customer_id: int, channel: str, granted: bool, source: str, now) -> None:
-    """Record a customer's consent (or its withdrawal) for a channel."""
-    where = (Consent.customer_id == customer_id, Consent.channel == channel)
+    """Record a customer's consent (or its withdrawal) for a whole channel (category ``all``:
+    a STOP reply or an unsubscribe is about every message on it)."""
+    where = (
+        Consent.customer_id == customer_id,
+        Consent.channel == channel,
+        Consent.category == "all",
+    )
     changed = conn.execute(
         update(Consent).where(*where).values(granted=granted, source=source[:64], updated_at=now)
     ).rowcount

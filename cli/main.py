@@ -441,6 +441,77 @@ def run(campaign, as_of, dry_run, channel, allow_past):
         click.echo("\nsamples:")
         for s in summary["samples"]:
             click.echo(f"  #{s['customer_id']} {s['channel']} {s['to']}: {s['text'] or s['error']}")
+    if dry_run:
+        _print_decisions(summary)
+
+
+def _print_decisions(summary: dict) -> None:
+    """A few policy decisions per reason: deferred until when, capped by which messages."""
+    notes = summary.get("decisions") or []
+    if not notes:
+        return
+    click.echo("\npolicy decisions (a few per reason):")
+    for d in notes:
+        until = f" until {d['until']}" if d.get("until") else ""
+        click.echo(f"  #{d['customer_id']} {d['action']} {d['reason']}{until}")
+        if d.get("detail"):
+            click.echo(f"      {d['detail']}")
+
+
+@main.group()
+def deferred():
+    """Messages waiting for their send time (quiet hours, sending windows, frequency caps)."""
+
+
+@deferred.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def deferred_list(as_json):
+    """What is waiting, per campaign and reason, and when the first and last are due."""
+    from careflow.ledger import deferred_summary
+    from careflow.report import text_table
+
+    rows = deferred_summary(_engine())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif not rows:
+        click.echo("no deferred messages")
+    else:
+        header = ["campaign", "reason", "waiting", "first due (UTC)", "last due (UTC)"]
+        click.echo(
+            text_table(
+                header,
+                [
+                    [r["campaign"], r["reason"], str(r["count"]),
+                     f"{r['first_due']:%Y-%m-%d %H:%M}", f"{r['last_due']:%Y-%m-%d %H:%M}"]
+                    for r in rows
+                ],
+            )
+        )
+
+
+@deferred.command("send")
+@_as_of_option
+@click.option(
+    "--dry-run", is_flag=True, help="Decide as the follow-up would; send and record nothing."
+)
+def deferred_send(as_of, dry_run):
+    """Send the deferred messages that are due now (or at --as-of), once each.
+
+    The deployment `deferred-messages-every-15-minutes` in prefect.yaml does
+    this on a schedule; this runs it once, now.
+    """
+    from careflow.report import summary_table
+    from flows.campaign import deferred_flow
+
+    _engine()
+    summaries = deferred_flow(as_of=as_of, dry_run=dry_run)
+    if not summaries:
+        click.echo("no deferred message is due")
+        return
+    click.echo(summary_table(summaries))
+    if dry_run:
+        for s in summaries:
+            _print_decisions(s)
 
 
 @main.command()

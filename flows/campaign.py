@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -44,9 +45,10 @@ from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
+from careflow.policy.config import resolve as resolve_policy
 from careflow.rendering import Renderer
-from careflow.responses import match_orphans
 from careflow.report import finish_run, start_run, summary_markdown
+from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
@@ -100,8 +102,15 @@ def build_route(
     dry_run: bool,
     params: dict | None = None,
     stop: threading.Event | None = None,
+    now: datetime | None = None,
+    deferred_only: bool = False,
 ) -> Route:
-    """The route one run's batches share: ledger, channels, renderer, settings."""
+    """The route one run's batches share: ledger, channels, renderer, settings, policy.
+
+    ``now`` is the instant the policy decides at when it is not ``at`` (the
+    follow-up flow selects as of the original run and decides now);
+    ``deferred_only`` limits the route to due deferred messages.
+    """
     engine = db.engine_for(settings.effective_database_url)
     if dry_run:
         ledger = DryRunLedger(engine, settings.reservation_lease_seconds)
@@ -128,6 +137,9 @@ def build_route(
         params=params,
         dry_run=dry_run,
         stop=stop,
+        policy=resolve_policy(settings, spec),
+        now=now,
+        deferred_only=deferred_only,
     )
 
 
@@ -149,10 +161,14 @@ def process_batch_task(
     dry_run: bool,
     params: dict | None,
     settings: Settings,
+    now: datetime | None = None,
+    deferred_only: bool = False,
 ) -> dict:
     spec = load_campaign(campaign, settings.templates_dir)
     stop = _STOPS.get(run_id)
-    route = build_route(settings, spec, run_id, as_of, at, channel, dry_run, params, stop)
+    route = build_route(
+        settings, spec, run_id, as_of, at, channel, dry_run, params, stop, now, deferred_only
+    )
     return process_batch(route, (lo, hi)).as_dict()
 
 
@@ -184,6 +200,7 @@ def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool)
 
 def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
     """Everything that can be wrong with configuration, before anyone is selected."""
+    resolve_policy(settings, spec)  # the country rules file, read and checked
     renderer = Renderer.from_settings(settings)
     for name in channel_names:
         if not renderer.has_channel(spec.name, name):
@@ -251,8 +268,6 @@ def run_campaign(
         settings.delivery,
         " (dry run: nothing is sent or recorded)" if dry_run else "",
     )
-    progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
-    total = BatchResult()
     summary = {
         "campaign": spec.name,
         "run_id": run_id,
@@ -260,12 +275,50 @@ def run_campaign(
         "dry_run": dry_run,
         "delivery": settings.delivery,
     }
+    batch = Batches(spec, run_id, as_of_date, at, channel, dry_run, params, settings)
+    return run_batches(engine, batch, ranges, summary)
+
+
+@dataclass(frozen=True)
+class Batches:
+    """What every batch task of one run gets (besides its id range)."""
+
+    spec: CampaignSpec
+    run_id: str
+    as_of: date
+    at: datetime
+    channel: str | None
+    dry_run: bool
+    params: dict | None
+    settings: Settings
+    now: datetime | None = None  # the follow-up: decide now, select as of ``at``
+    deferred_only: bool = False
+
+
+def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict) -> dict:
+    """Process ``ranges`` as Prefect tasks, merge their results into ``summary``, and
+    record the run; a stop or failure releases what the run held (module docs)."""
+    logger = get_run_logger()
+    spec, run_id = b.spec, b.run_id
+    progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
+    total = BatchResult()
     stop = _STOPS[run_id] = threading.Event()
     futures = []
     try:
         futures = [
             process_batch_task.submit(
-                spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params, settings
+                spec.name,
+                run_id,
+                b.as_of,
+                b.at,
+                lo,
+                hi,
+                b.channel,
+                b.dry_run,
+                b.params,
+                b.settings,
+                b.now,
+                b.deferred_only,
             )
             for lo, hi in ranges
         ]
@@ -276,13 +329,14 @@ def run_campaign(
             if done == len(futures) or done % max(1, len(futures) // 4) == 0:
                 logger.info(
                     "%d/%d batches done: selected %d, sent %d, already done %d, "
-                    "skipped %d, failed %d",
+                    "skipped %d, deferred %d, failed %d",
                     done,
                     len(futures),
                     total.selected,
                     total.sent,
                     sum(total.already.values()),
                     sum(total.skipped.values()),
+                    sum(total.deferred.values()),
                     sum(total.failed.values()),
                 )
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
@@ -290,7 +344,7 @@ def run_campaign(
         wait(futures, timeout=STOP_GRACE_SECONDS)
         stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
         why = "stopped" if stopped else f"failed: {type(exc).__name__}"
-        ledger = DryRunLedger(engine) if dry_run else ContactLedger(engine)
+        ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
         released, interrupted = ledger.release(run_id, "run_stopped" if stopped else "run_failed")
         logger.error(
             "%s %s: %d reserved message(s) released for the next run, "
@@ -304,8 +358,9 @@ def run_campaign(
         raise
     finally:
         _STOPS.pop(run_id, None)
+        DryRunLedger.forget(run_id)
     summary.update(total.as_dict())
-    if not dry_run:  # status callbacks that outran the ledger write of their own send
+    if not b.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
     create_markdown_artifact(
@@ -314,6 +369,73 @@ def run_campaign(
         description=f"{spec.name} run summary",
     )
     return summary
+
+
+def send_deferred(
+    as_of: str | date | datetime | None = None,
+    channel: str | None = None,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+) -> list[dict]:
+    """Send every deferred message that is due, once; returns one summary per campaign.
+
+    Each message is selected again as of the run that deferred it (its
+    ``selected_at``: the same segment columns, occasion and template data)
+    and decided again *now* (``as_of``, default the current instant):
+    consent, suppression, quiet hours, windows and caps may have changed
+    meanwhile, and a message may be deferred again. The ledger's claim
+    makes sure a campaign run and this flow, or two of these, never both
+    send one. Must be called inside a Prefect flow.
+    """
+    logger = get_run_logger()
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    db.ensure_schema(engine)
+    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else datetime.now(UTC)
+    if channel == "outbox":
+        settings = settings.model_copy(update={"delivery": "outbox"})
+    elif channel is not None:
+        raise ConfigError(
+            f"channel {channel!r}: deferred messages go on the channel their policy decides; "
+            "only 'outbox' (deliver to the local outbox) may be given"
+        )
+    due = ContactLedger(engine).due_deferred(now, settings.batch_size)
+    groups: dict[tuple[str, datetime | None], list[tuple[int, int]]] = {}
+    for d in due:
+        groups.setdefault((d.campaign, d.selected_at), []).append((d.lo, d.hi))
+    logger.info(
+        "%d deferred message(s) due at %s in %d campaign run(s)",
+        sum(d.count for d in due),
+        now.isoformat(timespec="minutes"),
+        len(groups),
+    )
+    summaries = []
+    for (campaign, selected_at), ranges in groups.items():
+        try:
+            spec = load_campaign(campaign, settings.templates_dir)
+            check_campaign(settings, spec, list(spec.channels))
+        except ConfigError as exc:  # a campaign removed or broken since: leave its messages
+            logger.error("deferred messages of %s left waiting: %s", campaign, exc)
+            continue
+        at = (selected_at or now.replace(tzinfo=None)).replace(tzinfo=UTC)
+        as_of_date = at.astimezone(ZoneInfo(settings.time_zone)).date()
+        run_id = str(uuid.uuid4())
+        start_run(engine, run_id, spec, at, settings.delivery, dry_run)
+        with engine.connect() as conn:
+            params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
+        summary = {
+            "campaign": spec.name,
+            "run_id": run_id,
+            "as_of": str(as_of_date),
+            "dry_run": dry_run,
+            "delivery": settings.delivery,
+            "followup": now.astimezone(UTC).isoformat(timespec="minutes"),
+        }
+        batch = Batches(
+            spec, run_id, as_of_date, at, None, dry_run, params, settings, now, True
+        )
+        summaries.append(run_batches(engine, batch, ranges, summary))
+    return summaries
 
 
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;
@@ -328,3 +450,17 @@ def campaign_flow(
 ) -> dict:
     """Run any campaign in templates/ by name."""
     return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)
+
+
+@flow(name="deferred-messages", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+def deferred_flow(
+    as_of: date | datetime | None = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+) -> list[dict]:
+    """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
+
+    Deployed to run every 15 minutes (prefect.yaml); ``as_of`` is the instant
+    to decide at (default now), ``channel`` may only be ``outbox`` here.
+    """
+    return send_deferred(as_of, channel, dry_run)

@@ -7,16 +7,26 @@ never disagree about who gets what.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from datetime import UTC
+
+from sqlalchemy import Engine, select
 
 from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
+from careflow.db.models import ContactHistory
 from careflow.errors import CareflowError, RecipientError
+from careflow.ledger import DryRunLedger
 from careflow.messages import State
 from careflow.settings import Settings
 from channels.sms_text import sms_segments
 from flows.campaign import build_route
-from flows.route import apply_policy, assign_occasions, policy_outcome, select_candidates
+from flows.route import (
+    apply_policy,
+    assign_occasions,
+    policy_outcome,
+    reserve,
+    select_candidates,
+)
 
 
 def preview_message(
@@ -30,7 +40,7 @@ def preview_message(
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
     route = build_route(settings, spec, "preview", day, at, channel, dry_run=True)
-    route.engine = engine
+    route.engine = route.ledger.engine = engine
     one = (customer_id, customer_id)
     candidates = select_candidates(route, one)
     if not candidates:
@@ -42,22 +52,40 @@ def preview_message(
     assign_occasions(route, candidates)
     c = candidates[0]
     lines = [
-        f"campaign {spec.name} ({spec.segment}) as of {day}, customer {customer_id}",
+        f"campaign {spec.name} ({spec.segment}, {spec.category}) as of {day}, "
+        f"customer {customer_id}",
         f"occasion: {c.key[1]}",
+        f"decided at: {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
     ]
-    already = route.ledger.peek(spec.name, [c.key])
-    if c.key in already:
-        lines.append(
-            f"ledger: already {already[c.key]} for this occasion (a run would not send it again)"
-        )
+    claim = reserve(route, candidates)  # the dry-run ledger: shared addresses and caps, read only
+    DryRunLedger.forget(route.run_id)
+    if c.key in claim.already:
+        state = claim.already[c.key]
+        row = _ledger_row(engine, spec.name, c.key)
+        if state == State.DEFERRED and row is not None:
+            lines.append(
+                f"ledger: deferred ({row.reason}) until {row.not_before:%Y-%m-%d %H:%M} UTC; "
+                "the follow-up flow (or a run after then) sends it once"
+            )
+        else:
+            lines.append(
+                f"ledger: already {state} for this occasion (a run would not send it again)"
+            )
     d = c.decision
     if d.action != "send":
         outcome = policy_outcome(0, d)
-        verb = "held" if d.action == "hold" else "deferred" if d.action == "defer" else "skipped"
-        lines.append(f"would be {verb}: {outcome.reason} ({outcome.detail})")
+        verb = {"hold": "held", "defer": "deferred", "skip": "skipped"}[d.action]
+        lines.append(f"would be {verb}: {outcome.reason}")
+        if d.until is not None:
+            lines.append(f"until: {d.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+        if outcome.detail:
+            lines.append(f"why: {outcome.detail}")
         if outcome.state == State.SKIPPED:
             lines.append("(skips are decided again by every run)")
         return "\n".join(lines)
+    fallback = [o.channel for o in d.options if o.channel != d.channel]
+    if fallback:
+        lines.append(f"fallbacks: {', '.join(fallback)}")
     lines.append(f"channel: {d.channel} to {d.address}")
     from flows.route import build_message
 
@@ -77,3 +105,13 @@ def preview_message(
             f"limit {settings.sms_max_segments})",
         ]
     return "\n".join(lines)
+
+
+def _ledger_row(engine: Engine, campaign: str, key: tuple[int, str]):
+    ch = ContactHistory.__table__
+    with engine.connect() as conn:
+        return conn.execute(
+            select(ch.c.reason, ch.c.not_before).where(
+                ch.c.campaign == campaign, ch.c.customer_id == key[0], ch.c.occasion == key[1]
+            )
+        ).first()

@@ -19,18 +19,26 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 
 import segments
 from careflow import registry
 from careflow.campaigns import CampaignSpec, enrich, occasion_key
+from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
-from careflow.ledger import ContactLedger
+from careflow.ledger import Claim, ContactLedger, SendRules
 from careflow.messages import Message, Outcome, State
-from careflow.policy import Decision, PolicyContext, evaluate
+from careflow.policy import (
+    Decision,
+    PolicyContext,
+    SendTimeRule,
+    evaluate,
+    opt_in_channels,
+)
+from careflow.policy.config import PolicyConfig
 from careflow.rendering import Rendered, Renderer, greeting_name
 from careflow.settings import Settings
 from channels import Channel, closing_channel
@@ -39,6 +47,9 @@ CUSTOMER_COLUMNS = list(Customer.__table__.c)
 
 #: ``factory(channel name) -> Channel``: what delivers this run's messages
 ChannelFactory = Callable[[str], Channel]
+
+#: examples of each policy reason kept in a run's summary
+DECISIONS_PER_REASON = 3
 
 
 class RunStopped(CareflowError):
@@ -55,14 +66,24 @@ class BatchResult:
     failed: Counter = field(default_factory=Counter)
     already: Counter = field(default_factory=Counter)
     would_send: Counter = field(default_factory=Counter)  # dry runs: per channel
+    deferred: Counter = field(default_factory=Counter)  # per reason: sent later, once
     samples: list = field(default_factory=list)
+    #: a few policy decisions per reason, with their detail (deferred until when, capped by what)
+    decisions: list = field(default_factory=list)
 
     def merge(self, other: BatchResult, max_samples: int = 5) -> None:
         self.selected += other.selected
         self.sent += other.sent
-        for name in ("skipped", "failed", "already", "would_send"):
+        for name in ("skipped", "failed", "already", "would_send", "deferred"):
             getattr(self, name).update(getattr(other, name))
         self.samples.extend(other.samples[: max(0, max_samples - len(self.samples))])
+        for d in other.decisions:
+            self.note_decision(d)
+
+    def note_decision(self, d: dict) -> None:
+        """Keep up to DECISIONS_PER_REASON examples of each reason."""
+        if sum(x["reason"] == d["reason"] for x in self.decisions) < DECISIONS_PER_REASON:
+            self.decisions.append(d)
 
     def as_dict(self) -> dict:
         return {
@@ -72,7 +93,9 @@ class BatchResult:
             "failed": dict(self.failed),
             "already": dict(self.already),
             "would_send": dict(self.would_send),
+            "deferred": dict(self.deferred),
             "samples": self.samples,
+            "decisions": self.decisions,
         }
 
     @classmethod
@@ -84,7 +107,9 @@ class BatchResult:
             failed=Counter(d["failed"]),
             already=Counter(d["already"]),
             would_send=Counter(d["would_send"]),
+            deferred=Counter(d.get("deferred", {})),
             samples=list(d["samples"]),
+            decisions=list(d.get("decisions", [])),
         )
 
 
@@ -105,6 +130,17 @@ class Route:
     params: dict | None = None  # prepared segment parameters (segments.prepare)
     dry_run: bool = False
     stop: threading.Event | None = None
+    #: the campaign's contact policy (flows/campaign.py builds it from settings + campaign.yaml)
+    policy: PolicyConfig | None = None
+    #: the instant the policy judges send times, caps and due deferrals at; ``at`` unless
+    #: the follow-up flow selects as of an earlier run's instant and decides now
+    now: datetime | None = None
+    #: the follow-up flow: only customers whose deferred message is due
+    deferred_only: bool = False
+
+    @property
+    def policy_now(self) -> datetime:
+        return self.now or self.at
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -182,15 +218,29 @@ def select_candidates(route: Route, id_range: tuple[int, int]) -> list[Candidate
     return out
 
 
-def load_consents(engine: Engine, id_range) -> dict[int, dict[str, bool]]:
+def load_consents(
+    engine: Engine, id_range, category: str | None = None
+) -> dict[int, dict[str, bool]]:
+    """customer -> channel -> consent for ``category``: of the channel-wide (``all``) and the
+    category's decision, the later one; a tie goes to the category's, the more specific."""
     out: dict[int, dict[str, bool]] = defaultdict(dict)
+    latest: dict[tuple[int, str], tuple] = {}
+    categories = ["all"] + ([category] if category else [])
     with engine.connect() as conn:
         for r in conn.execute(
-            select(Consent.customer_id, Consent.channel, Consent.granted).where(
-                Consent.customer_id.between(*id_range)
-            )
+            select(
+                Consent.customer_id,
+                Consent.channel,
+                Consent.category,
+                Consent.granted,
+                Consent.updated_at,
+            ).where(Consent.customer_id.between(*id_range), Consent.category.in_(categories))
         ):
-            out[r.customer_id][r.channel] = bool(r.granted)
+            rank = (r.updated_at, r.category != "all")
+            key = (r.customer_id, r.channel)
+            if key not in latest or rank > latest[key]:
+                latest[key] = rank
+                out[r.customer_id][r.channel] = bool(r.granted)
     return out
 
 
@@ -198,11 +248,14 @@ def load_consents(engine: Engine, id_range) -> dict[int, dict[str, bool]]:
 def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> None:
     """Step 2: the policy table decides channel and address (or skip/defer/hold).
 
-    Suppressed addresses are looked up for the addresses the table picked,
-    in one query per batch; only customers who hit one are decided again,
-    so they fall back to their next channel where they have one.
+    Suppressed addresses are looked up for every option the table left
+    open (the pick and its fallbacks), in one query per batch; only
+    customers who hit one are decided again, so they fall back to their
+    next channel where they have one.
     """
-    consents = load_consents(route.engine, id_range)
+    config = route.policy
+    category = config.category if config else None
+    consents = load_consents(route.engine, id_range, category)
     contexts = {}
     for c in candidates:
         if c.problem:
@@ -211,24 +264,25 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
         contexts[c.customer_id] = ctx = PolicyContext(
             customer=c.row,
             channels=route.channels,
-            now=route.at,
+            now=route.policy_now,
             consent=consents.get(c.customer_id, {}),
-            consent_required=route.settings.consent_required,
+            consent_required=route.settings.consent_required and config is None,
+            opt_in_channels=(
+                opt_in_channels(config, c.row.get("country"), route.channels)
+                if config
+                else frozenset()
+            ),
             default_region=route.settings.sms_default_region,
             marketing=route.spec.marketing,
+            config=config,
         )
         c.decision = evaluate(ctx)
-    suppressed: dict[tuple[str, str], str] = {}
-    checked: set[tuple[str, str]] = set()
-    pending = list(candidates)
-    for _ in range(len(route.channels) + 1):  # a fallback address may be suppressed too
-        picked = {(c.decision.channel, c.decision.address) for c in pending if c.decision.address}
-        suppressed |= load_suppressions(route.engine, picked - checked)
-        checked |= picked
-        pending = [c for c in pending if (c.decision.channel, c.decision.address) in suppressed]
-        if not pending:
-            return
-        for c in pending:
+    options = {(o.channel, o.address) for c in candidates for o in c.decision.options}
+    suppressed = load_suppressions(route.engine, options)
+    if not suppressed:
+        return
+    for c in candidates:
+        if any((o.channel, o.address) in suppressed for o in c.decision.options):
             c.decision = evaluate(replace(contexts[c.customer_id], suppressed=suppressed))
 
 
@@ -258,9 +312,93 @@ def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:
             occasion = occasion_key(route.spec, enrich(c.row), route.as_of)
         except (ValueError, TypeError) as exc:  # a malformed date in the segment's columns
             occasion = route.as_of.isoformat()
-            if c.decision is None or c.decision.action == "send":
+            if c.decision is None or c.decision.action in ("send", "defer"):
                 c.decision = Decision.skip(c.customer_id, "invalid_data", str(exc)[:200])
         c.key = (c.customer_id, occasion)
+
+
+# --- reserve ---------------------------------------------------------------------------
+def send_rules(route: Route) -> SendRules:
+    """What the claim checks for this campaign: shared addresses and its frequency cap."""
+    config = route.policy
+    if config is None:
+        return SendRules()
+    cap = None
+    if config.cap is not None:
+        c = config.cap
+        cap = CapCheck(c.limit, c.days, c.per_channel, c.counted)
+    return SendRules(config.category, cap, config.one_per_address)
+
+
+def _intent(route: Route, c: Candidate) -> Intent:
+    since = None
+    if route.spec.occasion == "last_purchase":
+        last = enrich(c.row).get("last_purchase_on")
+        since = last.date() if isinstance(last, datetime) else last
+    return Intent(tuple((o.channel, o.address) for o in c.decision.options), since)
+
+
+def reserve(route: Route, candidates: Sequence[Candidate]) -> Claim:
+    """Step 4: claim each candidate's ledger row; for sends, the ledger also holds the
+    address (one message per address per occasion) and a frequency-cap slot, atomically.
+
+    Candidates the claim owns but cannot send get their decision here: skipped
+    as ``shared_address``, or ``frequency_cap`` (skipped or deferred as the
+    campaign says); a send whose first address was taken moves to its fallback.
+    """
+    intents = {
+        c.key: _intent(route, c)
+        for c in candidates
+        if c.decision.action == "send" and c.decision.options
+    }
+    claim = route.ledger.claim(
+        route.spec.name,
+        route.run_id,
+        [c.key for c in candidates],
+        now=route.policy_now,
+        intents=intents,
+        rules=send_rules(route),
+        selected_at=route.at,
+    )
+    for c in candidates:
+        if c.key not in claim.owned or c.key not in intents:
+            continue
+        d = c.decision
+        if c.key in claim.chosen:
+            channel, address = claim.chosen[c.key]
+            if (channel, address) != (d.channel, d.address):
+                c.decision = replace(d, channel=channel, address=address)
+        elif c.key in claim.shared:
+            e = claim.shared[c.key]
+            c.decision = Decision.skip(
+                c.customer_id,
+                "shared_address",
+                f"customer {e.customer_id} shares this {e.channel or 'address'} and has this "
+                f"occasion's message ({e.describe()})",
+            )
+        elif c.key in claim.capped:
+            c.decision = _capped_decision(route, c, claim.capped[c.key])
+    return claim
+
+
+def _capped_decision(route: Route, c: Candidate, capped) -> Decision:
+    config = route.policy
+    counted = "; ".join(e.describe() for e in capped.earlier[:5])
+    detail = f"{config.cap}: {len(capped.earlier)} already ({counted})"
+    if config.when_capped != "defer" or capped.free_at is None:
+        return Decision.skip(c.customer_id, "frequency_cap", detail)
+    # when a slot frees, and the customer's send time allows it then
+    free_at = capped.free_at.replace(tzinfo=UTC)
+    ctx = PolicyContext(customer=c.row, channels=route.channels, now=free_at, config=config)
+    timed = SendTimeRule().apply(ctx, list(c.decision.options))
+    until = timed.until if isinstance(timed, Decision) and timed.until else free_at
+    return Decision.defer(
+        c.customer_id,
+        until,
+        "frequency_cap",
+        f"{detail}; sending at {until:%Y-%m-%d %H:%M} UTC",
+        c.decision.options,
+    )
 
 
 # --- render ----------------------------------------------------------------------------
@@ -333,15 +471,26 @@ def build_message(route: Route, c: Candidate, contact_id: int) -> Message:
 
 
 def policy_outcome(contact_id: int, d: Decision) -> Outcome:
-    """The ledger outcome of a decision not to send now."""
+    """The ledger outcome of a decision not to send now: a deferral keeps its due time
+    (the ledger's ``deferred`` state); a skip is decided again by the next run."""
     if d.action == "hold":
         return Outcome.failed(contact_id, d.skip_reason, detail=d.detail)
-    detail = d.detail
     if d.action == "defer" and d.until is not None:
-        detail = f"not before {d.until.isoformat(timespec='minutes')}" + (
-            f"; {detail}" if detail else ""
-        )
-    return Outcome.skipped(contact_id, d.skip_reason, detail)
+        return Outcome.deferred(contact_id, d.skip_reason, d.until, d.detail)
+    return Outcome.skipped(contact_id, d.skip_reason, d.detail)
+
+
+def decision_note(c: Candidate) -> dict:
+    """One policy decision as the run summary keeps it (a few per reason)."""
+    d = c.decision
+    return {
+        "customer_id": c.customer_id,
+        "action": d.action,
+        "reason": d.skip_reason,
+        "channel": d.channel,
+        "until": d.until.astimezone(UTC).isoformat(timespec="minutes") if d.until else None,
+        "detail": (d.detail or "")[:300],
+    }
 
 
 # --- the batch -------------------------------------------------------------------------
@@ -351,13 +500,17 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
     candidates = select_candidates(route, id_range)
     if not candidates:
         return result
+    ledger = route.ledger
+    if route.deferred_only:
+        candidates = _due_only(route, candidates, id_range)
+        if not candidates:
+            return result
     result.selected = len(candidates)
     apply_policy(route, candidates, id_range)
     assign_occasions(route, candidates)
 
     # step 4: reserve. The ledger, not this task, decides what still needs sending.
-    ledger = route.ledger
-    claim = ledger.claim(route.spec.name, route.run_id, [c.key for c in candidates])
+    claim = reserve(route, candidates)
     for state in claim.already.values():
         result.already["in_progress" if state in (State.RESERVED, State.SENDING) else state] += 1
     # Rows an earlier attempt left in 'sending' may have reached the customer: settle
@@ -370,15 +523,19 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
 
     outcomes: list[Outcome] = []
     owned: list[tuple[Candidate, int]] = []
+    holding: dict[int, dict] = {}  # deferred rows keep the address they will use
     for c in candidates:
         contact_id = claim.owned.get(c.key)
         if contact_id is None:
             continue  # another run handled (or is handling) this customer's occasion
         if c.decision.action == "send":
             owned.append((c, contact_id))
-        else:
-            outcomes.append(policy_outcome(contact_id, c.decision))
-    ledger.record(outcomes, route.run_id)  # decisions first: nothing left hanging
+            continue
+        outcomes.append(policy_outcome(contact_id, c.decision))
+        if c.decision.action == "defer" and c.decision.address:
+            holding[contact_id] = {"channel": c.decision.channel, "recipient": c.decision.address}
+        result.note_decision(decision_note(c))
+    ledger.record(outcomes, route.run_id, holding)  # decisions first: nothing left hanging
 
     by_channel: dict[str, list[Message]] = defaultdict(list)
     unsendable: list[Outcome] = []
@@ -414,10 +571,35 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
             result.sent += 1
         elif o.state == State.SKIPPED:
             result.skipped[o.reason] += 1
+        elif o.state == State.DEFERRED:
+            result.deferred[o.reason] += 1
         else:
             result.failed[o.reason] += 1
     result.already += Counter()  # drop zero counts
     return result
+
+
+def _due_only(route: Route, candidates: list[Candidate], id_range) -> list[Candidate]:
+    """The follow-up flow's candidates: those whose deferred message is due now. A due
+    message whose customer the segment no longer selects is skipped (the next run of the
+    campaign decides about them again)."""
+    due = route.ledger.due_keys(route.spec.name, route.at, id_range, route.policy_now)
+    ids = {cid for cid, _ in due}
+    candidates = [c for c in candidates if c.customer_id in ids]
+    assign_occasions(route, candidates)
+    kept = [c for c in candidates if c.key in due]
+    gone = due - {c.key for c in kept}
+    if gone:
+        route.ledger.settle_deferred(
+            route.spec.name,
+            sorted(gone),
+            "no_longer_selected",
+            f"segment {route.spec.segment} no longer selects this customer as of "
+            f"{route.at:%Y-%m-%d %H:%M %Z}",
+        )
+    for c in kept:
+        c.decision = None
+    return kept
 
 
 def send_chunk(

@@ -3,11 +3,12 @@
 One row per decision: ``customer`` (the customer's ref, as in
 ``careflow import customers``), ``channel`` (sms, email, fax),
 ``granted`` (yes/no, true/false, 1/0, y/n, granted/revoked, opt-in/opt-out),
-``source`` (where it was given: web_signup, store...) and ``when`` (a date
+``category`` (care, marketing, transactional, or all: the whole channel, the
+default when left out; docs/policy.md), ``source`` (where it was given: web_signup, store...) and ``when`` (a date
 or date-time; with a UTC offset it is converted to UTC, without one it is
 taken as UTC; left out, the time of the import).
 
-The latest decision wins: of several rows for one customer and channel
+The latest decision wins: of several rows for one customer, channel and category
 only the latest is kept (the others count as ``superseded``), and a
 decision older than the one careflow already holds is not applied
 (``older_than_stored``), so importing an old export never undoes a newer
@@ -67,6 +68,15 @@ FIELDS = [
         problem="bad_granted",
         expect="yes or no",
     ),
+    Field(
+        "category",
+        "category",
+        "category",
+        max_length=_TABLE.c.category.type.length,
+        parse=one_of({c: c for c in ("all", "care", "marketing", "transactional")}),
+        problem="bad_category",
+        expect="all, care, marketing or transactional",
+    ),
     Field("source", "source", "source", max_length=_TABLE.c.source.type.length),
     Field(
         "when",
@@ -110,6 +120,7 @@ def import_consents(
     rows = read_records(path, FIELDS, mapping=mapping, encoding=encoding, report=report)
     now = utcnow()
     rows["when"] = rows["when"].map(lambda t: now if t is None else t)
+    rows["category"] = rows["category"].map(lambda c: c or "all")
     try:
         with engine.begin() as conn:
             ids = existing(conn, Customer.__table__.c.external_ref, rows["customer"].tolist())
@@ -141,28 +152,30 @@ def _known_customers(rows: pd.DataFrame, ids: dict, report: ImportReport) -> pd.
 def _latest_per_channel(rows: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
     """Of several decisions for one customer and channel, the latest (ties: the last line)."""
     rows = rows.sort_values(["when", "line"])
-    older = rows.duplicated(["customer_id", "channel"], keep="last")
+    older = rows.duplicated(["customer_id", "channel", "category"], keep="last")
     report._skip("superseded", int(older.sum()))
     return rows[~older]
 
 
 def _store(conn, rows: pd.DataFrame, report: ConsentImportReport) -> None:
-    stored: dict[tuple[int, str], object] = {}
+    stored: dict[tuple[int, str, str], object] = {}
+    t = _TABLE.c
     for batch in chunks(rows["customer_id"].unique().tolist(), 5_000):
         stored.update(
-            ((r.customer_id, r.channel), r.updated_at)
+            ((r.customer_id, r.channel, r.category), r.updated_at)
             for r in conn.execute(
-                select(_TABLE.c.customer_id, _TABLE.c.channel, _TABLE.c.updated_at).where(
-                    _TABLE.c.customer_id.in_(batch)
+                select(t.customer_id, t.channel, t.category, t.updated_at).where(
+                    t.customer_id.in_(batch)
                 )
             )
         )
     inserts, updates, stale = [], [], 0
     for r in rows.to_dict("records"):
-        key = (int(r["customer_id"]), r["channel"])
+        key = (int(r["customer_id"]), r["channel"], r["category"])
         row = {
             "customer_id": key[0],
             "channel": key[1],
+            "category": key[2],
             "granted": bool(r["granted"]),
             "source": r["source"],
             "updated_at": r["when"],
@@ -180,6 +193,7 @@ def _store(conn, rows: pd.DataFrame, report: ConsentImportReport) -> None:
             and_(
                 _TABLE.c.customer_id == bindparam("_customer_id"),
                 _TABLE.c.channel == bindparam("_channel"),
+                _TABLE.c.category == bindparam("_category"),
             )
         )
         .values(

@@ -155,9 +155,7 @@ def resolve(settings, spec) -> PolicyConfig:
         cap=cap,
         when_capped=when_capped,
         one_per_address=(
-            p.one_per_address
-            if p.one_per_address is not None
-            else settings.one_message_per_address
+            p.one_per_address if p.one_per_address is not None else settings.one_message_per_address
         ),
         prefer_customer_channel=(
             p.prefer_customer_channel

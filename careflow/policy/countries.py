@@ -113,8 +113,7 @@ def _build(code: str, spec: _CountrySpec, where: str) -> CountryRules:
             h = spec.holidays
             if h is None or not (h.fixed or h.easter or h.dates):
                 raise ConfigError(
-                    f"{where}: {code}.window.public_holidays is true but {code}.holidays "
-                    "lists none"
+                    f"{where}: {code}.window.public_holidays is true but {code}.holidays lists none"
                 )
             holidays = Holidays(
                 fixed=frozenset(tuple(int(x) for x in md.split("-")) for md in h.fixed),

@@ -126,9 +126,7 @@ def blocked_at(local: datetime, quiet: Hours | None, window: Window | None) -> B
         return None
     day = local.date()
     if local.weekday() not in window.days:
-        return Blocked(
-            "sending_window", f"{window.country}: none on {_DAY_NAMES[local.weekday()]}"
-        )
+        return Blocked("sending_window", f"{window.country}: none on {_DAY_NAMES[local.weekday()]}")
     if window.holidays is not None and day in window.holidays:
         return Blocked("sending_window", f"{window.country}: {day} is a public holiday")
     if window.hours is not None and not window.hours.contains(local.time()):

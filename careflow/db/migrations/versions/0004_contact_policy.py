@@ -39,9 +39,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("not_before", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("selected_at", sa.DateTime(), nullable=True))
         batch_op.create_index("ix_contact_history_due", ["state", "not_before"], unique=False)
-        batch_op.create_index(
-            "ix_contact_history_address", ["campaign", "recipient"], unique=False
-        )
+        batch_op.create_index("ix_contact_history_address", ["campaign", "recipient"], unique=False)
 
 
 def downgrade() -> None:
