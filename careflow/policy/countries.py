@@ -158,10 +158,20 @@ def _read(path: Path) -> dict[str, _CountrySpec | None]:
     return out
 
 
-@lru_cache(maxsize=8)
 def load_countries(override: Path | None = None) -> Countries:
     """The shipped table, with ``override``'s countries replacing (or, ``null``, removing)
-    shipped ones. ConfigError (one line) for anything malformed."""
+    shipped ones. ConfigError (one line) for anything malformed. Read again when the
+    override file changes."""
+    try:
+        info = Path(override).stat() if override is not None else None
+        stamp = (info.st_mtime_ns, info.st_size) if info else None
+    except OSError:
+        stamp = None  # _read names the problem
+    return _load_countries(override, stamp)
+
+
+@lru_cache(maxsize=8)
+def _load_countries(override: Path | None, _stamp: tuple | None) -> Countries:
     specs = _read(SHIPPED)
     where = {code: str(SHIPPED) for code in specs}
     if override is not None:

@@ -141,8 +141,8 @@ def _aware_utc(instant: datetime) -> datetime:
 def _first_instant_at_or_after(day: date, t: time, zone: ZoneInfo) -> list[datetime]:
     """The UTC instants where the local clock reads ``day t`` (two in a repeated hour),
     or, inside a spring-forward gap, the instant the gap ends."""
-    early = datetime.combine(day, t, tzinfo=zone, fold=1).astimezone(UTC)
-    late = datetime.combine(day, t, tzinfo=zone, fold=0).astimezone(UTC)
+    early = datetime.combine(day, t, tzinfo=zone).replace(fold=1).astimezone(UTC)
+    late = datetime.combine(day, t, tzinfo=zone).astimezone(UTC)
     wall = datetime.combine(day, t)
     if late.astimezone(zone).replace(tzinfo=None) == wall:
         return [early, late] if early != late else [late]

@@ -130,3 +130,30 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
         campaign_flow(campaign="winback", as_of=AS_OF, allow_past=True)
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
+
+
+def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, shop):
+    """Auckland customers have their birthday at 01:00 local (12:00 UTC on the 22nd):
+    deferred to 09:00 there (20:00 UTC), then sent once by the follow-up flow."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from flows.campaign import deferred_flow
+    from flows.care import birthday
+
+    for cid in (101, 102):
+        add_customer(shop, cid, mobile=f"+6421555{cid:04d}", country="NZ",
+                     time_zone="Pacific/Auckland", birthday=date(1980, 11, 23))  # fmt: skip
+    first = birthday(as_of=AS_OF.isoformat(), allow_past=True)
+    assert first["sent"] == 10 and first["deferred"] == {"quiet_hours": 2}
+    listed = CliRunner().invoke(main, ["deferred", "list"])
+    assert "birthday  quiet_hours  2" in listed.output and "2026-11-22 20:00" in listed.output
+    assert deferred_flow(as_of="2026-11-22T19:00:00+00:00") == []  # not due yet
+    dry = CliRunner().invoke(main, ["deferred", "send", "--dry-run", "--as-of",
+                                    "2026-11-22T20:05:00+00:00"])  # fmt: skip
+    assert "birthday (follow-up)" in dry.output and "(2 would send)" in dry.output
+    sent = deferred_flow(as_of="2026-11-22T20:05:00+00:00")
+    assert [(s["campaign"], s["sent"]) for s in sent] == [("birthday", 2)]
+    assert deferred_flow(as_of="2026-11-22T21:00:00+00:00") == []
+    again = birthday(as_of=AS_OF.isoformat(), allow_past=True)
+    assert again["sent"] == 0 and again["already"] == {"sent": 12}
