@@ -62,7 +62,7 @@ class Earlier:
         what = {
             State.SENT: "sent",
             State.DEFERRED: "deferred to",
-        }.get(self.state, "being sent")
+        }.get(self.state, "reserved to send now")
         if self.state not in (State.SENT, State.DEFERRED):
             when = ""
         return f"{self.campaign} {self.channel or ''} to customer {self.customer_id}, {what}{when}"
