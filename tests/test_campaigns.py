@@ -93,6 +93,11 @@ def test_a_spec_cannot_carry_an_invalid_name():
         ("name: other\n" + YAML, "remove 'name': a campaign is named after its folder"),
         ("- sms\n- email\n", "expected fields such as 'segment:'"),
         ("segment: [unclosed\n", "not valid YAML"),
+        (YAML + "category: promo\n", "category: Input should be 'care', 'marketing'"),
+        (YAML + "policy: {quiet_hours: '22-8'}\n", "policy.quiet_hours: Value error, '22-8' is not"),
+        (YAML + "policy: {frequency_cap: {max: 2}}\n", "policy.frequency_cap.FrequencyCapSpec.days"),
+        (YAML + "policy: {when_capped: later}\n", "policy.when_capped: Input should be 'defer'"),
+        (YAML + "policy: {quiet: off}\n", "policy.quiet: Extra inputs are not permitted"),
     ],
 )
 def test_campaign_yaml_problems_are_one_line_config_errors(templates, text, expected):
@@ -122,3 +127,12 @@ def test_cli_campaigns_lists_valid_ones_and_warns_about_the_rest(cli_env):
     assert result.exit_code == 0
     assert re.match(r"good\s+birthday\s+sms", result.output)
     assert "warning: templates folder 'Promo' is not a valid campaign name" in result.output
+
+
+def test_category_and_marketing_follow_each_other(templates):
+    (templates / "good" / "campaign.yaml").write_text(YAML + "category: care\n")
+    assert load_campaign("good", templates).marketing is False
+    (templates / "good" / "campaign.yaml").write_text(YAML + "marketing: true\n")
+    assert load_campaign("good", templates).category == "marketing"
+    (templates / "good" / "campaign.yaml").write_text(YAML + "policy: {quiet_hours: off}\n")
+    assert load_campaign("good", templates).policy.quiet_hours == "off"

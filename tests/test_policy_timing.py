@@ -106,3 +106,17 @@ def test_the_country_table_can_be_overridden_and_is_checked(tmp_path):
 def test_malformed_hours_are_refused(text):
     with pytest.raises(ValueError):
         Hours.parse(text)
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("CAREFLOW_QUIET_HOURS", "22-8"), ("CAREFLOW_FREQUENCY_CAP", "2 a week"),
+     ("CAREFLOW_CONSENT_REGIME", "maybe"), ("CAREFLOW_FREQUENCY_CAP_CARE", "later")],
+)
+def test_bad_policy_settings_are_one_line_naming_the_variable(monkeypatch, variable, value):
+    from careflow.settings import load_settings
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable) as exc:
+        load_settings()
+    assert "\n" not in str(exc.value)
