@@ -38,7 +38,7 @@ from careflow.events import EventKind, InboundEvent
 from careflow.responses import record_events
 from careflow.settings import Settings
 from careflow.unsubscribe import UnsubscribeTokens
-from service import pages
+from service import pages, prefect_events
 from service.writer import EventWriter
 from webhooks import sendgrid, sinch, twilio
 
@@ -69,14 +69,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings, engine: Engine, *, clock=_now) -> Starlette:
-    """The service for ``settings`` writing to ``engine``; ``clock`` is for tests."""
+def create_app(settings: Settings, engine: Engine, *, clock=_now, emitter=None) -> Starlette:
+    """The service for ``settings`` writing to ``engine``.
+
+    ``clock`` and ``emitter`` (where Prefect events go) are for tests."""
     twilio_token = _secret(settings.twilio_auth_token)
     sinch_token = _secret(settings.sinch_callback_token)
     if sinch_token and len(sinch_token) < 24:
         raise ConfigError("CAREFLOW_SINCH_CALLBACK_TOKEN must be at least 24 characters")
     tokens = UnsubscribeTokens.from_settings(settings) if settings.unsubscribe_secret else None
-    writer = EventWriter(lambda events: record_events(engine, events))
+    writer = EventWriter(lambda events: write(events))
     limit = settings.serve_max_body_bytes
 
     def public_url(request: Request) -> str:
@@ -92,6 +94,11 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now) -> Starlette:
             log.error("could not store %d event(s): %s", len(events), type(exc).__name__)
             return PlainTextResponse("temporarily unavailable", status_code=503)
         return None
+
+    def write(events):
+        result = record_events(engine, events)
+        prefect_events.emit(result.recorded, emitter)
+        return result
 
     async def twilio_form(request: Request) -> dict[str, str] | Response:
         if not twilio_token:

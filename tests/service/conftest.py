@@ -63,7 +63,8 @@ def served(db_url, monkeypatch, sendgrid_keys):
     monkeypatch.setenv("CAREFLOW_SERVE_MAX_BODY_BYTES", "100000")
     settings = load_settings()
     clock = Clock(datetime(2026, 11, 22, 9, 0, tzinfo=UTC))
-    app = create_app(settings, db.engine_for(db_url), clock=clock)
+    emitted: list[dict] = []  # Prefect events, as emit_event would receive them
+    app = create_app(settings, db.engine_for(db_url), clock=clock, emitter=emitted.append)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -75,6 +76,8 @@ def served(db_url, monkeypatch, sendgrid_keys):
     while not server.started and thread.is_alive():
         started.wait(0.01)
     assert server.started, "careflow serve did not start"
-    yield Served(f"http://127.0.0.1:{port}", clock, settings)
+    served = Served(f"http://127.0.0.1:{port}", clock, settings)
+    served.emitted = emitted
+    yield served
     server.should_exit = True
     thread.join(10)

@@ -121,6 +121,10 @@ def test_a_stop_reply_opts_the_customer_out(served, engine, reply):
     with engine.connect() as conn:
         assert conn.execute(select(Consent.granted)).scalar() is False
     assert events(engine)[0].kind == "opted_out"
+    # operators can automate on it in Prefect; no contact details travel
+    (event,) = [e for e in served.emitted if e["event"] == "careflow.customer.opted-out"]
+    assert event["resource"]["prefect.resource.id"] == "careflow.customer.1"
+    assert "+86138" not in json.dumps(event)
     # START restores it
     again = {**inbound, "MessageSid": "SMin2", "Body": "START"}
     assert twilio_post(served, "/webhooks/twilio/inbound", again)[0] == 200
