@@ -21,7 +21,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CAREFLOW_", extra="ignore")
+    # an empty variable counts as unset (a deployment passing through an unset one)
+    model_config = SettingsConfigDict(env_prefix="CAREFLOW_", extra="ignore", env_ignore_empty=True)
 
     # --- where things live -------------------------------------------------
     home: Path = Field(

@@ -45,8 +45,8 @@ from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.rendering import Renderer
-from careflow.responses import match_orphans
 from careflow.report import finish_run, start_run, summary_markdown
+from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch

@@ -25,11 +25,13 @@ attempts; otherwise a seeded random draw picks a fault with probability
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Self
 
 from aiohttp import web
@@ -47,7 +49,9 @@ class FaultServer:
         faults: Iterable[str] = TRANSIENT,
         seed: int = 1,
         require_auth: bool = True,
+        twilio_status: str = "delivered",
     ):
+        self.twilio_status = twilio_status  # what the message log says of accepted SMS
         self.fault_rate, self.faults = fault_rate, tuple(faults)
         self.require_auth = require_auth
         self._rng = random.Random(seed)
@@ -56,6 +60,8 @@ class FaultServer:
         self.accepted: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.bodies: list[dict] = []  # what accepted requests carried, for assertions
+        #: accepted SMS by sid, as Twilio's message list and fetch report them
+        self.twilio_messages: dict[str, dict] = {}
         self.headers: list[dict[str, str]] = []  # and their headers
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -101,6 +107,8 @@ class FaultServer:
         self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio_list)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msid}.json", self._twilio_fetch)
         app.router.add_post("/v3/mail/send", self._sendgrid)
         app.router.add_post("/v3/projects/{project}/faxes", self._sinch)
         runner = web.AppRunner(
@@ -147,6 +155,17 @@ class FaultServer:
             await asyncio.sleep(float(arg))
         self.accepted[recipient] += 1
         self.bodies.append(body)
+        if "_sid" in body:
+            self.twilio_messages[body["_sid"]] = {
+                "sid": body["_sid"],
+                "to": body.get("To"),
+                "from": body.get("From"),
+                "body": body.get("Body"),
+                "status": self.twilio_status,
+                "error_code": None,
+                "date_created": email.utils.format_datetime(datetime.now(UTC)),
+                "date_sent": email.utils.format_datetime(datetime.now(UTC)),
+            }
         self.headers.append(dict(request.headers))
         if kind == "accept_hang":
             await asyncio.sleep(float(arg))
@@ -162,6 +181,7 @@ class FaultServer:
             {"sid": sid, "status": "queued", "to": form.get("To"), "body": form.get("Body")},
             status=201,
         )
+        form["_sid"] = sid  # _handle keeps accepted bodies: the message log below reads them
 
         def error(status: int, code: int) -> web.Response:
             return web.json_response(
@@ -171,6 +191,23 @@ class FaultServer:
             )
 
         return await self._handle(request, str(form.get("To")), form, ok, error)
+
+    async def _twilio_list(self, request: web.Request) -> web.StreamResponse:
+        """GET Messages.json?To=...: what Twilio accepted for that number."""
+        to = request.query.get("To")
+        found = [m for m in self.twilio_messages.values() if to is None or m["to"] == to]
+        return web.json_response(
+            {"messages": found, "next_page_uri": None, "page": 0, "page_size": 50,
+             "uri": request.path_qs, "first_page_uri": request.path_qs,
+             "previous_page_uri": None}
+        )
+
+    async def _twilio_fetch(self, request: web.Request) -> web.StreamResponse:
+        message = self.twilio_messages.get(request.match_info["msid"])
+        if message is None:
+            return web.json_response({"code": 20404, "message": "not found", "status": 404},
+                                     status=404)
+        return web.json_response(message)
 
     async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
