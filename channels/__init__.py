@@ -46,7 +46,7 @@ def _fax(settings: Settings):
 def _outbox(settings: Settings):
     from channels.outbox import OutboxChannel
 
-    return OutboxChannel(settings.effective_outbox_dir)
+    return OutboxChannel.from_settings(settings)
 
 
 def _finish_sms(rendered, **kwargs):

@@ -37,7 +37,7 @@ from careflow.errors import ConfigError, DataError
 from careflow.events import EventKind, InboundEvent
 from careflow.responses import record_events
 from careflow.settings import Settings
-from careflow.unsubscribe import UnsubscribeTokens
+from careflow.unsubscribe import local_tokens
 from service import pages, prefect_events
 from service.writer import EventWriter
 from webhooks import sendgrid, sinch, twilio
@@ -77,7 +77,7 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now, emitter=None) 
     sinch_token = _secret(settings.sinch_callback_token)
     if sinch_token and len(sinch_token) < 24:
         raise ConfigError("CAREFLOW_SINCH_CALLBACK_TOKEN must be at least 24 characters")
-    tokens = UnsubscribeTokens.from_settings(settings) if settings.unsubscribe_secret else None
+    tokens = local_tokens(settings)
     writer = EventWriter(lambda events: write(events))
     limit = settings.serve_max_body_bytes
 
@@ -163,8 +163,6 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now, emitter=None) 
         return await store([event]) or Response(status_code=204)
 
     async def unsubscribe(request: Request) -> Response:
-        if tokens is None:
-            return PlainTextResponse("unsubscribe is not configured", status_code=404)
         token = request.query_params.get("token", "")
         try:
             asked = tokens.verify(token, now=clock())
