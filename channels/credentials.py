@@ -18,9 +18,9 @@ import os
 from collections.abc import Callable
 
 from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
 from careflow.errors import ConfigError
-from careflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ def load_prefect_secret(name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def credential(settings: Settings, field: str, *, loader: SecretLoader | None = None) -> str | None:
+def credential(
+    settings: BaseSettings, field: str, *, loader: SecretLoader | None = None
+) -> str | None:
     """The credential ``field`` as plain text, or None when nowhere to be found.
 
     ``loader`` replaces the Prefect look-up (tests, other secret stores); it
@@ -108,7 +110,7 @@ def credential(settings: Settings, field: str, *, loader: SecretLoader | None = 
     return value.strip() if value else None
 
 
-def require(settings: Settings, field: str, *, loader: SecretLoader | None = None) -> str:
+def require(settings: BaseSettings, field: str, *, loader: SecretLoader | None = None) -> str:
     """Like :func:`credential` but raise ConfigError naming the setting when missing."""
     value = credential(settings, field, loader=loader)
     if not value:

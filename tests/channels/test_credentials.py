@@ -105,3 +105,23 @@ def test_live_mode_stops_before_sending_without_credentials() -> None:
 def test_unknown_channel() -> None:
     with pytest.raises(ConfigError, match="unknown or unavailable channel 'pigeon'"):
         get_channel("pigeon", live_settings())
+
+
+def test_a_channel_needs_only_its_providers_settings(monkeypatch) -> None:
+    """Each provider's settings are one model; a channel is built from that model alone."""
+    from careflow import registry
+    from careflow.settings import Settings, TwilioSettings
+
+    monkeypatch.setenv("CAREFLOW_TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("CAREFLOW_TWILIO_AUTH_TOKEN", "f" * 32)
+    monkeypatch.setenv("CAREFLOW_TWILIO_FROM_NUMBER", "+15005550006")
+    monkeypatch.setenv("CAREFLOW_CREDENTIALS_FROM_PREFECT_BLOCKS", "false")
+    monkeypatch.setenv("CAREFLOW_RATE_LIMIT_BACKEND", "local")
+    entry = registry.get("sms")
+    assert entry.settings_model is TwilioSettings
+    assert "twilio_auth_token" in TwilioSettings.model_fields
+    assert "sendgrid_api_key" not in TwilioSettings.model_fields  # no other provider's secrets
+    assert "database_url" not in TwilioSettings.model_fields
+    with TwilioSMS(TwilioSettings()) as channel:
+        assert channel.sender == {"from_": "+15005550006"}
+    assert set(TwilioSettings.model_fields) <= set(Settings.model_fields)
