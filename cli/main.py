@@ -518,6 +518,7 @@ def report():
 @report.command("runs")
 @click.option(
     "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
     default=None,
     help="Only runs started on or after this date (YYYY-MM-DD); default: all.",
 )
@@ -525,17 +526,9 @@ def report():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_runs(since, limit, as_json):
     """Every run, newest first: when, as of, channel, status (failed and stopped too), counts."""
-    from datetime import datetime
-
     from careflow.report import runs_since, runs_table
 
-    try:
-        start = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise click.BadParameter(
-            f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
-        ) from None
-    runs = runs_since(_engine(), start, limit)
+    runs = runs_since(_engine(), since, limit)
     if as_json:
         click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
     elif not runs:
@@ -545,24 +538,21 @@ def report_runs(since, limit, as_json):
 
 
 @report.command("responses")
-@click.option("--since", default=None, help="Only messages sent on or after this date.")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only messages sent on or after this date (YYYY-MM-DD).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_responses(since, as_json):
     """Per campaign: sent, delivered, replied, opted out, bounced, converted and revenue."""
-    from datetime import datetime
-
     from careflow.report import response_summary, responses_table
     from careflow.responses import attribute_orders
 
-    try:
-        start = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise click.BadParameter(
-            f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
-        ) from None
     settings, engine = _settings(), _engine()
     attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
-    rows = response_summary(engine, start)
+    rows = response_summary(engine, since)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif not rows:
