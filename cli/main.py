@@ -478,9 +478,17 @@ def retry(campaign, reason, customer_id):
     `interrupted`) on its own; after checking the provider's logs, this is
     how a person says "send it".
     """
+    from careflow.errors import ConfigError
     from careflow.ledger import ContactLedger
 
-    n = ContactLedger(_engine()).allow_retry(campaign, reason, customer_id)
+    ledger = ContactLedger(_engine())
+    reasons = ledger.failure_reasons(campaign)
+    if reason not in reasons:
+        known = ", ".join(f"{r} ({n})" for r, n in sorted(reasons.items())) or "none"
+        raise ConfigError(
+            f"no failed message of {campaign} has reason {reason!r}; failed ones by reason: {known}"
+        )
+    n = ledger.allow_retry(campaign, reason, customer_id)
     click.echo(
         f"{n} failed message(s) of {campaign} with reason {reason} will be tried again "
         "by the next run"
