@@ -334,3 +334,45 @@ def responses_table(rows: list[dict]) -> str:
             for r in rows
         ],
     )
+
+
+def replies_by_owner(
+    engine: Engine, since: datetime | None = None, owner: str | None = None
+) -> dict[str, list[dict]]:
+    """Replies a person should read (not opt-out keywords), grouped by the customer's owner."""
+    from careflow.db.models import ContactEvent, ContactHistory, Customer
+
+    ce, ch = ContactEvent.__table__, ContactHistory.__table__
+    query = (
+        select(
+            Customer.owner,
+            Customer.id,
+            Customer.full_name,
+            ce.c.occurred_at,
+            ce.c.kind,
+            ce.c.detail,
+            ch.c.campaign,
+        )
+        .join(Customer, Customer.id == ce.c.customer_id)
+        .outerjoin(ch, ch.c.id == ce.c.contact_id)
+        .where(ce.c.kind.in_(["replied", "help"]))
+        .order_by(Customer.owner, ce.c.occurred_at)
+    )
+    if since is not None:
+        query = query.where(ce.c.occurred_at >= since)
+    if owner is not None:
+        query = query.where(Customer.owner == owner)
+    out: dict[str, list[dict]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault(r.owner or "(no owner)", []).append(
+                {
+                    "customer_id": r.id,
+                    "name": r.full_name,
+                    "at": r.occurred_at.isoformat(sep=" ", timespec="minutes"),
+                    "kind": r.kind,
+                    "text": r.detail,
+                    "campaign": r.campaign,
+                }
+            )
+    return out

@@ -569,6 +569,34 @@ def report_responses(since, as_json):
         click.echo(responses_table(rows))
 
 
+@report.command("replies")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only replies from this date (YYYY-MM-DD).",
+)
+@click.option("--owner", default=None, help="Only this owner's customers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_replies(since, owner, as_json):
+    """Replies a person should read (not STOP/退订), by the customer's owner."""
+    from careflow.report import replies_by_owner, shorten
+
+    replies = replies_by_owner(_engine(), since, owner)
+    if as_json:
+        click.echo(json.dumps(replies, indent=2, ensure_ascii=False))
+        return
+    if not replies:
+        click.echo("no replies waiting for a person")
+    for who, items in replies.items():
+        click.echo(f"{who}: {len(items)} repl{'y' if len(items) == 1 else 'ies'}")
+        for r in items:
+            click.echo(
+                f"  {r['at']}  #{r['customer_id']} {r['name'] or ''} ({r['campaign'] or '-'}): "
+                f"{shorten(r['text'] or '', 80)}"
+            )
+
+
 @report.command("last")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--include-dry-runs", is_flag=True, help="Also consider dry runs.")
