@@ -49,6 +49,10 @@ class DeliverySettings(_FromEnvironment):
         "in-process token bucket; local: always the in-process bucket.",
     )
     credentials_from_prefect_blocks: bool = Field(default=True)
+    credentials_block: str = Field(
+        default="careflow",
+        description="Name of careflow's credentials blocks (channels/blocks.py) to read.",
+    )
     delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     delivery_read_timeout_seconds: float = Field(default=20.0, gt=0)
     delivery_max_attempts: int = Field(default=4, ge=1, le=10)

@@ -16,14 +16,6 @@ pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect")]
 AS_OF = date(2026, 11, 22)
 
 
-@pytest.fixture(scope="session")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.fixture
 def shop(engine, monkeypatch):
     monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "7")  # several batches from a small shop
