@@ -424,13 +424,13 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     if as_of:  # a clear error for a malformed or back-dated date, before Prefect starts
         day, _ = resolve_as_of(as_of, settings.time_zone)
         check_not_backdated(day, settings.time_zone, dry_run, allow_past)
+    from prefect import tags
+
     fn = CARE_FLOWS.get(campaign)
     kwargs = {"as_of": as_of, "channel": channel, "dry_run": dry_run, "allow_past": allow_past}
-    summary = (
-        fn(**kwargs)
-        if fn
-        else campaign_flow(campaign=campaign, **kwargs)
-    )
+    labels = [f"campaign:{campaign}"] + ([f"channel:{channel}"] if channel else [])
+    with tags(*labels, *(["dry-run"] if dry_run else [])):  # the flow run's tags in the UI
+        summary = fn(**kwargs) if fn else campaign_flow(campaign=campaign, **kwargs)
     click.echo(summary_table([summary]))
     if summary["already"].get("sent"):
         click.echo(

@@ -25,6 +25,7 @@ from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 
 import segments
 from careflow import registry
+from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, occasion_key
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
@@ -465,7 +466,7 @@ def _sample(result: BatchResult, c: Candidate, text: str | None, error: str | No
             {
                 "customer_id": c.customer_id,
                 "channel": d.channel,
-                "to": d.address,
+                "to": mask_address(d.address),  # summaries land in artifacts and the runs table
                 "text": text,
                 "error": error,
             }

@@ -113,6 +113,9 @@ def test_dry_run_records_nothing(people, templates):
     result = run(people, dry_run=True)
     assert result.would_send == {"sms": 2, "email": 1}
     assert result.samples and ledger(people) == {}
+    # samples travel to artifacts and the runs table: contact details masked
+    assert "+447911123451" not in str(result.samples)
+    assert any(s["to"] == "+44791***3451" for s in result.samples)
 
 
 def test_rows_left_sending_by_a_dead_run_are_never_resent(people, templates):
