@@ -16,7 +16,7 @@ and must leave those rows alone. Then runs go to completion until one finds
 nothing left to do.
 
 What the test requires is counted, never timed: the kill phase goes on
-until it has made KILLS kills, enough of them mid-send (some messages of a
+until it has made the kills its size asks for, enough of them mid-send (some messages of a
 chunk accepted, some not) and while holding reserved rows, and a run has
 found rows another (dead) run still held. The lease is long (an hour) and
 "the lease ran out" is made true by ageing the dead run's rows
@@ -34,12 +34,10 @@ whose outcome is ambiguous by design (``interrupted``, ``timeout_unknown``,
 ``connection_lost_unknown``) were accepted at most once; how many is
 reported, with the rows each kill left in doubt.
 
-Size (docs/reliability.md has the full run's figures)::
-
-    CAREFLOW_KILL_CUSTOMERS=5000 CAREFLOW_KILL_KILLS=50 \\
-        .venv/bin/python -m pytest -s tests/flows/test_kill.py -k killed_at_random
-
-The default (500 customers, 8 kills) is what CI runs.
+Sizes: ``ci`` (500 customers, 8 kills; CAREFLOW_KILL_CUSTOMERS and
+CAREFLOW_KILL_KILLS change it) runs by default; ``full`` (5,000 customers,
+50 kills, marked slow) runs with ``-m slow``; docs/reliability.md has the
+command and its figures.
 
 The second test stops a run (SIGSTOP) for longer than the lease instead of
 killing it, lets another run take over, and resumes it.
@@ -76,9 +74,7 @@ from tests.providers.fault_server import FaultServer, SlowFaultServer
 
 AS_OF = date(2026, 11, 22)
 AT = datetime.combine(AS_OF, time(12), tzinfo=UTC)
-#: customers seeded, and SIGKILLs the kill phase makes (CI: the defaults)
-CUSTOMERS = int(os.environ.get("CAREFLOW_KILL_CUSTOMERS", "500"))
-KILLS = int(os.environ.get("CAREFLOW_KILL_KILLS", "8"))
+CUSTOMERS = 500  # the paused-run test's shop
 BATCH_IDS = 100  # customer ids per process_batch call: a kill costs at most one batch
 CAMPAIGNS = [
     ("winback", "sms"),
@@ -99,14 +95,46 @@ AMBIGUOUS = {"interrupted", "timeout_unknown", "connection_lost_unknown"}
 
 #: the first rounds' kill modes, and whether the next run waits for the lease; then random
 OPENING = [("mid_send", False), ("mid_send", True), ("reserved", True), ("mid_send", True)]
-#: what the kill phase must have done before runs may finish (counts, not seconds)
-MIN_MID_SEND_KILLS = max(2, KILLS // 5)
-MIN_RESERVED_KILLS = max(1, KILLS // 10)
-MIN_IN_PROGRESS_RUNS = max(1, KILLS // 10)
-#: a hard stop on rounds, so a kill phase that cannot reach its counts fails, never spins
-MAX_ROUNDS = 4 * KILLS + 20
 #: generous, only so a hung worker fails the test instead of hanging it
-WORKER_TIMEOUT = 120.0 + CUSTOMERS / 10
+WORKER_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class KillSize:
+    """How big a kill test is: customers seeded and SIGKILLs the kill phase makes."""
+
+    customers: int
+    kills: int
+
+    @classmethod
+    def named(cls, name: str) -> KillSize:
+        """``ci`` (CAREFLOW_KILL_CUSTOMERS / CAREFLOW_KILL_KILLS may change it) or ``full``."""
+        if name == "full":
+            return cls(5000, 50)
+        env = os.environ.get
+        return cls(int(env("CAREFLOW_KILL_CUSTOMERS", "500")), int(env("CAREFLOW_KILL_KILLS", "8")))
+
+    # what the kill phase must have done before runs may finish (counts, not seconds)
+    @property
+    def min_mid_send_kills(self) -> int:
+        return max(2, self.kills // 5)
+
+    @property
+    def min_reserved_kills(self) -> int:
+        return max(1, self.kills // 10)
+
+    @property
+    def min_in_progress_runs(self) -> int:
+        return max(1, self.kills // 10)
+
+    @property
+    def max_rounds(self) -> int:
+        """A hard stop, so a kill phase that cannot reach its counts fails, never spins."""
+        return 4 * self.kills + 20
+
+    @property
+    def worker_timeout(self) -> float:
+        return WORKER_TIMEOUT + self.customers / 10
 
 
 @dataclass
@@ -241,8 +269,10 @@ class Runner:
         folder: Path,
         rng: random.Random,
         selections: list[Selected],
+        size: KillSize,
     ):
         self.engine, self.server, self.folder, self.rng = engine, server, folder, rng
+        self.size = size
         self.ranges = id_ranges(engine, BATCH_IDS)
         self.rounds: list[Round] = []
         self.addresses = {  # (campaign, customer, occasion) -> where it goes
@@ -253,7 +283,7 @@ class Runner:
         }
         # Work one killed run may take: a third of all there is to send, spread over
         # the kills, so the kill phase cannot run out of messages to be killed on.
-        self.accept_cap = max(5, len(self.addresses) // (3 * KILLS))
+        self.accept_cap = max(5, len(self.addresses) // (3 * size.kills))
 
     def plan(self, run_id: str, first: list | None = None) -> dict:
         """Every batch of every campaign, shuffled; ``first`` (a job) goes first."""
@@ -304,8 +334,8 @@ class Runner:
         with worker(plan, self.folder) as (proc, out, err):
             while proc.poll() is None:
                 elapsed = clock.monotonic() - started
-                if elapsed > WORKER_TIMEOUT:
-                    pytest.fail(f"{rnd.run_id} did not finish within {WORKER_TIMEOUT}s (hung?)")
+                if elapsed > self.size.worker_timeout:
+                    pytest.fail(f"{rnd.run_id} still running after {elapsed:.0f}s (hung?)")
                 accepted = len(self.server.bodies)
                 due = mode != "none" and (
                     (mode in kill_at and elapsed >= kill_at[mode])
@@ -353,18 +383,18 @@ class Runner:
         return rnd
 
 
-def kill_phase_done(rounds: list[Round]) -> bool:
+def kill_phase_done(rounds: list[Round], size: KillSize) -> bool:
     """Enough kills of every kind, and a run has met rows a dead run still held."""
     kills = [r for r in rounds if r.killed]
     return (
-        len(kills) >= KILLS
-        and sum(r.mid_send for r in kills) >= MIN_MID_SEND_KILLS
-        and sum(r.left_reserved > 0 for r in kills) >= MIN_RESERVED_KILLS
-        and sum(r.in_progress > 0 for r in rounds) >= MIN_IN_PROGRESS_RUNS
+        len(kills) >= size.kills
+        and sum(r.mid_send for r in kills) >= size.min_mid_send_kills
+        and sum(r.left_reserved > 0 for r in kills) >= size.min_reserved_kills
+        and sum(r.in_progress > 0 for r in rounds) >= size.min_in_progress_runs
     )
 
 
-def next_mode(rounds: list[Round], rng: random.Random) -> tuple[str, bool]:
+def next_mode(rounds: list[Round], rng: random.Random, size: KillSize) -> tuple[str, bool]:
     """The next run's kill mode, and whether the run after it waits out the lease.
 
     Random, leaning towards whatever the kill phase still lacks.
@@ -374,20 +404,22 @@ def next_mode(rounds: list[Round], rng: random.Random) -> tuple[str, bool]:
         return OPENING[n]
     kills = [r for r in rounds if r.killed]
     weights = {"early": 1, "timed": 3, "mid_send": 3, "reserved": 2}
-    if sum(r.mid_send for r in kills) < MIN_MID_SEND_KILLS:
+    if sum(r.mid_send for r in kills) < size.min_mid_send_kills:
         weights["mid_send"] += 6
-    if sum(r.left_reserved > 0 for r in kills) < MIN_RESERVED_KILLS:
+    if sum(r.left_reserved > 0 for r in kills) < size.min_reserved_kills:
         weights["reserved"] += 6
     mode = rng.choices(list(weights), list(weights.values()))[0]
     wait = rng.random() < 0.6
-    if sum(r.in_progress > 0 for r in rounds) < MIN_IN_PROGRESS_RUNS:
+    if sum(r.in_progress > 0 for r in rounds) < size.min_in_progress_runs:
         wait = rng.random() < 0.3
     return mode, wait
 
 
-def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path):
+@pytest.mark.parametrize("size_name", ["ci", pytest.param("full", marks=pytest.mark.slow)])
+def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path, size_name):
+    size = KillSize.named(size_name)
     dialect = engine.dialect.name
-    seed_demo(engine, as_of=AS_OF, customers=CUSTOMERS)
+    seed_demo(engine, as_of=AS_OF, customers=size.customers)
     selections = [selected(engine, c, ch) for c, ch in CAMPAIGNS]
     for s in selections:  # so "accepted twice" can only mean "sent twice"
         addresses = [d.address for d in s.keys.values() if d.address]
@@ -397,17 +429,17 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path):
     with SlowFaultServer(
         delay=REQUEST_DELAY, fault_rate=FAULT_RATE, faults=FAULTS, seed=7
     ) as server:
-        runner = Runner(engine, server, tmp_path, rng, selections)
+        runner = Runner(engine, server, tmp_path, rng, selections, size)
         # --- kill phase: SIGKILL most runs somewhere, until the counts are reached ------
         first = None
-        while not kill_phase_done(runner.rounds):
-            if len(runner.rounds) >= MAX_ROUNDS:
+        while not kill_phase_done(runner.rounds, size):
+            if len(runner.rounds) >= size.max_rounds:
                 pytest.fail(
-                    f"{MAX_ROUNDS} runs did not make the kills required: "
+                    f"{size.max_rounds} runs did not make the kills required: "
                     + str([(r.mode, r.killed, r.left_sending, r.left_sending_accepted,
                             r.left_reserved, r.in_progress) for r in runner.rounds])
                 )
-            mode, wait = next_mode(runner.rounds, rng)
+            mode, wait = next_mode(runner.rounds, rng, size)
             rnd = runner.run(mode, first)
             first = None
             left = rnd.left_sending + rnd.left_reserved
@@ -507,14 +539,14 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path):
     assert max(by_key.values()) == 1, "someone got the same campaign's email twice"
 
     # --- the test was not vacuous (the kill phase ran until these counts held) -----------
-    assert kill_phase_done(rounds)
-    assert len(kills) >= KILLS and len(mid_send) >= MIN_MID_SEND_KILLS
+    assert kill_phase_done(rounds, size)
+    assert len(kills) >= size.kills and len(mid_send) >= size.min_mid_send_kills
     assert states[State.SENT] > 0 and reasons["failed:interrupted"] > 0
 
     in_doubt = [r.left_sending for r in kills]
     report = {
         "dialect": dialect,
-        "customers": CUSTOMERS,
+        "customers": size.customers,
         "runs": len(rounds),
         "kills": len(kills),
         "kills_by_mode": dict(Counter(r.mode for r in kills)),
