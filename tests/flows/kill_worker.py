@@ -8,6 +8,8 @@ hi]`` each (``channel`` null: the campaign's own channel preference), run in
 that order through ``flows.route.process_batch`` with live channels (the real
 twilio and sendgrid SDKs). ``pause_before_mark_sending`` (seconds) makes each
 hand-over to a channel slower, so kills can land while rows are reserved.
+``start_gate`` (a file path) holds the run, once started up, until that file
+exists, so two workers can begin at the same moment.
 The database comes from CAREFLOW_DATABASE_URL, as for any careflow process.
 
 Each SMS campaign sends from its own number (:data:`SMS_SENDERS`), so the
@@ -25,6 +27,7 @@ killed run managed to report is readable afterwards::
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import date, datetime
@@ -107,6 +110,9 @@ def main(argv: list[str]) -> int:
     first = settings_for(plan["jobs"][0][0])
     engine = db.engine_for(first.effective_database_url)
     emit("start", run_id=run_id)
+    gate = plan.get("start_gate")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.002)
     for campaign, channel, lo, hi in plan["jobs"]:
         settings = settings_for(campaign)
         spec = load_campaign(campaign, settings.templates_dir)

@@ -64,6 +64,9 @@ class FaultServer:
         self.bodies: list[dict] = []  # what accepted requests carried, for assertions
         self.headers: list[dict[str, str]] = []  # and their headers
         self.in_flight = 0  # requests being handled right now
+        #: while True, requests wait before anything happens to them (not accepted);
+        #: a test holds the door to keep a client's requests in flight
+        self.holding = False
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -152,6 +155,8 @@ class FaultServer:
     async def _act(
         self, request: web.Request, recipient: str, body: dict, success: web.Response, error
     ) -> web.StreamResponse:
+        while self.holding:
+            await asyncio.sleep(0.005)
         self.attempts[recipient] += 1
         action = self._choose(recipient)
         kind, _, arg = action.partition(":")

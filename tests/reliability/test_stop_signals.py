@@ -1,0 +1,215 @@
+"""SIGTERM and Ctrl-C for real: `careflow run` stopped mid-run, then run again.
+
+``python -m cli run birthday`` runs in its own process, as an operator (or a
+worker cancelling a flow run) would start it, against a test database and a
+live SMS channel whose provider (the loopback fault server) takes a while
+over each message. Once the provider has accepted a few messages the
+process gets SIGTERM (or SIGINT). It must exit; the rows it reserved go
+back for the next run (``skipped: run_stopped``), rows it handed to the
+provider and could not record are ``failed: interrupted``, nothing stays
+reserved or sending, the runs table records the run as stopped, and no
+traceback reaches the terminal. A second run then finishes the job, and the
+provider's log shows every customer messaged exactly once.
+
+An impatient operator presses Ctrl-C twice (or a supervisor sends SIGTERM
+twice): the second signal lands while the run is still putting down what it
+holds. The run must settle its rows all the same.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import insert, select
+
+from careflow.db.models import ContactHistory, Customer, Run
+from careflow.messages import State
+from careflow.settings import PROJECT_ROOT
+from tests.providers import kit
+from tests.providers.fault_server import SlowFaultServer
+
+pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli")]
+
+AS_OF = "2026-11-22"
+CUSTOMERS = 60
+#: only so a run that never ends fails the test instead of hanging it
+HANG_GUARD = 240.0
+
+
+@pytest.fixture(scope="module")
+def prefect_api_url():
+    """One temporary Prefect API for every `careflow run` of this module (each
+    would otherwise start its own, ~10 s apiece on a busy machine)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def shop(engine):
+    """Customers whose birthday is AS_OF, each with their own mobile number."""
+    rows = [
+        {
+            "id": cid,
+            "full_name": f"Customer {cid}",
+            "given_name": f"C{cid}",
+            "locale": "en",
+            "time_zone": "UTC",
+            "mobile": kit.cn_mobile(cid),
+            "birthday": date(1990, 11, 22),
+        }
+        for cid in range(1, CUSTOMERS + 1)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(Customer.__table__), rows)
+    return engine
+
+
+def cli_env(
+    db_url: str, home: Path, server: SlowFaultServer, api_url: str, chunk: int
+) -> dict[str, str]:
+    """The environment of a `careflow run` with live SMS against the loopback provider."""
+    live = kit.live_settings(server.base_url, fax_font_path=None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}
+    for name, value in live.model_dump(exclude_none=True, exclude_defaults=True).items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"CAREFLOW_{name.upper()}"] = str(value)
+    env |= {
+        "CAREFLOW_DATABASE_URL": db_url,
+        "CAREFLOW_HOME": str(home),
+        "CAREFLOW_BATCH_SIZE": "20",  # three batches, sent side by side
+        "CAREFLOW_SEND_CHUNK_SIZE": str(chunk),
+        "CAREFLOW_SMS_CONCURRENCY": "2",
+        "PREFECT_API_URL": api_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    return env
+
+
+def careflow_run(env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", "birthday", "--as-of", AS_OF],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, what: str) -> None:
+    started = time.monotonic()
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"careflow run exited ({proc.returncode}) before {what}:\n"
+                        + log.read_text()[-3000:])
+        if time.monotonic() - started > HANG_GUARD:
+            pytest.fail(f"still waiting for {what}:\n" + log.read_text()[-3000:])
+        time.sleep(0.01)
+
+
+def ledger(engine) -> dict[int, tuple[str, str | None, str]]:
+    """customer id -> (state, reason, run id)"""
+    with engine.connect() as conn:
+        return {
+            r.customer_id: (r.state, r.reason, r.run_id)
+            for r in conn.execute(select(ContactHistory.__table__))
+        }
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        pytest.param([signal.SIGTERM], id="SIGTERM"),
+        pytest.param([signal.SIGTERM, signal.SIGTERM], id="SIGTERM-twice"),
+        pytest.param([signal.SIGINT], id="SIGINT", marks=pytest.mark.slow),
+        pytest.param([signal.SIGINT, signal.SIGINT], id="SIGINT-twice", marks=pytest.mark.slow),
+    ],
+)
+def test_a_stopped_run_settles_its_rows_and_a_rerun_finishes_exactly_once(
+    shop, db_url, tmp_path, prefect_api_url, signals
+):
+    # The provider takes a while over each message, so chunks are in flight when
+    # the signal comes. A run stops between chunks: the chunk in flight finishes,
+    # the rest is released. A second signal comes once a message of the chunk in
+    # flight has gone out after the first, i.e. while the run is still waiting
+    # for its batches; from then on the provider holds every new request, so
+    # that chunk cannot finish before the process is gone: its unsent messages
+    # are in doubt.
+    chunk = 4 if len(signals) == 1 else 12
+    with SlowFaultServer(delay=0.4) as server:
+        env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk)
+        first_log = tmp_path / "first.log"
+        proc = careflow_run(env, first_log)
+        try:
+            wait_for(lambda: len(server.bodies) >= 6, proc, first_log, "messages went out")
+            for i, sig in enumerate(signals):
+                before = len(server.bodies)
+                wait_for(lambda n=before: len(server.bodies) > n, proc, first_log, "another send")
+                server.holding = i > 0
+                proc.send_signal(sig)
+            returncode = proc.wait(HANG_GUARD)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            server.holding = False
+        server.wait_idle()
+        server.delay = 0.05  # the re-run need not be slow
+        accepted_first = Counter(server.accepted)
+        output = first_log.read_text()
+        with shop.connect() as conn:
+            runs = conn.execute(select(Run.id, Run.summary, Run.finished_at)).all()
+        stopped = ledger(shop)
+
+        second_log = tmp_path / "second.log"
+        rerun = careflow_run(env, second_log)
+        assert rerun.wait(HANG_GUARD) == 0, second_log.read_text()[-3000:]
+        server.wait_idle()
+
+    # --- the stopped run ---------------------------------------------------------------
+    assert returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-5000:]
+    (run,) = runs
+    assert run.finished_at is not None and run.summary["stopped"] == "stopped", run.summary
+    assert {run_id for _, _, run_id in stopped.values()} == {run.id}
+    held = Counter(f"{state}:{reason}" for state, reason, _ in stopped.values())
+    # nothing left reserved or sending, and it stopped with work left to do
+    in_doubt = {"failed:interrupted", "failed:timeout_unknown"}
+    assert set(held) <= {"sent:None", "skipped:run_stopped", *in_doubt}, held
+    assert held["skipped:run_stopped"] > 0, held
+    if len(signals) > 1:  # the process went with messages handed over and unanswered
+        assert sum(held[k] for k in in_doubt) > 0, held
+    for cid, (state, _reason, _) in stopped.items():
+        n = accepted_first[kit.cn_mobile(cid)]
+        assert n == {"sent": 1, "skipped": 0}.get(state, n if n <= 1 else -1), (cid, state, n)
+
+    # --- the re-run finished the job, exactly once -------------------------------------------
+    with shop.connect() as conn:
+        rows = conn.execute(select(ContactHistory.__table__)).all()
+    assert len(rows) == CUSTOMERS
+    states = Counter(r.state for r in rows)
+    assert set(states) <= {State.SENT, State.FAILED}, states
+    for r in rows:
+        n = server.accepted[kit.cn_mobile(r.customer_id)]
+        if r.state == State.SENT:
+            assert n == 1, (r.customer_id, n)
+        else:  # in doubt: the stopped run's, taken at most once and never sent again
+            assert f"failed:{r.reason}" in in_doubt and stopped[r.customer_id][2] == run.id
+            assert n <= 1, (r.customer_id, n)
+    assert max(server.accepted.values()) == 1
+    print(f"\n[{shop.dialect.name} {'+'.join(s.name for s in signals)}] exit {returncode}; "
+          f"stopped run's rows {dict(held)}; after the re-run {dict(states)}; "
+          f"in doubt accepted {sum(accepted_first[kit.cn_mobile(c)] for c, v in stopped.items() if v[0] == State.FAILED)}")
