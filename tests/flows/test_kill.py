@@ -622,3 +622,21 @@ def test_a_run_paused_past_its_lease_never_sends_what_another_run_took_over(engi
         f"e.g. {twice[:5]}: A still sent the rows B had taken over, although its "
         "mark_sending no longer matched them (they were no longer A's)"
     )
+
+
+def test_the_kill_worker_builds_the_route_a_real_run_builds(db_url):
+    """kill_worker builds its route without Prefect; it must be the flow's route."""
+    from flows.campaign import build_route
+    from tests.flows.kill_worker import live_route
+
+    settings = load_settings()
+    spec = load_campaign("winback", settings.templates_dir)
+    flow_route = build_route(settings, spec, "r", AS_OF, AT, None, dry_run=False)
+    worker_route = live_route(settings, spec, "r", AS_OF, AT, None)
+    for name in ("spec", "engine", "settings", "run_id", "as_of", "at", "channels", "params",
+                 "dry_run", "stop"):
+        assert getattr(worker_route, name) == getattr(flow_route, name), name
+    assert type(worker_route.ledger) is type(flow_route.ledger)
+    assert worker_route.ledger.lease == flow_route.ledger.lease
+    assert worker_route.renderer.templates_dir == flow_route.renderer.templates_dir
+    assert type(worker_route.channel_factory("sms")) is type(flow_route.channel_factory("sms"))

@@ -48,15 +48,34 @@ def shop(engine):
     return engine
 
 
-@pytest.mark.parametrize(
-    "signals",
-    [
-        pytest.param([signal.SIGTERM], id="SIGTERM"),
-        pytest.param([signal.SIGTERM, signal.SIGTERM], id="SIGTERM-twice"),
-        pytest.param([signal.SIGINT], id="SIGINT", marks=pytest.mark.slow),
-        pytest.param([signal.SIGINT, signal.SIGINT], id="SIGINT-twice", marks=pytest.mark.slow),
-    ],
-)
+SIGNALS = {
+    "SIGTERM": [signal.SIGTERM],
+    "SIGTERM-twice": [signal.SIGTERM, signal.SIGTERM],
+    "SIGINT": [signal.SIGINT],
+    "SIGINT-twice": [signal.SIGINT, signal.SIGINT],
+}
+#: what CI runs (each signal, once and twice, and each dialect, at least once);
+#: the other combinations are marked slow (run them with -m slow)
+IN_CI = {
+    ("sqlite", "SIGTERM"),
+    ("postgres", "SIGTERM-twice"),
+    ("postgres", "SIGINT"),
+    ("sqlite", "SIGINT-twice"),
+}
+CASES = [
+    pytest.param(
+        dialect,
+        signals,
+        id=f"{dialect}-{name}",
+        marks=([pytest.mark.postgres] if dialect == "postgres" else [])
+        + ([] if (dialect, name) in IN_CI else [pytest.mark.slow]),
+    )
+    for name, signals in SIGNALS.items()
+    for dialect in ("sqlite", "postgres")
+]
+
+
+@pytest.mark.parametrize(("db_url", "signals"), CASES, indirect=["db_url"])
 def test_a_stopped_run_settles_its_rows_and_a_rerun_finishes_exactly_once(
     shop, db_url, tmp_path, prefect_api_url, signals
 ):
