@@ -259,11 +259,10 @@ class FlakyChannel:
         mode = self.modes[self.log["chunks"] % len(self.modes)]
         self.log["chunks"] += 1
         for m in messages:
-            key = m.key
-            assert self.log["closed"].get(key) is None, (
-                f"{key} handed to the channel again after {self.log['closed'][key]}"
-            )
-            self.log["handed"][key] += 1
+            # noted, not asserted: the route turns a channel's exception into outcomes
+            if m.key in self.log["closed"]:
+                self.log["again"].append(f"{m.key} after {self.log['closed'][m.key]}")
+            self.log["handed"][m.key] += 1
         if mode == "raise":  # outcome unknown: each may have gone out
             for m in messages:
                 self.log["closed"][m.key] = "an exception (may have gone out)"
@@ -392,7 +391,7 @@ def test_every_selected_customer_ends_with_one_settled_outcome(engine, tmp_path,
     write_campaign(root, s["campaign"])
     load(engine, s)
     settings = load_settings()
-    log = {"chunks": 0, "handed": Counter(), "delivered": Counter(), "closed": {}}
+    log = {"chunks": 0, "handed": Counter(), "delivered": Counter(), "closed": {}, "again": []}
 
     first, selected = run_once(engine, s, "run-1", log, settings)
     for r in first:  # every customer a batch selected is accounted for in its result
@@ -417,6 +416,7 @@ def test_every_selected_customer_ends_with_one_settled_outcome(engine, tmp_path,
         else:
             assert r.reason, (r.state, r.customer_id)
     assert all(n == 1 for n in log["delivered"].values()), log["delivered"].most_common(3)
+    assert not log["again"], f"handed to the channel again: {log['again'][:5]}"
     event(f"selected: {'none' if not selected else 'some'}")
     for outcome in sorted({f"{r.state}:{r.reason}" for r in rows}):
         event(f"outcome {outcome}")
