@@ -42,7 +42,7 @@ def test_two_runs_at_once_send_each_message_once(engine, tmp_path, order):
     selections = [selected(engine, c, ch) for c, ch in CAMPAIGNS]
     jobs = [[c, ch, lo, hi] for lo, hi in id_ranges(engine, 50) for c, ch in CAMPAIGNS]
     gate = tmp_path / "go"
-    with SlowFaultServer(delay=0.01, fault_rate=0.03, faults=("http:503", "429:0.05")) as server:
+    with SlowFaultServer(delay=0.03, fault_rate=0.03, faults=("http:503", "429:0.05")) as server:
         plans = [
             plan_for(server, "run-a", jobs, start_gate=str(gate)),
             plan_for(
@@ -88,7 +88,9 @@ def test_two_runs_at_once_send_each_message_once(engine, tmp_path, order):
     assert max(by_recipient.values()) == 1, "someone got the same message twice"
     assert max(by_key.values()) == 1, "someone got the same email twice"
     assert sum(sent_by_run.values()) == states[State.SENT] == len(server.bodies)
-    # not vacuous: both runs sent, and they did meet each other's rows
+    # not vacuous: both runs sent, and they did meet each other's rows. However the
+    # scheduler treats them, a run that falls behind skips what is already sent
+    # quickly and catches up with the batch the other is sending.
     assert all(sent_by_run.values()), sent_by_run
     assert met_other_run > 0 or order == "opposite", results
     print(f"\n[{engine.dialect.name}, {order} order] sent by run {sent_by_run}, "
