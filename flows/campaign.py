@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import suppress
 from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -153,7 +154,12 @@ def process_batch_task(
     spec = load_campaign(campaign, settings.templates_dir)
     stop = _STOPS.get(run_id)
     route = build_route(settings, spec, run_id, as_of, at, channel, dry_run, params, stop)
-    return process_batch(route, (lo, hi)).as_dict()
+    try:
+        return process_batch(route, (lo, hi)).as_dict()
+    except RunStopped:
+        # A stop is not a failure: no retry (it would only claim rows again) and no
+        # traceback per batch. The flow settles what this batch held.
+        return BatchResult().as_dict()
 
 
 def run_name() -> str:
@@ -298,7 +304,9 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
                 )
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
         stop.set()
-        wait(futures, timeout=STOP_GRACE_SECONDS)
+        # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
+        with suppress(KeyboardInterrupt, TerminationSignal):
+            wait(futures, timeout=STOP_GRACE_SECONDS)
         stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
         why = "stopped" if stopped else f"failed: {type(exc).__name__}"
         ledger = DryRunLedger(engine) if dry_run else ContactLedger(engine)

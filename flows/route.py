@@ -348,6 +348,7 @@ def policy_outcome(contact_id: int, d: Decision) -> Outcome:
 # --- the batch -------------------------------------------------------------------------
 def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
     """Run the whole route for the campaign's customers in ``id_range``."""
+    route.check_stop()  # a batch starting after the stop must not reserve anyone
     result = BatchResult()
     candidates = select_candidates(route, id_range)
     if not candidates:
