@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -43,7 +44,7 @@ import segments
 from careflow import db, registry
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
-from careflow.errors import ConfigError
+from careflow.errors import CareflowError, ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.policy.config import resolve as resolve_policy
 from careflow.rendering import Renderer
@@ -169,7 +170,12 @@ def process_batch_task(
     route = build_route(
         settings, spec, run_id, as_of, at, channel, dry_run, params, stop, now, deferred_only
     )
-    return process_batch(route, (lo, hi)).as_dict()
+    try:
+        return process_batch(route, (lo, hi)).as_dict()
+    except RunStopped:
+        # A stop is not a failure: no retry (it would only claim rows again) and no
+        # traceback per batch. The flow settles what this batch held.
+        return BatchResult().as_dict()
 
 
 def run_name() -> str:
@@ -228,6 +234,14 @@ def run_campaign(
     may travel in time freely.
     """
     logger = get_run_logger()
+    try:
+        return _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past)
+    except CareflowError as exc:  # the first line an operator reads: what, and what to do
+        logger.error("%s did not run: %s", campaign, exc)
+        raise
+
+
+def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past) -> dict:
     settings = settings or load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
     engine = db.engine_for(settings.effective_database_url)
@@ -304,24 +318,28 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     total = BatchResult()
     stop = _STOPS[run_id] = threading.Event()
     futures = []
+    labels = [f"campaign:{spec.name}", f"delivery:{b.settings.delivery}"]
+    labels += [f"channel:{name}" for name in ([b.channel] if b.channel else spec.channels)]
+    labels += ["deferred"] if b.deferred_only else []
     try:
-        futures = [
-            process_batch_task.submit(
-                spec.name,
-                run_id,
-                b.as_of,
-                b.at,
-                lo,
-                hi,
-                b.channel,
-                b.dry_run,
-                b.params,
-                b.settings,
-                b.now,
-                b.deferred_only,
-            )
-            for lo, hi in ranges
-        ]
+        with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
+            futures = [
+                process_batch_task.submit(
+                    spec.name,
+                    run_id,
+                    b.as_of,
+                    b.at,
+                    lo,
+                    hi,
+                    b.channel,
+                    b.dry_run,
+                    b.params,
+                    b.settings,
+                    b.now,
+                    b.deferred_only,
+                )
+                for lo, hi in ranges
+            ]
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
             update_progress_artifact(progress, progress=100.0 * done / len(futures))
@@ -341,7 +359,9 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
                 )
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
         stop.set()
-        wait(futures, timeout=STOP_GRACE_SECONDS)
+        # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
+        with suppress(KeyboardInterrupt, TerminationSignal):
+            wait(futures, timeout=STOP_GRACE_SECONDS)
         stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
         why = "stopped" if stopped else f"failed: {type(exc).__name__}"
         ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
@@ -371,73 +391,6 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     return summary
 
 
-def send_deferred(
-    as_of: str | date | datetime | None = None,
-    channel: str | None = None,
-    dry_run: bool = False,
-    settings: Settings | None = None,
-) -> list[dict]:
-    """Send every deferred message that is due, once; returns one summary per campaign.
-
-    Each message is selected again as of the run that deferred it (its
-    ``selected_at``: the same segment columns, occasion and template data)
-    and decided again *now* (``as_of``, default the current instant):
-    consent, suppression, quiet hours, windows and caps may have changed
-    meanwhile, and a message may be deferred again. The ledger's claim
-    makes sure a campaign run and this flow, or two of these, never both
-    send one. Must be called inside a Prefect flow.
-    """
-    logger = get_run_logger()
-    settings = settings or load_settings()
-    engine = db.engine_for(settings.effective_database_url)
-    db.ensure_schema(engine)
-    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else datetime.now(UTC)
-    if channel == "outbox":
-        settings = settings.model_copy(update={"delivery": "outbox"})
-    elif channel is not None:
-        raise ConfigError(
-            f"channel {channel!r}: deferred messages go on the channel their policy decides; "
-            "only 'outbox' (deliver to the local outbox) may be given"
-        )
-    due = ContactLedger(engine).due_deferred(now, settings.batch_size)
-    groups: dict[tuple[str, datetime | None], list[tuple[int, int]]] = {}
-    for d in due:
-        groups.setdefault((d.campaign, d.selected_at), []).append((d.lo, d.hi))
-    logger.info(
-        "%d deferred message(s) due at %s in %d campaign run(s)",
-        sum(d.count for d in due),
-        now.isoformat(timespec="minutes"),
-        len(groups),
-    )
-    summaries = []
-    for (campaign, selected_at), ranges in groups.items():
-        try:
-            spec = load_campaign(campaign, settings.templates_dir)
-            check_campaign(settings, spec, list(spec.channels))
-        except ConfigError as exc:  # a campaign removed or broken since: leave its messages
-            logger.error("deferred messages of %s left waiting: %s", campaign, exc)
-            continue
-        at = (selected_at or now.replace(tzinfo=None)).replace(tzinfo=UTC)
-        as_of_date = at.astimezone(ZoneInfo(settings.time_zone)).date()
-        run_id = str(uuid.uuid4())
-        start_run(engine, run_id, spec, at, settings.delivery, dry_run)
-        with engine.connect() as conn:
-            params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
-        summary = {
-            "campaign": spec.name,
-            "run_id": run_id,
-            "as_of": str(as_of_date),
-            "dry_run": dry_run,
-            "delivery": settings.delivery,
-            "followup": now.astimezone(UTC).isoformat(timespec="minutes"),
-        }
-        batch = Batches(
-            spec, run_id, as_of_date, at, None, dry_run, params, settings, now, True
-        )
-        summaries.append(run_batches(engine, batch, ranges, summary))
-    return summaries
-
-
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;
 # on a Prefect worker with Dask, swap in prefect-dask's DaskTaskRunner here.
 @flow(name="campaign", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
@@ -451,16 +404,3 @@ def campaign_flow(
     """Run any campaign in templates/ by name."""
     return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)
 
-
-@flow(name="deferred-messages", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
-def deferred_flow(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-) -> list[dict]:
-    """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
-
-    Deployed to run every 15 minutes (prefect.yaml); ``as_of`` is the instant
-    to decide at (default now), ``channel`` may only be ``outbox`` here.
-    """
-    return send_deferred(as_of, channel, dry_run)

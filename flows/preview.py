@@ -40,6 +40,10 @@ def preview_message(
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
     route = build_route(settings, spec, "preview", day, at, channel, dry_run=True)
+    if channel and not route.renderer.has_channel(spec.name, channel):
+        raise CareflowError(
+            f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"
+        )
     route.engine = route.ledger.engine = engine
     one = (customer_id, customer_id)
     candidates = select_candidates(route, one)

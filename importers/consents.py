@@ -4,7 +4,8 @@ One row per decision: ``customer`` (the customer's ref, as in
 ``careflow import customers``), ``channel`` (sms, email, fax),
 ``granted`` (yes/no, true/false, 1/0, y/n, granted/revoked, opt-in/opt-out),
 ``category`` (care, marketing, transactional, or all: the whole channel, the
-default when left out; docs/policy.md), ``source`` (where it was given: web_signup, store...) and ``when`` (a date
+default when left out; docs/policy.md), ``source`` (where it was given:
+web_signup, store...) and ``when`` (a date
 or date-time; with a UTC offset it is converted to UTC, without one it is
 taken as UTC; left out, the time of the import).
 
