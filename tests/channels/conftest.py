@@ -45,12 +45,12 @@ def settings_for() -> Callable[..., Settings]:
 
 def _need_prism() -> tuple[Path, Path]:
     binary, specs = prism_binary(), specs_dir()
-    if binary is None or specs is None:
-        why = (
-            "Prism is not installed (run .ci/install-mock-servers.sh)"
-            if binary is None
-            else "provider specs not found (set CAREFLOW_PROVIDER_SPECS)"
-        )
+    if binary is None:
+        # a tool `make test` installs: missing means a broken set-up, not a reason to skip
+        pytest.fail("Prism is not installed (`make test` installs it: .ci/install-tools.sh)")
+    if specs is None:
+        # data from shared/ beside the checkout, not a tool
+        why = "provider specs not found (set CAREFLOW_PROVIDER_SPECS)"
         if os.environ.get("CI"):
             pytest.fail(f"{why}; required in CI")
         pytest.skip(why)
