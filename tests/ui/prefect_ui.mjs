@@ -50,7 +50,7 @@ page.setDefaultTimeout(TIMEOUT_MS);
 
 /** A screenshot for docs/operators.md, once the page has fetched what it shows. */
 async function snap(name) {
-  await page.waitForLoadState('networkidle'); // e.g. the deployments' activity bars
+  await page.waitForLoadState('networkidle');
   await page.screenshot({ path: path.join(spec.screenshots_dir, name), animations: 'disabled' });
 }
 
@@ -69,6 +69,9 @@ try {
     step = `deployments page: row "${name}"${schedule ? ` with schedule "${schedule}"` : ''}`;
     await row.first().waitFor();
   }
+  step = `deployments page: the activity of "${spec.deployment.name}" shows its run`;
+  await page.locator('tr').filter({ hasText: spec.deployment.name })
+    .locator('.flow-runs-bar-chart__bar-flow-run').first().waitFor();
   await snap('ui-deployments.png');
 
   // --- one deployment: its schedule, switched on (the switch pauses and resumes it)
