@@ -3,7 +3,7 @@
 Reuses the server, deployments and worked flow runs of tests/prefect_server.py
 and opens the UI in headless Debian chromium through playwright-core
 (tests/ui/prefect_ui.mjs), as an operator would: the deployments with their
-schedules from prefect.yaml, a deployment's schedule switch, the completed
+schedules from prefect.yaml, a schedule paused and resumed, the completed
 birthday run with its logs and summary artifact, a failed run with its
 reason, and the custom-run form with its typed fields, filled in and
 submitted. Only loopback is reachable from the browser.
@@ -145,6 +145,8 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
     for name in SCREENSHOTS:
         assert (shots / name).read_bytes().startswith(b"\x89PNG"), name
     # the form sent typed values: a date string, a channel from the list, a boolean
+    # paused and resumed with the switch: active again, as prefect.yaml has it
+    assert all(s["active"] for s in server.api(f"/deployments/{birthday['id']}")["schedules"])
     submitted = server.api(f"/flow_runs/{seen['submitted_run_id']}")
     assert submitted["deployment_id"] == birthday["id"]
     filled_in = {"as_of": AS_OF, "channel": "outbox", "dry_run": True}

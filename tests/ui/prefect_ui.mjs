@@ -74,13 +74,26 @@ try {
     .locator('.flow-runs-bar-chart__bar-flow-run').first().waitFor();
   await snap('ui-deployments.png');
 
-  // --- one deployment: its schedule, switched on (the switch pauses and resumes it)
+  // --- one deployment: its schedule, paused and resumed with its switch
   step = 'deployment page';
   await page.goto(`${spec.ui_url}/deployments/deployment/${spec.deployment.id}`);
   await sees(spec.deployment.name);
   await sees(spec.deployment.schedule);
-  step = 'deployment page: active schedule switch';
-  await page.locator('[role="switch"][aria-checked="true"]').first().waitFor();
+  // the switch beside the schedule pauses it; the server keeps that across a reload
+  const scheduleSwitch = (checked) => page.locator('div').filter({ hasText: spec.deployment.schedule })
+    .locator(`[role="switch"][aria-checked="${checked}"]`).first();
+  step = 'deployment page: the schedule switch is on';
+  await scheduleSwitch(true).waitFor();
+  step = 'deployment page: switch the schedule off (pause)';
+  await scheduleSwitch(true).click();
+  await scheduleSwitch(false).waitFor();
+  await page.reload();
+  await scheduleSwitch(false).waitFor();
+  step = 'deployment page: switch the schedule on again (resume)';
+  await scheduleSwitch(false).click();
+  await scheduleSwitch(true).waitFor();
+  await page.reload();
+  await scheduleSwitch(true).waitFor();
   await snap('ui-deployment.png');
 
   // --- the completed run: state, logs, then its summary artifact
