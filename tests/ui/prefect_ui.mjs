@@ -133,8 +133,12 @@ try {
 
   // --- the custom-run form: a date picker, a channel list, a switch; submit it
   const form = spec.run_form;
+  step = 'deployment page: Run, then Custom run';
+  await page.goto(`${spec.ui_url}/deployments/deployment/${form.deployment_id}`);
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  await page.getByText('Custom run', { exact: true }).click();
   step = 'custom run form';
-  await page.goto(`${spec.ui_url}/deployments/deployment/${form.deployment_id}/run`);
+  await page.waitForURL(/\/run(\?|$)/);
   await sees('as_of');
   step = 'custom run form: as_of date picker';
   await page.getByRole('button', { name: 'date', exact: true }).click();
