@@ -37,6 +37,7 @@ CRON_AS_THE_UI_SAYS = {
     "0 9 * * *": "At 09:00 AM every day",
     "0 10 * * 1": "At 10:00 AM, only on Monday",
     "0 10 1 * *": "At 10:00 AM on day 1 of the month",
+    "17 * * * *": "At 17 minutes past the hour every day",  # sic: it means every hour
 }
 
 

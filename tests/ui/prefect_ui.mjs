@@ -13,7 +13,7 @@
 //
 // Only loopback is reachable: every other request is aborted and reported.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,17 +62,23 @@ async function sees(text, within = page) {
 try {
   // --- the deployments page: every deployment of prefect.yaml, with its schedule
   step = 'deployments page';
+  await page.setViewportSize({ width: 1920, height: 1000 }); // room for every schedule's label
   await page.goto(`${spec.ui_url}/deployments`);
   for (const { name, schedule } of spec.deployments) {
-    let row = page.locator('tr').filter({ hasText: name });
-    if (schedule) row = row.filter({ hasText: schedule });
-    step = `deployments page: row "${name}"${schedule ? ` with schedule "${schedule}"` : ''}`;
-    await row.first().waitFor();
+    const row = page.locator('tr').filter({ hasText: name }).first();
+    step = `deployments page: row "${name}"`;
+    await row.waitFor();
+    if (schedule) {
+      // visible, not folded away behind a "+1"
+      step = `deployments page: row "${name}" shows the schedule "${schedule}"`;
+      await row.getByText(schedule, { exact: true }).first().waitFor({ state: 'visible' });
+    }
   }
   step = `deployments page: the activity of "${spec.deployment.name}" shows its run`;
   await page.locator('tr').filter({ hasText: spec.deployment.name })
     .locator('.flow-runs-bar-chart__bar-flow-run').first().waitFor();
   await snap('ui-deployments.png');
+  await page.setViewportSize({ width: 1600, height: 1000 });
 
   // --- one deployment: its schedule, paused and resumed with its switch
   step = 'deployment page';
@@ -178,6 +184,8 @@ try {
 } catch (error) {
   const name = `failure-${step.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}.png`;
   await page.screenshot({ path: path.join(spec.failure_dir, name) }).catch(() => {});
+  await page.content().then((html) => writeFileSync(
+    path.join(spec.failure_dir, name.replace(/png$/, 'html')), html)).catch(() => {});
   console.error(`${step}: ${error.message.split('\n')[0]} (screenshot: ${name}; page: ${page.url()})`);
   await context.close();
   process.exit(1);
