@@ -39,6 +39,17 @@ def fault_server() -> Iterator[FaultServer]:
 
 
 @pytest.fixture
+def no_prefect_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No Prefect API configured, even after a session-scoped Prefect test harness
+    (tests/conftest.py `prefect_api`) pointed this process's settings at its server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
+@pytest.fixture
 def settings_for() -> Callable[..., Settings]:
     return live_settings
 

@@ -60,8 +60,7 @@ def test_blocks_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert credential(settings, "twilio_auth_token") is None
 
 
-def test_no_prefect_api_means_no_block_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+def test_no_prefect_api_means_no_block_lookup(monkeypatch: pytest.MonkeyPatch, no_prefect_api: None) -> None:
     assert not credentials.prefect_api_available()
     assert credentials.load_prefect_secret("careflow-twilio-auth-token") is None
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
