@@ -117,8 +117,16 @@ def db_upgrade():
     from careflow import db as cdb
 
     url = _settings().effective_database_url
+    before = cdb.current_revision(url)
     cdb.upgrade(url)
-    click.echo(f"database is up to date: {cdb.engine_for(url).url.render_as_string()}")
+    after = cdb.current_revision(url)
+    where = cdb.engine_for(url).url.render_as_string()  # the password stays hidden
+    if before is None:
+        click.echo(f"created careflow's tables (migration {after}): {where}")
+    elif before != after:
+        click.echo(f"migrated from {before} to {after}: {where}")
+    else:
+        click.echo(f"already up to date (migration {after}): {where}")
 
 
 # --- data in ----------------------------------------------------------------
