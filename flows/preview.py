@@ -245,8 +245,15 @@ _BY_TYPE = {
 }
 
 
-def _sample_value(name: str, sql_type, day: date):
-    known = _SEGMENT_SAMPLES.get(name)
+#: values that make sense only for one segment (a dormant customer bought long ago)
+_PER_SEGMENT = {
+    "dormant": {"days_since": 210, "last_purchase_on": lambda day: day - timedelta(days=210)},
+    "vip": {"days_since": 12},
+}
+
+
+def _sample_value(segment: str, name: str, sql_type, day: date):
+    known = _PER_SEGMENT.get(segment, {}).get(name, _SEGMENT_SAMPLES.get(name))
     if known is not None:
         return known(day) if callable(known) else known
     try:
@@ -266,7 +273,7 @@ def segment_sample(spec: CampaignSpec, day: date) -> dict:
         raise ConfigError(f"templates/{spec.name}/campaign.yaml: {exc}") from None
     names = {c.name for c in Customer.__table__.c}
     return {
-        c.name: _sample_value(c.name, c.type, day)
+        c.name: _sample_value(spec.segment, c.name, c.type, day)
         for c in select_.selected_columns
         if c.name != "customer_id" and c.name not in names
     }
