@@ -72,7 +72,7 @@ def test_every_problem_is_named_with_file_line_and_reason(templates):
     edit(
         templates / "winback" / "email.en.html.j2",
         "<p>Hi {{ name }},</p>",
-        "<p>Hi {{ name }},</b>\n<div>\n<img src=\"logo.png\">",
+        '<p>Hi {{ name }},</b>\n<div>\n<img src="logo.png">',
     )
     (templates / "reorder_reminder" / "email.zh-CN.html.j2").unlink()
     edit(templates / "winback" / "campaign.yaml", "[email, sms]", "[email, sms, fax]")
@@ -184,7 +184,10 @@ def test_jinja_is_taken_out_line_for_line():
     [
         ("<p>ok</p><br><img src=x alt=''>", []),
         ("<p>a<b>bold</p>", [(1, "<b> is not closed: </p> on line 1 comes first")]),
-        ("<table>\n<tr><td>x</td>\n</table>", [(2, "<tr> is not closed: </table> on line 3 comes first")]),
+        (
+            "<table>\n<tr><td>x</td>\n</table>",
+            [(2, "<tr> is not closed: </table> on line 3 comes first")],
+        ),
         ("<div>\n<p>x</p>", [(1, "<div> is never closed")]),
         ("</span>", [(1, "</span> closes nothing: no <span> is open here")]),
         ("<br></br>", [(1, "</br>: <br> takes no end tag")]),
