@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -39,6 +40,44 @@ def _engine(migrate: bool = False):
     engine = db.engine_for(url)
     db.ensure_schema(engine)
     return engine
+
+
+@contextmanager
+def _progress_bars():
+    """A listener drawing one progress bar per stage on stderr, in a terminal only.
+
+    Piped or captured output stays as it was: no bars, no control characters.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    bars = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    tasks: dict[str, int] = {}
+
+    def listener(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield listener
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
@@ -195,9 +234,16 @@ def import_orders(file, mapping, currency, encoding):
     from importers.orders import import_orders as run_import
 
     engine = _engine(migrate=True)
-    report = run_import(
-        engine, file, mapping=_mapping(mapping), currency=currency, encoding=encoding
-    )
+    names = {"read": "rows read", "orders": "orders loaded", "lines": "order lines loaded"}
+    with _progress_bars() as bar:
+        report = run_import(
+            engine,
+            file,
+            mapping=_mapping(mapping),
+            currency=currency,
+            encoding=encoding,
+            progress=lambda stage, done, total: bar(names.get(stage, stage), done, total),
+        )
     click.echo(report.summary())
     _attribute(engine)
 
@@ -610,13 +656,12 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     if as_of:  # a clear error for a malformed or back-dated date, before Prefect starts
         day, _ = resolve_as_of(as_of, settings.time_zone)
         check_not_backdated(day, settings.time_zone, dry_run, allow_past)
+    from careflow.progress import listening
+
     fn = CARE_FLOWS.get(campaign)
     kwargs = {"as_of": as_of, "channel": channel, "dry_run": dry_run, "allow_past": allow_past}
-    summary = (
-        fn(**kwargs)
-        if fn
-        else campaign_flow(campaign=campaign, **kwargs)
-    )
+    with _progress_bars() as bar, listening(bar):
+        summary = fn(**kwargs) if fn else campaign_flow(campaign=campaign, **kwargs)
     click.echo(summary_table([summary]))
     if summary["already"].get("sent"):
         click.echo(
@@ -750,8 +795,12 @@ def report_responses(since, as_json):
             f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
         ) from None
     settings, engine = _settings(), _engine()
-    attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
-    rows = response_summary(engine, start)
+    with _progress_bars() as bar:
+        bar("attributing orders to messages", 0, None)
+        attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
+        bar("attributing orders to messages", 1, 1)
+        bar("counting responses", 0, None)
+        rows = response_summary(engine, start)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif not rows:
