@@ -422,10 +422,7 @@ class _Lint:
         try:
             return self.env.get_template(self._name(path))
         except jinja2.TemplateSyntaxError as exc:
-            where = Path(exc.filename) if exc.filename else path
-            self.add(where, exc.lineno, f"syntax error: {exc.message}")
-        except jinja2.TemplateNotFound as exc:  # an {% extends %} or {% include %} of nothing
-            self.add(path, 0, f"template {exc.name!r} not found")
+            self.add(Path(exc.filename or path), exc.lineno, f"syntax error: {exc.message}")
         return None
 
     def check_source(self, path: Path, context: dict | None) -> None:
@@ -459,8 +456,14 @@ class _Lint:
         try:
             with self.env.message():
                 text = self.env.render_bounded(template, context)
+        except jinja2.TemplateSyntaxError as exc:  # in the layout it extends
+            self.add(Path(exc.filename or path), exc.lineno, f"syntax error: {exc.message}")
+            return None
         except Exception as exc:  # any failure is this template's problem, named below
             file, line = self._where(exc, path)
+            if isinstance(exc, jinja2.TemplateNotFound):
+                self.add(file, line, f"template {exc.name!r} not found")
+                return None
             undefined = isinstance(exc, jinja2.UndefinedError)
             if not (undefined and (file, line) in self.static_undefined):
                 message = getattr(exc, "message", None) or str(exc)
