@@ -51,7 +51,7 @@ from sendgrid.helpers.mail import (
 from careflow.addresses import normalize_email
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
-from careflow.settings import Settings
+from careflow.settings import SendGridSettings
 from careflow.unsubscribe import UnsubscribeTokens
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
@@ -110,7 +110,7 @@ class SendGridEmail(ProviderChannel):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SendGridSettings,
         *,
         client: SendGridAPIClient | None = None,
         limiter: RateLimiter | None = None,

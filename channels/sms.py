@@ -28,7 +28,7 @@ from twilio.rest import Client
 from careflow.addresses import normalize_phone
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
-from careflow.settings import Settings
+from careflow.settings import TwilioSettings
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
     ProviderChannel,
@@ -120,7 +120,7 @@ class TwilioSMS(ProviderChannel):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: TwilioSettings,
         *,
         http_client: TwilioHttpClient | None = None,
         limiter: RateLimiter | None = None,

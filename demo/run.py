@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from careflow import db
 from careflow.clock import resolve_as_of
 from careflow.db.models import ContactHistory, Customer
-from careflow.report import summary_table
+from careflow.report import shorten, summary_table
 from careflow.settings import load_settings
 
 
@@ -27,6 +27,10 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         db.engine_for.cache_clear()
         for suffix in ("", "-wal", "-shm"):
             Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    if reseed:  # a new shop: the old shop's messages must not linger in the outbox
+        import shutil
+
+        shutil.rmtree(settings.effective_outbox_dir, ignore_errors=True)
     db.upgrade(url)
     engine = db.engine_for(url)
     with engine.connect() as conn:
@@ -61,10 +65,9 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         )
     click.echo("\none message from each campaign:")
     for row in _examples(engine, [s["campaign"] for s in summaries]):
-        text = " ".join((row.subject or row.body or "").split())
         click.echo(
             f"  {row.campaign:17} #{row.customer_id:<6} {row.channel:5} {row.recipient}: "
-            f"{text[:70]}"
+            f"{shorten(row.subject or row.body or '', 70)}"
         )
     if settings.delivery == "outbox":
         click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")

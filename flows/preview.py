@@ -88,12 +88,11 @@ def walk_route(
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
     route = build_route(settings, spec, "preview", day, at, channel, dry_run=True)
-    route.engine = engine
     if channel and not route.renderer.has_channel(spec.name, channel):
-        raise ConfigError(
-            f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/ "
-            f"(it sends {'/'.join(spec.channels)})"
+        raise CareflowError(
+            f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"
         )
+    route.engine = engine
     one = (customer_id, customer_id)
     candidates = select_candidates(route, one)
     if not candidates:

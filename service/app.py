@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
@@ -109,26 +110,26 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now, emitter=None) 
             return PlainTextResponse("forbidden", status_code=403)
         return params
 
-    async def twilio_status(request: Request) -> Response:
-        params = await twilio_form(request)
-        if isinstance(params, Response):
-            return params
-        try:
-            event = twilio.parse_status(params, clock().replace(tzinfo=None))
-        except ValueError as exc:
-            return PlainTextResponse(str(exc), status_code=400)
-        return await store([event]) or Response(status_code=204)
+    def twilio_route(parse, answer: Callable[[], Response]):
+        """A Twilio webhook: verified form in, one event stored, ``answer()`` out."""
 
-    async def twilio_inbound(request: Request) -> Response:
-        params = await twilio_form(request)
-        if isinstance(params, Response):
-            return params
-        try:
-            event = twilio.parse_inbound(params, clock().replace(tzinfo=None))
-        except ValueError as exc:
-            return PlainTextResponse(str(exc), status_code=400)
-        # Twilio answers STOP/START/HELP itself; careflow only records the reply
-        return await store([event]) or Response(EMPTY_TWIML, media_type="text/xml")
+        async def handle(request: Request) -> Response:
+            params = await twilio_form(request)
+            if isinstance(params, Response):
+                return params
+            try:
+                event = parse(params, clock().replace(tzinfo=None))
+            except ValueError as exc:
+                return PlainTextResponse(str(exc), status_code=400)
+            return await store([event]) or answer()
+
+        return handle
+
+    twilio_status = twilio_route(twilio.parse_status, lambda: Response(status_code=204))
+    # Twilio answers STOP/START/HELP itself; careflow only records the reply
+    twilio_inbound = twilio_route(
+        twilio.parse_inbound, lambda: Response(EMPTY_TWIML, media_type="text/xml")
+    )
 
     async def sendgrid_events(request: Request) -> Response:
         key = settings.sendgrid_webhook_public_key

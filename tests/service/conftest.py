@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 from datetime import UTC, datetime
 
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from careflow import db
 from careflow.settings import load_settings
 from service.app import create_app
+from tests.providers.kit import sendgrid_webhook_keys
 
 TWILIO_TOKEN = "twilio-test-auth-token-0123456789"
 SINCH_TOKEN = "sinch-path-token-0123456789abcdef"
@@ -34,11 +32,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def sendgrid_keys():
-    private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(der).decode()
+    return sendgrid_webhook_keys()
 
 
 def _free_port() -> int:
