@@ -45,6 +45,7 @@ from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
+from careflow.progress import report as report_progress
 from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.responses import match_orphans
@@ -298,6 +299,7 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
             update_progress_artifact(progress, progress=100.0 * done / len(futures))
+            report_progress(f"{spec.name} batches", done, len(futures))  # a terminal's bar
             # progress at every quarter: enough to watch a long run, not a line per batch
             if done == len(futures) or done % max(1, len(futures) // 4) == 0:
                 logger.info(
