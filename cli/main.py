@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -39,6 +40,44 @@ def _engine(migrate: bool = False):
     engine = db.engine_for(url)
     db.ensure_schema(engine)
     return engine
+
+
+@contextmanager
+def _progress_bars():
+    """A listener drawing one progress bar per stage on stderr, in a terminal only.
+
+    Piped or captured output stays as it was: no bars, no control characters.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    bars = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    tasks: dict[str, int] = {}
+
+    def listener(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield listener
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
@@ -117,8 +156,16 @@ def db_upgrade():
     from careflow import db as cdb
 
     url = _settings().effective_database_url
+    before = cdb.current_revision(url)
     cdb.upgrade(url)
-    click.echo(f"database is up to date: {cdb.engine_for(url).url.render_as_string()}")
+    after = cdb.current_revision(url)
+    where = cdb.engine_for(url).url.render_as_string()  # the password stays hidden
+    if before is None:
+        click.echo(f"created careflow's tables (migration {after}): {where}")
+    elif before != after:
+        click.echo(f"migrated from {before} to {after}: {where}")
+    else:
+        click.echo(f"already up to date (migration {after}): {where}")
 
 
 # --- data in ----------------------------------------------------------------
@@ -195,9 +242,16 @@ def import_orders(file, mapping, currency, encoding):
     from importers.orders import import_orders as run_import
 
     engine = _engine(migrate=True)
-    report = run_import(
-        engine, file, mapping=_mapping(mapping), currency=currency, encoding=encoding
-    )
+    names = {"read": "rows read", "orders": "orders loaded", "lines": "order lines loaded"}
+    with _progress_bars() as bar:
+        report = run_import(
+            engine,
+            file,
+            mapping=_mapping(mapping),
+            currency=currency,
+            encoding=encoding,
+            progress=lambda stage, done, total: bar(names.get(stage, stage), done, total),
+        )
     click.echo(report.summary())
     _attribute(engine)
 
@@ -353,18 +407,88 @@ def segment_list(name, as_of, params, limit):
     click.echo(text_table(cols, rows))
 
 
-# --- campaigns --------------------------------------------------------------
+# --- campaigns ----------------------------------------------------------------
 @main.command("campaigns")
-def campaigns_cmd():
-    """List the campaigns defined under templates/."""
+@click.option(
+    "--prefect-yaml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Deployments file holding the schedules. Default: prefect.yaml of this checkout.",
+)
+def campaigns_cmd(prefect_yaml):
+    """List the campaigns in templates/ with their schedule and next run.
+
+    Schedules come from prefect.yaml (`definitions: schedules:`), which
+    `prefect deploy --all` applies; a schedule paused in the Prefect UI
+    still shows its next run here.
+    """
+    from datetime import UTC, datetime
+
     from careflow.campaigns import campaign_folder_problems, list_campaigns, load_campaign
+    from careflow.report import text_table
+    from careflow.settings import PROJECT_ROOT
+    from flows.schedules import campaign_schedules
 
     s = _settings()
-    for name in list_campaigns(s.templates_dir):
+    names = list_campaigns(s.templates_dir)
+    path = prefect_yaml or PROJECT_ROOT / "prefect.yaml"
+    schedules = []
+    if prefect_yaml is not None or path.is_file():
+        schedules = campaign_schedules(path, set(names), datetime.now(UTC))
+    rows = []
+    for name in names:
         spec = load_campaign(name, s.templates_dir)
-        click.echo(f"{name:18} {spec.segment:12} {'/'.join(spec.channels):15} {spec.description}")
+        mine = [x for x in schedules if x.campaign == name]
+        rows.append(
+            [
+                name,
+                spec.segment,
+                "/".join(spec.channels),
+                "; ".join(f"{x.rule} {x.timezone}" for x in mine) or "not scheduled",
+                "; ".join(x.next_run_text() for x in mine) or "-",
+                spec.description,
+            ]
+        )
+    click.echo(
+        text_table(["campaign", "segment", "channels", "schedule", "next run", "what"], rows)
+    )
+    if not path.is_file():
+        click.echo(f"(no {path}: schedules not shown)")
     for problem in campaign_folder_problems(s.templates_dir):
         click.secho(f"warning: {problem}", fg="yellow", err=True)
+
+
+@main.command()
+@click.argument("campaigns", nargs=-1)
+def lint(campaigns):
+    """Check every template of every campaign (or just CAMPAIGNS) before anyone gets it.
+
+    Renders each template in each of the campaign's locales for sample
+    customers (every field filled in, only the required ones, long names)
+    and reports every problem at once as FILE:LINE: REASON: syntax errors,
+    variables a campaign does not have, values printed as None, an SMS over
+    CAREFLOW_SMS_MAX_SEGMENTS, broken HTML, a locale variant missing, a
+    channel in campaign.yaml without templates. Exit code 1 when there are
+    problems, 0 when there are none.
+    """
+    from careflow.clock import resolve_as_of
+    from careflow.lint import lint_templates
+    from flows.preview import sample_context
+
+    settings = _settings()
+    day, _ = resolve_as_of(None, settings.time_zone)
+    report = lint_templates(
+        settings, lambda spec, sample: sample_context(spec, sample, day, settings), campaigns
+    )
+    for problem in report.problems:
+        click.echo(problem.describe())
+    if report.problems:
+        click.secho(f"{len(report.problems)} problem(s)", fg="red", err=True)
+        sys.exit(1)
+    click.echo(
+        f"templates OK: {report.campaigns} campaign(s), {report.templates} template file(s), "
+        f"{report.renders} renders for sample customers"
+    )
 
 
 @main.command()
@@ -377,11 +501,127 @@ def campaigns_cmd():
     default=None,
     help="Preview this channel instead of the one the customer would get.",
 )
-def preview(campaign, customer_id, as_of, channel):
-    """Show the message CUSTOMER would get from CAMPAIGN, without sending anything."""
-    from flows.preview import preview_message
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "html", "pdf"]),
+    default="text",
+    show_default=True,
+    help="text: what the message says, its channel and SMS segments; html: the email as "
+    "the customer's mail client shows it (footer and unsubscribe link in place); pdf: the "
+    "fax as the provider gets it (needs --out).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write to FILE instead of printing it.",
+)
+def preview(campaign, customer_id, as_of, channel, fmt, out):
+    """Show the message CUSTOMER would get from CAMPAIGN, without sending anything.
 
-    click.echo(preview_message(_engine(), campaign, customer_id, as_of, channel, _settings()))
+    Walks the steps a run takes for this one customer (segment, consent and
+    contacts, contact history, templates) and shows what it would send.
+    `--format html` opens in a browser as the email; `--format pdf --out
+    fax.pdf` is the fax.
+    """
+    implied = {"html": "email", "pdf": "fax"}.get(fmt)
+    if implied and channel not in (None, implied):
+        raise click.BadParameter(
+            f"--format {fmt} shows the {implied}; leave out --channel {channel}",
+            param_hint="--channel",
+        )
+    if fmt == "pdf" and out is None:
+        raise click.UsageError("--format pdf writes a file: add --out FILE.pdf")
+    from flows.preview import preview_html, preview_message, preview_pdf
+
+    engine, settings = _engine(), _settings()
+    if fmt == "pdf":
+        data = preview_pdf(engine, campaign, customer_id, as_of, settings)
+    elif fmt == "html":
+        data = preview_html(engine, campaign, customer_id, as_of, settings)
+    else:
+        data = preview_message(engine, campaign, customer_id, as_of, channel, settings)
+    if out is None:
+        click.echo(data)
+        return
+    try:
+        if isinstance(data, bytes):
+            out.write_bytes(data)
+        else:
+            out.write_text(data if data.endswith("\n") else data + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise click.FileError(str(out), hint=exc.strerror) from None
+    click.echo(f"wrote {out}")
+
+
+@main.command("test-send")
+@click.argument("campaign")
+@click.option(
+    "--to",
+    required=True,
+    metavar="ADDRESS|NUMBER",
+    help="Where the test goes: an email address, or a phone or fax number.",
+)
+@click.option(
+    "--customer",
+    "customer_id",
+    type=int,
+    default=None,
+    help="Fill the template with this customer's data (default: a sample customer).",
+)
+@click.option(
+    "--channel",
+    type=ChannelChoice(content_only=True),
+    default=None,
+    help="Default: email for an address; for a number, the first of the campaign's "
+    "SMS and fax channels.",
+)
+@click.option(
+    "--locale",
+    default=None,
+    help="The sample customer's locale, e.g. zh-CN (default: CAREFLOW_DEFAULT_LOCALE).",
+)
+@_as_of_option
+def test_send_cmd(campaign, to, customer_id, channel, locale, as_of):
+    """Send CAMPAIGN's message to yourself, through the configured delivery.
+
+    The outbox (default) or, with CAREFLOW_DELIVERY=live, the provider. It
+    is recorded in the contact history as a test (campaign test:CAMPAIGN, on
+    a record of its own), so it never counts as a customer's message and
+    never stops the real one.
+    """
+    if locale and customer_id is not None:
+        raise click.UsageError("--locale is for the sample customer; --customer uses theirs")
+    from flows.preview import TEST_CUSTOMER_REF, send_test
+
+    done = send_test(
+        _engine(),
+        campaign,
+        to,
+        _settings(),
+        customer_id=customer_id,
+        channel=channel,
+        locale=locale,
+        as_of=as_of,
+    )
+    o = done.outcome
+    where = f" ({o.provider_id})" if o.provider_id else ""
+    if o.state != "sent":
+        click.secho(
+            f"test {done.channel} to {done.to} {o.state}: {o.reason}: {o.detail}", fg="red"
+        )
+    else:
+        click.echo(f"sent a test {done.channel} of {campaign} to {done.to}{where}")
+    click.echo(f"rendered for {done.rendered_for}")
+    if done.subject:
+        click.echo(f"subject: {done.subject}")
+    click.echo(
+        f"recorded as {done.campaign_key} on customer {done.recorded_on} "
+        f"({TEST_CUSTOMER_REF}): `careflow history {done.recorded_on}`"
+    )
+    if o.state != "sent":
+        sys.exit(1)
 
 
 @main.command()
@@ -413,10 +653,10 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     from careflow.campaigns import load_campaign
 
     # A misspelt campaign fails here, in one line, before Prefect is even imported.
-    load_campaign(campaign, _settings().templates_dir)
+    spec = load_campaign(campaign, _settings().templates_dir)
     from careflow.clock import resolve_as_of
     from careflow.report import summary_table
-    from flows.campaign import campaign_flow, check_not_backdated
+    from flows.campaign import campaign_flow, check_not_backdated, preflight
     from flows.care import CARE_FLOWS
 
     settings = _settings()
@@ -424,12 +664,19 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     if as_of:  # a clear error for a malformed or back-dated date, before Prefect starts
         day, _ = resolve_as_of(as_of, settings.time_zone)
         check_not_backdated(day, settings.time_zone, dry_run, allow_past)
+    preflight(settings, spec, channel)  # parameters, templates, credentials: one line each
     from prefect import tags
+
+    from careflow.progress import listening
 
     fn = CARE_FLOWS.get(campaign)
     kwargs = {"as_of": as_of, "channel": channel, "dry_run": dry_run, "allow_past": allow_past}
     labels = [f"campaign:{campaign}"] + ([f"channel:{channel}"] if channel else [])
-    with tags(*labels, *(["dry-run"] if dry_run else [])):  # the flow run's tags in the UI
+    with (
+        tags(*labels, *(["dry-run"] if dry_run else [])),  # the flow run's tags in the UI
+        _progress_bars() as bar,
+        listening(bar),
+    ):
         summary = fn(**kwargs) if fn else campaign_flow(campaign=campaign, **kwargs)
     click.echo(summary_table([summary]))
     if summary["already"].get("sent"):
@@ -531,11 +778,14 @@ def history(customer_id, limit, as_json):
         return
     for i in items:
         where = " ".join(x for x in (i["campaign"], i["channel"]) if x)
+        if (i["campaign"] or "").startswith("test:"):
+            where += "  (test send)"
         click.echo(f"{i['at']:%Y-%m-%d %H:%M}  {i['what']:24} {where}")
         if i["text"]:
             click.echo(f"    {i['text']}")
         if i["detail"]:
-            click.echo(f"    why: {i['detail'][:200]}")
+            label = "" if i["what"] == "sent" else "why: "
+            click.echo(f"    {label}{i['detail'][:200]}")
 
 
 @main.command()
@@ -630,8 +880,12 @@ def report_responses(since, as_json):
     from careflow.responses import attribute_orders
 
     settings, engine = _settings(), _engine()
-    attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
-    rows = response_summary(engine, since)
+    with _progress_bars() as bar:
+        bar("attributing orders to messages", 0, None)
+        attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
+        bar("attributing orders to messages", 1, 1)
+        bar("counting responses", 0, None)
+        rows = response_summary(engine, since)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif not rows:

@@ -125,7 +125,7 @@ def test_cli_run_refuses_a_path_spelling_before_touching_anything(cli_env):
 def test_cli_campaigns_lists_valid_ones_and_warns_about_the_rest(cli_env):
     result = CliRunner().invoke(main, ["campaigns"])
     assert result.exit_code == 0
-    assert re.match(r"good\s+birthday\s+sms", result.output)
+    assert re.search(r"^good\s+birthday\s+sms", result.output, re.MULTILINE)
     assert "warning: templates folder 'Promo' is not a valid campaign name" in result.output
 
 

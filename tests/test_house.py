@@ -14,7 +14,7 @@ ALLOWED = {
     "segments": {"careflow", "segments"},
     "channels": {"careflow", "channels"},
     "webhooks": {"careflow", "webhooks"},
-    "flows": {"careflow", "segments", "channels", "flows"},
+    "flows": {"careflow", "segments", "channels", "webhooks", "flows"},
     "importers": {"careflow", "importers"},
     "service": {"careflow", "webhooks", "service"},
 }

@@ -128,6 +128,18 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
 
 
+def test_a_run_tells_the_terminal_how_far_it_has_got(prefect_api, shop):
+    """`careflow run` draws a progress bar from these reports (cli/main.py)."""
+    from careflow.progress import listening
+    from flows.care import reorder_reminder
+
+    seen = []
+    with listening(lambda stage, done, total: seen.append((stage, done, total))):
+        reorder_reminder(as_of=AS_OF.isoformat(), dry_run=True)
+    # 30 customers in batches of 7
+    assert seen == [("reorder_reminder batches", done, 5) for done in range(1, 6)]
+
+
 def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, shop):
     """Auckland customers have their birthday at 01:00 local (12:00 UTC on the 22nd):
     deferred to 09:00 there (20:00 UTC), then sent once by the follow-up flow."""
