@@ -12,26 +12,36 @@ the same; exact ties in money are rare, so the shares still hold.
 RFM scores 1-5 (5 is best) are *rank-based quintiles*: recency = days since
 the last purchase (fewer is better), frequency = distinct purchase days in
 the window, monetary = amount in the window. Buyers are put in one order per
-measure, best first, ties broken by customer id (the lower id first); with
-``N`` buyers, the buyer at position ``pos`` (1 = best) scores
-``5 - floor(5 x (pos - 1) / N)``, i.e. 5 when fewer than 20% of buyers come
-before them, 4 when fewer than 40%... So every score holds N/5 buyers, give
-or take one, whenever N >= 5. This is SQL's ``row_number()`` cut into fifths
-(``ntile(5)`` with the extra buyers spread instead of piled on the top
-scores) and pandas' ``qcut(x.rank(method="first"), 5)`` up to one buyer at
-a boundary. The alternatives and why not (docs/insight.md says more):
+measure, best first; with ``N`` buyers, the buyer at position ``pos``
+(1 = best) scores ``5 - floor(5 x (pos - 1) / N)``: 5 when fewer than 20% of
+buyers come before them, 4 when fewer than 40%, and so on. So every score
+holds N/5 buyers, give or take one, whenever N >= 5. It is SQL's
+``row_number()`` cut into fifths (``ntile(5)`` with the odd buyers spread
+over the scores instead of piled on the top ones), and pandas'
+``qcut(x.rank(method="first"), 5)`` up to one buyer at a boundary.
 
-- ties kept together (``rank()``, what careflow did before): on real data
-  most buyers bought on one day only, so the whole tie spans 35-60% of
-  buyers and lands in one score: F=1 never occurs, F=2 holds half the
-  buyers and other scores are empty;
-- quintiles of the values (``pd.qcut(x, 5)``): the same problem, and the
-  bin edges collide (qcut refuses duplicate edges);
-- random tie-breaking (SPSS's "randomly assign ties"): fifths, but a
-  customer's score changes from run to run; breaking by id is as fair to
-  the measure and reproducible, in SQL and in a spreadsheet alike;
-- fixed business thresholds (F: 1, 2, 3-4, 5-9, 10+ days): readable, but
-  not quintiles, and they need tuning per shop.
+Ties (equal values) are broken in a fixed pseudo-random order of customer
+ids, ``tie_key(id) = (id mod P) x A mod P`` with P = 2^31 - 1 and
+A = 1327217885 (about P / golden ratio, so consecutive ids land far apart),
+then by id. Deterministic, the same in SQL, pandas and a spreadsheet, and
+unrelated to when a customer was created. Breaking ties by plain id would
+favour old customers: on the Online Retail data every lapsed one-day buyer
+(low ids) got F=2 and every recent one (high ids) F=1, so the R=1 x F=1
+cell of the RFM grid was empty.
+
+The alternatives, and why not (docs/insight.md shows them on real data):
+
+- ties kept together (``rank()``, what careflow did before): most buyers
+  bought on one day only, so that tie spans a third of buyers and lands in
+  one score: F=1 never occurred, and other scores were empty;
+- mid-rank groups (SAS PROC RANK GROUPS=5, TIES=MEAN): F=1 exists, but a
+  tie wider than a fifth still empties a neighbouring score (F=2 here);
+- quintiles of the values (``pd.qcut(x, 5)``): bin edges collide on ties
+  (qcut refuses them, or drops bins with ``duplicates="drop"``);
+- random tie-breaking (SPSS "randomly assign ties"): fifths too, but a
+  customer's score changes from run to run;
+- fixed business thresholds (F: 1, 2, 3-4, 5-9, 10+ days): readable but not
+  quintiles, and they need tuning per shop.
 
 The price of fifths is that equal values can get neighbouring scores (two
 one-day buyers may get F=1 and F=2): the raw ``frequency``, ``days_since``
@@ -46,7 +56,7 @@ customer id of the last buyer in the top 20/40/60/80%); given those
 ``cutoffs``, each batch aggregates only its own customers. Both ways give
 the same answer (tests/segments/test_vip.py checks it): "fewer than p x N
 buyers strictly better" is the same as "at least as good as the buyer at
-position ceil(p x N)", comparing (value, customer id) for the scores.
+position ceil(p x N)", comparing (value, tie_key, id) for the scores.
 
 Money is summed exactly, as integer minor units (careflow/money.py), so
 "spent exactly the cut value" means the same in both ways on every
@@ -75,6 +85,8 @@ from careflow.db.sqlfunc import day_number, day_number_of
 from segments._params import SegmentParams, check
 
 TIERS = ("VIP", "Large", "Medium", "Small")
+#: tie_key(id) = (id mod TIE_P) x TIE_A mod TIE_P; the product stays below 2^62
+TIE_P, TIE_A = 2_147_483_647, 1_327_217_885
 QUINTILES_BP = (2000, 4000, 6000, 8000)  # top 20%, 40%, 60%, 80% in basis points
 
 
@@ -200,6 +212,18 @@ class VipParams(PyramidParams):
         return list(dict.fromkeys(tiers))
 
 
+def tie_key(customer_id: int) -> int:
+    """Where a buyer stands among buyers with equal values (lower first)."""
+    return (customer_id % TIE_P) * TIE_A % TIE_P
+
+
+def _tie_key_sql(customer_id):
+    """``tie_key`` in SQL: integer arithmetic, the same on SQLite and PostgreSQL."""
+    return (customer_id % literal(TIE_P, BigInteger)) * literal(TIE_A, BigInteger) % literal(
+        TIE_P, BigInteger
+    )
+
+
 def _buyers(as_of: date, window_days: int, currency: str | None, id_range=None) -> Select:
     since = as_of - timedelta(days=window_days)
     where = [Order.ordered_on <= as_of, Order.ordered_on > since]
@@ -263,8 +287,9 @@ def pyramid(
     buyers = _buyers(as_of, window_days, currency).cte("buyers")
     n = func.count().over()
 
-    def position(measure):  # 1 = best; ties broken by customer id, so every buyer has one
-        return func.row_number().over(order_by=(measure, buyers.c.customer_id.asc()))
+    def position(measure):  # 1 = best; ties in tie_key order, so every buyer has one
+        tie = (_tie_key_sql(buyers.c.customer_id), buyers.c.customer_id)
+        return func.row_number().over(order_by=(measure, *tie))
 
     ranked = select(
         buyers,
@@ -315,9 +340,13 @@ def _with_cutoffs(buyers: Select, cutoffs: dict) -> Select:
         """5 for (value, id) at least as good as the top-20% boundary, 4 for the 40%..."""
 
         def reaches(boundary):
-            value, last_id = as_value(boundary[0]), literal(int(boundary[1]))
+            value, last_id = as_value(boundary[0]), int(boundary[1])
             better = column > value if higher_is_better else column < value
-            return better | ((column == value) & (b.c.customer_id <= last_id))
+            key, last_key = _tie_key_sql(b.c.customer_id), literal(tie_key(last_id), BigInteger)
+            before_in_ties = (key < last_key) | (
+                (key == last_key) & (b.c.customer_id <= literal(last_id, BigInteger))
+            )
+            return better | ((column == value) & before_in_ties)
 
         return case(*[(reaches(c), 5 - i) for i, c in enumerate(boundaries)], else_=1)
 
@@ -374,16 +403,22 @@ def prepare(
     n = len(rows)
     if n == 0:
         return {"cutoffs": None}
-    # (value, id) pairs best first; for "higher is better" the value is negated to sort
-    money = sorted((-int(r.monetary_minor), r.customer_id) for r in rows)
-    freq = sorted((-int(r.frequency), r.customer_id) for r in rows)
-    recency = sorted((int(r.days_since), r.customer_id) for r in rows)
+    # (value, tie_key, id) best first; for "higher is better" the value is negated to sort
+    def order(values, sign):
+        return sorted(
+            (sign * int(v), tie_key(r.customer_id), r.customer_id)
+            for v, r in zip(values, rows, strict=True)
+        )
+
+    money = order((r.monetary_minor for r in rows), -1)
+    freq = order((r.frequency for r in rows), -1)
+    recency = order((r.days_since for r in rows), 1)
 
     def at(ordered, bp):  # the buyer at position ceil(bp/10000 x n)
         return ordered[-(-bp * n // 10000) - 1]
 
     def boundaries(ordered, sign):
-        return [[sign * at(ordered, bp)[0], int(at(ordered, bp)[1])] for bp in QUINTILES_BP]
+        return [[sign * at(ordered, bp)[0], int(at(ordered, bp)[2])] for bp in QUINTILES_BP]
 
     return {
         "cutoffs": {

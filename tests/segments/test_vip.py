@@ -76,18 +76,36 @@ def test_every_rfm_score_holds_a_fifth_of_buyers_despite_ties(engine):
         assert counts == dict.fromkeys(range(1, 6), 20), (score, counts)
 
 
-def test_rfm_scores_follow_the_measure_and_break_ties_by_customer_id(engine):
+def test_rfm_scores_follow_the_measure_and_break_ties_in_tie_key_order(engine):
+    from segments.vip import tie_key
+
     _like_a_real_shop(engine)
-    got = sorted(rows(engine, pyramid(AS_OF)).values(), key=lambda r: r["customer_id"])
+    got = rows(engine, pyramid(AS_OF)).values()
     for score, key in (("f_score", "frequency"), ("r_score", "days_since")):
         sign = 1 if key == "frequency" else -1
-        order = sorted(got, key=lambda r: (-sign * r[key], r["customer_id"]))
-        # best first: scores never rise along the order, and equal values never
-        # get a better score for a higher id
+        order = sorted(got, key=lambda r: (-sign * r[key], tie_key(r["customer_id"])))
         assert [r[score] for r in order] == sorted((r[score] for r in order), reverse=True)
-    # the 60 one-day buyers fill the bottom three fifths, lower ids first
-    one_day = [r["f_score"] for r in got if r["frequency"] == 1]
-    assert one_day == [3] * 20 + [2] * 20 + [1] * 20
+    # the 60 one-day buyers fill the bottom three fifths, in tie_key order
+    one_day = sorted((r for r in got if r["frequency"] == 1),
+                     key=lambda r: tie_key(r["customer_id"]))
+    assert [r["f_score"] for r in one_day] == [3] * 20 + [2] * 20 + [1] * 20
+
+
+def test_which_of_two_equal_buyers_scores_higher_has_nothing_to_do_with_age(engine):
+    """Regression: ties broken by plain id gave every old one-day buyer (low id, bought
+    long ago) F=2 and every new one F=1, so no lapsed one-day buyer had F=1 (on Online
+    Retail the R=1 x F=1 cell was empty). The tie order mixes old and new."""
+    for cid in range(1, 201):
+        add_customer(engine, cid)
+        if cid > 150:  # regulars
+            add_orders(engine, cid, [AS_OF - timedelta(days=d) for d in (5, 40, 80)])
+        else:  # one-day buyers, the older the lower the id
+            add_orders(engine, cid, [AS_OF - timedelta(days=300 - 2 * cid)])
+    got = rows(engine, pyramid(AS_OF))
+    lapsed_f = [got[c]["f_score"] for c in range(1, 51)]
+    recent_f = [got[c]["f_score"] for c in range(101, 151)]
+    assert {1, 2} <= set(lapsed_f) and {1, 2} <= set(recent_f)
+    assert 10 <= lapsed_f.count(1) <= 30 and 10 <= recent_f.count(1) <= 30
 
 
 def test_few_buyers_get_spread_scores(engine):
