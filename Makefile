@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check careflow segments channels flows tests bench
+	$(BIN)/ruff check careflow segments channels flows tests bench insight
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -512,7 +512,7 @@ def serve(host, port):
 
 @main.group()
 def report():
-    """Reports on campaign runs."""
+    """Reports: campaign runs, responses, and the customer pyramid with RFM scores."""
 
 
 @report.command("runs")
@@ -569,6 +569,106 @@ def report_responses(since, as_json):
         click.echo("nothing sent yet: try `careflow demo`")
     else:
         click.echo(responses_table(rows))
+
+
+def _day(value: str | None, option: str):
+    """A YYYY-MM-DD option as a date (None stays None); one line when it is not one."""
+    from datetime import date
+
+    from careflow.clock import check_in_range
+    from careflow.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
+    check_in_range(day, option)
+    return day
+
+
+def _writing(path: Path, write):
+    """Run ``write``; a file system refusal is one line naming the path."""
+    from careflow.errors import ConfigError
+
+    try:
+        return write()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+_REPORT_FORMATS = ("text", "json", "csv", "markdown", "html")
+
+
+@report.command("pyramid")
+@_as_of_option
+@click.option(
+    "--previous",
+    default=None,
+    help="Earlier date to measure tier movement against (YYYY-MM-DD); default: 90 days "
+    "before --as-of.",
+)
+@_param_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_REPORT_FORMATS),
+    default="text",
+    show_default=True,
+    help="text, json or markdown print the report; csv writes one file per table into a "
+    "folder; html writes one page with charts.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write: a file (html, or text/json/markdown instead of printing) or a "
+    "folder (csv). Default for html: pyramid-DATE.html, for csv: pyramid-DATE/.",
+)
+@click.option(
+    "--customers",
+    is_flag=True,
+    help="Also list every customer whose tier changed (text, json).",
+)
+def report_pyramid(as_of, previous, params, fmt, output, customers):
+    """The customer pyramid and RFM scores: tiers, revenue shares, cut-offs, RFM grid, movement.
+
+    --param sets the pyramid segment's parameters (window_days, vip_pct,
+    large_pct, medium_pct, currency), as for `careflow segment list pyramid`.
+    """
+    from careflow.clock import resolve_as_of
+    from insight import render
+    from insight.pyramid import pyramid_report
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = pyramid_report(
+        _engine(), day, previous=_day(previous, "--previous"), params=_parse_params(params)
+    )
+    stem = f"pyramid-{day.isoformat()}"
+    if fmt == "csv":
+        folder = output or Path(stem)
+        written = _writing(folder, lambda: render.write_csv(report, folder))
+        click.echo(f"wrote {len(written)} tables to {folder}/: "
+                   + ", ".join(p.name for p in written))
+        return
+    if fmt == "html":
+        from insight.html import as_html
+
+        path = output or Path(f"{stem}.html")
+        _writing(path, lambda: path.write_text(as_html(report), encoding="utf-8"))
+        click.echo(f"wrote {path} ({report.buyers:,} buyers as of {day.isoformat()})")
+        return
+    text = {
+        "text": lambda: render.as_text(report, customers),
+        "json": lambda: render.as_json(report, customers),
+        "markdown": lambda: render.as_markdown(report),
+    }[fmt]()
+    if output:
+        _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
 
 
 @report.command("last")

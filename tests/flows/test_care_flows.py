@@ -130,3 +130,18 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
         campaign_flow(campaign="winback", as_of=AS_OF, allow_past=True)
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
+
+
+def test_pyramid_report_flow_leaves_artifacts_and_the_html_page(prefect_api, shop, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.insight import pyramid_report_flow
+
+    data = pyramid_report_flow(as_of=AS_OF)
+    assert data["buyers"] == 30 and data["as_of"] == AS_OF.isoformat()
+    markdown = Artifact.get("pyramid-report")
+    assert markdown.type == "markdown" and "### Tiers" in markdown.data
+    table = Artifact.get("pyramid-tiers")
+    assert table.type == "table" and "VIP" in str(table.data)
+    page = tmp_path / "home" / "reports" / f"pyramid-{AS_OF.isoformat()}.html"
+    assert page.is_file() and "plotly-graph-div" in page.read_text()
