@@ -321,9 +321,30 @@ def segment_params(name):
 @click.argument("name")
 @_as_of_option
 @_param_option
-@click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
-def segment_list(name, as_of, params, limit):
-    """List customers in segment NAME: who they are, and the segment's columns."""
+@click.option(
+    "--limit",
+    type=int,
+    default=None,
+    help="Rows to show (0: all). Default: 20 for text, all for json and csv.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="json and csv carry every column the segment computes, for a spreadsheet or a "
+    "script.",
+)
+def segment_list(name, as_of, params, limit, fmt):
+    """List customers in segment NAME: who they are, and every column the segment computes.
+
+    Money columns are shown as amounts in the row's currency (as templates see
+    them); json and csv print every row unless --limit says otherwise.
+    """
+    import csv
+    import io
+
     from sqlalchemy import select
 
     from careflow.db.models import Customer
@@ -342,6 +363,8 @@ def segment_list(name, as_of, params, limit):
         .join(Customer, Customer.id == seg.c.customer_id)
         .order_by(seg.c.customer_id)
     )
+    if limit is None:
+        limit = 20 if fmt == "text" else 0
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:
@@ -349,8 +372,30 @@ def segment_list(name, as_of, params, limit):
         # money columns (monetary_minor) shown as amounts (monetary), as templates see them
         cols = list(with_amounts(dict.fromkeys(result.keys())))
         shown = [with_amounts(r) for r in result.mappings()]
-    rows = [["" if v is None else str(v) for v in r.values()] for r in shown]
+    if fmt == "json":
+        plain = [{k: _plain(v) for k, v in r.items()} for r in shown]
+        click.echo(json.dumps(plain, indent=2, ensure_ascii=False))
+        return
+    rows = [["" if v is None else str(_plain(v)) for v in r.values()] for r in shown]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([cols, *rows])
+        click.echo(out.getvalue(), nl=False)
+        return
     click.echo(text_table(cols, rows))
+
+
+def _plain(value):
+    """A value as JSON and CSV carry it: amounts as exact decimal text, dates as ISO."""
+    from datetime import date
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 # --- campaigns --------------------------------------------------------------
