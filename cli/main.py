@@ -255,7 +255,7 @@ def _attribute(engine) -> None:
 def segment():
     """Inspect segments: who a campaign would select.
 
-    Segments: birthday, reorder_due, dormant, vip, pyramid. `careflow segment
+    Segments: birthday, reorder_due, dormant, vip, pyramid, clv. `careflow segment
     params NAME` lists a segment's parameters (set them with --param KEY=VALUE
     here, or under `parameters:` in a campaign.yaml).
     """
@@ -275,12 +275,16 @@ _param_option = click.option(
 )
 
 
-def _segment_select(name, as_of, params):
+def _segment_select(name, as_of, params, engine=None):
     import segments
     from careflow.clock import resolve_as_of
 
     day, at = resolve_as_of(as_of, _settings().time_zone)
-    return segments.build(name, day, _parse_params(params), at=at)
+    params = _parse_params(params)
+    if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
+        with (engine or _engine()).connect() as conn:
+            params = segments.prepare(name, conn, day, params)
+    return segments.build(name, day, params, at=at)
 
 
 @segment.command("count")
@@ -288,11 +292,11 @@ def _segment_select(name, as_of, params):
 @_as_of_option
 @_param_option
 def segment_count(name, as_of, params):
-    """How many customers are in segment NAME (birthday, reorder_due, dormant, vip, pyramid)."""
+    """How many customers are in segment NAME (see `careflow segment --help`)."""
     import segments
 
     engine = _engine()
-    query = _segment_select(name, as_of, params)
+    query = _segment_select(name, as_of, params, engine)
     with engine.connect() as conn:
         click.echo(segments.count(conn, query))
 
@@ -352,7 +356,7 @@ def segment_list(name, as_of, params, limit, fmt):
     from careflow.report import text_table
 
     engine = _engine()
-    seg = _segment_select(name, as_of, params).subquery("seg")
+    seg = _segment_select(name, as_of, params, engine).subquery("seg")
     query = (
         select(
             seg.c.customer_id,
@@ -709,6 +713,55 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
         "json": lambda: render.as_json(report, customers),
         "markdown": lambda: render.as_markdown(report),
     }[fmt]()
+    if output:
+        _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+@report.command("clv")
+@_as_of_option
+@_param_option
+@click.option(
+    "--draws",
+    type=click.IntRange(0, 1000),
+    default=30,
+    show_default=True,
+    help="Bootstrap refits for the intervals (0: none, fastest).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="csv writes matrix.csv, customers.csv and fit.json into a folder.",
+)
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="File (text, json) or folder (csv; default clv-DATE/) to write to.")
+@click.option("--customers", "top", type=int, default=10, show_default=True,
+              help="Customers to list by predicted value (0: all); json lists all with 0.")
+def report_clv(as_of, params, draws, fmt, output, top):
+    """Customer value: spent in the window, and predicted (BG/NBD x Gamma-Gamma) with intervals.
+
+    Per customer P(alive), expected purchases and predicted value over the
+    horizon, each with a bootstrap interval; and the value matrix (retain,
+    develop, maintain, convert_or_let_go) the clv segment selects by. --param
+    takes the clv segment's parameters (window_days, horizon_days,
+    current_high_pct, future_high_pct, currency). See docs/insight.md.
+    """
+    from careflow.clock import resolve_as_of
+    from insight import clv
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = clv.clv_report(_engine(), day, params=_parse_params(params), draws=draws)
+    if fmt == "csv":
+        folder = output or Path(f"clv-{day.isoformat()}")
+        written = _writing(folder, lambda: clv.write_csv(report, folder))
+        click.echo(f"wrote {', '.join(p.name for p in written)} to {folder}/")
+        return
+    text = clv.as_json(report, top == 0) if fmt == "json" else clv.as_text(report, top)
     if output:
         _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
         click.echo(f"wrote {output}")

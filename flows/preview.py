@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+import segments
 from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, RecipientError
@@ -29,7 +30,11 @@ def preview_message(
 ) -> str:
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
-    route = build_route(settings, spec, "preview", day, at, channel, dry_run=True)
+    params = None
+    if spec.segment in segments.NEEDS_PREPARE:  # clv: its model is fitted on everyone first
+        with engine.connect() as conn:
+            params = segments.prepare(spec.segment, conn, day, spec.parameters)
+    route = build_route(settings, spec, "preview", day, at, channel, dry_run=True, params=params)
     route.engine = engine
     one = (customer_id, customer_id)
     candidates = select_candidates(route, one)
