@@ -31,3 +31,17 @@ def normalize_email(raw: str) -> str:
         return validate_email(raw, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise InvalidContact(f"invalid email {raw!r}: {exc}") from None
+
+
+def mask_address(address: str | None) -> str:
+    """An address recognisable to its owner and useless to anyone else, for logs,
+    artifacts and pages: ``w***@example.com``, ``+86138****5678``."""
+    if not address:
+        return "***"
+    if "@" in address:
+        local, _, domain = address.partition("@")
+        return f"{local[:1]}***@{domain}"
+    digits = address.strip()
+    if len(digits) <= 6:
+        return "***"
+    return f"{digits[:6]}{'*' * (len(digits) - 10 if len(digits) > 10 else 2)}{digits[-4:]}"

@@ -391,6 +391,17 @@ class ContactLedger:
             )
         return result.rowcount
 
+    def failure_reasons(self, campaign: str) -> dict[str, int]:
+        """How many failed messages of ``campaign`` there are, by reason."""
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(
+                    select(CH.c.reason, func.count())
+                    .where(CH.c.campaign == campaign, CH.c.state == State.FAILED)
+                    .group_by(CH.c.reason)
+                ).all()
+            )
+
     @_retry_busy_database
     def allow_retry(self, campaign: str, reason: str, customer_id: int | None = None) -> int:
         """Let the next run try failed messages again (an operator's decision).
@@ -448,6 +459,7 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
     from careflow.db.models import Order
     from careflow.money import from_minor
+    from careflow.report import shorten
 
     items: list[dict] = []
     with engine.connect() as conn:
@@ -461,7 +473,7 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
                     "what": r["state"] + (f": {r['reason']}" if r["reason"] else ""),
                     "campaign": r["campaign"],
                     "channel": r["channel"],
-                    "text": text[:120] or None,
+                    "text": shorten(text, 120) or None,
                     "detail": r["detail"],
                 }
             )

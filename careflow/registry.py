@@ -51,6 +51,8 @@ class ChannelSpec:
     parts: tuple[TemplatePart, ...] = ()
     #: ``factory(settings) -> Channel``; raises ConfigError for bad configuration
     factory: Callable[[Settings], Any] | None = None
+    #: the provider's settings model the factory reads (careflow/settings.py)
+    settings_model: type | None = None
     #: ``finish(rendered, locale=, marketing=, settings=) -> Rendered``: the message
     #: exactly as it goes out; raises Unsendable when it cannot (too long...)
     finish: Callable[..., Rendered] | None = None

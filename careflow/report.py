@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 
 from sqlalchemy import Engine, func, insert, select, update
@@ -176,11 +177,33 @@ def summary_line(s: dict) -> list[str]:
 HEADER = ["campaign", "selected", "sent", "already done", "skipped", "failed"]
 
 
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns, cut at a word where it can be, with an ellipsis."""
+    text = " ".join(text.split())
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        used += display_width(ch)
+        if used > width - 1:
+            break
+        out.append(ch)
+    cut = "".join(out)
+    if " " in cut and display_width(cut) > width // 2:  # a word boundary when there is one
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,.;:，。") + "…"
+
+
 def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell, a rule under the header."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    """Columns padded to their widest cell (by display width), a rule under the header."""
+    widths = [max(display_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        "  ".join(c + " " * (w - display_width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
         for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -311,3 +334,45 @@ def responses_table(rows: list[dict]) -> str:
             for r in rows
         ],
     )
+
+
+def replies_by_owner(
+    engine: Engine, since: datetime | None = None, owner: str | None = None
+) -> dict[str, list[dict]]:
+    """Replies a person should read (not opt-out keywords), grouped by the customer's owner."""
+    from careflow.db.models import ContactEvent, ContactHistory, Customer
+
+    ce, ch = ContactEvent.__table__, ContactHistory.__table__
+    query = (
+        select(
+            Customer.owner,
+            Customer.id,
+            Customer.full_name,
+            ce.c.occurred_at,
+            ce.c.kind,
+            ce.c.detail,
+            ch.c.campaign,
+        )
+        .join(Customer, Customer.id == ce.c.customer_id)
+        .outerjoin(ch, ch.c.id == ce.c.contact_id)
+        .where(ce.c.kind.in_(["replied", "help"]))
+        .order_by(Customer.owner, ce.c.occurred_at)
+    )
+    if since is not None:
+        query = query.where(ce.c.occurred_at >= since)
+    if owner is not None:
+        query = query.where(Customer.owner == owner)
+    out: dict[str, list[dict]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault(r.owner or "(no owner)", []).append(
+                {
+                    "customer_id": r.id,
+                    "name": r.full_name,
+                    "at": r.occurred_at.isoformat(sep=" ", timespec="minutes"),
+                    "kind": r.kind,
+                    "text": r.detail,
+                    "campaign": r.campaign,
+                }
+            )
+    return out

@@ -163,23 +163,26 @@ def _match(conn, rows: Sequence[_Row]) -> None:
     """Find each event's ledger row: by ledger key, provider message id, or last number texted."""
     cols = (CH.c.id, CH.c.customer_id, CH.c.campaign, Customer.locale)
     base = select(*cols).join(Customer, Customer.id == CH.c.customer_id)
-    keys = {}
-    for r in rows:
+    keys: dict[tuple[str, int, str], list[_Row]] = {}
+    for r in rows:  # a batch often holds several events of one message
         key = r.event.contact_key
         if key and key.count(":") >= 2:
             campaign, customer, occasion = key.split(":", 2)
             if customer.isdigit():
-                keys[(campaign, int(customer), occasion)] = r
-    for (campaign, customer, occasion), r in keys.items():
+                keys.setdefault((campaign, int(customer), occasion), []).append(r)
+    for (campaign, customer, occasion), same in keys.items():
         hit = conn.execute(
             base.where(
                 CH.c.campaign == campaign, CH.c.customer_id == customer, CH.c.occasion == occasion
             )
         ).first()
         if hit:
-            r.contact_id, r.customer_id, r.campaign, r.locale = hit
-    by_pid = {r.event.provider_message_id: r for r in rows if r.contact_id is None}
-    by_pid.pop(None, None)
+            for r in same:
+                r.contact_id, r.customer_id, r.campaign, r.locale = hit
+    by_pid: dict[str, list[_Row]] = {}
+    for r in rows:
+        if r.contact_id is None and r.event.provider_message_id:
+            by_pid.setdefault(r.event.provider_message_id, []).append(r)
     pids = list(by_pid)
     for start in range(0, len(pids), 1000):
         for hit in conn.execute(
@@ -187,8 +190,8 @@ def _match(conn, rows: Sequence[_Row]) -> None:
                 CH.c.provider_id.in_(pids[start : start + 1000])
             )
         ):
-            r = by_pid[hit.provider_id]
-            r.contact_id, r.customer_id, r.campaign, r.locale = hit[:4]
+            for r in by_pid[hit.provider_id]:
+                r.contact_id, r.customer_id, r.campaign, r.locale = hit[:4]
     for r in rows:  # the source named the customer (an unsubscribe link)
         if r.contact_id is None and r.event.customer_id is not None:
             r.customer_id = r.event.customer_id

@@ -1,9 +1,15 @@
-"""One typed settings object, read from the environment (``CAREFLOW_*``).
+"""Typed settings, read from the environment (``CAREFLOW_*``).
 
 Everything careflow can be configured with is a field here, with its default
-and meaning. Secrets are ``SecretStr`` and only unwrapped at the call site
-that needs them. Channel credentials may also come from Prefect Secret blocks
-(see channels/credentials.py); the environment always wins.
+and meaning. Each provider has its own model (``TwilioSettings``,
+``SendGridSettings``, ``FaxSettings``, the ``DeliverySettings`` they share,
+``ServeSettings``); ``Settings`` composes them with the core's fields.
+Secrets are ``SecretStr`` and only unwrapped at the call site that needs
+them. Channel credentials may also come from Prefect Secret blocks (see
+channels/credentials.py); the environment always wins.
+
+Nothing is cached: the CLI and each flow run read settings once and pass them
+down explicitly.
 """
 
 from __future__ import annotations
@@ -20,8 +26,149 @@ from careflow.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CAREFLOW_", extra="ignore")
+class _FromEnvironment(BaseSettings):
+    # an empty variable counts as unset (a deployment passing through an unset one)
+    model_config = SettingsConfigDict(env_prefix="CAREFLOW_", extra="ignore", env_ignore_empty=True)
+
+
+# --- one model per provider -----------------------------------------------------
+# Each channel takes the model of its provider (the registry entry names it);
+# ``Settings`` composes them all, so the environment is read in one place and
+# every variable keeps its CAREFLOW_<FIELD> name. Credentials may instead come
+# from Prefect Secret blocks named careflow-<field-with-dashes>
+# (channels/credentials.py); docs/channels.md describes every field.
+
+
+class DeliverySettings(_FromEnvironment):
+    """What every live channel shares: retries, timeouts, rate limits, phone regions."""
+
+    sms_default_region: str = Field(default="CN", description="Region for numbers without +.")
+    rate_limit_backend: Literal["auto", "local"] = Field(
+        default="auto",
+        description="auto: Prefect global concurrency limits when the limit exists, else an "
+        "in-process token bucket; local: always the in-process bucket.",
+    )
+    credentials_from_prefect_blocks: bool = Field(default=True)
+    credentials_block: str = Field(
+        default="careflow",
+        description="Name of careflow's credentials blocks (channels/blocks.py) to read.",
+    )
+    delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    delivery_read_timeout_seconds: float = Field(default=20.0, gt=0)
+    delivery_max_attempts: int = Field(default=4, ge=1, le=10)
+    delivery_backoff_base_seconds: float = Field(default=0.5, ge=0)
+    delivery_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    delivery_max_retry_after_seconds: float = Field(
+        default=60.0, ge=0, description="A longer Retry-After fails the message as retryable."
+    )
+
+
+class TwilioSettings(DeliverySettings):
+    """SMS through Twilio (channels/sms.py)."""
+
+    twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID (AC...).")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
+    twilio_from_number: str | None = Field(
+        default=None, description="Sender: E.164 number or alphanumeric sender ID."
+    )
+    twilio_messaging_service_sid: str | None = Field(
+        default=None, description="Messaging Service (MG...); used instead of the from number."
+    )
+    twilio_status_callback_url: str | None = Field(
+        default=None, description="Webhook Twilio posts delivery status to."
+    )
+    twilio_api_base_url: str = Field(default="https://api.twilio.com")
+    sms_max_segments: int = Field(default=3, ge=1, le=10, description="Longest SMS allowed.")
+    sms_optout_zh: str = Field(
+        default="回复TD退订", description="Appended to zh-CN marketing SMS; empty disables."
+    )
+    sms_concurrency: int = Field(default=8, ge=1, le=64)
+    sms_rate_per_second: float = Field(default=10.0, gt=0)
+    sms_rate_limit_name: str = Field(default="twilio-sms")
+
+
+class SendGridSettings(DeliverySettings):
+    """Email through SendGrid, and its unsubscribe links (channels/email.py)."""
+
+    sendgrid_api_key: SecretStr | None = Field(default=None, description="SendGrid API key (SG.).")
+    sendgrid_from_email: str | None = Field(default=None)
+    sendgrid_from_name: str | None = Field(default=None)
+    sendgrid_reply_to: str | None = Field(default=None)
+    sendgrid_api_base_url: str = Field(
+        default="https://api.sendgrid.com", description="EU: https://api.eu.sendgrid.com"
+    )
+    email_concurrency: int = Field(default=8, ge=1, le=64)
+    email_rate_per_second: float = Field(default=50.0, gt=0)
+    email_rate_limit_name: str = Field(default="sendgrid-email")
+    unsubscribe_base_url: str | None = Field(
+        default=None, description="Public URL receiving one-click unsubscribes (?token=...)."
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        default=None, description="HMAC key signing unsubscribe tokens (>= 32 bytes)."
+    )
+    unsubscribe_token_max_age_days: int = Field(
+        default=60, ge=30, description="Days an unsubscribe link keeps working (at least 30)."
+    )
+
+
+class FaxSettings(SendGridSettings):
+    """Fax through Sinch, or an email-to-fax gateway over SendGrid (channels/fax.py)."""
+
+    fax_provider: Literal["sinch", "email_gateway"] = Field(default="sinch")
+    sinch_project_id: str | None = Field(default=None)
+    sinch_key_id: str | None = Field(default=None)
+    sinch_key_secret: SecretStr | None = Field(default=None)
+    sinch_fax_api_base_url: str = Field(default="https://fax.api.sinch.com")
+    fax_from_number: str | None = Field(default=None, description="Sender fax number (E.164).")
+    fax_callback_url: str | None = Field(default=None, description="Fax-completed webhook.")
+    fax_email_gateway_address: str | None = Field(
+        default=None, description="Email-to-fax address template, e.g. {e164}@fax.example.net"
+    )
+    fax_font_path: Path | None = Field(
+        default=None, description="CJK TrueType/OpenType font for fax PDFs; default: searched."
+    )
+    fax_concurrency: int = Field(default=2, ge=1, le=16)
+    fax_rate_per_second: float = Field(default=1.0, gt=0)
+    fax_rate_limit_name: str = Field(default="sinch-fax")
+
+
+class ServeSettings(_FromEnvironment):
+    """Hearing back: `careflow serve` (docs/responses.md)."""
+
+    public_base_url: str | None = Field(
+        default=None,
+        description="The URL providers call careflow serve at (https://care.example.com), "
+        "as seen from outside any reverse proxy: Twilio signs the URL it called.",
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None,
+        description="Verification key of SendGrid's Signed Event Webhook (base64, from the "
+        "SendGrid console).",
+    )
+    webhook_tolerance_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="How old a signed SendGrid request may be before it counts as a replay.",
+    )
+    sinch_callback_token: SecretStr | None = Field(
+        default=None,
+        description="Secret path token in the fax callback URL (Sinch signs nothing); "
+        ">= 24 characters.",
+    )
+    attribution_window_days: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        description="An order this soon after a delivered message converts it (last touch).",
+    )
+    serve_max_body_bytes: int = Field(
+        default=5_000_000, ge=10_000, description="Largest webhook request accepted."
+    )
+
+
+class Settings(FaxSettings, TwilioSettings, ServeSettings):
+    """Everything careflow reads from the environment: the core, and every provider's model."""
 
     # --- where things live -------------------------------------------------
     home: Path = Field(
@@ -107,121 +254,6 @@ class Settings(BaseSettings):
     @property
     def effective_outbox_dir(self) -> Path:
         return self.outbox_dir or self.home / "outbox"
-
-    # ======================================================================
-    # --- live delivery channels (channels/sms.py, email.py, fax.py) --------
-    # Read only when delivery == "live". Credentials may instead come from
-    # Prefect Secret blocks named careflow-<field-with-dashes> (see
-    # channels/credentials.py); docs/channels.md describes every field.
-    # ======================================================================
-    twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID (AC...).")
-    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
-    twilio_from_number: str | None = Field(
-        default=None, description="Sender: E.164 number or alphanumeric sender ID."
-    )
-    twilio_messaging_service_sid: str | None = Field(
-        default=None, description="Messaging Service (MG...); used instead of the from number."
-    )
-    twilio_status_callback_url: str | None = Field(
-        default=None, description="Webhook Twilio posts delivery status to."
-    )
-    twilio_api_base_url: str = Field(default="https://api.twilio.com")
-    sms_default_region: str = Field(default="CN", description="Region for numbers without +.")
-    sms_max_segments: int = Field(default=3, ge=1, le=10, description="Longest SMS allowed.")
-    sms_optout_zh: str = Field(
-        default="回复TD退订", description="Appended to zh-CN marketing SMS; empty disables."
-    )
-    sms_concurrency: int = Field(default=8, ge=1, le=64)
-    sms_rate_per_second: float = Field(default=10.0, gt=0)
-    sms_rate_limit_name: str = Field(default="twilio-sms")
-
-    sendgrid_api_key: SecretStr | None = Field(default=None, description="SendGrid API key (SG.).")
-    sendgrid_from_email: str | None = Field(default=None)
-    sendgrid_from_name: str | None = Field(default=None)
-    sendgrid_reply_to: str | None = Field(default=None)
-    sendgrid_api_base_url: str = Field(
-        default="https://api.sendgrid.com", description="EU: https://api.eu.sendgrid.com"
-    )
-    email_concurrency: int = Field(default=8, ge=1, le=64)
-    email_rate_per_second: float = Field(default=50.0, gt=0)
-    email_rate_limit_name: str = Field(default="sendgrid-email")
-    unsubscribe_base_url: str | None = Field(
-        default=None, description="Public URL receiving one-click unsubscribes (?token=...)."
-    )
-    unsubscribe_secret: SecretStr | None = Field(
-        default=None, description="HMAC key signing unsubscribe tokens (>= 32 bytes)."
-    )
-    unsubscribe_token_max_age_days: int = Field(
-        default=60, ge=30, description="Days an unsubscribe link keeps working (at least 30)."
-    )
-
-    fax_provider: Literal["sinch", "email_gateway"] = Field(default="sinch")
-    sinch_project_id: str | None = Field(default=None)
-    sinch_key_id: str | None = Field(default=None)
-    sinch_key_secret: SecretStr | None = Field(default=None)
-    sinch_fax_api_base_url: str = Field(default="https://fax.api.sinch.com")
-    fax_from_number: str | None = Field(default=None, description="Sender fax number (E.164).")
-    fax_callback_url: str | None = Field(default=None, description="Fax-completed webhook.")
-    fax_email_gateway_address: str | None = Field(
-        default=None, description="Email-to-fax address template, e.g. {e164}@fax.example.net"
-    )
-    fax_font_path: Path | None = Field(
-        default=None, description="CJK TrueType/OpenType font for fax PDFs; default: searched."
-    )
-    fax_concurrency: int = Field(default=2, ge=1, le=16)
-    fax_rate_per_second: float = Field(default=1.0, gt=0)
-    fax_rate_limit_name: str = Field(default="sinch-fax")
-
-    rate_limit_backend: Literal["auto", "local"] = Field(
-        default="auto",
-        description="auto: Prefect global concurrency limits when the limit exists, else an "
-        "in-process token bucket; local: always the in-process bucket.",
-    )
-    credentials_from_prefect_blocks: bool = Field(default=True)
-    delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    delivery_read_timeout_seconds: float = Field(default=20.0, gt=0)
-    delivery_max_attempts: int = Field(default=4, ge=1, le=10)
-    delivery_backoff_base_seconds: float = Field(default=0.5, ge=0)
-    delivery_backoff_max_seconds: float = Field(default=30.0, ge=0)
-    delivery_max_retry_after_seconds: float = Field(
-        default=60.0, ge=0, description="A longer Retry-After fails the message as retryable."
-    )
-    # --- end of live delivery channels --------------------------------------
-
-    # ======================================================================
-    # --- responses: `careflow serve` (docs/responses.md) -------------------
-    # ======================================================================
-    public_base_url: str | None = Field(
-        default=None,
-        description="The URL providers call careflow serve at (https://care.example.com), "
-        "as seen from outside any reverse proxy: Twilio signs the URL it called.",
-    )
-    sendgrid_webhook_public_key: str | None = Field(
-        default=None,
-        description="Verification key of SendGrid's Signed Event Webhook (base64, from the "
-        "SendGrid console).",
-    )
-    webhook_tolerance_seconds: int = Field(
-        default=300,
-        ge=30,
-        le=3600,
-        description="How old a signed SendGrid request may be before it counts as a replay.",
-    )
-    sinch_callback_token: SecretStr | None = Field(
-        default=None,
-        description="Secret path token in the fax callback URL (Sinch signs nothing); "
-        ">= 24 characters.",
-    )
-    attribution_window_days: int = Field(
-        default=7,
-        ge=1,
-        le=90,
-        description="An order this soon after a delivered message converts it (last touch).",
-    )
-    serve_max_body_bytes: int = Field(
-        default=5_000_000, ge=10_000, description="Largest webhook request accepted."
-    )
-    # --- end of responses ---------------------------------------------------
 
 
 def load_settings(**overrides) -> Settings:

@@ -164,3 +164,22 @@ def _parse(payload: str) -> UnsubscribeRequest:
     ):
         raise DataError("malformed unsubscribe token")
     return UnsubscribeRequest(customer_id, campaign, occasion, datetime.fromtimestamp(issued, UTC))
+
+
+def local_tokens(settings: Settings) -> UnsubscribeTokens:
+    """Tokens for the embedded default: the configured key, else one kept in CAREFLOW_HOME.
+
+    The outbox and a local ``careflow serve`` share it, so the links in the
+    outbox's emails work on this machine. Live email never uses it: the
+    SendGrid channel requires CAREFLOW_UNSUBSCRIBE_SECRET.
+    """
+    if settings.unsubscribe_secret is not None:
+        return UnsubscribeTokens.from_settings(settings)
+    import secrets
+
+    path = settings.home / "unsubscribe.key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return UnsubscribeTokens.from_settings(settings, path.read_text().strip())

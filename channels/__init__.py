@@ -17,25 +17,25 @@ from contextlib import contextmanager
 
 from careflow import registry
 from careflow.registry import ChannelSpec, TemplatePart
-from careflow.settings import Settings
+from careflow.settings import FaxSettings, SendGridSettings, Settings, TwilioSettings
 from channels.base import Channel
 
 __all__ = ["Channel", "closing_channel", "get_channel"]
 
 
-def _twilio_sms(settings: Settings):
+def _twilio_sms(settings: TwilioSettings):
     from channels.sms import TwilioSMS
 
     return TwilioSMS(settings)
 
 
-def _sendgrid_email(settings: Settings):
+def _sendgrid_email(settings: SendGridSettings):
     from channels.email import SendGridEmail
 
     return SendGridEmail(settings)
 
 
-def _fax(settings: Settings):
+def _fax(settings: FaxSettings):
     from channels.fax import EmailFaxGateway, SinchFax
 
     if settings.fax_provider == "email_gateway":
@@ -46,7 +46,7 @@ def _fax(settings: Settings):
 def _outbox(settings: Settings):
     from channels.outbox import OutboxChannel
 
-    return OutboxChannel(settings.effective_outbox_dir)
+    return OutboxChannel.from_settings(settings)
 
 
 def _finish_sms(rendered, **kwargs):
@@ -62,6 +62,7 @@ registry.register(
         address_kind="phone",
         parts=(TemplatePart("body", "sms.{locale}.j2"),),
         factory=_twilio_sms,
+        settings_model=TwilioSettings,
         finish=_finish_sms,
     )
 )
@@ -76,6 +77,7 @@ registry.register(
             TemplatePart("html", "email.{locale}.html.j2", required=False),
         ),
         factory=_sendgrid_email,
+        settings_model=SendGridSettings,
         # the ledger keeps subjects up to 300 characters; inboxes show far fewer
         max_subject_chars=300,
     )
@@ -87,6 +89,7 @@ registry.register(
         address_kind="phone",
         parts=(TemplatePart("body", "fax.{locale}.j2"),),
         factory=_fax,
+        settings_model=FaxSettings,
     )
 )
 # The outbox simulates whatever channel the campaign would have used.

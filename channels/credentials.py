@@ -2,9 +2,12 @@
 
 Every credential is a field of ``careflow.settings.Settings`` and so can be
 set as ``CAREFLOW_<FIELD>`` in the environment. When it is not set there and
-a Prefect API is reachable, careflow looks for a Prefect *Secret* block named
-``careflow-<field-with-dashes>`` (``careflow-twilio-auth-token``). The
-environment always wins, so a developer can override a deployed secret.
+a Prefect API is reachable, careflow looks in its own credentials blocks
+(channels/blocks.py: ``careflow Twilio``, ``careflow SendGrid``, ``careflow
+Sinch fax``, named CAREFLOW_CREDENTIALS_BLOCK, default ``careflow``), then
+for a Prefect *Secret* block named ``careflow-<field-with-dashes>``
+(``careflow-twilio-auth-token``). The environment always wins, so a
+developer can override a deployed secret.
 
 Values are unwrapped here and handed straight to the SDK that needs them;
 nothing in this module logs a value, and error messages name only the
@@ -18,9 +21,9 @@ import os
 from collections.abc import Callable
 
 from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
 from careflow.errors import ConfigError
-from careflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,31 @@ def load_prefect_secret(name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def credential(settings: Settings, field: str, *, loader: SecretLoader | None = None) -> str | None:
+def load_careflow_block(field: str, name: str) -> str | None:
+    """``field`` from careflow's own credentials block ``name`` (channels/blocks.py)."""
+    if not prefect_api_available():
+        return None
+    from channels.blocks import FIELDS
+
+    if field not in FIELDS:
+        return None
+    block_type, attribute = FIELDS[field]
+    try:
+        block = block_type.load(name, _sync=True)
+    except ValueError:  # no such block document (or the type is not registered)
+        return None
+    except Exception as exc:
+        log.warning("could not read Prefect block %r: %s", name, type(exc).__name__)
+        return None
+    value = getattr(block, attribute, None)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value or None
+
+
+def credential(
+    settings: BaseSettings, field: str, *, loader: SecretLoader | None = None
+) -> str | None:
     """The credential ``field`` as plain text, or None when nowhere to be found.
 
     ``loader`` replaces the Prefect look-up (tests, other secret stores); it
@@ -103,12 +130,16 @@ def credential(settings: Settings, field: str, *, loader: SecretLoader | None = 
     if loader is None:
         if not getattr(settings, "credentials_from_prefect_blocks", True):
             return None
+        name = getattr(settings, "credentials_block", "careflow")
+        from_block = load_careflow_block(field, name)
+        if from_block:
+            return from_block.strip()
         loader = load_prefect_secret
     value = loader(block_name(field))
     return value.strip() if value else None
 
 
-def require(settings: Settings, field: str, *, loader: SecretLoader | None = None) -> str:
+def require(settings: BaseSettings, field: str, *, loader: SecretLoader | None = None) -> str:
     """Like :func:`credential` but raise ConfigError naming the setting when missing."""
     value = credential(settings, field, loader=loader)
     if not value:

@@ -52,7 +52,7 @@ from careflow.errors import (
     TransientError,
 )
 from careflow.messages import Message, Outcome
-from careflow.settings import Settings
+from careflow.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ _LIMITERS: dict[tuple[str, str, float], RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
-def make_rate_limiter(settings: Settings, name: str, rate: float) -> RateLimiter:
+def make_rate_limiter(settings: DeliverySettings, name: str, rate: float) -> RateLimiter:
     """The limiter a channel should use, per ``settings.rate_limit_backend``.
 
     Shared by every channel built in this process with the same name and
@@ -307,7 +307,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
         return cls(
             max_attempts=settings.delivery_max_attempts,
             backoff_base=settings.delivery_backoff_base_seconds,
@@ -416,7 +416,7 @@ class ProviderChannel:
 
     def _deliver_with(
         self,
-        settings: Settings,
+        settings: DeliverySettings,
         *,
         prepare: Callable[[Message], P],
         send: Callable[[P], str | None],

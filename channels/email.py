@@ -22,7 +22,6 @@ body's top level: SendGrid's OpenAPI spec types the top-level
 from __future__ import annotations
 
 import base64
-import html
 import http.client
 import logging
 import time
@@ -52,7 +51,7 @@ from sendgrid.helpers.mail import (
 from careflow.addresses import normalize_email
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
-from careflow.settings import Settings
+from careflow.settings import SendGridSettings
 from careflow.unsubscribe import UnsubscribeTokens
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
@@ -63,11 +62,11 @@ from channels.delivery import (
     error_for_status,
     parse_retry_after,
 )
+from channels.email_content import email_content
 from channels.sms import check_url
 
 log = logging.getLogger(__name__)
 
-UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
 
 
 class _NoSecretsInLogs(logging.Filter):
@@ -78,33 +77,6 @@ class _NoSecretsInLogs(logging.Filter):
 
 
 logging.getLogger("python_http_client.client").addFilter(_NoSecretsInLogs())
-
-
-# --- unsubscribe links --------------------------------------------------------------
-def unsubscribe_url(base: str, token: str) -> str:
-    """``base`` with the token as query parameter."""
-    return f"{base}{'&' if '?' in base else '?'}token={token}"
-
-
-def _add_footer(message: Message, url: str) -> tuple[str, str | None]:
-    """Body and HTML with the unsubscribe link placed (placeholder) or appended."""
-    zh = message.locale.lower().startswith("zh")
-    text, markup = message.body, message.html
-    if UNSUBSCRIBE_PLACEHOLDER in text:
-        text = text.replace(UNSUBSCRIBE_PLACEHOLDER, url)
-    else:
-        text = f"{text.rstrip()}\n\n{'退订' if zh else 'Unsubscribe'}: {url}\n"
-    if markup is not None:
-        if UNSUBSCRIBE_PLACEHOLDER in markup:
-            markup = markup.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(url))
-        else:
-            footer = (
-                f'<p style="font-size:12px;color:#666"><a href="{html.escape(url)}">'
-                f"{'退订' if zh else 'Unsubscribe'}</a></p>"
-            )
-            at = markup.lower().rfind("</body>")
-            markup = markup[:at] + footer + markup[at:] if at >= 0 else markup + footer
-    return text, markup
 
 
 # --- the channel -------------------------------------------------------------------
@@ -138,7 +110,7 @@ class SendGridEmail(ProviderChannel):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SendGridSettings,
         *,
         client: SendGridAPIClient | None = None,
         limiter: RateLimiter | None = None,
@@ -201,11 +173,8 @@ class SendGridEmail(ProviderChannel):
             raise Skip("invalid_contact", str(exc)) from None
         if not message.subject:
             raise PermanentError("missing_subject", "email needs a subject")
-        text, markup, url = message.body, message.html, None
-        if message.marketing:
-            token = self._unsubscribe.make(message.customer_id, message.campaign, message.occasion)
-            url = unsubscribe_url(self.unsubscribe_base, token)
-            text, markup = _add_footer(message, url)
+        content = email_content(message, self._unsubscribe, self.unsubscribe_base)
+        text, markup = content.text, content.html
         # Content goes through the constructor: it orders text/plain before
         # text/html as the API requires (attribute assignment would be ignored).
         mail = Mail(
@@ -215,9 +184,8 @@ class SendGridEmail(ProviderChannel):
             plain_text_content=text,
             html_content=markup or None,
         )
-        if url:
-            mail.header = Header("List-Unsubscribe", f"<{url}>", p=0)
-            mail.header = Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click", p=0)
+        for name, value in content.headers.items():
+            mail.header = Header(name, value, p=0)
         if self.reply_to:
             mail.reply_to = ReplyTo(self.reply_to)
         # custom_args values must be strings (the API rejects numbers).

@@ -39,7 +39,7 @@ from sendgrid.helpers.mail import Mail
 from careflow.addresses import normalize_phone
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
-from careflow.settings import Settings
+from careflow.settings import FaxSettings
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
     ProviderChannel,
@@ -231,7 +231,7 @@ class SinchFax(ProviderChannel):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: FaxSettings,
         *,
         http_client: httpx.Client | None = None,
         limiter: RateLimiter | None = None,
@@ -321,7 +321,7 @@ class EmailFaxGateway(ProviderChannel):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: FaxSettings,
         *,
         email: SendGridEmail | None = None,
         limiter: RateLimiter | None = None,

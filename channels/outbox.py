@@ -1,9 +1,20 @@
 """The outbox channel: the embedded default, delivering to a local folder.
 
-Every message is written as a readable file under
-``<outbox>/<campaign>/<channel>/<customer>-<occasion>.txt`` and reported as
-sent with a provider id of ``outbox:<relative path>``. It needs no
-credentials, so a fresh clone can run every campaign end to end.
+It writes exactly what a provider would receive, one file per message under
+``<outbox>/<campaign>/<channel>/<customer>-<occasion>.<ext>``:
+
+- SMS: ``.txt``, the text as sent (opt-out line included) under a few
+  header lines (To, Channel, Key);
+- email: ``.eml``, the RFC 5322 message a mailbox would get: text and HTML
+  parts, From/To/Subject, and for marketing mail the unsubscribe link and
+  RFC 8058 one-click headers (channels/email_content.py, shared with the
+  SendGrid channel); open it in any mail client;
+- fax: ``.pdf``, the A4 pages the fax provider would be handed.
+
+Each message is reported as sent with a provider id of
+``outbox:<relative path>``. It needs no credentials; unsubscribe links are
+signed with CAREFLOW_UNSUBSCRIBE_SECRET or, without one, a key kept in
+CAREFLOW_HOME that a local ``careflow serve`` also uses.
 """
 
 from __future__ import annotations
@@ -13,9 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from careflow.errors import ConfigError
 from careflow.messages import Message, Outcome
+from careflow.settings import Settings
+from careflow.unsubscribe import UnsubscribeTokens, local_tokens
+from channels.email_content import email_content, mime_message
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: where `careflow serve` listens by default
+LOCAL_UNSUBSCRIBE = "http://127.0.0.1:8080/unsubscribe"
+EXTENSIONS = {"email": "eml", "fax": "pdf"}
 
 
 class OutboxChannel:
@@ -23,8 +41,34 @@ class OutboxChannel:
     max_body_chars: ClassVar[int | None] = None
     rate_per_second: ClassVar[float | None] = None
 
-    def __init__(self, folder: Path):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        from_email: str = "care@example.com",
+        from_name: str | None = None,
+        reply_to: str | None = None,
+        tokens: UnsubscribeTokens | None = None,
+        unsubscribe_base: str | None = LOCAL_UNSUBSCRIBE,
+        fax_font_path: Path | None = None,
+    ):
         self.folder = Path(folder)
+        self.from_email, self.from_name, self.reply_to = from_email, from_name, reply_to
+        self.tokens, self.unsubscribe_base = tokens, unsubscribe_base
+        self.fax_font_path = fax_font_path
+        self._font = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboxChannel:
+        return cls(
+            settings.effective_outbox_dir,
+            from_email=settings.sendgrid_from_email or "care@example.com",
+            from_name=settings.sendgrid_from_name or settings.brand_name,
+            reply_to=settings.sendgrid_reply_to,
+            tokens=local_tokens(settings),
+            unsubscribe_base=settings.unsubscribe_base_url or LOCAL_UNSUBSCRIBE,
+            fax_font_path=settings.fax_font_path,
+        )
 
     def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
         outcomes = []
@@ -32,12 +76,18 @@ class OutboxChannel:
             rel = Path(
                 _UNSAFE.sub("_", msg.campaign),
                 _UNSAFE.sub("_", msg.channel),
-                f"{msg.customer_id}-{_UNSAFE.sub('_', msg.occasion)}.txt",
+                f"{msg.customer_id}-{_UNSAFE.sub('_', msg.occasion)}."
+                f"{EXTENSIONS.get(msg.channel, 'txt')}",
             )
+            try:
+                data = self._content(msg)
+            except ConfigError as exc:  # no font for a fax: this message's problem
+                outcomes.append(Outcome.failed(msg.contact_id, "fax_font_missing", detail=str(exc)))
+                continue
             try:
                 path = self.folder / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(self._format(msg), encoding="utf-8")
+                path.write_bytes(data)
             except OSError as exc:
                 outcomes.append(
                     Outcome.failed(msg.contact_id, "outbox_write_error", detail=str(exc))
@@ -48,9 +98,22 @@ class OutboxChannel:
                 )
         return outcomes
 
-    @staticmethod
-    def _format(msg: Message) -> str:
+    def _content(self, msg: Message) -> bytes:
+        if msg.channel == "email":
+            content = email_content(msg, self.tokens, self.unsubscribe_base)
+            return mime_message(
+                msg,
+                content,
+                from_email=self.from_email,
+                from_name=self.from_name,
+                reply_to=self.reply_to,
+            )
+        if msg.channel == "fax":
+            from channels.fax import find_cjk_font, render_fax_pdf
+
+            self._font = self._font or find_cjk_font(self.fax_font_path)
+            return render_fax_pdf(msg.body, self._font, title=msg.subject)
         head = [f"To: {msg.to}", f"Channel: {msg.channel}", f"Key: {msg.key}"]
         if msg.subject:
             head.append(f"Subject: {msg.subject}")
-        return "\n".join(head) + "\n\n" + msg.body.rstrip("\n") + "\n"
+        return ("\n".join(head) + "\n\n" + msg.body.rstrip("\n") + "\n").encode("utf-8")

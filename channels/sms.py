@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +28,7 @@ from twilio.rest import Client
 from careflow.addresses import normalize_phone
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
-from careflow.settings import Settings
+from careflow.settings import TwilioSettings
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
     ProviderChannel,
@@ -119,7 +120,7 @@ class TwilioSMS(ProviderChannel):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: TwilioSettings,
         *,
         http_client: TwilioHttpClient | None = None,
         limiter: RateLimiter | None = None,
@@ -202,6 +203,21 @@ class TwilioSMS(ProviderChannel):
             params["status_callback"] = self.status_callback
         return params
 
+    # --- asking Twilio what happened (flows/reconcile.py) -------------------------
+    def messages_to(self, to: str, since: datetime) -> list[dict]:
+        """What Twilio accepted for number ``to`` since ``since`` (its message log)."""
+        found = self.client.messages.list(to=to, date_sent_after=since, limit=100)
+        return [_as_dict(m) for m in found]
+
+    def status_of(self, sid: str) -> dict | None:
+        """The message ``sid`` as Twilio knows it now; None when Twilio has no such message."""
+        try:
+            return _as_dict(self.client.messages(sid).fetch())
+        except TwilioException as exc:
+            if int(getattr(exc, "status", 0) or 0) == 404:
+                return None
+            raise
+
     def _send(self, params: dict[str, str]) -> str | None:
         try:
             created = self.client.messages.create(**params)  # type: ignore[arg-type]
@@ -214,3 +230,14 @@ class TwilioSMS(ProviderChannel):
                 raise PermanentError("unexpected_response", detail) from exc
             raise error_for_status(status, detail, reason=_TWILIO_REASONS.get(code or 0)) from exc
         return created.sid
+
+
+def _as_dict(message) -> dict:
+    return {
+        "sid": message.sid,
+        "to": message.to,
+        "body": message.body,
+        "status": str(message.status),
+        "error_code": message.error_code,
+        "date_created": message.date_created,
+    }

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from careflow.errors import Unsendable
 from careflow.rendering import Rendered
-from careflow.settings import Settings
+from careflow.settings import TwilioSettings
 
 #: Twilio's limit on one message body (characters)
 MAX_BODY_CHARS = 1600
@@ -108,14 +108,15 @@ class SmsPreview:
         )
 
 
-def sms_preview(body: str, *, locale: str, marketing: bool, settings: Settings) -> SmsPreview:
+def sms_preview(body: str, *, locale: str, marketing: bool, settings: TwilioSettings) -> SmsPreview:
     """The SMS a live send would produce from ``body``; used by previews and the channel."""
     text = with_optout(body, locale=locale, marketing=marketing, optout_zh=settings.sms_optout_zh)
     return SmsPreview(text, sms_segments(text), settings.sms_max_segments)
 
 
-
-def finish_sms(rendered: Rendered, *, locale: str, marketing: bool, settings: Settings) -> Rendered:
+def finish_sms(
+    rendered: Rendered, *, locale: str, marketing: bool, settings: TwilioSettings
+) -> Rendered:
     """The SMS exactly as it goes out (opt-out line added); Unsendable when too long."""
     sms = sms_preview(rendered.body, locale=locale, marketing=marketing, settings=settings)
     if sms.problem:

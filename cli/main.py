@@ -473,13 +473,13 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     if as_of:  # a clear error for a malformed or back-dated date, before Prefect starts
         day, _ = resolve_as_of(as_of, settings.time_zone)
         check_not_backdated(day, settings.time_zone, dry_run, allow_past)
+    from prefect import tags
+
     fn = CARE_FLOWS.get(campaign)
     kwargs = {"as_of": as_of, "channel": channel, "dry_run": dry_run, "allow_past": allow_past}
-    summary = (
-        fn(**kwargs)
-        if fn
-        else campaign_flow(campaign=campaign, **kwargs)
-    )
+    labels = [f"campaign:{campaign}"] + ([f"channel:{channel}"] if channel else [])
+    with tags(*labels, *(["dry-run"] if dry_run else [])):  # the flow run's tags in the UI
+        summary = fn(**kwargs) if fn else campaign_flow(campaign=campaign, **kwargs)
     click.echo(summary_table([summary]))
     if summary["already"].get("sent"):
         click.echo(
@@ -527,9 +527,17 @@ def retry(campaign, reason, customer_id):
     `interrupted`) on its own; after checking the provider's logs, this is
     how a person says "send it".
     """
+    from careflow.errors import ConfigError
     from careflow.ledger import ContactLedger
 
-    n = ContactLedger(_engine()).allow_retry(campaign, reason, customer_id)
+    ledger = ContactLedger(_engine())
+    reasons = ledger.failure_reasons(campaign)
+    if reason not in reasons:
+        known = ", ".join(f"{r} ({n})" for r, n in sorted(reasons.items())) or "none"
+        raise ConfigError(
+            f"no failed message of {campaign} has reason {reason!r}; failed ones by reason: {known}"
+        )
+    n = ledger.allow_retry(campaign, reason, customer_id)
     click.echo(
         f"{n} failed message(s) of {campaign} with reason {reason} will be tried again "
         "by the next run"
@@ -567,6 +575,7 @@ def report():
 @report.command("runs")
 @click.option(
     "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
     default=None,
     help="Only runs started on or after this date (YYYY-MM-DD); default: all.",
 )
@@ -574,17 +583,9 @@ def report():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_runs(since, limit, as_json):
     """Every run, newest first: when, as of, channel, status (failed and stopped too), counts."""
-    from datetime import datetime
-
     from careflow.report import runs_since, runs_table
 
-    try:
-        start = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise click.BadParameter(
-            f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
-        ) from None
-    runs = runs_since(_engine(), start, limit)
+    runs = runs_since(_engine(), since, limit)
     if as_json:
         click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
     elif not runs:
@@ -594,24 +595,21 @@ def report_runs(since, limit, as_json):
 
 
 @report.command("responses")
-@click.option("--since", default=None, help="Only messages sent on or after this date.")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only messages sent on or after this date (YYYY-MM-DD).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_responses(since, as_json):
     """Per campaign: sent, delivered, replied, opted out, bounced, converted and revenue."""
-    from datetime import datetime
-
     from careflow.report import response_summary, responses_table
     from careflow.responses import attribute_orders
 
-    try:
-        start = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise click.BadParameter(
-            f"{since!r} is not a date (YYYY-MM-DD)", param_hint="--since"
-        ) from None
     settings, engine = _settings(), _engine()
     attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
-    rows = response_summary(engine, start)
+    rows = response_summary(engine, since)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif not rows:
@@ -767,6 +765,34 @@ def report_clv(as_of, params, draws, fmt, output, top):
         click.echo(f"wrote {output}")
     else:
         click.echo(text)
+
+
+@report.command("replies")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only replies from this date (YYYY-MM-DD).",
+)
+@click.option("--owner", default=None, help="Only this owner's customers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_replies(since, owner, as_json):
+    """Replies a person should read (not STOP/退订), by the customer's owner."""
+    from careflow.report import replies_by_owner, shorten
+
+    replies = replies_by_owner(_engine(), since, owner)
+    if as_json:
+        click.echo(json.dumps(replies, indent=2, ensure_ascii=False))
+        return
+    if not replies:
+        click.echo("no replies waiting for a person")
+    for who, items in replies.items():
+        click.echo(f"{who}: {len(items)} repl{'y' if len(items) == 1 else 'ies'}")
+        for r in items:
+            click.echo(
+                f"  {r['at']}  #{r['customer_id']} {r['name'] or ''} ({r['campaign'] or '-'}): "
+                f"{shorten(r['text'] or '', 80)}"
+            )
 
 
 @report.command("last")

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from careflow import db
 from careflow.clock import resolve_as_of
 from careflow.db.models import ContactHistory, Customer
-from careflow.report import summary_table
+from careflow.report import shorten, summary_table
 from careflow.settings import load_settings
 
 
@@ -27,6 +27,10 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         db.engine_for.cache_clear()
         for suffix in ("", "-wal", "-shm"):
             Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    if reseed:  # a new shop: the old shop's messages must not linger in the outbox
+        import shutil
+
+        shutil.rmtree(settings.effective_outbox_dir, ignore_errors=True)
     db.upgrade(url)
     engine = db.engine_for(url)
     with engine.connect() as conn:
@@ -61,20 +65,66 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         )
     click.echo("\none message from each campaign:")
     for row in _examples(engine, [s["campaign"] for s in summaries]):
-        text = " ".join((row.subject or row.body or "").split())
         click.echo(
             f"  {row.campaign:17} #{row.customer_id:<6} {row.channel:5} {row.recipient}: "
-            f"{text[:70]}"
+            f"{shorten(row.subject or row.body or '', 70)}"
         )
     if settings.delivery == "outbox":
         click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")
+        _hear_back(engine, settings)
     prog = sys.argv[0] if "/" in sys.argv[0] else "careflow"
     prog = os.path.relpath(prog) if os.path.isabs(prog) else prog
-    click.echo(
-        f"next: {prog} report last | {prog} history <customer id> | "
-        f"{prog} preview birthday --customer <id>"
-    )
+    who, birthday = _look_around(engine, day)
+    click.echo("\nnext, on this data:")
+    click.echo(f"  {prog} report last")
+    click.echo(f"  {prog} report responses")
+    if who:
+        click.echo(f"  {prog} history {who}")
+    if birthday:
+        click.echo(f"  {prog} preview birthday --customer {birthday} --as-of {day}")
     return summaries
+
+
+def _hear_back(engine, settings) -> None:
+    """The responses a real shop would get, simulated through the live ingestion code."""
+    from careflow.report import response_summary, responses_table
+    from demo.responses import simulate_responses
+
+    click.echo("\nhearing back (simulated provider callbacks, through careflow serve's own code):")
+    simulate_responses(
+        engine, window_days=settings.attribution_window_days, shop_zone=settings.time_zone
+    )
+    click.echo(responses_table(response_summary(engine)))
+
+
+def _look_around(engine, day) -> tuple[int | None, int | None]:
+    """A customer with a story to tell (a reply or opt-out), and one with a birthday today."""
+    from careflow.db.models import ContactEvent
+
+    with engine.connect() as conn:
+        who = conn.execute(
+            select(ContactEvent.customer_id)
+            .where(
+                ContactEvent.kind.in_(["opted_out", "replied"]),
+                ContactEvent.customer_id.is_not(None),
+            )
+            .order_by(ContactEvent.id)
+            .limit(1)
+        ).scalar()
+        if who is None:
+            who = conn.execute(
+                select(ContactHistory.customer_id)
+                .where(ContactHistory.state == "sent")
+                .order_by(ContactHistory.id)
+                .limit(1)
+            ).scalar()
+        birthday = conn.execute(
+            select(ContactHistory.customer_id)
+            .where(ContactHistory.campaign == "birthday", ContactHistory.state == "sent")
+            .order_by(ContactHistory.id)
+            .limit(1)
+        ).scalar()
+    return who, birthday
 
 
 def _examples(engine, campaigns: list[str]) -> list:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import suppress
 from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -42,11 +43,11 @@ import segments
 from careflow import db, registry
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
-from careflow.errors import ConfigError
+from careflow.errors import CareflowError, ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.rendering import Renderer
-from careflow.responses import match_orphans
 from careflow.report import finish_run, start_run, summary_markdown
+from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
@@ -153,7 +154,12 @@ def process_batch_task(
     spec = load_campaign(campaign, settings.templates_dir)
     stop = _STOPS.get(run_id)
     route = build_route(settings, spec, run_id, as_of, at, channel, dry_run, params, stop)
-    return process_batch(route, (lo, hi)).as_dict()
+    try:
+        return process_batch(route, (lo, hi)).as_dict()
+    except RunStopped:
+        # A stop is not a failure: no retry (it would only claim rows again) and no
+        # traceback per batch. The flow settles what this batch held.
+        return BatchResult().as_dict()
 
 
 def run_name() -> str:
@@ -211,6 +217,14 @@ def run_campaign(
     may travel in time freely.
     """
     logger = get_run_logger()
+    try:
+        return _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past)
+    except CareflowError as exc:  # the first line an operator reads: what, and what to do
+        logger.error("%s did not run: %s", campaign, exc)
+        raise
+
+
+def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past) -> dict:
     settings = settings or load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
     engine = db.engine_for(settings.effective_database_url)
@@ -262,13 +276,16 @@ def run_campaign(
     }
     stop = _STOPS[run_id] = threading.Event()
     futures = []
+    labels = [f"campaign:{spec.name}", f"delivery:{settings.delivery}"]
+    labels += [f"channel:{name}" for name in channel_names]
     try:
-        futures = [
-            process_batch_task.submit(
-                spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params, settings
-            )
-            for lo, hi in ranges
-        ]
+        with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
+            futures = [
+                process_batch_task.submit(
+                    spec.name, run_id, as_of_date, at, lo, hi, channel, dry_run, params, settings
+                )
+                for lo, hi in ranges
+            ]
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
             update_progress_artifact(progress, progress=100.0 * done / len(futures))
@@ -287,7 +304,9 @@ def run_campaign(
                 )
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
         stop.set()
-        wait(futures, timeout=STOP_GRACE_SECONDS)
+        # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
+        with suppress(KeyboardInterrupt, TerminationSignal):
+            wait(futures, timeout=STOP_GRACE_SECONDS)
         stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
         why = "stopped" if stopped else f"failed: {type(exc).__name__}"
         ledger = DryRunLedger(engine) if dry_run else ContactLedger(engine)

@@ -35,6 +35,10 @@ def preview_message(
         with engine.connect() as conn:
             params = segments.prepare(spec.segment, conn, day, spec.parameters)
     route = build_route(settings, spec, "preview", day, at, channel, dry_run=True, params=params)
+    if channel and not route.renderer.has_channel(spec.name, channel):
+        raise CareflowError(
+            f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"
+        )
     route.engine = engine
     one = (customer_id, customer_id)
     candidates = select_candidates(route, one)

@@ -25,6 +25,7 @@ from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 
 import segments
 from careflow import registry
+from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, occasion_key
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
@@ -347,6 +348,7 @@ def policy_outcome(contact_id: int, d: Decision) -> Outcome:
 # --- the batch -------------------------------------------------------------------------
 def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
     """Run the whole route for the campaign's customers in ``id_range``."""
+    route.check_stop()  # a batch starting after the stop must not reserve anyone
     result = BatchResult()
     candidates = select_candidates(route, id_range)
     if not candidates:
@@ -465,7 +467,7 @@ def _sample(result: BatchResult, c: Candidate, text: str | None, error: str | No
             {
                 "customer_id": c.customer_id,
                 "channel": d.channel,
-                "to": d.address,
+                "to": mask_address(d.address),  # summaries land in artifacts and the runs table
                 "text": text,
                 "error": error,
             }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
@@ -37,8 +38,8 @@ from careflow.errors import ConfigError, DataError
 from careflow.events import EventKind, InboundEvent
 from careflow.responses import record_events
 from careflow.settings import Settings
-from careflow.unsubscribe import UnsubscribeTokens
-from service import pages
+from careflow.unsubscribe import local_tokens
+from service import pages, prefect_events
 from service.writer import EventWriter
 from webhooks import sendgrid, sinch, twilio
 
@@ -69,14 +70,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings, engine: Engine, *, clock=_now) -> Starlette:
-    """The service for ``settings`` writing to ``engine``; ``clock`` is for tests."""
+def create_app(settings: Settings, engine: Engine, *, clock=_now, emitter=None) -> Starlette:
+    """The service for ``settings`` writing to ``engine``.
+
+    ``clock`` and ``emitter`` (where Prefect events go) are for tests."""
     twilio_token = _secret(settings.twilio_auth_token)
     sinch_token = _secret(settings.sinch_callback_token)
     if sinch_token and len(sinch_token) < 24:
         raise ConfigError("CAREFLOW_SINCH_CALLBACK_TOKEN must be at least 24 characters")
-    tokens = UnsubscribeTokens.from_settings(settings) if settings.unsubscribe_secret else None
-    writer = EventWriter(lambda events: record_events(engine, events))
+    tokens = local_tokens(settings)
+    writer = EventWriter(lambda events: write(events))
     limit = settings.serve_max_body_bytes
 
     def public_url(request: Request) -> str:
@@ -93,6 +96,11 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now) -> Starlette:
             return PlainTextResponse("temporarily unavailable", status_code=503)
         return None
 
+    def write(events):
+        result = record_events(engine, events)
+        prefect_events.emit(result.recorded, emitter)
+        return result
+
     async def twilio_form(request: Request) -> dict[str, str] | Response:
         if not twilio_token:
             return PlainTextResponse("twilio is not configured", status_code=404)
@@ -102,26 +110,26 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now) -> Starlette:
             return PlainTextResponse("forbidden", status_code=403)
         return params
 
-    async def twilio_status(request: Request) -> Response:
-        params = await twilio_form(request)
-        if isinstance(params, Response):
-            return params
-        try:
-            event = twilio.parse_status(params, clock().replace(tzinfo=None))
-        except ValueError as exc:
-            return PlainTextResponse(str(exc), status_code=400)
-        return await store([event]) or Response(status_code=204)
+    def twilio_route(parse, answer: Callable[[], Response]):
+        """A Twilio webhook: verified form in, one event stored, ``answer()`` out."""
 
-    async def twilio_inbound(request: Request) -> Response:
-        params = await twilio_form(request)
-        if isinstance(params, Response):
-            return params
-        try:
-            event = twilio.parse_inbound(params, clock().replace(tzinfo=None))
-        except ValueError as exc:
-            return PlainTextResponse(str(exc), status_code=400)
-        # Twilio answers STOP/START/HELP itself; careflow only records the reply
-        return await store([event]) or Response(EMPTY_TWIML, media_type="text/xml")
+        async def handle(request: Request) -> Response:
+            params = await twilio_form(request)
+            if isinstance(params, Response):
+                return params
+            try:
+                event = parse(params, clock().replace(tzinfo=None))
+            except ValueError as exc:
+                return PlainTextResponse(str(exc), status_code=400)
+            return await store([event]) or answer()
+
+        return handle
+
+    twilio_status = twilio_route(twilio.parse_status, lambda: Response(status_code=204))
+    # Twilio answers STOP/START/HELP itself; careflow only records the reply
+    twilio_inbound = twilio_route(
+        twilio.parse_inbound, lambda: Response(EMPTY_TWIML, media_type="text/xml")
+    )
 
     async def sendgrid_events(request: Request) -> Response:
         key = settings.sendgrid_webhook_public_key
@@ -156,8 +164,6 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now) -> Starlette:
         return await store([event]) or Response(status_code=204)
 
     async def unsubscribe(request: Request) -> Response:
-        if tokens is None:
-            return PlainTextResponse("unsubscribe is not configured", status_code=404)
         token = request.query_params.get("token", "")
         try:
             asked = tokens.verify(token, now=clock())

@@ -12,6 +12,7 @@ from html import escape
 
 from sqlalchemy import Engine, select
 
+from careflow.addresses import mask_address
 from careflow.db.models import Customer
 from careflow.settings import Settings
 
@@ -54,14 +55,6 @@ def customer(engine: Engine, customer_id: int) -> PageCustomer | None:
     return PageCustomer(*row) if row else None
 
 
-def mask(address: str | None) -> str:
-    """``w***@example.com``: recognisable to its owner, useless to anyone else."""
-    if not address or "@" not in address:
-        return "***"
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}"
-
-
 def _lang(locale: str | None) -> str:
     return "zh" if (locale or "").lower().startswith("zh") else "en"
 
@@ -81,7 +74,7 @@ def _page(lang: str, title: str, body: str) -> str:
 def confirm(settings: Settings, who: PageCustomer, token: str) -> str:
     lang = _lang(who.locale)
     t = TEXT[lang]
-    ask = t["ask"].format(brand=settings.brand_name, address=mask(who.email))
+    ask = t["ask"].format(brand=settings.brand_name, address=mask_address(who.email))
     form = (
         f'<form method="post" action="?token={escape(token)}">'
         '<input type="hidden" name="confirm" value="yes">'
@@ -93,7 +86,7 @@ def confirm(settings: Settings, who: PageCustomer, token: str) -> str:
 def done(settings: Settings, who: PageCustomer) -> str:
     lang = _lang(who.locale)
     t = TEXT[lang]
-    text = t["done"].format(brand=settings.brand_name, address=mask(who.email))
+    text = t["done"].format(brand=settings.brand_name, address=mask_address(who.email))
     return _page(lang, t["done_title"], f"<p>{escape(text)}</p>")
 
 

@@ -85,3 +85,12 @@ def db_url(request, tmp_path, monkeypatch):
 @pytest.fixture
 def engine(db_url):
     return db.engine_for(db_url)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A throw-away Prefect API for tests that run flows or use blocks."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

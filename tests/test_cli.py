@@ -123,3 +123,23 @@ def test_a_back_dated_real_run_needs_confirmation(engine):
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert "22 day(s) ago" in out.output and "--allow-past" in out.output
     assert "--dry-run" in out.output  # time travel without sending stays free
+
+
+def test_small_things_a_new_user_meets(engine, tmp_path, monkeypatch):
+    """retry with an unknown reason, a channel without templates, Chinese in tables, cut text."""
+    from careflow.report import display_width, shorten, text_table
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["retry", "winback", "--reason", "interupted"])
+    assert out.exit_code == 2 and "no failed message of winback has reason 'interupted'" in out.output
+    add_customer(engine, 7, mobile="+8613812345678", birthday=date(1990, 11, 22))
+    out = runner.invoke(main, ["preview", "birthday", "--customer", "7", "--as-of", "2026-11-22",
+                               "--channel", "fax"])
+    assert out.exit_code == 2 and "has no fax template" in out.output
+    table = text_table(["name", "n"], [["李娜", "1"], ["Ann", "2"]]).splitlines()
+    # columns line up on screen: a Chinese character takes two columns
+    zh, en = table[2], table[3]
+    assert display_width(zh[: zh.index("1")]) == display_width(en[: en.index("2")]) == 6
+    assert shorten("Happy birthday, Patricia! Thank you for being with us", 30) == (
+        "Happy birthday, Patricia!…"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from careflow.errors import ConfigError
+from careflow.settings import Settings
 from channels import credentials, get_channel
 from channels.credentials import block_name, credential, env_name, require
 from channels.email import SendGridEmail
@@ -105,3 +106,42 @@ def test_live_mode_stops_before_sending_without_credentials() -> None:
 def test_unknown_channel() -> None:
     with pytest.raises(ConfigError, match="unknown or unavailable channel 'pigeon'"):
         get_channel("pigeon", live_settings())
+
+
+def test_a_channel_needs_only_its_providers_settings(monkeypatch) -> None:
+    """Each provider's settings are one model; a channel is built from that model alone."""
+    from careflow import registry
+    from careflow.settings import Settings, TwilioSettings
+
+    monkeypatch.setenv("CAREFLOW_TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("CAREFLOW_TWILIO_AUTH_TOKEN", "f" * 32)
+    monkeypatch.setenv("CAREFLOW_TWILIO_FROM_NUMBER", "+15005550006")
+    monkeypatch.setenv("CAREFLOW_CREDENTIALS_FROM_PREFECT_BLOCKS", "false")
+    monkeypatch.setenv("CAREFLOW_RATE_LIMIT_BACKEND", "local")
+    entry = registry.get("sms")
+    assert entry.settings_model is TwilioSettings
+    assert "twilio_auth_token" in TwilioSettings.model_fields
+    assert "sendgrid_api_key" not in TwilioSettings.model_fields  # no other provider's secrets
+    assert "database_url" not in TwilioSettings.model_fields
+    with TwilioSMS(TwilioSettings()) as channel:
+        assert channel.sender == {"from_": "+15005550006"}
+    assert set(TwilioSettings.model_fields) <= set(Settings.model_fields)
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
+def test_credentials_from_careflows_own_prefect_blocks(prefect_api) -> None:
+    """Twilio and SendGrid credentials kept in careflow's blocks, secrets masked."""
+    from channels.blocks import SendGridCredentials, TwilioCredentials
+
+    TwilioCredentials(account_sid="AC" + "1" * 32, auth_token="f" * 32).save(
+        "careflow", overwrite=True
+    )
+    SendGridCredentials(api_key="SG.block-key").save("careflow", overwrite=True)
+    settings = Settings(credentials_from_prefect_blocks=True)
+    assert credentials.credential(settings, "twilio_auth_token") == "f" * 32
+    assert credentials.credential(settings, "sendgrid_api_key") == "SG.block-key"
+    assert "f" * 32 not in repr(TwilioCredentials.load("careflow"))
+    # the environment still wins
+    env = Settings(credentials_from_prefect_blocks=True, twilio_auth_token="e" * 32)
+    assert credentials.credential(env, "twilio_auth_token") == "e" * 32

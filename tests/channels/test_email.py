@@ -15,7 +15,8 @@ from python_http_client.exceptions import HTTPError
 from careflow.errors import ConfigError, PermanentError, TransientError
 from careflow.messages import State
 from careflow.unsubscribe import UnsubscribeRequest, UnsubscribeTokens
-from channels.email import SendGridEmail, unsubscribe_url
+from channels.email import SendGridEmail
+from channels.email_content import unsubscribe_url
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import SENDGRID_KEY, UNSUB_SECRET, live_settings, make_message
 

@@ -8,6 +8,8 @@ hi]`` each (``channel`` null: the campaign's own channel preference), run in
 that order through ``flows.route.process_batch`` with live channels (the real
 twilio and sendgrid SDKs). ``pause_before_mark_sending`` (seconds) makes each
 hand-over to a channel slower, so kills can land while rows are reserved.
+``start_gate`` (a file path) holds the run, once started up, until that file
+exists, so two workers can begin at the same moment.
 The database comes from CAREFLOW_DATABASE_URL, as for any careflow process.
 
 Each SMS campaign sends from its own number (:data:`SMS_SENDERS`), so the
@@ -25,6 +27,7 @@ killed run managed to report is readable afterwards::
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import date, datetime
@@ -43,12 +46,35 @@ def emit(event: str, **fields: object) -> None:
     print(json.dumps({"event": event, **fields}, default=str), flush=True)
 
 
+def live_route(settings, spec, run_id: str, as_of: date, at: datetime, channel: str | None):
+    """What ``flows.campaign.build_route`` builds for a real run, without importing
+    Prefect (seconds of start-up per worker on a busy machine)."""
+    import channels
+    from careflow import db
+    from careflow.ledger import ContactLedger
+    from careflow.rendering import Renderer
+    from flows.route import Route
+
+    engine = db.engine_for(settings.effective_database_url)
+    return Route(
+        spec=spec,
+        engine=engine,
+        settings=settings,
+        run_id=run_id,
+        as_of=as_of,
+        at=at,
+        channels=[channel] if channel else list(spec.channels),
+        channel_factory=lambda name: channels.get_channel(name, settings),
+        ledger=ContactLedger(engine, settings.reservation_lease_seconds),
+        renderer=Renderer(settings.templates_dir, settings.default_locale),
+    )
+
+
 def main(argv: list[str]) -> int:
     plan = json.loads(argv[0])
 
     from careflow import db
     from careflow.campaigns import load_campaign
-    from flows.campaign import build_route
     from flows.route import process_batch
     from tests.providers import kit
 
@@ -84,10 +110,13 @@ def main(argv: list[str]) -> int:
     first = settings_for(plan["jobs"][0][0])
     engine = db.engine_for(first.effective_database_url)
     emit("start", run_id=run_id)
+    gate = plan.get("start_gate")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.002)
     for campaign, channel, lo, hi in plan["jobs"]:
         settings = settings_for(campaign)
         spec = load_campaign(campaign, settings.templates_dir)
-        route = build_route(settings, spec, run_id, as_of, at, channel, dry_run=False)
+        route = live_route(settings, spec, run_id, as_of, at, channel)
         result = process_batch(route, (lo, hi))
         summary = result.as_dict()
         summary.pop("samples")

@@ -16,14 +16,6 @@ pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect")]
 AS_OF = date(2026, 11, 22)
 
 
-@pytest.fixture(scope="session")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.fixture
 def shop(engine, monkeypatch):
     monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "7")  # several batches from a small shop
@@ -66,7 +58,7 @@ def test_dry_run_sends_and_records_nothing(prefect_api, shop):
     add_orders(shop, 99, [AS_OF - timedelta(days=400)])
     result = winback(as_of=AS_OF.isoformat(), dry_run=True)
     assert result["selected"] == 1 and result["would_send"] == {"email": 1}
-    assert result["samples"][0]["to"] == "old@example.com"
+    assert result["samples"][0]["to"] == "o***@example.com"  # masked in summaries
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ContactHistory)).scalar() == 0
 
@@ -115,7 +107,8 @@ def test_channel_outbox_keeps_a_live_setup_on_the_outbox_for_one_run(prefect_api
         birthday(as_of=AS_OF.isoformat(), allow_past=True)
 
 
-def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_path, monkeypatch):
+def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_path, monkeypatch,
+                                                       caplog):
     import shutil
 
     from careflow.settings import PROJECT_ROOT
@@ -128,6 +121,9 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
     with pytest.raises(ConfigError, match="segment 'dormant': unknown parameter 'dayz'"):
         campaign_flow(campaign="winback", as_of=AS_OF, allow_past=True)
+    # the failed run's first error line says what is wrong and where to fix it
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and errors[0].startswith("winback did not run: templates/winback/campaign.yaml")
     with shop.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
 

@@ -113,6 +113,9 @@ def test_dry_run_records_nothing(people, templates):
     result = run(people, dry_run=True)
     assert result.would_send == {"sms": 2, "email": 1}
     assert result.samples and ledger(people) == {}
+    # samples travel to artifacts and the runs table: contact details masked
+    assert "+447911123451" not in str(result.samples)
+    assert any(s["to"] == "+44791***3451" for s in result.samples)
 
 
 def test_rows_left_sending_by_a_dead_run_are_never_resent(people, templates):
@@ -272,7 +275,14 @@ def test_a_stopped_batch_releases_what_it_reserved_for_the_next_run(people, temp
     spec = load_campaign("birthday", settings.templates_dir)
     stop = threading.Event()
     route = build_route(settings, spec, "run-1", AS_OF, AT, None, False, stop=stop)
-    stop.set()  # SIGTERM arrived: the flow set the run's stop event
+    claim = route.ledger.claim
+
+    def claim_then_stop(*args, **kwargs):
+        claimed = claim(*args, **kwargs)
+        stop.set()  # SIGTERM arrived just after the claim: the flow set the stop event
+        return claimed
+
+    route.ledger.claim = claim_then_stop
     with pytest.raises(RunStopped):
         process_batch(route, (1, 100))
     released, interrupted = ContactLedger(people).release("run-1")
@@ -280,3 +290,20 @@ def test_a_stopped_batch_releases_what_it_reserved_for_the_next_run(people, temp
     assert {r.state for r in ledger(people).values()} == {State.SKIPPED}
     again = run(people, run_id="run-2")  # the next run takes them at once
     assert again.sent == 3
+
+
+def test_a_batch_starting_after_the_stop_reserves_nobody(people, templates):
+    """Regression: a batch queued behind others started after the stop, claimed its
+    customers and only then noticed the stop (while the flow was settling)."""
+    import threading
+
+    from flows.route import RunStopped
+
+    settings = load_settings()
+    spec = load_campaign("birthday", settings.templates_dir)
+    stop = threading.Event()
+    stop.set()
+    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False, stop=stop)
+    with pytest.raises(RunStopped):
+        process_batch(route, (1, 100))
+    assert ledger(people) == {}

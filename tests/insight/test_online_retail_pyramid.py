@@ -52,7 +52,6 @@ P, A = 2_147_483_647, 1_327_217_885
 pytestmark = [
     pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} not available"),
     pytest.mark.xdist_group("online-retail-pyramid"),  # one import per database
-    pytest.mark.slow,  # about 50 s: the whole file imported twice
 ]
 
 
@@ -77,7 +76,12 @@ def lines() -> pd.DataFrame:
     )
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# SQLite runs in every test run (about 15 s); PostgreSQL's import takes about 30 s more,
+# so it is marked slow: `pytest -m slow tests/insight` runs it.
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])],
+)
 def retail(request, tmp_path_factory):
     """An engine on a database holding the whole file, imported by careflow's importer."""
     if request.param == "sqlite":

@@ -20,16 +20,24 @@ What happens to a request is an *action*:
 Per recipient, ``script(recipient, [actions...])`` decides successive
 attempts; otherwise a seeded random draw picks a fault with probability
 ``fault_rate`` from ``faults``. Runs aiohttp on its own thread and loop.
+
+``SlowFaultServer`` takes a moment over every request it accepts, so a
+client killed or stopped mid-run is caught with requests in flight;
+``wait_idle`` waits until no request is being handled (a killed client's
+requests are counted or dropped), so what was accepted can be read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Self
 
 from aiohttp import web
@@ -47,7 +55,9 @@ class FaultServer:
         faults: Iterable[str] = TRANSIENT,
         seed: int = 1,
         require_auth: bool = True,
+        twilio_status: str = "delivered",
     ):
+        self.twilio_status = twilio_status  # what the message log says of accepted SMS
         self.fault_rate, self.faults = fault_rate, tuple(faults)
         self.require_auth = require_auth
         self._rng = random.Random(seed)
@@ -56,7 +66,13 @@ class FaultServer:
         self.accepted: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.bodies: list[dict] = []  # what accepted requests carried, for assertions
+        #: accepted SMS by sid, as Twilio's message list and fetch report them
+        self.twilio_messages: dict[str, dict] = {}
         self.headers: list[dict[str, str]] = []  # and their headers
+        self.in_flight = 0  # requests being handled right now
+        #: while True, requests wait before anything happens to them (not accepted);
+        #: a test holds the door to keep a client's requests in flight
+        self.holding = False
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -71,6 +87,14 @@ class FaultServer:
     def script(self, recipient: str, actions: Iterable[str]) -> None:
         """Fix the actions for ``recipient``'s next attempts (then: random/default)."""
         self._scripts[recipient] = list(actions)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no request is being handled (``timeout`` only guards a hang)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.in_flight} request(s) still in flight")
+            time.sleep(0.005)
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._run, name="fault-server", daemon=True)
@@ -101,6 +125,8 @@ class FaultServer:
         self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio_list)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msid}.json", self._twilio_fetch)
         app.router.add_post("/v3/mail/send", self._sendgrid)
         app.router.add_post("/v3/projects/{project}/faxes", self._sinch)
         runner = web.AppRunner(
@@ -128,6 +154,17 @@ class FaultServer:
         """Apply the chosen action; ``error(status, code)`` builds the provider's error body."""
         if self.require_auth and "Authorization" not in request.headers:
             return error(401, 20003)
+        self.in_flight += 1
+        try:
+            return await self._act(request, recipient, body, success, error)
+        finally:
+            self.in_flight -= 1
+
+    async def _act(
+        self, request: web.Request, recipient: str, body: dict, success: web.Response, error
+    ) -> web.StreamResponse:
+        while self.holding:
+            await asyncio.sleep(0.005)
         self.attempts[recipient] += 1
         action = self._choose(recipient)
         kind, _, arg = action.partition(":")
@@ -147,6 +184,17 @@ class FaultServer:
             await asyncio.sleep(float(arg))
         self.accepted[recipient] += 1
         self.bodies.append(body)
+        if "_sid" in body:
+            self.twilio_messages[body["_sid"]] = {
+                "sid": body["_sid"],
+                "to": body.get("To"),
+                "from": body.get("From"),
+                "body": body.get("Body"),
+                "status": self.twilio_status,
+                "error_code": None,
+                "date_created": email.utils.format_datetime(datetime.now(UTC)),
+                "date_sent": email.utils.format_datetime(datetime.now(UTC)),
+            }
         self.headers.append(dict(request.headers))
         if kind == "accept_hang":
             await asyncio.sleep(float(arg))
@@ -162,6 +210,7 @@ class FaultServer:
             {"sid": sid, "status": "queued", "to": form.get("To"), "body": form.get("Body")},
             status=201,
         )
+        form["_sid"] = sid  # _handle keeps accepted bodies: the message log below reads them
 
         def error(status: int, code: int) -> web.Response:
             return web.json_response(
@@ -171,6 +220,23 @@ class FaultServer:
             )
 
         return await self._handle(request, str(form.get("To")), form, ok, error)
+
+    async def _twilio_list(self, request: web.Request) -> web.StreamResponse:
+        """GET Messages.json?To=...: what Twilio accepted for that number."""
+        to = request.query.get("To")
+        found = [m for m in self.twilio_messages.values() if to is None or m["to"] == to]
+        return web.json_response(
+            {"messages": found, "next_page_uri": None, "page": 0, "page_size": 50,
+             "uri": request.path_qs, "first_page_uri": request.path_qs,
+             "previous_page_uri": None}
+        )
+
+    async def _twilio_fetch(self, request: web.Request) -> web.StreamResponse:
+        message = self.twilio_messages.get(request.match_info["msid"])
+        if message is None:
+            return web.json_response({"code": 20404, "message": "not found", "status": 404},
+                                     status=404)
+        return web.json_response(message)
 
     async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
@@ -202,3 +268,37 @@ class FaultServer:
             )
 
         return await self._handle(request, str(fields.get("to")), fields, ok, error)
+
+
+class SlowFaultServer(FaultServer):
+    """The fault server, taking ``delay`` seconds before accepting each request.
+
+    The delay comes before the request counts as accepted, so a client killed
+    while waiting leaves nothing accepted (aiohttp cancels the handler).
+    """
+
+    def __init__(self, *, delay: float, **kwargs: object):
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.delay = delay
+
+    def _choose(self, recipient: str) -> str:
+        action = super()._choose(recipient)
+        return f"slow:{self.delay}" if action == "ok" else action
+
+    def accepted_by_campaign(self, campaign_of_sender: dict[str, str]) -> tuple[Counter, Counter]:
+        """Accepted requests per (campaign, recipient), and per ledger key (email only).
+
+        SMS tell their campaign by the sender number (``campaign_of_sender``);
+        email carries the ledger key ``campaign:customer:occasion``.
+        """
+        by_recipient: Counter = Counter()
+        by_key: Counter = Counter()
+        for body in list(self.bodies):
+            if "personalizations" in body:  # SendGrid
+                person = body["personalizations"][0]
+                key = person["custom_args"]["careflow_key"]
+                by_recipient[key.split(":", 1)[0], person["to"][0]["email"]] += 1
+                by_key[key] += 1
+            else:  # Twilio form
+                by_recipient[campaign_of_sender[body["From"]], body["To"]] += 1
+        return by_recipient, by_key

@@ -128,3 +128,17 @@ def make_message(i: int, channel: str, to: str, **fields: object) -> Message:
 
 def recipient_of(channel: str, i: int) -> str:
     return f"customer{i}@example.com" if channel == "email" else cn_mobile(i)
+
+
+def sendgrid_webhook_keys():
+    """(private key, base64 public key) for the Signed Event Webhook, made fresh per test run."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, base64.b64encode(der).decode()

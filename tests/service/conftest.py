@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 from datetime import UTC, datetime
 
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from careflow import db
 from careflow.settings import load_settings
 from service.app import create_app
+from tests.providers.kit import sendgrid_webhook_keys
 
 TWILIO_TOKEN = "twilio-test-auth-token-0123456789"
 SINCH_TOKEN = "sinch-path-token-0123456789abcdef"
@@ -34,11 +32,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def sendgrid_keys():
-    private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(der).decode()
+    return sendgrid_webhook_keys()
 
 
 def _free_port() -> int:
@@ -63,7 +57,8 @@ def served(db_url, monkeypatch, sendgrid_keys):
     monkeypatch.setenv("CAREFLOW_SERVE_MAX_BODY_BYTES", "100000")
     settings = load_settings()
     clock = Clock(datetime(2026, 11, 22, 9, 0, tzinfo=UTC))
-    app = create_app(settings, db.engine_for(db_url), clock=clock)
+    emitted: list[dict] = []  # Prefect events, as emit_event would receive them
+    app = create_app(settings, db.engine_for(db_url), clock=clock, emitter=emitted.append)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -75,6 +70,8 @@ def served(db_url, monkeypatch, sendgrid_keys):
     while not server.started and thread.is_alive():
         started.wait(0.01)
     assert server.started, "careflow serve did not start"
-    yield Served(f"http://127.0.0.1:{port}", clock, settings)
+    served = Served(f"http://127.0.0.1:{port}", clock, settings)
+    served.emitted = emitted
+    yield served
     server.should_exit = True
     thread.join(10)

@@ -121,6 +121,10 @@ def test_a_stop_reply_opts_the_customer_out(served, engine, reply):
     with engine.connect() as conn:
         assert conn.execute(select(Consent.granted)).scalar() is False
     assert events(engine)[0].kind == "opted_out"
+    # operators can automate on it in Prefect; no contact details travel
+    (event,) = [e for e in served.emitted if e["event"] == "careflow.customer.opted-out"]
+    assert event["resource"]["prefect.resource.id"] == "careflow.customer.1"
+    assert "+86138" not in json.dumps(event)
     # START restores it
     again = {**inbound, "MessageSid": "SMin2", "Body": "START"}
     assert twilio_post(served, "/webhooks/twilio/inbound", again)[0] == 200
@@ -128,13 +132,18 @@ def test_a_stop_reply_opts_the_customer_out(served, engine, reply):
 
 
 def test_a_reply_that_is_not_a_keyword_is_kept_for_a_person(served, engine):
-    add_customer(engine, 1, mobile="+8613812345678", locale="zh-CN")
+    add_customer(engine, 1, mobile="+8613812345678", locale="zh-CN", owner="陈杰")
     contact = sent(engine, 1, "winback", "sms", "+8613812345678", "SM1")
     inbound = {"MessageSid": "SMin", "From": "+8613812345678", "Body": "请给我回电话"}
     assert twilio_post(served, "/webhooks/twilio/inbound", inbound)[0] == 200
     (reply,) = events(engine)
     assert reply.kind == "replied" and reply.contact_id == contact and reply.customer_id == 1
     assert suppressed(engine) == {}
+    # surfaced to the customer's owner
+    from careflow.report import replies_by_owner
+
+    ((owner, items),) = replies_by_owner(engine).items()
+    assert owner == "陈杰" and items[0]["text"] == "请给我回电话"
 
 
 def test_malformed_and_oversized_requests_are_4xx(served, engine):

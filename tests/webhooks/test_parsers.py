@@ -7,11 +7,12 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
 from careflow.events import EventKind
+from tests.providers.kit import sendgrid_webhook_keys
 from webhooks import sendgrid, sinch, twilio
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -47,11 +48,7 @@ def test_twilio_status_and_reply_map_to_events():
 # --- SendGrid ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keys():
-    private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(der).decode()
+    return sendgrid_webhook_keys()
 
 
 def _sign(private, body: bytes, timestamp: str) -> str:

@@ -1,0 +1,55 @@
+"""The outbox holds exactly what a provider would receive."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from urllib.parse import parse_qs, urlsplit
+
+from careflow.settings import load_settings
+from careflow.unsubscribe import local_tokens
+from channels.outbox import OutboxChannel
+from tests.providers.kit import make_message
+
+
+def test_email_is_the_mime_message_with_both_parts_and_one_click_headers(tmp_path, monkeypatch):
+    """It used to hold the text part only: no HTML, no unsubscribe footer or headers."""
+    monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
+    settings = load_settings()
+    outbox = OutboxChannel.from_settings(settings)
+    msg = make_message(7, "email", "wang@example.com", marketing=True, locale="zh-CN")
+    [outcome] = outbox.send_batch([msg])
+    path = settings.effective_outbox_dir / outcome.provider_id.removeprefix("outbox:")
+    assert path.suffix == ".eml"
+    mail = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert mail["To"] == "wang@example.com" and mail["Subject"] == "生日快乐"
+    assert mail.get_content_type() == "multipart/alternative"
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "顾客7" in text and "退订" in text and "退订</a>" in html
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = mail["List-Unsubscribe"].strip("<>")
+    token = parse_qs(urlsplit(url).query)["token"][0]
+    # the link works with the key a local `careflow serve` uses
+    asked = local_tokens(load_settings()).verify(token)
+    assert (asked.customer_id, asked.campaign) == (7, "birthday")
+
+
+def test_care_email_has_no_unsubscribe_footer(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
+    outbox = OutboxChannel.from_settings(load_settings())
+    [outcome] = outbox.send_batch([make_message(1, "email", "a@example.com", marketing=False)])
+    mail = email.message_from_bytes(
+        (tmp_path / "home" / "outbox" / outcome.provider_id.removeprefix("outbox:")).read_bytes(),
+        policy=policy.default,
+    )
+    assert "List-Unsubscribe" not in mail
+
+
+def test_fax_is_the_pdf(tmp_path, monkeypatch):
+    """It used to be a .txt of the text, not the pages a fax provider gets."""
+    monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
+    outbox = OutboxChannel.from_settings(load_settings())
+    [outcome] = outbox.send_batch([make_message(3, "fax", "+862112345678")])
+    path = tmp_path / "home" / "outbox" / outcome.provider_id.removeprefix("outbox:")
+    assert path.suffix == ".pdf" and path.read_bytes().startswith(b"%PDF")

@@ -1,0 +1,153 @@
+"""SIGTERM and Ctrl-C for real: `careflow run` stopped mid-run, then run again.
+
+``python -m cli run birthday`` runs in its own process, as an operator (or a
+worker cancelling a flow run) would start it, against a test database and a
+live SMS channel whose provider (the loopback fault server) takes a while
+over each message. Once the provider has accepted a few messages the
+process gets SIGTERM (or SIGINT). It must exit; the rows it reserved go
+back for the next run (``skipped: run_stopped``), rows it handed to the
+provider and could not record are ``failed: interrupted``, nothing stays
+reserved or sending, the runs table records the run as stopped, and no
+traceback reaches the terminal. A second run then finishes the job, and the
+provider's log shows every customer messaged exactly once.
+
+An impatient operator presses Ctrl-C twice (or a supervisor sends SIGTERM
+twice): the second signal lands while the run is still putting down what it
+holds. The run must settle its rows all the same.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from careflow.db.models import ContactHistory, Run
+from careflow.messages import State
+from tests.providers import kit
+from tests.providers.fault_server import SlowFaultServer
+from tests.reliability.cli_run import (
+    HANG_GUARD,
+    add_birthday_customers,
+    careflow_run,
+    cli_env,
+    ledger,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli")]
+
+CUSTOMERS = 60
+
+
+@pytest.fixture
+def shop(engine):
+    add_birthday_customers(engine, CUSTOMERS)
+    return engine
+
+
+SIGNALS = {
+    "SIGTERM": [signal.SIGTERM],
+    "SIGTERM-twice": [signal.SIGTERM, signal.SIGTERM],
+    "SIGINT": [signal.SIGINT],
+    "SIGINT-twice": [signal.SIGINT, signal.SIGINT],
+}
+#: what CI runs (each signal, once and twice, and each dialect, at least once);
+#: the other combinations are marked slow (run them with -m slow)
+IN_CI = {
+    ("sqlite", "SIGTERM"),
+    ("postgres", "SIGTERM-twice"),
+    ("postgres", "SIGINT"),
+    ("sqlite", "SIGINT-twice"),
+}
+CASES = [
+    pytest.param(
+        dialect,
+        signals,
+        id=f"{dialect}-{name}",
+        marks=([pytest.mark.postgres] if dialect == "postgres" else [])
+        + ([] if (dialect, name) in IN_CI else [pytest.mark.slow]),
+    )
+    for name, signals in SIGNALS.items()
+    for dialect in ("sqlite", "postgres")
+]
+
+
+@pytest.mark.parametrize(("db_url", "signals"), CASES, indirect=["db_url"])
+def test_a_stopped_run_settles_its_rows_and_a_rerun_finishes_exactly_once(
+    shop, db_url, tmp_path, prefect_api_url, signals
+):
+    # The provider takes a while over each message, so chunks are in flight when
+    # the signal comes. A run stops between chunks: the chunk in flight finishes,
+    # the rest is released. A second signal comes once a message of the chunk in
+    # flight has gone out after the first, i.e. while the run is still waiting
+    # for its batches; from then on the provider holds every new request, so
+    # that chunk cannot finish before the process is gone: its unsent messages
+    # are in doubt.
+    chunk = 4 if len(signals) == 1 else 12
+    with SlowFaultServer(delay=0.4) as server:
+        env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk)
+        first_log = tmp_path / "first.log"
+        proc = careflow_run(env, first_log)
+        try:
+            wait_for(lambda: len(server.bodies) >= 6, proc, first_log, "messages went out")
+            for i, sig in enumerate(signals):
+                before = len(server.bodies)
+                wait_for(lambda n=before: len(server.bodies) > n, proc, first_log, "another send")
+                server.holding = i > 0
+                proc.send_signal(sig)
+            returncode = proc.wait(HANG_GUARD)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            server.holding = False
+        server.wait_idle()
+        server.delay = 0.05  # the re-run need not be slow
+        accepted_first = Counter(server.accepted)
+        output = first_log.read_text()
+        with shop.connect() as conn:
+            runs = conn.execute(select(Run.id, Run.summary, Run.finished_at)).all()
+        stopped = ledger(shop)
+
+        second_log = tmp_path / "second.log"
+        rerun = careflow_run(env, second_log)
+        assert rerun.wait(HANG_GUARD) == 0, second_log.read_text()[-3000:]
+        server.wait_idle()
+
+    # --- the stopped run ---------------------------------------------------------------
+    assert returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-5000:]
+    (run,) = runs
+    assert run.finished_at is not None and run.summary["stopped"] == "stopped", run.summary
+    assert {run_id for _, _, run_id in stopped.values()} == {run.id}
+    held = Counter(f"{state}:{reason}" for state, reason, _ in stopped.values())
+    # nothing left reserved or sending, and it stopped with work left to do
+    in_doubt = {"failed:interrupted", "failed:timeout_unknown"}
+    assert set(held) <= {"sent:None", "skipped:run_stopped", *in_doubt}, held
+    assert held["skipped:run_stopped"] > 0, held
+    if len(signals) > 1:  # the process went with messages handed over and unanswered
+        assert sum(held[k] for k in in_doubt) > 0, held
+    for cid, (state, _reason, _) in stopped.items():
+        n = accepted_first[kit.cn_mobile(cid)]
+        assert n == {"sent": 1, "skipped": 0}.get(state, n if n <= 1 else -1), (cid, state, n)
+
+    # --- the re-run finished the job, exactly once -------------------------------------------
+    with shop.connect() as conn:
+        rows = conn.execute(select(ContactHistory.__table__)).all()
+    assert len(rows) == CUSTOMERS
+    states = Counter(r.state for r in rows)
+    assert set(states) <= {State.SENT, State.FAILED}, states
+    for r in rows:
+        n = server.accepted[kit.cn_mobile(r.customer_id)]
+        if r.state == State.SENT:
+            assert n == 1, (r.customer_id, n)
+        else:  # in doubt: the stopped run's, taken at most once and never sent again
+            assert f"failed:{r.reason}" in in_doubt and stopped[r.customer_id][2] == run.id
+            assert n <= 1, (r.customer_id, n)
+    assert max(server.accepted.values()) == 1
+    print(f"\n[{shop.dialect.name} {'+'.join(s.name for s in signals)}] exit {returncode}; "
+          f"stopped run's rows {dict(held)}; after the re-run {dict(states)}; "
+          f"in doubt accepted {sum(accepted_first[kit.cn_mobile(c)] for c, v in stopped.items() if v[0] == State.FAILED)}")

@@ -1,0 +1,69 @@
+"""careflow/responses.py against the event type, without HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from careflow.db.models import ContactEvent
+from careflow.events import EventKind, InboundEvent
+from careflow.ledger import ContactLedger
+from careflow.messages import Outcome
+from careflow.responses import record_events
+from tests.factories import add_customer
+
+AT = datetime(2026, 11, 22, 9)
+
+
+def _event(event_id, kind, **kw):
+    return InboundEvent(provider="sendgrid", kind=kind, event_id=event_id, occurred_at=AT,
+                        channel="email", **kw)
+
+
+def test_several_events_of_one_message_in_one_batch_all_find_it(engine):
+    """Only the last of them was matched when they shared careflow's ledger key."""
+    add_customer(engine, 1, email="a@example.com")
+    led = ContactLedger(engine)
+    cid = led.claim("winback", "r", [(1, "2026")]).owned[(1, "2026")]
+    led.mark_sending([cid], "email", "r")
+    led.record([Outcome.sent(cid, "MSG1")], "r", {cid: {"recipient": "a@example.com"}})
+    batch = [
+        _event("e1", EventKind.DELIVERED, contact_key="winback:1:2026"),
+        _event("e2", EventKind.OPENED, contact_key="winback:1:2026"),
+        _event("e3", EventKind.CLICKED, provider_message_id="MSG1"),
+        _event("e4", EventKind.OPENED, provider_message_id="MSG1"),
+    ]
+    result = record_events(engine, batch)
+    assert result.unmatched == 0
+    with engine.connect() as conn:
+        assert set(conn.execute(select(ContactEvent.contact_id)).scalars()) == {cid}
+
+
+def test_the_demo_hears_back_once(engine):
+    """The demo's simulated callbacks go through the live ingestion code, idempotently."""
+    from datetime import UTC, date
+
+    from careflow.campaigns import load_campaign
+    from careflow.report import response_summary
+    from careflow.settings import load_settings
+    from demo.data import seed_demo
+    from demo.responses import simulate_responses
+    from flows.campaign import build_route
+    from flows.route import process_batch
+
+    as_of = date(2026, 11, 22)
+    seed_demo(engine, as_of=as_of, customers=400)
+    settings = load_settings()
+    for name in ("winback", "reorder_reminder"):
+        spec = load_campaign(name, settings.templates_dir)
+        route = build_route(settings, spec, f"demo-{name}", as_of,
+                            datetime(2026, 11, 22, 12, tzinfo=UTC), None, False)
+        route.engine = engine
+        process_batch(route, (1, 10_000))
+    first = simulate_responses(engine, window_days=7, shop_zone="UTC")
+    assert first > 0
+    assert simulate_responses(engine, window_days=7, shop_zone="UTC") == 0  # once
+    report = {r["campaign"]: r for r in response_summary(engine)}
+    assert report["winback"]["delivered"] > 0
+    assert report["winback"]["delivered"] <= report["winback"]["sent"]
