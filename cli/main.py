@@ -255,9 +255,10 @@ def _attribute(engine) -> None:
 def segment():
     """Inspect segments: who a campaign would select.
 
-    Segments: birthday, reorder_due, dormant, vip, pyramid, clv. `careflow segment
-    params NAME` lists a segment's parameters (set them with --param KEY=VALUE
-    here, or under `parameters:` in a campaign.yaml).
+    Segments: birthday, lunar_birthday, holiday, reorder_due, dormant, vip,
+    pyramid, clv. `careflow segment params NAME` lists a segment's parameters
+    (set them with --param KEY=VALUE here, or under `parameters:` in a
+    campaign.yaml).
     """
 
 

@@ -43,6 +43,8 @@ from segments.birthday import BirthdayParams, birthday
 from segments.clv import ClvParams, clv
 from segments.clv import prepare as prepare_clv
 from segments.dormant import DormantParams, dormant
+from segments.holiday import HolidayParams, holiday
+from segments.lunar_birthday import LunarBirthdayParams, lunar_birthday
 from segments.reorder_due import ReorderDueParams, reorder_due
 from segments.vip import PyramidParams, VipParams, pyramid, vip
 from segments.vip import prepare as prepare_pyramid
@@ -54,6 +56,8 @@ SEGMENTS: dict[str, Callable[..., Select]] = {
     "vip": vip,
     "pyramid": pyramid,
     "clv": clv,
+    "holiday": holiday,
+    "lunar_birthday": lunar_birthday,
 }
 
 PARAMS: dict[str, type[SegmentParams]] = {
@@ -63,6 +67,8 @@ PARAMS: dict[str, type[SegmentParams]] = {
     "vip": VipParams,
     "pyramid": PyramidParams,
     "clv": ClvParams,
+    "holiday": HolidayParams,
+    "lunar_birthday": LunarBirthdayParams,
 }
 
 PREPARE: dict[str, Callable[..., dict]] = {
@@ -84,6 +90,8 @@ __all__ = [
     "count",
     "describe_params",
     "dormant",
+    "holiday",
+    "lunar_birthday",
     "pyramid",
     "reorder_due",
     "validate_params",

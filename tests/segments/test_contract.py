@@ -43,7 +43,13 @@ def shop(engine: Engine) -> Engine:
     zones = ["UTC", "Asia/Shanghai", "America/Los_Angeles", "Pacific/Auckland", None]
     for cid in CUSTOMERS:
         born = date(1980 + cid % 20, 11, 22 + cid % 2) if cid % 3 == 0 else date(1990, 6, 1)
-        add_customer(engine, cid, birthday=born, time_zone=zones[cid % len(zones)])
+        # 22 November is Lebanon's Independence Day (for the holiday segment)
+        country = {0: "LB", 1: "Lebanon", 2: "GB"}.get(cid % 5)
+        locale = "en"
+        if cid in (37, 38):  # born on lunar 10/14, kept on 2026-11-22 (lunar_birthday)
+            born, locale = (date(1985, 11, 25), "zh-CN") if cid == 37 else (born, "zh")
+        add_customer(engine, cid, birthday=born, time_zone=zones[cid % len(zones)],
+                     country=country, locale=locale)
         if cid <= 5:  # due to reorder: gaps of 20 days, the last purchase 20-39 days ago
             last = 19 + cid * 3
             add_orders(engine, cid, ago(last + 60, last + 40, last + 20, last, last), "25")
