@@ -1,6 +1,9 @@
 # Two commands on a fresh machine (Python 3.11+, pip, make):
 #   make demo   set up, seed the demo data and run the four care campaigns
 #   make test   set up and run the whole test suite (SQLite, plus PostgreSQL when reachable)
+# Both install what they need beyond Python first (.ci/install-tools.sh: a CJK
+# font for fax; for the tests also Prism, playwright-core and Debian's chromium);
+# when it is all there that is a few cheap checks.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -23,15 +26,17 @@ demo: export PREFECT_HOME ?= $(CURDIR)/.careflow/prefect
 test: export PREFECT_HOME ?= $(CURDIR)/.careflow/prefect-test
 
 demo: $(STAMP)
+	bash .ci/install-tools.sh demo
 	mkdir -p "$$PREFECT_HOME"
 	$(BIN)/careflow demo
 
 test: $(STAMP)
+	bash .ci/install-tools.sh test
 	mkdir -p "$$PREFECT_HOME"
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check careflow segments channels flows tests bench insight
+	$(BIN)/ruff check careflow segments channels webhooks flows service importers demo cli tests bench insight
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -117,8 +117,16 @@ def db_upgrade():
     from careflow import db as cdb
 
     url = _settings().effective_database_url
+    before = cdb.current_revision(url)
     cdb.upgrade(url)
-    click.echo(f"database is up to date: {cdb.engine_for(url).url.render_as_string()}")
+    after = cdb.current_revision(url)
+    where = cdb.engine_for(url).url.render_as_string()  # the password stays hidden
+    if before is None:
+        click.echo(f"created careflow's tables (migration {after}): {where}")
+    elif before != after:
+        click.echo(f"migrated from {before} to {after}: {where}")
+    else:
+        click.echo(f"already up to date (migration {after}): {where}")
 
 
 # --- data in ----------------------------------------------------------------
@@ -463,10 +471,10 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     from careflow.campaigns import load_campaign
 
     # A misspelt campaign fails here, in one line, before Prefect is even imported.
-    load_campaign(campaign, _settings().templates_dir)
+    spec = load_campaign(campaign, _settings().templates_dir)
     from careflow.clock import resolve_as_of
     from careflow.report import summary_table
-    from flows.campaign import campaign_flow, check_not_backdated
+    from flows.campaign import campaign_flow, check_not_backdated, preflight
     from flows.care import CARE_FLOWS
 
     settings = _settings()
@@ -474,6 +482,7 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     if as_of:  # a clear error for a malformed or back-dated date, before Prefect starts
         day, _ = resolve_as_of(as_of, settings.time_zone)
         check_not_backdated(day, settings.time_zone, dry_run, allow_past)
+    preflight(settings, spec, channel)  # parameters, templates, credentials: one line each
     from prefect import tags
 
     fn = CARE_FLOWS.get(campaign)

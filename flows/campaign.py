@@ -188,6 +188,24 @@ def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool)
         )
 
 
+def preflight(
+    settings: Settings, spec: CampaignSpec, channel: str | None
+) -> tuple[Settings, str | None, list[str]]:
+    """Everything that can be wrong before anyone is selected, checked once, in one place:
+    segment parameters, templates, channel configuration. Returns the run's settings,
+    channel override and channel order (``outbox`` keeps a live setup local for a run)."""
+    if channel == "outbox":
+        settings = settings.model_copy(update={"delivery": "outbox"})
+        channel = None
+    channel_names = [channel] if channel else list(spec.channels)
+    try:
+        segments.validate_params(spec.segment, spec.parameters)
+    except ConfigError as exc:
+        raise ConfigError(f"templates/{spec.name}/campaign.yaml: {exc}") from None
+    check_campaign(settings, spec, channel_names)
+    return settings, channel, channel_names
+
+
 def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
     """Everything that can be wrong with configuration, before anyone is selected."""
     renderer = Renderer.from_settings(settings)
@@ -239,16 +257,7 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
             (business_today(settings.time_zone) - as_of_date).days,
         )
 
-    if channel == "outbox":
-        settings = settings.model_copy(update={"delivery": "outbox"})
-        channel = None
-    channel_names = [channel] if channel else list(spec.channels)
-    # a bad segment parameter in campaign.yaml surfaces here, not in every batch
-    try:
-        segments.validate_params(spec.segment, spec.parameters)
-    except ConfigError as exc:
-        raise ConfigError(f"templates/{spec.name}/campaign.yaml: {exc}") from None
-    check_campaign(settings, spec, channel_names)
+    settings, channel, channel_names = preflight(settings, spec, channel)
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)

@@ -17,6 +17,9 @@ from sqlalchemy import create_engine, text
 import channels  # noqa: F401 - registers the built-in channels, as the CLI and flows do
 from careflow import db
 
+# the shared real Prefect server (tests/test_prefect_server.py, tests/test_prefect_ui.py)
+pytest_plugins = ["tests.prefect_server"]
+
 PG_ADMIN_URL = os.environ.get(
     "CAREFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -143,3 +143,19 @@ def test_small_things_a_new_user_meets(engine, tmp_path, monkeypatch):
     assert shorten("Happy birthday, Patricia! Thank you for being with us", 30) == (
         "Happy birthday, Patricia!…"
     )
+
+
+def test_a_misconfigured_campaign_fails_in_one_line_before_prefect_starts(engine, tmp_path,
+                                                                           monkeypatch):
+    """Prefect's traceback used to come first, before careflow's one-line error."""
+    import shutil
+
+    root = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", root)
+    spec = root / "winback" / "campaign.yaml"
+    spec.write_text(spec.read_text().replace("{days: 180}", "{days: -5}"))
+    monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
+    out = CliRunner().invoke(main, ["run", "winback", "--dry-run"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "templates/winback/campaign.yaml: segment 'dormant': days" in out.output
+    assert "Flow run" not in out.output  # Prefect never started

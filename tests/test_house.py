@@ -14,7 +14,7 @@ ALLOWED = {
     "segments": {"careflow", "segments"},
     "channels": {"careflow", "channels"},
     "webhooks": {"careflow", "webhooks"},
-    "flows": {"careflow", "segments", "channels", "flows", "insight"},
+    "flows": {"careflow", "segments", "channels", "webhooks", "flows", "insight"},
     "insight": {"careflow", "segments", "insight"},
     "importers": {"careflow", "importers"},
     "service": {"careflow", "webhooks", "service"},

@@ -143,3 +143,13 @@ def ensure_schema(engine: Engine) -> None:
             f"database {engine.url.render_as_string(hide_password=True)} has no careflow tables: "
             "run `careflow db upgrade` (or `careflow demo` to seed demo data)"
         )
+
+
+def current_revision(url: str) -> str | None:
+    """The migration the database at ``url`` is at; None for one without careflow's tables."""
+    from alembic.migration import MigrationContext
+
+    engine = engine_for(url)
+    check_connection(engine)  # an unreachable database is one line, naming the setting
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -39,18 +39,29 @@ def fault_server() -> Iterator[FaultServer]:
 
 
 @pytest.fixture
+def no_prefect_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No Prefect API configured, even after a session-scoped Prefect test harness
+    (tests/conftest.py `prefect_api`) pointed this process's settings at its server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
+@pytest.fixture
 def settings_for() -> Callable[..., Settings]:
     return live_settings
 
 
 def _need_prism() -> tuple[Path, Path]:
     binary, specs = prism_binary(), specs_dir()
-    if binary is None or specs is None:
-        why = (
-            "Prism is not installed (run .ci/install-mock-servers.sh)"
-            if binary is None
-            else "provider specs not found (set CAREFLOW_PROVIDER_SPECS)"
-        )
+    if binary is None:
+        # a tool `make test` installs: missing means a broken set-up, not a reason to skip
+        pytest.fail("Prism is not installed (`make test` installs it: .ci/install-tools.sh)")
+    if specs is None:
+        # data from shared/ beside the checkout, not a tool
+        why = "provider specs not found (set CAREFLOW_PROVIDER_SPECS)"
         if os.environ.get("CI"):
             pytest.fail(f"{why}; required in CI")
         pytest.skip(why)

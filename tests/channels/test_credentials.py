@@ -60,8 +60,7 @@ def test_blocks_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert credential(settings, "twilio_auth_token") is None
 
 
-def test_no_prefect_api_means_no_block_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+def test_no_prefect_api_means_no_block_lookup(monkeypatch: pytest.MonkeyPatch, no_prefect_api: None) -> None:
     assert not credentials.prefect_api_available()
     assert credentials.load_prefect_secret("careflow-twilio-auth-token") is None
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
@@ -138,10 +137,16 @@ def test_credentials_from_careflows_own_prefect_blocks(prefect_api) -> None:
         "careflow", overwrite=True
     )
     SendGridCredentials(api_key="SG.block-key").save("careflow", overwrite=True)
-    settings = Settings(credentials_from_prefect_blocks=True)
-    assert credentials.credential(settings, "twilio_auth_token") == "f" * 32
-    assert credentials.credential(settings, "sendgrid_api_key") == "SG.block-key"
-    assert "f" * 32 not in repr(TwilioCredentials.load("careflow"))
-    # the environment still wins
-    env = Settings(credentials_from_prefect_blocks=True, twilio_auth_token="e" * 32)
-    assert credentials.credential(env, "twilio_auth_token") == "e" * 32
+    try:
+        settings = Settings(credentials_from_prefect_blocks=True)
+        assert credentials.credential(settings, "twilio_auth_token") == "f" * 32
+        assert credentials.credential(settings, "sendgrid_api_key") == "SG.block-key"
+        assert "f" * 32 not in repr(TwilioCredentials.load("careflow"))
+        # the environment still wins
+        env = Settings(credentials_from_prefect_blocks=True, twilio_auth_token="e" * 32)
+        assert credentials.credential(env, "twilio_auth_token") == "e" * 32
+    finally:
+        # the Prefect API is shared by the session's "prefect" tests: flows run
+        # later there must not find these credentials
+        TwilioCredentials.delete("careflow")
+        SendGridCredentials.delete("careflow")

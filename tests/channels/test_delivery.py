@@ -208,8 +208,7 @@ def test_prefect_rate_limit_needs_the_limit_to_exist(
     assert local.calls == 1 and "LookupError" in caplog.text
 
 
-def test_make_rate_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+def test_make_rate_limiter(monkeypatch: pytest.MonkeyPatch, no_prefect_api: None) -> None:
     assert isinstance(
         make_rate_limiter(live_settings(rate_limit_backend="auto"), "x", 5), TokenBucket
     )

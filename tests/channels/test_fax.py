@@ -15,8 +15,6 @@ from channels.fax import EmailFaxGateway, SinchFax, find_cjk_font, render_fax_pd
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import cn_mobile, live_settings, make_message, need_cjk_font
 
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-
 
 @pytest.fixture(autouse=True)
 def _font() -> None:
@@ -33,10 +31,23 @@ def test_configured_font_must_exist(tmp_path: Path) -> None:
         find_cjk_font(tmp_path / "missing.ttf")
 
 
-@pytest.mark.skipif(not DEJAVU.is_file(), reason="DejaVu Sans not installed")
-def test_configured_font_must_cover_chinese() -> None:
+def test_configured_font_must_cover_chinese(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="has no Chinese glyphs"):
-        find_cjk_font(DEJAVU)
+        find_cjk_font(_latin_only_font(tmp_path))
+
+
+def _latin_only_font(folder: Path) -> Path:
+    """A real font without Chinese glyphs: the CJK font cut down to ASCII."""
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+
+    cjk = find_cjk_font()
+    with TTFont(str(cjk.path), fontNumber=cjk.index) as ttf:
+        subsetter = subset.Subsetter(subset.Options())
+        subsetter.populate(text="".join(map(chr, range(0x20, 0x7F))))
+        subsetter.subset(ttf)
+        ttf.save(str(folder / "latin.ttf"))
+    return folder / "latin.ttf"
 
 
 def test_no_font_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:

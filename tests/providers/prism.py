@@ -6,7 +6,7 @@ a line containing ``Violation``. Tests read that log after sending.
 
 Where things are looked for:
 - the Prism binary: ``$CAREFLOW_PRISM``, else ``.ci/node/node_modules/.bin/prism``
-  (installed by ``.ci/install-mock-servers.sh``);
+  (installed by ``.ci/install-tools.sh``, which ``make test`` runs);
 - the specs: ``$CAREFLOW_PROVIDER_SPECS``, else ``shared/provider-specs``
   beside the repository (``/work/shared/provider-specs`` on our machines).
 """

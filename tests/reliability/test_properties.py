@@ -170,7 +170,7 @@ def purchases(draw, ids: list[int], as_of: date):
                     "ordered_at": datetime.combine(day, time(10, k)),
                     "ordered_on": day,
                     "currency": draw(st.sampled_from(["GBP", "CNY"])),
-                    "amount": draw(st.integers(0, 5000)),
+                    "amount_minor": draw(st.integers(0, 500_000)),
                 }
             )
             lines.append(
@@ -178,8 +178,8 @@ def purchases(draw, ids: list[int], as_of: date):
                     "order_id": oid,
                     "sku": draw(st.sampled_from(["RICE", "TEA"])),
                     "quantity": draw(st.integers(1, 3)),
-                    "unit_price": 1,
-                    "amount": 1,
+                    "unit_price_minor": 100,
+                    "amount_minor": 100,
                 }
             )
     return orders, lines

@@ -1,0 +1,155 @@
+"""The Prefect UI, in a real browser, showing what careflow deployed and ran.
+
+Reuses the server, deployments and worked flow runs of tests/prefect_server.py
+and opens the UI in headless Debian chromium through playwright-core
+(tests/ui/prefect_ui.mjs), as an operator would: the deployments with their
+schedules from prefect.yaml, a schedule paused and resumed, the completed
+birthday run with its logs and summary artifact, a failed run with its
+reason, and the custom-run form with its typed fields, filled in and
+submitted. Only loopback is reachable from the browser.
+
+Screenshots go to a temporary folder; set CAREFLOW_UI_SCREENSHOTS_DIR=docs/img
+to refresh the ones docs/operators.md shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from careflow.settings import PROJECT_ROOT
+from tests.prefect_server import AS_OF
+
+pytestmark = [pytest.mark.prefect, pytest.mark.browser, pytest.mark.xdist_group("prefect-server")]
+
+SCRIPT = Path(__file__).parent / "ui" / "prefect_ui.mjs"
+PLAYWRIGHT = PROJECT_ROOT / ".ci" / "node" / "node_modules" / "playwright-core" / "package.json"
+SCREENSHOTS = ("ui-deployments.png", "ui-deployment.png", "ui-flow-run.png", "ui-artifact.png",
+               "ui-failed-run.png", "ui-run-form.png")
+#: how the UI words prefect.yaml's cron schedules (it shows them in the schedule's own zone)
+CRON_AS_THE_UI_SAYS = {
+    "0 9 * * *": "At 09:00 AM every day",
+    "0 10 * * 1": "At 10:00 AM, only on Monday",
+    "0 10 1 * *": "At 10:00 AM on day 1 of the month",
+    "17 * * * *": "At 17 minutes past the hour every day",  # sic: it means every hour
+}
+
+
+def _browser_tools() -> tuple[str, str]:
+    """Chromium and node; a missing one fails the test: `make test` installs both."""
+    chromium = os.environ.get("CAREFLOW_CHROMIUM", "/usr/bin/chromium")
+    node = shutil.which("node")
+    missing = [what for what, ok in (
+        (chromium, Path(chromium).is_file()),
+        ("node", node is not None),
+        ("playwright-core in .ci/node", PLAYWRIGHT.is_file()),
+    ) if not ok]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)} (`make test` installs them: .ci/install-tools.sh)")
+    return chromium, node
+
+
+def _deployments_in_prefect_yaml() -> list[dict]:
+    """Each deployment's name, the UI's wording of its schedule (or None) and its time zone."""
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    rows = []
+    for deployment in config["deployments"]:
+        schedules = deployment.get("schedules") or []
+        assert len(schedules) <= 1, f"{deployment['name']}: the test expects one schedule at most"
+        cron = schedules[0]["cron"] if schedules else None
+        if cron and cron not in CRON_AS_THE_UI_SAYS:
+            pytest.fail(f"add how the UI words the cron {cron!r} to CRON_AS_THE_UI_SAYS")
+        rows.append({
+            "name": deployment["name"],
+            "schedule": CRON_AS_THE_UI_SAYS.get(cron),
+            "time_zone": schedules[0].get("timezone") if schedules else None,
+        })
+    return rows
+
+
+def _markdown_table(markdown: str) -> tuple[str, list[str]]:
+    """The heading of a summary artifact and the first cell of each table row."""
+    heading = next(line.lstrip("#").strip() for line in markdown.splitlines()
+                   if line.startswith("#"))
+    cells = [row.strip("|").split("|")[0].strip() for row in markdown.splitlines()
+             if row.startswith("|")]
+    return heading, [c for c in cells[2:] if c]  # after the header row and the --- row
+
+
+def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
+    careflow_deployment, worked_runs, tmp_path
+):
+    chromium, node = _browser_tools()
+    server = careflow_deployment.server
+    deployments = _deployments_in_prefect_yaml()
+    birthday = server.api("/deployments/name/birthday/birthday-daily")
+    completed, failed = worked_runs.birthday, worked_runs.typo
+    assert completed["state"]["type"] == "COMPLETED" and failed["state"]["type"] == "FAILED"
+
+    logs = server.api("/logs/filter", {"logs": {"flow_run_id": {"any_": [completed["id"]]}}})
+    summary_log = [log["message"] for log in logs if "selected" in log["message"]]
+    assert summary_log, "the run logs its outcome counts"
+    artifact = server.api("/artifacts/filter", {"artifacts": {
+        "key": {"any_": ["birthday-summary"]}, "flow_run_id": {"any_": [completed["id"]]}}})[0]
+    heading, outcomes = _markdown_table(artifact["data"])
+    channel_choices = birthday["parameter_openapi_schema"]["properties"]["channel"]["anyOf"]
+
+    shots = Path(os.environ.get("CAREFLOW_UI_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    shots = shots if shots.is_absolute() else PROJECT_ROOT / shots
+    shots.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "failures").mkdir()
+    spec = {
+        "ui_url": server.ui_url,
+        "chromium": chromium,
+        "user_data_dir": str(tmp_path / "chromium-profile"),
+        "screenshots_dir": str(shots),
+        "failure_dir": str(tmp_path / "failures"),
+        "time_zone": next(d["time_zone"] for d in deployments if d["time_zone"]),
+        "deployments": [{"name": d["name"], "schedule": d["schedule"]} for d in deployments],
+        "deployment": {"id": birthday["id"], "name": birthday["name"],
+                       "schedule": next(d["schedule"] for d in deployments
+                                        if d["name"] == birthday["name"])},
+        "completed_run": {
+            "id": completed["id"],
+            "name": completed["name"],
+            "log_lines": [f"Beginning flow run '{completed['name']}'", summary_log[0]],
+            "artifact_key": artifact["key"],
+            "artifact_heading": heading,
+            "artifact_cells": outcomes,
+        },
+        "failed_run": {"id": failed["id"], "name": failed["name"],
+                       "message": failed["state"]["message"]},
+        "run_form": {
+            "deployment_id": birthday["id"],
+            "as_of": AS_OF,
+            "channel": "outbox",
+            "channels": next(c["enum"] for c in channel_choices if "enum" in c),
+        },
+    }
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+
+    result = subprocess.run([node, str(SCRIPT), str(spec_path)], capture_output=True, text=True,
+                            timeout=150, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, (
+        f"{result.stderr.strip()}\nscreenshots of the failure: {tmp_path / 'failures'}"
+    )
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert seen["outside_requests"] == [], "the UI tried to reach beyond this machine"
+    for name in SCREENSHOTS:
+        assert (shots / name).read_bytes().startswith(b"\x89PNG"), name
+    # the form sent typed values: a date string, a channel from the list, a boolean
+    # paused and resumed with the switch: active again, as prefect.yaml has it
+    assert all(s["active"] for s in server.api(f"/deployments/{birthday['id']}")["schedules"])
+    submitted = server.api(f"/flow_runs/{seen['submitted_run_id']}")
+    assert submitted["deployment_id"] == birthday["id"]
+    filled_in = {"as_of": AS_OF, "channel": "outbox", "dry_run": True}
+    assert {k: submitted["parameters"].get(k) for k in filled_in} == filled_in
+    assert not submitted["parameters"].get("allow_past"), "left as it was: off"

@@ -1,0 +1,192 @@
+// The Prefect UI as an operator sees it, in headless Debian chromium driven by
+// playwright-core (installed into .ci/node by .ci/install-tools.sh).
+//
+//   node tests/ui/prefect_ui.mjs SPEC.json
+//
+// tests/test_prefect_ui.py writes SPEC (the server's address and what each
+// page must show, taken from prefect.yaml and the API) and reads the one JSON
+// line this script prints: {"submitted_run_id": ..., "outside_requests": [...]}.
+// Every check waits for an element or text to appear (playwright's
+// auto-waiting, bounded by TIMEOUT_MS); nothing sleeps. A failed check exits
+// non-zero with what was missing and a screenshot of the page in
+// SPEC.failure_dir.
+//
+// Only loopback is reachable: every other request is aborted and reported.
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const require = createRequire(path.join(repo, '.ci', 'node', 'package.json'));
+const { chromium } = require('playwright-core');
+
+const TIMEOUT_MS = 30_000;
+const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+let step = 'start';
+
+const context = await chromium.launchPersistentContext(spec.user_data_dir, {
+  executablePath: spec.chromium,
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+  viewport: { width: 1600, height: 1000 },
+  // times as an operator in the business time zone of prefect.yaml sees them
+  timezoneId: spec.time_zone,
+  locale: 'en-US',
+});
+const outside = [];
+await context.route('**/*', (route) => {
+  const url = new URL(route.request().url());
+  if (['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) return route.continue();
+  outside.push(url.href);
+  return route.abort();
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(TIMEOUT_MS);
+
+/** A screenshot for docs/operators.md, once the page has fetched what it shows. */
+async function snap(name) {
+  await page.waitForLoadState('networkidle');
+  await page.screenshot({ path: path.join(spec.screenshots_dir, name), animations: 'disabled' });
+}
+
+/** Wait until `text` is visible on the page (or inside `within`). */
+async function sees(text, within = page) {
+  await within.getByText(text, { exact: false }).first().waitFor({ state: 'visible' });
+}
+
+try {
+  // --- the deployments page: every deployment of prefect.yaml, with its schedule
+  step = 'deployments page';
+  await page.setViewportSize({ width: 1920, height: 1000 }); // room for every schedule's label
+  await page.goto(`${spec.ui_url}/deployments`);
+  for (const { name, schedule } of spec.deployments) {
+    const row = page.locator('tr').filter({ hasText: name }).first();
+    step = `deployments page: row "${name}"`;
+    await row.waitFor();
+    if (schedule) {
+      // visible, not folded away behind a "+1"
+      step = `deployments page: row "${name}" shows the schedule "${schedule}"`;
+      await row.getByText(schedule, { exact: true }).first().waitFor({ state: 'visible' });
+    }
+  }
+  step = `deployments page: the activity of "${spec.deployment.name}" shows its run`;
+  await page.locator('tr').filter({ hasText: spec.deployment.name })
+    .locator('.flow-runs-bar-chart__bar-flow-run').first().waitFor();
+  await snap('ui-deployments.png');
+  await page.setViewportSize({ width: 1600, height: 1000 });
+
+  // --- one deployment: its schedule, paused and resumed with its switch
+  step = 'deployment page';
+  await page.goto(`${spec.ui_url}/deployments/deployment/${spec.deployment.id}`);
+  await sees(spec.deployment.name);
+  await sees(spec.deployment.schedule);
+  // the switch beside the schedule pauses it; the server keeps that across a reload
+  const scheduleSwitch = (checked) => page.locator('div').filter({ hasText: spec.deployment.schedule })
+    .locator(`[role="switch"][aria-checked="${checked}"]`).first();
+  step = 'deployment page: the schedule switch is on';
+  await scheduleSwitch(true).waitFor();
+  step = 'deployment page: switch the schedule off (pause)';
+  await scheduleSwitch(true).click();
+  await scheduleSwitch(false).waitFor();
+  await page.reload();
+  await scheduleSwitch(false).waitFor();
+  step = 'deployment page: switch the schedule on again (resume)';
+  await scheduleSwitch(false).click();
+  await scheduleSwitch(true).waitFor();
+  await page.reload();
+  await scheduleSwitch(true).waitFor();
+  await snap('ui-deployment.png');
+
+  // --- the completed run: state, logs, then its summary artifact
+  step = 'flow run page';
+  await page.goto(`${spec.ui_url}/runs/flow-run/${spec.completed_run.id}`);
+  await sees(spec.completed_run.name);
+  await sees('Completed');
+  for (const line of spec.completed_run.log_lines) {
+    step = `flow run page: log line "${line}"`;
+    await sees(line);
+  }
+  await page.setViewportSize({ width: 1600, height: 1400 }); // room for the logs
+  await snap('ui-flow-run.png');
+  await page.setViewportSize({ width: 1600, height: 1000 });
+
+  step = 'flow run page: Artifacts tab';
+  await page.getByText('Artifacts', { exact: true }).first().click();
+  await page.getByText(spec.completed_run.artifact_key, { exact: true }).click();
+  step = 'artifact page';
+  await page.waitForURL(/\/artifacts\/artifact\//);
+  await sees(spec.completed_run.artifact_heading);
+  for (const cell of spec.completed_run.artifact_cells) {
+    step = `artifact page: table cell "${cell}"`;
+    await page.getByRole('cell', { name: cell, exact: true }).first().waitFor();
+  }
+  await snap('ui-artifact.png');
+
+  // --- the failed run: state and the one-line reason
+  step = 'failed flow run page';
+  await page.goto(`${spec.ui_url}/runs/flow-run/${spec.failed_run.id}`);
+  await sees(spec.failed_run.name);
+  await sees('Failed');
+  await sees(spec.failed_run.message);
+  await page.setViewportSize({ width: 1600, height: 1400 });
+  await snap('ui-failed-run.png');
+  await page.setViewportSize({ width: 1600, height: 1000 });
+
+  // --- the custom-run form: a date picker, a channel list, a switch; submit it
+  const form = spec.run_form;
+  step = 'deployment page: Run, then Custom run';
+  await page.goto(`${spec.ui_url}/deployments/deployment/${form.deployment_id}`);
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  await page.getByText('Custom run', { exact: true }).click();
+  step = 'custom run form';
+  await page.waitForURL(/\/run(\?|$)/);
+  await sees('as_of');
+  step = 'custom run form: as_of date picker';
+  await page.getByRole('button', { name: 'date', exact: true }).click();
+  await page.getByText('Select date', { exact: true }).click();
+  await page.locator('input[type="date"]').fill(form.as_of);
+  await page.getByRole('button', { name: 'Apply', exact: true }).click();
+
+  step = 'custom run form: channel list';
+  await page.getByRole('button', { name: 'str', exact: true }).click();
+  const channel = page.locator('.schema-form-property-string .p-select-button__control');
+  await channel.press('ArrowDown'); // opens the list (a click toggles it open and shut)
+  for (const name of form.channels) {
+    await page.getByRole('option', { name, exact: true }).waitFor();
+  }
+  await page.getByRole('option', { name: form.channel, exact: true }).click();
+  await channel.filter({ hasText: form.channel }).waitFor();
+
+  step = 'custom run form: dry_run switch';
+  const dryRun = page.locator('.schema-form-property').filter({ hasText: 'dry_run' })
+    .getByRole('switch').last();
+  await dryRun.click();
+  await page.locator('.schema-form-property').filter({ hasText: 'dry_run' })
+    .locator('[role="switch"][aria-checked="true"]').last().waitFor();
+  await snap('ui-run-form.png');
+
+  step = 'custom run form: submit';
+  const runName = await page.locator('form input[type="text"]').first().inputValue();
+  await page.getByRole('button', { name: 'Submit', exact: true }).click();
+  // back on the deployment page, the new run is listed by the name the form gave it
+  step = `deployment page: the submitted run "${runName}"`;
+  const link = page.getByRole('link', { name: runName, exact: true }).first();
+  await link.waitFor();
+  const submitted = (await link.getAttribute('href')).match(/flow-run\/([0-9a-f-]{36})/)[1];
+
+  console.log(JSON.stringify({ submitted_run_id: submitted, outside_requests: outside }));
+  await context.close();
+} catch (error) {
+  const name = `failure-${step.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}.png`;
+  await page.screenshot({ path: path.join(spec.failure_dir, name) }).catch(() => {});
+  await page.content().then((html) => writeFileSync(
+    path.join(spec.failure_dir, name.replace(/png$/, 'html')), html)).catch(() => {});
+  console.error(`${step}: ${error.message.split('\n')[0]} (screenshot: ${name}; page: ${page.url()})`);
+  await context.close();
+  process.exit(1);
+}
