@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check careflow segments channels webhooks flows service importers demo cli tests bench
+	$(BIN)/ruff check careflow segments channels webhooks flows service importers demo cli tests bench insight
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

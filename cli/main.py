@@ -309,9 +309,10 @@ def _attribute(engine) -> None:
 def segment():
     """Inspect segments: who a campaign would select.
 
-    Segments: birthday, reorder_due, dormant, vip, pyramid. `careflow segment
-    params NAME` lists a segment's parameters (set them with --param KEY=VALUE
-    here, or under `parameters:` in a campaign.yaml).
+    Segments: birthday, lunar_birthday, holiday, reorder_due, dormant, vip,
+    pyramid, clv. `careflow segment params NAME` lists a segment's parameters
+    (set them with --param KEY=VALUE here, or under `parameters:` in a
+    campaign.yaml).
     """
 
 
@@ -329,12 +330,16 @@ _param_option = click.option(
 )
 
 
-def _segment_select(name, as_of, params):
+def _segment_select(name, as_of, params, engine=None):
     import segments
     from careflow.clock import resolve_as_of
 
     day, at = resolve_as_of(as_of, _settings().time_zone)
-    return segments.build(name, day, _parse_params(params), at=at)
+    params = _parse_params(params)
+    if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
+        with (engine or _engine()).connect() as conn:
+            params = segments.prepare(name, conn, day, params)
+    return segments.build(name, day, params, at=at)
 
 
 @segment.command("count")
@@ -342,11 +347,11 @@ def _segment_select(name, as_of, params):
 @_as_of_option
 @_param_option
 def segment_count(name, as_of, params):
-    """How many customers are in segment NAME (birthday, reorder_due, dormant, vip, pyramid)."""
+    """How many customers are in segment NAME (see `careflow segment --help`)."""
     import segments
 
     engine = _engine()
-    query = _segment_select(name, as_of, params)
+    query = _segment_select(name, as_of, params, engine)
     with engine.connect() as conn:
         click.echo(segments.count(conn, query))
 
@@ -375,9 +380,30 @@ def segment_params(name):
 @click.argument("name")
 @_as_of_option
 @_param_option
-@click.option("--limit", default=20, show_default=True, help="Rows to show (0: all).")
-def segment_list(name, as_of, params, limit):
-    """List customers in segment NAME: who they are, and the segment's columns."""
+@click.option(
+    "--limit",
+    type=int,
+    default=None,
+    help="Rows to show (0: all). Default: 20 for text, all for json and csv.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="json and csv carry every column the segment computes, for a spreadsheet or a "
+    "script.",
+)
+def segment_list(name, as_of, params, limit, fmt):
+    """List customers in segment NAME: who they are, and every column the segment computes.
+
+    Money columns are shown as amounts in the row's currency (as templates see
+    them); json and csv print every row unless --limit says otherwise.
+    """
+    import csv
+    import io
+
     from sqlalchemy import select
 
     from careflow.db.models import Customer
@@ -385,7 +411,7 @@ def segment_list(name, as_of, params, limit):
     from careflow.report import text_table
 
     engine = _engine()
-    seg = _segment_select(name, as_of, params).subquery("seg")
+    seg = _segment_select(name, as_of, params, engine).subquery("seg")
     query = (
         select(
             seg.c.customer_id,
@@ -396,6 +422,8 @@ def segment_list(name, as_of, params, limit):
         .join(Customer, Customer.id == seg.c.customer_id)
         .order_by(seg.c.customer_id)
     )
+    if limit is None:
+        limit = 20 if fmt == "text" else 0
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:
@@ -403,11 +431,33 @@ def segment_list(name, as_of, params, limit):
         # money columns (monetary_minor) shown as amounts (monetary), as templates see them
         cols = list(with_amounts(dict.fromkeys(result.keys())))
         shown = [with_amounts(r) for r in result.mappings()]
-    rows = [["" if v is None else str(v) for v in r.values()] for r in shown]
+    if fmt == "json":
+        plain = [{k: _plain(v) for k, v in r.items()} for r in shown]
+        click.echo(json.dumps(plain, indent=2, ensure_ascii=False))
+        return
+    rows = [["" if v is None else str(_plain(v)) for v in r.values()] for r in shown]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([cols, *rows])
+        click.echo(out.getvalue(), nl=False)
+        return
     click.echo(text_table(cols, rows))
 
 
-# --- campaigns ----------------------------------------------------------------
+def _plain(value):
+    """A value as JSON and CSV carry it: amounts as exact decimal text, dates as ISO."""
+    from datetime import date
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+# --- campaigns --------------------------------------------------------------
 @main.command("campaigns")
 @click.option(
     "--prefect-yaml",
@@ -841,7 +891,7 @@ def serve(host, port):
 
 @main.group()
 def report():
-    """Reports on campaign runs."""
+    """Reports: campaign runs, responses, and the customer pyramid with RFM scores."""
 
 
 @report.command("runs")
@@ -892,6 +942,155 @@ def report_responses(since, as_json):
         click.echo("nothing sent yet: try `careflow demo`")
     else:
         click.echo(responses_table(rows))
+
+
+def _day(value: str | None, option: str):
+    """A YYYY-MM-DD option as a date (None stays None); one line when it is not one."""
+    from datetime import date
+
+    from careflow.clock import check_in_range
+    from careflow.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
+    check_in_range(day, option)
+    return day
+
+
+def _writing(path: Path, write):
+    """Run ``write``; a file system refusal is one line naming the path."""
+    from careflow.errors import ConfigError
+
+    try:
+        return write()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+_REPORT_FORMATS = ("text", "json", "csv", "markdown", "html")
+
+
+@report.command("pyramid")
+@_as_of_option
+@click.option(
+    "--previous",
+    default=None,
+    help="Earlier date to measure tier movement against (YYYY-MM-DD); default: 90 days "
+    "before --as-of.",
+)
+@_param_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_REPORT_FORMATS),
+    default="text",
+    show_default=True,
+    help="text, json or markdown print the report; csv writes one file per table into a "
+    "folder; html writes one page with charts.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write: a file (html, or text/json/markdown instead of printing) or a "
+    "folder (csv). Default for html: pyramid-DATE.html, for csv: pyramid-DATE/.",
+)
+@click.option(
+    "--customers",
+    is_flag=True,
+    help="Also list every customer whose tier changed (text, json).",
+)
+def report_pyramid(as_of, previous, params, fmt, output, customers):
+    """The customer pyramid and RFM scores: tiers, revenue shares, cut-offs, RFM grid, movement.
+
+    --param sets the pyramid segment's parameters (window_days, vip_pct,
+    large_pct, medium_pct, currency), as for `careflow segment list pyramid`.
+    """
+    from careflow.clock import resolve_as_of
+    from insight import render
+    from insight.pyramid import pyramid_report
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = pyramid_report(
+        _engine(), day, previous=_day(previous, "--previous"), params=_parse_params(params)
+    )
+    stem = f"pyramid-{day.isoformat()}"
+    if fmt == "csv":
+        folder = output or Path(stem)
+        written = _writing(folder, lambda: render.write_csv(report, folder))
+        click.echo(f"wrote {len(written)} tables to {folder}/: "
+                   + ", ".join(p.name for p in written))
+        return
+    if fmt == "html":
+        from insight.html import as_html
+
+        path = output or Path(f"{stem}.html")
+        _writing(path, lambda: path.write_text(as_html(report), encoding="utf-8"))
+        click.echo(f"wrote {path} ({report.buyers:,} buyers as of {day.isoformat()})")
+        return
+    text = {
+        "text": lambda: render.as_text(report, customers),
+        "json": lambda: render.as_json(report, customers),
+        "markdown": lambda: render.as_markdown(report),
+    }[fmt]()
+    if output:
+        _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+@report.command("clv")
+@_as_of_option
+@_param_option
+@click.option(
+    "--draws",
+    type=click.IntRange(0, 1000),
+    default=30,
+    show_default=True,
+    help="Bootstrap refits for the intervals (0: none, fastest).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="csv writes matrix.csv, customers.csv and fit.json into a folder.",
+)
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="File (text, json) or folder (csv; default clv-DATE/) to write to.")
+@click.option("--customers", "top", type=int, default=10, show_default=True,
+              help="Customers to list by predicted value (0: all); json lists all with 0.")
+def report_clv(as_of, params, draws, fmt, output, top):
+    """Customer value: spent in the window, and predicted (BG/NBD x Gamma-Gamma) with intervals.
+
+    Per customer P(alive), expected purchases and predicted value over the
+    horizon, each with a bootstrap interval; and the value matrix (retain,
+    develop, maintain, convert_or_let_go) the clv segment selects by. --param
+    takes the clv segment's parameters (window_days, horizon_days,
+    current_high_pct, future_high_pct, currency). See docs/insight.md.
+    """
+    from careflow.clock import resolve_as_of
+    from insight import clv
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = clv.clv_report(_engine(), day, params=_parse_params(params), draws=draws)
+    if fmt == "csv":
+        folder = output or Path(f"clv-{day.isoformat()}")
+        written = _writing(folder, lambda: clv.write_csv(report, folder))
+        click.echo(f"wrote {', '.join(p.name for p in written)} to {folder}/")
+        return
+    text = clv.as_json(report, top == 0) if fmt == "json" else clv.as_text(report, top)
+    if output:
+        _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
 
 
 @report.command("replies")

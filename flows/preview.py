@@ -88,7 +88,11 @@ def walk_route(
 
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
-    route = build_route(settings, spec, "preview", day, at, channel, dry_run=True)
+    params = None
+    if spec.segment in segments.NEEDS_PREPARE:  # clv: its model is fitted on everyone first
+        with engine.connect() as conn:
+            params = segments.prepare(spec.segment, conn, day, spec.parameters)
+    route = build_route(settings, spec, "preview", day, at, channel, dry_run=True, params=params)
     if channel and not route.renderer.has_channel(spec.name, channel):
         raise CareflowError(
             f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"

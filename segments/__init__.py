@@ -18,7 +18,10 @@ Contract every segment follows (tests/segments/test_contract.py checks it):
 - a segment that needs the whole population (the pyramid ranks every buyer)
   registers a ``prepare(conn, as_of, **params) -> dict`` in PREPARE: a flow
   calls it once per run and hands its (small) result to every batch as extra
-  parameters, so batches do not each redo the whole-population work.
+  parameters, so batches do not each redo the whole-population work;
+- a segment in NEEDS_PREPARE (clv: a fitted model places every customer)
+  cannot be built before ``prepare`` has run: ``build`` without its prepared
+  parameters is a ConfigError, and whoever lists it prepares it first.
 
 The database does the work: aggregation, windows and medians run in SQL on
 SQLite and PostgreSQL alike.
@@ -37,7 +40,11 @@ from careflow.clock import check_in_range
 from careflow.errors import ConfigError
 from segments._params import SegmentParams, check, describe
 from segments.birthday import BirthdayParams, birthday
+from segments.clv import ClvParams, clv
+from segments.clv import prepare as prepare_clv
 from segments.dormant import DormantParams, dormant
+from segments.holiday import HolidayParams, holiday
+from segments.lunar_birthday import LunarBirthdayParams, lunar_birthday
 from segments.reorder_due import ReorderDueParams, reorder_due
 from segments.vip import PyramidParams, VipParams, pyramid, vip
 from segments.vip import prepare as prepare_pyramid
@@ -48,6 +55,9 @@ SEGMENTS: dict[str, Callable[..., Select]] = {
     "dormant": dormant,
     "vip": vip,
     "pyramid": pyramid,
+    "clv": clv,
+    "holiday": holiday,
+    "lunar_birthday": lunar_birthday,
 }
 
 PARAMS: dict[str, type[SegmentParams]] = {
@@ -56,18 +66,32 @@ PARAMS: dict[str, type[SegmentParams]] = {
     "dormant": DormantParams,
     "vip": VipParams,
     "pyramid": PyramidParams,
+    "clv": ClvParams,
+    "holiday": HolidayParams,
+    "lunar_birthday": LunarBirthdayParams,
 }
 
-PREPARE: dict[str, Callable[..., dict]] = {"vip": prepare_pyramid, "pyramid": prepare_pyramid}
+PREPARE: dict[str, Callable[..., dict]] = {
+    "vip": prepare_pyramid,
+    "pyramid": prepare_pyramid,
+    "clv": prepare_clv,
+}
+#: segments that select nothing until ``prepare`` has run (clv's model needs every customer)
+NEEDS_PREPARE = frozenset({"clv"})
 
 __all__ = [
+    "NEEDS_PREPARE",
     "PARAMS",
+    "PREPARE",
     "SEGMENTS",
     "birthday",
     "build",
+    "clv",
     "count",
     "describe_params",
     "dormant",
+    "holiday",
+    "lunar_birthday",
     "pyramid",
     "reorder_due",
     "validate_params",

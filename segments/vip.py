@@ -5,20 +5,58 @@ spent: VIP = top 1%, Large = next 4%, Medium = next 15%, Small = the rest.
 Cuts are made on *rank*, with ties kept together: a customer is in a tier
 when fewer than that tier's share of buyers spent strictly more than they
 did. So customers tied at a boundary all go to the higher tier, and the top
-spender is always VIP however few buyers there are.
+spender is always VIP however few buyers there are. Tiers decide wording
+("as one of our VIPs..."), so two customers who spent the same are treated
+the same; exact ties in money are rare, so the shares still hold.
 
-RFM scores 1-5 by quintile the same way (ties share a score; 5 is best):
-recency = days since last purchase (fewer is better), frequency = distinct
-purchase days in the window, monetary = amount in the window.
+RFM scores 1-5 (5 is best) are *rank-based quintiles*: recency = days since
+the last purchase (fewer is better), frequency = distinct purchase days in
+the window, monetary = amount in the window. Buyers are put in one order per
+measure, best first; with ``N`` buyers, the buyer at position ``pos``
+(1 = best) scores ``5 - floor(5 x (pos - 1) / N)``: 5 when fewer than 20% of
+buyers come before them, 4 when fewer than 40%, and so on. So every score
+holds N/5 buyers, give or take one, whenever N >= 5. It is SQL's
+``row_number()`` cut into fifths (``ntile(5)`` with the odd buyers spread
+over the scores instead of piled on the top ones), and pandas'
+``qcut(x.rank(method="first"), 5)`` up to one buyer at a boundary.
+
+Ties (equal values) are broken in a fixed pseudo-random order of customer
+ids, ``tie_key(id) = (id mod P) x A mod P`` with P = 2^31 - 1 and
+A = 1327217885 (about P / golden ratio, so consecutive ids land far apart),
+then by id. Deterministic, the same in SQL, pandas and a spreadsheet, and
+unrelated to when a customer was created. Breaking ties by plain id would
+favour old customers: on the Online Retail data every lapsed one-day buyer
+(low ids) got F=2 and every recent one (high ids) F=1, so the R=1 x F=1
+cell of the RFM grid was empty.
+
+The alternatives, and why not (docs/insight.md shows them on real data):
+
+- ties kept together (``rank()``, what careflow did before): most buyers
+  bought on one day only, so that tie spans a third of buyers and lands in
+  one score: F=1 never occurred, and other scores were empty;
+- mid-rank groups (SAS PROC RANK GROUPS=5, TIES=MEAN): F=1 exists, but a
+  tie wider than a fifth still empties a neighbouring score (F=2 here);
+- quintiles of the values (``pd.qcut(x, 5)``): bin edges collide on ties
+  (qcut refuses them, or drops bins with ``duplicates="drop"``);
+- random tie-breaking (SPSS "randomly assign ties"): fifths too, but a
+  customer's score changes from run to run;
+- fixed business thresholds (F: 1, 2, 3-4, 5-9, 10+ days): readable but not
+  quintiles, and they need tuning per shop.
+
+The price of fifths is that equal values can get neighbouring scores (two
+one-day buyers may get F=1 and F=2): the raw ``frequency``, ``days_since``
+and ``monetary`` stand next to every score, and `careflow report pyramid`
+prints the range of raw values each score holds.
 
 Tiers and scores need every buyer. Computed with window functions that is
 one query over the whole population, fine once but repeated by every batch
 of a run. So ``prepare`` computes the cut values once (the amount at the
-VIP, Large and Medium boundaries, and the quintile boundaries of R, F and
-M); given those ``cutoffs``, each batch aggregates only its own customers.
-Both ways give the same answer (tests/segments/test_vip.py checks it):
-"fewer than p x N buyers strictly better" is the same as "at least as good
-as the buyer at position ceil(p x N)".
+VIP, Large and Medium boundaries, and for each of R, F and M the value and
+customer id of the last buyer in the top 20/40/60/80%); given those
+``cutoffs``, each batch aggregates only its own customers. Both ways give
+the same answer (tests/segments/test_vip.py checks it): "fewer than p x N
+buyers strictly better" is the same as "at least as good as the buyer at
+position ceil(p x N)", comparing (value, tie_key, id) for the scores.
 
 Money is summed exactly, as integer minor units (careflow/money.py), so
 "spent exactly the cut value" means the same in both ways on every
@@ -47,6 +85,8 @@ from careflow.db.sqlfunc import day_number, day_number_of
 from segments._params import SegmentParams, check
 
 TIERS = ("VIP", "Large", "Medium", "Small")
+#: tie_key(id) = (id mod TIE_P) x TIE_A mod TIE_P; the product stays below 2^62
+TIE_P, TIE_A = 2_147_483_647, 1_327_217_885
 QUINTILES_BP = (2000, 4000, 6000, 8000)  # top 20%, 40%, 60%, 80% in basis points
 
 
@@ -58,14 +98,16 @@ def _bp(pct: float) -> int:
 PERCENT = "a percentage above 0 and at most 100, in steps of 0.01"
 Percent = Annotated[float, Field(strict=True, gt=0, le=100, json_schema_extra={"allowed": PERCENT})]
 Amount = Annotated[Decimal, Field(allow_inf_nan=False)]
-Quintiles = Annotated[list[int], Field(min_length=4, max_length=4)]
+#: a score boundary: the value and customer id of the last buyer in the top 20/40/60/80%
+Boundary = Annotated[list[int], Field(min_length=2, max_length=2)]
+Quintiles = Annotated[list[Boundary], Field(min_length=4, max_length=4)]
 
 
 class _MoneyCuts(BaseModel):
     VIP: Amount
     Large: Amount
     Medium: Amount
-    quintiles: Annotated[list[Amount], Field(min_length=4, max_length=4)]
+    quintiles: Quintiles
 
 
 class _Quintiles(BaseModel):
@@ -170,6 +212,18 @@ class VipParams(PyramidParams):
         return list(dict.fromkeys(tiers))
 
 
+def tie_key(customer_id: int) -> int:
+    """Where a buyer stands among buyers with equal values (lower first)."""
+    return (customer_id % TIE_P) * TIE_A % TIE_P
+
+
+def _tie_key_sql(customer_id):
+    """``tie_key`` in SQL: integer arithmetic, the same on SQLite and PostgreSQL."""
+    return (customer_id % literal(TIE_P, BigInteger)) * literal(TIE_A, BigInteger) % literal(
+        TIE_P, BigInteger
+    )
+
+
 def _buyers(as_of: date, window_days: int, currency: str | None, id_range=None) -> Select:
     since = as_of - timedelta(days=window_days)
     where = [Order.ordered_on <= as_of, Order.ordered_on > since]
@@ -232,22 +286,30 @@ def pyramid(
 
     buyers = _buyers(as_of, window_days, currency).cte("buyers")
     n = func.count().over()
+
+    def position(measure):  # 1 = best; ties in tie_key order, so every buyer has one
+        tie = (_tie_key_sql(buyers.c.customer_id), buyers.c.customer_id)
+        return func.row_number().over(order_by=(measure, *tie))
+
     ranked = select(
         buyers,
         n.label("buyers"),
-        func.rank().over(order_by=buyers.c.monetary_minor.desc()).label("m_rank"),
-        func.rank().over(order_by=buyers.c.days_since.asc()).label("r_rank"),
-        func.rank().over(order_by=buyers.c.frequency.desc()).label("f_rank"),
+        # the tier ranks money with ties kept together (rank); scores use positions
+        func.rank().over(order_by=buyers.c.monetary_minor.desc()).label("tier_rank"),
+        position(buyers.c.monetary_minor.desc()).label("m_rank"),
+        position(buyers.c.days_since.asc()).label("r_rank"),
+        position(buyers.c.frequency.desc()).label("f_rank"),
     ).cte("ranked")
 
-    def within(rank, bp):  # fewer than bp/10000 of the buyers are strictly better
+    def within(rank, bp):  # fewer than bp/10000 of the buyers come before
         return (rank - 1) * 10000 < ranked.c.buyers * bp
 
     def score(rank):
         return case(*[(within(rank, bp), 5 - i) for i, bp in enumerate(QUINTILES_BP)], else_=1)
 
     tier = case(
-        *[(within(ranked.c.m_rank, bp), name) for name, bp in tier_bps.items()], else_="Small"
+        *[(within(ranked.c.tier_rank, bp), name) for name, bp in tier_bps.items()],
+        else_="Small",
     )
     query = select(
         ranked.c.customer_id,
@@ -274,16 +336,27 @@ def _with_cutoffs(buyers: Select, cutoffs: dict) -> Select:
     def money(value):  # a cut value: integer minor units, compared exactly
         return literal(int(value), BigInteger)
 
-    def score(tests):  # "at least as good as the boundary" for the top 20/40/60/80 %
-        return case(*[(t, 5 - i) for i, t in enumerate(tests)], else_=1)
+    def score(column, boundaries, higher_is_better, as_value=literal):
+        """5 for (value, id) at least as good as the top-20% boundary, 4 for the 40%..."""
+
+        def reaches(boundary):
+            value, last_id = as_value(boundary[0]), int(boundary[1])
+            better = column > value if higher_is_better else column < value
+            key, last_key = _tie_key_sql(b.c.customer_id), literal(tie_key(last_id), BigInteger)
+            before_in_ties = (key < last_key) | (
+                (key == last_key) & (b.c.customer_id <= literal(last_id, BigInteger))
+            )
+            return better | ((column == value) & before_in_ties)
+
+        return case(*[(reaches(c), 5 - i) for i, c in enumerate(boundaries)], else_=1)
 
     tier = case(
         *[(b.c.monetary_minor >= money(m[name]), name) for name in ("VIP", "Large", "Medium")],
         else_="Small",
     )
-    m_score = score([b.c.monetary_minor >= money(c) for c in m["quintiles"]])
-    f_score = score([b.c.frequency >= c for c in f["quintiles"]])
-    r_score = score([b.c.days_since <= c for c in r["quintiles"]])
+    m_score = score(b.c.monetary_minor, m["quintiles"], True, as_value=money)
+    f_score = score(b.c.frequency, f["quintiles"], True)
+    r_score = score(b.c.days_since, r["quintiles"], False)
     return select(
         b.c.customer_id,
         b.c.monetary_minor,
@@ -330,20 +403,30 @@ def prepare(
     n = len(rows)
     if n == 0:
         return {"cutoffs": None}
-    money = sorted((int(r.monetary_minor) for r in rows), reverse=True)
-    freq = sorted((r.frequency for r in rows), reverse=True)
-    recency = sorted(r.days_since for r in rows)
+    # (value, tie_key, id) best first; for "higher is better" the value is negated to sort
+    def order(values, sign):
+        return sorted(
+            (sign * int(v), tie_key(r.customer_id), r.customer_id)
+            for v, r in zip(values, rows, strict=True)
+        )
 
-    def at(values, bp):  # the value of the buyer at position ceil(bp/10000 x n)
-        return values[-(-bp * n // 10000) - 1]
+    money = order((r.monetary_minor for r in rows), -1)
+    freq = order((r.frequency for r in rows), -1)
+    recency = order((r.days_since for r in rows), 1)
+
+    def at(ordered, bp):  # the buyer at position ceil(bp/10000 x n)
+        return ordered[-(-bp * n // 10000) - 1]
+
+    def boundaries(ordered, sign):
+        return [[sign * at(ordered, bp)[0], int(at(ordered, bp)[2])] for bp in QUINTILES_BP]
 
     return {
         "cutoffs": {
             "buyers": n,
-            "monetary": {name: at(money, bp) for name, bp in tier_bps.items()}
-            | {"quintiles": [at(money, bp) for bp in QUINTILES_BP]},
-            "frequency": {"quintiles": [int(at(freq, bp)) for bp in QUINTILES_BP]},
-            "recency": {"quintiles": [int(at(recency, bp)) for bp in QUINTILES_BP]},
+            "monetary": {name: -at(money, bp)[0] for name, bp in tier_bps.items()}
+            | {"quintiles": boundaries(money, -1)},
+            "frequency": {"quintiles": boundaries(freq, -1)},
+            "recency": {"quintiles": boundaries(recency, 1)},
         }
     }
 

@@ -19,7 +19,7 @@ from careflow.settings import PROJECT_ROOT
 from cli.main import main
 
 SHIPPED = PROJECT_ROOT / "templates"
-KNOWN = "Campaigns: birthday, reorder_reminder, vip_care, winback."
+KNOWN = "Campaigns: birthday, holiday_greetings, reorder_reminder, vip_care, winback."
 YAML = "segment: birthday\nchannels: [sms]\n"
 
 

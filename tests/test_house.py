@@ -14,12 +14,14 @@ ALLOWED = {
     "segments": {"careflow", "segments"},
     "channels": {"careflow", "channels"},
     "webhooks": {"careflow", "webhooks"},
-    "flows": {"careflow", "segments", "channels", "webhooks", "flows"},
+    "flows": {"careflow", "segments", "channels", "webhooks", "flows", "insight"},
+    "insight": {"careflow", "segments", "insight"},
     "importers": {"careflow", "importers"},
     "service": {"careflow", "webhooks", "service"},
 }
 OURS = {
-    "careflow", "segments", "channels", "webhooks", "flows", "importers", "demo", "cli", "service"
+    "careflow", "segments", "channels", "webhooks", "flows", "importers", "demo", "cli", "service",
+    "insight",
 }
 
 

@@ -165,3 +165,18 @@ def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, s
     assert deferred_flow(as_of="2026-11-22T21:00:00+00:00") == []
     again = birthday(as_of=AS_OF.isoformat(), allow_past=True)
     assert again["sent"] == 0 and again["already"] == {"sent": 12}
+
+
+def test_pyramid_report_flow_leaves_artifacts_and_the_html_page(prefect_api, shop, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.insight import pyramid_report_flow
+
+    data = pyramid_report_flow(as_of=AS_OF)
+    assert data["buyers"] == 30 and data["as_of"] == AS_OF.isoformat()
+    markdown = Artifact.get("pyramid-report")
+    assert markdown.type == "markdown" and "### Tiers" in markdown.data
+    table = Artifact.get("pyramid-tiers")
+    assert table.type == "table" and "VIP" in str(table.data)
+    page = tmp_path / "home" / "reports" / f"pyramid-{AS_OF.isoformat()}.html"
+    assert page.is_file() and "plotly-graph-div" in page.read_text()

@@ -43,7 +43,13 @@ def shop(engine: Engine) -> Engine:
     zones = ["UTC", "Asia/Shanghai", "America/Los_Angeles", "Pacific/Auckland", None]
     for cid in CUSTOMERS:
         born = date(1980 + cid % 20, 11, 22 + cid % 2) if cid % 3 == 0 else date(1990, 6, 1)
-        add_customer(engine, cid, birthday=born, time_zone=zones[cid % len(zones)])
+        # 22 November is Lebanon's Independence Day (for the holiday segment)
+        country = {0: "LB", 1: "Lebanon", 2: "GB"}.get(cid % 5)
+        locale = "en"
+        if cid in (37, 38):  # born on lunar 10/14, kept on 2026-11-22 (lunar_birthday)
+            born, locale = (date(1985, 11, 25), "zh-CN") if cid == 37 else (born, "zh")
+        add_customer(engine, cid, birthday=born, time_zone=zones[cid % len(zones)],
+                     country=country, locale=locale)
         if cid <= 5:  # due to reorder: gaps of 20 days, the last purchase 20-39 days ago
             last = 19 + cid * 3
             add_orders(engine, cid, ago(last + 60, last + 40, last + 20, last, last), "25")
@@ -72,6 +78,14 @@ def build(name: str, params: dict | None = None, **kw) -> Select:
     return segments.build(name, AS_OF, params, at=AT, **kw)
 
 
+def select_from(engine: Engine, name: str, params: dict | None = None, **kw) -> Select:
+    """``build``, after ``prepare`` for a segment that selects nothing without it (clv)."""
+    if name in segments.NEEDS_PREPARE:
+        with engine.connect() as conn:
+            params = segments.prepare(name, conn, AS_OF, params)
+    return build(name, params, **kw)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_builds_a_select_without_touching_the_database(name, shop):
     executed = []
@@ -79,9 +93,13 @@ def test_builds_a_select_without_touching_the_database(name, shop):
     def spy(conn, cursor, statement, *args):
         executed.append(statement)
 
+    params = None
+    if name in segments.NEEDS_PREPARE:  # prepare runs queries; building still must not
+        with shop.connect() as conn:
+            params = segments.prepare(name, conn, AS_OF, {})
     event.listen(Engine, "before_cursor_execute", spy)
     try:
-        query = build(name)
+        query = build(name, params)
     finally:
         event.remove(Engine, "before_cursor_execute", spy)
     assert isinstance(query, Select)
@@ -90,7 +108,7 @@ def test_builds_a_select_without_touching_the_database(name, shop):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_customer_once_with_a_customer_id(name, shop):
-    got = rows(shop, build(name))
+    got = rows(shop, select_from(shop, name))
     ids = [r["customer_id"] for r in got]
     assert len(ids) == len(set(ids))
     # the population is built so that the contract checks are not vacuous
@@ -100,7 +118,7 @@ def test_each_customer_once_with_a_customer_id(name, shop):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_orders_after_as_of_never_count(name, shop):
-    before = by_customer(shop, build(name))
+    before = by_customer(shop, select_from(shop, name))
     # big, frequent orders the day after as-of and later, for everyone; and a
     # customer whose only purchases lie in the future
     for cid in CUSTOMERS:
@@ -108,21 +126,21 @@ def test_orders_after_as_of_never_count(name, shop):
                    lines=[("RICE", 3)])
     add_customer(shop, 41)
     add_orders(shop, 41, [AS_OF + timedelta(days=1)], "9999")
-    assert by_customer(shop, build(name)) == before
+    assert by_customer(shop, select_from(shop, name)) == before
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_id_range_limits_the_result_and_changes_nothing_else(name, shop):
-    whole = by_customer(shop, build(name))
+    whole = by_customer(shop, select_from(shop, name))
     lo, hi = 4, 20
-    part = by_customer(shop, build(name, id_range=(lo, hi)))
+    part = by_customer(shop, select_from(shop, name, id_range=(lo, hi)))
     assert part == {c: r for c, r in whole.items() if lo <= c <= hi}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_batches_with_prepared_parameters_add_up_to_the_whole(name, shop):
     """How a flow runs a segment: ``prepare`` once, then one select per id range."""
-    whole = by_customer(shop, build(name))
+    whole = by_customer(shop, select_from(shop, name))
     with shop.connect() as conn:
         params = segments.prepare(name, conn, AS_OF, {})
     assert segments.validate_params(name, params) == params  # safe to hand to every batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 import pytest
 
 import segments
@@ -122,7 +123,18 @@ def test_as_of_outside_the_supported_dates_is_a_config_error(name, day):
 @pytest.mark.parametrize("name", sorted(segments.SEGMENTS))
 def test_the_widest_windows_at_the_ends_of_the_range_build(name):
     """The largest day counts at the first and last supported dates do not overflow."""
+    from segments.clv import customer_history, encode_members
+
+    no_members = encode_members(pd.DataFrame(columns=["customer_id"]))
     widest = {"dormant": {"days": 3649, "max_days": 3650}, "vip": {"window_days": 3650},
-              "pyramid": {"window_days": 3650}}.get(name, {})
+              "pyramid": {"window_days": 3650},
+              "clv": {"window_days": 3650, "horizon_days": 3650, "members": no_members}
+              }.get(name, {})
     for day in (date(1900, 1, 1), date(2200, 12, 31)):
+        if name == "lunar_birthday":  # lunardate covers 1900-2099: a clear error beyond
+            with pytest.raises(ConfigError, match="the lunar calendar covers 1900 to 2099"):
+                segments.build(name, day, widest)
+            continue
         segments.build(name, day, widest).compile()
+        if name == "clv":  # its dates are counted where prepare reads the orders
+            customer_history(day, 3650, None).compile()

@@ -55,6 +55,78 @@ def test_rfm_scores_are_quintiles_with_5_best(engine):
     assert all(scores.count(s) == 20 for s in range(1, 6))
 
 
+def _like_a_real_shop(engine, n=100):
+    """Most buyers bought on one day only and many on the same days, as in real data:
+    60 one-day buyers, 25 two-day buyers, 15 regulars; last purchases on few days."""
+    for cid in range(1, n + 1):
+        add_customer(engine, cid)
+        visits = 1 if cid % 20 < 12 else 2 if cid % 20 < 17 else 3 + cid % 5
+        last = [2, 9, 30, 120][cid % 4]
+        add_orders(engine, cid, [AS_OF - timedelta(days=last + 7 * k) for k in range(visits)],
+                   amount=str(10 * (1 + cid % 7)))
+
+
+def test_every_rfm_score_holds_a_fifth_of_buyers_despite_ties(engine):
+    """Regression: with ties kept together the 60 one-day buyers all got F=2 and
+    no one F=1; recency and money had empty scores too."""
+    _like_a_real_shop(engine)
+    got = rows(engine, pyramid(AS_OF))
+    for score in ("r_score", "f_score", "m_score"):
+        counts = {s: [r[score] for r in got.values()].count(s) for s in range(1, 6)}
+        assert counts == dict.fromkeys(range(1, 6), 20), (score, counts)
+
+
+def test_rfm_scores_follow_the_measure_and_break_ties_in_tie_key_order(engine):
+    from segments.vip import tie_key
+
+    _like_a_real_shop(engine)
+    got = rows(engine, pyramid(AS_OF)).values()
+    for score, key in (("f_score", "frequency"), ("r_score", "days_since")):
+        sign = 1 if key == "frequency" else -1
+        order = sorted(got, key=lambda r: (-sign * r[key], tie_key(r["customer_id"])))
+        assert [r[score] for r in order] == sorted((r[score] for r in order), reverse=True)
+    # the 60 one-day buyers fill the bottom three fifths, in tie_key order
+    one_day = sorted((r for r in got if r["frequency"] == 1),
+                     key=lambda r: tie_key(r["customer_id"]))
+    assert [r["f_score"] for r in one_day] == [3] * 20 + [2] * 20 + [1] * 20
+
+
+def test_which_of_two_equal_buyers_scores_higher_has_nothing_to_do_with_age(engine):
+    """Regression: ties broken by plain id gave every old one-day buyer (low id, bought
+    long ago) F=2 and every new one F=1, so no lapsed one-day buyer had F=1 (on Online
+    Retail the R=1 x F=1 cell was empty). The tie order mixes old and new."""
+    for cid in range(1, 201):
+        add_customer(engine, cid)
+        if cid > 150:  # regulars
+            add_orders(engine, cid, [AS_OF - timedelta(days=d) for d in (5, 40, 80)])
+        else:  # one-day buyers, the older the lower the id
+            add_orders(engine, cid, [AS_OF - timedelta(days=300 - 2 * cid)])
+    got = rows(engine, pyramid(AS_OF))
+    lapsed_f = [got[c]["f_score"] for c in range(1, 51)]
+    recent_f = [got[c]["f_score"] for c in range(101, 151)]
+    assert {1, 2} <= set(lapsed_f) and {1, 2} <= set(recent_f)
+    assert 10 <= lapsed_f.count(1) <= 30 and 10 <= recent_f.count(1) <= 30
+
+
+def test_few_buyers_get_spread_scores(engine):
+    _spenders(engine, [30, 20, 10])  # pos 1, 2, 3 of 3: 5 - floor(5 x (pos - 1) / 3)
+    got = rows(engine, pyramid(AS_OF))
+    assert [got[c]["m_score"] for c in (1, 2, 3)] == [5, 4, 2]
+
+
+def test_batches_agree_with_the_whole_query_on_a_shop_full_of_ties(engine):
+    from segments.vip import prepare
+
+    _like_a_real_shop(engine)
+    whole = rows(engine, pyramid(AS_OF))
+    with engine.connect() as conn:
+        params = prepare(conn, AS_OF)
+    batched = {}
+    for lo in range(1, 101, 13):
+        batched |= rows(engine, pyramid(AS_OF, id_range=(lo, lo + 12), **params))
+    assert batched == whole
+
+
 def test_batches_with_prepared_cutoffs_agree_with_one_whole_query(engine):
     """The per-batch form (cut values from prepare) equals the window-function form,
     ties and all, on a population with many ties."""

@@ -1,0 +1,177 @@
+"""holiday: customers whose country has a public holiday on as-of (or ``days_before`` later).
+
+Holidays come from the ``holidays`` package (maintained, on PyPI: the
+Open World Holidays Framework), per country and year, public holidays only,
+without "observed" substitute days. A holiday that lasts several days (China's
+Spring Festival, National Day) is greeted once, on its first day; a country
+with two holidays on one day (Christmas and a saint's day) is greeted for
+the first in the package's order.
+
+A customer's ``country`` may be an ISO 3166 code (``CN``) or the country's
+English name (``China``, ``United Kingdom``, as the Online Retail file has
+it; a few common spellings like ``USA``, ``EIRE`` and ``Hong Kong`` too),
+in any case. Customers without a known country are never selected.
+
+Columns: customer_id, country, holiday (in English), holiday_local (in the
+country's own language, e.g. 春节), holiday_date, and ``local_date`` (the
+holiday's date too), so a campaign with ``occasion: daily`` greets a
+customer once per holiday, whichever day before it the run happens on.
+
+The country list is worked out in Python when the select is built (a
+calendar, not data); the database only matches countries.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from functools import lru_cache
+from typing import Annotated
+
+import holidays as holiday_calendars
+from babel import Locale
+from pydantic import Field, field_validator
+from sqlalchemy import Date, Select, String, case, cast, false, func, literal, select
+
+from careflow.db.models import Customer
+from segments._params import SegmentParams, check
+
+#: spellings of countries that are neither an ISO code nor CLDR's English name
+ALIASES = {
+    "USA": "US", "UK": "GB", "EIRE": "IE", "RSA": "ZA", "HONG KONG": "HK",
+    "CZECH REPUBLIC": "CZ", "SOUTH KOREA": "KR", "KOREA": "KR", "TAIWAN": "TW",
+    "MACAU": "MO", "MACAO": "MO", "RUSSIA": "RU", "VIETNAM": "VN", "TURKEY": "TR",
+}  # fmt: skip
+
+
+def supported_countries() -> tuple[str, ...]:
+    """ISO 3166 alpha-2 codes the holidays package has calendars for."""
+    return tuple(sorted(c for c in holiday_calendars.list_supported_countries() if len(c) == 2))
+
+
+class HolidayParams(SegmentParams):
+    """Parameters of ``holiday``."""
+
+    days_before: int = Field(
+        0, strict=True, ge=0, le=60,
+        description="Greet this many days before the holiday (0: on the day).",
+    )
+    countries: Annotated[list[str], Field(min_length=1)] | None = Field(
+        None,
+        description="Only these countries (ISO codes such as CN, GB); null: every country.",
+        json_schema_extra={"allowed": "a list of ISO 3166 country codes such as [CN, GB], "
+                                      "or null"},
+    )
+    holidays: Annotated[list[str], Field(min_length=1)] | None = Field(
+        None,
+        description="Only holidays whose English name contains one of these words "
+        "(e.g. [Spring Festival, Mid-Autumn, National Day, New Year]); null: every public "
+        "holiday.",
+        json_schema_extra={"allowed": "a list of words such as [Spring Festival, New Year], "
+                                      "or null"},
+    )
+
+    @field_validator("countries")
+    @classmethod
+    def _known_countries(cls, codes: list[str] | None) -> list[str] | None:
+        if codes is None:
+            return None
+        known = set(supported_countries())
+        upper = [str(c).strip().upper() for c in codes]
+        unknown = [c for c in upper if c not in known]
+        if unknown:
+            raise ValueError(f"no holiday calendar for {', '.join(unknown)}")
+        return list(dict.fromkeys(upper))
+
+
+@lru_cache(maxsize=4096)
+def _calendar(code: str, year: int, language: str | None) -> dict[date, str]:
+    found = holiday_calendars.country_holidays(
+        code, years=year, observed=False, language=language
+    )
+    return dict(found.items())
+
+
+@lru_cache(maxsize=512)
+def _own_language(code: str) -> str | None:
+    """The country's own language: explicit, since the package otherwise follows LANG."""
+    return holiday_calendars.country_holidays(code).default_language
+
+
+@lru_cache(maxsize=512)
+def _english(code: str) -> str | None:
+    languages = holiday_calendars.country_holidays(code).supported_languages
+    return next((lang for lang in ("en_US", "en_GB") if lang in languages), None)
+
+
+def greetings(day: date, countries, words) -> dict[str, tuple[str, str]]:
+    """{country code: (English name, local name)} of holidays that start on ``day``."""
+    out = {}
+    for code in countries:
+        english = _calendar(code, day.year, _english(code))
+        name = english.get(day)
+        if name is None:
+            continue
+        name = name.split(";")[0].strip()  # the package joins same-day holidays with ';'
+        before = _calendar(code, (day - timedelta(days=1)).year, _english(code))
+        if (before.get(day - timedelta(days=1)) or "").split(";")[0].strip() == name:
+            continue  # the second day of the same holiday
+        if words and not any(w.casefold() in name.casefold() for w in words):
+            continue
+        local = _calendar(code, day.year, _own_language(code)).get(day, name)
+        local = local.split(";")[0].strip()
+        out[code] = (name, local)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _spellings() -> dict[str, set[str]]:
+    """Every spelling of each country's name a customer record may hold, upper case."""
+    names = Locale("en").territories
+    out: dict[str, set[str]] = {code: {code} for code in supported_countries()}
+    for code in out:
+        if code in names:
+            out[code].add(names[code].upper())
+    for alias, code in ALIASES.items():
+        out.setdefault(code, {code}).add(alias)
+    return out
+
+
+def holiday(
+    as_of: date,
+    *,
+    days_before: int = 0,
+    countries: list[str] | None = None,
+    holidays: list[str] | None = None,
+    id_range: tuple[int, int] | None = None,
+) -> Select:
+    """Customers whose country has a holiday starting ``days_before`` days after as-of."""
+    p = check("holiday", HolidayParams,
+              {"days_before": days_before, "countries": countries, "holidays": holidays})
+    target = as_of + timedelta(days=p.days_before)
+    found = greetings(target, p.countries or supported_countries(), tuple(p.holidays or ()))
+    spellings = _spellings()
+    country = func.upper(func.trim(Customer.country))
+    if not found:
+        return select(
+            Customer.id.label("customer_id"), Customer.country,
+            cast(literal(None), String).label("holiday"),
+            cast(literal(None), String).label("holiday_local"),
+            literal(target, Date).label("holiday_date"), literal(target, Date).label("local_date"),
+        ).where(false())
+
+    def name(which: int):
+        return case(
+            *[(country.in_(sorted(spellings[c])), literal(n[which])) for c, n in found.items()]
+        )
+
+    where = [country.in_(sorted(set().union(*(spellings[c] for c in found))))]
+    if id_range is not None:
+        where.append(Customer.id.between(*id_range))
+    return select(
+        Customer.id.label("customer_id"),
+        Customer.country,
+        name(0).label("holiday"),
+        name(1).label("holiday_local"),
+        literal(target, Date).label("holiday_date"),
+        literal(target, Date).label("local_date"),
+    ).where(*where)
