@@ -62,7 +62,8 @@ def _deployments_in_prefect_yaml() -> list[dict]:
     for deployment in config["deployments"]:
         schedules = deployment.get("schedules") or []
         assert len(schedules) <= 1, f"{deployment['name']}: the test expects one schedule at most"
-        cron = schedules[0]["cron"] if schedules else None
+        # an interval schedule (the deferred-messages follow-up) is not checked by its wording
+        cron = schedules[0].get("cron") if schedules else None
         if cron and cron not in CRON_AS_THE_UI_SAYS:
             pytest.fail(f"add how the UI words the cron {cron!r} to CRON_AS_THE_UI_SAYS")
         rows.append({

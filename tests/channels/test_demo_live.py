@@ -42,8 +42,13 @@ def test_demo_campaigns_over_live_sms_and_email(
         result = process_batch(route, (1, 10_000))
         assert result.selected > 0, campaign
         assert result.failed == {}, (campaign, result.failed)
-        assert result.sent + sum(result.skipped.values()) == result.selected
-        assert set(result.skipped) <= {"no_contact", "invalid_contact", "opted_out"}
+        # every selected customer is sent, skipped with a reason, or deferred by the policy
+        settled = result.sent + sum(result.skipped.values()) + sum(result.deferred.values())
+        assert settled == result.selected, (campaign, result.as_dict())
+        assert set(result.skipped) <= {
+            "no_contact", "invalid_contact", "opted_out", "shared_address", "frequency_cap"
+        }
+        assert set(result.deferred) <= {"quiet_hours", "sending_window", "frequency_cap"}
         sent_by_channel[channel] += result.sent
     assert sent_by_channel["sms"] > 0 and sent_by_channel["email"] > 0
     for prism, mark, channel in zip((prism_twilio, prism_sendgrid), marks, ("sms", "email"),
