@@ -378,6 +378,11 @@ def run_once(engine, s: dict, run_id: str, log: dict, settings) -> tuple[list, i
     return results, selected
 
 
+# Hypothesis warns when the global `random` state changes while it draws. Nothing in
+# these strategies uses it; other threads of the process do (a Prefect API harness
+# from an earlier test on the same worker, ledger retry jitter), which made this
+# test fail once in CI with nothing wrong in what it checks.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @given(data=st.data())
 def test_every_selected_customer_ends_with_one_settled_outcome(engine, tmp_path, monkeypatch, data):
     sqlite = engine.dialect.name == "sqlite"
