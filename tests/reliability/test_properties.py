@@ -30,6 +30,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import event, given
 from hypothesis import strategies as st
