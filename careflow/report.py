@@ -199,8 +199,9 @@ def shorten(text: str, width: int) -> str:
             break
         out.append(ch)
     cut = "".join(out)
-    if " " in cut and display_width(cut) > width // 2:  # a word boundary when there is one
-        cut = cut.rsplit(" ", 1)[0]
+    at_word = cut.rsplit(" ", 1)[0]
+    if " " in cut and display_width(at_word) > width // 2:  # a word boundary, if not too early
+        cut = at_word
     return cut.rstrip(" ,.;:，。") + "…"
 
 

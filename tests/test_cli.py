@@ -143,6 +143,9 @@ def test_small_things_a_new_user_meets(engine, tmp_path, monkeypatch):
     assert shorten("Happy birthday, Patricia! Thank you for being with us", 30) == (
         "Happy birthday, Patricia!…"
     )
+    # Chinese text after a short English brand is not cut back to the brand
+    zh = shorten("【Lotus & Pine】尊敬的叶兰，感谢您一直以来的厚爱。作为我们的重要客户，您有任何需要", 70)
+    assert zh.startswith("【Lotus & Pine】尊敬的叶兰") and zh.endswith("…")
 
 
 def test_a_misconfigured_campaign_fails_in_one_line_before_prefect_starts(engine, tmp_path,
