@@ -166,6 +166,11 @@ def db_upgrade():
         click.echo(f"migrated from {before} to {after}: {where}")
     else:
         click.echo(f"already up to date (migration {after}): {where}")
+    from careflow import purchase_facts
+
+    refreshed = purchase_facts.refresh(cdb.engine_for(url))
+    if refreshed:
+        click.echo(f"purchase facts brought up to date for {refreshed:,} customer(s)")
 
 
 # --- data in ----------------------------------------------------------------

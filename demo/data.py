@@ -25,6 +25,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, Table, func, insert, select, text
 
+from careflow import purchase_facts
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
 from careflow.errors import DataError
 from careflow.money import from_minor, to_minor
@@ -203,6 +204,7 @@ def seed_demo(
                         f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
                     )
                 )
+    purchase_facts.refresh(engine)
     return {table.name: len(rows) for table, rows in tables}
 
 

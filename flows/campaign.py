@@ -41,7 +41,7 @@ from sqlalchemy import func, select
 
 import channels  # registers the built-in channels
 import segments
-from careflow import db, registry
+from careflow import db, purchase_facts, registry
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ConfigError
@@ -279,6 +279,9 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
+    refreshed = purchase_facts.refresh(engine)  # orders written since the last import
+    if refreshed:
+        logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
     with engine.connect() as conn:
         params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
     ranges = plan_batches(engine, spec, as_of_date, at, params, settings.batch_size)

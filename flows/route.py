@@ -1,6 +1,6 @@
 """The whole route for one batch of customers, as small step functions.
 
-    select -> policy -> occasion -> reserve -> render -> send -> record
+    select -> occasion -> policy -> reserve -> render -> send -> record
 
 This is the only module that knows every step; flows/campaign.py wraps it
 in Prefect tasks and flows/preview.py walks it for one customer. It is free
@@ -247,7 +247,7 @@ def load_consents(
 
 # --- policy and occasion ---------------------------------------------------------------
 def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> None:
-    """Step 2: the policy table decides channel and address (or skip/defer/hold).
+    """Step 3: the policy table decides channel and address (or skip/defer/hold).
 
     Suppressed addresses are looked up for every option the table left
     open (the pick and its fallbacks), in one query per batch; only
@@ -261,6 +261,8 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
     for c in candidates:
         if c.problem:
             c.decision = Decision.skip(c.customer_id, "invalid_data", c.problem)
+            continue
+        if c.decision is not None:  # decided already: an unreadable occasion
             continue
         contexts[c.customer_id] = ctx = PolicyContext(
             customer=c.row,
@@ -307,7 +309,7 @@ def load_suppressions(engine: Engine, addresses) -> dict[tuple[str, str], str]:
 
 
 def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:
-    """Step 3: the ledger key of each message: one per customer per occasion."""
+    """Step 2: the ledger key of each message: one per customer per occasion."""
     for c in candidates:
         try:
             occasion = occasion_key(route.spec, enrich(c.row), route.as_of)
@@ -316,6 +318,23 @@ def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:
             if c.decision is None or c.decision.action in ("send", "defer"):
                 c.decision = Decision.skip(c.customer_id, "invalid_data", str(exc)[:200])
         c.key = (c.customer_id, occasion)
+
+
+def drop_settled(route: Route, candidates: list[Candidate], result: BatchResult) -> list[Candidate]:
+    """Candidates whose message for this occasion is settled (sent, failed for good,
+    deferred and not yet due), counted as already done and left out: one read instead
+    of the policy's checks and a claim for each, which is what makes a re-run cheap.
+
+    Only a shortcut: the claim makes the same decision for any key left in, and rows
+    in progress (reserved, sending) stay in for the claim to handle.
+    """
+    found = route.ledger.peek(route.spec.name, [c.key for c in candidates], route.policy_now)
+    settled = {k: s for k, s in found.items() if s not in (State.RESERVED, State.SENDING)}
+    if not settled:
+        return candidates
+    for state in settled.values():
+        result.already[state] += 1
+    return [c for c in candidates if c.key not in settled]
 
 
 # --- reserve ---------------------------------------------------------------------------
@@ -507,9 +526,11 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
         candidates = _due_only(route, candidates, id_range)
         if not candidates:
             return result
+    else:
+        assign_occasions(route, candidates)
     result.selected = len(candidates)
+    candidates = drop_settled(route, candidates, result)
     apply_policy(route, candidates, id_range)
-    assign_occasions(route, candidates)
 
     # step 4: reserve. The ledger, not this task, decides what still needs sending.
     claim = reserve(route, candidates)

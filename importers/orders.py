@@ -30,6 +30,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from careflow import purchase_facts
 from careflow.db.models import Customer, Order, OrderLine, Product
 from careflow.errors import DataError
 from careflow.money import is_known_currency, to_minor
@@ -71,6 +72,8 @@ class OrderImportReport(ImportReport):
     products_created: int = 0
     #: orders (invoices) found in the file that the database already had
     orders_already_present: int = 0
+    #: customers whose purchase facts (careflow/purchase_facts.py) were brought up to date
+    facts_refreshed: int = 0
 
     def loaded_lines(self) -> list[str]:
         return [
@@ -84,6 +87,7 @@ class OrderImportReport(ImportReport):
                 f"({self.customers_matched:,} matched existing)"
             ),
             f"  products created    {self.products_created:>10,}",
+            f"  purchase facts      {self.facts_refreshed:>10,}  customers brought up to date",
         ]
 
 
@@ -158,6 +162,10 @@ def import_orders(
         raise DataError(
             bounded(f"{source.path}: the database refused the import, nothing was loaded: {reason}")
         ) from exc
+    # the segments' per-customer summaries, now rather than at the next run's start
+    report.facts_refreshed = purchase_facts.refresh(
+        engine, (lambda n: progress("purchase facts", n, None)) if progress else None
+    )
     report._finish(time.perf_counter() - started)
     return report
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 from datetime import date
 
 from pydantic import Field, model_validator
-from sqlalchemy import Select, func, literal, select
+from sqlalchemy import Select, literal, select
 
-from careflow.db.models import Order
-from careflow.db.sqlfunc import day_number, day_number_of
+from careflow.db.sqlfunc import day_date, day_number_of
+from careflow.purchase_facts import history
 from segments._params import SegmentParams, check
-from segments._purchases import orders_up_to
 
 MAX_DAYS = 3650  # ten years: longer is not "dormant", it is gone
 
@@ -61,19 +60,14 @@ def dormant(
     Columns: customer_id, last_purchase_on, days_since, purchase_count.
     """
     p = check("dormant", DormantParams, {"days": days, "max_days": max_days})
-    last_on = func.max(Order.ordered_on)
-    days_since = (literal(day_number_of(as_of)) - day_number(last_on)).label("days_since")
-    query = (
-        select(
-            Order.customer_id,
-            last_on.label("last_purchase_on"),
-            days_since,
-            func.count(Order.id).label("purchase_count"),
-        )
-        .where(*orders_up_to(as_of, id_range))
-        .group_by(Order.customer_id)
-        .having(literal(day_number_of(as_of)) - day_number(last_on) > p.days)
-    )
+    h = history(as_of, id_range).subquery("history")
+    days_since = literal(day_number_of(as_of)) - h.c.last_day
+    query = select(
+        h.c.customer_id,
+        day_date(h.c.last_day).label("last_purchase_on"),
+        days_since.label("days_since"),
+        h.c.orders.label("purchase_count"),
+    ).where(days_since > p.days)
     if p.max_days is not None:
-        query = query.having(literal(day_number_of(as_of)) - day_number(last_on) <= p.max_days)
+        query = query.where(days_since <= p.max_days)
     return query

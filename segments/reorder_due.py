@@ -12,6 +12,9 @@ The rice seller's rule from the CRM playbook, per customer:
 
 Each customer is selected on every day of that window; the campaign's
 occasion (the last purchase day) makes sure they hear from us once.
+
+Gaps, medians and the last purchase's lines come from each customer's
+purchase facts (careflow/purchase_facts.py), exact for any ``as_of``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from __future__ import annotations
 from datetime import date
 
 from pydantic import Field
-from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, Select, case, cast, func, literal, or_, select
 
-from careflow.db.models import Order, OrderLine, Product
 from careflow.db.sqlfunc import day_date, day_number_of
+from careflow.purchase_facts import history
 from segments._params import SegmentParams, check
-from segments._purchases import orders_up_to, purchase_days
 
 
 class ReorderDueParams(SegmentParams):
@@ -63,92 +65,25 @@ def reorder_due(
         ReorderDueParams,
         {"min_purchase_days": min_purchase_days, "use_replenishment": use_replenishment},
     )
-    min_purchase_days, use_replenishment = p.min_purchase_days, p.use_replenishment
-    days = purchase_days(as_of, id_range).cte("days")
-
-    gaps = select(
-        days.c.customer_id,
-        (
-            days.c.d - func.lag(days.c.d).over(partition_by=days.c.customer_id, order_by=days.c.d)
-        ).label("gap"),
-    ).cte("gaps")
-    ranked = (
-        select(
-            gaps.c.customer_id,
-            gaps.c.gap,
-            func.row_number()
-            .over(partition_by=gaps.c.customer_id, order_by=gaps.c.gap)
-            .label("rn"),
-            func.count().over(partition_by=gaps.c.customer_id).label("n"),
-        )
-        .where(gaps.c.gap.is_not(None))
-        .cte("ranked")
-    )
-    # Median: the middle gap, or the mean of the two middle gaps.
-    median = (
-        select(ranked.c.customer_id, func.avg(cast(ranked.c.gap, Float)).label("median_gap"))
-        .where(ranked.c.rn.in_([(ranked.c.n + 1) // 2, (ranked.c.n + 2) // 2]))
-        .group_by(ranked.c.customer_id)
-        .cte("median")
-    )
-    history = (
-        select(
-            days.c.customer_id,
-            func.max(days.c.d).label("last_d"),
-            func.count().label("n_days"),
-        )
-        .group_by(days.c.customer_id)
-        .cte("history")
-    )
-
-    today = literal(day_number_of(as_of))
-    days_since = today - history.c.last_d
-    if use_replenishment:
-        last_on = (
-            select(Order.customer_id, func.max(Order.ordered_on).label("last_on"))
-            .where(*orders_up_to(as_of, id_range))
-            .group_by(Order.customer_id)
-            .subquery("last_on")
-        )
-        product = (
-            select(
-                Order.customer_id,
-                func.max(OrderLine.quantity * Product.replenish_days).label("product_days"),
-            )
-            .join(
-                last_on,
-                and_(
-                    last_on.c.customer_id == Order.customer_id,
-                    last_on.c.last_on == Order.ordered_on,
-                ),
-            )
-            .join(OrderLine, OrderLine.order_id == Order.id)
-            .join(Product, Product.sku == OrderLine.sku)
-            .where(Product.replenish_days.is_not(None), OrderLine.quantity > 0)
-            .group_by(Order.customer_id)
-            .cte("product")
-        )
-        interval = func.coalesce(cast(product.c.product_days, Float), median.c.median_gap)
-        basis_col = case((product.c.product_days.is_not(None), "product"), else_="median")
-        eligible = or_(product.c.product_days.is_not(None), history.c.n_days >= min_purchase_days)
+    h = history(as_of, id_range).subquery("history")
+    days_since = literal(day_number_of(as_of)) - h.c.last_day
+    if p.use_replenishment:
+        interval = func.coalesce(cast(h.c.product_days, Float), h.c.median_gap)
+        basis = case((h.c.product_days.is_not(None), "product"), else_="median")
+        eligible = or_(h.c.product_days.is_not(None), h.c.purchase_days >= p.min_purchase_days)
     else:
-        product = None
-        interval = median.c.median_gap
-        basis_col = literal("median")
-        eligible = history.c.n_days >= min_purchase_days
-
-    query = select(
-        history.c.customer_id,
-        day_date(history.c.last_d).label("last_purchase_on"),
+        interval = h.c.median_gap
+        basis = literal("median")
+        eligible = h.c.purchase_days >= p.min_purchase_days
+    return select(
+        h.c.customer_id,
+        day_date(h.c.last_day).label("last_purchase_on"),
         days_since.label("days_since"),
-        history.c.n_days.label("purchase_days"),
-        median.c.median_gap,
+        h.c.purchase_days,
+        h.c.median_gap,
         interval.label("interval_days"),
-        basis_col.label("basis"),
-    ).select_from(history.outerjoin(median, median.c.customer_id == history.c.customer_id))
-    if product is not None:
-        query = query.outerjoin(product, product.c.customer_id == history.c.customer_id)
-    return query.where(
+        basis.label("basis"),
+    ).where(
         eligible,
         interval > 0,
         cast(days_since, Float) >= interval,

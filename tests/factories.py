@@ -7,6 +7,7 @@ from itertools import count
 
 from sqlalchemy import Engine, insert, select
 
+from careflow import purchase_facts
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
 from careflow.money import to_minor
 
@@ -94,10 +95,20 @@ def set_consent(engine: Engine, cid: int, channel: str, granted: bool) -> None:
 
 
 def ids(engine: Engine, query) -> set[int]:
-    with engine.connect() as conn:
-        return {r.customer_id for r in conn.execute(query)}
+    return set(rows(engine, query))
 
 
 def rows(engine: Engine, query) -> dict[int, dict]:
+    """The query's rows by customer, read twice: with every customer's purchase facts
+    computed from orders (what a segment sees right after a write), then with the
+    facts stored by a refresh. Segments must give the same answer both ways."""
+    fresh = _rows(engine, query)
+    purchase_facts.refresh(engine)
+    stored = _rows(engine, query)
+    assert stored == fresh, "stored purchase facts disagree with the orders"
+    return stored
+
+
+def _rows(engine: Engine, query) -> dict[int, dict]:
     with engine.connect() as conn:
         return {r["customer_id"]: dict(r) for r in conn.execute(query).mappings()}

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -254,3 +256,40 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     summary: Mapped[dict | None] = mapped_column(JSON)
+
+
+class PurchaseFacts(Base):
+    """Each customer's purchase history summed up, for segments (careflow/purchase_facts.py).
+
+    Days are day numbers (careflow/db/sqlfunc.py). Kept current by triggers
+    on orders, order_lines and products (migration 0005), which mark the
+    customers they concern in ``purchase_facts_dirty``; segments compute
+    those from their orders until a refresh catches up, so they are exact
+    at any moment.
+    """
+
+    __tablename__ = "purchase_facts"
+
+    customer_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    first_day: Mapped[int] = mapped_column(Integer)
+    last_day: Mapped[int] = mapped_column(Integer, index=True)
+    #: distinct days with an order: several orders on one day are one purchase
+    purchase_days: Mapped[int] = mapped_column(Integer)
+    orders: Mapped[int] = mapped_column(Integer)
+    #: the median gap in days between purchase days (None with a single purchase day)
+    median_gap: Mapped[float | None] = mapped_column(Float)
+    #: max(quantity x replenish_days) over the last purchase day's lines, when known
+    product_days: Mapped[int | None] = mapped_column(Integer)
+
+
+class PurchaseFactsDirty(Base):
+    """Customers whose purchase facts may be out of date (filled by triggers)."""
+
+    __tablename__ = "purchase_facts_dirty"
+
+    customer_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    marked_at: Mapped[datetime | None] = mapped_column(
+        DateTime, server_default=func.current_timestamp()
+    )

@@ -310,13 +310,15 @@ class Runner:
 
         Only dead runs hold such rows (no worker is running), and nobody touches
         them: moving ``updated_at`` back past the lease is what the clock would
-        do, without waiting for it.
+        do, without waiting for it. (A fixed past instant: SQL date arithmetic on
+        SQLite's text timestamps gives a number, not a time.)
         """
+        long_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=LEASE + 60)
         with self.engine.begin() as conn:
             return conn.execute(
                 update(ContactHistory)
                 .where(ContactHistory.state.in_([State.RESERVED, State.SENDING]))
-                .values(updated_at=ContactHistory.updated_at - timedelta(seconds=LEASE + 60))
+                .values(updated_at=long_ago)
             ).rowcount
 
     def run(self, mode: str, first: list | None = None) -> Round:
