@@ -52,6 +52,7 @@ from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
+from careflow.uplift import baseline_conversion, split_summary
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
 
@@ -391,6 +392,8 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         _STOPS.pop(run_id, None)
         DryRunLedger.forget(run_id)
     summary.update(total.as_dict())
+    if not b.deferred_only:
+        summary["split"] = split_of(engine, b, total)
     if not b.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
@@ -400,6 +403,24 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         description=f"{spec.name} run summary",
     )
     return summary
+
+
+def split_of(engine, b: Batches, total: BatchResult) -> dict | None:
+    """This run's holdout split and the smallest effect it can detect (careflow/uplift.py):
+    customers to contact (sent, would send, deferred) against those held out."""
+    to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
+    if not to_contact and not total.held_out:
+        return None
+    s = b.settings
+    baseline, source = baseline_conversion(
+        engine,
+        b.spec.name,
+        window_days=s.attribution_window_days,
+        shop_zone=s.time_zone,
+        default=s.uplift_baseline_conversion,
+    )
+    share = resolve_policy(s, b.spec).holdout
+    return split_summary(to_contact, total.held_out, share, baseline, source)
 
 
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;
