@@ -258,6 +258,10 @@ def summary_markdown(s: dict) -> str:
         from careflow.uplift import describe_split
 
         lines += ["", f"**Holdout.** {describe_split(s['split'])}"]
+    if s.get("uplift"):
+        from careflow.uplift import uplift_markdown
+
+        lines += ["", uplift_markdown(s["uplift"])]
     if s.get("decisions"):
         lines += [
             "",

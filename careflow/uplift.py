@@ -234,7 +234,9 @@ def load_units(
 
 
 def _pct(p: float) -> float:
-    return round(100 * p, 2)
+    """A proportion in percent, kept precise enough that showing it with one decimal gives
+    what formatting the proportion itself would."""
+    return round(100 * p, 4)
 
 
 def compare(
@@ -263,6 +265,7 @@ def compare(
         "until": until.isoformat() if until else None,
         "window_days": window_days,
         "occasions": sorted({u.occasion for u in units}),
+        "occasion_count": len({u.occasion for u in units}),
         "windows_open": sum(u.start + timedelta(days=window_days) > now for u in units),
         "waiting": {
             "contacted": sum(not u.held_out for u in waiting),
@@ -390,14 +393,20 @@ def uplift_table(report: dict) -> str:
                 revenue or "-",
             ]
         )
-    span = " to ".join(x for x in (report["since"] or "the start", report["until"] or "now"))
-    occasions = report["occasions"]
-    shown = ", ".join(occasions[:6])
-    if len(occasions) > 6:
-        shown += f" and {len(occasions) - 6} more"
+    since, until = report["since"], report["until"]
+    span = (
+        f"from {since} to {until}" if since and until
+        else f"from {since}" if since
+        else f"until {until}" if until
+        else "at any time"
+    )  # fmt: skip
+    occasions, count = report["occasions"], report["occasion_count"]
+    shown = ", ".join(occasions)
+    if count > len(occasions) or count > 4:
+        shown = f"{occasions[0]} ... {occasions[-1]}"
     lines = [
         f"{report['campaign']}: contacted against held out, taken up {span}; "
-        f"{len(occasions)} occasion(s) pooled{': ' + shown if occasions else ''}",
+        f"{count} occasion(s) pooled{' (' + shown + ')' if occasions else ''}",
         f"orders within {report['window_days']} day(s) of being taken up, every order counted, "
         "95% intervals",
         "",
@@ -454,8 +463,12 @@ def uplift_overview(reports: Sequence[dict]) -> str:
 
 
 def uplift_markdown(report: dict) -> str:
-    """The comparison for a Prefect artifact."""
-    return "### Holdout comparison\n\n```\n" + uplift_table(report) + "\n```"
+    """The comparison for a run's Prefect artifact."""
+    return (
+        "### Did contact pay? Held out against contacted, so far\n\n```\n"
+        + uplift_table(report)
+        + "\n```"
+    )
 
 
 # --- before sending: what the split can detect --------------------------------------------
@@ -501,20 +514,24 @@ def split_summary(
     }
 
 
-def describe_split(s: dict) -> str:
-    """One sentence: the split and the smallest effect it can detect."""
+def split_lines(s: dict) -> list[str]:
+    """The split, and the smallest effect it can detect: two lines."""
     if not s["share"]:
-        return "holdout off: nobody is held out, so this campaign cannot be measured"
-    head = (
-        f"holdout {100 * s['share']:g}%: {s['to_contact']:,} to contact, "
-        f"{s['held_out']:,} held out"
-    )
+        return ["holdout off: nobody is held out, so this campaign cannot be measured"]
     basis = (
-        f"80% power, 5% two-sided, baseline conversion {s['baseline']:g}% ({s['baseline_source']})"
+        f"80% power, 5% two-sided, baseline conversion {s['baseline']:g}%: "
+        f"{s['baseline_source']}"
     )
-    if s["mde_points"] is None:
-        return f"{head}; too few to detect any difference in conversion ({basis})"
-    return (
-        f"{head}; the smallest difference in conversion this split can detect is "
-        f"{s['mde_points']:.1f} points ({basis})"
-    )
+    found = s["mde_points"]
+    return [
+        f"holdout {100 * s['share']:g}%: {s['to_contact']:,} to contact, "
+        f"{s['held_out']:,} held out",
+        f"smallest detectable difference in conversion: {found:.1f} points ({basis})"
+        if found is not None
+        else f"smallest detectable difference in conversion: none, too few customers ({basis})",
+    ]
+
+
+def describe_split(s: dict) -> str:
+    """The split and what it can detect, in one line."""
+    return "; ".join(split_lines(s))

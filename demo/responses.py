@@ -86,7 +86,7 @@ def simulate_responses(engine: Engine, *, window_days: int, shop_zone: str) -> i
 
 #: how often a customer orders in the days after being taken up anyway, without a message;
 #: those who get one order more often (above): the holdout comparison shows the difference
-HELD_OUT_ORDER_RATE = 0.03
+HELD_OUT_ORDER_RATE = 0.02
 
 
 def _held_out_orders(engine: Engine) -> list:

@@ -122,6 +122,12 @@ def _compare_with_holdout(engine, settings, campaigns: list[str]) -> None:
     click.echo(uplift_overview(reports))
     biggest = max(reports, key=lambda r: r["groups"]["held_out"]["customers"])
     click.echo(f"{biggest['campaign']}: {biggest['verdict']}")
+    waiting = sum(sum(r["waiting"].values()) for r in reports)
+    if waiting:
+        click.echo(
+            f"({waiting} customers in quiet hours join the comparison once their morning has "
+            "come and their deferred messages are sent: `careflow deferred send`)"
+        )
 
 
 def _look_around(engine, day) -> tuple[int | None, int | None]:

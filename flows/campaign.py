@@ -22,7 +22,7 @@ import threading
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -52,7 +52,7 @@ from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
-from careflow.uplift import baseline_conversion, split_summary
+from careflow.uplift import baseline_conversion, split_summary, uplift_report
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
 
@@ -394,6 +394,7 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     summary.update(total.as_dict())
     if not b.deferred_only:
         summary["split"] = split_of(engine, b, total)
+        summary["uplift"] = uplift_so_far(engine, b)
     if not b.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
@@ -421,6 +422,24 @@ def split_of(engine, b: Batches, total: BatchResult) -> dict | None:
     )
     share = resolve_policy(s, b.spec).holdout
     return split_summary(to_contact, total.held_out, share, baseline, source)
+
+
+def uplift_so_far(engine, b: Batches) -> dict | None:
+    """The campaign's holdout comparison over the last year, for the run's artifact (None
+    before anyone was held out)."""
+    s = b.settings
+    since = (datetime.now(UTC) - timedelta(days=365)).date()
+    found = uplift_report(
+        engine,
+        b.spec.name,
+        window_days=s.attribution_window_days,
+        shop_zone=s.time_zone,
+        since=since,
+    )
+    if not found["groups"]["held_out"]["customers"]:
+        return None
+    found["occasions"] = found["occasions"][:1] + found["occasions"][1:][-1:]  # kept short
+    return found
 
 
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;

@@ -76,6 +76,7 @@ class Preview:
 
     lines: list[str] = field(default_factory=list)
     message: Message | None = None
+    head: int = 0  # lines that describe the run (campaign, occasion, split), not the decision
 
 
 def walk_route(
@@ -117,9 +118,10 @@ def walk_route(
             f"customer {customer_id}",
             f"occasion: {c.key[1]}",
             f"decided at: {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
-            _split_line(engine, route, params),
+            *_split_lines(engine, route, params),
         ]
     )
+    out.head = len(out.lines)
     claim = reserve(route, candidates)  # the dry-run ledger: shared addresses and caps, read only
     DryRunLedger.forget(route.run_id)
     if c.key in claim.already:
@@ -167,12 +169,12 @@ def walk_route(
     return out
 
 
-def _split_line(engine: Engine, route, params) -> str:
+def _split_lines(engine: Engine, route, params) -> list[str]:
     """The day's holdout split, from the number the segment selects: the smallest
     difference in conversion it can detect (before anything is sent)."""
     from sqlalchemy import func
 
-    from careflow.uplift import baseline_conversion, describe_split, split_summary
+    from careflow.uplift import baseline_conversion, split_lines, split_summary
 
     spec, settings = route.spec, route.settings
     seg = segments.build(
@@ -189,8 +191,10 @@ def _split_line(engine: Engine, route, params) -> str:
         shop_zone=settings.time_zone,
         default=settings.uplift_baseline_conversion,
     )
-    split = split_summary(selected - held, held, share, baseline, source)
-    return f"{describe_split(split)}; of {selected:,} selected, before the policy's skips"
+    lines = split_lines(split_summary(selected - held, held, share, baseline, source))
+    if share:
+        lines[0] += f" (of the {selected:,} selected that day, before the policy's skips)"
+    return lines
 
 
 def _ledger_row(engine: Engine, campaign: str, key: tuple[int, str]):
@@ -231,7 +235,7 @@ def preview_message(
 
 def _sent_message(found: Preview, channel: str, customer_id: int) -> Message:
     if found.message is None:
-        why = "; ".join(found.lines[4:]) or "nothing to send"
+        why = "; ".join(found.lines[found.head :]) or "nothing to send"
         raise CareflowError(f"customer {customer_id} would get no {channel}: {why}")
     return found.message
 

@@ -159,13 +159,13 @@ def test_report_numbers_equal_a_hand_computation(shop):
 
     l1, u1 = wilson_by_hand(x1, n1)
     l0, u0 = wilson_by_hand(x0, n0)
-    assert g["contacted"]["conversion_ci"] == [round(100 * l1, 2), round(100 * u1, 2)]
+    assert g["contacted"]["conversion_ci"] == [round(100 * l1, 4), round(100 * u1, 4)]
     d = p1 - p0
     lower = d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
     upper = d + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
     up = found["conversion_uplift"]
     assert up["points"] == 5.0
-    assert up["ci"] == [round(100 * lower, 2), round(100 * upper, 2)]
+    assert up["ci"] == [round(100 * lower, 4), round(100 * upper, 4)]
 
     # revenue per customer: 12.90 + 26.80 + 10.00 + 39.90 over 20; 12.90 over 10
     contacted = [12.90, 36.80, 39.90] + [0.0] * 17
@@ -216,7 +216,7 @@ def test_cli_report_uplift(shop, monkeypatch):
     out = runner.invoke(main, ["report", "uplift", "birthday", "--since", "2026-06-01"])
     assert out.exit_code == 0, out.output
     text = out.output
-    assert "birthday: contacted against held out, taken up 2026-06-01 to now" in text
+    assert "birthday: contacted against held out, taken up from 2026-06-01; 1 occasion(s) pooled (2026-06)" in text
     lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
     assert "20" in lines["contacted"] and "15.0%" in lines["contacted"]
     assert "held out" in text and "10.0%" in lines["held"]

@@ -15,6 +15,7 @@ from careflow.db.models import ContactHistory
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.messages import State
 from careflow.policy.holdout import is_held_out
+from careflow.report import summary_markdown
 from careflow.settings import PROJECT_ROOT, load_settings
 from careflow.uplift import uplift_report
 from channels.recorder import RecordingChannel
@@ -196,7 +197,7 @@ def test_dry_run_and_preview_show_the_holdout_decision(engine, templates):
     text = preview_message(engine, "promo", one, AT.isoformat(), None, settings)
     assert "would be held out: holdout" in text and "never sends" in text
     assert "holdout 30%" in text and "40 selected" in text
-    assert "smallest difference in conversion this split can detect" in text
+    assert "smallest detectable difference in conversion:" in text
     other = min(set(cids) - expected)
     text = preview_message(engine, "promo", other, AT.isoformat(), None, settings)
     assert "channel: sms" in text and "promo: hello" in text
@@ -212,3 +213,12 @@ def test_a_run_summary_states_what_its_split_can_detect(engine, templates, prefe
     assert split["share"] == SHARE and split["held_out"] == len(held(range(1, 41)))
     assert split["baseline_source"].startswith("default")
     assert split["mde_points"] is not None and split["mde_points"] > 10  # 40 people: coarse
+    assert summary["uplift"] is None  # nobody held out yet: nothing to compare
+
+    summary = campaign_flow(campaign="promo", as_of=AT, allow_past=True)
+    assert summary["held_out"] == split["held_out"]
+    assert summary["uplift"]["groups"]["held_out"]["customers"] == split["held_out"]
+    text = summary_markdown(summary)
+    assert "**Holdout.** holdout 30%: " in text
+    assert "smallest detectable difference in conversion" in text
+    assert "Did contact pay?" in text and "too few customers to tell" in text
