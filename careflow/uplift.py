@@ -481,18 +481,25 @@ def baseline_conversion(
     default: float,
     now: datetime | None = None,
 ) -> tuple[float, str]:
-    """(rate, where it comes from) for the MDE: the campaign's held-out customers of past
-    occasions whose window has closed (the rate without contact), else all its past
-    customers, else ``default`` (CAREFLOW_UPLIFT_BASELINE_CONVERSION)."""
+    """(rate, where it comes from) for the MDE, from the campaign's last year
+    (:func:`baseline_of`)."""
     now = now or utcnow()
     since = (now - timedelta(days=365 + window_days)).date()
-    units = [
-        u
-        for u in load_units(engine, campaign, window_days, shop_zone, since=since, now=now)
-        if u.start + timedelta(days=window_days) <= now and not u.waiting
+    units = load_units(engine, campaign, window_days, shop_zone, since=since, now=now)
+    return baseline_of(units, campaign, window_days=window_days, default=default, now=now)
+
+
+def baseline_of(
+    units: Sequence[Unit], campaign: str, *, window_days: int, default: float, now: datetime
+) -> tuple[float, str]:
+    """The conversion rate without contact: the held-out customers of past occasions whose
+    window has closed, else all past customers of the campaign, else ``default``
+    (CAREFLOW_UPLIFT_BASELINE_CONVERSION); at least MIN_BASELINE_UNITS of them."""
+    closed = [
+        u for u in units if u.start + timedelta(days=window_days) <= now and not u.waiting
     ]
-    held = [u for u in units if u.held_out]
-    for group, what in ((held, "held-out"), (units, "past")):
+    held = [u for u in closed if u.held_out]
+    for group, what in ((held, "held-out"), (closed, "past")):
         rate = sum(u.converted for u in group) / len(group) if group else 0.0
         if len(group) >= MIN_BASELINE_UNITS and 0 < rate < 1:
             return rate, f"{len(group):,} {what} customers of {campaign}'s past occasions"

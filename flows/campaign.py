@@ -52,7 +52,7 @@ from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
-from careflow.uplift import baseline_conversion, split_summary, uplift_report
+from careflow.uplift import baseline_of, compare, load_units, split_summary
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
 
@@ -393,8 +393,7 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         DryRunLedger.forget(run_id)
     summary.update(total.as_dict())
     if not b.deferred_only:
-        summary["split"] = split_of(engine, b, total)
-        summary["uplift"] = uplift_so_far(engine, b)
+        summary["split"], summary["uplift"] = holdout_sections(engine, b, total)
     if not b.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
@@ -406,40 +405,32 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     return summary
 
 
-def split_of(engine, b: Batches, total: BatchResult) -> dict | None:
-    """This run's holdout split and the smallest effect it can detect (careflow/uplift.py):
-    customers to contact (sent, would send, deferred) against those held out."""
+def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | None, dict | None]:
+    """(split, comparison so far) for the run's summary and artifact (careflow/uplift.py).
+
+    The split: customers to contact (sent, would send, deferred) against those held
+    out, and the smallest difference in conversion it can detect, from the campaign's
+    own baseline over the last year. The comparison: held out against contacted over
+    that year, None before anyone was held out. One read of the campaign's year serves both.
+    """
+    s, name = b.settings, b.spec.name
+    now = datetime.now(UTC).replace(tzinfo=None)
+    window = s.attribution_window_days
+    since = (now - timedelta(days=365 + window)).date()
+    units = load_units(engine, name, window, s.time_zone, since=since, now=now)
+    split = None
     to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
-    if not to_contact and not total.held_out:
-        return None
-    s = b.settings
-    baseline, source = baseline_conversion(
-        engine,
-        b.spec.name,
-        window_days=s.attribution_window_days,
-        shop_zone=s.time_zone,
-        default=s.uplift_baseline_conversion,
-    )
-    share = resolve_policy(s, b.spec).holdout
-    return split_summary(to_contact, total.held_out, share, baseline, source)
-
-
-def uplift_so_far(engine, b: Batches) -> dict | None:
-    """The campaign's holdout comparison over the last year, for the run's artifact (None
-    before anyone was held out)."""
-    s = b.settings
-    since = (datetime.now(UTC) - timedelta(days=365)).date()
-    found = uplift_report(
-        engine,
-        b.spec.name,
-        window_days=s.attribution_window_days,
-        shop_zone=s.time_zone,
-        since=since,
-    )
+    if to_contact or total.held_out:
+        baseline, source = baseline_of(
+            units, name, window_days=window, default=s.uplift_baseline_conversion, now=now
+        )
+        share = resolve_policy(s, b.spec).holdout
+        split = split_summary(to_contact, total.held_out, share, baseline, source)
+    found = compare(units, window_days=window, now=now, campaign=name, since=since)
     if not found["groups"]["held_out"]["customers"]:
-        return None
+        return split, None
     found["occasions"] = found["occasions"][:1] + found["occasions"][1:][-1:]  # kept short
-    return found
+    return split, found
 
 
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;
