@@ -3,12 +3,17 @@
 One row per (campaign, customer, occasion). A row moves:
 
     (none) --claim--> reserved --mark_sending--> sending --record--> sent | failed
-                          \\------------------------record--> skipped | failed | deferred
+                          \\------------------------record--> skipped | failed | deferred | held_out
 
 - ``deferred`` (quiet hours, a country's sending window, a frequency cap)
   carries ``not_before``: once that instant has passed, the next claim of
   the key, by a run of the campaign or the follow-up flow, takes it like a
   skipped row, decides again and sends it; only one claim can win it.
+
+- ``held_out`` (the campaign's holdout for this occasion, careflow/policy/holdout.py)
+  is final like ``sent``: no claim takes it again, so nobody held out is ever
+  contacted for that occasion. Its ``not_before`` says when the message would
+  have gone out (careflow/uplift.py waits for it); nothing acts on it.
 
 - ``claim`` inserts rows for keys never seen and re-claims rows that may be
   tried again: skipped (a customer may have gained a phone or consent),

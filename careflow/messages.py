@@ -20,6 +20,9 @@ class State(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     DEFERRED = "deferred"  # not now: due at ``not_before``, sent once by a later run
+    #: kept out of the campaign for this occasion to measure it (the holdout group): never
+    #: contacted for it, final like ``sent`` (careflow/uplift.py compares the two)
+    HELD_OUT = "held_out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,16 @@ class Outcome:
         cls, contact_id: int, reason: str, not_before: datetime, detail: str | None = None
     ) -> Outcome:
         return cls(contact_id, State.DEFERRED, reason=reason, detail=detail, not_before=not_before)
+
+    @classmethod
+    def held_out(
+        cls, contact_id: int, detail: str | None = None, would_send_at: datetime | None = None
+    ) -> Outcome:
+        """Held out; ``would_send_at`` (kept as ``not_before``, never acted on) is when the
+        message would have gone out had the send time deferred it."""
+        return cls(
+            contact_id, State.HELD_OUT, reason="holdout", detail=detail, not_before=would_send_at
+        )
 
     @classmethod
     def failed(

@@ -76,6 +76,7 @@ def runs_since(engine: Engine, since: datetime | None = None, limit: int = 100) 
                 "dry_run": bool(r.dry_run),
                 "selected": summary.get("selected"),
                 "sent": summary.get("sent"),
+                "held_out": summary.get("held_out", 0),
                 "skipped": summary.get("skipped", {}),
                 "deferred": summary.get("deferred", {}),
                 "failed": summary.get("failed", {}),
@@ -94,6 +95,7 @@ def runs_table(runs: list[dict]) -> str:
         "status",
         "selected",
         "sent",
+        "held out",
         "skipped",
         "deferred",
         "failed",
@@ -107,6 +109,7 @@ def runs_table(runs: list[dict]) -> str:
             r["status"],
             "-" if r["selected"] is None else str(r["selected"]),
             "-" if r["sent"] is None else str(r["sent"]),
+            str(r["held_out"] or 0),
             str(sum(r["skipped"].values())),
             str(sum(r["deferred"].values())),
             f"{sum(r['failed'].values())}: {_fmt_reasons(r['failed'])}" if r["failed"] else "0",
@@ -172,6 +175,7 @@ def summary_line(s: dict) -> list[str]:
         s["campaign"] + (" (follow-up)" if s.get("followup") else ""),
         str(s["selected"]),
         (f"({sum(sent.values())} would send)" if sent is not None else str(s["sent"])),
+        str(s.get("held_out", 0)),
         str(sum(s["already"].values())),
         f"{sum(s['skipped'].values())}: {_fmt_reasons(s['skipped'])}" if s["skipped"] else "0",
         f"{sum(deferred.values())}: {_fmt_reasons(deferred)}" if deferred else "0",
@@ -179,7 +183,9 @@ def summary_line(s: dict) -> list[str]:
     ]
 
 
-HEADER = ["campaign", "selected", "sent", "already done", "skipped", "deferred", "failed"]
+HEADER = [
+    "campaign", "selected", "sent", "held out", "already done", "skipped", "deferred", "failed",
+]
 
 
 def display_width(text: str) -> int:
@@ -241,12 +247,21 @@ def summary_markdown(s: dict) -> str:
     else:
         lines.append(f"| sent | {s['sent']} | |")
     lines += [
+        f"| held out (not contacted: the comparison group) | {s.get('held_out', 0)} | |",
         f"| already done earlier | {sum(s['already'].values())} | {_fmt_reasons(s['already'])} |",
         f"| skipped | {sum(s['skipped'].values())} | {_fmt_reasons(s['skipped'])} |",
         f"| deferred (sent later, once) | {sum(s.get('deferred', {}).values())} | "
         f"{_fmt_reasons(s.get('deferred', {}))} |",
         f"| failed | {sum(s['failed'].values())} | {_fmt_reasons(s['failed'])} |",
     ]
+    if s.get("split"):
+        from careflow.uplift import describe_split
+
+        lines += ["", f"**Holdout.** {describe_split(s['split'])}"]
+    if s.get("uplift"):
+        from careflow.uplift import uplift_markdown
+
+        lines += ["", uplift_markdown(s["uplift"])]
     if s.get("decisions"):
         lines += [
             "",

@@ -282,6 +282,20 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         default=True,
         description="Try the customer's preferred channel first, then the campaign's order.",
     )
+    holdout: float = Field(
+        default=0.10,
+        ge=0,
+        le=0.5,
+        description="Share of the customers a campaign would contact that it holds out, per "
+        "occasion, to measure what contact changes (0 disables; campaign.yaml policy.holdout).",
+    )
+    uplift_baseline_conversion: float = Field(
+        default=0.03,
+        gt=0,
+        lt=1,
+        description="Conversion rate assumed without contact when a campaign has no past "
+        "results yet: the smallest detectable effect a preview states is worked out from it.",
+    )
 
     @field_validator("quiet_hours")
     @classmethod
@@ -298,6 +312,13 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
 
         parse_cap(value)
         return value
+
+    @field_validator("holdout", mode="before")
+    @classmethod
+    def _holdout(cls, value):
+        from careflow.policy.config import parse_share
+
+        return parse_share(value)
 
     @field_validator("time_zone")
     @classmethod

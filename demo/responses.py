@@ -4,9 +4,11 @@ After the demo's campaigns go to the outbox, this plays the providers'
 part: Twilio status callbacks and a few replies (some of them 退订/TD/STOP,
 some words for a person), SendGrid's event batches (delivered, opens,
 clicks, a bounce or two), and a few orders from customers who got a
-message. Each callback is built as the provider would post it and goes
-through webhooks/ and careflow/responses.py exactly as `careflow serve`
-would send it, so a new user sees the whole loop without credentials.
+message, and fewer from customers held out of it (the holdout
+comparison). Each callback is built as the provider would post it and
+goes through webhooks/ and careflow/responses.py exactly as `careflow
+serve` would send it, so a new user sees the whole loop without
+credentials.
 
 Deterministic (seeded by the message ids) and idempotent: running the demo
 again records nothing twice.
@@ -73,12 +75,34 @@ def simulate_responses(engine: Engine, *, window_days: int, shop_zone: str) -> i
         delivered = rng.random() < 0.06
         if delivered and m.channel in ("sms", "email"):
             orders.append((m, m.sent_at + timedelta(minutes=rng.randint(20, 110))))
+    orders += _held_out_orders(engine)
     if mails:
         events += sendgrid.parse(mails)
     result = record_events(engine, events)
     _place_orders(engine, orders, now, ZoneInfo(shop_zone))
     attribute_orders(engine, window_days, shop_zone)
     return result.received - result.duplicates
+
+
+#: how often a customer orders in the days after being taken up anyway, without a message;
+#: those who get one order more often (above): the holdout comparison shows the difference
+HELD_OUT_ORDER_RATE = 0.02
+
+
+def _held_out_orders(engine: Engine) -> list:
+    """Orders from held-out customers: nobody wrote to them, and some buy all the same."""
+    with engine.connect() as conn:
+        held = conn.execute(
+            select(ContactHistory.id, ContactHistory.customer_id, ContactHistory.created_at)
+            .where(ContactHistory.state == "held_out")
+            .order_by(ContactHistory.id)
+        ).all()
+    out = []
+    for h in held:
+        rng = random.Random(f"held-out-{h.id}")  # the same story every time
+        if rng.random() < HELD_OUT_ORDER_RATE:
+            out.append((h, h.created_at + timedelta(minutes=rng.randint(20, 110))))
+    return out
 
 
 def _sendgrid_events(m, rng: random.Random) -> list[dict]:

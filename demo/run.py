@@ -72,12 +72,14 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
     if settings.delivery == "outbox":
         click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")
         _hear_back(engine, settings)
+        _compare_with_holdout(engine, settings, [s["campaign"] for s in summaries])
     prog = sys.argv[0] if "/" in sys.argv[0] else "careflow"
     prog = os.path.relpath(prog) if os.path.isabs(prog) else prog
     who, birthday = _look_around(engine, day)
     click.echo("\nnext, on this data:")
     click.echo(f"  {prog} report last")
     click.echo(f"  {prog} report responses")
+    click.echo(f"  {prog} report uplift winback")
     if who:
         click.echo(f"  {prog} history {who}")
     if birthday:
@@ -95,6 +97,37 @@ def _hear_back(engine, settings) -> None:
         engine, window_days=settings.attribution_window_days, shop_zone=settings.time_zone
     )
     click.echo(responses_table(response_summary(engine)))
+
+
+def _compare_with_holdout(engine, settings, campaigns: list[str]) -> None:
+    """Does contact pay? Each campaign's contacted customers against its held-out ones."""
+    from careflow.uplift import uplift_overview, uplift_report
+
+    reports = [
+        uplift_report(
+            engine,
+            name,
+            window_days=settings.attribution_window_days,
+            shop_zone=settings.time_zone,
+        )
+        for name in campaigns
+    ]
+    if not any(r["groups"]["held_out"]["customers"] for r in reports):
+        return
+    click.echo(
+        f"\ndid contact pay? customers held out of each campaign ({settings.holdout:.0%}, "
+        f"drawn at random) against those contacted, orders within "
+        f"{settings.attribution_window_days} days:"
+    )
+    click.echo(uplift_overview(reports))
+    biggest = max(reports, key=lambda r: r["groups"]["held_out"]["customers"])
+    click.echo(f"{biggest['campaign']}: {biggest['verdict']}")
+    waiting = sum(sum(r["waiting"].values()) for r in reports)
+    if waiting:
+        click.echo(
+            f"({waiting} customers in quiet hours join the comparison once their morning has "
+            "come and their deferred messages are sent: `careflow deferred send`)"
+        )
 
 
 def _look_around(engine, day) -> tuple[int | None, int | None]:

@@ -22,7 +22,7 @@ import threading
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -52,6 +52,7 @@ from careflow.rendering import Renderer
 from careflow.report import finish_run, start_run, summary_markdown
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
+from careflow.uplift import baseline_of, compare, load_units, split_summary
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
 
@@ -394,6 +395,8 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         _STOPS.pop(run_id, None)
         DryRunLedger.forget(run_id)
     summary.update(total.as_dict())
+    if not b.deferred_only:
+        summary["split"], summary["uplift"] = holdout_sections(engine, b, total)
     if not b.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
@@ -403,6 +406,34 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         description=f"{spec.name} run summary",
     )
     return summary
+
+
+def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | None, dict | None]:
+    """(split, comparison so far) for the run's summary and artifact (careflow/uplift.py).
+
+    The split: customers to contact (sent, would send, deferred) against those held
+    out, and the smallest difference in conversion it can detect, from the campaign's
+    own baseline over the last year. The comparison: held out against contacted over
+    that year, None before anyone was held out. One read of the campaign's year serves both.
+    """
+    s, name = b.settings, b.spec.name
+    now = datetime.now(UTC).replace(tzinfo=None)
+    window = s.attribution_window_days
+    since = (now - timedelta(days=365 + window)).date()
+    units = load_units(engine, name, window, s.time_zone, since=since, now=now)
+    split = None
+    to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
+    if to_contact or total.held_out:
+        baseline, source = baseline_of(
+            units, name, window_days=window, default=s.uplift_baseline_conversion, now=now
+        )
+        share = resolve_policy(s, b.spec).holdout
+        split = split_summary(to_contact, total.held_out, share, baseline, source)
+    found = compare(units, window_days=window, now=now, campaign=name, since=since)
+    if not found["groups"]["held_out"]["customers"]:
+        return split, None
+    found["occasions"] = found["occasions"][:1] + found["occasions"][1:][-1:]  # kept short
+    return split, found
 
 
 # Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;

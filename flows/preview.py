@@ -1,12 +1,15 @@
 """One customer's message: previewed, sent as a test, or rendered for ``careflow lint``.
 
 **Preview** walks the route's own steps for one customer (flows/route.py:
-select, policy, occasion, contact history, render) with the dry-run ledger,
+select, occasion, policy, contact history, render) with the dry-run ledger,
 so a preview and a run never disagree about who gets what. It shows the
 message as text (what it says, its channel, SMS segments), as the HTML email
 the customer's mail client shows (footer and unsubscribe link in place:
 channels/email_content.py, as the outbox and SendGrid build it), or as the
 fax PDF (channels/fax.py, as the outbox and the fax provider get it).
+It also states the campaign's holdout split for that day: whether this
+customer is held out, and the smallest difference in conversion the split
+can detect (careflow/uplift.py).
 
 **A test send** renders a campaign for a sample customer (or a real one's
 data) and sends it through the configured channel (outbox or live) to an
@@ -73,6 +76,7 @@ class Preview:
 
     lines: list[str] = field(default_factory=list)
     message: Message | None = None
+    head: int = 0  # lines that describe the run (campaign, occasion, split), not the decision
 
 
 def walk_route(
@@ -105,8 +109,8 @@ def walk_route(
             f"customer {customer_id} is not in segment {spec.segment!r} as of {day}; "
             f"`careflow segment list {spec.segment} --as-of {day}` shows who is"
         )
-    apply_policy(route, candidates, one)
     assign_occasions(route, candidates)
+    apply_policy(route, candidates, one)
     c = candidates[0]
     out = Preview(
         [
@@ -114,8 +118,10 @@ def walk_route(
             f"customer {customer_id}",
             f"occasion: {c.key[1]}",
             f"decided at: {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+            *_split_lines(engine, route, params),
         ]
     )
+    out.head = len(out.lines)
     claim = reserve(route, candidates)  # the dry-run ledger: shared addresses and caps, read only
     DryRunLedger.forget(route.run_id)
     if c.key in claim.already:
@@ -133,14 +139,24 @@ def walk_route(
     d = c.decision
     if d.action != "send":
         outcome = policy_outcome(0, d)
-        verb = {"hold": "held", "defer": "deferred", "skip": "skipped"}[d.action]
+        verb = {
+            "hold": "held",
+            "defer": "deferred",
+            "skip": "skipped",
+            "held_out": "held out",
+        }[d.action]
         out.lines.append(f"would be {verb}: {outcome.reason}")
-        if d.until is not None:
+        if d.until is not None and d.action == "defer":
             out.lines.append(f"until: {d.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
         if outcome.detail:
             out.lines.append(f"why: {outcome.detail}")
         if outcome.state == State.SKIPPED:
             out.lines.append("(skips are decided again by every run)")
+        if outcome.state == State.HELD_OUT:
+            out.lines.append(
+                f"(a run records it as held_out and never sends this occasion's message; "
+                f"it would have gone by {d.channel} to {d.address})"
+            )
         return out
     fallback = [o.channel for o in d.options if o.channel != d.channel]
     if fallback:
@@ -151,6 +167,34 @@ def walk_route(
     except RecipientError as exc:
         out.lines.append(f"would fail: {exc.reason}: {exc.detail}")
     return out
+
+
+def _split_lines(engine: Engine, route, params) -> list[str]:
+    """The day's holdout split, from the number the segment selects: the smallest
+    difference in conversion it can detect (before anything is sent)."""
+    from sqlalchemy import func
+
+    from careflow.uplift import baseline_conversion, split_lines, split_summary
+
+    spec, settings = route.spec, route.settings
+    seg = segments.build(
+        spec.segment, route.as_of, spec.parameters if params is None else params, at=route.at
+    ).subquery("seg")
+    with engine.connect() as conn:
+        selected = conn.execute(select(func.count()).select_from(seg)).scalar_one()
+    share = route.policy.holdout if route.policy else 0.0
+    held = round(selected * share)
+    baseline, source = baseline_conversion(
+        engine,
+        spec.name,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        default=settings.uplift_baseline_conversion,
+    )
+    lines = split_lines(split_summary(selected - held, held, share, baseline, source))
+    if share:
+        lines[0] += f" (of the {selected:,} selected that day, before the policy's skips)"
+    return lines
 
 
 def _ledger_row(engine: Engine, campaign: str, key: tuple[int, str]):
@@ -191,7 +235,7 @@ def preview_message(
 
 def _sent_message(found: Preview, channel: str, customer_id: int) -> Message:
     if found.message is None:
-        why = "; ".join(found.lines[3:]) or "nothing to send"
+        why = "; ".join(found.lines[found.head :]) or "nothing to send"
         raise CareflowError(f"customer {customer_id} would get no {channel}: {why}")
     return found.message
 

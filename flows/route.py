@@ -2,6 +2,10 @@
 
     select -> occasion -> policy -> reserve -> render -> send -> record
 
+The occasion (the ledger key) comes before the policy because one policy
+rule, the holdout, draws on it: who is held out is a property of
+(campaign, customer, occasion), docs/policy.md.
+
 This is the only module that knows every step; flows/campaign.py wraps it
 in Prefect tasks and flows/preview.py walks it for one customer. It is free
 of Prefect so a test, a Dask worker or a script can run it as is.
@@ -68,6 +72,7 @@ class BatchResult:
     already: Counter = field(default_factory=Counter)
     would_send: Counter = field(default_factory=Counter)  # dry runs: per channel
     deferred: Counter = field(default_factory=Counter)  # per reason: sent later, once
+    held_out: int = 0  # the holdout group: recorded, never contacted for the occasion
     samples: list = field(default_factory=list)
     #: a few policy decisions per reason, with their detail (deferred until when, capped by what)
     decisions: list = field(default_factory=list)
@@ -75,6 +80,7 @@ class BatchResult:
     def merge(self, other: BatchResult, max_samples: int = 5) -> None:
         self.selected += other.selected
         self.sent += other.sent
+        self.held_out += other.held_out
         for name in ("skipped", "failed", "already", "would_send", "deferred"):
             getattr(self, name).update(getattr(other, name))
         self.samples.extend(other.samples[: max(0, max_samples - len(self.samples))])
@@ -95,6 +101,7 @@ class BatchResult:
             "already": dict(self.already),
             "would_send": dict(self.would_send),
             "deferred": dict(self.deferred),
+            "held_out": self.held_out,
             "samples": self.samples,
             "decisions": self.decisions,
         }
@@ -109,6 +116,7 @@ class BatchResult:
             already=Counter(d["already"]),
             would_send=Counter(d["would_send"]),
             deferred=Counter(d.get("deferred", {})),
+            held_out=d.get("held_out", 0),
             samples=list(d["samples"]),
             decisions=list(d.get("decisions", [])),
         )
@@ -245,9 +253,13 @@ def load_consents(
     return out
 
 
-# --- policy and occasion ---------------------------------------------------------------
+# --- occasion and policy ---------------------------------------------------------------
 def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> None:
-    """Step 3: the policy table decides channel and address (or skip/defer/hold).
+    """Step 3: the policy table decides channel and address (or skip/defer/hold/held out).
+
+    Candidates need their occasion first (:func:`assign_occasions`): the
+    holdout rule draws on the ledger key. One whose occasion could not be
+    worked out keeps that decision (skipped: invalid_data).
 
     Suppressed addresses are looked up for every option the table left
     open (the pick and its fallbacks), in one query per batch; only
@@ -262,7 +274,7 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
         if c.problem:
             c.decision = Decision.skip(c.customer_id, "invalid_data", c.problem)
             continue
-        if c.decision is not None:  # decided already: an unreadable occasion
+        if c.decision is not None:  # decided before the policy: an unreadable occasion
             continue
         contexts[c.customer_id] = ctx = PolicyContext(
             customer=c.row,
@@ -278,6 +290,8 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
             default_region=route.settings.sms_default_region,
             marketing=route.spec.marketing,
             config=config,
+            campaign=route.spec.name,
+            occasion=c.key[1] if c.key else None,
         )
         c.decision = evaluate(ctx)
     options = {(o.channel, o.address) for c in candidates for o in c.decision.options}
@@ -285,7 +299,9 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
     if not suppressed:
         return
     for c in candidates:
-        if any((o.channel, o.address) in suppressed for o in c.decision.options):
+        if c.customer_id in contexts and any(
+            (o.channel, o.address) in suppressed for o in c.decision.options
+        ):
             c.decision = evaluate(replace(contexts[c.customer_id], suppressed=suppressed))
 
 
@@ -495,6 +511,8 @@ def policy_outcome(contact_id: int, d: Decision) -> Outcome:
     (the ledger's ``deferred`` state); a skip is decided again by the next run."""
     if d.action == "hold":
         return Outcome.failed(contact_id, d.skip_reason, detail=d.detail)
+    if d.action == "held_out":
+        return Outcome.held_out(contact_id, d.detail, d.until)
     if d.action == "defer" and d.until is not None:
         return Outcome.deferred(contact_id, d.skip_reason, d.until, d.detail)
     return Outcome.skipped(contact_id, d.skip_reason, d.detail)
@@ -596,6 +614,8 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
             result.skipped[o.reason] += 1
         elif o.state == State.DEFERRED:
             result.deferred[o.reason] += 1
+        elif o.state == State.HELD_OUT:
+            result.held_out += 1
         else:
             result.failed[o.reason] += 1
     result.already += Counter()  # drop zero counts

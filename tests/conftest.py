@@ -71,6 +71,14 @@ def _reset_postgres(url: str) -> None:
         conn.execute(text("CREATE SCHEMA public"))
 
 
+@pytest.fixture(autouse=True)
+def _no_holdout_unless_asked(monkeypatch):
+    """Campaigns hold out 10% of their customers by default (docs/policy.md). Tests of
+    other behaviour count sends exactly, so the holdout is off unless a test turns it on
+    (tests/test_holdout.py does, and checks the default itself)."""
+    monkeypatch.setenv("CAREFLOW_HOLDOUT", "0")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path, monkeypatch):
     """URL of an empty, migrated careflow database; settings point at it."""

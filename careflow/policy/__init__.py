@@ -17,7 +17,11 @@ The table, in order:
    force (opt-out, opt-in, or by country);
 3. contact points: an address on file, normalised for the channel;
 4. suppression: never an address that opted out, bounced or complained;
-5. send time: quiet hours and the country's sending window, in the
+5. holdout: a fixed share of the customers the campaign would contact is
+   held out of this occasion, to measure what contact changes
+   (careflow/policy/holdout.py; the rule needs the occasion, so the route
+   works occasions out before the policy);
+6. send time: quiet hours and the country's sending window, in the
    customer's own zone; outside them the message is deferred.
 
 Two decisions need every other message, so the ledger makes them when it
@@ -30,7 +34,9 @@ Decisions:
 - ``skip(reason)``: not this time; a later run decides again;
 - ``defer(until)``: not now, at ``until``; the ledger keeps it ``deferred``
   and a later run or the follow-up flow sends it once due;
-- ``hold(reason)``: a person must look first.
+- ``hold(reason)``: a person must look first;
+- ``held_out``: in the campaign's holdout group for this occasion: recorded
+  ``held_out``, never contacted for it (final, like ``sent``).
 
 Reasons (recorded in the ledger, counted per reason in run reports):
 - skipped ``opted_out``: the customer said no on every channel they could be reached on
@@ -41,6 +47,7 @@ Reasons (recorded in the ledger, counted per reason in run reports):
 - skipped or deferred ``frequency_cap``: the customer had enough messages lately
 - deferred ``quiet_hours`` / ``sending_window``: not at this local time; sent later
 - skipped ``no_send_time``: the rules leave no allowed time in the next year
+- held_out ``holdout``: kept out of this occasion to compare with those contacted
 """
 
 from __future__ import annotations
@@ -55,9 +62,10 @@ from careflow.addresses import normalize_email, normalize_phone
 from careflow.errors import InvalidContact
 from careflow.policy.config import PolicyConfig
 from careflow.policy.countries import country_code
+from careflow.policy.holdout import holdout_draw
 from careflow.policy.timing import blocked_at, describe_local, next_allowed, zone_of
 
-Action = Literal["send", "skip", "defer", "hold"]
+Action = Literal["send", "skip", "defer", "hold", "held_out"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,29 @@ class Decision:
     def hold(cls, customer_id: int, reason: str, detail: str | None = None) -> Decision:
         return cls(customer_id, skip_reason=reason, detail=detail, action="hold")
 
+    @classmethod
+    def held_out(
+        cls,
+        customer_id: int,
+        detail: str,
+        options: Sequence[Option] = (),
+        until: datetime | None = None,
+    ) -> Decision:
+        """In the holdout group: not contacted for this occasion. ``options`` are what
+        it would have been sent on and ``until`` when, had the send time deferred it
+        (shown by previews and kept for the report, never used to send)."""
+        first = options[0] if options else Option(None)  # type: ignore[arg-type]
+        return cls(
+            customer_id,
+            channel=first.channel,
+            address=first.address,
+            skip_reason="holdout",
+            detail=detail,
+            action="held_out",
+            until=until,
+            options=tuple(options),
+        )
+
 
 @dataclass(frozen=True)
 class PolicyContext:
@@ -131,6 +162,10 @@ class PolicyContext:
     #: (channel, address) -> reason, for addresses that must receive nothing
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     config: PolicyConfig | None = None
+    #: the message's ledger key beyond the customer (the holdout draws on it); a check
+    #: without a campaign leaves them out and holds nobody out
+    campaign: str = ""
+    occasion: str | None = None
 
     @property
     def customer_id(self) -> int:
@@ -283,6 +318,33 @@ class SuppressionRule:
         )
 
 
+class HoldoutRule:
+    """A fixed share of the customers the campaign would contact is held out of this occasion:
+    recorded ``held_out`` and left alone, so the report can compare them with those contacted
+    (careflow/policy/holdout.py draws them; careflow/uplift.py compares)."""
+
+    name = "holdout"
+
+    def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        share = ctx.config.holdout if ctx.config else 0.0
+        if not share or ctx.occasion is None:
+            return options
+        draw = holdout_draw(ctx.campaign, ctx.customer_id, ctx.occasion)
+        if draw >= share:
+            return options
+        detail = (
+            f"in the {share:.0%} holdout of {ctx.campaign} for occasion {ctx.occasion} "
+            f"(draw {draw:.4f} < {share:g}): not contacted, compared with those who are"
+        )
+        # when the message would have gone out had it not been held out: a contacted twin
+        # in quiet hours waits too, so the report compares them once both times have come
+        timed = SendTimeRule().apply(ctx, options)
+        until = timed.until if isinstance(timed, Decision) else None
+        if until is not None:
+            detail += f"; it would have been sent at {until:%Y-%m-%d %H:%M} UTC"
+        return Decision.held_out(ctx.customer_id, detail, options, until)
+
+
 class SendTimeRule:
     """Quiet hours and the country's sending window, in the customer's own zone (the business
     zone when they have none): outside them the message is deferred to the next allowed time."""
@@ -327,6 +389,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConsentRule(),
     ContactPointRule(),
     SuppressionRule(),
+    HoldoutRule(),
     SendTimeRule(),
 )
 

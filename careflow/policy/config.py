@@ -41,6 +41,17 @@ def parse_cap(value: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+def parse_share(value):
+    """``0.1``, ``"10%"`` or ``"0.1"`` -> 0.1 (range checks are the field's); others unchanged."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a share such as 0.1 or 10%") from None
+    return value
+
+
 class FrequencyCapSpec(BaseModel):
     """``frequency_cap: {max: 2, days: 7, per: customer}`` in a campaign.yaml."""
 
@@ -63,6 +74,13 @@ class CampaignPolicy(BaseModel):
     when_capped: WhenCapped | None = None
     one_per_address: bool | None = None
     prefer_customer_channel: bool | None = None
+    #: share held out per occasion: 0.1 or "10%"; 0 disables (careflow/policy/holdout.py)
+    holdout: float | None = Field(default=None, ge=0, le=0.5)
+
+    @field_validator("holdout", mode="before")
+    @classmethod
+    def _share(cls, value):
+        return parse_share(value)
 
     @field_validator("quiet_hours", mode="before")
     @classmethod
@@ -103,6 +121,7 @@ class PolicyConfig:
     when_capped: str = "bypass"
     one_per_address: bool = False
     prefer_customer_channel: bool = False
+    holdout: float = 0.0  # share of the customers it would contact held out per occasion
 
 
 def when_capped_by_category(settings) -> dict[str, str]:
@@ -162,4 +181,5 @@ def resolve(settings, spec) -> PolicyConfig:
             if p.prefer_customer_channel is not None
             else settings.prefer_customer_channel
         ),
+        holdout=p.holdout if p.holdout is not None else settings.holdout,
     )
