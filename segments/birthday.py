@@ -10,6 +10,12 @@ IN lists, so the query runs the same on SQLite and PostgreSQL.
 Feb 29 birthdays are greeted on Feb 28 in non-leap years (``feb29_on="mar1"``
 moves them to Mar 1). Customers without a usable time zone count in
 ``default_zone``.
+
+Customers who keep their birthday on the lunar calendar (``lunar_locales``,
+default ``zh``, the same rule and default as ``lunar_birthday``: see
+segments/_calendar.py) are left out: ``lunar_birthday`` greets them on their
+lunar date. So are customers a ``lunar_birthday`` campaign already greeted
+this year. ``lunar_locales: []`` greets everyone on the solar date.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import Field, field_validator
-from sqlalchemy import Select, and_, case, literal, or_, select
+from sqlalchemy import Select, and_, case, literal, not_, or_, select
 
 from careflow.db.models import Customer
 from careflow.db.sqlfunc import month_day
 from careflow.errors import ConfigError
+from segments._calendar import greeted_by_other_calendar, keeps_lunar, normalise_tag
 from segments._params import SegmentParams, check
 
 
@@ -43,6 +50,23 @@ class BirthdayParams(SegmentParams):
         "does not recognise.",
         json_schema_extra={"allowed": "an IANA time zone name such as Europe/London or UTC"},
     )
+
+    lunar_locales: list[str] = Field(
+        ["zh"],
+        description="Customers whose locale starts with one of these keep a lunar birthday "
+        "and are left to lunar_birthday (keep it equal to that campaign's locales); "
+        "[] greets everyone on the solar date.",
+        json_schema_extra={"allowed": "a list of locale tags such as [zh] or [zh-CN, zh-TW], "
+                           "or []"},
+    )
+
+    @field_validator("lunar_locales")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        cleaned = [normalise_tag(t) for t in tags]
+        if not all(cleaned):
+            raise ValueError("empty locale tag")
+        return list(dict.fromkeys(cleaned))
 
     @field_validator("default_zone")
     @classmethod
@@ -85,13 +109,18 @@ def birthday(
     at: datetime | None = None,
     feb29_on: str = "feb28",
     default_zone: str = "UTC",
+    lunar_locales: list[str] | tuple[str, ...] = ("zh",),
     id_range: tuple[int, int] | None = None,
 ) -> Select:
     """Customers celebrating their birthday at instant ``at`` (default: noon UTC of as_of).
 
     Columns: customer_id, birthday, local_date ('YYYY-MM-DD', the customer's today).
     """
-    p = check("birthday", BirthdayParams, {"feb29_on": feb29_on, "default_zone": default_zone})
+    p = check("birthday", BirthdayParams, {
+        "feb29_on": feb29_on,
+        "default_zone": default_zone,
+        "lunar_locales": list(lunar_locales) if isinstance(lunar_locales, tuple) else lunar_locales,
+    })
     feb29_on, default_zone = p.feb29_on, p.default_zone
     if at is None:
         at = datetime.combine(as_of, time(12), tzinfo=UTC)
@@ -115,7 +144,12 @@ def birthday(
         Customer.id.label("customer_id"),
         Customer.birthday,
         case(*date_cases, else_=default_date.isoformat()).label("local_date"),
-    ).where(Customer.birthday.is_not(None), or_(*tz_clauses))
+    ).where(
+        Customer.birthday.is_not(None),
+        or_(*tz_clauses),
+        not_(keeps_lunar(p.lunar_locales)),
+        not_(greeted_by_other_calendar(as_of, "lunar_birthday")),
+    )
     if id_range is not None:
         query = query.where(Customer.id.between(*id_range))
     return query
