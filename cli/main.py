@@ -1118,7 +1118,8 @@ def report_overdue(as_of, owner, params, fmt, limit):
     A customer is overdue when more days have passed since the last contact
     that reached them (a sent message, or their reply) than their grade's
     cadence allows: A 7, B 15, C/D/E 30, F 15, G 30 days by default; change
-    them with --param 'cadence={A: 3, B: 10}'. Only contacts up to --as-of
+    them with --param 'cadence={A: 3, B: 10}' (grades not listed are then not
+    counted). Only contacts up to --as-of
     count, so an earlier date replays the list as it was. See docs/insight.md.
     """
     from careflow.clock import resolve_as_of

@@ -146,9 +146,8 @@ def as_text(report: OverdueReport, limit: int = 20) -> str:
             for r in shown
         ]
         lines += ["", f"{o['owner']}: {o['overdue']} overdue"]
-        lines.append(
-            text_table(["customer", "name", "grade", "cadence", "last contact", "days overdue"], rows)
-        )
+        header = ["customer", "name", "grade", "cadence", "last contact", "days overdue"]
+        lines.append(text_table(header, rows))
         if len(shown) < len(o["customers"]):
             lines.append(f"... and {len(o['customers']) - len(shown)} more (--limit 0: all)")
     return "\n".join(lines)

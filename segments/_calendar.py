@@ -5,16 +5,17 @@ the campaign's lunar locales (``zh`` covers zh, zh-CN, zh-TW, zh_HK, ZH...:
 case, spaces and ``_`` for ``-`` do not matter) *and* their date of birth
 lies where the lunar calendar can place it (1900-01-31 to 2099-12-31). Every
 other customer with a birthday keeps the solar calendar. ``birthday`` greets
-the solar keepers only and ``lunar_birthday`` the lunar keepers only, both
-through :func:`keeps_lunar`, so on any day a customer is in at most one of
-them.
+solar keepers on the solar date and lunar keepers on the lunar date (never
+both); ``lunar_birthday`` selects the lunar keepers on the lunar date; both
+through :func:`keeps_lunar`.
 
-A customer's locale can change between their two birthdays in a year, and
-two campaigns can be given different locale lists. So each birthday segment
-also leaves out customers whom a campaign on the *other* birthday segment
-has already greeted (or is about to: a deferred greeting) in as-of's year:
-:func:`greeted_by_other_calendar`. Together: at most one birthday greeting a
-year, whatever the data.
+Two campaigns (one on each segment), a locale that changes between a
+customer's two dates in a year, or two campaigns given different locale
+lists could still greet someone twice. So each birthday segment also leaves
+out customers whom a campaign on the *other* segment has already greeted
+(or is about to: a deferred greeting) in as-of's year:
+:func:`greeted_by_other_calendar`. Within one campaign the ledger's yearly
+occasion does the same. Together: at most one birthday greeting a year.
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ that date and greets the customer on this year's solar date of it, using
 
 Which customers: those whose ``locale`` starts with one of ``locales``
 (default ``zh``: zh, zh-CN, zh-TW, zh_HK...), born where the lunar calendar
-can place the date. The rule lives in segments/_calendar.py and the solar
-``birthday`` segment leaves out exactly these customers (its
-``lunar_locales`` has the same default), so the two campaigns run side by
-side and each customer is greeted by one of them. A customer whom a
-``birthday`` campaign already greeted this year (their locale changed, or
-the two campaigns were given different locale lists) is left out too.
+can place the date; the rule lives in segments/_calendar.py. The
+``birthday`` segment greets these same customers on the same date (its
+``lunar_locales`` has the same default), so the shipped birthday campaign
+already greets everyone once a year on their own calendar. This segment is
+for a campaign of its own for them (other words, other channels): it leaves
+out customers whom a ``birthday`` campaign greeted this year, and
+``birthday`` leaves out those it greeted, so nobody is greeted twice.
 
 The two gaps of the lunar calendar, and what happens:
 

@@ -107,7 +107,7 @@ def test_report_equals_the_hand_computation(world, day):
 
 
 def test_cli_text_json_and_csv(world):
-    engine, history = world
+    _, history = world
     expected = _by_hand(*history, AS_OF)
     runner = CliRunner()
 
@@ -142,7 +142,6 @@ def test_cli_text_json_and_csv(world):
 
 
 def test_cadence_from_the_command_line_and_bad_values(world):
-    engine, _ = world
     runner = CliRunner()
     out = runner.invoke(main, ["report", "overdue", "--as-of", "2026-11-22",
                                "--param", "cadence={X: 1}", "--format", "json"])  # fmt: skip

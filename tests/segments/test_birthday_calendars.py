@@ -3,10 +3,14 @@
 Before the fix, ``birthday`` greeted every customer with a birthday on the
 solar date, and ``lunar_birthday`` greeted the zh customers again on their
 lunar date: two greetings a year for everyone who keeps the lunar calendar.
+Now ``birthday`` greets each customer on their own calendar's date, and
+``lunar_birthday`` the lunar keepers on that same date, each leaving out
+whoever a campaign on the other has greeted this year.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, date, datetime, time, timedelta
 
 from lunardate import LunarDate
@@ -46,10 +50,8 @@ def _candidate_days(first: date, last: date) -> list[date]:
             days.add(solar or born.replace(year=year))
             lunar = LunarDate.from_solar_date(born.year, born.month, born.day)
             for leap in (False, True):
-                try:
+                with contextlib.suppress(ValueError):  # no such leap month that year
                     days.add(LunarDate(year, lunar.month, lunar.day, leap).to_solar_date())
-                except ValueError:
-                    pass
     return sorted(d for d in days if first <= d <= last)
 
 
@@ -67,29 +69,43 @@ def test_each_customer_is_greeted_once_a_year_on_one_calendar(engine):
     for cid, (locale, born) in PEOPLE.items():
         add_customer(engine, cid, locale=locale, birthday=born)
     solar_year = _greetings(engine, date(2026, 1, 1), date(2026, 12, 31))
-    # nobody who keeps the lunar calendar is greeted on the solar date too
-    assert set(solar_year["birthday"]) == set(PEOPLE) - LUNAR
-    assert all(len(days) == 1 for days in solar_year["birthday"].values())
+    solar = set(PEOPLE) - LUNAR
+    # solar keepers: once, on the solar date, and never by lunar_birthday
+    assert {c: len(d) for c, d in solar_year["birthday"].items() if c in solar} == dict.fromkeys(
+        solar, 1
+    )
     assert solar_year["birthday"][5] == [date(2026, 2, 28)]
     assert solar_year["birthday"][6] == [date(2026, 1, 15)]
-    # and over a lunar year, each lunar keeper exactly once, on the lunar date
+    assert not set(solar_year["lunar_birthday"]) & solar
+    # lunar keepers, over a lunar year: once, on the lunar date, by either segment alike
     start = LunarDate(2026, 1, 1).to_solar_date()
     end = LunarDate(2027, 1, 1).to_solar_date() - timedelta(days=1)
     lunar_year = _greetings(engine, start, end)
-    assert {c: len(d) for c, d in lunar_year["lunar_birthday"].items()} == dict.fromkeys(LUNAR, 1)
-    assert lunar_year["lunar_birthday"][1] == [date(2026, 5, 24)]
-    assert not set(lunar_year["birthday"]) & LUNAR
+    kept = {c: d for c, d in lunar_year["birthday"].items() if c in LUNAR}
+    assert {c: len(d) for c, d in kept.items()} == dict.fromkeys(LUNAR, 1)
+    assert kept[1] == [date(2026, 5, 24)]  # not 2 May, the solar date
+    assert {c: d for c, d in lunar_year["lunar_birthday"].items()} == kept
+    calendars = {r["customer_id"]: r["calendar"] for r in _rows(engine, date(2026, 5, 24))}
+    assert calendars == {1: "lunar"}
 
 
-def test_the_same_locale_list_on_both_sides(engine):
+def _rows(engine, day: date) -> list[dict]:
+    with engine.connect() as conn:
+        query = segments.build("birthday", day, {}, at=_noon(day))
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def test_the_locale_list_decides(engine):
     add_customer(engine, 1, locale="zh-TW", birthday=date(1990, 5, 2))
     add_customer(engine, 2, locale="zh-CN", birthday=date(1990, 5, 2))
     solar, lunar = date(2026, 5, 2), date(2026, 5, 24)
-    params = {"lunar_locales": ["zh-TW"]}
-    assert ids(engine, segments.build("birthday", solar, params, at=_noon(solar))) == {2}
+    only_tw = {"lunar_locales": ["zh-TW"]}
+    assert ids(engine, segments.build("birthday", solar, only_tw, at=_noon(solar))) == {2}
+    assert ids(engine, segments.build("birthday", lunar, only_tw, at=_noon(lunar))) == {1}
     assert ids(engine, segments.build("lunar_birthday", lunar, {"locales": ["zh-TW"]})) == {1}
     everyone_solar = {"lunar_locales": []}
     assert ids(engine, segments.build("birthday", solar, everyone_solar, at=_noon(solar))) == {1, 2}
+    assert ids(engine, segments.build("birthday", lunar, everyone_solar, at=_noon(lunar))) == set()
 
 
 def _greeted(engine, campaign: str, segment: str, cid: int, when: datetime) -> None:
@@ -105,6 +121,8 @@ def test_a_locale_that_changes_between_the_two_dates_does_not_greet_twice(engine
     # solar birthday 2 May, lunar 24 May 2026: greeted on 2 May while still "en"
     add_customer(engine, 1, locale="zh-CN", birthday=date(1990, 5, 2))
     _greeted(engine, "birthday", "birthday", 1, datetime(2026, 5, 2, 9))
+    # (the birthday campaign itself selects them on 24 May: its yearly occasion, already
+    # recorded, keeps it from sending; the lunar campaign must not send either)
     lunar = date(2026, 5, 24)
     assert ids(engine, segments.build("lunar_birthday", lunar, {})) == set()
     # last year and next year count on their own
