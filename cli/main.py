@@ -315,7 +315,7 @@ def segment():
     """Inspect segments: who a campaign would select.
 
     Segments: birthday, lunar_birthday, holiday, reorder_due, dormant, vip,
-    pyramid, clv. `careflow segment params NAME` lists a segment's parameters
+    pyramid, clv, contact_due. `careflow segment params NAME` lists a segment's parameters
     (set them with --param KEY=VALUE here, or under `parameters:` in a
     campaign.yaml).
     """
@@ -1142,6 +1142,48 @@ def report_clv(as_of, params, draws, fmt, output, top):
         click.echo(f"wrote {output}")
     else:
         click.echo(text)
+
+
+@report.command("overdue")
+@_as_of_option
+@click.option("--owner", default=None, help="Only this owner's customers.")
+@_param_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="json and csv list every overdue customer.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=20,
+    show_default=True,
+    help="Customers to show per owner in text (0: all).",
+)
+def report_overdue(as_of, owner, params, fmt, limit):
+    """Customers who should have been contacted and were not, per owner, most overdue first.
+
+    A customer is overdue when more days have passed since the last contact
+    that reached them (a sent message, or their reply) than their grade's
+    cadence allows: A 7, B 15, C/D/E 30, F 15, G 30 days by default; change
+    them with --param 'cadence={A: 3, B: 10}' (grades not listed are then not
+    counted). Only contacts up to --as-of
+    count, so an earlier date replays the list as it was. See docs/insight.md.
+    """
+    from careflow.clock import resolve_as_of
+    from insight import overdue
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = overdue.overdue_report(_engine(), day, owner=owner, params=_parse_params(params))
+    if fmt == "json":
+        click.echo(overdue.as_json(report))
+    elif fmt == "csv":
+        click.echo(overdue.as_csv(report), nl=False)
+    else:
+        click.echo(overdue.as_text(report, limit))
 
 
 @report.command("replies")

@@ -332,7 +332,7 @@ def _local_price(cny: int, currency: str) -> int:
 
 def _customers(rng: random.Random, people: list[_Person], as_of: date) -> tuple[list, list]:
     grades = _grades(rng, people)
-    birthdays = _birthdays(rng, len(people), as_of)
+    birthdays = _birthdays(rng, len(people), as_of, lunar=[p.zh for p in people])
     emails: set[str] = set()
     customers: list[dict] = []
     consents: list[dict] = []
@@ -427,8 +427,14 @@ def _grades(rng: random.Random, people: list[_Person]) -> list[str]:
     return grades
 
 
-def _birthdays(rng: random.Random, n: int, as_of: date) -> list[date | None]:
-    """Ages 18-80 on as_of, uniform over the calendar; a few unknown, some Feb 29."""
+def _birthdays(
+    rng: random.Random, n: int, as_of: date, lunar: list[bool] | None = None
+) -> list[date | None]:
+    """Ages 18-80 on as_of, uniform over the calendar; a few unknown, some Feb 29.
+
+    ``lunar[i]``: customer i keeps the lunar birthday (a zh locale), so a
+    birthday planted around as_of is one whose lunar date falls there.
+    """
     oldest = _years_before(as_of, 81) + timedelta(days=1)
     youngest = _years_before(as_of, 18)
     span = (youngest - oldest).days
@@ -448,7 +454,25 @@ def _birthdays(rng: random.Random, n: int, as_of: date) -> list[date | None]:
         target = as_of + timedelta(days=offset)
         year = rng.randint(oldest.year + 1, youngest.year - 1)
         days[i] = _on_year(target, year)
+        if lunar and lunar[i]:
+            days[i] = _lunar_on_year(target, year) or days[i]
     return days
+
+
+def _lunar_on_year(d: date, year: int) -> date | None:
+    """A date of birth in or near ``year`` whose lunar birthday falls on ``d``."""
+    from lunardate import LunarDate
+
+    kept = LunarDate.from_solar_date(d.year, d.month, d.day)
+    for y in (year, year - 1, year + 1, year - 2):
+        try:
+            born = LunarDate(y, kept.month, kept.day, False).to_solar_date()
+        except ValueError:
+            continue
+        back = LunarDate.from_solar_date(born.year, born.month, born.day)
+        if (back.month, back.day, back.is_leap_month) == (kept.month, kept.day, False):
+            return born
+    return None
 
 
 def _years_before(d: date, years: int) -> date:

@@ -5,7 +5,8 @@ DataFrames (``insight.pyramid.pyramid_report``, ``insight.clv``), then
 rendered by skins that hold no report logic: text and markdown tables
 (``insight.render``; the markdown is the Prefect artifact), JSON and CSV
 (``insight.render``) and a standalone HTML page with charts
-(``insight.html``).
+(``insight.html``). ``insight.overdue`` lists the ``contact_due`` segment per
+owner: who should have been contacted and was not.
 
 This is its own folder, not part of the core, because it reads the segments:
 the pyramid report shows the very tiers and RFM scores the ``pyramid`` and

@@ -9,10 +9,11 @@ Contract every segment follows (tests/segments/test_contract.py checks it):
   is allowed; segments raise nothing else for bad input;
 - the select has a ``customer_id`` column plus context columns that templates
   may use (``days_since``, ``tier``...); it is never executed here;
-- ``as_of`` is a calendar date and only purchases on or before it count, so a
-  segment can be replayed for any past date; it must lie within
-  ``careflow.clock.EARLIEST``..``LATEST`` (1900-2200), which keeps every
-  window (at most 3650 days) clear of the ends of Python's calendar;
+- ``as_of`` is a calendar date and only purchases (and, for ``contact_due``,
+  contacts) on or before it count, so a segment can be replayed for any past
+  date; it must lie within ``careflow.clock.EARLIEST``..``LATEST``
+  (1900-2200), which keeps every window (at most 3650 days) clear of the
+  ends of Python's calendar;
 - ``id_range=(lo, hi)`` limits the result to customers with lo <= id <= hi so
   a flow can cut the work into batches;
 - a segment that needs the whole population (the pyramid ranks every buyer)
@@ -42,6 +43,7 @@ from segments._params import SegmentParams, check, describe
 from segments.birthday import BirthdayParams, birthday
 from segments.clv import ClvParams, clv
 from segments.clv import prepare as prepare_clv
+from segments.contact_due import ContactDueParams, contact_due
 from segments.dormant import DormantParams, dormant
 from segments.holiday import HolidayParams, holiday
 from segments.lunar_birthday import LunarBirthdayParams, lunar_birthday
@@ -58,6 +60,7 @@ SEGMENTS: dict[str, Callable[..., Select]] = {
     "clv": clv,
     "holiday": holiday,
     "lunar_birthday": lunar_birthday,
+    "contact_due": contact_due,
 }
 
 PARAMS: dict[str, type[SegmentParams]] = {
@@ -69,6 +72,7 @@ PARAMS: dict[str, type[SegmentParams]] = {
     "clv": ClvParams,
     "holiday": HolidayParams,
     "lunar_birthday": LunarBirthdayParams,
+    "contact_due": ContactDueParams,
 }
 
 PREPARE: dict[str, Callable[..., dict]] = {
@@ -87,6 +91,7 @@ __all__ = [
     "birthday",
     "build",
     "clv",
+    "contact_due",
     "count",
     "describe_params",
     "dormant",

@@ -10,6 +10,18 @@ IN lists, so the query runs the same on SQLite and PostgreSQL.
 Feb 29 birthdays are greeted on Feb 28 in non-leap years (``feb29_on="mar1"``
 moves them to Mar 1). Customers without a usable time zone count in
 ``default_zone``.
+
+Customers who keep their birthday on the Chinese lunar calendar (locale in
+``lunar_locales``, default ``zh``; the rule is segments/_calendar.py) are
+greeted on this year's solar date of their lunar birthday instead, on their
+own local date too (leap months and missing 30th days as ``lunar_birthday``
+handles them), and never on the solar date: one campaign, one greeting a
+year for everyone, whichever calendar. ``lunar_locales: []`` greets everyone
+on the solar date. Customers a ``lunar_birthday`` campaign already greeted
+this year are left out, so running both campaigns greets nobody twice.
+
+Columns: customer_id, birthday, calendar (``solar`` or ``lunar``) and
+local_date ('YYYY-MM-DD', the customer's today).
 """
 
 from __future__ import annotations
@@ -21,12 +33,20 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import Field, field_validator
-from sqlalchemy import Select, and_, case, literal, or_, select
+from sqlalchemy import Select, and_, case, false, literal, not_, or_, select
 
 from careflow.db.models import Customer
 from careflow.db.sqlfunc import month_day
 from careflow.errors import ConfigError
+from segments._calendar import (
+    LUNAR_FIRST,
+    LUNAR_LAST,
+    greeted_by_other_calendar,
+    keeps_lunar,
+    normalise_tag,
+)
 from segments._params import SegmentParams, check
+from segments.lunar_birthday import birth_dates
 
 
 class BirthdayParams(SegmentParams):
@@ -43,6 +63,22 @@ class BirthdayParams(SegmentParams):
         "does not recognise.",
         json_schema_extra={"allowed": "an IANA time zone name such as Europe/London or UTC"},
     )
+
+    lunar_locales: list[str] = Field(
+        ["zh"],
+        description="Customers whose locale starts with one of these keep their birthday on "
+        "the lunar calendar and are greeted on its date; [] greets everyone on the solar date.",
+        json_schema_extra={"allowed": "a list of locale tags such as [zh] or [zh-CN, zh-TW], "
+                           "or []"},
+    )
+
+    @field_validator("lunar_locales")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        cleaned = [normalise_tag(t) for t in tags]
+        if not all(cleaned):
+            raise ValueError("empty locale tag")
+        return list(dict.fromkeys(cleaned))
 
     @field_validator("default_zone")
     @classmethod
@@ -85,13 +121,16 @@ def birthday(
     at: datetime | None = None,
     feb29_on: str = "feb28",
     default_zone: str = "UTC",
+    lunar_locales: list[str] | tuple[str, ...] = ("zh",),
     id_range: tuple[int, int] | None = None,
 ) -> Select:
-    """Customers celebrating their birthday at instant ``at`` (default: noon UTC of as_of).
-
-    Columns: customer_id, birthday, local_date ('YYYY-MM-DD', the customer's today).
-    """
-    p = check("birthday", BirthdayParams, {"feb29_on": feb29_on, "default_zone": default_zone})
+    """Customers celebrating their birthday at instant ``at`` (default: noon UTC of as_of),
+    on the solar or the lunar calendar (see the module's doc)."""
+    p = check("birthday", BirthdayParams, {
+        "feb29_on": feb29_on,
+        "default_zone": default_zone,
+        "lunar_locales": list(lunar_locales) if isinstance(lunar_locales, tuple) else lunar_locales,
+    })
     feb29_on, default_zone = p.feb29_on, p.default_zone
     if at is None:
         at = datetime.combine(as_of, time(12), tzinfo=UTC)
@@ -102,20 +141,29 @@ def birthday(
     known = list(_zones())
     default_date = at.astimezone(ZoneInfo(default_zone)).date()
     md = month_day(Customer.birthday)
+    lunar = keeps_lunar(p.lunar_locales)
     tz_clauses, date_cases = [], []
     for day, zones in local_dates(at, default_zone).items():
         in_zone = Customer.time_zone.in_(zones) if zones else literal(False)
         if day == default_date:
             # customers with no zone, or one we do not recognise, live in default_zone
             in_zone = or_(in_zone, Customer.time_zone.is_(None), Customer.time_zone.not_in(known))
-        tz_clauses.append(and_(in_zone, md.in_(birthday_keys(day, feb29_on))))
+        solar_today = and_(not_(lunar), md.in_(birthday_keys(day, feb29_on)))
+        lunar_dates = birth_dates(day) if LUNAR_FIRST <= day <= LUNAR_LAST else ()
+        lunar_today = and_(lunar, Customer.birthday.in_(lunar_dates)) if lunar_dates else false()
+        tz_clauses.append(and_(in_zone, or_(solar_today, lunar_today)))
         date_cases.append((in_zone, day.isoformat()))
 
     query = select(
         Customer.id.label("customer_id"),
         Customer.birthday,
+        case((lunar, "lunar"), else_="solar").label("calendar"),
         case(*date_cases, else_=default_date.isoformat()).label("local_date"),
-    ).where(Customer.birthday.is_not(None), or_(*tz_clauses))
+    ).where(
+        Customer.birthday.is_not(None),
+        or_(*tz_clauses),
+        not_(greeted_by_other_calendar(as_of, "lunar_birthday")),
+    )
     if id_range is not None:
         query = query.where(Customer.id.between(*id_range))
     return query

@@ -8,8 +8,14 @@ that date and greets the customer on this year's solar date of it, using
 ``lunardate`` (maintained, pure Python, on PyPI; it covers 1900-2099).
 
 Which customers: those whose ``locale`` starts with one of ``locales``
-(default ``zh``: zh, zh-CN, zh-TW, zh-HK...). Run it instead of, not beside,
-the solar ``birthday`` campaign for them, or they are greeted twice a year.
+(default ``zh``: zh, zh-CN, zh-TW, zh_HK...), born where the lunar calendar
+can place the date; the rule lives in segments/_calendar.py. The
+``birthday`` segment greets these same customers on the same date (its
+``lunar_locales`` has the same default), so the shipped birthday campaign
+already greets everyone once a year on their own calendar. This segment is
+for a campaign of its own for them (other words, other channels): it leaves
+out customers whom a ``birthday`` campaign greeted this year, and
+``birthday`` leaves out those it greeted, so nobody is greeted twice.
 
 The two gaps of the lunar calendar, and what happens:
 
@@ -42,13 +48,14 @@ from typing import Annotated
 
 from lunardate import LunarDate
 from pydantic import Field, field_validator
-from sqlalchemy import Boolean, Date, Integer, Select, case, false, func, literal, or_, select
+from sqlalchemy import Boolean, Date, Integer, Select, case, false, literal, not_, select
 
 from careflow.db.models import Customer
 from careflow.errors import ConfigError
+from segments._calendar import LUNAR_FIRST as FIRST
+from segments._calendar import LUNAR_LAST as LAST
+from segments._calendar import greeted_by_other_calendar, keeps_lunar, normalise_tag
 from segments._params import SegmentParams, check
-
-FIRST, LAST = date(1900, 1, 31), date(2099, 12, 31)  # what lunardate covers
 
 
 class LunarBirthdayParams(SegmentParams):
@@ -63,7 +70,7 @@ class LunarBirthdayParams(SegmentParams):
     @field_validator("locales")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
-        cleaned = [str(t).strip() for t in tags]
+        cleaned = [normalise_tag(t) for t in tags]
         if not all(cleaned):
             raise ValueError("empty locale tag")
         return list(dict.fromkeys(cleaned))
@@ -134,10 +141,10 @@ def lunar_birthday(
             f"as-of {as_of.isoformat()} is outside it"
         )
     dates = birth_dates(as_of)
-    locale = func.lower(func.coalesce(Customer.locale, ""))
     where = [
         Customer.birthday.in_(dates) if dates else false(),
-        or_(*[(locale == t.lower()) | locale.like(t.lower() + "-%") for t in p.locales]),
+        keeps_lunar(p.locales),
+        not_(greeted_by_other_calendar(as_of, "birthday")),
     ]
     if id_range is not None:
         where.append(Customer.id.between(*id_range))

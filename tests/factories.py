@@ -70,6 +70,42 @@ def add_orders(
                 )
 
 
+_contact_ids = count(1)
+
+
+def add_contact(
+    engine: Engine,
+    cid: int,
+    at: datetime,
+    state: str = "sent",
+    *,
+    delivery_state: str | None = None,
+    campaign: str = "care",
+) -> None:
+    """A ledger row: ``campaign`` reached (``sent``) or not (any other state) customer ``cid``."""
+    from careflow.db.models import ContactHistory
+
+    at = at.replace(tzinfo=None)
+    n = next(_contact_ids)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ContactHistory.__table__),
+            [
+                {
+                    "campaign": campaign,
+                    "customer_id": cid,
+                    "occasion": f"o{n}",
+                    "channel": "sms",
+                    "state": state,
+                    "created_at": at,
+                    "updated_at": at,
+                    "sent_at": at if state == "sent" else None,
+                    "delivery_state": delivery_state,
+                }
+            ],
+        )
+
+
 def set_product(engine: Engine, sku: str, replenish_days: int | None) -> None:
     from sqlalchemy import update
 

@@ -74,7 +74,7 @@ def test_preview_history_and_report(engine):
         mobile="+8613812345678",
         locale="zh-CN",
         full_name="李娜",
-        birthday=date(1990, 11, 22),
+        birthday=date(1990, 11, 30),  # lunar 10/14: her lunar birthday is 2026-11-22
     )
     runner = CliRunner()
     out = runner.invoke(main, ["preview", "birthday", "--customer", "7", "--as-of", "2026-11-22"])

@@ -21,6 +21,8 @@ from tests.factories import add_customer, set_consent
 AS_OF = date(2026, 6, 1)
 AT = datetime(2026, 6, 1, 12, tzinfo=UTC)
 BDAY = date(1990, 6, 1)
+# zh-CN customers keep the lunar birthday: born on lunar 4/16, greeted on 2026-06-01 too
+LUNAR_BDAY = date(1990, 5, 10)
 
 
 @pytest.fixture
@@ -54,7 +56,8 @@ def people(engine):
     add_customer(engine, 3, mobile=None, email=None, **bday)  # nothing on file
     add_customer(engine, 4, mobile="+447911123452", email=None, country="GB", **bday)
     set_consent(engine, 4, "sms", False)  # opted out of the only channel it could use
-    add_customer(engine, 5, email="five@example.com", locale="zh-CN", full_name="王小明", **bday)
+    add_customer(engine, 5, email="five@example.com", locale="zh-CN", full_name="王小明",
+                 birthday=LUNAR_BDAY)  # fmt: skip
     add_customer(engine, 6, mobile="07911 123456", country="GB", **bday)  # no grade
     add_customer(engine, 7, mobile="+447911123453", birthday=date(1990, 1, 1))  # not today
     return engine
@@ -156,7 +159,8 @@ def test_a_channel_that_raises_fails_its_batch_with_a_reason(people, templates):
 
 
 def test_sms_is_recorded_as_sent_opt_out_line_and_length_limit(people, templates):
-    add_customer(people, 8, mobile="13812345678", locale="zh-CN", full_name="李娜", birthday=BDAY)
+    add_customer(people, 8, mobile="13812345678", locale="zh-CN", full_name="李娜",
+                 birthday=LUNAR_BDAY)  # fmt: skip
     result = run(people, campaign="promo")
     rows = ledger(people)
     # zh-CN marketing SMS carry the opt-out line, in the ledger and the outbox alike

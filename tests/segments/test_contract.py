@@ -18,7 +18,7 @@ from sqlalchemy import Engine, Select, event
 
 import segments
 from careflow.errors import ConfigError
-from tests.factories import add_customer, add_orders, set_product
+from tests.factories import add_contact, add_customer, add_orders, set_product
 
 AS_OF = date(2026, 11, 22)
 AT = datetime.combine(AS_OF, time(12), tzinfo=UTC)
@@ -48,8 +48,12 @@ def shop(engine: Engine) -> Engine:
         locale = "en"
         if cid in (37, 38):  # born on lunar 10/14, kept on 2026-11-22 (lunar_birthday)
             born, locale = (date(1985, 11, 25), "zh-CN") if cid == 37 else (born, "zh")
+        # grades A-G for most (contact_due), none for every fourth
+        grade = None if cid % 4 == 0 else "ABCDEFG"[cid % 7]
         add_customer(engine, cid, birthday=born, time_zone=zones[cid % len(zones)],
-                     country=country, locale=locale)
+                     country=country, locale=locale, grade=grade, owner=f"owner {cid % 3}")
+        if cid % 2:  # contacted 3 to 40 days ago (contact_due)
+            add_contact(engine, cid, AT - timedelta(days=3 + cid))
         if cid <= 5:  # due to reorder: gaps of 20 days, the last purchase 20-39 days ago
             last = 19 + cid * 3
             add_orders(engine, cid, ago(last + 60, last + 40, last + 20, last, last), "25")

@@ -191,7 +191,8 @@ def test_a_suppressed_address_is_skipped_by_the_next_run(served, engine, sendgri
     from flows.campaign import build_route
     from flows.route import process_batch
 
-    bday = {"locale": "zh-CN", "birthday": date(1990, 6, 1), "email": None}  # SMS only
+    # SMS only; zh-CN keeps the lunar birthday: lunar 4/16, kept on 2026-06-01
+    bday = {"locale": "zh-CN", "birthday": date(1990, 5, 10), "email": None}
     add_customer(engine, 1, mobile="+8613812345678", **bday)
     add_customer(engine, 2, mobile="+8613812345679", **bday)
     sent(engine, 1, "winback", "sms", "+8613812345678", "SM1")
