@@ -122,13 +122,15 @@ class AsyncTwilioTransport(AsyncTwilioHttpClient):
             "data": data,
             "headers": headers,
         }
-        self.log_request(kwargs)  # leaves the Authorization header out
+        if self.logger.isEnabledFor(logging.INFO):  # it formats eagerly
+            self.log_request(kwargs)  # leaves the Authorization header out
         try:
             async with self.session.request(**kwargs, allow_redirects=allow_redirects) as answer:
                 response = TwilioResponse(answer.status, await answer.text(), answer.headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise error_for_exception(exc) from exc
-        self.log_response(response.status_code, response)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_response(response.status_code, response)
         _raise_for_retryable(response.status_code, response.text, response.headers)
         return response
 
