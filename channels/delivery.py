@@ -30,6 +30,12 @@ once shares the provider's budget. When the limit does not exist (or Prefect
 is unreachable) the channel falls back, with one warning, to an in-process
 token bucket at the configured rate. A 429's Retry-After pauses the whole
 channel, not only the worker that saw it.
+
+Concurrency. A channel either sends from ``workers`` threads (fax), or, given
+an async ``send_many``, runs the batch on one event loop per process
+(:class:`AsyncDelivery`, SMS and email) with up to ``workers`` requests of
+the batch in flight and rate-limit slots taken without blocking the loop.
+Both apply the same :meth:`Delivery.after_failure`.
 """
 
 from __future__ import annotations
