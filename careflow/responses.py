@@ -184,14 +184,22 @@ def _match(conn, rows: Sequence[_Row]) -> None:
         if r.contact_id is None and r.event.provider_message_id:
             by_pid.setdefault(r.event.provider_message_id, []).append(r)
     pids = list(by_pid)
+    rows_of: dict[str, list] = {}
     for start in range(0, len(pids), 1000):
         for hit in conn.execute(
-            base.add_columns(CH.c.provider_id).where(
+            base.add_columns(CH.c.provider_id, CH.c.recipient).where(
                 CH.c.provider_id.in_(pids[start : start + 1000])
             )
         ):
-            for r in by_pid[hit.provider_id]:
-                r.contact_id, r.customer_id, r.campaign, r.locale = hit[:4]
+            rows_of.setdefault(hit.provider_id, []).append(hit)
+    for pid, hits in rows_of.items():
+        # One SendGrid request may carry several recipients (personalizations): they
+        # share its message id, so the event's recipient picks the row.
+        for r in by_pid[pid]:
+            to = (r.event.recipient or "").casefold()
+            mine = [h for h in hits if (h.recipient or "").casefold() == to]
+            if len(hits) == 1 or len(mine) == 1:
+                r.contact_id, r.customer_id, r.campaign, r.locale = (mine or hits)[0][:4]
     for r in rows:  # the source named the customer (an unsubscribe link)
         if r.contact_id is None and r.event.customer_id is not None:
             r.customer_id = r.event.customer_id

@@ -82,7 +82,13 @@ class TwilioSettings(DeliverySettings):
     sms_optout_zh: str = Field(
         default="回复TD退订", description="Appended to zh-CN marketing SMS; empty disables."
     )
-    sms_concurrency: int = Field(default=8, ge=1, le=64)
+    sms_concurrency: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="Requests in flight at once per batch (async, one event loop); the rate "
+        "limit still decides how many start per second.",
+    )
     sms_rate_per_second: float = Field(default=10.0, gt=0)
     sms_rate_limit_name: str = Field(default="twilio-sms")
 
@@ -97,7 +103,13 @@ class SendGridSettings(DeliverySettings):
     sendgrid_api_base_url: str = Field(
         default="https://api.sendgrid.com", description="EU: https://api.eu.sendgrid.com"
     )
-    email_concurrency: int = Field(default=8, ge=1, le=64)
+    email_concurrency: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="Requests in flight at once per batch (async, one event loop); the rate "
+        "limit still decides how many start per second.",
+    )
     email_rate_per_second: float = Field(default=50.0, gt=0)
     email_rate_limit_name: str = Field(default="sendgrid-email")
     unsubscribe_base_url: str | None = Field(

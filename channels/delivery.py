@@ -30,19 +30,27 @@ once shares the provider's budget. When the limit does not exist (or Prefect
 is unreachable) the channel falls back, with one warning, to an in-process
 token bucket at the configured rate. A 429's Retry-After pauses the whole
 channel, not only the worker that saw it.
+
+Concurrency. A channel either sends from ``workers`` threads (fax), or, given
+an async ``send_many``, runs the batch on one event loop per process
+(:class:`AsyncDelivery`, SMS and email) with up to ``workers`` requests of
+the batch in flight and rate-limit slots taken without blocking the loop.
+Both apply the same :meth:`Delivery.after_failure`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from careflow.errors import (
     AmbiguousError,
@@ -57,6 +65,7 @@ from careflow.settings import DeliverySettings
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
+T = TypeVar("T")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -96,6 +105,19 @@ def error_for_exception(exc: BaseException) -> DeliveryError:
     """
     name = type(exc).__name__
     detail = f"{name}: {exc}"[:300]
+    try:  # aiohttp (the async SMS and email transports)
+        import aiohttp
+
+        # Only a connection that never opened is proof: a reset while writing
+        # may come after the provider read the whole request.
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+            return TransientError("connect_failed", detail)
+        if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+            return AmbiguousError("timeout_unknown", detail)
+        if isinstance(exc, aiohttp.ClientError):
+            return AmbiguousError("connection_lost_unknown", detail)
+    except ImportError:  # pragma: no cover - aiohttp ships with twilio
+        pass
     try:  # requests (twilio SDK)
         import requests
         from urllib3.exceptions import NameResolutionError, NewConnectionError
@@ -170,18 +192,27 @@ class TokenBucket:
         self._tat = clock()  # theoretical arrival time of the next request
         self._paused_until = 0.0
 
-    def acquire(self) -> None:
+    def reserve(self) -> float:
+        """Take the next conforming slot without waiting: seconds until it is due."""
         with self._lock:
             now = self._clock()
             tolerance = (self.burst - 1) * self._interval
             at = max(now, self._tat - tolerance, self._paused_until)
             self._tat = max(self._tat, at) + self._interval
-        if at > now:
-            self._sleep(at - now)
+        return at - now
+
+    def acquire(self) -> None:
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)
+
+    def paused_for(self) -> float:
+        """Seconds left of a Retry-After pause (0 when not paused)."""
+        with self._lock:
+            return max(0.0, self._paused_until - self._clock())
 
     def wait_if_paused(self) -> None:
-        with self._lock:
-            wait = self._paused_until - self._clock()
+        wait = self.paused_for()
         if wait > 0:
             self._sleep(wait)
 
@@ -237,6 +268,18 @@ class PrefectRateLimit:
             except Exception as exc:
                 self._degrade(exc)
         self.local.acquire()
+
+    def reserve(self) -> float | None:
+        """A slot without blocking when one is at hand (seconds until due), else None:
+        the caller then takes the blocking :meth:`acquire` off the event loop."""
+        if not self._use_prefect:
+            return self.local.reserve()
+        with self._lock:
+            fresh = self._clock() - self._fetched_at <= self.CHUNK_TTL
+            if not (self._use_prefect and self._tokens and fresh):
+                return None
+            self._tokens -= 1
+        return self.local.paused_for()
 
     def _take(self) -> None:
         from prefect.concurrency.sync import rate_limit
@@ -315,6 +358,14 @@ class RetryPolicy:
             max_retry_after=settings.delivery_max_retry_after_seconds,
         )
 
+    async def wait(self, seconds: float) -> None:
+        """``sleep`` for the async path: real sleeps do not block the event loop
+        (a test's stand-in for ``sleep`` is called as is)."""
+        if self.sleep is time.sleep:
+            await asyncio.sleep(seconds)
+        else:
+            self.sleep(seconds)
+
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff before attempt ``attempt + 1``."""
         return self.rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
@@ -338,13 +389,11 @@ class Delivery(Generic[P]):
     policy: RetryPolicy
     workers: int = 4
 
-    def one(self, message: Message, abort: _Abort | None = None) -> Outcome:
-        """Deliver one message; never raises. ``abort`` is shared by one batch."""
-        if abort is None:
-            abort = _Abort()
+    def prepared(self, message: Message) -> P | Outcome:
+        """The request payload for ``message``, or the Outcome that settles it unsent."""
         cid = message.contact_id
         try:
-            payload = self.prepare(message)
+            return self.prepare(message)
         except Skip as exc:
             return Outcome.skipped(cid, exc.reason, exc.detail)
         except DeliveryError as exc:
@@ -352,6 +401,53 @@ class Delivery(Generic[P]):
         except Exception as exc:  # a bug or bad data for this one message only
             log.exception("%s: preparing contact %s failed", self.channel, cid)
             return Outcome.failed(cid, "prepare_error", detail=f"{type(exc).__name__}: {exc}")
+
+    def after_failure(
+        self, cids: Sequence[int], exc: BaseException, attempt: int, abort: _Abort
+    ) -> list[Outcome] | float:
+        """What a failed attempt to deliver to ``cids`` means (the one place that decides).
+
+        Either the final Outcomes, one per contact, or the seconds to wait
+        before the next attempt: only a TransientError (the provider proved it
+        did not accept the request) is ever repeated.
+        """
+        if isinstance(exc, TransientError):
+            wait = exc.retry_after
+            if (wait is not None and wait > self.policy.max_retry_after) or (
+                attempt >= self.policy.max_attempts
+            ):
+                return [
+                    Outcome.failed(c, exc.reason, retryable=True, detail=exc.detail) for c in cids
+                ]
+            if wait is not None:
+                self.limiter.pause(wait)  # the provider throttles the account, not a thread
+            else:
+                wait = self.policy.backoff(attempt)
+            log.debug("%s: contacts %s %s, retry in %.2fs", self.channel, cids, exc.reason, wait)
+            return wait
+        if isinstance(exc, PermanentError):
+            if exc.abort_batch:
+                abort.reason, abort.detail = exc.reason, exc.detail
+                abort.set()
+                return [
+                    Outcome.failed(c, exc.reason, retryable=True, detail=exc.detail) for c in cids
+                ]
+            return [Outcome.failed(c, exc.reason, detail=exc.detail) for c in cids]
+        if isinstance(exc, AmbiguousError):
+            return [Outcome.failed(c, exc.reason, detail=exc.detail) for c in cids]
+        # unexpected: may have been sent, so never repeat
+        log.error("%s: sending to contacts %s failed", self.channel, cids, exc_info=exc)
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        return [Outcome.failed(c, "internal_error", detail=detail) for c in cids]
+
+    def one(self, message: Message, abort: _Abort | None = None) -> Outcome:
+        """Deliver one message; never raises. ``abort`` is shared by one batch."""
+        if abort is None:
+            abort = _Abort()
+        cid = message.contact_id
+        payload = self.prepared(message)
+        if isinstance(payload, Outcome):
+            return payload
         attempt = 0
         while True:
             attempt += 1
@@ -360,31 +456,11 @@ class Delivery(Generic[P]):
             self.limiter.acquire()
             try:
                 return Outcome.sent(cid, self.send(payload))
-            except TransientError as exc:
-                wait = exc.retry_after
-                if wait is not None and wait > self.policy.max_retry_after:
-                    return Outcome.failed(cid, exc.reason, retryable=True, detail=exc.detail)
-                if attempt >= self.policy.max_attempts:
-                    return Outcome.failed(cid, exc.reason, retryable=True, detail=exc.detail)
-                if wait is not None:
-                    self.limiter.pause(wait)  # the provider throttles the account, not a thread
-                else:
-                    wait = self.policy.backoff(attempt)
-                log.debug("%s: contact %s %s, retry in %.2fs", self.channel, cid, exc.reason, wait)
-                self.policy.sleep(wait)
-            except PermanentError as exc:
-                if exc.abort_batch:
-                    abort.reason, abort.detail = exc.reason, exc.detail
-                    abort.set()
-                    return Outcome.failed(cid, exc.reason, retryable=True, detail=exc.detail)
-                return Outcome.failed(cid, exc.reason, detail=exc.detail)
-            except AmbiguousError as exc:
-                return Outcome.failed(cid, exc.reason, detail=exc.detail)
-            except Exception as exc:  # unexpected: may have been sent, so never repeat
-                log.exception("%s: sending to contact %s failed", self.channel, cid)
-                return Outcome.failed(
-                    cid, "internal_error", detail=f"{type(exc).__name__}: {exc}"[:300]
-                )
+            except Exception as exc:
+                settled = self.after_failure([cid], exc, attempt, abort)
+                if isinstance(settled, list):
+                    return settled[0]
+                self.policy.sleep(settled)
 
     def batch(self, messages: Sequence[Message]) -> list[Outcome]:
         """One Outcome per message, in input order, sending ``workers`` at a time."""
@@ -402,6 +478,219 @@ class Delivery(Generic[P]):
             counts[o.state.value] = counts.get(o.state.value, 0) + 1
         log.info("%s batch of %d: %s", self.channel, len(messages), counts)
         return outcomes
+
+
+# --- many requests in flight: one event loop per process ------------------------------
+class _HttpLoop:
+    """The event loop every async channel in this process sends on, on a daemon thread.
+
+    Channels are called from worker threads (Prefect runs tasks in threads) and
+    stay synchronous to their callers: ``run`` hands a coroutine to this loop
+    and waits for it. One loop for all batches at once keeps the GIL-bound
+    HTTP work on one thread instead of hundreds.
+    """
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pid: int | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._pid != os.getpid() or cls._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="careflow-http", daemon=True).start()
+                cls._loop, cls._pid = loop, os.getpid()
+            return cls._loop
+
+
+def run_on_http_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the shared HTTP loop and wait for its result.
+
+    If the waiting thread is interrupted, the coroutine is cancelled: no
+    request starts after the caller has gone (those in flight stay in doubt,
+    as the ledger's "sending" rows already say).
+    """
+    loop = _HttpLoop.get()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError("run_on_http_loop called from the HTTP loop itself")
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+def http_session(settings: DeliverySettings, connections: int):
+    """An aiohttp session with careflow's timeouts; call it on the HTTP loop.
+
+    ``sock_connect`` bounds opening a connection (a failure there is proof the
+    request never left), ``sock_read`` waiting for the answer (ambiguous).
+    The pool holds as many connections as requests may be in flight.
+    """
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=settings.delivery_connect_timeout_seconds,
+        sock_read=settings.delivery_read_timeout_seconds,
+    )
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
+async def acquire_async(limiter: RateLimiter) -> None:
+    """Take a rate-limit slot without blocking the loop (blocking limiters go to a thread)."""
+    reserve = getattr(limiter, "reserve", None)
+    wait = reserve() if reserve is not None else None
+    if wait is None:
+        await asyncio.to_thread(limiter.acquire)
+    elif wait > 0:
+        await asyncio.sleep(wait)
+
+
+class MembersRejected(Exception):
+    """A request for several recipients refused because of some of them only.
+
+    The provider accepted nothing, so the others may be sent again at once;
+    ``errors`` maps the position of each refused member to its error.
+    """
+
+    def __init__(self, errors: dict[int, DeliveryError]):
+        super().__init__(f"{len(errors)} member(s) refused")
+        self.errors = errors
+
+
+#: what a grouping function says of a payload: (content it may share, recipient), or None
+GroupKey = tuple[Hashable, Hashable] | None
+
+
+@dataclass
+class AsyncDelivery(Delivery[P]):
+    """Delivery with up to ``workers`` requests in flight on the shared HTTP loop.
+
+    ``send_many(payloads)`` sends one request for one or more payloads and
+    returns a provider id per payload. With ``group_key``, payloads sharing
+    content (and not a recipient) go out together, up to ``max_group`` per
+    request; each member still gets its own Outcome. The retry and
+    exactly-once rules are :meth:`Delivery.after_failure`, as for threads.
+    ``send`` stays the synchronous path (unused by :meth:`batch`).
+    """
+
+    send_many: Callable[[list[P]], Awaitable[list[str | None]]] | None = None
+    group_key: Callable[[P], GroupKey] | None = None
+    max_group: int = 1
+
+    def batch(self, messages: Sequence[Message]) -> list[Outcome]:
+        if not messages:
+            return []
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        ready: list[tuple[int, P]] = []
+        for i, message in enumerate(messages):
+            payload = self.prepared(message)
+            if isinstance(payload, Outcome):
+                outcomes[i] = payload
+            else:
+                ready.append((i, payload))
+        if ready:
+            cids = [m.contact_id for m in messages]
+            run_on_http_loop(self._run(cids, self._units(ready), outcomes))
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(messages), "every message gets one outcome"
+        counts: dict[str, int] = {}
+        for o in done:
+            counts[o.state.value] = counts.get(o.state.value, 0) + 1
+        log.info("%s batch of %d: %s", self.channel, len(messages), counts)
+        return done
+
+    def _units(self, ready: list[tuple[int, P]]) -> list[list[tuple[int, P]]]:
+        """Requests to make: one payload each, or groups that share content."""
+        if self.group_key is None or self.max_group <= 1:
+            return [[item] for item in ready]
+        units: list[list[tuple[int, P]]] = []
+        open_groups: dict[Hashable, tuple[list[tuple[int, P]], set[Hashable]]] = {}
+        for item in ready:
+            key = self.group_key(item[1])
+            if key is None:
+                units.append([item])
+                continue
+            content, recipient = key
+            group = open_groups.get(content)
+            if group is None or recipient in group[1] or len(group[0]) >= self.max_group:
+                group = ([], set())
+                open_groups[content] = group
+                units.append(group[0])
+            group[0].append(item)
+            group[1].add(recipient)
+        return units
+
+    async def _run(
+        self, cids: list[int], units: list[list[tuple[int, P]]], outcomes: list[Outcome | None]
+    ) -> None:
+        abort, gate = _Abort(), asyncio.Semaphore(max(1, self.workers))
+
+        async def one_unit(members: list[tuple[int, P]]) -> None:
+            for i, outcome in await self._unit(cids, members, gate, abort):
+                outcomes[i] = outcome
+
+        await asyncio.gather(*(one_unit(u) for u in units))
+
+    async def _unit(
+        self,
+        cids: list[int],
+        members: list[tuple[int, P]],
+        gate: asyncio.Semaphore,
+        abort: _Abort,
+    ) -> list[tuple[int, Outcome]]:
+        assert self.send_many is not None
+        done: list[tuple[int, Outcome]] = []
+        attempt = 0
+        while members:
+            attempt += 1
+            ids = [cids[i] for i, _ in members]
+            if abort.is_set():
+                done += [
+                    (i, Outcome.failed(cids[i], abort.reason, retryable=True, detail=abort.detail))
+                    for i, _ in members
+                ]
+                break
+            await acquire_async(self.limiter)
+            try:
+                async with gate:
+                    if abort.is_set():  # while this waited for a slot
+                        continue
+                    provider_ids = await self.send_many([p for _, p in members])
+            except MembersRejected as exc:
+                refused = {k: e for k, e in exc.errors.items() if 0 <= k < len(members)}
+                if not refused:  # names nobody: the whole request was refused
+                    refused = dict.fromkeys(
+                        range(len(members)), PermanentError("provider_rejected", str(exc))
+                    )
+                for k, err in refused.items():
+                    i = members[k][0]
+                    done.append((i, Outcome.failed(cids[i], err.reason, detail=err.detail)))
+                members = [m for k, m in enumerate(members) if k not in refused]
+                attempt -= 1  # nothing was accepted: the others' attempt does not count
+                continue
+            except Exception as exc:
+                settled = self.after_failure(ids, exc, attempt, abort)
+                if isinstance(settled, list):
+                    done += list(zip((i for i, _ in members), settled, strict=True))
+                    break
+                await self.policy.wait(settled)
+                continue
+            done += [
+                (i, Outcome.sent(cids[i], pid))
+                for (i, _), pid in zip(members, provider_ids, strict=True)
+            ]
+            break
+        return done
 
 
 class ProviderChannel:
@@ -425,15 +714,26 @@ class ProviderChannel:
         concurrency: int,
         limiter: RateLimiter | None,
         policy: RetryPolicy | None,
+        send_many: Callable[[list[P]], Awaitable[list[str | None]]] | None = None,
+        group_key: Callable[[P], GroupKey] | None = None,
+        max_group: int = 1,
     ) -> None:
-        self.delivery = Delivery(
-            channel=self.name,
-            prepare=prepare,
-            send=send,
-            limiter=limiter or make_rate_limiter(settings, limit_name, rate),
-            policy=policy or RetryPolicy.from_settings(settings),
-            workers=concurrency,
-        )
+        """Deliver with ``concurrency`` worker threads calling ``send``, or, given
+        ``send_many`` (async), with that many requests in flight on the HTTP loop."""
+        common: dict[str, Any] = {
+            "channel": self.name,
+            "prepare": prepare,
+            "send": send,
+            "limiter": limiter or make_rate_limiter(settings, limit_name, rate),
+            "policy": policy or RetryPolicy.from_settings(settings),
+            "workers": concurrency,
+        }
+        if send_many is None:
+            self.delivery = Delivery(**common)
+        else:
+            self.delivery = AsyncDelivery(
+                **common, send_many=send_many, group_key=group_key, max_group=max_group
+            )
 
     def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
         """Send every message; one Outcome each, in order. Never raises per recipient."""

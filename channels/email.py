@@ -17,19 +17,33 @@ footer is appended.
 Headers and custom_args go into the personalization rather than the mail
 body's top level: SendGrid's OpenAPI spec types the top-level
 ``custom_args`` as a string, and per-recipient values belong there anyway.
+
+Transport. The sendgrid SDK has no async client: its helpers build and
+validate each Mail (``build_mail``), and the JSON it produces goes out with
+the SDK client's own headers on a shared aiohttp session, many requests in
+flight on the HTTP loop of channels/delivery.py. Messages whose rendered
+content is identical (everything but the personalization) share one request
+with a personalization each, up to SendGrid's 1,000; every recipient keeps
+its own Outcome and its own ``careflow_key`` in ``custom_args``, and all
+carry the request's ``X-Message-Id``. A 400 that names one personalization
+fails that recipient only; the rest are sent again without it (SendGrid
+accepted nothing). ``post`` is the synchronous path (the email-to-fax gateway).
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import json
 import logging
+import re
 import time
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import aiohttp
 from email_validator import EmailNotValidError, validate_email
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
 from sendgrid import SendGridAPIClient
@@ -55,18 +69,24 @@ from careflow.settings import SendGridSettings
 from careflow.unsubscribe import UnsubscribeTokens
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
+    GroupKey,
+    MembersRejected,
     ProviderChannel,
     RateLimiter,
     RetryPolicy,
     error_for_exception,
     error_for_status,
+    http_session,
     parse_retry_after,
+    run_on_http_loop,
 )
 from channels.email_content import email_content
 from channels.sms import check_url
 
 log = logging.getLogger(__name__)
 
+#: SendGrid's most personalizations in one Mail Send request
+MAX_PERSONALIZATIONS = 1000
 
 
 class _NoSecretsInLogs(logging.Filter):
@@ -142,22 +162,31 @@ class SendGridEmail(ProviderChannel):
         self.sg = client or SendGridAPIClient(key, host=base)
         # python_http_client passes this to urlopen: per socket operation.
         self.sg.client.timeout = settings.delivery_read_timeout_seconds
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        # A handed-in client means a test drives the SDK itself: use threads.
         self._deliver_with(
             settings,
-            prepare=self.build_mail,
+            prepare=self.build_mail if client else self._request_body,
             send=self.post,
             limit_name=settings.email_rate_limit_name,
             rate=settings.email_rate_per_second,
             concurrency=settings.email_concurrency,
             limiter=limiter,
             policy=policy,
+            send_many=None if client else self._send_many,
+            group_key=self._group_key,
+            max_group=MAX_PERSONALIZATIONS,
         )
 
     def __repr__(self) -> str:  # never show credentials
         return f"SendGridEmail(from={self.from_email!r})"
 
     def close(self) -> None:
-        """Nothing to release: python_http_client opens one connection per request."""
+        """Close the aiohttp session (python_http_client opens a connection per request)."""
+        if self._session is not None:
+            run_on_http_loop(self._session.close())
+            self._session = None
 
     def build_mail(
         self,
@@ -210,6 +239,60 @@ class SendGridEmail(ProviderChannel):
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise error_for_exception(exc) from exc
         return response.headers.get("X-Message-Id") if response.headers else None
+
+    # --- the async path: SDK-built JSON on a shared session ---------------------------
+    def _request_body(self, message: Message) -> dict:
+        """The Mail Send JSON the SDK builds for ``message`` (one personalization)."""
+        return self.build_mail(message).get()
+
+    @staticmethod
+    def _group_key(body: dict) -> GroupKey:
+        """Requests may merge when all but the personalization is identical."""
+        shared = {k: v for k, v in body.items() if k != "personalizations"}
+        [person] = body["personalizations"]
+        content = json.dumps(shared, sort_keys=True, ensure_ascii=False)
+        return content, person["to"][0]["email"].lower()
+
+    async def _send_many(self, bodies: list[dict]) -> list[str | None]:
+        """One Mail Send call for ``bodies`` (identical but for the personalization)."""
+        body = bodies[0]
+        if len(bodies) > 1:
+            body = {**body, "personalizations": [b["personalizations"][0] for b in bodies]}
+        if self._session is None:
+            self._session = http_session(self.settings, self.settings.email_concurrency)
+        # The SDK client's headers: its API key, user agent and Accept.
+        headers = {**self.sg.client.request_headers, "Content-Type": "application/json"}
+        try:
+            async with self._session.post(
+                f"{self.sg.host}/v3/mail/send", data=json.dumps(body).encode(), headers=headers
+            ) as answer:
+                status, text = answer.status, await answer.read()
+                answer_headers = dict(answer.headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise error_for_exception(exc) from exc
+        if status >= 400:
+            error = SendGridHTTPError(status, answer.reason, text, answer_headers)
+            if len(bodies) > 1 and status == 400:
+                raise self._members_rejected(error, len(bodies)) from None
+            raise self._error(error) from None
+        return [answer_headers.get("X-Message-Id")] * len(bodies)
+
+    @classmethod
+    def _members_rejected(cls, exc: SendGridHTTPError, members: int) -> Exception:
+        """A 400 naming personalizations: those recipients fail, the others may go again."""
+        body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
+        try:
+            fields = [str(e.get("field") or "") for e in json.loads(body).get("errors", [])]
+        except (ValueError, AttributeError):
+            fields = []
+        refused = {}
+        for name in fields:
+            found = re.match(r"personalizations\.(\d+)\.(\w+)", name)
+            if found and int(found.group(1)) < members:
+                reason = "invalid_contact" if found.group(2) == "to" else "provider_rejected"
+                detail = f"sendgrid HTTP 400 ({name}): {body[:200]}"
+                refused[int(found.group(1))] = PermanentError(reason, detail)
+        return MembersRejected(refused) if refused else cls._error(exc)
 
     @staticmethod
     def _error(exc: SendGridHTTPError) -> Exception:

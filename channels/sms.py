@@ -2,25 +2,33 @@
 
 The text rules (segments, opt-out line, limits) live in channels/sms_text.py.
 
-Transport. The twilio SDK (sync, requests) is used as is; its HTTP client is
-subclassed to send to ``twilio_api_base_url`` (a proxy or a loopback test
-server), to use (connect, read) timeouts, and to turn 429/5xx and transport
-errors into the delivery errors of channels/delivery.py before the SDK sees
-them, because the SDK's exception drops the Retry-After header.
+Transport. Messages go out through the twilio SDK's async support
+(``messages.create_async`` on a client whose HTTP client is the SDK's
+``AsyncTwilioHttpClient``, aiohttp underneath), many in flight on the shared
+HTTP loop of channels/delivery.py; the SDK builds and validates every
+request. Reconciliation (``messages_to``, ``status_of``) uses the SDK's sync
+client. Both HTTP clients are subclassed to send to ``twilio_api_base_url``
+(a proxy or a loopback test server), to use (connect, read) timeouts, and to
+turn 429/5xx and transport errors into the delivery errors of
+channels/delivery.py before the SDK sees them, because the SDK's exception
+drops the Retry-After header.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import phonenumbers
 import requests
 from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
@@ -28,7 +36,7 @@ from twilio.rest import Client
 from careflow.addresses import normalize_phone
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
-from careflow.settings import TwilioSettings
+from careflow.settings import DeliverySettings, TwilioSettings
 from channels.credentials import SecretLoader, require
 from channels.delivery import (
     ProviderChannel,
@@ -36,7 +44,9 @@ from channels.delivery import (
     RetryPolicy,
     error_for_exception,
     error_for_status,
+    http_session,
     parse_retry_after,
+    run_on_http_loop,
 )
 from channels.sms_text import MAX_BODY_CHARS, sms_preview
 
@@ -56,6 +66,80 @@ _TWILIO_REASONS = {
 }
 
 
+def _to_base(base_url: str, url: str) -> str:
+    """``url`` sent to ``base_url`` when it names a Twilio API host.
+
+    Region/edge settings (TWILIO_REGION, TWILIO_EDGE) change the host the SDK
+    builds, so any Twilio API host matches, not only api.twilio.com.
+    """
+    parts = urlsplit(url)
+    if parts.hostname and parts.hostname.endswith(".twilio.com"):
+        return base_url + urlunsplit(("", "", parts.path, parts.query, ""))
+    return url
+
+
+def _raise_for_retryable(status: int, text: str, headers) -> None:
+    if status == 429 or status >= 500:
+        raise error_for_status(
+            status,
+            f"twilio HTTP {status}: {text[:200]}",
+            retry_after=parse_retry_after((headers or {}).get("Retry-After")),
+        )
+
+
+class AsyncTwilioTransport(AsyncTwilioHttpClient):
+    """The SDK's aiohttp client, pointed at ``base_url``, with careflow's timeouts and
+    errors. Its session is opened on the HTTP loop at the first request."""
+
+    def __init__(self, base_url: str, settings: DeliverySettings, pool_size: int):
+        super().__init__(pool_connections=False, logger=logging.getLogger(__name__ + ".http"))
+        self.base_url = base_url.rstrip("/")
+        self._settings, self._pool_size = settings, pool_size
+
+    async def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        """As the SDK's, except: the session's (connect, read) timeouts rather than one
+        total (``timeout`` is ignored), basic auth as a header, and careflow's errors."""
+        if self.session is None:
+            self.session = http_session(self._settings, self._pool_size)
+        headers = dict(headers or {})
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        kwargs = {
+            "method": method.upper(),
+            "url": _to_base(self.base_url, url),
+            "params": params,
+            "data": data,
+            "headers": headers,
+        }
+        if self.logger.isEnabledFor(logging.INFO):  # it formats eagerly
+            self.log_request(kwargs)  # leaves the Authorization header out
+        try:
+            async with self.session.request(**kwargs, allow_redirects=allow_redirects) as answer:
+                response = TwilioResponse(answer.status, await answer.text(), answer.headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise error_for_exception(exc) from exc
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_response(response.status_code, response)
+        _raise_for_retryable(response.status_code, response.text, response.headers)
+        return response
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
 class TwilioTransport(TwilioHttpClient):
     """The SDK's requests-based client, pointed at ``base_url`` and strict about errors."""
 
@@ -72,23 +156,11 @@ class TwilioTransport(TwilioHttpClient):
     def request(  # type: ignore[override]
         self, method: str, url: str, *args: Any, **kwargs: Any
     ) -> TwilioResponse:
-        parts = urlsplit(url)
-        # Region/edge settings (TWILIO_REGION, TWILIO_EDGE) change the host the
-        # SDK builds, so match any Twilio API host, not only api.twilio.com.
-        if parts.hostname and parts.hostname.endswith(".twilio.com"):
-            url = self.base_url + urlunsplit(("", "", parts.path, parts.query, ""))
         try:
-            response = super().request(method, url, *args, **kwargs)
+            response = super().request(method, _to_base(self.base_url, url), *args, **kwargs)
         except requests.RequestException as exc:
             raise error_for_exception(exc) from exc
-        status = response.status_code
-        if status == 429 or status >= 500:
-            headers = response.headers or {}
-            raise error_for_status(
-                status,
-                f"twilio HTTP {status}: {response.text[:200]}",
-                retry_after=parse_retry_after(headers.get("Retry-After")),
-            )
+        _raise_for_retryable(response.status_code, response.text, response.headers)
         return response
 
 
@@ -169,6 +241,17 @@ class TwilioSMS(ProviderChannel):
         )
         self._owned_transport = transport if http_client is None else None
         self.client = Client(sid, token, http_client=transport)
+        # A handed-in (sync) client means a test drives the SDK itself: use threads.
+        self._async_transport = (
+            AsyncTwilioTransport(base or TWILIO_API, settings, settings.sms_concurrency)
+            if http_client is None
+            else None
+        )
+        self.async_client = (
+            Client(sid, token, http_client=self._async_transport)
+            if self._async_transport is not None
+            else None
+        )
         self._deliver_with(
             settings,
             prepare=self._prepare,
@@ -178,6 +261,7 @@ class TwilioSMS(ProviderChannel):
             concurrency=settings.sms_concurrency,
             limiter=limiter,
             policy=policy,
+            send_many=self._send_many if self.async_client is not None else None,
         )
 
     def __repr__(self) -> str:  # never show credentials
@@ -187,6 +271,8 @@ class TwilioSMS(ProviderChannel):
         """Close the pooled connections this channel opened (not a handed-in client)."""
         if self._owned_transport is not None and self._owned_transport.session is not None:
             self._owned_transport.session.close()
+        if self._async_transport is not None and self._async_transport.session is not None:
+            run_on_http_loop(self._async_transport.close())
 
     def _prepare(self, message: Message) -> dict[str, str]:
         try:
@@ -222,14 +308,29 @@ class TwilioSMS(ProviderChannel):
         try:
             created = self.client.messages.create(**params)  # type: ignore[arg-type]
         except TwilioException as exc:
-            status = int(getattr(exc, "status", 0) or 0)
-            code = getattr(exc, "code", None)
-            text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or ""
-            detail = f"twilio HTTP {status} code={code}: {text}"[:300]
-            if not status:  # not an HTTP answer: the SDK failed on its own
-                raise PermanentError("unexpected_response", detail) from exc
-            raise error_for_status(status, detail, reason=_TWILIO_REASONS.get(code or 0)) from exc
+            raise _twilio_error(exc) from exc
         return created.sid
+
+    async def _send_many(self, payloads: list[dict[str, str]]) -> list[str | None]:
+        """One Messages request (SMS are never grouped: one payload)."""
+        assert self.async_client is not None
+        [params] = payloads
+        try:
+            created = await self.async_client.messages.create_async(**params)  # type: ignore[arg-type]
+        except TwilioException as exc:
+            raise _twilio_error(exc) from exc
+        return [created.sid]
+
+
+def _twilio_error(exc: TwilioException) -> Exception:
+    """The delivery error for an error answer the SDK raised (4xx; 429/5xx come earlier)."""
+    status = int(getattr(exc, "status", 0) or 0)
+    code = getattr(exc, "code", None)
+    text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or ""
+    detail = f"twilio HTTP {status} code={code}: {text}"[:300]
+    if not status:  # not an HTTP answer: the SDK failed on its own
+        return PermanentError("unexpected_response", detail)
+    return error_for_status(status, detail, reason=_TWILIO_REASONS.get(code or 0))
 
 
 def _as_dict(message) -> dict:

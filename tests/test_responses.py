@@ -40,6 +40,27 @@ def test_several_events_of_one_message_in_one_batch_all_find_it(engine):
         assert set(conn.execute(select(ContactEvent.contact_id)).scalars()) == {cid}
 
 
+def test_recipients_sharing_one_request_each_get_their_own_events(engine):
+    """Identical mail to several recipients goes out as one SendGrid request, so
+    their ledger rows share its X-Message-Id; an event without careflow's key
+    must still find its own recipient's row, not the last one with that id."""
+    led = ContactLedger(engine)
+    ids = {}
+    for n in (1, 2, 3):
+        add_customer(engine, n, email=f"c{n}@example.com")
+        ids[n] = led.claim("notice", "r", [(n, "2026")]).owned[(n, "2026")]
+    led.mark_sending(list(ids.values()), "email", "r")
+    led.record([Outcome.sent(c, "SHARED1") for c in ids.values()], "r",
+               {c: {"recipient": f"c{n}@example.com"} for n, c in ids.items()})
+    batch = [_event(f"e{n}", EventKind.DELIVERED, provider_message_id="SHARED1",
+                    recipient=f"C{n}@example.com") for n in (1, 2, 3)]
+    result = record_events(engine, batch)
+    assert result.unmatched == 0
+    with engine.connect() as conn:
+        got = dict(conn.execute(select(ContactEvent.event_id, ContactEvent.contact_id)).all())
+    assert got == {f"e{n}": ids[n] for n in (1, 2, 3)}
+
+
 def test_the_demo_hears_back_once(engine):
     """The demo's simulated callbacks go through the live ingestion code, idempotently."""
     from datetime import UTC, date

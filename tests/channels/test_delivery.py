@@ -280,3 +280,53 @@ def test_unexpected_errors_become_outcomes() -> None:
     ]
     assert calls == [2]  # an unexpected failure may have sent: never repeated
     assert not outcomes[2].retryable
+
+
+def test_reserve_takes_slots_without_blocking() -> None:
+    """The async path reserves a slot and awaits the wait; the schedule is acquire's."""
+    t = FakeTime()
+    bucket = TokenBucket(10, burst=2, clock=t.clock, sleep=t.sleep)
+    assert [round(bucket.reserve(), 6) for _ in range(4)] == [0.0, 0.0, 0.1, 0.2]
+    bucket.pause(1.0)
+    assert bucket.reserve() == 1.0 and t.slept == []
+
+
+def test_prefect_rate_limit_reserves_from_its_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect.concurrency.sync as prefect_sync
+
+    taken: list[int] = []
+    monkeypatch.setattr(prefect_sync, "rate_limit", lambda name, occupy, **kw: taken.append(occupy))
+    monkeypatch.setattr(PrefectRateLimit, "_configure", lambda self: 3)
+    t = FakeTime()
+    limiter = PrefectRateLimit("twilio-sms", CountingBucket(), clock=t.clock)
+    assert limiter.reserve() is None  # no slot at hand: the blocking acquire is needed
+    limiter.acquire()  # takes a chunk of 3, uses one
+    assert [limiter.reserve() for _ in range(3)] == [0.0, 0.0, None]
+    assert taken == [3]
+
+
+@pytest.mark.parametrize(
+    "exc, kind, reason",
+    [
+        ("connector", TransientError, "connect_failed"),
+        ("connect_timeout", TransientError, "connect_failed"),
+        ("read_timeout", AmbiguousError, "timeout_unknown"),
+        ("disconnected", AmbiguousError, "connection_lost_unknown"),
+        ("reset_while_writing", AmbiguousError, "connection_lost_unknown"),
+    ],
+)
+def test_aiohttp_errors(exc: str, kind: type, reason: str) -> None:
+    """Only a connection that never opened is retried; the rest may have been accepted."""
+    import aiohttp
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("api.twilio.com", 443, True, True, None, None, None)
+    errors = {
+        "connector": aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused")),
+        "connect_timeout": aiohttp.ConnectionTimeoutError("connect"),
+        "read_timeout": aiohttp.SocketTimeoutError("read"),
+        "disconnected": aiohttp.ServerDisconnectedError(),
+        "reset_while_writing": aiohttp.ClientConnectionResetError("reset"),
+    }
+    error = error_for_exception(errors[exc])
+    assert isinstance(error, kind) and error.reason == reason

@@ -137,13 +137,13 @@ def test_auth_failure_stops_batch(kind: str, make_channel) -> None:
         messages = batch(kind, n)
         for m in messages:
             server.script(m.to, ["http:401"])
-        channel = make_channel(server)
+        channel = make_channel(server, sms_concurrency=4, email_concurrency=4)
         outcomes = channel.send_batch(messages)
         calls = sum(server.attempts.values())
     assert {(o.state, o.reason, o.retryable) for o in outcomes} == {
         (State.FAILED, "auth_failed", True)
     }
-    workers = {"sms": 8, "email": 8, "fax": 2}[kind]
+    workers = {"sms": 4, "email": 4, "fax": 2}[kind]
     assert calls <= workers  # at most the requests already in flight
 
 

@@ -148,25 +148,39 @@ class FaultServer:
             return self._rng.choice(self.faults)
         return "ok"
 
+    def _choose_for(self, recipients: list[str]) -> tuple[str, int]:
+        """One action for a request: the first scripted recipient's, else the draw;
+        and the position of the recipient it concerns."""
+        for position, recipient in enumerate(recipients):
+            if self._scripts.get(recipient):
+                return self._choose(recipient), position
+        return self._choose(recipients[0]), 0
+
     async def _handle(
-        self, request: web.Request, recipient: str, body: dict, success: web.Response, error
+        self, request: web.Request, recipient: str | list[str], body: dict,
+        success: web.Response, error,
     ) -> web.StreamResponse:
-        """Apply the chosen action; ``error(status, code)`` builds the provider's error body."""
+        """Apply the chosen action; ``error(status, code[, position])`` builds the
+        provider's error body. A request may carry several recipients (SendGrid
+        personalizations): each is counted, the action applies to all."""
         if self.require_auth and "Authorization" not in request.headers:
             return error(401, 20003)
         self.in_flight += 1
         try:
-            return await self._act(request, recipient, body, success, error)
+            recipients = [recipient] if isinstance(recipient, str) else recipient
+            return await self._act(request, recipients, body, success, error)
         finally:
             self.in_flight -= 1
 
     async def _act(
-        self, request: web.Request, recipient: str, body: dict, success: web.Response, error
+        self, request: web.Request, recipients: list[str], body: dict,
+        success: web.Response, error,
     ) -> web.StreamResponse:
         while self.holding:
             await asyncio.sleep(0.005)
-        self.attempts[recipient] += 1
-        action = self._choose(recipient)
+        for recipient in recipients:
+            self.attempts[recipient] += 1
+        action, position = self._choose_for(recipients)
         kind, _, arg = action.partition(":")
         self.actions[kind] += 1
         if kind == "reset":
@@ -175,6 +189,8 @@ class FaultServer:
             return success  # never written: the connection is gone
         if kind == "http":
             status, _, code = arg.partition(":")
+            if len(recipients) > 1:
+                return error(int(status), int(code) if code else int(status), position)
             return error(int(status), int(code) if code else int(status))
         if kind == "429":
             response = error(429, 20429)
@@ -182,7 +198,8 @@ class FaultServer:
             return response
         if kind == "slow":
             await asyncio.sleep(float(arg))
-        self.accepted[recipient] += 1
+        for recipient in recipients:
+            self.accepted[recipient] += 1
         self.bodies.append(body)
         if "_sid" in body:
             self.twilio_messages[body["_sid"]] = {
@@ -240,17 +257,17 @@ class FaultServer:
 
     async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
-        recipient = payload["personalizations"][0]["to"][0]["email"]
+        recipients = [p["to"][0]["email"] for p in payload["personalizations"]]
         ok = web.Response(status=202, headers={"X-Message-Id": uuid.uuid4().hex[:22]})
 
-        def error(status: int, code: int) -> web.Response:
-            field = "personalizations.0.to.0.email" if code == 4001 else None
+        def error(status: int, code: int, position: int = 0) -> web.Response:
+            field = f"personalizations.{position}.to.0.email" if code == 4001 else None
             return web.json_response(
                 {"errors": [{"message": f"simulated error {code}", "field": field}]},
                 status=status,
             )
 
-        return await self._handle(request, recipient, payload, ok, error)
+        return await self._handle(request, recipients, payload, ok, error)
 
     async def _sinch(self, request: web.Request) -> web.StreamResponse:
         fields: dict[str, str | int] = {}
@@ -295,10 +312,10 @@ class SlowFaultServer(FaultServer):
         by_key: Counter = Counter()
         for body in list(self.bodies):
             if "personalizations" in body:  # SendGrid
-                person = body["personalizations"][0]
-                key = person["custom_args"]["careflow_key"]
-                by_recipient[key.split(":", 1)[0], person["to"][0]["email"]] += 1
-                by_key[key] += 1
+                for person in body["personalizations"]:
+                    key = person["custom_args"]["careflow_key"]
+                    by_recipient[key.split(":", 1)[0], person["to"][0]["email"]] += 1
+                    by_key[key] += 1
             else:  # Twilio form
                 by_recipient[campaign_of_sender[body["From"]], body["To"]] += 1
         return by_recipient, by_key
