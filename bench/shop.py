@@ -41,6 +41,7 @@ PRODUCTS = [  # sku, name, replenish_days (None: not a consumable)
 ]
 ZONES = [("UTC", "GB", "en"), ("Europe/London", "GB", "en"), ("Asia/Shanghai", "CN", "zh-CN")]
 CHUNK = 100_000
+GRADES = "ABBCCCCDDDEEEFG"  # fewer near the top, as prospects thin out
 
 
 def customers(n: int, seed: int) -> Iterator[tuple]:
@@ -61,6 +62,8 @@ def customers(n: int, seed: int) -> Iterator[tuple]:
             date(1952 + 4 * rnd.randrange(13), 1, 1) + timedelta(days=rnd.randrange(366)),
             country,
             created,
+            GRADES[cid % len(GRADES)],
+            f"owner{cid % 50:02d}",
         )
 
 
@@ -82,8 +85,14 @@ def orders(n_customers: int, n_orders: int, seed: int, as_of: date = AS_OF):
             oid += 1
             amount = rnd.randint(5, 500) * 100
             rows.append(
-                (oid, cid, datetime.combine(day, datetime.min.time()).replace(hour=12), day,
-                 "GBP", amount)
+                (
+                    oid,
+                    cid,
+                    datetime.combine(day, datetime.min.time()).replace(hour=12),
+                    day,
+                    "GBP",
+                    amount,
+                )
             )
             if rnd.random() < 0.2:
                 lid += 1
@@ -97,8 +106,19 @@ def orders(n_customers: int, n_orders: int, seed: int, as_of: date = AS_OF):
 ORDER_COLS = ("id", "customer_id", "ordered_at", "ordered_on", "currency", "amount_minor")
 LINE_COLS = ("id", "order_id", "sku", "quantity", "unit_price_minor", "amount_minor")
 CUSTOMER_COLS = (
-    "id", "external_ref", "full_name", "given_name", "mobile", "email", "locale",
-    "time_zone", "birthday", "country", "created_at",
+    "id",
+    "external_ref",
+    "full_name",
+    "given_name",
+    "mobile",
+    "email",
+    "locale",
+    "time_zone",
+    "birthday",
+    "country",
+    "created_at",
+    "grade",
+    "owner",
 )
 
 
@@ -198,4 +218,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

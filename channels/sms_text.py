@@ -34,6 +34,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,17 @@ def _pack(costs: list[int], single: int, part: int) -> int:
 
 def sms_segments(text: str) -> SegmentInfo:
     """Encoding, length and segment count of ``text`` sent as one SMS."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+    chars = set(text)
+    if chars <= GSM7_ALL:
+        extended = chars & GSM7_EXTENSION
+        units = len(text) + (sum(text.count(c) for c in extended) if extended else 0)
+        if units <= 160:  # at most one segment: no need to pack (most care texts)
+            return SegmentInfo("GSM-7", len(text), units, 1 if units else 0)
         costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
-        return SegmentInfo("GSM-7", len(text), sum(costs), _pack(costs, 160, 153))
+        return SegmentInfo("GSM-7", len(text), units, _pack(costs, 160, 153))
     costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
-    return SegmentInfo("UCS-2", len(text), sum(costs), _pack(costs, 70, 67))
+    units = sum(costs)
+    return SegmentInfo("UCS-2", len(text), units, 1 if units <= 70 else _pack(costs, 70, 67))
 
 
 def _is_zh_cn(locale: str) -> bool:

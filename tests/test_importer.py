@@ -223,8 +223,18 @@ def test_progress_reports_reading_and_writing(engine, tmp_path):
     seen: list[tuple[str, int, int | None]] = []
     import_orders(engine, write(tmp_path, RETAIL), progress=lambda *a: seen.append(a))
     stages = {stage for stage, _, _ in seen}
-    assert stages == {"read", "orders", "lines"}
+    assert stages == {"read", "orders", "lines", "purchase facts"}
     assert ("lines", 5, 5) in seen
+    assert seen[-1][0] == "purchase facts"  # the segments' summaries, brought up to date last
+
+
+def test_an_import_leaves_the_segments_purchase_facts_up_to_date(engine, tmp_path):
+    from careflow import purchase_facts
+
+    report = import_orders(engine, write(tmp_path, RETAIL))
+    assert report.facts_refreshed == report.customers_created > 0
+    assert purchase_facts.pending(engine) == 0
+    assert "purchase facts" in report.summary()
 
 
 @pytest.mark.parametrize(

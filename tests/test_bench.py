@@ -1,0 +1,67 @@
+"""The benchmarks' seconds-long versions, so they never rot (bench/README.md).
+
+Figures are not checked here (timings belong in bench/, never in tests);
+what the benchmarks claim about behaviour is: every selected customer has
+one outcome, a re-run sends nothing, the shop is the same for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bench.shop import generate
+from careflow import db
+from careflow.db.models import Customer, Order
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.prefect
+def test_scale_benchmark_runs_end_to_end_and_its_rerun_sends_nothing(tmp_path):
+    out = tmp_path / "scale.json"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    (tmp_path / "prefect").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    run = r["run"]
+    assert run["selected"] > 0 and run["sent"] > 0
+    settled = run["sent"] + run["held_out"] + sum(run["skipped"].values())
+    settled += sum(run["deferred"].values())
+    assert settled == run["selected"] == run["ledger_rows"]  # one outcome each
+    assert r["rerun"]["sent"] == 0
+    assert r["naive"]["customers"] > 0
+    assert "| re-run of the same occasion |" in done.stdout
+
+
+def test_the_shop_is_the_same_for_a_seed(tmp_path):
+    counts = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        db.upgrade(url)
+        generate(url, 300, 1_500, seed=3, quiet=True)
+        with db.engine_for(url).connect() as conn:
+            counts.append(
+                conn.execute(
+                    select(
+                        func.count(Order.id),
+                        func.sum(Order.amount_minor),
+                        select(func.count()).select_from(Customer).scalar_subquery(),
+                    )
+                ).one()
+            )
+    assert counts[0] == counts[1] and counts[0][0] > 300
