@@ -142,7 +142,7 @@ def birthday(
     default_date = at.astimezone(ZoneInfo(default_zone)).date()
     md = month_day(Customer.birthday)
     lunar = keeps_lunar(p.lunar_locales)
-    tz_clauses, date_cases = [], []
+    tz_clauses, date_cases, maybe = [], [], []
     for day, zones in local_dates(at, default_zone).items():
         in_zone = Customer.time_zone.in_(zones) if zones else literal(False)
         if day == default_date:
@@ -152,6 +152,8 @@ def birthday(
         lunar_dates = birth_dates(day) if LUNAR_FIRST <= day <= LUNAR_LAST else ()
         lunar_today = and_(lunar, Customer.birthday.in_(lunar_dates)) if lunar_dates else false()
         tz_clauses.append(and_(in_zone, or_(solar_today, lunar_today)))
+        maybe += [md.in_(birthday_keys(day, feb29_on))]
+        maybe += [Customer.birthday.in_(lunar_dates)] if lunar_dates else []
         date_cases.append((in_zone, day.isoformat()))
 
     query = select(
@@ -161,6 +163,9 @@ def birthday(
         case(*date_cases, else_=default_date.isoformat()).label("local_date"),
     ).where(
         Customer.birthday.is_not(None),
+        # first the one cheap test that rules out all but a few in a thousand, so the
+        # zone, calendar and earlier-greeting tests run only for those
+        or_(*maybe),
         or_(*tz_clauses),
         not_(greeted_by_other_calendar(as_of, "lunar_birthday")),
     )
