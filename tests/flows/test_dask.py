@@ -12,7 +12,7 @@ A batch outside the flow's process learns of a stop from the run's row.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -142,3 +142,20 @@ def test_batch_task_arguments_survive_pickling():
     settings = load_settings(twilio_auth_token="secret-token", dask_workers=3)
     copy = pickle.loads(pickle.dumps(settings))
     assert copy == settings and copy.twilio_auth_token.get_secret_value() == "secret-token"
+
+
+@pytest.mark.parametrize("runner", ["threads", "dask"])
+def test_a_dry_run_counts_a_shared_address_once_on_any_runner(prefect_api, engine, monkeypatch, runner):
+    """A dry run remembers the addresses it would take in memory across its batches, so
+    on Dask its batches stay on threads of the flow's process (flows/runners.py)."""
+    from flows.campaign import campaign_flow
+    from tests.factories import add_customer, add_orders
+
+    for cid in (1, 2, 3):  # one family phone, three dormant customers, three batches
+        add_customer(engine, cid, mobile="+447911123456", email=None, country="GB")
+        add_orders(engine, cid, [AS_OF - timedelta(days=400)])
+    monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "1")
+    monkeypatch.setenv("CAREFLOW_TASK_RUNNER", runner)
+    result = campaign_flow(campaign="winback", as_of=AS_OF, channel="sms", dry_run=True)
+    assert result["selected"] == 3
+    assert result["would_send"] == {"sms": 1} and result["skipped"] == {"shared_address": 2}
