@@ -22,6 +22,7 @@ docs/production.md describes the topology.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -44,6 +45,10 @@ def batch_task_runner(settings: Settings) -> TaskRunner:
 
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
+    # The LocalCluster's scheduler and nannies live in the flow's process: their INFO
+    # lines (a traceback among them when a worker's connection closes at shutdown)
+    # would fill the run's log. Warnings and errors still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": settings.dask_workers,
