@@ -44,10 +44,33 @@ def finish_run(engine: Engine, run_id: str, summary: dict) -> None:
         )
 
 
+def request_stop(engine: Engine, run_id: str, why: str) -> None:
+    """Record on an unfinished run that it is stopping (``why``: stopped, failed: ...).
+
+    Batches in other processes (a Dask cluster) look here between chunks
+    (flows/campaign.py, ``RunStopFlag``); ``finish_run`` replaces the mark
+    with the run's summary once it has settled what its batches held.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.finished_at.is_(None))
+            .values(summary={"stopping": why})
+        )
+
+
+def stop_requested(engine: Engine, run_id: str) -> bool:
+    """Whether the run was asked to stop, or has already finished stopped or failed."""
+    with engine.connect() as conn:
+        summary = conn.execute(select(Run.summary).where(Run.id == run_id)).scalar()
+    return bool(summary) and ("stopping" in summary or "stopped" in summary)
+
+
 def run_status(row) -> str:
-    """completed, stopped, failed: <why>, or running (or died without a word: SIGKILL)."""
+    """completed, stopped, failed: <why>, stopping, or running (or died without a word:
+    SIGKILL)."""
     if row.finished_at is None:
-        return "running or died"
+        return "stopping" if "stopping" in (row.summary or {}) else "running or died"
     stopped = (row.summary or {}).get("stopped")
     return stopped or "completed"
 

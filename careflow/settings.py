@@ -239,6 +239,24 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
     batch_size: int = Field(
         default=1000, ge=1, le=50_000, description="Customers per Prefect task."
     )
+    # --- where batch tasks run (flows/runners.py, docs/production.md) -------
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads",
+        description="threads: a flow run's batches run on threads of its own process "
+        "(PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS of them); dask: on a Dask cluster "
+        "through prefect-dask (CAREFLOW_DASK_ADDRESS).",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of a running Dask cluster (tcp://host:8786). Empty: each flow "
+        "run starts a LocalCluster of CAREFLOW_DASK_WORKERS processes and stops it at the end.",
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, le=256, description="Worker processes of the LocalCluster."
+    )
+    dask_threads_per_worker: int = Field(
+        default=2, ge=1, le=64, description="Batches each LocalCluster worker runs at once."
+    )
     feb29_birthdays_on: str = Field(
         default="feb28", description="Where Feb 29 birthdays fall in non-leap years: feb28 or mar1."
     )

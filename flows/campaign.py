@@ -14,13 +14,20 @@ never sent go back for the next run (``skipped: run_stopped``), messages
 handed to a channel become ``failed: interrupted`` (never resent
 automatically). The run is recorded as stopped and Prefect gives the flow
 run its final state.
+
+Batches on a Dask cluster (CAREFLOW_TASK_RUNNER=dask, flows/runners.py) run
+in other processes and cannot see the flow's stop event: the run first marks
+its row as stopping (``careflow.report.request_stop``) and those batches read
+the mark between messages, at most once a second (``RunStopFlag``), so they
+stop within about a second of the request instead of at once.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -36,7 +43,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy import func, select
 
 import channels  # registers the built-in channels
@@ -49,12 +55,19 @@ from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.policy.config import resolve as resolve_policy
 from careflow.progress import report as report_progress
 from careflow.rendering import Renderer
-from careflow.report import finish_run, start_run, summary_markdown
+from careflow.report import (
+    finish_run,
+    request_stop,
+    start_run,
+    stop_requested,
+    summary_markdown,
+)
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
 from careflow.uplift import baseline_of, compare, load_units, split_summary
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
+from flows.runners import BatchTaskRunner, batch_submitter
 
 #: what the UI's run form offers for ``channel``: every registered channel
 ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
@@ -62,8 +75,28 @@ ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
 #: how long a stopping run waits for its batches to put down what they hold
 STOP_GRACE_SECONDS = 30
 
+#: how often a batch outside the flow's process reads its run's row for a stop request
+STOP_POLL_SECONDS = 1.0
+
 # Stop requests by run id; batch tasks in this process look theirs up.
 _STOPS: dict[str, threading.Event] = {}
+
+
+class RunStopFlag:
+    """A stop request as the run's row records it, for a batch running outside the
+    flow's process (a Dask worker) where ``_STOPS`` is empty: ``is_set`` reads the row
+    at most every ``every`` seconds (module docs)."""
+
+    def __init__(self, engine, run_id: str, every: float = STOP_POLL_SECONDS):
+        self.engine, self.run_id, self.every = engine, run_id, every
+        self._set = False
+        self._next_read = 0.0
+
+    def is_set(self) -> bool:
+        if not self._set and time.monotonic() >= self._next_read:
+            self._set = stop_requested(self.engine, self.run_id)
+            self._next_read = time.monotonic() + self.every
+        return self._set
 
 
 def plan_batches(
@@ -104,7 +137,7 @@ def build_route(
     channel: str | None,
     dry_run: bool,
     params: dict | None = None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | RunStopFlag | None = None,
     now: datetime | None = None,
     deferred_only: bool = False,
 ) -> Route:
@@ -146,14 +179,7 @@ def build_route(
     )
 
 
-@task(
-    name="process-batch",
-    task_run_name="{campaign}[{lo}-{hi}]",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    cache_policy=NO_CACHE,
-)
-def process_batch_task(
+def run_batch(
     campaign: str,
     run_id: str,
     as_of: date,
@@ -167,8 +193,10 @@ def process_batch_task(
     now: datetime | None = None,
     deferred_only: bool = False,
 ) -> dict:
+    """One batch of a run: the whole route for the selected customers in ``lo``..``hi``."""
     spec = load_campaign(campaign, settings.templates_dir)
-    stop = _STOPS.get(run_id)
+    # the flow's own event when it runs in this process, else the run's row (Dask)
+    stop = _STOPS.get(run_id) or RunStopFlag(db.engine_for(settings.effective_database_url), run_id)
     route = build_route(
         settings, spec, run_id, as_of, at, channel, dry_run, params, stop, now, deferred_only
     )
@@ -178,6 +206,18 @@ def process_batch_task(
         # A stop is not a failure: no retry (it would only claim rows again) and no
         # traceback per batch. The flow settles what this batch held.
         return BatchResult().as_dict()
+
+
+# Not a decorator: a Dask worker process gets the function by its importable name
+# (run_batch). Under the task's name it would be shipped by value with the globals
+# it reads, the flow process's _STOPS (and its locks) among them.
+process_batch_task = task(
+    name="process-batch",
+    task_run_name="{campaign}[{lo}-{hi}]",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_policy=NO_CACHE,
+)(run_batch)
 
 
 def run_name() -> str:
@@ -332,13 +372,16 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     total = BatchResult()
     stop = _STOPS[run_id] = threading.Event()
     futures = []
+    stack = ExitStack()  # a dry run's own thread pool, if it needs one (flows/runners.py)
+    submit = batch_submitter(stack, b.dry_run)
     labels = [f"campaign:{spec.name}", f"delivery:{b.settings.delivery}"]
     labels += [f"channel:{name}" for name in ([b.channel] if b.channel else spec.channels)]
     labels += ["deferred"] if b.deferred_only else []
     try:
         with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
             futures = [
-                process_batch_task.submit(
+                submit(
+                    process_batch_task,
                     spec.name,
                     run_id,
                     b.as_of,
@@ -374,11 +417,14 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
                 )
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
         stop.set()
+        stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
+        why = "stopped" if stopped else f"failed: {type(exc).__name__}"
+        # batches in other processes (Dask) see the stop on the run's row
+        with suppress(KeyboardInterrupt, TerminationSignal):
+            request_stop(engine, run_id, why)
         # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
         with suppress(KeyboardInterrupt, TerminationSignal):
             wait(futures, timeout=STOP_GRACE_SECONDS)
-        stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
-        why = "stopped" if stopped else f"failed: {type(exc).__name__}"
         ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
         released, interrupted = ledger.release(run_id, "run_stopped" if stopped else "run_failed")
         logger.error(
@@ -394,6 +440,7 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     finally:
         _STOPS.pop(run_id, None)
         DryRunLedger.forget(run_id)
+        stack.close()
     summary.update(total.as_dict())
     if not b.deferred_only:
         summary["split"], summary["uplift"] = holdout_sections(engine, b, total)
@@ -436,9 +483,8 @@ def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | Non
     return split, found
 
 
-# Batches run on a thread pool sized by PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS;
-# on a Prefect worker with Dask, swap in prefect-dask's DaskTaskRunner here.
-@flow(name="campaign", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+# Batches run on threads or a Dask cluster, as CAREFLOW_TASK_RUNNER says (flows/runners.py).
+@flow(name="campaign", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def campaign_flow(
     campaign: str,
     as_of: date | datetime | None = None,
@@ -448,4 +494,3 @@ def campaign_flow(
 ) -> dict:
     """Run any campaign in templates/ by name."""
     return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)
-

@@ -20,14 +20,14 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.campaign import ChannelChoice, run_campaign, run_name
+from flows.runners import BatchTaskRunner
 
 AsOf = date | datetime | None
 
 
-@flow(name="birthday", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+@flow(name="birthday", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def birthday(
     as_of: AsOf = None,
     channel: ChannelChoice | None = None,
@@ -41,7 +41,7 @@ def birthday(
 @flow(
     name="reorder-reminder",
     flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(),
+    task_runner=BatchTaskRunner(),
 )
 def reorder_reminder(
     as_of: AsOf = None,
@@ -53,7 +53,7 @@ def reorder_reminder(
     return run_campaign("reorder_reminder", as_of, channel, dry_run, allow_past=allow_past)
 
 
-@flow(name="winback", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+@flow(name="winback", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def winback(
     as_of: AsOf = None,
     channel: ChannelChoice | None = None,
@@ -64,7 +64,7 @@ def winback(
     return run_campaign("winback", as_of, channel, dry_run, allow_past=allow_past)
 
 
-@flow(name="vip-care", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+@flow(name="vip-care", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def vip_care(
     as_of: AsOf = None,
     channel: ChannelChoice | None = None,

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import segments
 from careflow import db
@@ -27,6 +26,7 @@ from careflow.ledger import ContactLedger
 from careflow.report import start_run
 from careflow.settings import Settings, load_settings
 from flows.campaign import Batches, ChannelChoice, check_campaign, run_batches, run_name
+from flows.runners import BatchTaskRunner
 
 
 def send_deferred(
@@ -96,7 +96,7 @@ def send_deferred(
     return summaries
 
 
-@flow(name="deferred-messages", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner())
+@flow(name="deferred-messages", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def deferred_flow(
     as_of: date | datetime | None = None,
     channel: ChannelChoice | None = None,

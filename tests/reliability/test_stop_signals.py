@@ -151,3 +151,41 @@ def test_a_stopped_run_settles_its_rows_and_a_rerun_finishes_exactly_once(
     print(f"\n[{shop.dialect.name} {'+'.join(s.name for s in signals)}] exit {returncode}; "
           f"stopped run's rows {dict(held)}; after the re-run {dict(states)}; "
           f"in doubt accepted {sum(accepted_first[kit.cn_mobile(c)] for c, v in stopped.items() if v[0] == State.FAILED)}")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_run_on_dask_stops_on_sigterm_and_settles_its_rows(shop, db_url, tmp_path, prefect_api_url):
+    """Batches in Dask worker processes cannot see the flow's stop event: they read the
+    stop from the run's row (flows/campaign.py, RunStopFlag) and put down what they hold."""
+    with SlowFaultServer(delay=0.4) as server:
+        env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=4)
+        env |= {
+            "CAREFLOW_TASK_RUNNER": "dask",
+            "CAREFLOW_DASK_WORKERS": "2",
+            "CAREFLOW_DASK_THREADS_PER_WORKER": "1",
+        }
+        log = tmp_path / "dask.log"
+        proc = careflow_run(env, log)
+        try:
+            wait_for(lambda: len(server.bodies) >= 6, proc, log, "messages went out")
+            proc.send_signal(signal.SIGTERM)
+            returncode = proc.wait(HANG_GUARD)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        server.wait_idle()
+    output = log.read_text()
+    assert returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-5000:]
+    with shop.connect() as conn:
+        (run,) = conn.execute(select(Run.id, Run.summary, Run.finished_at)).all()
+    assert run.finished_at is not None and run.summary["stopped"] == "stopped", run.summary
+    stopped = ledger(shop)
+    held = Counter(f"{state}:{reason}" for state, reason, _ in stopped.values())
+    assert set(held) <= {"sent:None", "skipped:run_stopped", "failed:interrupted"}, held
+    assert held["skipped:run_stopped"] > 0, held  # it stopped with work left to do
+    for cid, (state, _reason, _) in stopped.items():
+        n = server.accepted[kit.cn_mobile(cid)]
+        assert n == {"sent": 1, "skipped": 0}.get(state, n if n <= 1 else -1), (cid, state, n)
+    assert max(server.accepted.values()) == 1

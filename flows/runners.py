@@ -1,0 +1,98 @@
+"""Where a flow run's batch tasks run: threads of the flow's own process, or a Dask cluster.
+
+Every flow that runs batches (flows/campaign.py, flows/care.py,
+flows/deferred.py) names :class:`BatchTaskRunner`. Prefect copies a flow's
+task runner when a run starts (``duplicate``), and that copy is chosen here
+from the settings of the process running the flow, so the environment a
+Prefect worker hands its runs decides, not the one a module was imported in:
+
+- ``CAREFLOW_TASK_RUNNER=threads`` (the default): Prefect's thread pool;
+- ``CAREFLOW_TASK_RUNNER=dask``: prefect-dask's ``DaskTaskRunner``, on the
+  cluster at ``CAREFLOW_DASK_ADDRESS``, or without one on a LocalCluster of
+  ``CAREFLOW_DASK_WORKERS`` processes started for the run and stopped after it.
+
+On Dask a batch runs in another process, perhaps on another machine: it gets
+only its (picklable) arguments and finds everything else in the database.
+Two things the thread runner keeps in the flow's process are handled apart:
+a stop request reaches such batches through the run's row (flows/campaign.py,
+``RunStopFlag``), and a dry run, which remembers the addresses it would take
+in memory across batches, runs its batches on threads of the flow's process.
+docs/production.md describes the topology.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import Task
+from prefect.utilities.callables import get_call_parameters
+
+from careflow.errors import ConfigError
+from careflow.settings import Settings, load_settings
+
+
+def batch_task_runner(settings: Settings) -> TaskRunner:
+    """The task runner ``settings`` ask for (not started)."""
+    if settings.task_runner == "threads":
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner  # dask takes a while to import: only when used
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    # The LocalCluster's scheduler and nannies live in the flow's process: their INFO
+    # lines (a traceback among them when a worker's connection closes at shutdown)
+    # would fill the run's log. Warnings and errors still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "threads_per_worker": settings.dask_threads_per_worker,
+            "processes": True,
+            # one cluster per flow run: its dashboard on a free loopback port (logged), so
+            # runs side by side never fight over 8787
+            "dashboard_address": "127.0.0.1:0",
+        }
+    )
+
+
+class BatchTaskRunner(ThreadPoolTaskRunner):
+    """The task runner of every flow that runs batches: threads or Dask, as the settings
+    of the process running the flow say when a run starts (module docs)."""
+
+    def duplicate(self) -> TaskRunner:  # type: ignore[override]
+        try:
+            settings = load_settings()
+        except ConfigError:
+            # the run itself reports the bad variable in one line, before selecting anyone
+            return ThreadPoolTaskRunner()
+        return batch_task_runner(settings)
+
+
+def batch_submitter(stack: ExitStack, dry_run: bool) -> Callable[..., PrefectFuture]:
+    """``submit(task, *args)`` for one run's batch tasks.
+
+    Normally the flow run's own task runner. A dry run on any other runner than
+    threads gets a thread pool in this process (entered on ``stack``): its
+    batches share what it remembers in memory (``DryRunLedger``), so that
+    customers sharing an address across batches are counted as a real run would.
+    """
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not dry_run or runner is None or isinstance(runner, ThreadPoolTaskRunner):
+
+        def submit(task: Task, *args: Any) -> PrefectFuture:
+            return task.submit(*args)
+
+        return submit
+    local = stack.enter_context(ThreadPoolTaskRunner())
+
+    def submit_here(task: Task, *args: Any) -> PrefectFuture:
+        return local.submit(task, get_call_parameters(task.fn, args, {}))
+
+    return submit_here
