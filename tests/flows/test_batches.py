@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime
+
+import pytest
 
 from careflow.campaigns import load_campaign
 from careflow.settings import load_settings
@@ -27,3 +30,35 @@ def test_no_selected_customer_means_no_batch(engine):
     add_customer(engine, 1, birthday=date(1990, 1, 1))
     spec = load_campaign("birthday", load_settings().templates_dir)
     assert plan_batches(engine, spec, AS_OF, AT, spec.parameters, batch_size=1000) == []
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect")
+def test_a_run_keeps_few_batches_in_flight_whatever_its_size(prefect_api, engine, monkeypatch):
+    """A run submitted all its batches to an unbounded thread pool: at a million customers
+    331 batches held database connections at once and exhausted the pool (batches failed
+    with QueuePool TimeoutError). CAREFLOW_BATCH_CONCURRENCY bounds them."""
+    import flows.campaign
+    from flows.care import birthday
+
+    for cid in range(1, 41):
+        add_customer(engine, cid, birthday=date(1990, 6, 1))
+    monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "1")
+    monkeypatch.setenv("CAREFLOW_BATCH_CONCURRENCY", "2")
+    lock, now, most = threading.Lock(), [0], [0]
+    real = flows.campaign.process_batch
+
+    def counted(route, id_range):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        try:
+            return real(route, id_range)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(flows.campaign, "process_batch", counted)
+    summary = birthday(as_of=AS_OF, allow_past=True)
+    assert summary["sent"] == 40
+    assert 1 <= most[0] <= 2
