@@ -269,9 +269,6 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
     dask_threads_per_worker: int = Field(
         default=2, ge=1, le=64, description="Batches each LocalCluster worker runs at once."
     )
-    feb29_birthdays_on: str = Field(
-        default="feb28", description="Where Feb 29 birthdays fall in non-leap years: feb28 or mar1."
-    )
 
     # ======================================================================
     # --- contact policy (docs/policy.md); campaign.yaml `policy:` overrides ---
@@ -369,13 +366,6 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
-
-    @field_validator("feb29_birthdays_on")
-    @classmethod
-    def _feb29(cls, value: str) -> str:
-        if value not in {"feb28", "mar1"}:
-            raise ValueError("must be 'feb28' or 'mar1'")
         return value
 
     @property

@@ -19,6 +19,7 @@ CAREFLOW_HOME that a local ``careflow serve`` also uses.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ class OutboxChannel:
         self.tokens, self.unsubscribe_base = tokens, unsubscribe_base
         self.fax_font_path = fax_font_path
         self._font = None
+        self._made: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutboxChannel:
@@ -73,11 +75,11 @@ class OutboxChannel:
     def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
         outcomes = []
         for msg in messages:
-            rel = Path(
-                _UNSAFE.sub("_", msg.campaign),
-                _UNSAFE.sub("_", msg.channel),
-                f"{msg.customer_id}-{_UNSAFE.sub('_', msg.occasion)}."
-                f"{EXTENSIONS.get(msg.channel, 'txt')}",
+            # plain strings, not pathlib: a third of the cost of a message here
+            folder = f"{_UNSAFE.sub('_', msg.campaign)}/{_UNSAFE.sub('_', msg.channel)}"
+            rel = (
+                f"{folder}/{msg.customer_id}-{_UNSAFE.sub('_', msg.occasion)}."
+                f"{EXTENSIONS.get(msg.channel, 'txt')}"
             )
             try:
                 data = self._content(msg)
@@ -85,18 +87,27 @@ class OutboxChannel:
                 outcomes.append(Outcome.failed(msg.contact_id, "fax_font_missing", detail=str(exc)))
                 continue
             try:
-                path = self.folder / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+                self._write(folder, rel, data)
             except OSError as exc:
                 outcomes.append(
                     Outcome.failed(msg.contact_id, "outbox_write_error", detail=str(exc))
                 )
             else:
-                outcomes.append(
-                    Outcome.sent(msg.contact_id, provider_id=f"outbox:{rel.as_posix()}")
-                )
+                outcomes.append(Outcome.sent(msg.contact_id, provider_id=f"outbox:{rel}"))
         return outcomes
+
+    def _write(self, folder: str, rel: str, data: bytes) -> None:
+        path = os.path.join(self.folder, rel)
+        if folder not in self._made:  # one mkdir per folder, not per message
+            (self.folder / folder).mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        try:
+            with open(path, "wb") as out:
+                out.write(data)
+        except FileNotFoundError:  # the folder went away during the run: make it again
+            (self.folder / folder).mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as out:
+                out.write(data)
 
     def _content(self, msg: Message) -> bytes:
         if msg.channel == "email":

@@ -53,3 +53,18 @@ def test_fax_is_the_pdf(tmp_path, monkeypatch):
     [outcome] = outbox.send_batch([make_message(3, "fax", "+862112345678")])
     path = tmp_path / "home" / "outbox" / outcome.provider_id.removeprefix("outbox:")
     assert path.suffix == ".pdf" and path.read_bytes().startswith(b"%PDF")
+
+
+def test_a_folder_removed_during_a_run_is_made_again(tmp_path):
+    """The outbox makes each folder once per channel, not once per message; a folder a
+    person clears away mid-run must not turn the rest of the run into write errors."""
+    import shutil
+
+    outbox = OutboxChannel(tmp_path / "outbox")
+    first = outbox.send_batch([make_message(1, "sms", "+8613800000001")])
+    shutil.rmtree(tmp_path / "outbox")
+    second = outbox.send_batch([make_message(2, "sms", "+8613800000002")])
+    for [outcome] in (first, second):
+        assert outcome.state == "sent"
+    path = tmp_path / "outbox" / second[0].provider_id.removeprefix("outbox:")
+    assert path.read_text(encoding="utf-8").startswith("To: +8613800000002")
