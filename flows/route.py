@@ -219,7 +219,9 @@ def select_candidates(route: Route, id_range: tuple[int, int]) -> list[Candidate
     """Step 1: the segment's customers in ``id_range``, each with its row as data."""
     query = segment_select(route.spec, route.as_of, route.at, id_range, route.params)
     with route.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
+        result = conn.execute(query)
+        names = list(result.keys())  # once, not a mapping object per row
+        rows = [dict(zip(names, r, strict=True)) for r in result]
     out = []
     for r in rows:
         row, problem = _typed(r)
