@@ -446,11 +446,14 @@ def _birthdays(
     # Leap-day birthdays are rare (1 in 1461) but the campaign must handle
     # them, so make sure small demos have some; and plant the days around
     # as_of so the birthday campaign always has someone to greet.
+    # Three per day: one planted customer may live where it is already tomorrow at the
+    # run's instant, or keep the lunar calendar (greeted on another day).
     leap_years = [y for y in range(oldest.year + 1, youngest.year) if y % 4 == 0 and y % 100]
-    planted = rng.sample(known, min(len(known), max(2, n // 1000) + 11))
-    for i in planted[:-11]:
+    around = [offset for offset in range(-3, 8) for _ in range(3)]
+    planted = rng.sample(known, min(len(known), max(2, n // 1000) + len(around)))
+    for i in planted[: -len(around)]:
         days[i] = date(rng.choice(leap_years), 2, 29)
-    for offset, i in zip(range(-3, 8), planted[-11:], strict=False):
+    for offset, i in zip(around, planted[-len(around) :], strict=False):
         target = as_of + timedelta(days=offset)
         year = rng.randint(oldest.year + 1, youngest.year - 1)
         days[i] = _on_year(target, year)
