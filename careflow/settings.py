@@ -244,12 +244,14 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         "5,000 keeps that to a few percent of a run, and of a re-run that sends nothing.",
     )
     batch_concurrency: int = Field(
-        default=4,
+        default=1,
         ge=1,
         le=64,
-        description="Batches of one run in progress at once on threads. More do not go "
-        "faster (Python runs one thread at a time) and each holds database connections: "
-        "hundreds at once exhausted the connection pool at a million customers.",
+        description="Batches of one run in progress at once on threads of the flow's "
+        "process. Python runs one thread at a time: measured, more batches at once sent no "
+        "faster and made a re-run twice as slow (bench/README.md); each also holds database "
+        "connections (hundreds at once exhausted the pool at a million customers). More "
+        "throughput comes from more processes (Dask, Prefect workers).",
     )
     # --- where batch tasks run (flows/runners.py, docs/production.md) -------
     task_runner: Literal["threads", "dask"] = Field(

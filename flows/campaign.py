@@ -464,18 +464,20 @@ def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | Non
     that year, None before anyone was held out. One read of the campaign's year serves both.
     """
     s, name = b.settings, b.spec.name
+    to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
+    if not (to_contact or total.held_out):
+        # nothing new (a re-run): the year's read would cost seconds at a million
+        # customers and say what the last run said; `careflow report uplift` has it
+        return None, None
     now = datetime.now(UTC).replace(tzinfo=None)
     window = s.attribution_window_days
     since = (now - timedelta(days=365 + window)).date()
     units = load_units(engine, name, window, s.time_zone, since=since, now=now)
-    split = None
-    to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
-    if to_contact or total.held_out:
-        baseline, source = baseline_of(
-            units, name, window_days=window, default=s.uplift_baseline_conversion, now=now
-        )
-        share = resolve_policy(s, b.spec).holdout
-        split = split_summary(to_contact, total.held_out, share, baseline, source)
+    baseline, source = baseline_of(
+        units, name, window_days=window, default=s.uplift_baseline_conversion, now=now
+    )
+    share = resolve_policy(s, b.spec).holdout
+    split = split_summary(to_contact, total.held_out, share, baseline, source)
     found = compare(units, window_days=window, now=now, campaign=name, since=since)
     if not found["groups"]["held_out"]["customers"]:
         return split, None

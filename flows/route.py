@@ -550,6 +550,8 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
         assign_occasions(route, candidates)
     result.selected = len(candidates)
     candidates = drop_settled(route, candidates, result)
+    if not candidates:  # all settled (a re-run): no consents to read, nothing to claim
+        return result
     apply_policy(route, candidates, id_range)
 
     # step 4: reserve. The ledger, not this task, decides what still needs sending.

@@ -57,6 +57,7 @@ def cli_env(
         "CAREFLOW_DATABASE_URL": db_url,
         "CAREFLOW_HOME": str(home),
         "CAREFLOW_BATCH_SIZE": "20",  # three batches, sent side by side
+        "CAREFLOW_BATCH_CONCURRENCY": "3",
         "CAREFLOW_SEND_CHUNK_SIZE": str(chunk),
         "CAREFLOW_SMS_CONCURRENCY": "2",
         "PREFECT_API_URL": api_url,
