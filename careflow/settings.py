@@ -248,10 +248,10 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         ge=1,
         le=64,
         description="Batches of one run in progress at once on threads of the flow's "
-        "process. Python runs one thread at a time: measured, more batches at once sent no "
-        "faster and made a re-run twice as slow (bench/README.md); each also holds database "
-        "connections (hundreds at once exhausted the pool at a million customers). More "
-        "throughput comes from more processes (Dask, Prefect workers).",
+        "process. Python runs one thread at a time: four at once settled about 10% more "
+        "customers/s on a first run and made a re-run a third slower (bench/README.md); each "
+        "also holds database connections (hundreds at once exhausted the pool at a million "
+        "customers). More throughput comes from more processes (Dask, Prefect workers).",
     )
     # --- where batch tasks run (flows/runners.py, docs/production.md) -------
     task_runner: Literal["threads", "dask"] = Field(
