@@ -243,16 +243,24 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         description="Customers per Prefect task. Each task costs 10-50 ms of orchestration; "
         "5,000 keeps that to a few percent of a run, and of a re-run that sends nothing.",
     )
-    batch_concurrency: int = Field(
-        default=1,
+    batch_concurrency: int | None = Field(
+        default=None,
         ge=1,
         le=64,
         description="Batches of one run in progress at once on threads of the flow's "
-        "process. Python runs one thread at a time: four at once settled about 10% more "
-        "customers/s on a first run and made a re-run a third slower (bench/README.md); each "
-        "also holds database connections (hundreds at once exhausted the pool at a million "
-        "customers). More throughput comes from more processes (Dask, Prefect workers).",
+        "process. Empty: 1 on SQLite, whose one writer makes threads wait on each other "
+        "(four at once made a re-run a third slower), 4 on PostgreSQL, where threads "
+        "overlap the database's round trips (one at a time made a re-run half again as "
+        "slow); bench/README.md. More throughput comes from more processes (Dask, Prefect "
+        "workers).",
     )
+
+    @property
+    def effective_batch_concurrency(self) -> int:
+        if self.batch_concurrency is not None:
+            return self.batch_concurrency
+        return 1 if self.effective_database_url.startswith("sqlite") else 4
+
     # --- where batch tasks run (flows/runners.py, docs/production.md) -------
     task_runner: Literal["threads", "dask"] = Field(
         default="threads",
@@ -305,8 +313,9 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         default="customer", description="Count the cap per customer overall, or per channel."
     )
     frequency_cap_marketing: Literal["defer", "skip", "bypass"] = Field(
-        default="defer", description="A capped marketing message is deferred, skipped, or "
-        "never capped (bypass: neither capped nor counted)."
+        default="defer",
+        description="A capped marketing message is deferred, skipped, or "
+        "never capped (bypass: neither capped nor counted).",
     )
     frequency_cap_care: Literal["defer", "skip", "bypass"] = Field(
         default="bypass", description="The same for care messages (birthday, VIP care)."

@@ -40,7 +40,7 @@ from careflow.settings import Settings, load_settings
 def batch_task_runner(settings: Settings) -> TaskRunner:
     """The task runner ``settings`` ask for (not started)."""
     if settings.task_runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=settings.batch_concurrency)
+        return ThreadPoolTaskRunner(max_workers=settings.effective_batch_concurrency)
     from prefect_dask import DaskTaskRunner  # dask takes a while to import: only when used
 
     if settings.dask_address:
@@ -70,9 +70,7 @@ class BatchTaskRunner(ThreadPoolTaskRunner):
             settings = load_settings()
         except ConfigError:
             # the run itself reports the bad variable in one line, before selecting anyone
-            return ThreadPoolTaskRunner(
-                max_workers=Settings.model_fields["batch_concurrency"].default
-            )
+            return ThreadPoolTaskRunner(max_workers=1)
         return batch_task_runner(settings)
 
 
@@ -92,7 +90,9 @@ def batch_submitter(stack: ExitStack, dry_run: bool) -> Callable[..., PrefectFut
             return task.submit(*args)
 
         return submit
-    local = stack.enter_context(ThreadPoolTaskRunner(max_workers=load_settings().batch_concurrency))
+    local = stack.enter_context(
+        ThreadPoolTaskRunner(max_workers=load_settings().effective_batch_concurrency)
+    )
 
     def submit_here(task: Task, *args: Any) -> PrefectFuture:
         return local.submit(task, get_call_parameters(task.fn, args, {}))

@@ -62,3 +62,16 @@ def test_a_run_keeps_few_batches_in_flight_whatever_its_size(prefect_api, engine
     summary = birthday(as_of=AS_OF, allow_past=True)
     assert summary["sent"] == 40
     assert 1 <= most[0] <= 2
+
+
+def test_batches_in_flight_default_to_what_each_database_measured_best_with(monkeypatch):
+    """SQLite has one writer: threads wait on each other (a re-run took a third longer
+    with four). PostgreSQL overlaps their round trips (half again as long with one)."""
+    from careflow.settings import Settings
+
+    monkeypatch.delenv("CAREFLOW_BATCH_CONCURRENCY", raising=False)
+    sqlite = Settings(database_url="sqlite:////tmp/shop.db")
+    postgresql = Settings(database_url="postgresql+psycopg://careflow@db/careflow")
+    assert (sqlite.effective_batch_concurrency, postgresql.effective_batch_concurrency) == (1, 4)
+    monkeypatch.setenv("CAREFLOW_BATCH_CONCURRENCY", "3")
+    assert Settings(database_url="sqlite:////tmp/shop.db").effective_batch_concurrency == 3
