@@ -9,7 +9,6 @@ flight by the server (``holding``) and counted there.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -37,15 +36,6 @@ def same_email(n: int, **fields: object) -> list[Message]:
     return [make_message(i, "email", recipient_of("email", i), **values) for i in range(n)]
 
 
-def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds (``timeout`` only guards a hang)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.005)
-
-
 @pytest.mark.parametrize("kind", ["sms", "email"])
 def test_requests_are_in_flight_together_and_outcomes_keep_order(kind: str) -> None:
     n, concurrency = 60, 25
@@ -64,7 +54,7 @@ def test_requests_are_in_flight_together_and_outcomes_keep_order(kind: str) -> N
             server.holding = True  # requests wait at the server: all in flight
             sender = threading.Thread(target=lambda: result.extend(channel.send_batch(messages)))
             sender.start()
-            _wait_for(lambda: server.in_flight == concurrency, f"{concurrency} in flight")
+            server.wait_in_flight(concurrency)
             in_flight_at_once = server.in_flight
             server.holding = False
             sender.join(30)

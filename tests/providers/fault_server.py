@@ -33,7 +33,6 @@ import asyncio
 import email.utils
 import random
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -70,10 +69,11 @@ class FaultServer:
         self.twilio_messages: dict[str, dict] = {}
         self.headers: list[dict[str, str]] = []  # and their headers
         self.in_flight = 0  # requests being handled right now
-        #: while True, requests wait before anything happens to them (not accepted);
-        #: a test holds the door to keep a client's requests in flight
-        self.holding = False
+        self._in_flight_changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
+        self._open = asyncio.Event()  # cleared while holding (set on the server's loop)
+        self._open.set()
+        self._holding = False
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -88,13 +88,39 @@ class FaultServer:
         """Fix the actions for ``recipient``'s next attempts (then: random/default)."""
         self._scripts[recipient] = list(actions)
 
+    @property
+    def holding(self) -> bool:
+        """While True, requests wait before anything happens to them (not accepted):
+        a test holds the door to keep a client's requests in flight."""
+        return self._holding
+
+    @holding.setter
+    def holding(self, value: bool) -> None:
+        self._holding = value
+        door = self._open.clear if value else self._open.set
+        if self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(door)
+        else:
+            door()
+
+    def wait_in_flight(self, n: int, timeout: float = 30.0) -> None:
+        """Wait until ``n`` requests are being handled at once (``timeout`` only guards
+        a hang): woken by the server as each request arrives, no polling."""
+        self._wait(lambda: self.in_flight == n, f"{n} request(s) in flight", timeout)
+
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no request is being handled (``timeout`` only guards a hang)."""
-        deadline = time.monotonic() + timeout
-        while self.in_flight:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.in_flight} request(s) still in flight")
-            time.sleep(0.005)
+        self._wait(lambda: self.in_flight == 0, "no request in flight", timeout)
+
+    def _wait(self, done, what: str, timeout: float) -> None:
+        with self._in_flight_changed:
+            if not self._in_flight_changed.wait_for(done, timeout):
+                raise TimeoutError(f"gave up waiting for {what} ({self.in_flight} in flight)")
+
+    def _count_in_flight(self, step: int) -> None:
+        with self._in_flight_changed:
+            self.in_flight += step
+            self._in_flight_changed.notify_all()
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._run, name="fault-server", daemon=True)
@@ -165,19 +191,18 @@ class FaultServer:
         personalizations): each is counted, the action applies to all."""
         if self.require_auth and "Authorization" not in request.headers:
             return error(401, 20003)
-        self.in_flight += 1
+        self._count_in_flight(+1)
         try:
             recipients = [recipient] if isinstance(recipient, str) else recipient
             return await self._act(request, recipients, body, success, error)
         finally:
-            self.in_flight -= 1
+            self._count_in_flight(-1)
 
     async def _act(
         self, request: web.Request, recipients: list[str], body: dict,
         success: web.Response, error,
     ) -> web.StreamResponse:
-        while self.holding:
-            await asyncio.sleep(0.005)
+        await self._open.wait()
         for recipient in recipients:
             self.attempts[recipient] += 1
         action, position = self._choose_for(recipients)
