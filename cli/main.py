@@ -335,6 +335,18 @@ _param_option = click.option(
 )
 
 
+def _format_option(help: str):
+    """``--format text|json|csv`` (as ``fmt``); ``help`` says what json and csv give."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json", "csv"]),
+        default="text",
+        show_default=True,
+        help=help,
+    )
+
+
 def _segment_select(name, as_of, params, engine=None):
     import segments
     from careflow.clock import resolve_as_of
@@ -391,14 +403,8 @@ def segment_params(name):
     default=None,
     help="Rows to show (0: all). Default: 20 for text, all for json and csv.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "csv"]),
-    default="text",
-    show_default=True,
-    help="json and csv carry every column the segment computes, for a spreadsheet or a "
-    "script.",
+@_format_option(
+    "json and csv carry every column the segment computes, for a spreadsheet or a script."
 )
 def segment_list(name, as_of, params, limit, fmt):
     """List customers in segment NAME: who they are, and every column the segment computes.
@@ -1105,14 +1111,7 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
     show_default=True,
     help="Bootstrap refits for the intervals (0: none, fastest).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "csv"]),
-    default="text",
-    show_default=True,
-    help="csv writes matrix.csv, customers.csv and fit.json into a folder.",
-)
+@_format_option("csv writes matrix.csv, customers.csv and fit.json into a folder.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="File (text, json) or folder (csv; default clv-DATE/) to write to.")
 @click.option("--customers", "top", type=int, default=10, show_default=True,
@@ -1148,14 +1147,7 @@ def report_clv(as_of, params, draws, fmt, output, top):
 @_as_of_option
 @click.option("--owner", default=None, help="Only this owner's customers.")
 @_param_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "csv"]),
-    default="text",
-    show_default=True,
-    help="json and csv list every overdue customer.",
-)
+@_format_option("json and csv list every overdue customer.")
 @click.option(
     "--limit",
     type=click.IntRange(0),
