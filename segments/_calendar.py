@@ -38,6 +38,14 @@ def normalise_tag(tag: str) -> str:
     return str(tag).strip().lower().replace("_", "-")
 
 
+def locale_tags(tags: list[str]) -> list[str]:
+    """A parameter's locale tags normalised, repeats dropped; ValueError for an empty one."""
+    cleaned = [normalise_tag(t) for t in tags]
+    if not all(cleaned):
+        raise ValueError("empty locale tag")
+    return list(dict.fromkeys(cleaned))
+
+
 def keeps_lunar(locales: list[str] | tuple[str, ...]) -> ColumnElement[bool]:
     """True for customers whose birthday is kept on the lunar calendar (see module doc)."""
     if not locales:

@@ -43,7 +43,7 @@ from segments._calendar import (
     LUNAR_LAST,
     greeted_by_other_calendar,
     keeps_lunar,
-    normalise_tag,
+    locale_tags,
 )
 from segments._params import SegmentParams, check
 from segments.lunar_birthday import birth_dates
@@ -75,10 +75,7 @@ class BirthdayParams(SegmentParams):
     @field_validator("lunar_locales")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
-        cleaned = [normalise_tag(t) for t in tags]
-        if not all(cleaned):
-            raise ValueError("empty locale tag")
-        return list(dict.fromkeys(cleaned))
+        return locale_tags(tags)
 
     @field_validator("default_zone")
     @classmethod

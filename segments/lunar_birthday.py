@@ -54,7 +54,7 @@ from careflow.db.models import Customer
 from careflow.errors import ConfigError
 from segments._calendar import LUNAR_FIRST as FIRST
 from segments._calendar import LUNAR_LAST as LAST
-from segments._calendar import greeted_by_other_calendar, keeps_lunar, normalise_tag
+from segments._calendar import greeted_by_other_calendar, keeps_lunar, locale_tags
 from segments._params import SegmentParams, check
 
 
@@ -70,10 +70,7 @@ class LunarBirthdayParams(SegmentParams):
     @field_validator("locales")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
-        cleaned = [normalise_tag(t) for t in tags]
-        if not all(cleaned):
-            raise ValueError("empty locale tag")
-        return list(dict.fromkeys(cleaned))
+        return locale_tags(tags)
 
 
 def _lunar(day: date) -> LunarDate:
