@@ -49,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from careflow import purchase_windows
 from careflow.db.models import Order, OrderLine, Product, PurchaseFacts, PurchaseFactsDirty
 from careflow.db.sqlfunc import day_date, day_number, day_number_of
 
@@ -214,11 +215,13 @@ def refresh(engine: Engine, progress: Callable[[int], None] | None = None) -> in
         # customers become none): without new ones it picks plans for the old sizes
         with engine.begin() as conn:
             conn.execute(text("ANALYZE purchase_facts, purchase_facts_dirty"))
+        purchase_windows.tidy(engine)
     return done
 
 
 def write(conn, customer_ids: Sequence[int]) -> None:
-    """Replace the stored facts of ``customer_ids`` by what their orders say now."""
+    """Replace the stored facts of ``customer_ids``, and their rows in every kept
+    purchase window (careflow/purchase_windows.py), by what their orders say now."""
     postgresql = conn.dialect.name == "postgresql"
     conn.execute(
         delete(PurchaseFacts).where(_among(PurchaseFacts.customer_id, customer_ids, postgresql))
@@ -228,6 +231,7 @@ def write(conn, customer_ids: Sequence[int]) -> None:
             list(COLUMNS), computed(None, _among(Order.customer_id, customer_ids, postgresql))
         )
     )
+    purchase_windows.rewrite(conn, customer_ids, lambda col, ids: _among(col, ids, postgresql))
 
 
 def _among(column, ids: Sequence[int], postgresql: bool):

@@ -72,21 +72,21 @@ as if it were one currency.
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from sqlalchemy import BigInteger, Select, case, cast, func, literal, select
+from sqlalchemy import BigInteger, Select, case, exists, func, literal, select, union_all
 from sqlalchemy.engine import Connection
 
-from careflow.db.models import Order
-from careflow.db.sqlfunc import day_number, day_number_of
+from careflow import purchase_windows
+from careflow.db.models import PurchaseFactsDirty, PurchaseWindow
+from careflow.db.sqlfunc import day_number_of
+from careflow.purchase_windows import tie_key, tie_key_sql
 from segments._params import SegmentParams, check
 
 TIERS = ("VIP", "Large", "Medium", "Small")
-#: tie_key(id) = (id mod TIE_P) x TIE_A mod TIE_P; the product stays below 2^62
-TIE_P, TIE_A = 2_147_483_647, 1_327_217_885
 QUINTILES_BP = (2000, 4000, 6000, 8000)  # top 20%, 40%, 60%, 80% in basis points
 
 
@@ -212,41 +212,24 @@ class VipParams(PyramidParams):
         return list(dict.fromkeys(tiers))
 
 
-def tie_key(customer_id: int) -> int:
-    """Where a buyer stands among buyers with equal values (lower first)."""
-    return (customer_id % TIE_P) * TIE_A % TIE_P
-
-
-def _tie_key_sql(customer_id):
-    """``tie_key`` in SQL: integer arithmetic, the same on SQLite and PostgreSQL."""
-    return (customer_id % literal(TIE_P, BigInteger)) * literal(TIE_A, BigInteger) % literal(
-        TIE_P, BigInteger
+def _buyers(
+    as_of: date,
+    window_days: int,
+    currency: str | None,
+    id_range=None,
+    min_monetary: int | None = None,
+) -> Select:
+    """Every buyer in the window: customer_id, monetary_minor, currency, frequency and
+    days_since (from the kept window where it can, careflow/purchase_windows.py)."""
+    b = purchase_windows.buyers(as_of, window_days, currency, id_range, min_monetary).subquery(
+        "window"
     )
-
-
-def _buyers(as_of: date, window_days: int, currency: str | None, id_range=None) -> Select:
-    since = as_of - timedelta(days=window_days)
-    where = [Order.ordered_on <= as_of, Order.ordered_on > since]
-    if currency:
-        where.append(Order.currency == currency)
-    if id_range is not None:
-        where.append(Order.customer_id.between(*id_range))
-    return (
-        select(
-            Order.customer_id,
-            # sum(bigint) is NUMERIC on PostgreSQL: back to an exact integer.
-            cast(func.sum(Order.amount_minor), BigInteger).label("monetary_minor"),
-            case(
-                (func.count(func.distinct(Order.currency)) == 1, func.min(Order.currency)),
-                else_=None,
-            ).label("currency"),
-            func.count(func.distinct(Order.ordered_on)).label("frequency"),
-            (literal(day_number_of(as_of)) - day_number(func.max(Order.ordered_on))).label(
-                "days_since"
-            ),
-        )
-        .where(*where)
-        .group_by(Order.customer_id)
+    return select(
+        b.c.customer_id,
+        b.c.monetary_minor,
+        b.c.currency,
+        b.c.frequency,
+        (literal(day_number_of(as_of)) - b.c.last_day).label("days_since"),
     )
 
 
@@ -288,7 +271,7 @@ def pyramid(
     n = func.count().over()
 
     def position(measure):  # 1 = best; ties in tie_key order, so every buyer has one
-        tie = (_tie_key_sql(buyers.c.customer_id), buyers.c.customer_id)
+        tie = (tie_key_sql(buyers.c.customer_id), buyers.c.customer_id)
         return func.row_number().over(order_by=(measure, *tie))
 
     ranked = select(
@@ -342,7 +325,7 @@ def _with_cutoffs(buyers: Select, cutoffs: dict) -> Select:
         def reaches(boundary):
             value, last_id = as_value(boundary[0]), int(boundary[1])
             better = column > value if higher_is_better else column < value
-            key, last_key = _tie_key_sql(b.c.customer_id), literal(tie_key(last_id), BigInteger)
+            key, last_key = tie_key_sql(b.c.customer_id), literal(tie_key(last_id), BigInteger)
             before_in_ties = (key < last_key) | (
                 (key == last_key) & (b.c.customer_id <= literal(last_id, BigInteger))
             )
@@ -398,37 +381,86 @@ def prepare(
             "currency": currency,
         },
     )
-    window_days, currency, tier_bps = p.window_days, p.currency, p.tier_bps()
-    rows = conn.execute(_buyers(as_of, window_days, currency)).all()
-    n = len(rows)
+    window_days, currency = p.window_days, p.currency
+    purchase_windows.bring_to(conn.engine, as_of, window_days, currency)
+    wanted = {"monetary": set(p.tier_bps().values()) | set(QUINTILES_BP)}
+    wanted |= {"frequency": set(QUINTILES_BP), "recency": set(QUINTILES_BP)}
+    n, at = _kept_positions(conn, as_of, p, wanted) or _sorted_positions(conn, as_of, p)
     if n == 0:
         return {"cutoffs": None}
-    # (value, tie_key, id) best first; for "higher is better" the value is negated to sort
-    def order(values, sign):
-        return sorted(
-            (sign * int(v), tie_key(r.customer_id), r.customer_id)
-            for v, r in zip(values, rows, strict=True)
-        )
 
-    money = order((r.monetary_minor for r in rows), -1)
-    freq = order((r.frequency for r in rows), -1)
-    recency = order((r.days_since for r in rows), 1)
-
-    def at(ordered, bp):  # the buyer at position ceil(bp/10000 x n)
-        return ordered[-(-bp * n // 10000) - 1]
-
-    def boundaries(ordered, sign):
-        return [[sign * at(ordered, bp)[0], int(at(ordered, bp)[2])] for bp in QUINTILES_BP]
+    def boundaries(measure):
+        return [list(at[measure, bp]) for bp in QUINTILES_BP]
 
     return {
         "cutoffs": {
             "buyers": n,
-            "monetary": {name: -at(money, bp)[0] for name, bp in tier_bps.items()}
-            | {"quintiles": boundaries(money, -1)},
-            "frequency": {"quintiles": boundaries(freq, -1)},
-            "recency": {"quintiles": boundaries(recency, 1)},
+            "monetary": {name: at["monetary", bp][0] for name, bp in p.tier_bps().items()}
+            | {"quintiles": boundaries("monetary")},
+            "frequency": {"quintiles": boundaries("frequency")},
+            "recency": {"quintiles": boundaries("recency")},
         }
     }
+
+
+def _position(n: int, bp: int) -> int:
+    """The position (1 = best) that is the last of the top ``bp``/10000 of ``n`` buyers."""
+    return -(-bp * n // 10000)
+
+
+#: each measure's order in the kept window, best first (ties: tie key, then id)
+_BEST_FIRST = {
+    "monetary": PurchaseWindow.monetary_minor.desc(),
+    "frequency": PurchaseWindow.frequency.desc(),
+    "recency": PurchaseWindow.last_day.desc(),
+}
+
+
+def _kept_positions(conn: Connection, as_of: date, p: PyramidParams, wanted: dict):
+    """(buyers, {(measure, bp): (value, customer_id)}) read off the kept window's indexes,
+    or None when the window is not kept for ``as_of`` or some customer is dirty.
+
+    One statement, so one snapshot: it counts the buyers and checks the window
+    again beside the positions it reads, and the answer is used only if both
+    agree with the first look."""
+    w, key = PurchaseWindow, purchase_windows.window_key(p.window_days, p.currency)
+    usable = purchase_windows.kept_at(key, as_of) & ~exists(select(PurchaseFactsDirty.customer_id))
+    count = select(func.count()).where(w.window_key == key).scalar_subquery()
+    n, ok = conn.execute(select(count, case((usable, 1), else_=0))).one()
+    if not ok or n == 0:
+        return None
+    today = literal(day_number_of(as_of))
+    value = {"monetary": w.monetary_minor, "frequency": w.frequency, "recency": today - w.last_day}
+    parts = [select(literal("check"), literal(0), count, case((usable, 1), else_=0))]
+    for measure, bps in wanted.items():
+        for bp in sorted(bps):
+            one = (
+                select(literal(measure), literal(bp), value[measure], w.customer_id)
+                .where(w.window_key == key)
+                .order_by(_BEST_FIRST[measure], w.tie_key, w.customer_id)
+                .limit(1)
+                .offset(_position(n, bp) - 1)
+                .subquery()
+            )
+            parts.append(select(one))
+    rows = conn.execute(union_all(*parts)).all()
+    if rows[0][2:] != (n, 1):
+        return None  # the window moved between the two statements: sort instead
+    return n, {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows[1:]}
+
+
+def _sorted_positions(conn: Connection, as_of: date, p: PyramidParams):
+    """The same as ``_kept_positions``, by sorting every buyer here."""
+    rows = conn.execute(_buyers(as_of, p.window_days, p.currency)).all()
+    n, at = len(rows), {}
+    # (value, tie_key, id) best first; for "higher is better" the value is negated to sort
+    for measure, sign in (("monetary", -1), ("frequency", -1), ("recency", 1)):
+        column = {"monetary": 1, "frequency": 3, "recency": 4}[measure]
+        ordered = sorted((sign * int(r[column]), tie_key(r[0]), r[0]) for r in rows)
+        for bp in QUINTILES_BP + tuple(p.tier_bps().values()):
+            value, _, cid = ordered[_position(n, bp) - 1] if n else (0, 0, 0)
+            at[measure, bp] = (sign * value, int(cid))
+    return n, at
 
 
 def vip(
@@ -440,5 +472,10 @@ def vip(
 ) -> Select:
     """Buyers in the given top tiers of the pyramid (default VIP and Large)."""
     p = check("vip", VipParams, {"tiers": tiers, **pyramid_params})
-    inner = pyramid(as_of, id_range=id_range, **p.window()).subquery("pyramid")
+    if p.cutoffs is None or "Small" in p.tiers:
+        inner = pyramid(as_of, id_range=id_range, **p.window()).subquery("pyramid")
+    else:  # only buyers who spent at least the lowest tier's cut value can be selected
+        least = min(int(p.cutoffs["monetary"][tier]) for tier in p.tiers)
+        buyers = _buyers(as_of, p.window_days, p.currency, id_range, min_monetary=least)
+        inner = _with_cutoffs(buyers, p.cutoffs).subquery("pyramid")
     return select(inner).where(inner.c.tier.in_(p.tiers))

@@ -293,3 +293,58 @@ class PurchaseFactsDirty(Base):
     marked_at: Mapped[datetime | None] = mapped_column(
         DateTime, server_default=func.current_timestamp()
     )
+
+
+class PurchaseWindow(Base):
+    """Each buyer's purchases in a trailing window, for the pyramid
+    (careflow/purchase_windows.py): one row per window and buyer, as of the day
+    its ``PurchaseWindowState`` records."""
+
+    __tablename__ = "purchase_windows"
+
+    window_key: Mapped[str] = mapped_column(
+        ForeignKey("purchase_window_state.window_key", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: money spent in the window, in minor units
+    monetary_minor: Mapped[int] = mapped_column(BigInteger)
+    #: the one currency of those orders; None when they are in several
+    currency: Mapped[str | None] = mapped_column(String(3))
+    #: distinct days with an order in the window
+    frequency: Mapped[int] = mapped_column(Integer)
+    #: day number of the last purchase in the window
+    last_day: Mapped[int] = mapped_column(Integer)
+    #: where the buyer stands among equal values (careflow.purchase_windows.tie_key)
+    tie_key: Mapped[int] = mapped_column(BigInteger)
+
+
+# best first in each of the pyramid's orders, ties by tie key then id: the customer at
+# a rank is a walk along an index, not a sort of every buyer
+for _name, _measure in (
+    ("money", PurchaseWindow.monetary_minor),
+    ("frequency", PurchaseWindow.frequency),
+    ("recency", PurchaseWindow.last_day),
+):
+    Index(
+        f"ix_purchase_windows_{_name}",
+        PurchaseWindow.window_key,
+        _measure.desc(),
+        PurchaseWindow.tie_key,
+        PurchaseWindow.customer_id,
+    )
+
+
+class PurchaseWindowState(Base):
+    """One kept window: its length, currency and the day it is as of."""
+
+    __tablename__ = "purchase_window_state"
+
+    #: "365" or "365:GBP"
+    window_key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_days: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    #: day number of the as-of day the rows are exact for (None while being built)
+    as_of_day: Mapped[int | None] = mapped_column(Integer)
+    used_at: Mapped[datetime] = mapped_column(DateTime)
