@@ -78,6 +78,9 @@ STOP_GRACE_SECONDS = 30
 #: how often a batch outside the flow's process reads its run's row for a stop request
 STOP_POLL_SECONDS = 1.0
 
+#: how often the run's progress artifact is updated (each update is a call to the API)
+PROGRESS_EVERY_SECONDS = 1.0
+
 # Stop requests by run id; batch tasks in this process look theirs up.
 _STOPS: dict[str, threading.Event] = {}
 
@@ -397,9 +400,13 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
                 )
                 for lo, hi in ranges
             ]
+        shown = time.monotonic()
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
-            update_progress_artifact(progress, progress=100.0 * done / len(futures))
+            # the UI's bar: a call to the API, so at most once a second (and at the end)
+            if done == len(futures) or time.monotonic() - shown >= PROGRESS_EVERY_SECONDS:
+                update_progress_artifact(progress, progress=100.0 * done / len(futures))
+                shown = time.monotonic()
             report_progress(f"{spec.name} batches", done, len(futures))  # a terminal's bar
             # progress at every quarter: enough to watch a long run, not a line per batch
             if done == len(futures) or done % max(1, len(futures) // 4) == 0:

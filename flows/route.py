@@ -215,10 +215,30 @@ _DAY_COLUMNS = {c.name for c in CUSTOMER_COLUMNS if isinstance(c.type, Date)} | 
 _DATE_COLUMNS = _DAY_COLUMNS | {c.name for c in CUSTOMER_COLUMNS if isinstance(c.type, DateTime)}
 
 
+#: the segment columns a ledger key is made of (careflow.campaigns.occasion_key)
+OCCASION_COLUMNS = ("local_date", "last_purchase_on")
+
+
 def select_candidates(route: Route, id_range: tuple[int, int]) -> list[Candidate]:
     """Step 1: the segment's customers in ``id_range``, each with its row as data."""
     query = segment_select(route.spec, route.as_of, route.at, id_range, route.params)
-    with route.engine.connect() as conn:
+    return _candidates(route.engine, query)
+
+
+def select_keys(route: Route, id_range: tuple[int, int]) -> list[Candidate]:
+    """Step 1, first look: the segment's customers in ``id_range`` with only what their
+    ledger key needs, so a batch whose messages are all settled (a re-run) reads no
+    customer record."""
+    seg = segments.build(
+        route.spec.segment, route.as_of, route.params, at=route.at, id_range=id_range
+    ).subquery("seg")
+    columns = [_raw(seg.c[name]) for name in OCCASION_COLUMNS if name in seg.c]
+    query = select(seg.c.customer_id.label("id"), *columns).order_by(seg.c.customer_id)
+    return _candidates(route.engine, query)
+
+
+def _candidates(engine: Engine, query) -> list[Candidate]:
+    with engine.connect() as conn:
         result = conn.execute(query)
         names = list(result.keys())  # once, not a mapping object per row
         rows = [dict(zip(names, r, strict=True)) for r in result]
@@ -538,18 +558,23 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
     """Run the whole route for the campaign's customers in ``id_range``."""
     route.check_stop()  # a batch starting after the stop must not reserve anyone
     result = BatchResult()
-    candidates = select_candidates(route, id_range)
-    if not candidates:
-        return result
     ledger = route.ledger
     if route.deferred_only:
-        candidates = _due_only(route, candidates, id_range)
-        if not candidates:
-            return result
+        candidates = _due_only(route, select_candidates(route, id_range), id_range)
+        result.selected = len(candidates)
+        candidates = drop_settled(route, candidates, result)
     else:
-        assign_occasions(route, candidates)
-    result.selected = len(candidates)
-    candidates = drop_settled(route, candidates, result)
+        # keys first: settled messages drop out before any customer record is read
+        keyed = select_keys(route, id_range)
+        assign_occasions(route, keyed)
+        open_keys = drop_settled(route, keyed, result)
+        settled = len(keyed) - len(open_keys)
+        wanted = {c.customer_id for c in open_keys}
+        candidates = []
+        if wanted:
+            candidates = [c for c in select_candidates(route, id_range) if c.customer_id in wanted]
+            assign_occasions(route, candidates)
+        result.selected = settled + len(candidates)
     if not candidates:  # all settled (a re-run): no consents to read, nothing to claim
         return result
     apply_policy(route, candidates, id_range)

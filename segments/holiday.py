@@ -103,8 +103,10 @@ def _english(code: str) -> str | None:
     return next((lang for lang in ("en_US", "en_GB") if lang in languages), None)
 
 
-def greetings(day: date, countries, words) -> dict[str, tuple[str, str]]:
-    """{country code: (English name, local name)} of holidays that start on ``day``."""
+@lru_cache(maxsize=64)
+def greetings(day: date, countries: tuple[str, ...], words: tuple[str, ...]) -> dict:
+    """{country code: (English name, local name)} of holidays that start on ``day``
+    (a calendar: worked out once per day and countries, not once per batch)."""
     out = {}
     for code in countries:
         english = _calendar(code, day.year, _english(code))
@@ -148,7 +150,7 @@ def holiday(
     p = check("holiday", HolidayParams,
               {"days_before": days_before, "countries": countries, "holidays": holidays})
     target = as_of + timedelta(days=p.days_before)
-    found = greetings(target, p.countries or supported_countries(), tuple(p.holidays or ()))
+    found = greetings(target, tuple(p.countries or supported_countries()), tuple(p.holidays or ()))
     spellings = _spellings()
     country = func.upper(func.trim(Customer.country))
     if not found:

@@ -38,12 +38,14 @@ def test_scale_benchmark_runs_end_to_end_and_its_rerun_sends_nothing(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(out.read_text())
-    run = r["run"]
-    assert run["selected"] > 0 and run["sent"] > 0
-    settled = run["sent"] + run["held_out"] + sum(run["skipped"].values())
-    settled += sum(run["deferred"].values())
-    assert settled == run["selected"] == run["ledger_rows"]  # one outcome each
-    assert r["rerun"]["sent"] == 0
+    for first, again in (("run", "rerun"), ("everyone", "everyone_rerun")):
+        run = r[first]
+        assert run["selected"] > 0 and run["sent"] > 0, first
+        settled = run["sent"] + run["held_out"] + sum(run["skipped"].values())
+        settled += sum(run["deferred"].values())
+        assert settled == run["selected"] == run["ledger_rows"], first  # one outcome each
+        assert r[again]["sent"] == 0, first
+    assert r["everyone"]["selected"] > r["run"]["selected"]  # the holiday greets everyone
     assert r["naive"]["customers"] > 0
     assert "| re-run of the same occasion |" in done.stdout
 
