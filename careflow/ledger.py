@@ -52,6 +52,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     column,
+    false,
     func,
     insert,
     literal,
@@ -335,18 +336,16 @@ class ContactLedger:
         out: dict[tuple[int, str], str] = {}
         stale = self.clock() - self.lease
         now = naive_utc(now) if now is not None else self.clock()
+        # the database leaves out what a claim could take (NULL counts as no)
+        kept = ~func.coalesce(_reclaimable(stale, now), false())
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 2000):
                 part = list(dict.fromkeys(keys[start : start + 2000]))
-                for r in _rows_for(conn, campaign, part, full=True):
-                    reclaimable = (
-                        r.state == State.SKIPPED
-                        or (r.state == State.FAILED and r.retryable)
-                        or (r.state == State.RESERVED and r.updated_at < stale)
-                        or (r.state == State.DEFERRED and r.not_before <= now)
-                    )
-                    if not reclaimable:
-                        out[(r.customer_id, r.occasion)] = r.state
+                query = _keys_query(conn, campaign, part, CH.c.state).where(kept)
+                wanted = set(part)
+                for cid, occasion, state in conn.execute(query):
+                    if (cid, occasion) in wanted:
+                        out[(cid, occasion)] = state
         return out
 
     @_retry_busy_database
@@ -729,7 +728,7 @@ def _fit(value: str | None, column_name: str) -> str | None:
     return value[: limit - 1] + "…"
 
 
-def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]], full: bool = False) -> list:
+def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:
     """Ledger rows of ``campaign`` for exactly these (customer_id, occasion) keys.
 
     Rows are fetched by customer id and occasions matched here. On PostgreSQL
@@ -740,20 +739,22 @@ def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]], full: bool =
     linear.
     """
     wanted = set(keys)
+    query = _keys_query(conn, campaign, keys, CH.c.id, CH.c.state, CH.c.run_id)
+    return [r for r in conn.execute(query) if (r.customer_id, r.occasion) in wanted]
+
+
+def _keys_query(conn, campaign: str, keys: Sequence[tuple[int, str]], *cols):
+    """customer_id, occasion and ``cols`` of ``campaign``'s rows for the customers in
+    ``keys``, every occasion: the caller keeps the keys it asked for (``_rows_for``)."""
     ids = sorted({c for c, _ in keys})
-    cols = (CH.c.id, CH.c.customer_id, CH.c.occasion, CH.c.state, CH.c.run_id)
-    if full:
-        cols += (CH.c.retryable, CH.c.updated_at, CH.c.not_before)
-    query = select(*cols).where(CH.c.campaign == campaign)
+    query = select(CH.c.customer_id, CH.c.occasion, *cols).where(CH.c.campaign == campaign)
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
         batch = func.unnest(bindparam("customer_ids", ids, type_=ARRAY(BigInteger)))
         k = batch.table_valued("cid").render_derived(name="k")
-        query = query.join(k, CH.c.customer_id == k.c.cid)
-    else:
-        query = query.where(CH.c.customer_id.in_(ids))
-    return [r for r in conn.execute(query) if (r.customer_id, r.occasion) in wanted]
+        return query.join(k, CH.c.customer_id == k.c.cid)
+    return query.where(CH.c.customer_id.in_(ids))
 
 
 def _reclaimable(stale: datetime, now: datetime):
