@@ -4,10 +4,11 @@
     python -m bench.route_stages --quick
 
 The route (flows/route.py) runs batch by batch as a run does it, without
-Prefect, with a clock around each stage: selection, occasions and the
-settled-key read, the policy (consent, addresses, suppression, holdout, send
-time), the claim, rendering (template, opt-out line, segments), the outbox
-write, and the ledger's sending mark and outcome record. The sum is what
+Prefect, with a clock around each stage: the keys' selection, the
+selection of customer records, occasions and the settled-key read, the
+policy (consent, addresses, suppression, holdout, send time), the claim,
+rendering (template, opt-out line, segments), the outbox write, and the
+ledger's sending mark and outcome record. The sum is what
 one core can do; a run's threads share one core's worth of Python, so a
 machine does about this per process, times the processes it runs (Dask
 workers, Prefect workers).
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 STAGES = {
+    "select keys": ("flows.route", "select_keys"),
     "select": ("flows.route", "select_candidates"),
     "occasion + settled read": None,  # assign_occasions + drop_settled, timed together
     "policy": ("flows.route", "apply_policy"),

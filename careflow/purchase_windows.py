@@ -169,7 +169,7 @@ def bring_to(engine: Engine, as_of: date, window_days: int, currency: str | None
         conn.execute(update(s).where(s.window_key == key).values(as_of_day=day, used_at=now))
     with engine.begin() as conn:  # windows nobody uses any more cost every refresh something
         conn.execute(delete(s).where(s.used_at < now - timedelta(days=KEEP_DAYS)))
-    if done == "built":
+    if done != "kept":
         tidy(engine)
     return done
 

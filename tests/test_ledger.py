@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from careflow.db.models import ContactHistory
@@ -140,3 +141,52 @@ def test_an_operator_can_release_interrupted_messages_for_the_next_run(engine):
     assert ledger.claim("birthday", "run-2", KEYS[:3]).owned == {}
     assert ledger.allow_retry("birthday", "interrupted", customer_id=1) == 1
     assert set(ledger.claim("birthday", "run-3", KEYS[:3]).owned) == {KEYS[0]}
+
+
+@pytest.mark.postgres
+def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(postgres_server_url):
+    """Regression: after a run wrote a million ledger rows, PostgreSQL still had the
+    statistics of the empty table and joined each batch's keys against every row of
+    the campaign: re-running Christmas for 966,667 customers took 198 s instead of
+    about 26. The read must look up its keys, however stale the statistics."""
+    import json
+
+    from sqlalchemy import text
+
+    from careflow import db
+    from careflow.ledger import _keys_query
+    from tests.conftest import _reset_postgres
+
+    _reset_postgres(postgres_server_url)
+    db.upgrade(postgres_server_url)
+    engine = db.engine_for(postgres_server_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE contact_history SET (autovacuum_enabled = false)"))
+        conn.execute(text("INSERT INTO customers (id) SELECT g FROM generate_series(1, 20000) g"))
+        conn.execute(
+            text(
+                "INSERT INTO contact_history (campaign, customer_id, occasion, state, retryable, "
+                "attempts, created_at, updated_at) SELECT 'greet', g, '2026', 'sent', false, 1, "
+                "now(), now() FROM generate_series(1, 20000) g"
+            )
+        )
+        # what the planner believed before the run: an empty table
+        conn.execute(text("DELETE FROM pg_statistic WHERE starelid = 'contact_history'::regclass"))
+        conn.execute(
+            text("UPDATE pg_class SET reltuples = 0, relpages = 0 WHERE relname = 'contact_history'")
+        )
+    keys = [(cid, "2026") for cid in range(5000, 5500)]
+    assert ContactLedger(engine).peek("greet", keys) == dict.fromkeys(keys, State.SENT)
+
+    with engine.connect() as conn:
+        query = _keys_query(conn, "greet", keys, (ContactHistory.state,))
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        plan = conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def rows_read(node) -> int:
+        ledger = node.get("Relation Name") == "contact_history"
+        own = node["Actual Rows"] * node["Actual Loops"] if ledger else 0
+        return own + sum(rows_read(child) for child in node.get("Plans", []))
+
+    assert rows_read(plan[0]["Plan"]) <= len(keys)
