@@ -741,12 +741,13 @@ def _keys_query(conn, campaign: str, keys: Sequence[tuple[int, str]], cols, *whe
     ``keys``; on SQLite for every occasion of those customers (callers keep their keys).
 
     On PostgreSQL the keys arrive as two arrays, and each is looked up on its own
-    in the ledger's unique index (a lateral join). The plan must not depend on
-    statistics: the table grows by a million rows in one run, and with the
-    statistics from before, a join of the keys against the campaign's rows read
-    all its rows for every batch (205 us a key instead of 4 on a re-run). A
-    row-value IN list becomes a per-row OR filter, and ``= ANY(array)`` an array
-    scan per row: both grow with table size x batch size.
+    by customer (a lateral join). The plan must not depend on statistics: the
+    table grows by a million rows in one run, and with the statistics from
+    before, a join of the keys against the campaign's rows read all its rows
+    for every batch (205 us a key instead of 4 on a re-run), and a lookup by
+    campaign walked the campaign's rows once per key. A row-value IN list
+    becomes a per-row OR filter, and ``= ANY(array)`` an array scan per row:
+    both grow with table size x batch size.
     """
     if conn.dialect.name != "postgresql":
         ids = sorted({c for c, _ in keys})
@@ -764,18 +765,21 @@ def _keys_query(conn, campaign: str, keys: Sequence[tuple[int, str]], cols, *whe
         .table_valued("cid", "occ")
         .render_derived(name="k")
     )
+    # Each key's rows of any campaign (a customer has few), through the one index that
+    # starts with the customer: an index starting with the campaign looks cheapest to a
+    # planner that believes the campaign has no rows yet, and is walked whole per key.
     hit = (
-        select(CH.c.customer_id, CH.c.occasion, *cols)
-        .where(
-            CH.c.campaign == campaign,
-            CH.c.customer_id == k.c.cid,
-            CH.c.occasion == k.c.occ,
-            *where,
-        )
-        .limit(1)  # the key is unique; and a LIMIT keeps PostgreSQL from flattening this
-        .lateral("hit")  # into one join of everything, the plan it must not pick
+        select(CH.c.campaign, CH.c.customer_id, CH.c.occasion, *cols)
+        .where(CH.c.customer_id == k.c.cid, CH.c.occasion == k.c.occ, *where)
+        .offset(0)  # keeps PostgreSQL from flattening this into one join of everything,
+        .lateral("hit")  # and the campaign test below out of it
     )
-    return select(hit).select_from(k).join(hit, true())
+    return (
+        select(*[c for c in hit.c if c.name != "campaign"])
+        .select_from(k)
+        .join(hit, true())
+        .where(hit.c.campaign == campaign)
+    )
 
 
 def _reclaimable(stale: datetime, now: datetime):
