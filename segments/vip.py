@@ -393,7 +393,7 @@ def prepare(
     purchase_windows.bring_to(conn.engine, as_of, window_days, currency)
     wanted = {"monetary": set(p.tier_bps().values()) | set(QUINTILES_BP)}
     wanted |= {"frequency": set(QUINTILES_BP), "recency": set(QUINTILES_BP)}
-    n, at = _kept_positions(conn, as_of, p, wanted) or _sorted_positions(conn, as_of, p)
+    n, at = _kept_positions(conn, as_of, p, wanted) or _sorted_positions(conn, as_of, p, wanted)
     if n == 0:
         return {"cutoffs": None}
 
@@ -457,17 +457,19 @@ def _kept_positions(conn: Connection, as_of: date, p: PyramidParams, wanted: dic
     return n, {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows[1:]}
 
 
-def _sorted_positions(conn: Connection, as_of: date, p: PyramidParams):
+def _sorted_positions(conn: Connection, as_of: date, p: PyramidParams, wanted: dict):
     """The same as ``_kept_positions``, by sorting every buyer here."""
     rows = conn.execute(_buyers(as_of, p.window_days, p.currency)).all()
     n, at = len(rows), {}
-    # (value, tie_key, id) best first; for "higher is better" the value is negated to sort
-    for measure, sign in (("monetary", -1), ("frequency", -1), ("recency", 1)):
-        column = {"monetary": 1, "frequency": 3, "recency": 4}[measure]
-        ordered = sorted((sign * int(r[column]), tie_key(r[0]), r[0]) for r in rows)
-        for bp in QUINTILES_BP + tuple(p.tier_bps().values()):
+    column = {"monetary": 1, "frequency": 3, "recency": 4}  # in _buyers' row
+    sign = {"monetary": -1, "frequency": -1, "recency": 1}  # -1: higher is better
+    for measure, bps in wanted.items():
+        # (value, tie_key, id) best first; for "higher is better" the value is negated
+        i, k = column[measure], sign[measure]
+        ordered = sorted((k * int(r[i]), tie_key(r[0]), r[0]) for r in rows)
+        for bp in bps:
             value, _, cid = ordered[_position(n, bp) - 1] if n else (0, 0, 0)
-            at[measure, bp] = (sign * value, int(cid))
+            at[measure, bp] = (k * value, int(cid))
     return n, at
 
 

@@ -100,8 +100,10 @@ def test_cut_values_are_the_same_read_off_the_indexes_or_sorted(engine):
     _shop(engine, customers=150, seed=9)
     add_customer(engine, 999)
     add_orders(engine, 999, [AS_OF - timedelta(days=2)], amount="20.00")  # dirty: sorted
+    assert purchase_facts.pending(engine) == 1
     with engine.connect() as conn:
         sorted_cuts = prepare(conn, AS_OF)
+    assert purchase_facts.pending(engine) == 1  # prepare refreshed nobody: it sorted
     purchase_facts.refresh(engine)
     with engine.connect() as conn:
         indexed_cuts = prepare(conn, AS_OF)  # nobody dirty: read off the indexes
