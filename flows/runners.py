@@ -49,7 +49,7 @@ def batch_task_runner(settings: Settings) -> TaskRunner:
     # lines (a traceback among them when a worker's connection closes at shutdown)
     # would fill the run's log. Warnings and errors still show.
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    return DaskTaskRunner(
+    return _dask_on_this_api()(
         cluster_kwargs={
             "n_workers": settings.dask_workers,
             "threads_per_worker": settings.dask_threads_per_worker,
@@ -59,6 +59,32 @@ def batch_task_runner(settings: Settings) -> TaskRunner:
             "dashboard_address": "127.0.0.1:0",
         }
     )
+
+
+def _dask_on_this_api() -> type[TaskRunner]:
+    """prefect-dask's runner, whose LocalCluster workers report to the flow's Prefect API.
+
+    A batch on a Dask worker takes the flow's Prefect settings with it. With no
+    Prefect server configured (the embedded default), those name no API, and each
+    worker process started a temporary server of its own on the same database: a few
+    seconds each, and under concurrent batches one failed to start and the run ended
+    in a traceback. So each batch is submitted with the address of the server the
+    flow run uses. (A cluster at CAREFLOW_DASK_ADDRESS may be on other machines, where
+    a loopback address means nothing: it needs a Prefect server, docs/production.md.)
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_dask import DaskTaskRunner
+
+    class DaskOnThisAPI(DaskTaskRunner):
+        def submit(self, *args: Any, **kwargs: Any):
+            if PREFECT_API_URL.value():
+                return super().submit(*args, **kwargs)
+            url = str(get_client(sync_client=True).api_url).rstrip("/")
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                return super().submit(*args, **kwargs)
+
+    return DaskOnThisAPI
 
 
 class BatchTaskRunner(ThreadPoolTaskRunner):

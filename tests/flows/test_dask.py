@@ -159,3 +159,50 @@ def test_a_dry_run_counts_a_shared_address_once_on_any_runner(prefect_api, engin
     result = campaign_flow(campaign="winback", as_of=AS_OF, channel="sms", dry_run=True)
     assert result["selected"] == 3
     assert result["would_send"] == {"sms": 1} and result["skipped"] == {"shared_address": 2}
+
+
+def test_dask_on_the_embedded_api_reports_to_the_runs_own_server(tmp_path):
+    """Regression: with no Prefect server configured (the embedded default), each Dask
+    worker process started a temporary Prefect server of its own on the same database,
+    a few seconds each, and under concurrent batches one failed to start: the run
+    ended in an AssertionError traceback ("Server process did not start"). The
+    LocalCluster's workers must report to the server the run itself started."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from careflow import db
+
+    home = tmp_path / "home"
+    (home / "prefect").mkdir(parents=True)
+    url = f"sqlite:///{home / 'careflow.db'}"
+    db.upgrade(url)
+    seed_demo(db.engine_for(url), as_of=AS_OF, customers=CUSTOMERS)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CAREFLOW_", "PREFECT_API"))
+    }
+    env |= {
+        "CAREFLOW_HOME": str(home),
+        "CAREFLOW_DATABASE_URL": url,
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # as `make` runs it
+        "CAREFLOW_TASK_RUNNER": "dask",
+        "CAREFLOW_BATCH_SIZE": "5",  # a dozen batches, two at a time on each worker
+        "CAREFLOW_DASK_WORKERS": "2",
+        "CAREFLOW_DASK_THREADS_PER_WORKER": "2",
+    }
+    careflow = Path(sys.executable).parent / "careflow"
+    log = tmp_path / "run.log"
+    with log.open("w") as out:  # a file, not a pipe: a server left running would hold a pipe
+        done = subprocess.run(
+            [careflow, "run", CAMPAIGN, "--as-of", AS_OF.isoformat(), "--channel", "outbox",
+             "--allow-past"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600,
+        )
+    output = log.read_text()
+    assert done.returncode == 0, output[-3000:]
+    assert "Traceback" not in output
+    assert output.count("Starting temporary server") == 1, output[-3000:]
+    settled = outcomes(db.engine_for(url))
+    assert len(settled) >= 20 and State.RESERVED not in {s for s, _, _ in settled.values()}
