@@ -344,7 +344,7 @@ class ContactLedger:
                 part = list(dict.fromkeys(keys[start : start + 2000]))
                 query = _keys_query(conn, campaign, part, (CH.c.state,), kept)
                 wanted = set(part)
-                for cid, occasion, state in conn.execute(query):
+                for cid, occasion, state in conn.execute(query).all():
                     if (cid, occasion) in wanted:
                         out[(cid, occasion)] = state
         return out
@@ -733,27 +733,38 @@ def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:
     """Ledger rows of ``campaign`` for exactly these (customer_id, occasion) keys."""
     wanted = set(keys)
     query = _keys_query(conn, campaign, keys, (CH.c.id, CH.c.state, CH.c.run_id))
-    return [r for r in conn.execute(query) if (r.customer_id, r.occasion) in wanted]
+    return [r for r in conn.execute(query).all() if (r.customer_id, r.occasion) in wanted]
+
+
+#: keys whose customers fill at least 1/DENSE_SPAN of their id range are read as a range
+DENSE_SPAN = 8
 
 
 def _keys_query(conn, campaign: str, keys: Sequence[tuple[int, str]], cols, *where):
     """customer_id, occasion and ``cols`` of ``campaign``'s rows matching ``where`` for
-    ``keys``; on SQLite for every occasion of those customers (callers keep their keys).
+    ``keys``, and perhaps rows of other keys: callers keep their own.
 
-    On PostgreSQL the keys arrive as two arrays, and each is looked up on its own
-    by customer (a lateral join). The plan must not depend on statistics: the
-    table grows by a million rows in one run, and with the statistics from
-    before, a join of the keys against the campaign's rows read all its rows
-    for every batch (205 us a key instead of 4 on a re-run), and a lookup by
-    campaign walked the campaign's rows once per key. A row-value IN list
-    becomes a per-row OR filter, and ``= ANY(array)`` an array scan per row:
-    both grow with table size x batch size.
+    A batch's keys are customers of one id range. Where they fill a good part of it,
+    the campaign's rows for the whole range come in one walk of the unique index
+    (campaign, customer_id, occasion): on PostgreSQL 2.4 ms for a win-back batch of
+    4,940 keys, against 48 ms looked up one by one. SQLite gets an IN list of the
+    customers. Otherwise, on PostgreSQL, the keys arrive as two arrays and each is
+    looked up on its own by customer (a lateral join).
+
+    The plan must not depend on statistics: the table grows by a million rows in one
+    run, and with the statistics from before, a join of the keys against the
+    campaign's rows read all its rows for every batch (205 us a key instead of 4 on a
+    re-run), and a lookup by campaign walked the campaign's rows once per key. A
+    row-value IN list becomes a per-row OR filter, and ``= ANY(array)`` an array scan
+    per row: both grow with table size x batch size. A range on the unique index's
+    first two columns has no such rival: every other index serves one of them only.
     """
+    ids = sorted({c for c, _ in keys})
+    rows = select(CH.c.customer_id, CH.c.occasion, *cols).where(CH.c.campaign == campaign, *where)
     if conn.dialect.name != "postgresql":
-        ids = sorted({c for c, _ in keys})
-        return select(CH.c.customer_id, CH.c.occasion, *cols).where(
-            CH.c.campaign == campaign, CH.c.customer_id.in_(ids), *where
-        )
+        return rows.where(CH.c.customer_id.in_(ids))
+    if ids and ids[-1] - ids[0] < DENSE_SPAN * len(ids):
+        return rows.where(CH.c.customer_id.between(ids[0], ids[-1]))
     from sqlalchemy.dialects.postgresql import ARRAY
 
     unique = list(dict.fromkeys(keys))

@@ -241,7 +241,7 @@ def _candidates(engine: Engine, query) -> list[Candidate]:
     with engine.connect() as conn:
         result = conn.execute(query)
         names = list(result.keys())  # once, not a mapping object per row
-        rows = [dict(zip(names, r, strict=True)) for r in result]
+        rows = [dict(zip(names, r, strict=True)) for r in result.all()]
     out = []
     for r in rows:
         row, problem = _typed(r)

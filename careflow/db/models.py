@@ -160,7 +160,8 @@ class ContactHistory(Base):
         # the follow-up flow finds deferred messages that are due
         Index("ix_contact_history_due", "state", "not_before"),
         # one message per address per occasion: who else has this campaign at this address
-        Index("ix_contact_history_address", "campaign", "recipient"),
+        # (recipient first: only uq_contact_key may start with the campaign, migration 0007)
+        Index("ix_contact_history_address", "recipient", "campaign"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
