@@ -50,6 +50,28 @@ def test_scale_benchmark_runs_end_to_end_and_its_rerun_sends_nothing(tmp_path):
     assert "| re-run of the same occasion |" in done.stdout
 
 
+@pytest.mark.prefect
+def test_scale_out_benchmark_settles_everyone_once_on_each_runner(tmp_path):
+    out = tmp_path / "scale-out.json"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {k: v for k, v in env.items() if not k.startswith(("CAREFLOW_", "PREFECT_API"))}
+    (tmp_path / "prefect").mkdir()
+    log = tmp_path / "scale-out.log"
+    with log.open("w") as to:  # a file, not a pipe, which Dask's processes would inherit
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.scale_out", "--quick", "--dialect", "sqlite",
+             "--json", str(out)],
+            cwd=ROOT, env=env, stdout=to, stderr=subprocess.STDOUT, timeout=600,
+        )
+    assert done.returncode == 0, log.read_text()[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["runner"] for r in runs] == ["threads", "dask 2x2"]
+    for r in runs:
+        assert r["selected"] == r["ledger_rows"] == r["keys"] > 0, r  # one outcome each
+    assert len({(r["selected"], r["sent"]) for r in runs}) == 1  # the same run, however run
+    assert "| dask 2x2 |" in log.read_text()
+
+
 def test_the_shop_is_the_same_for_a_seed(tmp_path):
     counts = []
     for name in ("a", "b"):

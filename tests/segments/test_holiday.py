@@ -58,6 +58,14 @@ def test_other_countries_and_the_countries_parameter(people):
         segments.build("holiday", date(2026, 12, 25), {"countries": ["XX"]})
 
 
+def test_a_holiday_name_with_a_quote_reaches_the_template_as_it_is(people):
+    """The lookup of greeted countries is written into the SQL as literals: a name
+    with an apostrophe must arrive intact, not break the query."""
+    new_year = selected(people, date(2027, 1, 1), countries=["GB"])
+    assert set(new_year) == {4, 5}
+    assert new_year[4]["holiday"] == "New Year's Day"
+
+
 def test_the_campaign_greets_once_per_holiday_whichever_day_it_runs():
     spec = load_campaign("holiday_greetings", PROJECT_ROOT / "templates")
     assert spec.segment == "holiday" and spec.occasion == "daily"
