@@ -92,17 +92,16 @@ def _empty_ledger(engine) -> None:
 
 def _settled(engine) -> dict:
     """Ledger rows of the campaign and distinct keys among them (equal: exactly once)."""
-    from sqlalchemy import distinct, func, select, tuple_
+    from sqlalchemy import func, select
 
     from careflow.db.models import ContactHistory as CH
 
+    mine = CH.campaign == CAMPAIGN
+    keys = select(CH.customer_id, CH.occasion).where(mine).distinct().subquery()
     with engine.connect() as conn:
-        rows, keys = conn.execute(
-            select(
-                func.count(), func.count(distinct(tuple_(CH.customer_id, CH.occasion)))
-            ).where(CH.campaign == CAMPAIGN)
-        ).one()
-    return {"rows": rows, "keys": keys}
+        rows = conn.execute(select(func.count()).where(mine)).scalar_one()
+        distinct = conn.execute(select(func.count()).select_from(keys)).scalar_one()
+    return {"rows": rows, "keys": distinct}
 
 
 def render(r: dict) -> str:
