@@ -143,6 +143,21 @@ def test_an_operator_can_release_interrupted_messages_for_the_next_run(engine):
     assert set(ledger.claim("birthday", "run-3", KEYS[:3]).owned) == {KEYS[0]}
 
 
+def _ledger_rows_read(node) -> int:
+    """Rows of contact_history an EXPLAIN ANALYZE plan (JSON) read, over all its loops."""
+    own = 0
+    if node.get("Relation Name") == "contact_history":
+        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+    return own + sum(_ledger_rows_read(child) for child in node.get("Plans", []))
+
+
+def _explained(conn, statement: str, parameters) -> dict:
+    import json
+
+    plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).scalar()
+    return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     "customers",
@@ -158,7 +173,6 @@ def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(
     966,667 customers took 198 s instead of about 26), and once keys were looked up
     one by one, it walked the campaign's rows for each key. A read must cost about
     one index lookup per key however stale the statistics."""
-    import json
 
     from sqlalchemy import text
 
@@ -191,33 +205,8 @@ def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(
     with engine.connect() as conn:
         query = _keys_query(conn, "greet", keys, (ContactHistory.state,))
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-        plan = conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar()
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-
-    def rows_read(node) -> int:
-        own = 0
-        if node.get("Relation Name") == "contact_history":
-            own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node[
-                "Actual Loops"
-            ]
-        return own + sum(rows_read(child) for child in node.get("Plans", []))
-
-    assert rows_read(plan[0]["Plan"]) <= 2 * len(keys)  # each customer has two rows
-
-
-def _ledger_rows_read(node) -> int:
-    """Rows of contact_history an EXPLAIN ANALYZE plan (JSON) read, over all its loops."""
-    own = 0
-    if node.get("Relation Name") == "contact_history":
-        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
-    return own + sum(_ledger_rows_read(child) for child in node.get("Plans", []))
-
-
-def _explained(conn, statement: str, parameters) -> dict:
-    import json
-
-    plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).scalar()
-    return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        plan = _explained(conn, sql, {})
+    assert _ledger_rows_read(plan) <= 2 * len(keys)  # each customer has two rows
 
 
 @pytest.mark.postgres
