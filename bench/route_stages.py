@@ -68,6 +68,7 @@ def _measure(as_of) -> dict:
     from careflow.ledger import ContactLedger
     from careflow.settings import load_settings
     from flows.campaign import build_route, plan_batches
+    from flows.runners import settle_heap
 
     settings = load_settings().model_copy(update={"delivery": "outbox"})
     engine = db.engine_for(settings.effective_database_url)
@@ -112,6 +113,7 @@ def _measure(as_of) -> dict:
     send = OutboxChannel.send_batch
     OutboxChannel.send_batch = timed("outbox write", send)
     sent = 0
+    settle_heap()  # as a run's first batch does (flows/campaign.py, run_batch)
     t0 = time.perf_counter()
     try:
         for r in ranges:

@@ -168,7 +168,7 @@ def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
         case "daily":
             return day.isoformat()
         case "last_purchase":
-            last = row.get("last_purchase_on")
+            last = last_purchase_day(row)
             if last is None:
                 raise ConfigError(
                     f"campaign {spec.name!r}: occasion 'last_purchase' needs a segment that "
@@ -178,11 +178,18 @@ def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
     raise AssertionError(spec.occasion)
 
 
+def last_purchase_day(row: dict):
+    """The segment's ``last_purchase_on`` as ``enrich`` gives it: SQLite's text read as
+    a date (ValueError when unreadable), anything else as the driver gave it."""
+    last = row.get("last_purchase_on")
+    return date.fromisoformat(last[:10]) if isinstance(last, str) else last
+
+
 def enrich(row: dict) -> dict:
     """Segment columns as templates want them: dates as dates, whatever the driver
     gave, and money in minor units (``monetary_minor``) as a Decimal amount
     (``monetary``) in the row's currency."""
     out = with_amounts(row)
-    if isinstance(out.get("last_purchase_on"), str):
-        out["last_purchase_on"] = date.fromisoformat(out["last_purchase_on"][:10])
+    if "last_purchase_on" in out:
+        out["last_purchase_on"] = last_purchase_day(out)
     return out

@@ -67,7 +67,7 @@ from careflow.settings import Settings, load_settings
 from careflow.uplift import baseline_of, compare, load_units, split_summary
 from channels.recorder import RecordingChannel
 from flows.route import BatchResult, Route, RunStopped, process_batch
-from flows.runners import BatchTaskRunner, batch_submitter
+from flows.runners import BatchTaskRunner, batch_submitter, settle_heap
 
 #: what the UI's run form offers for ``channel``: every registered channel
 ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
@@ -197,6 +197,7 @@ def run_batch(
     deferred_only: bool = False,
 ) -> dict:
     """One batch of a run: the whole route for the selected customers in ``lo``..``hi``."""
+    settle_heap()
     spec = load_campaign(campaign, settings.templates_dir)
     # the flow's own event when it runs in this process, else the run's row (Dask)
     stop = _STOPS.get(run_id) or RunStopFlag(db.engine_for(settings.effective_database_url), run_id)

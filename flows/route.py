@@ -30,7 +30,7 @@ from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 import segments
 from careflow import registry
 from careflow.addresses import mask_address
-from careflow.campaigns import CampaignSpec, enrich, occasion_key
+from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
 from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
@@ -350,7 +350,7 @@ def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:
     """Step 2: the ledger key of each message: one per customer per occasion."""
     for c in candidates:
         try:
-            occasion = occasion_key(route.spec, enrich(c.row), route.as_of)
+            occasion = occasion_key(route.spec, c.row, route.as_of)
         except (ValueError, TypeError) as exc:  # a malformed date in the segment's columns
             occasion = route.as_of.isoformat()
             if c.decision is None or c.decision.action in ("send", "defer"):
@@ -391,7 +391,7 @@ def send_rules(route: Route) -> SendRules:
 def _intent(route: Route, c: Candidate) -> Intent:
     since = None
     if route.spec.occasion == "last_purchase":
-        last = enrich(c.row).get("last_purchase_on")
+        last = last_purchase_day(c.row)
         since = last.date() if isinstance(last, datetime) else last
     return Intent(tuple((o.channel, o.address) for o in c.decision.options), since)
 
