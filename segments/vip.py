@@ -416,11 +416,12 @@ def _position(n: int, bp: int) -> int:
     return -(-bp * n // 10000)
 
 
-#: each measure's order in the kept window, best first (ties: tie key, then id)
-_BEST_FIRST = {
-    "monetary": PurchaseWindow.monetary_minor.desc(),
-    "frequency": PurchaseWindow.frequency.desc(),
-    "recency": PurchaseWindow.last_day.desc(),
+#: each measure's column in the kept window; every index orders it best (highest) first,
+#: ties by tie key, then id
+_KEPT_COLUMN = {
+    "monetary": PurchaseWindow.monetary_minor,
+    "frequency": PurchaseWindow.frequency,
+    "recency": PurchaseWindow.last_day,
 }
 
 
@@ -430,31 +431,56 @@ def _kept_positions(conn: Connection, as_of: date, p: PyramidParams, wanted: dic
 
     One statement, so one snapshot: it counts the buyers and checks the window
     again beside the positions it reads, and the answer is used only if both
-    agree with the first look."""
+    agree with the first look.
+
+    On PostgreSQL a measure's positions are walked in order, each from where
+    the one before it stopped, so its index is read once up to the last of them
+    (0.8 of the buyers, where an offset from the top for each position reads 2
+    to 2.3 times the buyers: 0.5 -> 0.3 s at a million customers). SQLite steps
+    a covering index for an OFFSET at a few ns a row, less than testing each row
+    against the previous position, so there each position counts from the top
+    (6 against 100 ms at 200,000 customers)."""
     w, key = PurchaseWindow, purchase_windows.window_key(p.window_days, p.currency)
     usable = purchase_windows.kept_at(key, as_of) & ~exists(select(PurchaseFactsDirty.customer_id))
     count = select(func.count()).where(w.window_key == key).scalar_subquery()
     n, ok = conn.execute(select(count, case((usable, 1), else_=0))).one()
     if not ok or n == 0:
         return None
-    today = literal(day_number_of(as_of))
-    value = {"monetary": w.monetary_minor, "frequency": w.frequency, "recency": today - w.last_day}
+    today = day_number_of(as_of)
+    chained = conn.dialect.name == "postgresql"
     parts = [select(literal("check"), literal(0), count, case((usable, 1), else_=0))]
     for measure, bps in wanted.items():
+        column = _KEPT_COLUMN[measure]
+        step, at = None, 0  # the previous position's row, and the position
         for bp in sorted(bps):
-            one = (
-                select(literal(measure), literal(bp), value[measure], w.customer_id)
-                .where(w.window_key == key)
-                .order_by(_BEST_FIRST[measure], w.tie_key, w.customer_id)
-                .limit(1)
-                .offset(_position(n, bp) - 1)
-                .subquery()
-            )
-            parts.append(select(one))
+            position = _position(n, bp)
+            if position != at:
+                after, skip = (step, position - at - 1) if chained else (None, position - 1)
+                step = _step(key, column, after, skip).cte(f"{measure}_{bp}")
+                step = step.prefix_with("MATERIALIZED")  # read once, however often used
+                at = position
+            value = step.c.value if measure != "recency" else today - step.c.value
+            parts.append(select(literal(measure), literal(bp), value, step.c.customer_id))
     rows = conn.execute(union_all(*parts)).all()
     if rows[0][2:] != (n, 1):
         return None  # the window moved between the two statements: sort instead
     return n, {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows[1:]}
+
+
+def _step(key: str, column, after, skip: int) -> Select:
+    """The kept row ``skip`` places past ``after`` (a one-row CTE of the previous step;
+    None: from the top) in ``column``'s order: best first, then tie key, then id."""
+    w = PurchaseWindow
+    query = select(column.label("value"), w.tie_key, w.customer_id).where(w.window_key == key)
+    if after is not None:
+        # after's values as scalars, not a join: so the index is entered at its value
+        # and read in its own order (joined, PostgreSQL sorted what it read)
+        value, tie, cid = (select(c).scalar_subquery() for c in after.c)
+        query = query.where(
+            column <= value,
+            (column < value) | (w.tie_key > tie) | ((w.tie_key == tie) & (w.customer_id > cid)),
+        )
+    return query.order_by(column.desc(), w.tie_key, w.customer_id).offset(skip).limit(1)
 
 
 def _sorted_positions(conn: Connection, as_of: date, p: PyramidParams, wanted: dict):
