@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 from careflow.messages import Message, State
 from channels.email import SendGridEmail
 from channels.sms import TwilioSMS
+from flows.runners import settle_heap
 from tests.providers.kit import (
     SENDGRID_KEY,
     TWILIO_SID,
@@ -207,6 +208,9 @@ def main() -> None:
     if args.quick:
         args.n, args.concurrency = 400, 50
     logging.basicConfig(level=logging.WARNING)
+    # the collector set as in a process running batches (flows/campaign.py, run_batch),
+    # for the channels and the bare client alike
+    settle_heap()
     print(
         f"{args.n} messages per figure, {args.concurrency} in flight, "
         f"fault rate {args.fault_rate}; each cell: msg/s (client CPU µs per message)\n"

@@ -259,12 +259,8 @@ class ContactLedger:
                 # the write lock from the first statement: the cap and address checks
                 # below must not race another claim (contact_limits.py)
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            existing = {(r.customer_id, r.occasion) for r in _rows_for(conn, campaign, keys)}
-            fresh = [k for k in keys if k not in existing]
-            if fresh:
-                _insert_reserved(
-                    conn, campaign, run_id, fresh, clock, rules.category, selected_at
-                )
+            # every key, in one statement: rows another run holds stay as they are
+            _insert_reserved(conn, campaign, run_id, keys, clock, rules.category, selected_at)
             rows = _rows_for(conn, campaign, keys)
             # Take over rows that may be tried again. The state test is repeated in
             # the UPDATE so two runs racing for the same row cannot both win it.

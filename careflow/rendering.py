@@ -148,6 +148,8 @@ class Renderer:
         self.env.filters.update(
             money=_money, date=_date, number=_number, greeting_name=greeting_name
         )
+        #: (campaign, stem, locale) -> (template or None, names tried): ``_find``
+        self._found: dict[tuple, tuple] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -160,19 +162,30 @@ class Renderer:
         )
 
     def _find(self, campaign: str, stem: str, locale: str | None, required: bool = True):
+        """The template of this part for ``locale`` or the nearest fallback; each answer,
+        a missing one too, is looked up once per renderer (a run's batch): on every
+        message Jinja checked the file's time, and a locale without its own template
+        (``en-GB``) failed a file lookup before falling back."""
+        key = (campaign, stem, locale)
+        if key not in self._found:
+            self._found[key] = self._load(campaign, stem, locale)
+        template, tried = self._found[key]
+        if template is None and required:
+            raise TemplateError(f"no template found; tried {', '.join(tried)}")
+        return template
+
+    def _load(self, campaign: str, stem: str, locale: str | None):
         tried = []
         for loc in locale_chain(locale, self.default_locale):
             name = f"{campaign}/{stem.format(locale=loc)}"
             tried.append(name)
             try:
-                return self.env.get_template(name)
+                return self.env.get_template(name), tried
             except jinja2.TemplateNotFound:
                 continue
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(f"{name} line {exc.lineno}: {exc.message}") from None
-        if required:
-            raise TemplateError(f"no template found; tried {', '.join(tried)}")
-        return None
+        return None, tried
 
     def has_channel(self, campaign: str, channel: str) -> bool:
         """True when ``campaign`` has its templates for ``channel`` (any locale)."""

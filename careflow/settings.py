@@ -233,8 +233,8 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         default=50,
         ge=1,
         le=5000,
-        description="Messages marked 'sending' and handed to a channel at a time. A crash "
-        "leaves at most this many per batch in doubt.",
+        description="Messages marked 'sending' and handed to a provider's channel at a time. "
+        "A crash leaves at most this many per batch in doubt. The outbox takes 1,000.",
     )
     batch_size: int = Field(
         default=5000,

@@ -5,7 +5,12 @@ A channel:
 - is declared once in the registry (careflow/registry.py, channels/__init__.py);
 - raises ConfigError at construction for bad configuration;
 - ``send_batch(messages)`` returns exactly one Outcome per message, in any
-  order, and never raises for one bad recipient.
+  order, and never raises for one bad recipient;
+- may declare ``send_chunk_size``: how many messages the route marks
+  'sending' and hands over at a time; without it, CAREFLOW_SEND_CHUNK_SIZE
+  (50), which bounds what a provider has in flight and a crash leaves in
+  doubt. The outbox, writing local files, takes 1,000: in chunks of 50 the
+  sending marks and outcome records cost it about 40 µs a message more.
 """
 
 from __future__ import annotations

@@ -626,9 +626,10 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
 
     for name, messages in by_channel.items():  # steps 6 and 7: send and record
         with closing_channel(route.channel_factory(name)) as channel:
-            for start in range(0, len(messages), route.settings.send_chunk_size):
+            size = getattr(channel, "send_chunk_size", None) or route.settings.send_chunk_size
+            for start in range(0, len(messages), size):
                 route.check_stop()
-                chunk = messages[start : start + route.settings.send_chunk_size]
+                chunk = messages[start : start + size]
                 sent, lost = send_chunk(ledger, channel, name, chunk, route.run_id)
                 outcomes.extend(sent)
                 result.already["in_progress"] += lost
