@@ -28,9 +28,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text
+from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text, true
 
 from careflow.db.models import ContactHistory
+from careflow.db.sqlfunc import unindexed
 from careflow.messages import State
 
 CH = ContactHistory.__table__
@@ -139,7 +140,9 @@ def lock(conn, campaign: str, intents: Mapping[Key, Intent], cap, one_per_addres
 
 def _in_flight():
     """Rows that hold a slot: reserved to send (a recipient chosen) or being sent."""
-    return and_(CH.c.state.in_([State.RESERVED, State.SENDING]), CH.c.recipient.is_not(None))
+    return and_(
+        unindexed(CH.c.state).in_([State.RESERVED, State.SENDING]), CH.c.recipient.is_not(None)
+    )
 
 
 def address_holders(conn, campaign: str, addresses: Iterable[tuple[str, str]]):
@@ -159,17 +162,21 @@ def address_holders(conn, campaign: str, addresses: Iterable[tuple[str, str]]):
         CH.c.not_before,
         CH.c.updated_at,
     )
-    holding = or_(
-        CH.c.state == State.SENT,
-        _in_flight(),
-        and_(CH.c.state == State.DEFERRED, CH.c.recipient.is_not(None)),
+    # Sent, in flight (reserved with a recipient chosen, or sending) or deferred with
+    # one: a row found by its recipient has one. The rows are found through the
+    # address index alone: written plainly, the campaign and state tests sent SQLite
+    # (no statistics) and PostgreSQL (statistics from before the run) through the
+    # unique key or the state index, a walk of every row the campaign had sent, each
+    # batch: the Christmas run at a million customers settled 1,054 a second, not 2,600.
+    holding = unindexed(CH.c.state).in_(
+        [State.SENT, State.RESERVED, State.SENDING, State.DEFERRED]
     )
     for ch, found in by_channel.items():
         for start in range(0, len(found), 1000):
             for r in conn.execute(
                 select(*cols).where(
-                    CH.c.campaign == campaign,
                     CH.c.recipient.in_(found[start : start + 1000]),
+                    unindexed(CH.c.campaign) == campaign,
                     CH.c.channel == ch,
                     holding,
                 )
@@ -186,7 +193,9 @@ def cap_counts(conn, customer_ids: Sequence[int], cap: CapCheck, now: datetime):
     since = naive_utc(now) - timedelta(days=cap.days)
     where = and_(
         CH.c.category.in_(cap.counted),
-        or_(and_(CH.c.state == State.SENT, CH.c.sent_at >= since), _in_flight()),
+        # the customers' rows are found by customer: a state test an index could serve
+        # walked every sent row of every campaign instead (see address_holders)
+        or_(and_(unindexed(CH.c.state) == State.SENT, CH.c.sent_at >= since), _in_flight()),
     )
     cols = (CH.c.id, CH.c.customer_id, CH.c.campaign, CH.c.channel, CH.c.state, CH.c.sent_at)
     ids = sorted(set(customer_ids))
@@ -197,7 +206,10 @@ def cap_counts(conn, customer_ids: Sequence[int], cap: CapCheck, now: datetime):
 
             batch = func.unnest(bindparam("cap_ids", part, type_=ARRAY(BigInteger)))
             k = batch.table_valued("cid").render_derived(name="k")
-            query = select(*cols).join(k, CH.c.customer_id == k.c.cid).where(where)
+            # each customer looked up on its own: joined, a planner that believed the
+            # ledger empty read all of it once per customer (careflow/ledger.py, _keys_query)
+            hit = select(*cols).where(CH.c.customer_id == k.c.cid, where).offset(0).lateral()
+            query = select(hit).select_from(k).join(hit, true())
         else:
             query = select(*cols).where(CH.c.customer_id.in_(part), where)
         for r in conn.execute(query):

@@ -77,6 +77,7 @@ from careflow.contact_limits import (
     write_choices,
 )
 from careflow.db.models import ContactEvent, ContactHistory
+from careflow.db.sqlfunc import unindexed
 from careflow.events import TimelineEvent
 from careflow.messages import Outcome, State
 
@@ -800,9 +801,9 @@ def _row_guard(run_id: str | None = None, state: State | None = None):
     """
     guard = []
     if run_id is not None:
-        guard.append(func.coalesce(CH.c.run_id, "") == run_id)
+        guard.append(unindexed(CH.c.run_id) == run_id)
     if state is not None:
-        guard.append(func.coalesce(CH.c.state, "") == state)
+        guard.append(unindexed(CH.c.state) == state)
     return and_(*guard)
 
 

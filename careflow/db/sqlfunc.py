@@ -1,19 +1,34 @@
-"""Date arithmetic that SQLite and PostgreSQL spell differently.
+"""SQL spellings careflow needs on both dialects.
 
 Segments count calendar days as integers ("day numbers": days since
 1970-01-01) so gaps, medians and windows are plain integer arithmetic on
-both dialects.
+both dialects. :func:`unindexed` keeps a test out of the planner's choice
+of index.
 """
 
 from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Date, Integer, String
+from sqlalchemy import Date, Integer, String, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 EPOCH = date(1970, 1, 1)
+
+
+def unindexed(column):
+    """A text ``column`` as a test on it that no index can serve (``coalesce(column, '')``,
+    equal for every non-null value), so the rows are found through the index the query
+    means, whatever the planner's statistics say.
+
+    Needed where a test on a column with its own index looks selective to a planner
+    that has no statistics (SQLite unless analysed) or statistics from before a run
+    wrote its rows (PostgreSQL): the ledger's writes by id (careflow/ledger.py) and
+    its reads of who holds an address (careflow/contact_limits.py) walked every row
+    the run or the campaign had instead.
+    """
+    return func.coalesce(column, "")
 
 
 def day_number_of(d: date) -> int:
