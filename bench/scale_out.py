@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# as bench/scale.py: the local Prefect server tries no network, and logs what matters
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 #: (label, environment) per runner, in the order they run
 RUNNERS = (
     ("threads", {"CAREFLOW_TASK_RUNNER": "threads"}),
