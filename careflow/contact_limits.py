@@ -167,7 +167,8 @@ def address_holders(conn, campaign: str, addresses: Iterable[tuple[str, str]]):
     # address index alone: written plainly, the campaign and state tests sent SQLite
     # (no statistics) and PostgreSQL (statistics from before the run) through the
     # unique key or the state index, a walk of every row the campaign had sent, each
-    # batch: the Christmas run at a million customers settled 1,054 a second, not 2,600.
+    # batch: the Christmas run at a million customers settled 1,054-1,199 a second
+    # on SQLite, and 3,071 without that walk (bench/README.md).
     holding = unindexed(CH.c.state).in_(
         [State.SENT, State.RESERVED, State.SENDING, State.DEFERRED]
     )

@@ -10,7 +10,7 @@ A channel:
   'sending' and hands over at a time; without it, CAREFLOW_SEND_CHUNK_SIZE
   (50), which bounds what a provider has in flight and a crash leaves in
   doubt. The outbox, writing local files, takes 1,000: in chunks of 50 the
-  sending marks and outcome records cost it about 40 µs a message more.
+  sending marks and outcome records cost it about 25 µs a message more.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ from prefect.utilities.callables import get_call_parameters
 from careflow.errors import ConfigError
 from careflow.settings import Settings, load_settings
 
-
 #: objects allocated between two young-generation collections in a process running batches
 YOUNG_COLLECTION_EVERY = 10_000
 
@@ -48,7 +47,7 @@ def settle_heap() -> None:
     (``gc.freeze``), and the young generation is collected every
     ``YOUNG_COLLECTION_EVERY`` allocations instead of 700. A batch makes tens of
     thousands of short-lived objects; at Python's defaults the collector scanned
-    the start-up heap over and over, 15-20% of a message's time on the outbox
+    the start-up heap over and over, about a fifth of a message's time on the outbox
     (bench/README.md). Idempotent; garbage is still collected."""
     if gc.get_threshold()[0] != YOUNG_COLLECTION_EVERY:
         gc.freeze()
