@@ -1,13 +1,15 @@
 """Where a message's time goes: the route's stages timed on one thread, per message.
 
     python -m bench.route_stages                 # 50,000 customers, win-back as SMS, outbox
+    python -m bench.route_stages --channel email # the same as HTML email (text + HTML parts)
     python -m bench.route_stages --quick
 
 The route (flows/route.py) runs batch by batch as a run does it, without
 Prefect, with a clock around each stage: the keys' selection, the
 selection of customer records, occasions and the settled-key read, the
 policy (consent, addresses, suppression, holdout, send time), the claim,
-rendering (template, opt-out line, segments), the outbox write, and the
+rendering (template, opt-out line, segments), the outbox file's content (the
+text, or an email's MIME message and unsubscribe link) and its write, and the
 ledger's sending mark and outcome record. The sum is what
 one core can do; a run's threads share one core's worth of Python, so a
 machine does about this per process, times the processes it runs (Dask
@@ -35,7 +37,11 @@ STAGES = {
 }
 
 
-def run(customers: int, orders: int) -> dict:
+#: what a message of each channel is, in the report
+WHAT = {"sms": "SMS", "email": "HTML emails"}
+
+
+def run(customers: int, orders: int, channel: str = "sms") -> dict:
     from bench.fixtures import fresh_database
     from bench.shop import AS_OF, generate
 
@@ -44,7 +50,7 @@ def run(customers: int, orders: int) -> dict:
     os.environ.update(CAREFLOW_DATABASE_URL=url, CAREFLOW_HOME=str(home))
     try:
         generate(url, customers, orders, quiet=True)
-        return _measure(AS_OF) | {"file_create_us": _file_create_us(home / "disk-check")}
+        return _measure(AS_OF, channel) | {"file_create_us": _file_create_us(home / "disk-check")}
     finally:
         cleanup()
 
@@ -59,7 +65,7 @@ def _file_create_us(folder: Path, n: int = 2000) -> float:
     return round((time.perf_counter() - t0) / n * 1e6, 1)
 
 
-def _measure(as_of) -> dict:
+def _measure(as_of, channel: str) -> dict:
     import flows.route as route_mod
     import segments
     from careflow import db, purchase_facts
@@ -107,11 +113,12 @@ def _measure(as_of) -> dict:
     saved = {m: getattr(ContactLedger, m) for m in ledger_methods}
     for method, stage in ledger_methods.items():
         setattr(ContactLedger, method, timed(stage, saved[method]))
-    route = build_route(settings, spec, str(uuid.uuid4()), day, at, "sms", False, params)
+    route = build_route(settings, spec, str(uuid.uuid4()), day, at, channel, False, params)
     from channels.outbox import OutboxChannel
 
-    send = OutboxChannel.send_batch
+    send, content = OutboxChannel.send_batch, OutboxChannel._content
     OutboxChannel.send_batch = timed("outbox write", send)
+    OutboxChannel._content = timed("outbox: file content", content)  # inside the write
     sent = 0
     settle_heap()  # as a run's first batch does (flows/campaign.py, run_batch)
     t0 = time.perf_counter()
@@ -120,14 +127,16 @@ def _measure(as_of) -> dict:
             sent += route_mod.process_batch(route, r).sent
     finally:
         total = time.perf_counter() - t0
-        OutboxChannel.send_batch = send
+        OutboxChannel.send_batch, OutboxChannel._content = send, content
         for method in ledger_methods:
             setattr(ContactLedger, method, saved[method])
         for name, fn in originals.items():
             setattr(route_mod, name, fn)
+    spent["outbox write"] -= spent["outbox: file content"]  # what is left: the file itself
     per = {stage: round(s / max(sent, 1) * 1e6, 1) for stage, s in spent.items()}
     per["other"] = round((total - sum(spent.values())) / max(sent, 1) * 1e6, 1)
     return {
+        "channel": channel,
         "sent": sent,
         "seconds": round(total, 2),
         "msg_per_s": round(sent / total),
@@ -137,7 +146,8 @@ def _measure(as_of) -> dict:
 
 def render(r: dict) -> str:
     lines = [
-        f"{r['sent']:,} win-back SMS on the outbox in {r['seconds']} s on one thread: "
+        f"{r['sent']:,} win-back {WHAT[r['channel']]} on the outbox in {r['seconds']} s on one "
+        f"thread: "
         f"{r['msg_per_s']:,} msg/s",
         "",
         "| stage | µs per message | share |",
@@ -161,9 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--quick", action="store_true", help="3,000 customers")
+    parser.add_argument("--channel", choices=sorted(WHAT), default="sms")
     args = parser.parse_args(argv)
     customers = 3_000 if args.quick else args.customers
-    print(render(run(customers, customers * 5)))
+    print(render(run(customers, customers * 5, args.channel)))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ receive. So the outbox holds exactly what would be sent.
 
 from __future__ import annotations
 
+import base64
 import html
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC
-from email.message import EmailMessage
+from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid
 
 from careflow.ledger import utcnow
@@ -81,19 +83,63 @@ def mime_message(
     from_name: str | None = None,
     reply_to: str | None = None,
 ) -> bytes:
-    """The RFC 5322 message a mailbox would receive: both parts and every header."""
-    mail = EmailMessage()
-    mail["From"] = formataddr((from_name or "", from_email)) if from_name else from_email
-    mail["To"] = message.to
-    mail["Subject"] = message.subject or ""
-    mail["Date"] = format_datetime(utcnow().replace(tzinfo=UTC))
-    mail["Message-ID"] = make_msgid(domain=from_email.rpartition("@")[2] or "careflow")
-    if reply_to:
-        mail["Reply-To"] = reply_to
-    for name, value in content.headers.items():
-        mail[name] = value
-    mail["X-Careflow-Key"] = message.key
-    mail.set_content(content.text)
-    if content.html:
-        mail.add_alternative(content.html, subtype="html")
-    return bytes(mail)
+    """The RFC 5322 message a mailbox would receive: both parts and every header.
+
+    Written out directly for its one shape (a text part, and an HTML alternative
+    when there is one): the standard library's ``EmailMessage`` parsed and folded
+    every header and took about 1.7 ms a message, ten times the rendering, which
+    made HTML email on the outbox 450 messages a second (bench/README.md). Header
+    values are single lines (non-ASCII as RFC 2047 encoded words); each part is
+    7bit or 8bit UTF-8, or base64 where a line is too long for SMTP."""
+    name = (from_name or "").strip()
+    head = [
+        ("From", formataddr((name, from_email), charset="utf-8") if name else from_email),
+        ("To", message.to),
+        ("Subject", _header_text(message.subject or "")),
+        ("Date", format_datetime(utcnow().replace(tzinfo=UTC))),
+        ("Message-ID", make_msgid(domain=from_email.rpartition("@")[2] or "careflow")),
+        *([("Reply-To", reply_to)] if reply_to else []),
+        *content.headers.items(),
+        ("X-Careflow-Key", message.key),
+        ("MIME-Version", "1.0"),
+    ]
+    if not content.html:
+        return _lines(head) + _part("plain", content.text)
+    boundary = f"=_careflow_{uuid.uuid4().hex}"
+    out = _lines([*head, ("Content-Type", f'multipart/alternative; boundary="{boundary}"')])
+    for subtype, text in (("plain", content.text), ("html", content.html)):
+        # the line break after each part belongs to the boundary that follows it
+        out += f"--{boundary}\n".encode() + _part(subtype, text) + b"\n"
+    return out + f"--{boundary}--\n".encode()
+
+
+#: the longest line SMTP carries (RFC 5321: 1,000 octets with the line break)
+_SMTP_LINE = 998
+
+
+def _header_text(value: str) -> str:
+    """A header value on one line; non-ASCII as RFC 2047 encoded words."""
+    value = " ".join(value.split())
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def _part(subtype: str, text: str) -> bytes:
+    """One text part: its headers and its content, which ends in a line break as a mail
+    client shows it; 7bit or 8bit UTF-8, or base64 where a line is too long for SMTP."""
+    data = text.encode("utf-8")
+    data = data if data.endswith(b"\n") else data + b"\n"
+    if max(map(len, data.splitlines()), default=0) > _SMTP_LINE:
+        encoding, data = "base64", base64.encodebytes(data)
+    else:
+        encoding = "7bit" if data.isascii() else "8bit"
+    head = [
+        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
+        ("Content-Transfer-Encoding", encoding),
+    ]
+    return _lines(head) + data
+
+
+def _lines(headers: list[tuple[str, str]]) -> bytes:
+    """Header lines and the blank line after them; a value can hold no line break."""
+    body = "".join(f"{k}: {' '.join(str(v).splitlines())}\n" for k, v in headers)
+    return (body + "\n").encode("utf-8")
