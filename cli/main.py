@@ -20,6 +20,11 @@ from careflow.errors import CareflowError
 
 # Prefect's local server can take >20 s to start on a busy machine (its default limit).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# The local server Prefect starts for a run sends usage telemetry unless told not to:
+# offline (a CRM's database machine often is) each attempt printed an ERROR, and its
+# heartbeat a "database is locked" traceback from the server's SQLite, in the middle
+# of a run. A user who wants it sets the variable.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # One line per task run drowns the flow's own progress lines in a terminal;
 # the Prefect UI still shows every task run.
 os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
