@@ -147,8 +147,7 @@ def _measure(as_of, channel: str) -> dict:
 def render(r: dict) -> str:
     lines = [
         f"{r['sent']:,} win-back {WHAT[r['channel']]} on the outbox in {r['seconds']} s on one "
-        f"thread: "
-        f"{r['msg_per_s']:,} msg/s",
+        f"thread: {r['msg_per_s']:,} msg/s",
         "",
         "| stage | µs per message | share |",
         "| --- | ---: | ---: |",

@@ -169,26 +169,10 @@ def test_a_run_on_the_embedded_server_prints_no_error_that_is_not_the_users(tmp_
     local server trying to send usage telemetry; with no network that printed an
     ERROR line ("Failed to send telemetry") in the middle of every run. careflow turns
     it off unless the user says otherwise."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.embedded import fresh_home, run_careflow
 
-    from careflow import db
-
-    home = tmp_path / "home"
-    (home / "prefect").mkdir(parents=True)
-    url = f"sqlite:///{home / 'careflow.db'}"
-    db.upgrade(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREFLOW_", "PREFECT_"))}
-    env |= {"CAREFLOW_HOME": str(home), "PREFECT_HOME": str(home / "prefect")}
-    log = tmp_path / "run.log"
-    with log.open("w") as out:  # a file, not a pipe: a server left running would hold a pipe
-        done = subprocess.run(
-            [Path(sys.executable).parent / "careflow", "run", "birthday", "--dry-run"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300,
-        )  # fmt: skip
-    output = log.read_text()
-    assert done.returncode == 0, output[-3000:]
+    home, _ = fresh_home(tmp_path)
+    code, output = run_careflow(home, "run", "birthday", "--dry-run")
+    assert code == 0, output[-3000:]
     assert "Starting temporary server" in output  # the embedded default, as a user gets it
     assert "| ERROR" not in output and "Traceback" not in output, output[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
@@ -151,6 +152,25 @@ def _ledger_rows_read(node) -> int:
     return own + sum(_ledger_rows_read(child) for child in node.get("Plans", []))
 
 
+@contextmanager
+def _statements(engine, prefix: str):
+    """The (statement, parameters) the engine runs inside the block that start with
+    ``prefix``, to be explained afterwards."""
+    from sqlalchemy import event
+
+    seen = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith(prefix):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+
+
 def _explained(conn, statement: str, parameters) -> dict:
     import json
 
@@ -216,7 +236,7 @@ def test_a_runs_outcome_writes_go_by_row_whatever_the_statistics_say(postgres_se
     run had no rows. Each write then walked every row the run had written so far: 29 ms
     a batch at 60,000 rows, and a two-worker Dask run settled 250 customers/s. Each
     write of a send chunk must read one row per message however many the run has."""
-    from sqlalchemy import event, text
+    from sqlalchemy import text
 
     from careflow import db
     from tests.conftest import _reset_postgres
@@ -242,18 +262,9 @@ def test_a_runs_outcome_writes_go_by_row_whatever_the_statistics_say(postgres_se
     batch = ledger.claim("greet", "run", [(cid, "2026") for cid in range(20001, 20501)]).owned
 
     chunk = list(batch.values())[:50]  # one send chunk (send_chunk_size)
-    writes = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("UPDATE contact_history"):
-            writes.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
+    with _statements(engine, "UPDATE contact_history") as writes:
         sending = ledger.mark_sending(chunk, "outbox", "run")
         ledger.record([Outcome.sent(i, f"SM{i}") for i in sending], "run")
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
     assert sending == set(chunk) and len(writes) == 2
     with engine.connect() as conn:
         for statement, parameters in writes:
@@ -281,7 +292,7 @@ def test_address_and_cap_checks_find_rows_by_address_and_customer(engine):
     campaign) had sent, for each batch: the Christmas run at a million customers
     slowed from about 2,600 customers/s to 1,054 as the ledger filled. Each check
     must find its rows through the addresses or the customers it is given."""
-    from sqlalchemy import event, text
+    from sqlalchemy import text
 
     from careflow.contact_limits import CapCheck, address_holders, cap_counts
 
@@ -307,21 +318,11 @@ def test_address_and_cap_checks_find_rows_by_address_and_customer(engine):
             ],
         )
     asked = [("sms", f"+4477009{i:05d}") for i in range(1001, 2001)]  # one batch's chunk
-    seen = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        with engine.connect() as conn:
-            holders = address_holders(conn, "greet", asked)
-            counted = cap_counts(
-                conn, list(range(1001, 2001)), CapCheck(1, 30, False, ("marketing",)), now
-            )
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
+    with _statements(engine, "SELECT") as seen, engine.connect() as conn:
+        holders = address_holders(conn, "greet", asked)
+        counted = cap_counts(
+            conn, list(range(1001, 2001)), CapCheck(1, 30, False, ("marketing",)), now
+        )
     assert len(holders) == 1000 and len(counted) == 1000  # each found its one row
     (address_read, address_parameters), (cap_read, cap_parameters) = seen
     with engine.connect() as conn:

@@ -167,41 +167,21 @@ def test_dask_on_the_embedded_api_reports_to_the_runs_own_server(tmp_path):
     a few seconds each, and under concurrent batches one failed to start: the run
     ended in an AssertionError traceback ("Server process did not start"). The
     LocalCluster's workers must report to the server the run itself started."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from careflow import db
+    from tests.embedded import fresh_home, run_careflow
 
-    home = tmp_path / "home"
-    (home / "prefect").mkdir(parents=True)
-    url = f"sqlite:///{home / 'careflow.db'}"
-    db.upgrade(url)
+    home, url = fresh_home(tmp_path)
     seed_demo(db.engine_for(url), as_of=AS_OF, customers=CUSTOMERS)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CAREFLOW_", "PREFECT_API"))
-    }
-    env |= {
-        "CAREFLOW_HOME": str(home),
-        "CAREFLOW_DATABASE_URL": url,
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # as `make` runs it
-        "CAREFLOW_TASK_RUNNER": "dask",
-        "CAREFLOW_BATCH_SIZE": "5",  # a dozen batches, two at a time on each worker
-        "CAREFLOW_DASK_WORKERS": "2",
-        "CAREFLOW_DASK_THREADS_PER_WORKER": "2",
-    }
-    careflow = Path(sys.executable).parent / "careflow"
-    log = tmp_path / "run.log"
-    with log.open("w") as out:  # a file, not a pipe: a server left running would hold a pipe
-        done = subprocess.run(
-            [careflow, "run", CAMPAIGN, "--as-of", AS_OF.isoformat(), "--channel", "outbox",
-             "--allow-past"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600,
-        )
-    output = log.read_text()
-    assert done.returncode == 0, output[-3000:]
+    code, output = run_careflow(
+        home, "run", CAMPAIGN, "--as-of", AS_OF.isoformat(), "--channel", "outbox", "--allow-past",
+        env={
+            "CAREFLOW_TASK_RUNNER": "dask",
+            "CAREFLOW_BATCH_SIZE": "5",  # a dozen batches, two at a time on each worker
+            "CAREFLOW_DASK_WORKERS": "2",
+            "CAREFLOW_DASK_THREADS_PER_WORKER": "2",
+        },
+    )  # fmt: skip
+    assert code == 0, output[-3000:]
     assert "Traceback" not in output
     assert output.count("Starting temporary server") == 1, output[-3000:]
     settled = outcomes(db.engine_for(url))
