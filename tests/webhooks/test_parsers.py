@@ -13,6 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from careflow.events import EventKind
 from tests.providers.kit import sendgrid_webhook_keys
+from tests.webhooks.payloads import twilio_inbound, twilio_signed
 from webhooks import sendgrid, sinch, twilio
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -32,6 +33,18 @@ def test_twilio_signature_is_checked_like_twilio_computes_it():
     assert not twilio.verify(TOKEN, URL.replace("https", "http"), STATUS, signature)  # proxy
     assert not twilio.verify(TOKEN, URL, STATUS, None)
     assert not twilio.verify("", URL, STATUS, signature)
+
+
+def test_twilio_form_keeps_blank_and_repeated_parameters_for_the_signature():
+    pairs = list(twilio_inbound("STOP now", "+8613812345678").items()) + [("AddOns", "a"),
+                                                                          ("AddOns", "b")]
+    body, headers = twilio_signed(TOKEN, URL, pairs)
+    params = twilio.form(body)
+    assert params["FromCity"] == "" and params["Body"] == "STOP now"
+    assert params.getall("AddOns") == ["a", "b"] and params["AddOns"] == "a"
+    assert twilio.verify(TOKEN, URL, params, headers["X-Twilio-Signature"])
+    blanks_dropped = {k: v for k, v in params.items() if v}
+    assert not twilio.verify(TOKEN, URL, blanks_dropped, headers["X-Twilio-Signature"])
 
 
 def test_twilio_status_and_reply_map_to_events():
