@@ -17,8 +17,9 @@ provider (webhooks/ turns each provider's callbacks into those events):
    "delivered", whatever order the provider posts them in.
 4. **Acted on.** An opt-out keyword (careflow/keywords.py, in the customer's
    language) or a provider's unsubscribe revokes consent for that channel
-   and suppresses the address; an opt-in keyword restores it; hard
-   bounces, drops and spam reports suppress the address. The policy stage
+   and suppresses the address; an opt-in keyword restores it; spam
+   reports suppress the address, and so does whatever the provider's module
+   read as permanent (``InboundEvent.suppress``: a hard bounce, a landline). The policy stage
    skips suppressed addresses with the suppression's reason.
 5. **Attributed.** An order within the attribution window after a
    delivered message is linked to it (last touch: the latest delivered
@@ -67,10 +68,9 @@ from careflow.ledger import utcnow
 CH = ContactHistory.__table__
 CE = ContactEvent.__table__
 
-#: Twilio error codes that mean "never text this number again"
-_TWILIO_SUPPRESS = {"21610": "opted_out", "30006": "landline", "30005": "unknown_number"}
+#: kinds that suppress whoever sent them (a provider's permanent failures come as
+#: ``InboundEvent.suppress``, read by its module from its own codes)
 _SUPPRESSING = {
-    EventKind.DROPPED: "dropped",
     EventKind.SPAM_REPORT: "spam_report",
     EventKind.UNSUBSCRIBED: "unsubscribed",
 }
@@ -261,10 +261,8 @@ def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
             reason = "opted_out"
         elif e.kind in _SUPPRESSING:
             reason = _SUPPRESSING[e.kind]
-        elif e.kind == EventKind.BOUNCED and (e.reason or "bounce") != "blocked":
-            reason = "bounced"  # a hard bounce; "blocked" is the receiver's temporary no
-        elif e.provider == "twilio" and e.reason in _TWILIO_SUPPRESS:
-            reason = _TWILIO_SUPPRESS[e.reason]
+        else:
+            reason = e.suppress
         if reason:
             suppress(conn, channel, address, reason, f"{e.provider}:{e.event_id}"[:64], now)
             if r.customer_id and reason in ("opted_out", "unsubscribed"):

@@ -11,7 +11,9 @@ Parse: one POST carries a JSON array of many events. Each has
 ``sg_event_id`` (the de-duplication key), a unix ``timestamp``, the
 recipient ``email`` and ``sg_message_id``, whose part before the first dot
 is the ``X-Message-Id`` the send recorded. careflow's ``custom_args``
-(``careflow_key``, ``contact_id``) come back as top-level fields.
+(``careflow_key``, ``contact_id``) come back as top-level fields. Which
+events mean the address is dead for good is SendGrid's to say, and read
+here (:func:`_permanent`): a hard bounce yes, a ``blocked`` bounce no.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ _KINDS = {
     "unsubscribe": EventKind.UNSUBSCRIBED,
     "group_unsubscribe": EventKind.UNSUBSCRIBED,
 }
+
+#: drop reasons SendGrid documents that are about the address, not the message
+_ADDRESS_DROPS = {"bounced address", "unsubscribed address", "spam reporting address", "invalid"}
 
 
 def verify(
@@ -77,7 +82,10 @@ def parse(events: list) -> list[InboundEvent]:
         if not isinstance(e, dict) or "event" not in e or "sg_event_id" not in e:
             raise ValueError("a SendGrid event needs 'event' and 'sg_event_id'")
         kind = str(e["event"])
-        when = datetime.fromtimestamp(int(e.get("timestamp", 0)), UTC).replace(tzinfo=None)
+        try:
+            when = datetime.fromtimestamp(int(e.get("timestamp", 0)), UTC).replace(tzinfo=None)
+        except (OverflowError, OSError) as exc:
+            raise ValueError(f"a SendGrid event's timestamp is out of range: {exc}") from None
         message_id = str(e.get("sg_message_id") or "").split(".", 1)[0] or None
         out.append(
             InboundEvent(
@@ -89,8 +97,34 @@ def parse(events: list) -> list[InboundEvent]:
                 provider_message_id=message_id,
                 recipient=e.get("email"),
                 contact_key=e.get("careflow_key"),
-                reason=e.get("reason") or e.get("type") or None,
+                reason=_reason(e),
+                suppress=_permanent(kind, e),
                 raw=e,
             )
         )
     return out
+
+
+def _reason(e: dict) -> str | None:
+    """Why, in SendGrid's words: a bounce's type ("bounce", "blocked") before its reason."""
+    why = str(e.get("reason") or e.get("response") or "") or None
+    if e.get("event") == "bounce" and e.get("type"):
+        return f"{e['type']}: {why}" if why else str(e["type"])
+    return why
+
+
+def _permanent(kind: str, e: dict) -> str | None:
+    """The suppression this event calls for, read as SendGrid defines its events.
+
+    A ``bounce`` of type ``bounce`` is a hard bounce: the address does not exist.
+    Type ``blocked`` is the receiving server refusing this message for now
+    (reputation, content, rate): SendGrid itself does not suppress it, and
+    neither does careflow. A drop suppresses when SendGrid dropped the message
+    for the address (already bounced, unsubscribed, reported spam, invalid),
+    not when it was the message (its content, a header, a quota).
+    """
+    if kind == "bounce":
+        return "bounced" if str(e.get("type") or "bounce").lower() == "bounce" else None
+    if kind == "dropped":
+        return "dropped" if str(e.get("reason") or "").lower() in _ADDRESS_DROPS else None
+    return None

@@ -11,7 +11,11 @@ must be the public one Twilio used, not the internal one.
 Parse: status callbacks carry ``MessageSid`` and ``MessageStatus`` (and
 ``ErrorCode`` when it failed) but no event id or time, so the event id is
 ``MessageSid:status`` (Twilio retries the same status; a new status is a
-new event) and the time is when it arrived.
+new event) and the time is when it arrived. The error codes that mean the
+number is dead for good (21610: the recipient replied STOP to Twilio;
+30006: a landline; 30005: no such handset) become the event's ``suppress``;
+the others (30003 unreachable, 30007 filtered...) are this message's
+failure only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ _STATUS = {
     "failed": EventKind.FAILED,
     "canceled": EventKind.FAILED,
 }
+
+#: Twilio error codes that mean "never text this number again", as suppression reasons
+_PERMANENT = {"21610": "opted_out", "30006": "landline", "30005": "unknown_number"}
 
 
 class Form(dict):
@@ -80,6 +87,7 @@ def parse_status(params: Mapping[str, str], received_at: datetime) -> InboundEve
         provider_message_id=sid,
         recipient=params.get("To"),
         reason=params.get("ErrorCode") or None,
+        suppress=_PERMANENT.get(params.get("ErrorCode") or ""),
         raw=dict(params),
     )
 
