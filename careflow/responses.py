@@ -15,12 +15,13 @@ provider (webhooks/ turns each provider's callbacks into those events):
 3. **Ordered.** A message's delivery state only moves up the ranks in
    ``careflow.events.DELIVERY_RANK``: a late "sent" never overwrites
    "delivered", whatever order the provider posts them in.
-4. **Acted on.** An opt-out keyword (careflow/keywords.py, in the customer's
-   language) or a provider's unsubscribe revokes consent for that channel
-   and suppresses the address; an opt-in keyword restores it; spam
-   reports suppress the address, and so does whatever the provider's module
-   read as permanent (``InboundEvent.suppress``: a hard bounce, a landline). The policy stage
-   skips suppressed addresses with the suppression's reason.
+4. **Acted on.** An opt-out keyword (careflow/keywords.py, in the language
+   of the message the customer answered, read from its stored text) or a
+   provider's unsubscribe revokes consent for that channel and suppresses
+   the address; an opt-in keyword restores it; spam reports suppress the
+   address, and so does whatever the provider's module read as permanent
+   (``InboundEvent.suppress``: a hard bounce, a landline). The policy
+   stage skips suppressed addresses with the suppression's reason.
 5. **Attributed.** An order within the attribution window after a
    delivered message is linked to it (last touch: the latest delivered
    message before the order), see :func:`attribute_orders`.
@@ -62,7 +63,7 @@ from careflow.db.models import (
     Suppression,
 )
 from careflow.events import DELIVERY_RANK, EventKind, InboundEvent
-from careflow.keywords import classify
+from careflow.keywords import classify, language_of
 from careflow.ledger import utcnow
 
 CH = ContactHistory.__table__
@@ -95,7 +96,8 @@ class _Row:
     contact_id: int | None = None
     customer_id: int | None = None
     campaign: str | None = None
-    locale: str | None = None
+    #: whose keywords a reply is read with: the answered message's language, the customer's
+    languages: tuple[str | None, ...] = ()
     kind: str = ""
 
 
@@ -161,8 +163,7 @@ def _existing(conn, events: Sequence[InboundEvent]) -> set[tuple[str, str]]:
 
 def _match(conn, rows: Sequence[_Row]) -> None:
     """Find each event's ledger row: by ledger key, provider message id, or last number texted."""
-    cols = (CH.c.id, CH.c.customer_id, CH.c.campaign, Customer.locale)
-    base = select(*cols).join(Customer, Customer.id == CH.c.customer_id)
+    base = select(CH.c.id, CH.c.customer_id, CH.c.campaign)
     keys: dict[tuple[str, int, str], list[_Row]] = {}
     for r in rows:  # a batch often holds several events of one message
         key = r.event.contact_key
@@ -178,7 +179,7 @@ def _match(conn, rows: Sequence[_Row]) -> None:
         ).first()
         if hit:
             for r in same:
-                r.contact_id, r.customer_id, r.campaign, r.locale = hit
+                r.contact_id, r.customer_id, r.campaign = hit
     by_pid: dict[str, list[_Row]] = {}
     for r in rows:
         if r.contact_id is None and r.event.provider_message_id:
@@ -199,28 +200,34 @@ def _match(conn, rows: Sequence[_Row]) -> None:
             to = (r.event.recipient or "").casefold()
             mine = [h for h in hits if (h.recipient or "").casefold() == to]
             if len(hits) == 1 or len(mine) == 1:
-                r.contact_id, r.customer_id, r.campaign, r.locale = (mine or hits)[0][:4]
+                r.contact_id, r.customer_id, r.campaign = (mine or hits)[0][:3]
     for r in rows:  # the source named the customer (an unsubscribe link)
         if r.contact_id is None and r.event.customer_id is not None:
             r.customer_id = r.event.customer_id
-            r.locale = conn.execute(
-                select(Customer.locale).where(Customer.id == r.customer_id)
-            ).scalar()
-    for r in rows:  # replies come from the number we texted
+    # Replies come from the number we texted, and are read in the language of the
+    # message they answer, from its text as sent (the customer's locale may be empty,
+    # and the message was in the default; or changed since), and in the customer's.
+    answered = base.add_columns(CH.c.body, Customer.locale).join(
+        Customer, Customer.id == CH.c.customer_id
+    )
+    for r in rows:
         if r.event.kind == EventKind.REPLIED and r.contact_id is None and r.event.recipient:
             hit = conn.execute(
-                base.where(CH.c.channel == r.event.channel, CH.c.recipient == r.event.recipient)
+                answered.where(
+                    CH.c.channel == r.event.channel, CH.c.recipient == r.event.recipient
+                )
                 .order_by(CH.c.sent_at.desc().nulls_last(), CH.c.id.desc())
                 .limit(1)
             ).first()
             if hit:
-                r.contact_id, r.customer_id, r.campaign, r.locale = hit
+                r.contact_id, r.customer_id, r.campaign = hit[:3]
+                r.languages = (language_of(hit.body), hit.locale)
 
 
 def _timeline_kind(r: _Row) -> str:
     """What the event is on the customer's timeline (a reply is read as a keyword first)."""
     if r.event.kind == EventKind.REPLIED:
-        intent = classify(r.event.text, r.locale)
+        intent = classify(r.event.text, *r.languages)
         return {"opt_out": "opted_out", "opt_in": "opted_in", "help": "help"}.get(intent, "replied")
     return str(r.event.kind)
 
