@@ -73,3 +73,14 @@ def test_a_blank_error_code_is_no_error(served, engine):
     assert send(served, "/webhooks/twilio/status", params)[0] == 204
     (event,) = events(engine)
     assert event.kind == "delivered" and event.detail is None and suppressed(engine) == {}
+
+
+def test_a_reply_with_a_nul_character_is_stored_and_acted_on(served, engine):
+    """PostgreSQL's text refuses NUL: the request got 503 and Twilio's reply was lost."""
+    add_customer(engine, 1, mobile=MOBILE, locale="zh-CN")
+    sent(engine, 1, "winback", "sms", MOBILE, sid("SM", 1))
+    params = twilio_inbound("STOP\x00", MOBILE, FromCity="\x00")
+    assert send(served, "/webhooks/twilio/inbound", params)[0] == 200
+    assert suppressed(engine) == {("sms", MOBILE): "opted_out"}
+    (reply,) = events(engine)
+    assert reply.detail == "STOP" and reply.payload["FromCity"] == ""
