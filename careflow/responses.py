@@ -158,12 +158,10 @@ def _record(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
     if not events:
         return result
     now = utcnow()
-    # in one order, so two receivers writing the same events wait for each other
-    # rather than deadlock
-    unique = sorted({(e.provider, e.event_id): e for e in events}.items())
+    unique = list({(e.provider, e.event_id): e for e in events}.values())  # as they came
     with engine.begin() as conn:
-        seen = _existing(conn, [e for _, e in unique])
-        rows = [_Row(e) for key, e in unique if key not in seen]
+        seen = _existing(conn, unique)
+        rows = [_Row(e) for e in unique if (e.provider, e.event_id) not in seen]
         if rows:
             _match(conn, rows)
             for r in rows:
@@ -184,7 +182,10 @@ def _record(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
 
 
 def _insert_events(conn, rows: Sequence[_Row], now: datetime) -> set[tuple[str, str]]:
-    """Insert the events no one has recorded yet; returns the keys this call inserted."""
+    """Insert the events no one has recorded yet; returns the keys this call inserted.
+    In key order, so two receivers writing the same events wait for each other rather
+    than deadlock."""
+    rows = sorted(rows, key=lambda r: (r.event.provider, r.event.event_id))
     inserted = conn.execute(
         _insert_or_skip(conn, CE)
         .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
