@@ -238,6 +238,13 @@ def _insert_or_skip(conn, table):
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+#: column sizes an event's values are cut to
+_EVENT_ID, _PROVIDER, _CHANNEL, _PROVIDER_ID = (
+    CE.c[name].type.length for name in ("event_id", "provider", "channel", "provider_id")
+)
+_ADDRESS, _SUPPRESSION_REASON = SUPPRESSION.c.address.type.length, SUPPRESSION.c.reason.type.length
+
+
 def _storable(e: InboundEvent) -> InboundEvent:
     """``e`` as the database can keep it: no NUL characters (PostgreSQL's text refuses
     them) or lone surrogates, each value cut to its column as the ledger cuts it (so a
@@ -245,21 +252,20 @@ def _storable(e: InboundEvent) -> InboundEvent:
     shortened with a digest of the whole (two long ids stay two events), JSON without
     NaN. Idempotent."""
     event_id = _text(e.event_id) or ""
-    limit = CE.c.event_id.type.length
-    if len(event_id) > limit:
+    if len(event_id) > _EVENT_ID:
         digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
-        event_id = f"{event_id[: limit - 33]}~{digest}"
+        event_id = f"{event_id[: _EVENT_ID - 33]}~{digest}"
     return replace(
         e,
-        provider=_cut(_text(e.provider), CE.c.provider) or "",
+        provider=_cut(_text(e.provider), _PROVIDER) or "",
         event_id=event_id,
-        channel=_cut(_text(e.channel), CE.c.channel),
-        provider_message_id=_cut(_text(e.provider_message_id), CE.c.provider_id),
-        recipient=_cut(_text(e.recipient), SUPPRESSION.c.address),
+        channel=_cut(_text(e.channel), _CHANNEL),
+        provider_message_id=_cut(_text(e.provider_message_id), _PROVIDER_ID),
+        recipient=_cut(_text(e.recipient), _ADDRESS),
         contact_key=_text(e.contact_key),
         text=_text(e.text),
         reason=_text(e.reason),
-        suppress=_cut(_text(e.suppress), SUPPRESSION.c.reason),
+        suppress=_cut(_text(e.suppress), _SUPPRESSION_REASON),
         raw=_json(e.raw),
     )
 
@@ -267,19 +273,20 @@ def _storable(e: InboundEvent) -> InboundEvent:
 def _text(value) -> str | None:
     if value is None:
         return None
-    value = str(value)
+    if not isinstance(value, str):
+        value = str(value)
     if "\x00" in value:
         value = value.replace("\x00", "")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, as JSON allows ("\ud800")
-        value = value.encode("utf-8", "replace").decode("utf-8")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, as JSON allows ("\ud800")
+            value = value.encode("utf-8", "replace").decode("utf-8")
     return value
 
 
-def _cut(value: str | None, column) -> str | None:
-    """``value`` cut to ``column``'s size with an ellipsis, as careflow/ledger.py cuts."""
-    limit = column.type.length
+def _cut(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters with an ellipsis, as careflow/ledger.py cuts."""
     if value is None or len(value) <= limit:
         return value
     return value[: limit - 1] + "…"
