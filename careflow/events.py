@@ -36,6 +36,9 @@ class EventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     REPLIED = "replied"
     UNKNOWN = "unknown"
+    #: the provider sent it, but it could not be read or stored: kept with the reason,
+    #: acted on by nobody
+    REJECTED = "rejected"
 
 
 #: Delivery states in the order a message moves through them. A later event of a

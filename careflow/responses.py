@@ -221,7 +221,7 @@ def _reject(engine: Engine, e: InboundEvent, exc: Exception) -> Ingested:
             .values(
                 provider=e.provider,
                 event_id=e.event_id,
-                kind="rejected",
+                kind=str(EventKind.REJECTED),
                 occurred_at=e.occurred_at,
                 received_at=utcnow(),
                 channel=e.channel,
@@ -230,7 +230,7 @@ def _reject(engine: Engine, e: InboundEvent, exc: Exception) -> Ingested:
             )
             .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
         )
-    return Ingested(received=1, rejected=1, kinds=Counter(rejected=1))
+    return Ingested(received=1, rejected=1, kinds=Counter({str(EventKind.REJECTED): 1}))
 
 
 def _insert_or_skip(conn, table):

@@ -35,3 +35,20 @@ def test_every_documented_event_is_recorded(served, engine, sendgrid_keys):
     assert sendgrid_post(served, batch, private)[0] == 204
     assert len(events(engine)) == len(SENDGRID_EVENTS)
     assert all(e.contact_id is not None for e in events(engine))
+
+
+def test_an_unreadable_event_costs_only_itself(served, engine, sendgrid_keys):
+    """One element without sg_event_id, or with a timestamp that is no time, made the
+    whole post a 400: SendGrid retried it for a day and its good events were lost."""
+    private, _ = sendgrid_keys
+    add_customer(engine, 1, email="bob@example.com")
+    sent(engine, 1, "vip_care", "email", "bob@example.com", "MSGBOB")
+    bounce = sendgrid_event("bounce", "bob@example.com", 1, sg_message_id="MSGBOB.filter0")
+    batch = [{"event": "delivered", "email": "bob@example.com"}, bounce,
+             sendgrid_event("open", "bob@example.com", 2, timestamp="soon")]
+    assert sendgrid_post(served, batch, private)[0] == 204
+    assert suppressed(engine) == {("email", "bob@example.com"): "bounced"}
+    kinds = sorted(e.kind for e in events(engine))
+    assert kinds == ["bounced", "rejected", "rejected"]
+    assert sendgrid_post(served, batch, private)[0] == 204  # SendGrid's retry: nothing new
+    assert len(events(engine)) == 3

@@ -149,9 +149,15 @@ def test_a_blocked_bounce_is_temporary_and_says_so():
         assert drop.kind == EventKind.DROPPED and drop.suppress is None
 
 
-def test_a_sendgrid_timestamp_out_of_range_is_malformed():
-    with pytest.raises(ValueError):
-        sendgrid.parse([sendgrid_event("delivered", "a@x.com", at=10**30)])
+def test_an_unreadable_sendgrid_event_is_rejected_alone():
+    good = sendgrid_event("delivered", "a@x.com", 1)
+    batch = [sendgrid_event("delivered", "a@x.com", 2, at=10**30), {"event": "open"}, 42, good]
+    late, nameless, number, fine = sendgrid.parse(batch)
+    assert fine.kind == EventKind.DELIVERED
+    assert [e.kind for e in (late, nameless, number)] == [EventKind.REJECTED] * 3
+    assert late.event_id == batch[0]["sg_event_id"] and late.reason.startswith("unreadable: ")
+    assert nameless.event_id.startswith("unreadable:") and number.raw == {"element": 42}
+    assert sendgrid.parse([{"event": "open"}])[0].event_id == nameless.event_id  # a retry
 
 
 @pytest.mark.parametrize(("code", "suppress"), [
