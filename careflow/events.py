@@ -1,8 +1,9 @@
 """What comes back after a send, in one shape whatever the provider.
 
 Each provider module in webhooks/ does three things only: verify a request
-the way that provider signs it, parse it, and map it to :class:`InboundEvent`.
-Everything after that (de-duplication, delivery-state precedence, opt-out
+the way that provider signs it, parse it, and map it to :class:`InboundEvent`,
+reading the provider's own codes into its normalised fields (``kind``,
+``suppress``). Everything after that (de-duplication, delivery-state precedence, opt-out
 and suppression, attribution) is written once, against this type.
 
 ``event_id`` is what makes an event idempotent: providers retry, duplicate
@@ -35,6 +36,9 @@ class EventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     REPLIED = "replied"
     UNKNOWN = "unknown"
+    #: the provider sent it, but it could not be read or stored: kept with the reason,
+    #: acted on by nobody
+    REJECTED = "rejected"
 
 
 #: Delivery states in the order a message moves through them. A later event of a
@@ -66,6 +70,10 @@ class InboundEvent:
     customer_id: int | None = None  # where the source names the customer (unsubscribe links)
     text: str | None = None  # a reply's text
     reason: str | None = None  # error code, bounce reason
+    #: the provider's own word that this address is dead for good, as a suppression
+    #: reason (``bounced``, ``landline``...): its module reads the provider's codes
+    #: (a hard bounce, not a block), so the core acts on this alone
+    suppress: str | None = None
     raw: dict = field(default_factory=dict, compare=False, hash=False)  # kept for audit
 
 

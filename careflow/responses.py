@@ -15,11 +15,13 @@ provider (webhooks/ turns each provider's callbacks into those events):
 3. **Ordered.** A message's delivery state only moves up the ranks in
    ``careflow.events.DELIVERY_RANK``: a late "sent" never overwrites
    "delivered", whatever order the provider posts them in.
-4. **Acted on.** An opt-out keyword (careflow/keywords.py, in the customer's
-   language) or a provider's unsubscribe revokes consent for that channel
-   and suppresses the address; an opt-in keyword restores it; hard
-   bounces, drops and spam reports suppress the address. The policy stage
-   skips suppressed addresses with the suppression's reason.
+4. **Acted on.** An opt-out keyword (careflow/keywords.py, in the language
+   of the message the customer answered, read from its stored text) or a
+   provider's unsubscribe revokes consent for that channel and suppresses
+   the address; an opt-in keyword restores it; spam reports suppress the
+   address, and so does whatever the provider's module read as permanent
+   (``InboundEvent.suppress``: a hard bounce, a landline). The policy
+   stage skips suppressed addresses with the suppression's reason.
 5. **Attributed.** An order within the attribution window after a
    delivered message is linked to it (last touch: the latest delivered
    message before the order), see :func:`attribute_orders`.
@@ -30,9 +32,11 @@ transaction, so a burst of callbacks is a few statements, not a storm.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -51,6 +55,15 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from careflow.db.models import (
     Consent,
@@ -61,16 +74,17 @@ from careflow.db.models import (
     Suppression,
 )
 from careflow.events import DELIVERY_RANK, EventKind, InboundEvent
-from careflow.keywords import classify
+from careflow.keywords import classify, language_of
 from careflow.ledger import utcnow
 
 CH = ContactHistory.__table__
 CE = ContactEvent.__table__
+SUPPRESSION = Suppression.__table__
+CONSENT = Consent.__table__
 
-#: Twilio error codes that mean "never text this number again"
-_TWILIO_SUPPRESS = {"21610": "opted_out", "30006": "landline", "30005": "unknown_number"}
+#: kinds that suppress whoever sent them (a provider's permanent failures come as
+#: ``InboundEvent.suppress``, read by its module from its own codes)
 _SUPPRESSING = {
-    EventKind.DROPPED: "dropped",
     EventKind.SPAM_REPORT: "spam_report",
     EventKind.UNSUBSCRIBED: "unsubscribed",
 }
@@ -83,57 +97,81 @@ class Ingested:
     received: int = 0
     duplicates: int = 0
     unmatched: int = 0
+    #: events the database refused even once made storable, kept as ``rejected`` rows
+    rejected: int = 0
     kinds: Counter = field(default_factory=Counter)  # recorded kind -> count
     #: (timeline kind, customer_id, contact_id, campaign) of each new event, for Prefect
     recorded: list[tuple[str, int | None, int | None, str | None]] = field(default_factory=list)
+
+    def __add__(self, other: Ingested) -> Ingested:
+        return Ingested(
+            self.received + other.received,
+            self.duplicates + other.duplicates,
+            self.unmatched + other.unmatched,
+            self.rejected + other.rejected,
+            self.kinds + other.kinds,
+            self.recorded + other.recorded,
+        )
 
 
 @dataclass
 class _Row:
     event: InboundEvent
-    id: int | None = None
     contact_id: int | None = None
     customer_id: int | None = None
     campaign: str | None = None
-    locale: str | None = None
+    #: whose keywords a reply is read with: the answered message's language, the customer's
+    languages: tuple[str | None, ...] = ()
     kind: str = ""
 
 
 def record_events(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
-    """Record a batch of provider events exactly once and act on them (module docs)."""
+    """Record a batch of provider events exactly once and act on them (module docs).
+
+    One bad event costs only itself. Values are made storable first (no NUL
+    characters, each cut to its column). Should the database still refuse the
+    batch, it is written again in halves, down to the one event it refuses,
+    which is kept as a ``rejected`` row with the reason (so a provider's retry
+    of it is a duplicate, answered at once). A database that cannot be
+    reached (OperationalError, InterfaceError) raises: nothing is written.
+    """
+    clean = [_storable(e) for e in events]
+    try:
+        return _record(engine, clean)
+    except (StatementError, ValueError, TypeError) as exc:
+        if database_unavailable(exc):
+            raise
+        if len(clean) == 1:
+            return _reject(engine, clean[0], exc)
+        half = len(clean) // 2
+        return record_events(engine, clean[:half]) + record_events(engine, clean[half:])
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot be used now (down, unreachable, locked,
+    a deadlock), as opposed to refusing what it was given: try again later."""
+    return isinstance(exc, OperationalError | InterfaceError | SATimeoutError)
+
+
+def _record(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
     result = Ingested(received=len(events))
     if not events:
         return result
     now = utcnow()
-    unique = list({(e.provider, e.event_id): e for e in events}.values())
+    unique = list({(e.provider, e.event_id): e for e in events}.values())  # as they came
     with engine.begin() as conn:
         seen = _existing(conn, unique)
         rows = [_Row(e) for e in unique if (e.provider, e.event_id) not in seen]
+        if rows:
+            _match(conn, rows)
+            for r in rows:
+                r.kind = _timeline_kind(r)
+            # another receiver may have written some of them since _existing looked
+            new = _insert_events(conn, rows, now)
+            rows = [r for r in rows if (r.event.provider, r.event.event_id) in new]
         result.duplicates = len(events) - len(rows)
         if not rows:
             return result
-        _match(conn, rows)
-        for r in rows:
-            r.kind = _timeline_kind(r)
-        conn.execute(
-            insert(CE),
-            [
-                {
-                    "provider": r.event.provider,
-                    "event_id": r.event.event_id,
-                    "kind": r.kind,
-                    "occurred_at": r.event.occurred_at,
-                    "received_at": now,
-                    "channel": r.event.channel,
-                    "provider_id": r.event.provider_message_id,
-                    "contact_id": r.contact_id,
-                    "customer_id": r.customer_id,
-                    "detail": r.event.text if r.event.text is not None else r.event.reason,
-                    "payload": r.event.raw or None,
-                }
-                for r in rows
-            ],
-        )
         _advance_delivery(conn, [(r.contact_id, r.event.kind) for r in rows if r.contact_id], now)
         _act(conn, rows, now)
     for r in rows:
@@ -141,6 +179,129 @@ def record_events(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
         result.unmatched += r.contact_id is None and r.customer_id is None
         result.recorded.append((r.kind, r.customer_id, r.contact_id, r.campaign))
     return result
+
+
+def _insert_events(conn, rows: Sequence[_Row], now: datetime) -> set[tuple[str, str]]:
+    """Insert the events no one has recorded yet; returns the keys this call inserted.
+    In key order, so two receivers writing the same events wait for each other rather
+    than deadlock."""
+    rows = sorted(rows, key=lambda r: (r.event.provider, r.event.event_id))
+    inserted = conn.execute(
+        _insert_or_skip(conn, CE)
+        .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
+        .returning(CE.c.provider, CE.c.event_id),
+        [
+            {
+                "provider": r.event.provider,
+                "event_id": r.event.event_id,
+                "kind": r.kind,
+                "occurred_at": r.event.occurred_at,
+                "received_at": now,
+                "channel": r.event.channel,
+                "provider_id": r.event.provider_message_id,
+                "contact_id": r.contact_id,
+                "customer_id": r.customer_id,
+                "detail": r.event.text if r.event.text is not None else r.event.reason,
+                "payload": r.event.raw or None,
+            }
+            for r in rows
+        ],
+    )
+    return {(p, e) for p, e in inserted}
+
+
+def _reject(engine: Engine, e: InboundEvent, exc: Exception) -> Ingested:
+    """Keep an event the database refuses as a ``rejected`` row: its key, where it came
+    from and why, without the values that were refused."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    why = f"not stored: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+    with engine.begin() as conn:
+        conn.execute(
+            _insert_or_skip(conn, CE)
+            .values(
+                provider=e.provider,
+                event_id=e.event_id,
+                kind=str(EventKind.REJECTED),
+                occurred_at=e.occurred_at,
+                received_at=utcnow(),
+                channel=e.channel,
+                provider_id=e.provider_message_id,
+                detail=why[:500],
+            )
+            .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
+        )
+    return Ingested(received=1, rejected=1, kinds=Counter({str(EventKind.REJECTED): 1}))
+
+
+def _insert_or_skip(conn, table):
+    """The dialect's INSERT, which knows ON CONFLICT (both dialects spell it alike)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+#: column sizes an event's values are cut to
+_EVENT_ID, _PROVIDER, _CHANNEL, _PROVIDER_ID = (
+    CE.c[name].type.length for name in ("event_id", "provider", "channel", "provider_id")
+)
+_ADDRESS, _SUPPRESSION_REASON = SUPPRESSION.c.address.type.length, SUPPRESSION.c.reason.type.length
+
+
+def _storable(e: InboundEvent) -> InboundEvent:
+    """``e`` as the database can keep it: no NUL characters (PostgreSQL's text refuses
+    them) or lone surrogates, each value cut to its column as the ledger cuts it (so a
+    long message id still matches the one the send recorded), an over-long event id
+    shortened with a digest of the whole (two long ids stay two events), JSON without
+    NaN. Idempotent."""
+    event_id = _text(e.event_id) or ""
+    if len(event_id) > _EVENT_ID:
+        digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
+        event_id = f"{event_id[: _EVENT_ID - 33]}~{digest}"
+    return replace(
+        e,
+        provider=_cut(_text(e.provider), _PROVIDER) or "",
+        event_id=event_id,
+        channel=_cut(_text(e.channel), _CHANNEL),
+        provider_message_id=_cut(_text(e.provider_message_id), _PROVIDER_ID),
+        recipient=_cut(_text(e.recipient), _ADDRESS),
+        contact_key=_text(e.contact_key),
+        text=_text(e.text),
+        reason=_text(e.reason),
+        suppress=_cut(_text(e.suppress), _SUPPRESSION_REASON),
+        raw=_json(e.raw),
+    )
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, as JSON allows ("\ud800")
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _cut(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters with an ellipsis, as careflow/ledger.py cuts."""
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…"
+
+
+def _json(value):
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _existing(conn, events: Sequence[InboundEvent]) -> set[tuple[str, str]]:
@@ -161,8 +322,7 @@ def _existing(conn, events: Sequence[InboundEvent]) -> set[tuple[str, str]]:
 
 def _match(conn, rows: Sequence[_Row]) -> None:
     """Find each event's ledger row: by ledger key, provider message id, or last number texted."""
-    cols = (CH.c.id, CH.c.customer_id, CH.c.campaign, Customer.locale)
-    base = select(*cols).join(Customer, Customer.id == CH.c.customer_id)
+    base = select(CH.c.id, CH.c.customer_id, CH.c.campaign)
     keys: dict[tuple[str, int, str], list[_Row]] = {}
     for r in rows:  # a batch often holds several events of one message
         key = r.event.contact_key
@@ -178,7 +338,7 @@ def _match(conn, rows: Sequence[_Row]) -> None:
         ).first()
         if hit:
             for r in same:
-                r.contact_id, r.customer_id, r.campaign, r.locale = hit
+                r.contact_id, r.customer_id, r.campaign = hit
     by_pid: dict[str, list[_Row]] = {}
     for r in rows:
         if r.contact_id is None and r.event.provider_message_id:
@@ -199,28 +359,34 @@ def _match(conn, rows: Sequence[_Row]) -> None:
             to = (r.event.recipient or "").casefold()
             mine = [h for h in hits if (h.recipient or "").casefold() == to]
             if len(hits) == 1 or len(mine) == 1:
-                r.contact_id, r.customer_id, r.campaign, r.locale = (mine or hits)[0][:4]
+                r.contact_id, r.customer_id, r.campaign = (mine or hits)[0][:3]
     for r in rows:  # the source named the customer (an unsubscribe link)
         if r.contact_id is None and r.event.customer_id is not None:
             r.customer_id = r.event.customer_id
-            r.locale = conn.execute(
-                select(Customer.locale).where(Customer.id == r.customer_id)
-            ).scalar()
-    for r in rows:  # replies come from the number we texted
+    # Replies come from the number we texted, and are read in the language of the
+    # message they answer, from its text as sent (the customer's locale may be empty,
+    # and the message was in the default; or changed since), and in the customer's.
+    answered = base.add_columns(CH.c.body, Customer.locale).join(
+        Customer, Customer.id == CH.c.customer_id
+    )
+    for r in rows:
         if r.event.kind == EventKind.REPLIED and r.contact_id is None and r.event.recipient:
             hit = conn.execute(
-                base.where(CH.c.channel == r.event.channel, CH.c.recipient == r.event.recipient)
+                answered.where(
+                    CH.c.channel == r.event.channel, CH.c.recipient == r.event.recipient
+                )
                 .order_by(CH.c.sent_at.desc().nulls_last(), CH.c.id.desc())
                 .limit(1)
             ).first()
             if hit:
-                r.contact_id, r.customer_id, r.campaign, r.locale = hit
+                r.contact_id, r.customer_id, r.campaign = hit[:3]
+                r.languages = (language_of(hit.body), hit.locale)
 
 
 def _timeline_kind(r: _Row) -> str:
     """What the event is on the customer's timeline (a reply is read as a keyword first)."""
     if r.event.kind == EventKind.REPLIED:
-        intent = classify(r.event.text, r.locale)
+        intent = classify(r.event.text, *r.languages)
         return {"opt_out": "opted_out", "opt_in": "opted_in", "help": "help"}.get(intent, "replied")
     return str(r.event.kind)
 
@@ -245,13 +411,18 @@ def _advance_delivery(conn, updates: Sequence[tuple[int, EventKind]], now: datet
             delivery_rank=bindparam("b_rank"),
             delivery_updated_at=now,
         ),
-        [{"b_id": cid, "b_rank": rank, "b_state": state} for cid, (rank, state) in best.items()],
+        [
+            {"b_id": cid, "b_rank": rank, "b_state": state}
+            for cid, (rank, state) in sorted(best.items())
+        ],
     )
 
 
 def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
-    """Opt-outs, opt-ins and suppressions the new events call for."""
-    for r in rows:
+    """Opt-outs, opt-ins and suppressions the new events call for (address by address, in
+    one order, so receivers acting at once wait for each other rather than deadlock; an
+    address's own events keep theirs)."""
+    for r in sorted(rows, key=lambda r: (r.event.channel or "", r.event.recipient or "")):
         e = r.event
         address, channel = e.recipient, e.channel
         if not address or not channel:
@@ -261,10 +432,8 @@ def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
             reason = "opted_out"
         elif e.kind in _SUPPRESSING:
             reason = _SUPPRESSING[e.kind]
-        elif e.kind == EventKind.BOUNCED and (e.reason or "bounce") != "blocked":
-            reason = "bounced"  # a hard bounce; "blocked" is the receiver's temporary no
-        elif e.provider == "twilio" and e.reason in _TWILIO_SUPPRESS:
-            reason = _TWILIO_SUPPRESS[e.reason]
+        else:
+            reason = e.suppress
         if reason:
             suppress(conn, channel, address, reason, f"{e.provider}:{e.event_id}"[:64], now)
             if r.customer_id and reason in ("opted_out", "unsubscribed"):
@@ -282,41 +451,28 @@ def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
 
 
 def suppress(conn, channel: str, address: str, reason: str, source: str, now: datetime) -> None:
-    """Block ``address`` on ``channel`` (the first reason recorded stays)."""
-    exists = conn.execute(
-        select(Suppression.reason).where(
-            Suppression.channel == channel, Suppression.address == address
-        )
-    ).first()
-    if exists is None:
-        conn.execute(
-            insert(Suppression).values(
-                channel=channel, address=address, reason=reason, source=source, created_at=now
-            )
-        )
+    """Block ``address`` on ``channel`` (the first reason recorded stays, whoever wrote it:
+    two receivers suppressing one address at once both succeed)."""
+    conn.execute(
+        _insert_or_skip(conn, SUPPRESSION)
+        .values(channel=channel, address=address, reason=reason, source=source, created_at=now)
+        .on_conflict_do_nothing(index_elements=[SUPPRESSION.c.channel, SUPPRESSION.c.address])
+    )
 
 
 def set_consent(conn, customer_id: int, channel: str, granted: bool, source: str, now) -> None:
     """Record a customer's consent (or its withdrawal) for a whole channel (category ``all``:
-    a STOP reply or an unsubscribe is about every message on it)."""
-    where = (
-        Consent.customer_id == customer_id,
-        Consent.channel == channel,
-        Consent.category == "all",
-    )
-    changed = conn.execute(
-        update(Consent).where(*where).values(granted=granted, source=source[:64], updated_at=now)
-    ).rowcount
-    if not changed:
-        conn.execute(
-            insert(Consent).values(
-                customer_id=customer_id,
-                channel=channel,
-                granted=granted,
-                source=source[:64],
-                updated_at=now,
-            )
+    a STOP reply or an unsubscribe is about every message on it); the later write wins,
+    also when two receivers write it at once."""
+    values = {"granted": granted, "source": source[:64], "updated_at": now}
+    conn.execute(
+        _insert_or_skip(conn, CONSENT)
+        .values(customer_id=customer_id, channel=channel, category="all", **values)
+        .on_conflict_do_update(
+            index_elements=[CONSENT.c.customer_id, CONSENT.c.channel, CONSENT.c.category],
+            set_=values,
         )
+    )
 
 
 def match_orphans(engine: Engine) -> int:

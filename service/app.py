@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
 
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
@@ -104,7 +103,7 @@ def create_app(settings: Settings, engine: Engine, *, clock=_now, emitter=None) 
     async def twilio_form(request: Request) -> dict[str, str] | Response:
         if not twilio_token:
             return PlainTextResponse("twilio is not configured", status_code=404)
-        params = dict(parse_qsl((await _body(request, limit)).decode("utf-8", "replace")))
+        params = twilio.form(await _body(request, limit))
         signature = request.headers.get("x-twilio-signature")
         if not twilio.verify(twilio_token, public_url(request), params, signature):
             return PlainTextResponse("forbidden", status_code=403)

@@ -6,18 +6,27 @@ an event that was not stored). One background task drains the queue:
 whatever arrived while the previous write ran is written together, in one
 ``record_events`` call on a worker thread. With a quiet queue a lone event
 is written at once; under load, batches grow by themselves.
+
+Batching never makes one request's trouble another's: ``record_events``
+keeps an event the database refuses as ``rejected`` and writes the rest,
+and should a batch fail for any reason but the database being unreachable,
+each request is written again on its own. Only an unreachable database
+fails every waiting request (the service answers 503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 
 import anyio.to_thread
 
 from careflow.events import InboundEvent
-from careflow.responses import Ingested
+from careflow.responses import Ingested, database_unavailable
+
+log = logging.getLogger("careflow.serve")
 
 #: most events written in one transaction
 MAX_BATCH = 5000
@@ -52,14 +61,25 @@ class EventWriter:
                 item = self._queue.get_nowait()
                 waiting.append(item)
                 size += len(item[0])
-            events = [e for batch, _ in waiting for e in batch]
-            try:
-                result = await anyio.to_thread.run_sync(self._write, events)
-            except Exception as exc:  # the database is down: every waiting request says so
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for _, future in waiting:
+            await self._settle(waiting)
+
+    async def _settle(self, waiting: list[tuple[Sequence[InboundEvent], asyncio.Future]]) -> None:
+        """Write the waiting requests' events together; each request gets its answer."""
+        events = [e for batch, _ in waiting for e in batch]
+        try:
+            result = await anyio.to_thread.run_sync(self._write, events)
+        except Exception as exc:
+            if len(waiting) > 1 and not database_unavailable(exc):
+                # one request's failure is its own: the others are written without it
+                for item in waiting:
+                    await self._settle([item])
+                return
+            for _, future in waiting:  # the database is down: every waiting request says so
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)
+            return
+        if result.rejected:
+            log.warning("%d event(s) refused by the database, kept as rejected", result.rejected)
+        for _, future in waiting:
+            if not future.done():
+                future.set_result(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from careflow.keywords import classify
+from careflow.keywords import classify, language_of
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,25 @@ from careflow.keywords import classify
 )
 def test_keywords(text, locale, intent):
     assert classify(text, locale) == intent
+
+
+@pytest.mark.parametrize(
+    ("message", "language"),
+    [
+        ("【莲松】王先生，会员积分本月到期 https://s.example.com/a1B2 回复TD退订", "zh"),
+        ("王先生生日快乐！", "zh"),
+        ("Hi Ann, your points expire soon. Reply STOP to opt out", None),
+        ("誕生日おめでとうございます", None),  # Japanese: kanji with kana
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_language_a_message_was_sent_in(message, language):
+    assert language_of(message) == language
+
+
+def test_a_reply_is_read_with_the_words_of_each_language_given():
+    assert classify("TD", None, "zh-CN") == "opt_out"  # the message's, then the customer's
+    assert classify("TD", "zh", "en") == "opt_out"
+    assert classify("TD", None, "en") is None
+    assert classify("stop", None, None) == "opt_out"

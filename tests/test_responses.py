@@ -88,3 +88,21 @@ def test_the_demo_hears_back_once(engine):
     report = {r["campaign"]: r for r in response_summary(engine)}
     assert report["winback"]["delivered"] > 0
     assert report["winback"]["delivered"] <= report["winback"]["sent"]
+
+
+def test_a_stop_then_a_start_in_one_batch_are_acted_on_in_the_order_they_came(engine):
+    """Twilio's message ids are random: acting in id order would leave this customer,
+    who opted back in, suppressed."""
+    from careflow.db.models import Suppression
+
+    add_customer(engine, 1, mobile="+8613812345678", locale="zh-CN")
+    led = ContactLedger(engine)
+    cid = led.claim("winback", "r", [(1, "2026")]).owned[(1, "2026")]
+    led.mark_sending([cid], "sms", "r")
+    led.record([Outcome.sent(cid, "SM1")], "r", {cid: {"recipient": "+8613812345678"}})
+    replies = [InboundEvent(provider="twilio", kind=EventKind.REPLIED, event_id=sid,
+                            occurred_at=AT, channel="sms", recipient="+8613812345678", text=text)
+               for sid, text in [("SMzz", "STOP"), ("SMaa", "START")]]
+    record_events(engine, replies)
+    with engine.connect() as conn:
+        assert conn.execute(select(Suppression.address)).all() == []

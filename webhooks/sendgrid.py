@@ -11,12 +11,16 @@ Parse: one POST carries a JSON array of many events. Each has
 ``sg_event_id`` (the de-duplication key), a unix ``timestamp``, the
 recipient ``email`` and ``sg_message_id``, whose part before the first dot
 is the ``X-Message-Id`` the send recorded. careflow's ``custom_args``
-(``careflow_key``, ``contact_id``) come back as top-level fields.
+(``careflow_key``, ``contact_id``) come back as top-level fields. Which
+events mean the address is dead for good is SendGrid's to say, and read
+here (:func:`_permanent`): a hard bounce yes, a ``blocked`` bounce no.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
+import json
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
@@ -40,6 +44,9 @@ _KINDS = {
     "unsubscribe": EventKind.UNSUBSCRIBED,
     "group_unsubscribe": EventKind.UNSUBSCRIBED,
 }
+
+#: drop reasons SendGrid documents that are about the address, not the message
+_ADDRESS_DROPS = {"bounced address", "unsubscribed address", "spam reporting address", "invalid"}
 
 
 def verify(
@@ -69,28 +76,80 @@ def verify(
 
 
 def parse(events: list) -> list[InboundEvent]:
-    """The events of one POST (ValueError for something that is not an event array)."""
+    """The events of one POST (ValueError for something that is not an event array).
+
+    One unreadable element (no ``sg_event_id``, a timestamp that is no time) does
+    not cost the others: SendGrid would retry the whole post for a day. It becomes
+    a ``rejected`` event with the reason, kept on the timeline and acted on by
+    nobody, and its retries are duplicates of it."""
     if not isinstance(events, list):
         raise ValueError("the SendGrid Event Webhook posts a JSON array")
     out = []
     for e in events:
-        if not isinstance(e, dict) or "event" not in e or "sg_event_id" not in e:
-            raise ValueError("a SendGrid event needs 'event' and 'sg_event_id'")
-        kind = str(e["event"])
-        when = datetime.fromtimestamp(int(e.get("timestamp", 0)), UTC).replace(tzinfo=None)
-        message_id = str(e.get("sg_message_id") or "").split(".", 1)[0] or None
-        out.append(
-            InboundEvent(
-                provider="sendgrid",
-                kind=_KINDS.get(kind, EventKind.UNKNOWN),
-                event_id=str(e["sg_event_id"]),
-                occurred_at=when,
-                channel="email",
-                provider_message_id=message_id,
-                recipient=e.get("email"),
-                contact_key=e.get("careflow_key"),
-                reason=e.get("reason") or e.get("type") or None,
-                raw=e,
-            )
-        )
+        try:
+            out.append(_event(e))
+        except (ValueError, TypeError, OverflowError, OSError) as exc:
+            out.append(_unreadable(e, exc))
     return out
+
+
+def _event(e) -> InboundEvent:
+    if not isinstance(e, dict) or "event" not in e or "sg_event_id" not in e:
+        raise ValueError("a SendGrid event needs 'event' and 'sg_event_id'")
+    kind = str(e["event"])
+    when = datetime.fromtimestamp(int(e.get("timestamp", 0)), UTC).replace(tzinfo=None)
+    message_id = str(e.get("sg_message_id") or "").split(".", 1)[0] or None
+    return InboundEvent(
+        provider="sendgrid",
+        kind=_KINDS.get(kind, EventKind.UNKNOWN),
+        event_id=str(e["sg_event_id"]),
+        occurred_at=when,
+        channel="email",
+        provider_message_id=message_id,
+        recipient=e.get("email"),
+        contact_key=e.get("careflow_key"),
+        reason=_reason(e),
+        suppress=_permanent(kind, e),
+        raw=e,
+    )
+
+
+def _unreadable(e, exc: Exception) -> InboundEvent:
+    """An element of the array that is not a readable event, as a ``rejected`` one: its
+    own ``sg_event_id`` where it has one, else a digest of it, as its key."""
+    given = e.get("sg_event_id") if isinstance(e, dict) else None
+    digest = hashlib.sha256(json.dumps(e, sort_keys=True, default=str).encode()).hexdigest()
+    return InboundEvent(
+        provider="sendgrid",
+        kind=EventKind.REJECTED,
+        event_id=str(given) if given else f"unreadable:{digest}",
+        occurred_at=datetime(1970, 1, 1),
+        channel="email",
+        reason=f"unreadable: {exc}"[:300],
+        raw=e if isinstance(e, dict) else {"element": e},
+    )
+
+
+def _reason(e: dict) -> str | None:
+    """Why, in SendGrid's words: a bounce's type ("bounce", "blocked") before its reason."""
+    why = str(e.get("reason") or e.get("response") or "") or None
+    if e.get("event") == "bounce" and e.get("type"):
+        return f"{e['type']}: {why}" if why else str(e["type"])
+    return why
+
+
+def _permanent(kind: str, e: dict) -> str | None:
+    """The suppression this event calls for, read as SendGrid defines its events.
+
+    A ``bounce`` of type ``bounce`` is a hard bounce: the address does not exist.
+    Type ``blocked`` is the receiving server refusing this message for now
+    (reputation, content, rate): SendGrid itself does not suppress it, and
+    neither does careflow. A drop suppresses when SendGrid dropped the message
+    for the address (already bounced, unsubscribed, reported spam, invalid),
+    not when it was the message (its content, a header, a quota).
+    """
+    if kind == "bounce":
+        return "bounced" if str(e.get("type") or "bounce").lower() == "bounce" else None
+    if kind == "dropped":
+        return "dropped" if str(e.get("reason") or "").lower() in _ADDRESS_DROPS else None
+    return None

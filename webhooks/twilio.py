@@ -1,20 +1,28 @@
 """Twilio: SMS status callbacks and inbound messages.
 
 Verify: ``X-Twilio-Signature`` is an HMAC-SHA1, keyed with the account's
-Auth Token, of the full public URL Twilio called plus the sorted POST
-parameters; the SDK's ``RequestValidator`` computes it. Behind a reverse
-proxy the URL must be the public one Twilio used, not the internal one.
+Auth Token, of the full public URL Twilio called plus every POST parameter
+it sent, sorted by name: blank ones too (an inbound SMS usually carries
+``FromCity=`` and ``ToZip=``), each value of a name that repeats. So the form
+is read with :func:`form`, which keeps all of them, and the SDK's
+``RequestValidator`` computes the signature. Behind a reverse proxy the URL
+must be the public one Twilio used, not the internal one.
 
 Parse: status callbacks carry ``MessageSid`` and ``MessageStatus`` (and
 ``ErrorCode`` when it failed) but no event id or time, so the event id is
 ``MessageSid:status`` (Twilio retries the same status; a new status is a
-new event) and the time is when it arrived.
+new event) and the time is when it arrived. The error codes that mean the
+number is dead for good (21610: the recipient replied STOP to Twilio;
+30006: a landline; 30005: no such handset) become the event's ``suppress``;
+the others (30003 unreachable, 30007 filtered...) are this message's
+failure only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from urllib.parse import parse_qsl
 
 from twilio.request_validator import RequestValidator
 
@@ -33,12 +41,36 @@ _STATUS = {
     "canceled": EventKind.FAILED,
 }
 
+#: Twilio error codes that mean "never text this number again", as suppression reasons
+_PERMANENT = {"21610": "opted_out", "30006": "landline", "30005": "unknown_number"}
+
+
+class Form(dict):
+    """A form Twilio posted: each name's first value, as a dict, and ``getall(name)``
+    for all of its values (the SDK's validator signs every one)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()):
+        super().__init__()
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+            self.setdefault(name, value)
+
+    def getall(self, name: str) -> list[str]:
+        return self._values.get(name) or [self[name]]
+
+
+def form(body: bytes) -> Form:
+    """The ``application/x-www-form-urlencoded`` body Twilio posts, blank values kept."""
+    return Form(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
 
 def verify(auth_token: str, url: str, params: Mapping[str, str], signature: str | None) -> bool:
-    """True when ``signature`` is Twilio's for this public ``url`` and form ``params``."""
+    """True when ``signature`` is Twilio's for this public ``url`` and form ``params``
+    (a :class:`Form` for a request; a plain mapping holds one value per name)."""
     if not signature or not auth_token:
         return False
-    return RequestValidator(auth_token).validate(url, dict(params), signature)
+    return RequestValidator(auth_token).validate(url, params, signature)
 
 
 def parse_status(params: Mapping[str, str], received_at: datetime) -> InboundEvent:
@@ -55,6 +87,7 @@ def parse_status(params: Mapping[str, str], received_at: datetime) -> InboundEve
         provider_message_id=sid,
         recipient=params.get("To"),
         reason=params.get("ErrorCode") or None,
+        suppress=_PERMANENT.get(params.get("ErrorCode") or ""),
         raw=dict(params),
     )
 

@@ -13,6 +13,14 @@ from twilio.request_validator import RequestValidator
 
 from careflow.events import EventKind
 from tests.providers.kit import sendgrid_webhook_keys
+from tests.webhooks.payloads import (
+    SENDGRID_EVENTS,
+    sendgrid_blocked,
+    sendgrid_event,
+    twilio_inbound,
+    twilio_signed,
+    twilio_status,
+)
 from webhooks import sendgrid, sinch, twilio
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -32,6 +40,18 @@ def test_twilio_signature_is_checked_like_twilio_computes_it():
     assert not twilio.verify(TOKEN, URL.replace("https", "http"), STATUS, signature)  # proxy
     assert not twilio.verify(TOKEN, URL, STATUS, None)
     assert not twilio.verify("", URL, STATUS, signature)
+
+
+def test_twilio_form_keeps_blank_and_repeated_parameters_for_the_signature():
+    pairs = list(twilio_inbound("STOP now", "+8613812345678").items()) + [("AddOns", "a"),
+                                                                          ("AddOns", "b")]
+    body, headers = twilio_signed(TOKEN, URL, pairs)
+    params = twilio.form(body)
+    assert params["FromCity"] == "" and params["Body"] == "STOP now"
+    assert params.getall("AddOns") == ["a", "b"] and params["AddOns"] == "a"
+    assert twilio.verify(TOKEN, URL, params, headers["X-Twilio-Signature"])
+    blanks_dropped = {k: v for k, v in params.items() if v}
+    assert not twilio.verify(TOKEN, URL, blanks_dropped, headers["X-Twilio-Signature"])
 
 
 def test_twilio_status_and_reply_map_to_events():
@@ -94,3 +114,56 @@ def test_sinch_callback_needs_the_path_token():
     event = sinch.parse({"fax": {"id": "F1", "status": "FAILURE", "errorMessage": "busy"}},
                         RECEIVED)
     assert (event.kind, event.event_id, event.reason) == (EventKind.FAILED, "F1:FAILURE", "busy")
+
+
+# --- what each provider's codes mean, read in its own module -------------------------------------
+SENDGRID_KINDS = {
+    "processed": (EventKind.QUEUED, None),
+    "dropped": (EventKind.DROPPED, "dropped"),  # reason "Bounced Address": the address
+    "deferred": (EventKind.DEFERRED, None),
+    "delivered": (EventKind.DELIVERED, None),
+    "bounce": (EventKind.BOUNCED, "bounced"),  # type "bounce": a hard bounce
+    "open": (EventKind.OPENED, None),
+    "click": (EventKind.CLICKED, None),
+    "spamreport": (EventKind.SPAM_REPORT, None),
+    "unsubscribe": (EventKind.UNSUBSCRIBED, None),
+    "group_unsubscribe": (EventKind.UNSUBSCRIBED, None),
+    "group_resubscribe": (EventKind.UNKNOWN, None),
+}
+
+
+@pytest.mark.parametrize("name", SENDGRID_EVENTS)
+def test_every_documented_sendgrid_event_maps_with_its_permanence(name):
+    (event,) = sendgrid.parse([sendgrid_event(name, "ann@example.com")])
+    assert (event.kind, event.suppress) == SENDGRID_KINDS[name]
+    assert event.provider_message_id == "14c5d75ce93dfd64b469" and event.channel == "email"
+
+
+def test_a_blocked_bounce_is_temporary_and_says_so():
+    (blocked,) = sendgrid.parse([sendgrid_blocked("ann@example.com")])
+    assert blocked.kind == EventKind.BOUNCED and blocked.suppress is None
+    assert blocked.reason.startswith("blocked: 550 5.7.1")
+    for message_level in ("Recipient List over Package Quota", "Invalid SMTPAPI header",
+                          "Spam Content (if spam checker app enabled)"):
+        (drop,) = sendgrid.parse([sendgrid_event("dropped", "a@x.com", reason=message_level)])
+        assert drop.kind == EventKind.DROPPED and drop.suppress is None
+
+
+def test_an_unreadable_sendgrid_event_is_rejected_alone():
+    good = sendgrid_event("delivered", "a@x.com", 1)
+    batch = [sendgrid_event("delivered", "a@x.com", 2, at=10**30), {"event": "open"}, 42, good]
+    late, nameless, number, fine = sendgrid.parse(batch)
+    assert fine.kind == EventKind.DELIVERED
+    assert [e.kind for e in (late, nameless, number)] == [EventKind.REJECTED] * 3
+    assert late.event_id == batch[0]["sg_event_id"] and late.reason.startswith("unreadable: ")
+    assert nameless.event_id.startswith("unreadable:") and number.raw == {"element": 42}
+    assert sendgrid.parse([{"event": "open"}])[0].event_id == nameless.event_id  # a retry
+
+
+@pytest.mark.parametrize(("code", "suppress"), [
+    ("21610", "opted_out"), ("30006", "landline"), ("30005", "unknown_number"),
+    ("30003", None), ("30007", None), ("", None),
+])
+def test_twilio_error_codes_are_read_in_the_twilio_module(code, suppress):
+    params = twilio_status("SM1", "undelivered", "+8613812345678", ErrorCode=code)
+    assert twilio.parse_status(params, RECEIVED).suppress == suppress
