@@ -23,12 +23,16 @@ link to work for at least 30 days after the mail was sent. Sixty days
 covers all three with room to spare. Past that the endpoint should answer
 with a page that offers another way to opt out, not ignore the request.
 
-**Key.** At least 32 bytes (HMAC-SHA256's output size) and not guessable
-(careflow/keys.py: no 32 spaces, no ``abcabc...``); anything else is a
-one-line ConfigError naming the setting when the channel or service
-starts. Make one with ``python -c "import secrets;
-print(secrets.token_urlsafe(32))"``. Changing the key invalidates every
-link already sent.
+**Key.** One key, looked up in one place by every sender and by
+``careflow serve`` (channels/credentials.py ``unsubscribe_tokens``): the
+setting, else careflow's SendGrid block or the Prefect Secret block, else,
+only for the outbox and ``careflow serve --local``, a key this machine keeps
+in ``CAREFLOW_HOME/unsubscribe.key`` (:func:`local_tokens`). At least 32
+bytes (HMAC-SHA256's output size) and not guessable (careflow/keys.py: no
+32 spaces, no ``abcabc...``); anything else is a one-line ConfigError naming
+the setting when the channel or service starts. Make one with ``python -c
+"import secrets; print(secrets.token_urlsafe(32))"``. Changing the key
+invalidates every link already sent.
 
 **Decoded values.** A payload whose signature matches was still checked
 field by field (a leaked key must not turn into a crash): the customer id
@@ -194,14 +198,12 @@ def _fits(value) -> bool:
 
 
 def local_tokens(settings: Settings) -> UnsubscribeTokens:
-    """Tokens for the embedded default: the configured key, else one kept in CAREFLOW_HOME.
+    """Tokens under the key this machine keeps in CAREFLOW_HOME, made on first use.
 
-    The outbox and a local ``careflow serve`` share it, so the links in the
-    outbox's emails work on this machine. Live email never uses it: the
-    SendGrid channel requires CAREFLOW_UNSUBSCRIBE_SECRET.
+    Only for mail that stays on this machine and the service that hears it
+    there: the outbox and ``careflow serve --local`` use it when no key is
+    configured (channels/credentials.py ``unsubscribe_tokens``).
     """
-    if settings.unsubscribe_secret is not None:
-        return UnsubscribeTokens.from_settings(settings)
     import secrets
 
     path = settings.home / "unsubscribe.key"
@@ -209,4 +211,4 @@ def local_tokens(settings: Settings) -> UnsubscribeTokens:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
-    return UnsubscribeTokens.from_settings(settings, path.read_text().strip())
+    return UnsubscribeTokens.from_settings(settings, path.read_text().strip(), source=str(path))
