@@ -923,7 +923,8 @@ def serve(host, port, local):
     tokens = unsubscribe_tokens(settings, local=local) if wanted else None
     app = create_app(settings, _engine(), unsubscribe=tokens, local=local)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"careflow serve on http://{host}:{port} (public: {settings.public_base_url})")
+    public = settings.public_base_url or "not set"
+    click.echo(f"careflow serve on http://{host}:{port} (public URL: {public})")
     # uvicorn's access log prints query strings (unsubscribe tokens): ours prints routes only
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
 
