@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -150,7 +151,9 @@ class ServeSettings(_FromEnvironment):
     public_base_url: str | None = Field(
         default=None,
         description="The URL providers call careflow serve at (https://care.example.com), "
-        "as seen from outside any reverse proxy: Twilio signs the URL it called.",
+        "as seen from outside any reverse proxy: Twilio signs the URL it called. Required "
+        "when the Twilio receiver is on (CAREFLOW_TWILIO_AUTH_TOKEN), except for "
+        "`careflow serve --local`.",
     )
     sendgrid_webhook_public_key: str | None = Field(
         default=None,
@@ -175,8 +178,29 @@ class ServeSettings(_FromEnvironment):
         description="An order this soon after a delivered message converts it (last touch).",
     )
     serve_max_body_bytes: int = Field(
-        default=5_000_000, ge=10_000, description="Largest webhook request accepted."
+        default=5_000_000,
+        ge=10_000,
+        description="Largest SendGrid or Sinch request accepted (a SendGrid batch carries "
+        "many events). Twilio forms (64 KiB) and unsubscribe posts (16 KiB) have fixed, "
+        "smaller bounds.",
     )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                "must be the scheme and host providers call, like https://care.example.com"
+            )
+        return value.rstrip("/")
 
 
 class Settings(FaxSettings, TwilioSettings, ServeSettings):

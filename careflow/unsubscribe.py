@@ -23,10 +23,22 @@ link to work for at least 30 days after the mail was sent. Sixty days
 covers all three with room to spare. Past that the endpoint should answer
 with a page that offers another way to opt out, not ignore the request.
 
-**Key.** At least 32 bytes (HMAC-SHA256's output size); empty or shorter
-is a ConfigError naming the setting when the channel or service starts.
-Make one with ``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
-Changing the key invalidates every link already sent.
+**Key.** One key, looked up in one place by every sender and by
+``careflow serve`` (channels/credentials.py ``unsubscribe_tokens``): the
+setting, else careflow's SendGrid block or the Prefect Secret block, else,
+only for the outbox and ``careflow serve --local``, a key this machine keeps
+in ``CAREFLOW_HOME/unsubscribe.key`` (:func:`local_tokens`). At least 32
+bytes (HMAC-SHA256's output size) and not guessable (careflow/keys.py: no
+32 spaces, no ``abcabc...``); anything else is a one-line ConfigError naming
+the setting when the channel or service starts. Make one with ``python -c
+"import secrets; print(secrets.token_urlsafe(32))"``. Changing the key
+invalidates every link already sent.
+
+**Decoded values.** A payload whose signature matches was still checked
+field by field (a leaked key must not turn into a crash): the customer id
+is a positive 64-bit integer, campaign and occasion fit the ledger's
+columns and hold no control characters, and the issue time is a real
+instant. Anything else is the same DataError as a forged token.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from careflow.errors import ConfigError, DataError
+from careflow.keys import check_secret
 from careflow.settings import Settings
 
 MIN_SECRET_BYTES = 32
@@ -48,6 +61,9 @@ MIN_MAX_AGE = timedelta(days=30)
 CLOCK_SKEW = timedelta(minutes=5)
 #: Longer tokens are refused before any work (a real one is about 100 characters).
 MAX_TOKEN_CHARS = 1024
+#: Largest customer id (the ledger's BIGINT) and campaign or occasion name (its columns).
+MAX_ID = 2**63 - 1
+MAX_NAME_CHARS = 64
 
 _VERSION = "v2"
 _PURPOSE = b"careflow-unsubscribe."
@@ -78,32 +94,39 @@ def _now(now: datetime | None) -> datetime:
 class UnsubscribeTokens:
     """Makes and verifies unsubscribe tokens under one key.
 
-    Construct it at start-up: a missing, empty or short key is a ConfigError
-    then, before any mail is sent. ``now`` arguments exist for tests.
+    Construct it at start-up: a missing, short or guessable key is a
+    ConfigError then, before any mail is sent. ``now`` arguments exist for tests.
     """
 
-    def __init__(self, secret: str | bytes, *, max_age: timedelta = timedelta(days=60)):
-        key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret or b"")
-        if len(key) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"CAREFLOW_UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_BYTES} bytes; make "
-                "one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\""
-            )
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        max_age: timedelta = timedelta(days=60),
+        source: str = "CAREFLOW_UNSUBSCRIBE_SECRET",
+    ):
+        key = check_secret(secret, source, min_bytes=MIN_SECRET_BYTES)
         if max_age < MIN_MAX_AGE:
             raise ConfigError(
                 "CAREFLOW_UNSUBSCRIBE_TOKEN_MAX_AGE_DAYS must be at least 30: an opt-out "
                 "link has to keep working for 30 days after the mail was sent"
             )
-        self._key, self.max_age = key, max_age
+        self._key, self.max_age, self.source = key, max_age, source
 
     @classmethod
-    def from_settings(cls, settings: Settings, secret: str | None = None) -> UnsubscribeTokens:
+    def from_settings(
+        cls, settings: Settings, secret: str | None = None, *, source: str | None = None
+    ) -> UnsubscribeTokens:
         """Tokens under ``secret`` (default: the setting) with the configured lifetime."""
         if secret is None and settings.unsubscribe_secret is not None:
             secret = settings.unsubscribe_secret.get_secret_value()
         if not secret:
             raise ConfigError("CAREFLOW_UNSUBSCRIBE_SECRET is missing")
-        return cls(secret, max_age=timedelta(days=settings.unsubscribe_token_max_age_days))
+        return cls(
+            secret,
+            max_age=timedelta(days=settings.unsubscribe_token_max_age_days),
+            source=source or "CAREFLOW_UNSUBSCRIBE_SECRET",
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"UnsubscribeTokens(max_age={self.max_age})"
@@ -151,30 +174,36 @@ class UnsubscribeTokens:
 
 
 def _parse(payload: str) -> UnsubscribeRequest:
-    """The fields of a payload whose signature was checked (so written by us)."""
+    """The fields of a payload whose signature was checked, each checked against what a
+    sender can put there (the ledger's columns): DataError for anything else."""
     try:
         customer_id, campaign, occasion, issued = json.loads(_unb64(payload))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        issued_at = datetime.fromtimestamp(issued, UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError, OSError):
         raise DataError("malformed unsubscribe token") from None
     if not (
         type(customer_id) is int
-        and isinstance(campaign, str)
-        and (occasion is None or isinstance(occasion, str))
+        and 0 < customer_id <= MAX_ID
+        and _fits(campaign)
+        and (occasion is None or _fits(occasion))
         and type(issued) is int
     ):
         raise DataError("malformed unsubscribe token")
-    return UnsubscribeRequest(customer_id, campaign, occasion, datetime.fromtimestamp(issued, UTC))
+    return UnsubscribeRequest(customer_id, campaign, occasion, issued_at)
+
+
+def _fits(value) -> bool:
+    """A campaign or occasion name as the ledger keeps them."""
+    return isinstance(value, str) and len(value) <= MAX_NAME_CHARS and value.isprintable()
 
 
 def local_tokens(settings: Settings) -> UnsubscribeTokens:
-    """Tokens for the embedded default: the configured key, else one kept in CAREFLOW_HOME.
+    """Tokens under the key this machine keeps in CAREFLOW_HOME, made on first use.
 
-    The outbox and a local ``careflow serve`` share it, so the links in the
-    outbox's emails work on this machine. Live email never uses it: the
-    SendGrid channel requires CAREFLOW_UNSUBSCRIBE_SECRET.
+    Only for mail that stays on this machine and the service that hears it
+    there: the outbox and ``careflow serve --local`` use it when no key is
+    configured (channels/credentials.py ``unsubscribe_tokens``).
     """
-    if settings.unsubscribe_secret is not None:
-        return UnsubscribeTokens.from_settings(settings)
     import secrets
 
     path = settings.home / "unsubscribe.key"
@@ -182,4 +211,4 @@ def local_tokens(settings: Settings) -> UnsubscribeTokens:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
-    return UnsubscribeTokens.from_settings(settings, path.read_text().strip())
+    return UnsubscribeTokens.from_settings(settings, path.read_text().strip(), source=str(path))

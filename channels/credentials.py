@@ -24,6 +24,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from careflow.errors import ConfigError
+from careflow.settings import Settings
+from careflow.unsubscribe import UnsubscribeTokens, local_tokens
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,31 @@ def require(settings: BaseSettings, field: str, *, loader: SecretLoader | None =
     """Like :func:`credential` but raise ConfigError naming the setting when missing."""
     value = credential(settings, field, loader=loader)
     if not value:
-        raise ConfigError(
-            f"{env_name(field)} is missing: set it in the environment or create "
-            f"the Prefect Secret block {block_name(field)!r}"
-        )
+        raise _missing(field)
     return value
+
+
+def _missing(field: str) -> ConfigError:
+    return ConfigError(
+        f"{env_name(field)} is missing: set it in the environment or create "
+        f"the Prefect Secret block {block_name(field)!r}"
+    )
+
+
+def unsubscribe_tokens(
+    settings: Settings, *, local: bool = False, loader: SecretLoader | None = None
+) -> UnsubscribeTokens:
+    """The unsubscribe key every sender signs with and ``careflow serve`` verifies with.
+
+    The one place it is looked up: CAREFLOW_UNSUBSCRIBE_SECRET, careflow's
+    SendGrid block, the Prefect Secret block ``careflow-unsubscribe-secret``;
+    with none of them and ``local`` (the outbox, ``careflow serve --local``),
+    the key this machine keeps in CAREFLOW_HOME. Missing otherwise, short or
+    guessable: ConfigError naming the setting.
+    """
+    key = credential(settings, "unsubscribe_secret", loader=loader)
+    if key:
+        return UnsubscribeTokens.from_settings(settings, key)
+    if local:
+        return local_tokens(settings)
+    raise _missing("unsubscribe_secret")

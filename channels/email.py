@@ -66,8 +66,7 @@ from careflow.addresses import normalize_email
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
 from careflow.settings import SendGridSettings
-from careflow.unsubscribe import UnsubscribeTokens
-from channels.credentials import SecretLoader, require
+from channels.credentials import SecretLoader, require, unsubscribe_tokens
 from channels.delivery import (
     GroupKey,
     MembersRejected,
@@ -155,10 +154,8 @@ class SendGridEmail(ProviderChannel):
                 "unsubscribe endpoint"
             )
         self.unsubscribe_base = unsub
-        # An empty or short key is a ConfigError here, before anything is sent.
-        self._unsubscribe = UnsubscribeTokens.from_settings(
-            settings, require(settings, "unsubscribe_secret", loader=secrets)
-        )
+        # A missing, short or guessable key is a ConfigError here, before anything is sent.
+        self._unsubscribe = unsubscribe_tokens(settings, loader=secrets)
         self.sg = client or SendGridAPIClient(key, host=base)
         # python_http_client passes this to urlopen: per socket operation.
         self.sg.client.timeout = settings.delivery_read_timeout_seconds

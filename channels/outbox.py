@@ -28,7 +28,8 @@ from typing import ClassVar
 from careflow.errors import ConfigError
 from careflow.messages import Message, Outcome
 from careflow.settings import Settings
-from careflow.unsubscribe import UnsubscribeTokens, local_tokens
+from careflow.unsubscribe import UnsubscribeTokens
+from channels.credentials import unsubscribe_tokens
 from channels.email_content import email_content, mime_message
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -69,7 +70,7 @@ class OutboxChannel:
             from_email=settings.sendgrid_from_email or "care@example.com",
             from_name=settings.sendgrid_from_name or settings.brand_name,
             reply_to=settings.sendgrid_reply_to,
-            tokens=local_tokens(settings),
+            tokens=unsubscribe_tokens(settings, local=True),
             unsubscribe_base=settings.unsubscribe_base_url or LOCAL_UNSUBSCRIBE,
             fax_font_path=settings.fax_font_path,
         )

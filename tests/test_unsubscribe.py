@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +13,7 @@ from careflow.errors import ConfigError, DataError
 from careflow.settings import Settings
 from careflow.unsubscribe import UnsubscribeRequest, UnsubscribeTokens
 
-KEY = "k" * 32
+KEY = "Kx9w2QmT7vLp4Rz8Nc1Hb6Yf3Dj5Gs0A"  # 32 characters, as random as a test key gets
 SENT = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)  # the fake clock: when the mail went out
 
 
@@ -76,7 +78,7 @@ def _swap_payload(token: str, tokens: UnsubscribeTokens) -> str:
         (lambda t, k: t[:-1] + "é", "signature"),  # non-ASCII must not crash the comparison
         (lambda t, k: t.split(".")[0] + ".é." + t.split(".")[2], "signature"),
         (lambda t, k: t + "A" * 2000, "malformed"),
-        (lambda t, k: UnsubscribeTokens("x" * 32).make(42, "birthday", now=SENT), "signature"),
+        (lambda t, k: UnsubscribeTokens(KEY[::-1]).make(42, "birthday", now=SENT), "signature"),
     ],
     ids=["mac", "payload-swapped", "version", "garbage", "extra-part", "non-ascii-mac",
          "non-ascii-payload", "too-long", "other-key"],
@@ -93,14 +95,76 @@ def test_tokens_made_before_expiry_existed_are_refused(tokens):
         tokens.verify("v1.NDI6YmlydGhkYXk.AAAAAAAAAAAAAAAAAAAAAA", now=SENT)
 
 
-@pytest.mark.parametrize("key", ["", "short", "k" * 31, b"\x00" * 31])
-def test_an_empty_or_short_key_is_a_config_error_naming_the_setting(key):
+@pytest.mark.parametrize("key", ["short", "k" * 31, b"\x00" * 31, KEY[:31]])
+def test_a_short_key_is_a_config_error_naming_the_setting(key):
     with pytest.raises(ConfigError, match="CAREFLOW_UNSUBSCRIBE_SECRET must be at least 32 bytes"):
         UnsubscribeTokens(key)
 
 
+@pytest.mark.parametrize(
+    "key",
+    [" " * 32, "k" * 32, "ab" * 16, "0123456789" * 4, "abcdefghijklmnopqrstuvwxyz012345",
+     "Password1234" * 3, "\t" * 40, "密钥" * 6, "a" * 31 + "b"],
+    ids=["spaces", "one-letter", "two-letters", "digits-repeated", "alphabet", "word-repeated",
+         "tabs", "cjk-repeated", "almost-one-letter"],
+)  # fmt: skip
+def test_a_guessable_key_is_refused_however_long(key):
+    """They used to pass: only the length was checked."""
+    with pytest.raises(ConfigError, match="CAREFLOW_UNSUBSCRIBE_SECRET is too easy to guess"):
+        UnsubscribeTokens(key)
+
+
+def test_keys_made_as_the_docs_say_are_always_accepted():
+    import secrets
+
+    for _ in range(2000):
+        UnsubscribeTokens(secrets.token_urlsafe(32))
+        UnsubscribeTokens(secrets.token_hex(16))  # 32 hex characters, 128 bits
+
+
 def test_the_key_is_measured_in_bytes_and_never_shown():
-    assert UnsubscribeTokens("密钥" * 6)  # 12 characters, 36 bytes
+    assert UnsubscribeTokens("春眠不觉晓处处闻啼鸟夜来风")  # 13 characters, 39 bytes
     assert KEY not in repr(UnsubscribeTokens(KEY))
-    with pytest.raises(ConfigError, match="CAREFLOW_UNSUBSCRIBE_SECRET is missing"):
-        UnsubscribeTokens.from_settings(Settings(_env_file=None))
+    for empty in (None, ""):
+        with pytest.raises(ConfigError, match="CAREFLOW_UNSUBSCRIBE_SECRET is missing"):
+            UnsubscribeTokens.from_settings(Settings(_env_file=None), empty)
+
+
+def _signed(tokens: UnsubscribeTokens, fields) -> str:
+    """A token over any payload, signed with the right key (as after a key leak)."""
+    payload = base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode()
+    return f"v2.{payload}.{tokens._mac(f'v2.{payload}')}"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [2**63, "birthday", "2026", 1795339800],  # past the ledger's BIGINT
+        [-1, "birthday", "2026", 1795339800],
+        [0, "birthday", "2026", 1795339800],
+        [10**400, "birthday", "2026", 1795339800],
+        [1, "birthday", "2026", 10**20],  # no such instant
+        [1, "birthday", "2026", -(10**20)],
+        [1, "birthday", "2026", 1.5e300],
+        [1, "birthday", "2026", True],
+        [True, "birthday", "2026", 1795339800],
+        [1, "b" * 65, "2026", 1795339800],  # longer than the ledger's campaign column
+        [1, "birthday", "o" * 65, 1795339800],
+        [1, "birth\nday", "2026", 1795339800],  # control characters
+        [1, "birthday", "20\x0026", 1795339800],
+        [1, ["birthday"], "2026", 1795339800],
+        [1, "birthday", {"a": 1}, 1795339800],
+        [1, "birthday", "2026"],
+        {"customer": 1},
+        json.loads("[" * 60 + "]" * 60),
+    ],
+    ids=["id-past-bigint", "id-negative", "id-zero", "id-huge", "issued-far-future",
+         "issued-far-past", "issued-float", "issued-bool", "id-bool", "campaign-too-long",
+         "occasion-too-long", "campaign-newline", "occasion-nul", "campaign-list",
+         "occasion-object", "three-fields", "object", "deep"],
+)  # fmt: skip
+def test_a_signed_token_with_impossible_values_is_a_data_error(tokens, fields):
+    """They used to reach the database or datetime and come back as a 500."""
+    with pytest.raises(DataError, match="malformed unsubscribe token"):
+        tokens.verify(_signed(tokens, fields), now=SENT)
+

@@ -11,6 +11,7 @@ import uvicorn
 
 from careflow import db
 from careflow.settings import load_settings
+from careflow.unsubscribe import UnsubscribeTokens
 from service.app import create_app
 from tests.providers.kit import sendgrid_webhook_keys
 
@@ -58,7 +59,13 @@ def served(db_url, monkeypatch, sendgrid_keys):
     settings = load_settings()
     clock = Clock(datetime(2026, 11, 22, 9, 0, tzinfo=UTC))
     emitted: list[dict] = []  # Prefect events, as emit_event would receive them
-    app = create_app(settings, db.engine_for(db_url), clock=clock, emitter=emitted.append)
+    app = create_app(
+        settings,
+        db.engine_for(db_url),
+        unsubscribe=UnsubscribeTokens(UNSUB_SECRET),
+        clock=clock,
+        emitter=emitted.append,
+    )
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -263,3 +265,193 @@ def test_an_order_after_a_delivered_message_is_a_conversion(served, engine):
     report = {r["campaign"]: r for r in response_summary(engine)}
     assert report["winback"]["sent"] == 2 and report["winback"]["delivered"] == 1
     assert report["winback"]["converted"] == 1 and report["winback"]["revenue"] == {"GBP": "49.99"}
+
+
+# --- RFC 8058 one-click, as mailbox providers send it -------------------------------------
+def raw_post(url: str, body: bytes, content_type: str | None) -> tuple[int, bytes]:
+    """A POST with exactly this Content-Type (or none at all, which urllib cannot send)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Content-Type": content_type} if content_type else {}
+    conn.request("POST", f"{parts.path}?{parts.query}", body=body, headers=headers)
+    resp = conn.getresponse()
+    try:
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def multipart(fields: list[tuple[str, str]], boundary: str, newline: str = "\r\n") -> bytes:
+    """multipart/form-data as RFC 7578 writes it (and as Gmail posts a one-click)."""
+    lines = []
+    for name, value in fields:
+        lines += [f"--{boundary}", f'Content-Disposition: form-data; name="{name}"', "", value]
+    return newline.join([*lines, f"--{boundary}--", ""]).encode()
+
+
+B = "----careflowFormBoundary7MA4YWxkTrZu0gW"
+ONE_CLICK = [
+    ("application/x-www-form-urlencoded", b"List-Unsubscribe=One-Click"),
+    ("application/x-www-form-urlencoded; charset=UTF-8", b"List-Unsubscribe=One-Click"),
+    ("application/x-www-form-urlencoded;charset=iso-8859-1", b"List-Unsubscribe=One-Click"),
+    ("application/x-www-form-urlencoded", b"utm_source=gm&List-Unsubscribe=One-Click&x="),
+    ("application/x-www-form-urlencoded", b"List%2DUnsubscribe=One%2DClick"),
+    ("application/x-www-form-urlencoded", b"List-Unsubscribe%3DOne-Click"),
+    (None, b"List-Unsubscribe=One-Click"),
+    (f"multipart/form-data; boundary={B}", multipart([("List-Unsubscribe", "One-Click")], B)),
+    (f'multipart/form-data; boundary="{B}"',
+     multipart([("utm", "1"), ("List-Unsubscribe", "One-Click"), ("x", "")], B)),
+    (f"multipart/form-data; charset=utf-8; boundary={B}",
+     multipart([("List-Unsubscribe", "One-Click")], B, newline="\n")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("content_type, body", ONE_CLICK, ids=[
+    "urlencoded", "urlencoded-utf8", "urlencoded-latin1", "other-fields", "percent-encoded",
+    "line-percent-encoded", "no-content-type", "multipart", "multipart-other-fields",
+    "multipart-lf-charset"])  # fmt: skip
+def test_a_one_click_post_in_any_encoding_providers_use_unsubscribes(served, engine,
+                                                                     content_type, body):
+    """Before: a byte search for List-Unsubscribe=One-Click; a multipart one-click (what
+    RFC 8058 recommends, and Gmail posts) was answered 200 and recorded nothing."""
+    add_customer(engine, 1, email="wang@example.com", locale="zh-CN")
+    token = UnsubscribeTokens(UNSUB_SECRET).make(1, "winback", "2026", now=served.clock.now)
+    status, _ = raw_post(f"{served.url}/unsubscribe?token={token}", body, content_type)
+    assert status == 200
+    assert [(e.kind, e.detail) for e in events(engine)] == [("unsubscribed", "one-click")]
+    with engine.connect() as conn:
+        assert conn.execute(select(Consent.granted)).scalar() is False
+
+
+NOT_ONE_CLICK = [
+    ("application/x-www-form-urlencoded", b"List-Unsubscribe=Two-Click", 400),
+    ("application/x-www-form-urlencoded", b"List-Unsubscribe=", 400),
+    ("application/x-www-form-urlencoded", b"", 400),
+    ("application/x-www-form-urlencoded", b"List-Unsubscribe=One-Click%FF", 400),
+    ("application/x-www-form-urlencoded; charset=no-such-charset", b"List-Unsubscribe=One-Click",
+     400),
+    ("multipart/form-data", multipart([("List-Unsubscribe", "One-Click")], B), 400),
+    (f"multipart/form-data; boundary={B}",
+     multipart([("List-Unsubscribe", "One-Click")], B)[:-10], 400),
+    ("text/plain", b"List-Unsubscribe=One-Click", 415),
+    ("application/json", b'{"List-Unsubscribe": "One-Click"}', 415),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("content_type, body, status", NOT_ONE_CLICK, ids=[
+    "other-value", "blank", "empty", "not-utf8", "unknown-charset", "multipart-no-boundary",
+    "multipart-cut-short", "text", "json"])  # fmt: skip
+def test_a_post_that_is_no_one_click_is_never_answered_as_a_success(served, engine,
+                                                                   content_type, body, status):
+    """A mailbox provider reads a 2xx as done: anything else than a one-click or the page's
+    button gets a 4xx (with the page, for a person) and records nothing."""
+    add_customer(engine, 1, email="wang@example.com", locale="zh-CN")
+    token = UnsubscribeTokens(UNSUB_SECRET).make(1, "winback", "2026", now=served.clock.now)
+    code, page = raw_post(f"{served.url}/unsubscribe?token={token}", body, content_type)
+    assert code == status and "退订".encode() in page
+    assert events(engine) == []
+
+
+# --- signed, but malformed: always a 400, never a 500 ---------------------------------------
+SENDGRID_MALFORMED = [
+    b"[" * 40_000 + b"]" * 40_000,  # far deeper than the recursion limit
+    b"[" * 33 + b"]" * 33,
+    json.dumps([{"event": "delivered", "sg_event_id": "e1", "timestamp": 10**20}]).encode(),
+    json.dumps([{"event": "delivered", "sg_event_id": "e1", "timestamp": -(10**20)}]).encode(),
+    b'[{"event": "delivered", "sg_event_id": "e1", "timestamp": 1e999}]',
+    b'[{"event": "delivered", "sg_event_id": "e1", "timestamp": NaN}]',
+    json.dumps([{"event": "delivered", "sg_event_id": "e1", "timestamp": "soon"}]).encode(),
+    json.dumps([{"event": "delivered", "sg_event_id": "e1", "timestamp": [1]}]).encode(),
+    json.dumps({"event": "delivered", "sg_event_id": "e1"}).encode(),
+    json.dumps([1, 2, 3]).encode(),
+    b"",
+]
+
+
+@pytest.mark.parametrize("body", SENDGRID_MALFORMED, ids=[
+    "deep", "33-deep", "timestamp-far-future", "timestamp-far-past", "timestamp-overflow",
+    "nan", "timestamp-text", "timestamp-list", "object", "numbers", "empty"])  # fmt: skip
+def test_a_signed_but_malformed_sendgrid_post_is_a_400(served, engine, sendgrid_keys, body):
+    """Before: a deep array blew the recursion limit and absurd timestamps overflowed
+    datetime, each a 500 with a traceback in the log."""
+    code, answer = sendgrid_post(served, None, sendgrid_keys[0], body=body)
+    assert code == 400 and answer.startswith(b"malformed")
+    assert events(engine) == []
+
+
+SINCH_MALFORMED = [
+    b"\xff\xfe{}",
+    b"[" * 40_000 + b"]" * 40_000,
+    b'{"fax": 5}',
+    b"[]",
+    b'{"fax": {"id": "F1"}}',
+    b'{"fax": {"id": "F1", "status": "COMPLETED"',  # cut short
+]
+
+
+@pytest.mark.parametrize("body", SINCH_MALFORMED, ids=[
+    "not-utf8", "deep", "fax-number", "array", "no-status", "cut-short"])  # fmt: skip
+def test_a_malformed_sinch_callback_with_its_token_is_a_400(served, engine, body):
+    code, answer = post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}", body,
+                        {"Content-Type": "application/json"})
+    assert code == 400 and answer.startswith(b"malformed")
+    assert events(engine) == []
+
+
+@pytest.mark.parametrize("customer_id", [2**63 - 1, 2**63, 10**30, -5])
+def test_an_unsubscribe_token_naming_an_impossible_customer_is_a_400(served, engine,
+                                                                     customer_id):
+    """Before: ids past the database's integers reached the query and came back a 500."""
+    tokens = UnsubscribeTokens(UNSUB_SECRET)
+    fields = [customer_id, "winback", "2026", int(served.clock.now.timestamp())]
+    payload = base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode()
+    token = f"v2.{payload}.{tokens._mac(f'v2.{payload}')}"
+    for method in ("GET", "POST"):
+        code, page = raw_post(f"{served.url}/unsubscribe?token={token}", b"confirm=yes", None) \
+            if method == "POST" else _get(f"{served.url}/unsubscribe?token={token}")
+        assert code == 400 and b"This link does not work" in page
+    assert events(engine) == []
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# --- what the service logs and which headers it sends -------------------------------------
+def test_the_log_never_holds_the_sinch_token_and_cannot_be_forged(served, caplog):
+    """Before: the access log printed the path, Sinch's secret token included, and decoded
+    paths let anyone write a line of their own into it."""
+    body = json.dumps({"fax": {"id": "F1", "status": "COMPLETED"}}).encode()
+    with caplog.at_level(logging.INFO, logger="careflow.serve"):
+        assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}", body, {})[0] == 204
+        assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}/x", body, {})[0] == 404
+        assert _get(f"{served.url}/x%0A2026-01-01%20INFO%20forged%1b[31m")[0] == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "careflow.serve"]
+    text = "\n".join(lines)
+    assert SINCH_TOKEN not in text and SINCH_TOKEN[:12] not in text
+    assert any(line.startswith("POST /webhooks/sinch/{token} 204 ") for line in lines)
+    assert any(line.startswith("POST /webhooks/sinch/…/… 404 ") for line in lines)
+    (forged,) = [line for line in lines if "forged" in line]
+    assert "\n" not in forged and "\x1b" not in forged and "\\n" in forged
+
+
+def test_pages_are_never_framed_cached_or_referred(served, engine):
+    """Before: the unsubscribe page, its token in the URL, sent none of these headers."""
+    add_customer(engine, 1, email="wang@example.com", locale="zh-CN")
+    token = UnsubscribeTokens(UNSUB_SECRET).make(1, "winback", "2026", now=served.clock.now)
+    answers = [urllib.request.urlopen(f"{served.url}/unsubscribe?token={token}")]
+    try:
+        urllib.request.urlopen(f"{served.url}/unsubscribe?token=forged")
+    except urllib.error.HTTPError as exc:
+        answers.append(exc)
+    for answer in answers:
+        headers = answer.headers
+        assert headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["Cache-Control"] == "no-store"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["X-Content-Type-Options"] == "nosniff"
