@@ -3,7 +3,8 @@
 Twilio's Programmable Fax was shut down in December 2021. careflow sends
 faxes through the Sinch Fax API v3 (formerly Phaxio): ``POST
 {base}/v3/projects/{projectId}/faxes`` as multipart/form-data with the PDF as
-``file`` plus ``to``, ``from`` and ``callbackUrl``, authenticated with an
+``file`` plus ``to``, ``from``, ``callbackUrl`` and ``callbackUrlContentType``
+(``application/json``: the callback's encoding), authenticated with an
 access key id and secret (HTTP basic). Sinch documents no idempotency key,
 so the exactly-once rules of channels/delivery.py apply unchanged.
 
@@ -255,7 +256,10 @@ class SinchFax(ProviderChannel):
             self.fields["from"] = settings.fax_from_number
         callback = check_url(settings.fax_callback_url, "CAREFLOW_FAX_CALLBACK_URL")
         if callback:
-            self.fields["callbackUrl"] = callback
+            # Sinch posts the callback as multipart/form-data unless asked for JSON; careflow
+            # serve reads both, and asking makes the encoding this channel's choice, not a
+            # default of Sinch's
+            self.fields |= {"callbackUrl": callback, "callbackUrlContentType": "application/json"}
         self.font = find_cjk_font(settings.fax_font_path)
         self.region = settings.sms_default_region
         self._owns_http = http_client is None

@@ -5,7 +5,7 @@ Routes (docs/responses.md says which URL to set where):
     POST /webhooks/twilio/status        Twilio status callbacks (StatusCallback)
     POST /webhooks/twilio/inbound       incoming SMS (the number's Messaging webhook)
     POST /webhooks/sendgrid             SendGrid Event Webhook (signed)
-    POST /webhooks/sinch/{token}        Sinch fax callbacks (secret path token)
+    POST /webhooks/sinch/{token}        Sinch fax callbacks, JSON or multipart (secret path token)
     GET  /unsubscribe?token=...         the unsubscribe page (asks to confirm)
     POST /unsubscribe?token=...         confirm, or the RFC 8058 one-click POST
     GET  /healthz                       liveness and database reachability
@@ -67,6 +67,13 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 TWILIO_MAX_BODY = 64 * 1024
 #: Largest unsubscribe POST accepted: a one-click form is one field, the page's form two.
 UNSUBSCRIBE_MAX_BODY = 16 * 1024
+#: The two encodings of a Sinch fax callback: multipart/form-data (Sinch's default: ``event``
+#: and ``eventTime`` fields, ``fax`` a JSON part, ``file`` the fax document as a PDF part) and
+#: application/json (asked for with ``callbackUrlContentType``: the document is in ``file``, in
+#: base64). Sinch attaches the document in both and it cannot be switched off, so the body
+#: bound (CAREFLOW_SERVE_MAX_BODY_BYTES, 5 MB) counts it: a careflow fax is a text letter of a
+#: few pages, tens of KB each. The document is never decoded or kept.
+SINCH_MEDIA_TYPES = ("application/json", "multipart/form-data")
 #: Least length of CAREFLOW_SINCH_CALLBACK_TOKEN.
 MIN_SINCH_TOKEN = 24
 #: RFC 8058: the one-click POST carries this form field.
@@ -120,6 +127,18 @@ def _parsed(parse: Callable, *args):
         raise
     except Exception as exc:
         raise Malformed(f"{type(exc).__name__}: {exc}") from None
+
+
+def _sinch_callback(content_type: str | None, body: bytes) -> dict:
+    """A Sinch fax callback in its one shape (webhooks/sinch.py), whichever encoding it came
+    in: a JSON body as it is; a multipart one's fields, its ``fax`` part decoded as JSON and
+    its document part left out unread."""
+    if bodies.media_type(content_type) == "application/json":
+        return bodies.json_value(body)
+    fields = dict(bodies.form_fields(content_type, body, skip=sinch.DOCUMENT_FIELDS))
+    if "fax" in fields:
+        fields["fax"] = bodies.json_value(fields["fax"].encode())
+    return fields
 
 
 def _now() -> datetime:
@@ -258,10 +277,14 @@ def create_app(
             return PlainTextResponse("sinch is not configured", status_code=404)
         if not sinch.verify(sinch_token, request.path_params["token"]):
             raise Forbidden
-        body = await _body(request, json_limit)
+        content_type = request.headers.get("content-type")
+        if bodies.media_type(content_type) not in SINCH_MEDIA_TYPES:
+            raise Unsupported  # refused before reading the body
+        body = await _body(request, json_limit)  # the fax document included: see SINCH_MEDIA_TYPES
         received = clock().replace(tzinfo=None)
         event = await anyio.to_thread.run_sync(
-            lambda: _parsed(sinch.parse, bodies.json_value(body), received), limiter=work
+            lambda: _parsed(sinch.parse, _sinch_callback(content_type, body), received),
+            limiter=work,
         )
         return await store([event]) or Response(status_code=204)
 

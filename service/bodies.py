@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Collection
 from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qsl
@@ -67,12 +68,22 @@ def json_value(body: bytes):
         raise Malformed(f"not JSON: {exc}") from None
 
 
-def form_fields(content_type: str | None, body: bytes) -> list[tuple[str, str]]:
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower case and without parameters
+    (``multipart/form-data; boundary=x`` is ``multipart/form-data``); ``text/plain``, as
+    RFC 7231 reads a missing or unreadable one."""
+    return policy.HTTP.header_factory("content-type", content_type or "").content_type
+
+
+def form_fields(
+    content_type: str | None, body: bytes, *, skip: Collection[str] = ()
+) -> list[tuple[str, str]]:
     """The fields of an HTML form post, in order: urlencoded or multipart/form-data.
 
     A missing Content-Type is read as urlencoded (the HTML default). Text
-    is decoded by the declared charset (UTF-8 when none); file parts are
-    left out."""
+    is decoded by the declared charset (UTF-8 when none); file parts, and
+    multipart parts named in ``skip`` (a document a provider attaches), are
+    left out undecoded."""
     declared = content_type or "application/x-www-form-urlencoded"
     header = policy.HTTP.header_factory("content-type", declared)
     kind, charset = header.content_type, header.params.get("charset") or "utf-8"
@@ -86,13 +97,15 @@ def form_fields(content_type: str | None, body: bytes) -> list[tuple[str, str]]:
                 max_num_fields=MAX_FORM_FIELDS,
             )
         if kind == "multipart/form-data":
-            return _multipart(declared, body, charset)
+            return _multipart(declared, body, charset, skip)
     except (UnicodeDecodeError, LookupError, ValueError) as exc:
         raise Malformed(f"unreadable form: {exc}") from None
     raise Unsupported(f"{kind} is not a form")
 
 
-def _multipart(content_type: str, body: bytes, charset: str) -> list[tuple[str, str]]:
+def _multipart(
+    content_type: str, body: bytes, charset: str, skip: Collection[str]
+) -> list[tuple[str, str]]:
     """RFC 7578: one part per field, named in its Content-Disposition, between boundaries."""
     message = BytesParser(policy=policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + body
@@ -113,7 +126,7 @@ def _multipart(content_type: str, body: bytes, charset: str) -> list[tuple[str, 
             or disposition.content_disposition != "form-data"
         ):
             raise Malformed("a form part that is not a named field")
-        if "filename" not in disposition.params:
+        if "filename" not in disposition.params and name not in skip:
             value = part.get_payload(decode=True)
             fields.append((name, value.decode(part.get_content_charset() or charset)))
     return fields

@@ -1,21 +1,35 @@
-"""Sinch Fax: the fax status callback, verified by a secret path token.
+"""Sinch Fax: the fax-completed callback, verified by a secret path token.
 
-Sinch's Fax API posts the fax object to the ``callbackUrl`` given when the
-fax was sent, without a signature careflow could check. So the callback URL
-carries a long random token of careflow's own
+Sinch's Fax API v3 posts a ``FAX_COMPLETED`` event to the ``callbackUrl``
+given when the fax was sent, without a signature careflow could check. So
+the callback URL carries a long random token of careflow's own
 (``https://care.example.com/webhooks/sinch/<token>``) and a request without
 the right token is refused: the URL is the secret, as with any unsigned
 webhook, so keep it out of logs and rotate it if it leaks.
 
+Shape (developers.sinch.com/docs/fax/api-reference/fax/tag/Notifications):
+``event`` (``FAX_COMPLETED``; ``INCOMING_FAX`` for a fax someone sent to a
+Sinch number), ``eventTime``, ``fax`` (the fax object: ``id``,
+``direction``, ``from``, ``to``, ``status``, ``numberOfPages``,
+``createTime``, ``completedTime``, ``errorType``, ``errorCode``,
+``errorMessage``, ``price``...) and ``file``, the fax document. Sinch posts
+it as multipart/form-data (``fax`` a JSON part, ``file`` a PDF part) unless
+the fax was sent with ``callbackUrlContentType=application/json``; then it
+is one JSON object with ``file`` in base64 and ``fileType``. The service
+decodes either encoding into that one mapping (service/app.py); the
+document is never kept.
+
 Parse: the fax's ``id`` and ``status`` (``COMPLETED``, ``FAILURE``...) make
-the event id; ``errorMessage`` explains a failure.
+the event id; ``errorCode`` and ``errorMessage`` explain a failure; the
+time is the fax's ``completedTime`` (Sinch retries a refused callback for
+days, so the arrival time can be hours late).
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from careflow.events import EventKind, InboundEvent
 
@@ -25,6 +39,8 @@ _STATUS = {
     "COMPLETED": EventKind.DELIVERED,
     "FAILURE": EventKind.FAILED,
 }
+#: The callback's fax document: raw in a multipart callback, base64 in a JSON one. Never kept.
+DOCUMENT_FIELDS = ("file", "fileType")
 
 
 def verify(expected_token: str, given_token: str | None) -> bool:
@@ -35,19 +51,40 @@ def verify(expected_token: str, given_token: str | None) -> bool:
 
 
 def parse(payload: Mapping, received_at: datetime) -> InboundEvent:
-    """A fax status callback as an event (ValueError when it is not one)."""
+    """A fax callback as an event (ValueError when it is not one).
+
+    A fax someone sent to careflow's Sinch number (``INCOMING_FAX``, direction
+    ``INBOUND``) is no outcome of a careflow fax: it is kept as ``unknown``."""
     fax = payload.get("fax", payload)
+    if not isinstance(fax, Mapping):
+        raise ValueError("not a Sinch fax callback: fax is no object")
     fax_id, status = fax.get("id"), str(fax.get("status") or "").upper()
     if not fax_id or not status:
         raise ValueError("not a Sinch fax callback: fax id and status needed")
+    inbound = payload.get("event") == "INCOMING_FAX" or fax.get("direction") == "INBOUND"
     return InboundEvent(
         provider="sinch",
-        kind=_STATUS.get(status, EventKind.UNKNOWN),
+        kind=EventKind.UNKNOWN if inbound else _STATUS.get(status, EventKind.UNKNOWN),
         event_id=f"{fax_id}:{status}",
-        occurred_at=received_at,
+        occurred_at=_time(fax.get("completedTime") or payload.get("eventTime")) or received_at,
         channel="fax",
         provider_message_id=str(fax_id),
         recipient=fax.get("to"),
-        reason=fax.get("errorMessage") or fax.get("errorCode") or None,
-        raw=dict(payload),
+        reason=_reason(fax),
+        raw={k: v for k, v in payload.items() if k not in DOCUMENT_FIELDS},
     )
+
+
+def _reason(fax: Mapping) -> str | None:
+    """``errorType errorCode: errorMessage``, as much of it as the fax has."""
+    code = " ".join(str(fax[k]) for k in ("errorType", "errorCode") if fax.get(k) not in (None, ""))
+    message = str(fax.get("errorMessage") or "")
+    return ": ".join(filter(None, (code, message))) or None
+
+
+def _time(value) -> datetime | None:
+    """An ISO 8601 time (``2026-11-22T09:00:00Z``) as naive UTC; None when blank."""
+    if value in (None, ""):
+        return None
+    at = datetime.fromisoformat(str(value))
+    return (at.astimezone(UTC) if at.tzinfo else at).replace(tzinfo=None)

@@ -79,6 +79,8 @@ def test_sinch_request(fault_server: FaultServer) -> None:
     assert fields["to"] == "+861065529988"
     assert fields["from"] == "+12025550123"
     assert fields["callbackUrl"] == "https://care.example.com/hooks/fax"
+    # Sinch posts the callback as multipart/form-data unless the fax asks for JSON
+    assert fields["callbackUrlContentType"] == "application/json"
     assert fields["file"] > 1000  # bytes of PDF
     [headers] = fault_server.headers
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"key-id:key-secret").decode()

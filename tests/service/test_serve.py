@@ -211,8 +211,9 @@ def test_a_suppressed_address_is_skipped_by_the_next_run(served, engine, sendgri
 # --- Sinch, unsubscribe, health ---------------------------------------------------------------
 def test_sinch_callback_needs_its_token(served, engine):
     body = json.dumps({"fax": {"id": "F1", "status": "COMPLETED"}}).encode()
-    assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}", body, {})[0] == 204
-    assert post(f"{served.url}/webhooks/sinch/wrong-token", body, {})[0] == 403
+    headers = {"Content-Type": "application/json"}
+    assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}", body, headers)[0] == 204
+    assert post(f"{served.url}/webhooks/sinch/wrong-token", body, headers)[0] == 403
     assert [e.kind for e in events(engine)] == ["delivered"]
 
 
@@ -447,8 +448,9 @@ def test_the_log_never_holds_the_sinch_token_and_cannot_be_forged(served, caplog
     paths let anyone write a line of their own into it."""
     body = json.dumps({"fax": {"id": "F1", "status": "COMPLETED"}}).encode()
     with caplog.at_level(logging.INFO, logger="careflow.serve"):
-        assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}", body, {})[0] == 204
-        assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}/x", body, {})[0] == 404
+        headers = {"Content-Type": "application/json"}
+        assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}", body, headers)[0] == 204
+        assert post(f"{served.url}/webhooks/sinch/{SINCH_TOKEN}/x", body, headers)[0] == 404
         assert _get(f"{served.url}/x%0A2026-01-01%20INFO%20forged%1b[31m")[0] == 404
     lines = [r.getMessage() for r in caplog.records if r.name == "careflow.serve"]
     text = "\n".join(lines)

@@ -21,10 +21,22 @@ reference (twilio.com/docs/sendgrid/for-developers/tracking-events/event),
 each event type with the properties it documents for it; a bounce carries
 ``type`` ("bounce", a permanent failure, or "blocked", the receiving server's
 temporary refusal) and ``bounce_classification``.
+
+Sinch (no signature: the secret is the token in the callback URL): the Fax
+API v3 "fax completed" webhook (developers.sinch.com/docs/fax/api-reference/
+fax/tag/Notifications), ``event`` FAX_COMPLETED, ``eventTime``, the ``fax``
+object with every property of the Fax schema (the ones a fax has no value
+for as null or empty) and the fax document, in both encodings Sinch posts:
+multipart/form-data (Sinch's default: ``fax`` a JSON part, ``file`` a PDF
+part) and application/json (with ``callbackUrlContentType``: ``file`` in
+base64 and ``fileType``). A failed fax has status FAILURE with ``errorType``,
+``errorCode`` and ``errorMessage`` (Sinch's call error 17 is "Busy").
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import urllib.parse
 
 from twilio.request_validator import RequestValidator
@@ -236,3 +248,90 @@ SENDGRID_EVENTS = (
     "group_unsubscribe",
     "group_resubscribe",
 )
+
+
+# --- Sinch ------------------------------------------------------------------------------------
+SINCH_PROJECT = "37b62a7b-0177-429a-bb0b-e10f848de0b8"
+SINCH_SERVICE = "01HQK89SYWBCJK1DMYD3QAW2DW"
+#: A fax document as Sinch attaches it: a PDF, binary (no text encoding reads it)
+FAX_DOCUMENT = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
+
+
+def sinch_fax(fax_id: str, status: str, to: str, **fields) -> dict:
+    """The fax object of a callback with every property Sinch's Fax schema has.
+
+    ``status`` COMPLETED (no error: errorType, errorCode and errorMessage are
+    null) or FAILURE (Sinch's call error 17, "Busy", no page sent). ``fields``
+    add or replace properties.
+    """
+    failed = status == "FAILURE"
+    return {
+        "id": fax_id,
+        "direction": "OUTBOUND",
+        "from": "+12025550123",
+        "to": to,
+        "contentUrl": [],
+        "numberOfPages": 2,
+        "pagesSentSuccessfully": 0 if failed else 2,
+        "status": status,
+        "price": {"amount": "0.00" if failed else "0.14", "currencyCode": "USD"},
+        "createTime": "2026-11-22T08:58:01Z",
+        "completedTime": "2026-11-22T08:59:47Z",
+        "headerText": "",
+        "headerPageNumbers": True,
+        "headerTimeZone": "America/New_York",
+        "retryDelaySeconds": 60,
+        "maxRetries": 0,
+        "retryCount": 0,
+        "labels": {},
+        "callbackUrl": "https://care.example.com/webhooks/sinch/***",
+        "callbackUrlContentType": "application/json",
+        "imageConversionMethod": "HALFTONE",
+        "resolution": "FINE",
+        "coverPageId": None,
+        "coverPageData": {},
+        "barCodes": [],
+        "hasFile": "true",
+        "errorType": "CALL_ERROR" if failed else None,
+        "errorCode": 17 if failed else None,
+        "errorMessage": "Busy" if failed else None,
+        "projectId": SINCH_PROJECT,
+        "serviceId": SINCH_SERVICE,
+        **fields,
+    }
+
+
+def sinch_callback(
+    fax: dict, encoding: str, *, event: str = "FAX_COMPLETED",
+    event_time: str = "2026-11-22T08:59:48Z", document: bytes = FAX_DOCUMENT,
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a Sinch fax callback, ``encoding`` "multipart" or "json"."""
+    if encoding == "json":
+        body = {
+            "event": event,
+            "eventTime": event_time,
+            "fax": fax,
+            "file": base64.b64encode(document).decode(),
+            "fileType": "PDF",
+        }
+        return json.dumps(body).encode(), {"Content-Type": "application/json"}
+    boundary = "----SinchFaxBoundary7MA4YWxkTrZu0gW"
+
+    def part(headers: str, content: bytes) -> bytes:
+        return f"--{boundary}\r\n{headers}\r\n\r\n".encode() + content + b"\r\n"
+
+    body = (
+        part('Content-Disposition: form-data; name="event"', event.encode())
+        + part('Content-Disposition: form-data; name="eventTime"', event_time.encode())
+        + part(
+            'Content-Disposition: form-data; name="fax"\r\nContent-Type: application/json',
+            json.dumps(fax).encode(),
+        )
+        + part(
+            'Content-Disposition: form-data; name="file"; filename="fax.pdf"\r\n'
+            "Content-Type: application/pdf",
+            document,
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

@@ -13,6 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from careflow.events import EventKind
 from tests.providers.kit import sendgrid_webhook_keys
+from tests.webhooks import payloads
 from tests.webhooks.payloads import (
     SENDGRID_EVENTS,
     sendgrid_blocked,
@@ -114,6 +115,31 @@ def test_sinch_callback_needs_the_path_token():
     event = sinch.parse({"fax": {"id": "F1", "status": "FAILURE", "errorMessage": "busy"}},
                         RECEIVED)
     assert (event.kind, event.event_id, event.reason) == (EventKind.FAILED, "F1:FAILURE", "busy")
+
+
+@pytest.mark.parametrize("status, kind, reason", [
+    ("COMPLETED", EventKind.DELIVERED, None),
+    ("FAILURE", EventKind.FAILED, "CALL_ERROR 17: Busy"),
+    ("IN_PROGRESS", EventKind.QUEUED, None),
+])  # fmt: skip
+def test_a_documented_sinch_fax_is_read_with_its_time_and_error(status, kind, reason):
+    """The fax's completedTime, not the arrival (Sinch retries for days); the error as
+    Sinch documents it (errorType, a numeric errorCode, errorMessage); no document kept."""
+    fax = payloads.sinch_fax("01KNPQW6SGZKAZEX8ZX7MCN559", status, "+861065529988")
+    callback = {"event": "FAX_COMPLETED", "eventTime": "2026-11-22T08:59:48Z", "fax": fax,
+                "file": "JVBERi0xLjcK", "fileType": "PDF"}
+    event = sinch.parse(callback, RECEIVED)
+    assert (event.kind, event.reason, event.recipient) == (kind, reason, "+861065529988")
+    assert event.occurred_at == datetime(2026, 11, 22, 8, 59, 47)
+    assert event.event_id == f"01KNPQW6SGZKAZEX8ZX7MCN559:{status}"
+    assert set(event.raw) == {"event", "eventTime", "fax"}
+
+
+def test_a_sinch_fax_without_a_time_is_timed_by_its_arrival_and_a_bad_time_is_refused():
+    fax = payloads.sinch_fax("F1", "COMPLETED", "+861065529988", completedTime=None)
+    assert sinch.parse({"fax": fax}, RECEIVED).occurred_at == RECEIVED
+    with pytest.raises(ValueError):
+        sinch.parse({"fax": {**fax, "completedTime": "yesterday"}}, RECEIVED)
 
 
 # --- what each provider's codes mean, read in its own module -------------------------------------
