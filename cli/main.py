@@ -417,9 +417,6 @@ def segment_list(name, as_of, params, limit, fmt):
     Money columns are shown as amounts in the row's currency (as templates see
     them); json and csv print every row unless --limit says otherwise.
     """
-    import csv
-    import io
-
     from sqlalchemy import select
 
     from careflow.db.models import Customer
@@ -453,10 +450,9 @@ def segment_list(name, as_of, params, limit, fmt):
         return
     rows = [["" if v is None else str(_plain(v)) for v in r.values()] for r in shown]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerows([cols, *rows])
-        click.echo(out.getvalue(), nl=False)
+        from careflow.csv_export import csv_text
+
+        click.echo(csv_text(cols, rows), nl=False)
         return
     click.echo(text_table(cols, rows))
 
