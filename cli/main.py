@@ -209,7 +209,7 @@ def db_upgrade():
     before = cdb.current_revision(url)
     cdb.upgrade(url)
     after = cdb.current_revision(url)
-    where = cdb.engine_for(url).url.render_as_string()  # the password stays hidden
+    where = cdb.shown_url(cdb.engine_for(url).url)  # the password stays hidden
     if before is None:
         _echo(f"created careflow's tables (migration {after}): {where}")
     elif before != after:

@@ -37,7 +37,8 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         existing = conn.execute(select(func.count(Customer.id))).scalar_one()
     if existing:
         click.echo(
-            f"demo data: {existing} customers already in {engine.url} (--reseed to start over)"
+            f"demo data: {existing} customers already in {db.shown_url(engine.url)} "
+            "(--reseed to start over)"
         )
     else:
         from demo.data import seed_demo
