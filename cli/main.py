@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 import channels  # noqa: F401 - registers the built-in channels
 from careflow import registry
@@ -175,6 +176,10 @@ class CareflowGroup(click.Group):
             return super().invoke(ctx)
         except CareflowError as exc:
             _echo(f"error: {exc}", fg="red", err=True)  # may quote a file's or a customer's text
+            sys.exit(2)
+        except DBAPIError as exc:  # a query the database refused: e.g. a sum past 64 bits
+            reason = " ".join(str(exc.orig or exc).split())[:200]
+            _echo(f"error: the database refused careflow's query: {reason}", fg="red", err=True)
             sys.exit(2)
         except click.UsageError as exc:
             if isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -403,11 +408,13 @@ def _format_option(help: str):
 def _segment_select(name, as_of, params, engine=None):
     import segments
     from careflow.clock import resolve_as_of
+    from careflow.money import check_stored_amounts
 
     day, at = resolve_as_of(as_of, _settings().time_zone)
     params = _parse_params(params)
-    if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
-        with (engine or _engine()).connect() as conn:
+    with (engine or _engine()).connect() as conn:
+        check_stored_amounts(conn)  # segments sum orders: one line naming an absurd amount
+        if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
             params = segments.prepare(name, conn, day, params)
     return segments.build(name, day, params, at=at)
 

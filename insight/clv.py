@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select
 
 from careflow.csv_export import write_frame
 from careflow.db.models import Customer
-from careflow.money import exponent, from_minor
+from careflow.money import check_stored_amounts, exponent, from_minor
 from careflow.report import text_table
 from segments.clv import QUADRANTS, score_customers
 
@@ -52,6 +52,7 @@ def clv_report(
 ) -> ClvReport:
     """Score every customer (``draws`` bootstrap refits for the intervals; 0: none)."""
     with engine.connect() as conn:
+        check_stored_amounts(conn)  # one line naming an order no sum can hold
         frame, fit = score_customers(conn, as_of, params, draws=draws)
         refs = dict(conn.execute(select(Customer.id, Customer.external_ref)).all())
     scale = 10 ** _exponent(fit["currency"])
