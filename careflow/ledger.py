@@ -642,6 +642,7 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     """Everything that happened with one customer, oldest first (the last ``limit`` items):
     messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
     from careflow.db.models import Order
+    from careflow.errors import DataError
     from careflow.money import from_minor
     from careflow.report import shorten
 
@@ -679,14 +680,18 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
                 Order.customer_id == customer_id
             )
         ):
+            try:
+                text, why = f"{from_minor(o.amount_minor, o.currency)} {o.currency}", None
+            except DataError as exc:  # that order's own line says so; the rest is shown
+                text, why = f"? {o.currency}", f"unreadable amount: {exc}"
             items.append(
                 {
                     "at": o.ordered_at,
                     "what": "order",
                     "campaign": None,
                     "channel": None,
-                    "text": f"{from_minor(o.amount_minor, o.currency)} {o.currency}",
-                    "detail": None,
+                    "text": text,
+                    "detail": why,
                 }
             )
     items.sort(key=lambda i: i["at"])

@@ -55,9 +55,8 @@ from careflow.db.models import Customer
 from careflow.errors import ConfigError, RecipientError
 from careflow.rendering import Rendered, Renderer, locale_chain
 from careflow.settings import Settings
+from careflow.unsubscribe import PLACEHOLDER
 
-#: what marketing email carries where the unsubscribe link goes (channels/email_content.py)
-UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
 #: elements that take no end tag
 VOID_ELEMENTS = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
@@ -380,6 +379,7 @@ class _Lint:
         self.env = self.renderer.env
         # Before anything compiles: every printed value passes here, so a None is caught
         # at its line (a field the customer does not have, printed as the word "None").
+        self._route_finalize = self.env.finalize
         self.env.finalize = self._finalize
         self._printed_none: list[tuple[str, int]] = []
         self.found: dict[tuple[Path, int, str], list[str]] = {}
@@ -412,7 +412,7 @@ class _Lint:
                     self._printed_none.append((template.filename, line))
                     break
                 frame = frame.f_back
-        return value
+        return self._route_finalize(value)
 
     def _name(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -618,12 +618,12 @@ class _Lint:
         for field_name, text in (("body", rendered.body), ("html", rendered.html)):
             if text is None:
                 continue
-            has = UNSUBSCRIBE_PLACEHOLDER in text
+            has = PLACEHOLDER in text
             if not spec.marketing and has:
                 self.add(
                     paths[field_name],
                     0,
-                    f"campaign.yaml says marketing: false, so {UNSUBSCRIBE_PLACEHOLDER} would "
+                    f"campaign.yaml says marketing: false, so {PLACEHOLDER} would "
                     "go out as it stands (remove {% set marketing = true %} or the link)",
                 )
             if spec.marketing and field_name == "html" and not has:
@@ -631,7 +631,7 @@ class _Lint:
                     paths["html"],
                     0,
                     f"campaign.yaml says marketing: true, but the HTML has no "
-                    f"{UNSUBSCRIBE_PLACEHOLDER} link: add {{% set marketing = true %}} under "
+                    f"{PLACEHOLDER} link: add {{% set marketing = true %}} under "
                     "{% extends %} so the layout's footer carries it",
                 )
 

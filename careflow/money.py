@@ -12,6 +12,12 @@ Conversions between minor units and Decimal happen here and nowhere else:
 importers and the demo call ``to_minor``, and what shows an amount to a
 person (templates, ``careflow segment list``) calls ``with_amounts``.
 
+Stored amounts are checked where they are read. SQLite keeps whatever another
+program writes into the column (``'NaN'``, infinity, 1e30 as a float) and a
+64-bit sum overflows past about 9.2e18: ``from_minor`` refuses anything but a
+whole number within ``MAX_MINOR`` with a DataError, and ``check_stored_amounts``
+names the orders a report over every order cannot add up.
+
 Exponents come from Babel at run time. Should a CLDR release ever change a
 currency's exponent, stored amounts would read 10x off: tests/test_money.py
 pins the exponents of the currencies careflow is known to hold.
@@ -19,14 +25,22 @@ pins the exponents of the currencies careflow is known to hold.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
+from numbers import Integral, Real
 
 from babel.numbers import get_currency_precision, is_currency
+from sqlalchemy import Connection, or_, select
+
+from careflow.errors import DataError
 
 #: suffix of columns and keys that hold minor units; ``with_amounts`` drops it
 MINOR_SUFFIX = "_minor"
+#: the largest amount careflow reads, in minor units: above what the importer lets
+#: through (a billion a unit times a million units), well below a 64-bit integer
+MAX_MINOR = 10**18
 
 
 def is_known_currency(code: str) -> bool:
@@ -60,8 +74,47 @@ def to_minor(amount: Decimal | int | str, currency: str, *, exact: bool = False)
 
 
 def from_minor(minor: int, currency: str) -> Decimal:
-    """Minor units back to an amount: ``from_minor(3999, 'GBP') == Decimal('39.99')``."""
+    """Minor units back to an amount: ``from_minor(3999, 'GBP') == Decimal('39.99')``.
+
+    A stored value that is no whole number within ``MAX_MINOR`` (text, NaN, infinity,
+    2.5, 1e30) is a DataError saying so, not a number made up from it.
+    """
+    if not _whole(minor):
+        raise DataError(
+            f"amount {str(minor)[:40]!r} is not a whole number of minor units "
+            f"from -{MAX_MINOR:.0e} to {MAX_MINOR:.0e}"
+        )
     return Decimal(int(minor)).scaleb(-exponent(currency))
+
+
+def _whole(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    if not isinstance(value, Integral) and not (math.isfinite(value) and value == int(value)):
+        return False
+    return -MAX_MINOR <= value <= MAX_MINOR
+
+
+def check_stored_amounts(conn: Connection) -> None:
+    """A DataError naming the first orders whose amount cannot be added up (see the
+    module's docstring), for reports that sum every order; nothing when all can."""
+    from careflow.db.models import Order
+
+    amount = Order.__table__.c.amount_minor
+    # on SQLite any text compares greater than any number, so text is caught here too
+    bad = conn.execute(
+        select(Order.id, Order.customer_id, amount)
+        .where(or_(amount > MAX_MINOR, amount < -MAX_MINOR))
+        .order_by(Order.id)
+        .limit(3)
+    ).all()
+    if bad:
+        named = ", ".join(f"order {o.id} of customer {o.customer_id}: {str(o[2])[:30]!r}"
+                          for o in bad)
+        raise DataError(
+            f"stored order amounts that are not whole numbers of minor units from "
+            f"-{MAX_MINOR:.0e} to {MAX_MINOR:.0e} ({named}): correct or delete them"
+        )
 
 
 def with_amounts(row: Mapping) -> dict:

@@ -40,6 +40,7 @@ from careflow import registry
 from careflow.errors import ConfigError, TemplateError
 from careflow.settings import Settings
 from careflow.template_sandbox import BoundedSandbox
+from careflow.unsubscribe import inert_placeholder
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class Renderer:
             autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=inert_placeholder,  # only the template's own unsubscribe placeholder
         )
         self.env.filters.update(
             money=_money, date=_date, number=_number, greeting_name=greeting_name

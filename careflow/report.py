@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from careflow.db.models import Campaign, Run
 from careflow.ledger import utcnow
+from careflow.safe_text import for_terminal
 
 
 def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry_run: bool) -> None:
@@ -235,7 +236,14 @@ def shorten(text: str, width: int) -> str:
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell (by display width), a rule under the header."""
+    """Columns padded to their widest cell (by display width), a rule under the header.
+
+    Cells hold customers' and providers' text: each is one line, its control and bidi
+    characters written out (careflow/safe_text.py), so a name cannot move the cursor,
+    colour the terminal, link somewhere or reorder the columns after it.
+    """
+    header = [for_terminal(c) for c in header]
+    rows = [[for_terminal(c) for c in r] for r in rows]
     widths = [max(display_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(c + " " * (w - display_width(c)) for c, w in zip(r, widths, strict=True)).rstrip()

@@ -68,6 +68,23 @@ MAX_NAME_CHARS = 64
 _VERSION = "v2"
 _PURPOSE = b"careflow-unsubscribe."
 
+#: what a template writes where the unsubscribe link goes; channels/email_content.py puts
+#: each customer's own link there, or appends a footer when the template has none
+PLACEHOLDER = "%unsubscribe_url%"
+
+
+def inert_placeholder(value):
+    """A value a template prints (``{{ ... }}``) with any placeholder in it broken (a word
+    joiner after its first ``%``, which shows as nothing).
+
+    Rendering passes every printed value through here, so only the placeholder the
+    template itself wrote gets the link: a customer named ``%unsubscribe_url%`` would
+    otherwise take the link into their name and push the footer out of the message.
+    """
+    if isinstance(value, str) and PLACEHOLDER in value:
+        return value.replace(PLACEHOLDER, "%\u2060" + PLACEHOLDER[1:])
+    return value
+
 
 @dataclass(frozen=True)
 class UnsubscribeRequest:

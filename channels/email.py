@@ -65,6 +65,7 @@ from sendgrid.helpers.mail import (
 from careflow.addresses import normalize_email
 from careflow.errors import ConfigError, InvalidContact, PermanentError, Skip
 from careflow.messages import Message
+from careflow.safe_text import for_header
 from careflow.settings import SendGridSettings
 from channels.credentials import SecretLoader, require, unsubscribe_tokens
 from channels.delivery import (
@@ -142,7 +143,7 @@ class SendGridEmail(ProviderChannel):
         self.from_email = _checked_address(
             settings.sendgrid_from_email, "CAREFLOW_SENDGRID_FROM_EMAIL", required=True
         )
-        self.from_name = settings.sendgrid_from_name
+        self.from_name = for_header(settings.sendgrid_from_name or "") or None
         self.reply_to = _checked_address(
             settings.sendgrid_reply_to, "CAREFLOW_SENDGRID_REPLY_TO", required=False
         )
@@ -197,7 +198,8 @@ class SendGridEmail(ProviderChannel):
             address = normalize_email(to or message.to)
         except InvalidContact as exc:
             raise Skip("invalid_contact", str(exc)) from None
-        if not message.subject:
+        subject = for_header(message.subject or "")
+        if not subject:
             raise PermanentError("missing_subject", "email needs a subject")
         content = email_content(message, self._unsubscribe, self.unsubscribe_base)
         text, markup = content.text, content.html
@@ -206,7 +208,7 @@ class SendGridEmail(ProviderChannel):
         mail = Mail(
             from_email=From(self.from_email, self.from_name),
             to_emails=To(address),
-            subject=message.subject,
+            subject=subject,
             plain_text_content=text,
             html_content=markup or None,
         )

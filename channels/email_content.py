@@ -19,9 +19,8 @@ from email.utils import format_datetime, formataddr, make_msgid
 
 from careflow.ledger import utcnow
 from careflow.messages import Message
-from careflow.unsubscribe import UnsubscribeTokens
-
-UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
+from careflow.safe_text import for_header
+from careflow.unsubscribe import PLACEHOLDER, UnsubscribeTokens
 
 
 @dataclass(frozen=True)
@@ -39,16 +38,19 @@ def unsubscribe_url(base: str, token: str) -> str:
 
 
 def add_footer(message: Message, url: str) -> tuple[str, str | None]:
-    """Body and HTML with the unsubscribe link placed (placeholder) or appended."""
+    """Body and HTML with the unsubscribe link placed (placeholder) or appended.
+
+    A placeholder in the rendered text is one the template wrote: rendering breaks any
+    that comes with a customer's data (careflow/unsubscribe.py, ``inert_placeholder``)."""
     zh = message.locale.lower().startswith("zh")
     text, markup = message.body, message.html
-    if UNSUBSCRIBE_PLACEHOLDER in text:
-        text = text.replace(UNSUBSCRIBE_PLACEHOLDER, url)
+    if PLACEHOLDER in text:
+        text = text.replace(PLACEHOLDER, url)
     else:
         text = f"{text.rstrip()}\n\n{'退订' if zh else 'Unsubscribe'}: {url}\n"
     if markup is not None:
-        if UNSUBSCRIBE_PLACEHOLDER in markup:
-            markup = markup.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(url))
+        if PLACEHOLDER in markup:
+            markup = markup.replace(PLACEHOLDER, html.escape(url))
         else:
             footer = (
                 f'<p style="font-size:12px;color:#666"><a href="{html.escape(url)}">'
@@ -91,7 +93,7 @@ def mime_message(
     made HTML email on the outbox 450 messages a second (bench/README.md). Header
     values are single lines (non-ASCII as RFC 2047 encoded words); each part is
     7bit or 8bit UTF-8, or base64 where a line is too long for SMTP."""
-    name = (from_name or "").strip()
+    name = for_header(from_name or "")
     head = [
         ("From", formataddr((name, from_email), charset="utf-8") if name else from_email),
         ("To", message.to),
@@ -118,8 +120,9 @@ _SMTP_LINE = 998
 
 
 def _header_text(value: str) -> str:
-    """A header value on one line; non-ASCII as RFC 2047 encoded words."""
-    value = " ".join(value.split())
+    """A header value on one line, without control or bidi characters (a customer's name in
+    the subject may carry them); non-ASCII as RFC 2047 encoded words."""
+    value = for_header(value)
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 

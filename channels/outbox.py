@@ -27,6 +27,7 @@ from typing import ClassVar
 
 from careflow.errors import ConfigError
 from careflow.messages import Message, Outcome
+from careflow.safe_text import for_header
 from careflow.settings import Settings
 from careflow.unsubscribe import UnsubscribeTokens
 from channels.credentials import unsubscribe_tokens
@@ -129,5 +130,5 @@ class OutboxChannel:
             return render_fax_pdf(msg.body, self._font, title=msg.subject)
         head = [f"To: {msg.to}", f"Channel: {msg.channel}", f"Key: {msg.key}"]
         if msg.subject:
-            head.append(f"Subject: {msg.subject}")
+            head.append(f"Subject: {for_header(msg.subject)}")
         return ("\n".join(head) + "\n\n" + msg.body.rstrip("\n") + "\n").encode("utf-8")

@@ -86,8 +86,12 @@ def _is_zh_cn(locale: str) -> bool:
 
 
 def with_optout(body: str, *, locale: str, marketing: bool, optout_zh: str) -> str:
-    """``body`` as it will be sent: zh-CN marketing texts end with the opt-out line."""
-    if not (marketing and optout_zh and _is_zh_cn(locale)) or optout_zh in body:
+    """``body`` as it will be sent: zh-CN marketing texts end with the opt-out line.
+
+    A body that already ends with it keeps it as it is; the line anywhere else (a
+    customer's name that reads "回复TD退订") does not stand in for it.
+    """
+    if not (marketing and optout_zh and _is_zh_cn(locale)) or body.rstrip().endswith(optout_zh):
         return body
     return body.rstrip() + optout_zh
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 import channels  # noqa: F401 - registers the built-in channels
 from careflow import registry
@@ -28,6 +29,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # One line per task run drowns the flow's own progress lines in a terminal;
 # the Prefect UI still shows every task run.
 os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+
+
+def _echo(text: object = "", **style) -> None:
+    """Print careflow's output: names, replies and providers' messages are data, and any
+    control or bidi character they carry is written out (``\\u001b``) instead of reaching
+    the terminal (careflow/safe_text.py). Takes ``click.secho``'s arguments."""
+    from careflow.safe_text import for_terminal
+
+    click.secho(for_terminal(text, lines=True), **style)
 
 
 def _settings():
@@ -128,14 +138,54 @@ class ChannelChoice(click.Choice):
         pass
 
 
+#: the largest id or count careflow's databases hold (a signed 64-bit integer)
+LARGEST = 2**63 - 1
+
+
+class WholeNumber(click.ParamType):
+    """An id or a count, ``minimum`` to LARGEST: anything else is a one-line error, never a
+    number the database cannot take (a traceback) or a negative LIMIT (all rows on SQLite,
+    an error on PostgreSQL)."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int = 0):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{str(value)[:40]!r} is not a whole number", param, ctx)
+        if not self.minimum <= number <= LARGEST:
+            self.fail(f"{number} is not from {self.minimum} to {LARGEST}", param, ctx)
+        return number
+
+
+ID, COUNT = WholeNumber(1), WholeNumber(0)
+
+
 class CareflowGroup(click.Group):
-    """Turns careflow's own errors into one readable line and exit code 2."""
+    """Turns careflow's own errors, and a mistyped argument, into one line and exit code 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CareflowError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            _echo(f"error: {exc}", fg="red", err=True)  # may quote a file's or a customer's text
+            sys.exit(2)
+        except DBAPIError as exc:  # a query the database refused: e.g. a sum past 64 bits
+            reason = " ".join(str(exc.orig or exc).split())[:200]
+            _echo(f"error: the database refused careflow's query: {reason}", fg="red", err=True)
+            sys.exit(2)
+        except click.UsageError as exc:
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise
+            command = exc.ctx.command_path if exc.ctx else "careflow"
+            _echo(f"error: {exc.format_message()} (`{command} --help` says more)", err=True)
             sys.exit(2)
 
 
@@ -164,23 +214,26 @@ def db_upgrade():
     before = cdb.current_revision(url)
     cdb.upgrade(url)
     after = cdb.current_revision(url)
-    where = cdb.engine_for(url).url.render_as_string()  # the password stays hidden
+    where = cdb.shown_url(cdb.engine_for(url).url)  # the password stays hidden
     if before is None:
-        click.echo(f"created careflow's tables (migration {after}): {where}")
+        _echo(f"created careflow's tables (migration {after}): {where}")
     elif before != after:
-        click.echo(f"migrated from {before} to {after}: {where}")
+        _echo(f"migrated from {before} to {after}: {where}")
     else:
-        click.echo(f"already up to date (migration {after}): {where}")
+        _echo(f"already up to date (migration {after}): {where}")
     from careflow import purchase_facts
 
     refreshed = purchase_facts.refresh(cdb.engine_for(url))
     if refreshed:
-        click.echo(f"purchase facts brought up to date for {refreshed:,} customer(s)")
+        _echo(f"purchase facts brought up to date for {refreshed:,} customer(s)")
 
 
 # --- data in ----------------------------------------------------------------
 @main.command()
-@click.option("--customers", default=10_000, show_default=True, help="How many demo customers.")
+@click.option(
+    "--customers", type=WholeNumber(1), default=10_000, show_default=True,
+    help="How many demo customers.",
+)
 @click.option("--as-of", default=None, help="Date the demo runs on (default: today).")
 @click.option("--reseed", is_flag=True, help="Wipe the demo database and seed it again.")
 @click.option("--seed-only", is_flag=True, help="Seed the data but run no campaigns.")
@@ -262,7 +315,7 @@ def import_orders(file, mapping, currency, encoding):
             encoding=encoding,
             progress=lambda stage, done, total: bar(names.get(stage, stage), done, total),
         )
-    click.echo(report.summary())
+    _echo(report.summary())
     _attribute(engine)
 
 
@@ -284,7 +337,7 @@ def import_customers(file, mapping, encoding):
     from importers.customers import import_customers as run_import
 
     report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
-    click.echo(report.summary())
+    _echo(report.summary())
 
 
 @import_.command("consents")
@@ -301,7 +354,7 @@ def import_consents(file, mapping, encoding):
     from importers.consents import import_consents as run_import
 
     report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
-    click.echo(report.summary())
+    _echo(report.summary())
 
 
 def _attribute(engine) -> None:
@@ -311,7 +364,7 @@ def _attribute(engine) -> None:
     settings = _settings()
     n = attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
     if n:
-        click.echo(f"{n} order(s) attributed to a delivered message as conversions")
+        _echo(f"{n} order(s) attributed to a delivered message as conversions")
 
 
 # --- segments ------------------------------------------------------------------
@@ -355,11 +408,13 @@ def _format_option(help: str):
 def _segment_select(name, as_of, params, engine=None):
     import segments
     from careflow.clock import resolve_as_of
+    from careflow.money import check_stored_amounts
 
     day, at = resolve_as_of(as_of, _settings().time_zone)
     params = _parse_params(params)
-    if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
-        with (engine or _engine()).connect() as conn:
+    with (engine or _engine()).connect() as conn:
+        check_stored_amounts(conn)  # segments sum orders: one line naming an absurd amount
+        if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
             params = segments.prepare(name, conn, day, params)
     return segments.build(name, day, params, at=at)
 
@@ -375,7 +430,7 @@ def segment_count(name, as_of, params):
     engine = _engine()
     query = _segment_select(name, as_of, params, engine)
     with engine.connect() as conn:
-        click.echo(segments.count(conn, query))
+        _echo(segments.count(conn, query))
 
 
 @segment.command("params")
@@ -389,13 +444,13 @@ def segment_params(name):
     names = [name] if name else list(segments.SEGMENTS)
     listed = {seg: segments.describe_params(seg) for seg in names}  # unknown NAME: error first
     for seg, params in listed.items():
-        click.echo(f"{seg}:")
+        _echo(f"{seg}:")
         for p in params:
             # the default as one would write it after --param KEY=
             default = yaml.safe_dump(p["default"], default_flow_style=True)
             default = default.removesuffix("\n").removesuffix("\n...")
-            click.echo(f"  {p['name']}  {p['allowed']}; default {default}")
-            click.echo(f"      {p['description']}")
+            _echo(f"  {p['name']}  {p['allowed']}; default {default}")
+            _echo(f"      {p['description']}")
 
 
 @segment.command("list")
@@ -404,7 +459,7 @@ def segment_params(name):
 @_param_option
 @click.option(
     "--limit",
-    type=int,
+    type=COUNT,
     default=None,
     help="Rows to show (0: all). Default: 20 for text, all for json and csv.",
 )
@@ -417,9 +472,6 @@ def segment_list(name, as_of, params, limit, fmt):
     Money columns are shown as amounts in the row's currency (as templates see
     them); json and csv print every row unless --limit says otherwise.
     """
-    import csv
-    import io
-
     from sqlalchemy import select
 
     from careflow.db.models import Customer
@@ -449,16 +501,15 @@ def segment_list(name, as_of, params, limit, fmt):
         shown = [with_amounts(r) for r in result.mappings()]
     if fmt == "json":
         plain = [{k: _plain(v) for k, v in r.items()} for r in shown]
-        click.echo(json.dumps(plain, indent=2, ensure_ascii=False))
+        _echo(json.dumps(plain, indent=2, ensure_ascii=False))
         return
     rows = [["" if v is None else str(_plain(v)) for v in r.values()] for r in shown]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerows([cols, *rows])
-        click.echo(out.getvalue(), nl=False)
+        from careflow.csv_export import csv_text
+
+        click.echo(csv_text(cols, rows), nl=False)  # cells made safe by the writer
         return
-    click.echo(text_table(cols, rows))
+    _echo(text_table(cols, rows))
 
 
 def _plain(value):
@@ -515,13 +566,13 @@ def campaigns_cmd(prefect_yaml):
                 spec.description,
             ]
         )
-    click.echo(
+    _echo(
         text_table(["campaign", "segment", "channels", "schedule", "next run", "what"], rows)
     )
     if not path.is_file():
-        click.echo(f"(no {path}: schedules not shown)")
+        _echo(f"(no {path}: schedules not shown)")
     for problem in campaign_folder_problems(s.templates_dir):
-        click.secho(f"warning: {problem}", fg="yellow", err=True)
+        _echo(f"warning: {problem}", fg="yellow", err=True)
 
 
 @main.command()
@@ -547,11 +598,11 @@ def lint(campaigns):
         settings, lambda spec, sample: sample_context(spec, sample, day, settings), campaigns
     )
     for problem in report.problems:
-        click.echo(problem.describe())
+        _echo(problem.describe())
     if report.problems:
-        click.secho(f"{len(report.problems)} problem(s)", fg="red", err=True)
+        _echo(f"{len(report.problems)} problem(s)", fg="red", err=True)
         sys.exit(1)
-    click.echo(
+    _echo(
         f"templates OK: {report.campaigns} campaign(s), {report.templates} template file(s), "
         f"{report.renders} renders for sample customers"
     )
@@ -559,7 +610,7 @@ def lint(campaigns):
 
 @main.command()
 @click.argument("campaign")
-@click.option("--customer", "customer_id", type=int, required=True, help="Customer id.")
+@click.option("--customer", "customer_id", type=ID, required=True, help="Customer id.")
 @_as_of_option
 @click.option(
     "--channel",
@@ -609,7 +660,7 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
     else:
         data = preview_message(engine, campaign, customer_id, as_of, channel, settings)
     if out is None:
-        click.echo(data)
+        _echo(data)
         return
     try:
         if isinstance(data, bytes):
@@ -618,7 +669,7 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
             out.write_text(data if data.endswith("\n") else data + "\n", encoding="utf-8")
     except OSError as exc:
         raise click.FileError(str(out), hint=exc.strerror) from None
-    click.echo(f"wrote {out}")
+    _echo(f"wrote {out}")
 
 
 @main.command("test-send")
@@ -632,7 +683,7 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
 @click.option(
     "--customer",
     "customer_id",
-    type=int,
+    type=ID,
     default=None,
     help="Fill the template with this customer's data (default: a sample customer).",
 )
@@ -674,15 +725,15 @@ def test_send_cmd(campaign, to, customer_id, channel, locale, as_of):
     o = done.outcome
     where = f" ({o.provider_id})" if o.provider_id else ""
     if o.state != "sent":
-        click.secho(
+        _echo(
             f"test {done.channel} to {done.to} {o.state}: {o.reason}: {o.detail}", fg="red"
         )
     else:
-        click.echo(f"sent a test {done.channel} of {campaign} to {done.to}{where}")
-    click.echo(f"rendered for {done.rendered_for}")
+        _echo(f"sent a test {done.channel} of {campaign} to {done.to}{where}")
+    _echo(f"rendered for {done.rendered_for}")
     if done.subject:
-        click.echo(f"subject: {done.subject}")
-    click.echo(
+        _echo(f"subject: {done.subject}")
+    _echo(
         f"recorded as {done.campaign_key} on customer {done.recorded_on} "
         f"({TEST_CUSTOMER_REF}): `careflow history {done.recorded_on}`"
     )
@@ -744,20 +795,20 @@ def run(campaign, as_of, dry_run, channel, allow_past):
         listening(bar),
     ):
         summary = fn(**kwargs) if fn else campaign_flow(campaign=campaign, **kwargs)
-    click.echo(summary_table([summary]))
+    _echo(summary_table([summary]))
     if summary.get("split"):
         from careflow.uplift import describe_split
 
-        click.echo(describe_split(summary["split"]))
+        _echo(describe_split(summary["split"]))
     if summary["already"].get("sent"):
-        click.echo(
+        _echo(
             f"{summary['already']['sent']} customer(s) already got this occasion's "
             "message earlier: not sent again."
         )
     if dry_run and summary["samples"]:
-        click.echo("\nsamples:")
+        _echo("\nsamples:")
         for s in summary["samples"]:
-            click.echo(f"  #{s['customer_id']} {s['channel']} {s['to']}: {s['text'] or s['error']}")
+            _echo(f"  #{s['customer_id']} {s['channel']} {s['to']}: {s['text'] or s['error']}")
     if dry_run:
         _print_decisions(summary)
 
@@ -767,12 +818,12 @@ def _print_decisions(summary: dict) -> None:
     notes = summary.get("decisions") or []
     if not notes:
         return
-    click.echo("\npolicy decisions (a few per reason):")
+    _echo("\npolicy decisions (a few per reason):")
     for d in notes:
         until = f" until {d['until']}" if d.get("until") else ""
-        click.echo(f"  #{d['customer_id']} {d['action']} {d['reason']}{until}")
+        _echo(f"  #{d['customer_id']} {d['action']} {d['reason']}{until}")
         if d.get("detail"):
-            click.echo(f"      {d['detail']}")
+            _echo(f"      {d['detail']}")
 
 
 @main.group()
@@ -789,12 +840,12 @@ def deferred_list(as_json):
 
     rows = deferred_summary(_engine())
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        _echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
     elif not rows:
-        click.echo("no deferred messages")
+        _echo("no deferred messages")
     else:
         header = ["campaign", "reason", "waiting", "first due (UTC)", "last due (UTC)"]
-        click.echo(
+        _echo(
             text_table(
                 header,
                 [
@@ -823,45 +874,48 @@ def deferred_send(as_of, dry_run):
     _engine()
     summaries = deferred_flow(as_of=as_of, dry_run=dry_run)
     if not summaries:
-        click.echo("no deferred message is due")
+        _echo("no deferred message is due")
         return
-    click.echo(summary_table(summaries))
+    _echo(summary_table(summaries))
     if dry_run:
         for s in summaries:
             _print_decisions(s)
 
 
 @main.command()
-@click.argument("customer_id", type=int)
-@click.option("--limit", default=50, show_default=True, help="The latest N entries (0: all).")
+@click.argument("customer_id", type=ID)
+@click.option(
+    "--limit", type=COUNT, default=50, show_default=True, help="The latest N entries (0: all)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(customer_id, limit, as_json):
     """Show CUSTOMER's timeline: messages, delivery, replies, opt-outs, bounces and orders."""
     from careflow.ledger import timeline
+    from careflow.safe_text import for_terminal
 
     items = timeline(_engine(), customer_id, limit)
     if as_json:
-        click.echo(json.dumps(items, indent=2, ensure_ascii=False, default=str))
+        _echo(json.dumps(items, indent=2, ensure_ascii=False, default=str))
         return
     if not items:
-        click.echo(f"no contact history for customer {customer_id}")
+        _echo(f"no contact history for customer {customer_id}")
         return
     for i in items:
         where = " ".join(x for x in (i["campaign"], i["channel"]) if x)
         if (i["campaign"] or "").startswith("test:"):
             where += "  (test send)"
-        click.echo(f"{i['at']:%Y-%m-%d %H:%M}  {i['what']:24} {where}")
-        if i["text"]:
-            click.echo(f"    {i['text']}")
+        _echo(f"{i['at']:%Y-%m-%d %H:%M}  {i['what']:24} {where}")
+        for line in (i["text"] or "").splitlines():  # a reply may have several lines
+            _echo(f"    {line}")
         if i["detail"]:
             label = "" if i["what"] == "sent" else "why: "
-            click.echo(f"    {label}{i['detail'][:200]}")
+            _echo(f"    {label}{for_terminal(i['detail'][:200])}")
 
 
 @main.command()
 @click.argument("campaign")
 @click.option("--reason", required=True, help="Failure reason to release, e.g. interrupted.")
-@click.option("--customer", "customer_id", type=int, default=None, help="Only this customer.")
+@click.option("--customer", "customer_id", type=ID, default=None, help="Only this customer.")
 def retry(campaign, reason, customer_id):
     """Let the next run of CAMPAIGN send failed messages with REASON again.
 
@@ -880,7 +934,7 @@ def retry(campaign, reason, customer_id):
             f"no failed message of {campaign} has reason {reason!r}; failed ones by reason: {known}"
         )
     n = ledger.allow_retry(campaign, reason, customer_id)
-    click.echo(
+    _echo(
         f"{n} failed message(s) of {campaign} with reason {reason} will be tried again "
         "by the next run"
     )
@@ -888,7 +942,10 @@ def retry(campaign, reason, customer_id):
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+    help="Port to listen on.",
+)
 @click.option(
     "--local",
     is_flag=True,
@@ -924,7 +981,7 @@ def serve(host, port, local):
     app = create_app(settings, _engine(), unsubscribe=tokens, local=local)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     public = settings.public_base_url or "not set"
-    click.echo(f"careflow serve on http://{host}:{port} (public URL: {public})")
+    _echo(f"careflow serve on http://{host}:{port} (public URL: {public})")
     # uvicorn's access log prints query strings (unsubscribe tokens): ours prints routes only
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
 
@@ -950,7 +1007,7 @@ def report():
     default=None,
     help="Only runs started on or after this date (YYYY-MM-DD); default: all.",
 )
-@click.option("--limit", default=50, show_default=True, help="Most runs to show.")
+@click.option("--limit", type=COUNT, default=50, show_default=True, help="Most runs to show.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_runs(since, limit, as_json):
     """Every run, newest first: when, as of, channel, status (failed and stopped too), counts."""
@@ -958,11 +1015,11 @@ def report_runs(since, limit, as_json):
 
     runs = runs_since(_engine(), since, limit)
     if as_json:
-        click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+        _echo(json.dumps(runs, indent=2, ensure_ascii=False))
     elif not runs:
-        click.echo("no runs yet: try `careflow demo` or `careflow run birthday`")
+        _echo("no runs yet: try `careflow demo` or `careflow run birthday`")
     else:
-        click.echo(runs_table(runs))
+        _echo(runs_table(runs))
 
 
 @report.command("responses")
@@ -986,11 +1043,11 @@ def report_responses(since, as_json):
         bar("counting responses", 0, None)
         rows = response_summary(engine, since)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        _echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif not rows:
-        click.echo("nothing sent yet: try `careflow demo`")
+        _echo("nothing sent yet: try `careflow demo`")
     else:
-        click.echo(responses_table(rows))
+        _echo(responses_table(rows))
 
 
 @report.command("uplift")
@@ -1026,13 +1083,13 @@ def report_uplift(campaign, since, until, as_json):
         until=end,
     )
     if as_json:
-        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        _echo(json.dumps(found, indent=2, ensure_ascii=False))
     elif not found["groups"]["contacted"]["customers"] and not found["groups"]["held_out"][
         "customers"
     ]:
-        click.echo(f"{campaign}: nobody contacted or held out in this range yet")
+        _echo(f"{campaign}: nobody contacted or held out in this range yet")
     else:
-        click.echo(uplift_table(found))
+        _echo(uplift_table(found))
 
 
 def _day(value: str | None, option: str):
@@ -1113,7 +1170,7 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
     if fmt == "csv":
         folder = output or Path(stem)
         written = _writing(folder, lambda: render.write_csv(report, folder))
-        click.echo(f"wrote {len(written)} tables to {folder}/: "
+        _echo(f"wrote {len(written)} tables to {folder}/: "
                    + ", ".join(p.name for p in written))
         return
     if fmt == "html":
@@ -1121,7 +1178,7 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
 
         path = output or Path(f"{stem}.html")
         _writing(path, lambda: path.write_text(as_html(report), encoding="utf-8"))
-        click.echo(f"wrote {path} ({report.buyers:,} buyers as of {day.isoformat()})")
+        _echo(f"wrote {path} ({report.buyers:,} buyers as of {day.isoformat()})")
         return
     text = {
         "text": lambda: render.as_text(report, customers),
@@ -1130,9 +1187,9 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
     }[fmt]()
     if output:
         _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
-        click.echo(f"wrote {output}")
+        _echo(f"wrote {output}")
     else:
-        click.echo(text)
+        _echo(text)
 
 
 @report.command("clv")
@@ -1148,7 +1205,7 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
 @_format_option("csv writes matrix.csv, customers.csv and fit.json into a folder.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="File (text, json) or folder (csv; default clv-DATE/) to write to.")
-@click.option("--customers", "top", type=int, default=10, show_default=True,
+@click.option("--customers", "top", type=COUNT, default=10, show_default=True,
               help="Customers to list by predicted value (0: all); json lists all with 0.")
 def report_clv(as_of, params, draws, fmt, output, top):
     """Customer value: spent in the window, and predicted (BG/NBD x Gamma-Gamma) with intervals.
@@ -1167,14 +1224,14 @@ def report_clv(as_of, params, draws, fmt, output, top):
     if fmt == "csv":
         folder = output or Path(f"clv-{day.isoformat()}")
         written = _writing(folder, lambda: clv.write_csv(report, folder))
-        click.echo(f"wrote {', '.join(p.name for p in written)} to {folder}/")
+        _echo(f"wrote {', '.join(p.name for p in written)} to {folder}/")
         return
     text = clv.as_json(report, top == 0) if fmt == "json" else clv.as_text(report, top)
     if output:
         _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
-        click.echo(f"wrote {output}")
+        _echo(f"wrote {output}")
     else:
-        click.echo(text)
+        _echo(text)
 
 
 @report.command("overdue")
@@ -1184,7 +1241,7 @@ def report_clv(as_of, params, draws, fmt, output, top):
 @_format_option("json and csv list every overdue customer.")
 @click.option(
     "--limit",
-    type=click.IntRange(0),
+    type=COUNT,
     default=20,
     show_default=True,
     help="Customers to show per owner in text (0: all).",
@@ -1205,11 +1262,11 @@ def report_overdue(as_of, owner, params, fmt, limit):
     day, _ = resolve_as_of(as_of, _settings().time_zone)
     report = overdue.overdue_report(_engine(), day, owner=owner, params=_parse_params(params))
     if fmt == "json":
-        click.echo(overdue.as_json(report))
+        _echo(overdue.as_json(report))
     elif fmt == "csv":
-        click.echo(overdue.as_csv(report), nl=False)
+        click.echo(overdue.as_csv(report), nl=False)  # cells made safe by the writer
     else:
-        click.echo(overdue.as_text(report, limit))
+        _echo(overdue.as_text(report, limit))
 
 
 @report.command("replies")
@@ -1227,14 +1284,14 @@ def report_replies(since, owner, as_json):
 
     replies = replies_by_owner(_engine(), since, owner)
     if as_json:
-        click.echo(json.dumps(replies, indent=2, ensure_ascii=False))
+        _echo(json.dumps(replies, indent=2, ensure_ascii=False))
         return
     if not replies:
-        click.echo("no replies waiting for a person")
+        _echo("no replies waiting for a person")
     for who, items in replies.items():
-        click.echo(f"{who}: {len(items)} repl{'y' if len(items) == 1 else 'ies'}")
+        _echo(f"{who}: {len(items)} repl{'y' if len(items) == 1 else 'ies'}")
         for r in items:
-            click.echo(
+            _echo(
                 f"  {r['at']}  #{r['customer_id']} {r['name'] or ''} ({r['campaign'] or '-'}): "
                 f"{shorten(r['text'] or '', 80)}"
             )
@@ -1249,11 +1306,11 @@ def report_last(as_json, include_dry_runs):
 
     runs = last_runs(_engine(), include_dry_runs)
     if as_json:
-        click.echo(json.dumps(runs, indent=2, ensure_ascii=False, default=str))
+        _echo(json.dumps(runs, indent=2, ensure_ascii=False, default=str))
     elif not runs:
-        click.echo("no campaign has run yet: try `careflow demo` or `careflow run birthday`")
+        _echo("no campaign has run yet: try `careflow demo` or `careflow run birthday`")
     else:
-        click.echo(summary_table(runs))
+        _echo(summary_table(runs))
 
 
 if __name__ == "__main__":

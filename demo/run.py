@@ -13,6 +13,7 @@ from careflow import db
 from careflow.clock import resolve_as_of
 from careflow.db.models import ContactHistory, Customer
 from careflow.report import shorten, summary_table
+from careflow.safe_text import for_terminal
 from careflow.settings import load_settings
 
 
@@ -37,7 +38,8 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         existing = conn.execute(select(func.count(Customer.id))).scalar_one()
     if existing:
         click.echo(
-            f"demo data: {existing} customers already in {engine.url} (--reseed to start over)"
+            f"demo data: {existing} customers already in {db.shown_url(engine.url)} "
+            "(--reseed to start over)"
         )
     else:
         from demo.data import seed_demo
@@ -65,9 +67,11 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         )
     click.echo("\none message from each campaign:")
     for row in _examples(engine, [s["campaign"] for s in summaries]):
-        click.echo(
-            f"  {row.campaign:17} #{row.customer_id:<6} {row.channel:5} {row.recipient}: "
-            f"{shorten(row.subject or row.body or '', 70)}"
+        click.echo(  # the demo may run on a shop's own customers: their text is data
+            for_terminal(
+                f"  {row.campaign:17} #{row.customer_id:<6} {row.channel:5} {row.recipient}: "
+                f"{shorten(row.subject or row.body or '', 70)}"
+            )
         )
     if settings.delivery == "outbox":
         click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")

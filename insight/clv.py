@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from careflow.csv_export import write_frame
 from careflow.db.models import Customer
-from careflow.money import exponent, from_minor
+from careflow.money import check_stored_amounts, exponent, from_minor
 from careflow.report import text_table
 from segments.clv import QUADRANTS, score_customers
 
@@ -51,6 +52,7 @@ def clv_report(
 ) -> ClvReport:
     """Score every customer (``draws`` bootstrap refits for the intervals; 0: none)."""
     with engine.connect() as conn:
+        check_stored_amounts(conn)  # one line naming an order no sum can hold
         frame, fit = score_customers(conn, as_of, params, draws=draws)
         refs = dict(conn.execute(select(Customer.id, Customer.external_ref)).all())
     scale = 10 ** _exponent(fit["currency"])
@@ -176,7 +178,7 @@ def write_csv(report: ClvReport, folder: Path) -> list[Path]:
     """matrix.csv, customers.csv and fit.json in ``folder`` (created)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "matrix.csv", folder / "customers.csv", folder / "fit.json"]
-    report.matrix.to_csv(written[0], index=False)
-    report.customers.to_csv(written[1], index=False)
+    write_frame(report.matrix, written[0])
+    write_frame(report.customers, written[1])
     written[2].write_text(json.dumps(report.fit, indent=2), encoding="utf-8")
     return written

@@ -14,8 +14,6 @@ and ``as_csv`` only format it.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -23,6 +21,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import Engine, func, or_, select
 
 import segments
+from careflow.csv_export import csv_text
 from careflow.db.models import Customer
 from careflow.report import text_table
 
@@ -182,17 +181,8 @@ def as_json(report: OverdueReport) -> str:
 
 def as_csv(report: OverdueReport) -> str:
     """One row per overdue customer, in the report's order."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for o in report.owners:
-        for r in o["customers"]:
-            writer.writerow(["" if r[c] is None else str(_cell(r[c])) for c in COLUMNS])
-    return out.getvalue()
-
-
-def _cell(value):
-    return value.isoformat() if isinstance(value, date) else value
+    rows = ([r[c] for c in COLUMNS] for o in report.owners for r in o["customers"])
+    return csv_text(COLUMNS, rows)
 
 
 __all__ = ["OverdueReport", "as_csv", "as_json", "as_text", "overdue_report"]

@@ -29,6 +29,7 @@ import segments
 from careflow.clock import check_in_range
 from careflow.db.models import Customer, Order
 from careflow.errors import ConfigError
+from careflow.money import check_stored_amounts
 from segments.vip import TIERS
 
 #: the tier axis of the movement table: the pyramid plus who is outside it
@@ -91,6 +92,7 @@ def pyramid_report(
             f"{as_of.isoformat()}"
         )
     with engine.connect() as conn:
+        check_stored_amounts(conn)  # one line naming an order no sum can hold
         now = _pyramid_frame(conn, as_of, checked)
         then = _pyramid_frame(conn, previous, checked)
         currency = _one_currency(now, checked.get("currency"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from careflow.csv_export import write_frame
 from careflow.money import from_minor
 from careflow.report import text_table
 from insight.pyramid import AFTER, BEFORE, PyramidReport
@@ -220,6 +221,6 @@ def write_csv(report: PyramidReport, folder: Path) -> list[Path]:
     written = []
     for name, frame in tables.items():
         path = folder / f"{name}.csv"
-        frame.to_csv(path, index=False)
+        write_frame(frame, path)
         written.append(path)
     return written

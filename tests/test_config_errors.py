@@ -103,6 +103,34 @@ def test_an_unusable_database_url_is_one_line_without_the_password(careflow, cas
     assert PASSWORD not in result.output
 
 
+#: passwords with characters a URL gives a meaning to, written as they are or encoded:
+#: neither half of the password may show, whatever the parser made of the URL
+SHAPES = {
+    "at-sign": ("postgresql+psycopg://nobody:hunter2@Zq9xW@127.0.0.1:1/x",
+                ["has an @ after the one that ends the password", "%40"]),
+    "at-sign-and-colon": ("postgresql+psycopg://nobody:hunter2@Zq9:xW@127.0.0.1:1/x",
+                          ["is not a database URL", "%40"]),
+    "encoded-at-sign": ("postgresql+psycopg://nobody:hunter2%40Zq9xW@127.0.0.1:1/x",
+                        ["postgresql+psycopg://nobody:***@127.0.0.1:1/x"]),
+    "slash-hash-question": ("postgresql+psycopg://nobody:hunter2/#?Zq9xW@127.0.0.1:1/x",
+                            ["postgresql+psycopg://nobody:***@127.0.0.1:1/x"]),
+    "in-the-query": ("postgresql+psycopg://nobody@127.0.0.1:1/x?password=hunter2%40Zq9xW",
+                     ["cannot connect to CAREFLOW_DATABASE_URL"]),
+    "ipv6-not-closed": ("postgresql+psycopg://nobody:hunter2@[::1:Zq9xW/x",
+                        ["is not a database URL"]),
+}
+
+
+@pytest.mark.parametrize("command", [["segment", "count", "dormant"], ["db", "upgrade"]],
+                         ids=lambda c: " ".join(c))
+@pytest.mark.parametrize("case", SHAPES, ids=str)
+def test_no_part_of_a_password_shows_whatever_the_url_shape(careflow, case, command):
+    url, expected = SHAPES[case]
+    result = careflow(*command, CAREFLOW_DATABASE_URL=url)
+    one_line_error(result, *expected)
+    assert "hunter2" not in result.output and "Zq9" not in result.output, result.output
+
+
 @pytest.mark.skipif(not _postgres_available(), reason="PostgreSQL not reachable")
 def test_a_missing_postgres_database_is_named_without_the_password(careflow):
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("://postgres@", f"://postgres:{PASSWORD}@")

@@ -116,3 +116,63 @@ def test_a_sum_over_two_currencies_is_not_shown_as_money(engine):
     ctx = {**row, "name": "Ann", "brand": "Shop", "customer": {"owner": None}}
     with pytest.raises(TemplateError, match="mixes currencies"):
         Renderer(PROJECT_ROOT / "templates").render("vip_care", "email", "en", ctx)
+
+
+# --- absurd stored amounts: another program wrote the orders table -----------------------
+@pytest.mark.parametrize("stored", [float("nan"), float("inf"), -float("inf"), 2.5, 1e30,
+                                    "NaN", "12", None, True, 10**19, Decimal("NaN")])
+def test_from_minor_refuses_what_is_not_a_whole_amount(stored):
+    from careflow.errors import DataError
+
+    with pytest.raises(DataError, match="not a whole number of minor units"):
+        from_minor(stored, "GBP")
+
+
+def test_from_minor_takes_a_whole_float_as_sqlite_may_return_it():
+    assert from_minor(3599.0, "GBP") == Decimal("35.99")
+
+
+def _absurd_values(engine) -> list:
+    """What each database can hold that is no amount: SQLite keeps any value in any column."""
+    huge = [9_000_000_000_000_000_000, -9_000_000_000_000_000_000]
+    return huge + (["NaN", 1e30, float("inf")] if engine.dialect.name == "sqlite" else [])
+
+
+def _shop_with(engine, stored):
+    from sqlalchemy import text
+
+    for cid in (1, 2):
+        add_customer(engine, cid)
+        add_orders(engine, cid, [AS_OF - timedelta(days=d) for d in (10, 40)], amount="12.50")
+    with engine.begin() as conn:
+        first = conn.execute(text("SELECT min(id) FROM orders WHERE customer_id = 1")).scalar()
+        conn.execute(text("UPDATE orders SET amount_minor = :v WHERE id = :id"),
+                     {"v": stored, "id": first})
+
+
+def test_an_absurd_stored_amount_is_that_orders_line_in_history(engine):
+    for stored in _absurd_values(engine):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM orders")
+            conn.exec_driver_sql("DELETE FROM customers")
+        _shop_with(engine, stored)
+        out = CliRunner().invoke(main, ["history", "1", "--limit", "0"])
+        assert out.exit_code == 0, (stored, out.output)
+        assert "12.50 GBP" in out.output  # the other order is shown
+        assert "unreadable amount" in out.output and "not a whole number" in out.output
+
+
+@pytest.mark.parametrize("command", [
+    ["segment", "list", "vip"], ["segment", "count", "pyramid"], ["segment", "list", "clv"],
+    ["report", "pyramid"], ["report", "clv", "--draws", "0"],
+], ids=" ".join)
+def test_an_absurd_stored_amount_is_one_line_naming_the_order(engine, command):
+    for stored in _absurd_values(engine):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM orders")
+            conn.exec_driver_sql("DELETE FROM customers")
+        _shop_with(engine, stored)
+        out = CliRunner().invoke(main, [*command, "--as-of", AS_OF.isoformat()])
+        assert out.exit_code == 2, (stored, out.output)
+        [line] = out.output.strip().splitlines()
+        assert line.startswith("error: ") and "of customer 1" in line, line

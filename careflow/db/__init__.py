@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url
 from sqlalchemy.exc import DBAPIError
 
 from careflow.errors import ConfigError
@@ -23,17 +24,11 @@ def engine_for(url: str) -> Engine:
 
     A malformed URL, a driver that is not installed or a SQLite folder that
     cannot be created is a one-line ConfigError naming the setting, with the
-    password masked. Nothing connects here: ``check_connection`` does.
+    password masked (``shown_url``). Nothing connects here: ``check_connection`` does.
     """
-    try:
-        parsed = make_url(url)
-        secrets = (url, parsed.password)
-    except Exception as exc:  # ArgumentError, or ValueError for a port that is not a number
-        raise ConfigError(
-            f"CAREFLOW_DATABASE_URL is not a database URL ({_reason(exc, url)}); "
-            f"expected {URL_SHAPE}"
-        ) from exc
-    shown = parsed.render_as_string(hide_password=True)
+    parsed = _parse(url)
+    secrets = (url, *_secrets(parsed))
+    shown = shown_url(parsed)
     if parsed.get_backend_name() == "sqlite":
         _sqlite_folder(parsed.database)
         kwargs: dict = {"connect_args": {"timeout": 30}}
@@ -57,6 +52,44 @@ def engine_for(url: str) -> Engine:
     elif parsed.get_backend_name() == "postgresql":
         event.listen(engine, "connect", _postgresql_session)
     return engine
+
+
+def _parse(url: str) -> URL:
+    """``url`` parsed; a ConfigError that quotes none of it when it does not parse.
+
+    A password with an ``@``, ``:`` or ``/`` that is not URL-encoded shifts the parts
+    (``user:p@ss@host`` reads as host ``ss@host``), so the text a parser or driver would
+    quote may hold the password: nothing of the URL is echoed.
+    """
+    encode = (
+        "write the user name and password URL-encoded (@ as %40, : as %3A, / as %2F, "
+        "% as %25)"
+    )
+    try:
+        parsed = make_url(url)
+    except Exception:  # ArgumentError, or ValueError for a port that is not a number
+        raise ConfigError(
+            f"CAREFLOW_DATABASE_URL is not a database URL: expected {URL_SHAPE}; {encode}"
+        ) from None
+    if "@" in (parsed.host or ""):
+        raise ConfigError(
+            f"CAREFLOW_DATABASE_URL has an @ after the one that ends the password: {encode}"
+        )
+    return parsed
+
+
+def shown_url(url: URL) -> str:
+    """``url`` as it may be shown or logged: the password and every query value (libpq
+    also takes ``password=`` and ``sslpassword=`` there) as ``***``."""
+    return url.set(query=dict.fromkeys(url.query, "***")).render_as_string(hide_password=True)
+
+
+def _secrets(url: URL) -> list[str]:
+    """What of ``url`` must not be shown, as written and as URL-encoded."""
+    values = [url.password or ""]
+    for value in url.query.values():
+        values += [value] if isinstance(value, str) else list(value)
+    return [v for s in values if s for v in (s, quote(s, safe=""))]
 
 
 def _postgresql_session(dbapi_conn, _record) -> None:
@@ -103,7 +136,7 @@ def check_connection(engine: Engine) -> None:
         with engine.connect():
             pass
     except DBAPIError as exc:
-        shown = engine.url.render_as_string(hide_password=True)
+        shown = shown_url(engine.url)
         if engine.dialect.name == "sqlite":
             todo = (
                 "set CAREFLOW_HOME to a writable folder, or CAREFLOW_DATABASE_URL to a "
@@ -116,14 +149,14 @@ def check_connection(engine: Engine) -> None:
             )
         raise ConfigError(
             f"cannot connect to CAREFLOW_DATABASE_URL {shown} "
-            f"({_reason(exc.orig or exc, engine.url.password)}): {todo}"
+            f"({_reason(exc.orig or exc, *_secrets(engine.url))}): {todo}"
         ) from exc
 
 
 def _reason(exc: BaseException, *secrets: object) -> str:
     """A driver's message as one short line, with ``secrets`` (URL, password) masked."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for secret in {str(s) for s in secrets if s}:
+    for secret in sorted({str(s) for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -151,7 +184,7 @@ def ensure_schema(engine: Engine) -> None:
     check_connection(engine)
     if not inspect(engine).has_table("contact_history"):
         raise ConfigError(
-            f"database {engine.url.render_as_string(hide_password=True)} has no careflow tables: "
+            f"database {shown_url(engine.url)} has no careflow tables: "
             "run `careflow db upgrade` (or `careflow demo` to seed demo data)"
         )
 

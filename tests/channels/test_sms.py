@@ -51,6 +51,8 @@ def test_segments(text: str, expected: SegmentInfo) -> None:
         ("生日快乐！", "zh-CN", False, "回复TD退订", "生日快乐！"),  # service message
         ("Happy birthday!", "en", True, "回复TD退订", "Happy birthday!"),
         ("生日快乐！回复TD退订", "zh-CN", True, "回复TD退订", "生日快乐！回复TD退订"),
+        # a customer's name that reads like the line does not stand in for it
+        ("回复TD退订，生日快乐！", "zh-CN", True, "回复TD退订", "回复TD退订，生日快乐！回复TD退订"),
         ("生日快乐！", "zh-CN", True, "", "生日快乐！"),  # disabled
         ("生日快乐！", "zh-CN", True, "拒收请回复R", "生日快乐！拒收请回复R"),
     ],
