@@ -47,7 +47,7 @@ from sqlalchemy import func, select
 
 import channels  # registers the built-in channels
 import segments
-from careflow import db, purchase_facts, registry
+from careflow import clock, db, purchase_facts, registry
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ConfigError
@@ -196,8 +196,15 @@ def run_batch(
     now: datetime | None = None,
     deferred_only: bool = False,
 ) -> dict:
-    """One batch of a run: the whole route for the selected customers in ``lo``..``hi``."""
+    """One batch of a run: the whole route for the selected customers in ``lo``..``hi``.
+
+    A real batch sends now, so it judges send times, caps and due deferrals at the
+    real clock as it starts, whatever instant the run selects as of (``at``, from
+    --as-of) or was planned at (``now``); a dry run rehearses at ``now`` or ``at``.
+    """
     settle_heap()
+    if not dry_run:
+        now = clock.now()
     spec = load_campaign(campaign, settings.templates_dir)
     # the flow's own event when it runs in this process, else the run's row (Dask)
     stop = _STOPS.get(run_id) or RunStopFlag(db.engine_for(settings.effective_database_url), run_id)

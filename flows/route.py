@@ -142,6 +142,7 @@ class Route:
     #: the campaign's contact policy (flows/campaign.py builds it from settings + campaign.yaml)
     policy: PolicyConfig | None = None
     #: the instant the policy judges send times, caps and due deferrals at; ``at`` unless
+    #: given: a real run's batch passes the real clock (flows/campaign.py ``run_batch``),
     #: the follow-up flow selects as of an earlier run's instant and decides now
     now: datetime | None = None
     #: the follow-up flow: only customers whose deferred message is due
