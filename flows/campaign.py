@@ -331,7 +331,8 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
-    refreshed = purchase_facts.refresh(engine)  # orders written since the last import
+    # orders written since the last import; unreadable dates are named, not fatal
+    refreshed = purchase_facts.refresh(engine, warn=logger.warning)
     if refreshed:
         logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
     with engine.connect() as conn:
