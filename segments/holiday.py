@@ -1,11 +1,26 @@
 """holiday: customers whose country has a public holiday on as-of (or ``days_before`` later).
 
 Holidays come from the ``holidays`` package (maintained, on PyPI: the
-Open World Holidays Framework), per country and year, public holidays only,
-without "observed" substitute days. A holiday that lasts several days (China's
-Spring Festival, National Day) is greeted once, on its first day; a country
-with two holidays on one day (Christmas and a saint's day) is greeted for
-the first in the package's order.
+Open World Holidays Framework), per country and year, public holidays only.
+A holiday that lasts several days (China's Spring Festival, National Day) is
+greeted once, on its first day; a country with two holidays on one day
+(Christmas and a saint's day) is greeted for the first in the package's order.
+
+Only real holidays are occasions, not the days off arranged around them:
+
+- **Substituted days** (China's 调休, "Day off (substituted from 01/04/2026)",
+  and the same in Russia, Vietnam, Hungary, Latvia, Taiwan...): a working
+  weekend day swapped for a weekday to make a long break. Left out, by the
+  package's own label for them.
+- **Bridge and additional days** (Argentina's and Thailand's "Bridge Public
+  Holiday", Kyrgyzstan's and Uzbekistan's additional days off, Malaysia's
+  "Eid al-Fitr (additional holiday)", the Philippines' generic special
+  non-working days, Anguilla's "Special Public Holiday"): days off with
+  nothing to celebrate. Left out by name (``DAYS_OFF``).
+- **Observed days** (the US's Independence Day on Monday 5 July 2027 when
+  the 4th is a Sunday, the UK's Christmas moved to the 27th): the holiday
+  is greeted on its own date, the day people celebrate it, never on the day
+  off that stands in for it (the package is asked for no observed days).
 
 A customer's ``country`` may be an ISO 3166 code (``CN``) or the country's
 English name (``China``, ``United Kingdom``, as the Online Retail file has
@@ -23,6 +38,7 @@ calendar, not data); the database only matches countries.
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from functools import lru_cache
 from typing import Annotated
@@ -103,25 +119,62 @@ def _english(code: str) -> str | None:
     return next((lang for lang in ("en_US", "en_GB") if lang in languages), None)
 
 
+#: English names of days off that are no occasion: a bridge between a holiday and a
+#: weekend, an extra day added to one, a generic "special day" (module docs)
+DAYS_OFF = re.compile(
+    r"^(day off|bridge|additional)\b|\(additional holiday\)|^special public holiday$"
+    r"|special \(non-working\) day$",
+    re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=512)
+def _substituted_prefix(code: str) -> str | None:
+    """How the package names a country's substituted working days in English ("Day off
+    (substituted from 01/04/2026)": China's 调休), up to the date; None when it has none."""
+    found = holiday_calendars.country_holidays(code, language=_english(code))
+    label = getattr(found, "substituted_label", None)
+    if not getattr(found, "has_substituted_holidays", False) or not label:
+        return None
+    return found.tr(label).split("%")[0].strip()
+
+
+def _occasions(code: str, day: date, language: str | None) -> list[str]:
+    """The holidays on ``day`` in ``language``, in the package's order (it joins same-day
+    holidays with ';'); substituted and bridging days off are None."""
+    names = _calendar(code, day.year, language).get(day)
+    if names is None:
+        return []
+    english = _calendar(code, day.year, _english(code))[day].split(";")
+    prefix = _substituted_prefix(code)
+    return [
+        None if DAYS_OFF.search(en.strip()) or (prefix and en.strip().startswith(prefix))
+        else name.strip()
+        for en, name in zip(english, names.split(";"), strict=False)
+    ]
+
+
+def _first(names: list[str | None]) -> tuple[int, str] | None:
+    return next(((i, n) for i, n in enumerate(names) if n), None)
+
+
 @lru_cache(maxsize=64)
 def greetings(day: date, countries: tuple[str, ...], words: tuple[str, ...]) -> dict:
     """{country code: (English name, local name)} of holidays that start on ``day``
     (a calendar: worked out once per day and countries, not once per batch)."""
     out = {}
     for code in countries:
-        english = _calendar(code, day.year, _english(code))
-        name = english.get(day)
-        if name is None:
+        first = _first(_occasions(code, day, _english(code)))
+        if first is None:
             continue
-        name = name.split(";")[0].strip()  # the package joins same-day holidays with ';'
-        before = _calendar(code, (day - timedelta(days=1)).year, _english(code))
-        if (before.get(day - timedelta(days=1)) or "").split(";")[0].strip() == name:
+        index, name = first
+        before = _first(_occasions(code, day - timedelta(days=1), _english(code)))
+        if before is not None and before[1] == name:
             continue  # the second day of the same holiday
         if words and not any(w.casefold() in name.casefold() for w in words):
             continue
-        local = _calendar(code, day.year, _own_language(code)).get(day, name)
-        local = local.split(";")[0].strip()
-        out[code] = (name, local)
+        local = _occasions(code, day, _own_language(code))
+        out[code] = (name, local[index] if index < len(local) and local[index] else name)
     return out
 
 
