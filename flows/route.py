@@ -34,7 +34,7 @@ from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion
 from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
-from careflow.ledger import Claim, ContactLedger, SendRules
+from careflow.ledger import Claim, ContactLedger, SendRules, unstorable
 from careflow.messages import Message, Outcome, State
 from careflow.policy import (
     Decision,
@@ -514,6 +514,10 @@ def build_message(route: Route, c: Candidate, contact_id: int) -> Message:
     rendered = render_message(
         route.spec, route.renderer, route.settings, c.row, d.channel, route.as_of
     )
+    # what the ledger could not record as sent must never go out (careflow.ledger.unstorable)
+    problem = unstorable(recipient=d.address, subject=rendered.subject, body=rendered.body)
+    if problem:
+        raise Unsendable("invalid_content", problem)
     return Message(
         contact_id=contact_id,
         campaign=route.spec.name,
