@@ -30,6 +30,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def start_of_day(day: date, zone: str) -> datetime:
+    """Midnight at the start of ``day`` in ``zone``, as the ledger keeps instants (naive
+    UTC): where a day of the shop's calendar begins for comparisons with the ledger."""
+    local = datetime.combine(day, time(), tzinfo=ZoneInfo(zone))
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
 def check_in_range(day: date | datetime, what: str = "--as-of") -> None:
     """ConfigError unless ``day`` (a date, or an instant's date) lies in EARLIEST..LATEST."""
     plain = day.date() if isinstance(day, datetime) else day

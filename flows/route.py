@@ -31,6 +31,7 @@ import segments
 from careflow import registry
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
+from careflow.clock import start_of_day
 from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
@@ -391,9 +392,10 @@ def send_rules(route: Route) -> SendRules:
 
 def _intent(route: Route, c: Candidate) -> Intent:
     since = None
-    if route.spec.occasion == "last_purchase":
+    if route.spec.occasion == "last_purchase":  # a purchase day is the shop's (its zone)
         last = last_purchase_day(c.row)
-        since = last.date() if isinstance(last, datetime) else last
+        day = last.date() if isinstance(last, datetime) else last
+        since = start_of_day(day, route.settings.time_zone)
     return Intent(tuple((o.channel, o.address) for o in c.decision.options), since)
 
 
