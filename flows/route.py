@@ -507,6 +507,10 @@ def render_message(
         rendered = entry.finish(
             rendered, locale=locale, marketing=spec.marketing, settings=settings
         )
+    # what the ledger could not record as sent must never go out (careflow.ledger.unstorable)
+    problem = unstorable(subject=rendered.subject, body=rendered.body)
+    if problem:
+        raise Unsendable("invalid_content", problem)
     return rendered
 
 
@@ -516,8 +520,7 @@ def build_message(route: Route, c: Candidate, contact_id: int) -> Message:
     rendered = render_message(
         route.spec, route.renderer, route.settings, c.row, d.channel, route.as_of
     )
-    # what the ledger could not record as sent must never go out (careflow.ledger.unstorable)
-    problem = unstorable(recipient=d.address, subject=rendered.subject, body=rendered.body)
+    problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (render_message)
     if problem:
         raise Unsendable("invalid_content", problem)
     return Message(
