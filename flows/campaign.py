@@ -243,7 +243,7 @@ def run_name() -> str:
 
 
 def business_today(zone: str) -> date:
-    return datetime.now(ZoneInfo(zone)).date()
+    return clock.now().astimezone(ZoneInfo(zone)).date()
 
 
 def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool) -> None:
