@@ -14,9 +14,15 @@ Only real holidays are occasions, not the days off arranged around them:
   package's own label for them.
 - **Bridge and additional days** (Argentina's and Thailand's "Bridge Public
   Holiday", Kyrgyzstan's and Uzbekistan's additional days off, Malaysia's
-  "Eid al-Fitr (additional holiday)", the Philippines' generic special
-  non-working days, Anguilla's "Special Public Holiday"): days off with
-  nothing to celebrate. Left out by name (``DAYS_OFF``).
+  "Eid al-Fitr (additional holiday)", South Korea's temporary holidays,
+  Cambodia's replacement holidays, China's 2020 extended Spring Festival,
+  days off to vote, and days off with only a generic name: Chile's
+  "National Holiday", Ghana's "Public Holiday", the Philippines' special
+  non-working days): days off with nothing to celebrate. Left out by name
+  (``DAYS_OFF``).
+- **Later days of one holiday** under another name (Botswana's "New Year's
+  Day Holiday" on 2 January, the UAE's "Eid al-Fitr Holiday" around Eid):
+  the holiday is greeted once, on the first day of the run.
 - **Observed days** (the US's Independence Day on Monday 5 July 2027 when
   the 4th is a Sunday, the UK's Christmas moved to the 27th): the holiday
   is greeted on its own date, the day people celebrate it, never on the day
@@ -119,13 +125,18 @@ def _english(code: str) -> str | None:
     return next((lang for lang in ("en_US", "en_GB") if lang in languages), None)
 
 
-#: English names of days off that are no occasion: a bridge between a holiday and a
-#: weekend, an extra day added to one, a generic "special day" (module docs)
+#: English names of days off that are no occasion (module docs): a bridge between a
+#: holiday and a weekend, a day added to, extending or replacing one, a day off to vote,
+#: and days off with only a generic name ("Public Holiday", Chile's "National Holiday")
 DAYS_OFF = re.compile(
-    r"^(day off|bridge|additional)\b|\(additional holiday\)|^special public holiday$"
-    r"|special \(non-working\) day$",
+    r"^(day off|bridge|additional|temporary)\b|\badditional holiday\b|\belection"
+    r"|\b(extended|replacement) holiday$|special \(non-working\) day$"
+    r"|^(special public|public|national|bank) holiday$|\bpresidential decree\b",
     re.IGNORECASE,
 )
+#: what a name says beyond its holiday, stripped in this order: "Eid al-Fitr Holiday
+#: (estimated)" is Eid al-Fitr, "New Year's Holiday" is New Year's (Day)
+_NOT_THE_NAME = (r"\s*\(estimated\)", r"\s+holiday$", r"\s+day$")
 
 
 @lru_cache(maxsize=512)
@@ -154,8 +165,16 @@ def _occasions(code: str, day: date, language: str | None) -> list[str]:
     ]
 
 
-def _first(names: list[str | None]) -> tuple[int, str] | None:
-    return next(((i, n) for i, n in enumerate(names) if n), None)
+def _same_holiday(a: str, b: str) -> bool:
+    """True when two days' names are one holiday: "Botswana Day" and the "Botswana Day
+    Holiday" after it, "Eid al-Fitr (estimated)" and "Eid al-Fitr Holiday (estimated)"."""
+    return _base(a) == _base(b)
+
+
+def _base(name: str) -> str:
+    for part in _NOT_THE_NAME:
+        name = re.sub(part, "", name, flags=re.IGNORECASE)
+    return name.casefold()
 
 
 @lru_cache(maxsize=64)
@@ -164,13 +183,20 @@ def greetings(day: date, countries: tuple[str, ...], words: tuple[str, ...]) -> 
     (a calendar: worked out once per day and countries, not once per batch)."""
     out = {}
     for code in countries:
-        first = _first(_occasions(code, day, _english(code)))
+        english = _english(code)
+        before = [n for n in _occasions(code, day - timedelta(days=1), english) if n]
+        # the first holiday of the day that is not a later day of yesterday's
+        first = next(
+            (
+                (i, name)
+                for i, name in enumerate(_occasions(code, day, english))
+                if name and not any(_same_holiday(b, name) for b in before)
+            ),
+            None,
+        )
         if first is None:
             continue
         index, name = first
-        before = _first(_occasions(code, day - timedelta(days=1), _english(code)))
-        if before is not None and before[1] == name:
-            continue  # the second day of the same holiday
         if words and not any(w.casefold() in name.casefold() for w in words):
             continue
         local = _occasions(code, day, _own_language(code))

@@ -116,9 +116,19 @@ def test_only_real_holidays_are_occasions_not_days_off_around_them():
         "AR": date(2025, 5, 2), "TH": date(2025, 6, 2),  # bridge
         "KG": date(2025, 1, 3), "UZ": date(2026, 1, 2),  # additional
         "MY": date(2025, 9, 15), "PH": date(2025, 5, 12), "AI": date(2025, 2, 28),
+        "KR": date(2023, 10, 2), "KH": date(2020, 8, 17),  # temporary, replacement
+        "CL": date(2025, 9, 17), "GH": date(2020, 5, 25),  # only a generic name
+        "ZA": date(2022, 12, 27),  # by presidential decree
     }  # fmt: skip
     for code, off in days_off.items():
         assert greetings(off, (code,), ()) == {}, code
+    assert greetings(date(2020, 1, 31), ("CN",), ()) == {}  # the extended Spring Festival
+    # later days of one holiday under another name are the same holiday...
+    assert greetings(date(2020, 1, 2), ("BW",), ()) == {}  # New Year's Day Holiday
+    assert greetings(date(2027, 3, 9), ("AE",), ())["AE"][0] == "Eid al-Fitr (estimated)"
+    assert greetings(date(2027, 3, 10), ("AE",), ()) == {}  # Eid al-Fitr Holiday
+    # ...and another holiday on such a day is still greeted
+    assert greetings(date(2020, 5, 25), ("JO",), ())["JO"][0] == "Independence Day"
     # on its own name's day a holiday is still greeted: Malaysia's Eid, not its extra day
     assert greetings(date(2026, 3, 20), ("MY",), ()) == {}
     assert greetings(date(2026, 3, 21), ("MY",), ())["MY"][0] == "Eid al-Fitr"
