@@ -1,4 +1,10 @@
-"""What "as of" means for a run: a calendar date and an instant.
+"""What "as of" means for a run: a calendar date and an instant; and the real clock.
+
+``--as-of`` says which day's occasions a run selects and renders. A real
+run still sends *now*, so whether a message may go out now (quiet hours,
+country windows, a deferral's ``not_before``, frequency caps) is judged at
+``now()``, the real clock, never at the as-of instant (docs/policy.md).
+Only dry runs and previews judge at the as-of instant, to rehearse a day.
 
 careflow works with dates from 1900-01-01 to 2200-12-31 (``EARLIEST`` and
 ``LATEST``). That covers any real purchase history and any schedule, and
@@ -16,6 +22,19 @@ from careflow.errors import ConfigError
 
 EARLIEST = date(1900, 1, 1)
 LATEST = date(2200, 12, 31)
+
+
+def now() -> datetime:
+    """The real clock (aware, UTC): the instant a real run judges send times at. Tests
+    replace this function to fake the clock."""
+    return datetime.now(UTC)
+
+
+def start_of_day(day: date, zone: str) -> datetime:
+    """Midnight at the start of ``day`` in ``zone``, as the ledger keeps instants (naive
+    UTC): where a day of the shop's calendar begins for comparisons with the ledger."""
+    local = datetime.combine(day, time(), tzinfo=ZoneInfo(zone))
+    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def check_in_range(day: date | datetime, what: str = "--as-of") -> None:

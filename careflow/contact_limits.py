@@ -5,7 +5,8 @@
   per occasion at that address. Another customer's message *holds* the
   address when it is sent, being sent, reserved to send, or deferred; for
   ``last_purchase`` occasions any message of the campaign to that address
-  since this customer's purchase holds it.
+  since this customer's purchase day began (midnight in the shop's zone)
+  holds it.
 - **Frequency caps across campaigns**: at most N messages of the counted
   categories per customer (or per customer and channel) per rolling D
   days: sent ones within the window plus those reserved or being sent now.
@@ -26,7 +27,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text, true
 
@@ -42,10 +43,12 @@ Key = tuple[int, str]  # (customer_id, occasion)
 @dataclass(frozen=True)
 class Intent:
     """What the route would send for one key: its usable (channel, address) options in
-    preference order, and, for ``last_purchase`` occasions, the day the occasion began."""
+    preference order, and, for ``last_purchase`` occasions, the instant the occasion
+    began: the start of the purchase day in the shop's zone, naive UTC as the ledger
+    keeps instants (``careflow.clock.start_of_day``)."""
 
     options: tuple[tuple[str, str], ...]
-    occasion_since: date | None = None
+    occasion_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def _holds(row, key: Key, intent: Intent) -> bool:
     if intent.occasion_since is None:
         return False
     at = row.sent_at or row.not_before or row.updated_at
-    return at is not None and at.date() >= intent.occasion_since
+    return at is not None and at >= intent.occasion_since
 
 
 def choose(

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Select,
+    String,
     and_,
     any_,
     cast,
@@ -51,7 +52,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from careflow import purchase_windows
 from careflow.db.models import Order, OrderLine, Product, PurchaseFacts, PurchaseFactsDirty
-from careflow.db.sqlfunc import day_date, day_number, day_number_of
+from careflow.db.sqlfunc import day_date, day_number, day_number_of, readable_day
 
 COLUMNS = (
     "customer_id",
@@ -71,7 +72,7 @@ ANALYZE_AFTER = 1_000
 def computed(as_of: date | None, *where) -> Select:
     """The facts (``COLUMNS``) of customers with orders on or before ``as_of`` (None: all),
     among the orders matching ``where``."""
-    clauses = list(where)
+    clauses = [readable_day(Order.ordered_on), *where]  # SQLite keeps any text (sqlfunc)
     if as_of is not None:
         clauses.append(Order.ordered_on <= as_of)
     days = (
@@ -176,8 +177,18 @@ def history(as_of: date, id_range: tuple[int, int] | None = None) -> Select:
     return union_all(stored, live)
 
 
-def refresh(engine: Engine, progress: Callable[[int], None] | None = None) -> int:
+def refresh(
+    engine: Engine,
+    progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> int:
     """Bring every dirty customer's facts up to date; returns how many were refreshed.
+
+    An order whose date SQLite cannot read (it keeps any text: '2026-13-45',
+    'yesterday', '') is left out of its customer's facts, so that customer's
+    facts come from their readable orders (or there are none) and nobody else is
+    touched; ``warn`` is told which customers and values, once, when they are
+    refreshed.
 
     Each chunk is one transaction that takes its customers off the dirty
     list and writes their facts from their orders. A write to a customer's
@@ -186,7 +197,7 @@ def refresh(engine: Engine, progress: Callable[[int], None] | None = None) -> in
     writer at a time), so nothing is lost; concurrent refreshes take
     different chunks (``SKIP LOCKED``).
     """
-    done = 0
+    done, unreadable = 0, []
     postgresql = engine.dialect.name == "postgresql"
     while True:
         pick = (
@@ -207,9 +218,13 @@ def refresh(engine: Engine, progress: Callable[[int], None] | None = None) -> in
             if not ids:
                 break
             write(conn, ids)
+            if not postgresql:  # PostgreSQL stores only real dates
+                unreadable += unreadable_orders(conn, ids)
         done += len(ids)
         if progress is not None:
             progress(done)
+    if unreadable and warn is not None:
+        warn(describe_unreadable(unreadable))
     if postgresql and done >= ANALYZE_AFTER:
         # the planner's row counts for both tables are now far off (a million dirty
         # customers become none): without new ones it picks plans for the old sizes
@@ -232,6 +247,29 @@ def write(conn, customer_ids: Sequence[int]) -> None:
         )
     )
     purchase_windows.rewrite(conn, customer_ids, lambda col, ids: _among(col, ids, postgresql))
+
+
+def unreadable_orders(conn, customer_ids: Sequence[int]) -> list[tuple[int, int, str]]:
+    """(customer, order, date as stored) of ``customer_ids``' orders whose date is not a
+    real day: left out of their facts and windows."""
+    found = conn.execute(
+        select(Order.customer_id, Order.id, cast(Order.ordered_on, String))
+        .where(Order.customer_id.in_(customer_ids), ~readable_day(Order.ordered_on))
+        .order_by(Order.customer_id, Order.id)
+    )
+    return [(r[0], r[1], r[2]) for r in found]
+
+
+def describe_unreadable(found: Sequence[tuple[int, int, str]], examples: int = 5) -> str:
+    """One line for an operator: how many orders, whose, and what they hold."""
+    customers = sorted({c for c, _, _ in found})
+    shown = "; ".join(f"customer {c} order {o}: {v!r}" for c, o, v in found[:examples])
+    more = f" and {len(found) - examples} more" if len(found) > examples else ""
+    return (
+        f"{len(found)} order(s) of {len(customers)} customer(s) have a date that is not a "
+        f"real day and are left out of their purchase history ({shown}{more}); "
+        "correct them in the orders table"
+    )
 
 
 def _among(column, ids: Sequence[int], postgresql: bool):

@@ -53,7 +53,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from careflow.db.models import Order, PurchaseFactsDirty, PurchaseWindow, PurchaseWindowState
-from careflow.db.sqlfunc import EPOCH, day_number, day_number_of
+from careflow.db.sqlfunc import EPOCH, day_number, day_number_of, readable_day
 from careflow.ledger import utcnow
 
 #: tie_key(id) = (id mod TIE_P) x TIE_A mod TIE_P; the product stays below 2^62
@@ -86,7 +86,8 @@ def computed(as_of: date, window_days: int, currency: str | None, *where) -> Sel
     """Each buyer's window (``COLUMNS``) from their orders: purchases after
     ``as_of - window_days`` up to ``as_of``, in ``currency`` if given."""
     since = as_of - timedelta(days=window_days)
-    clauses = [Order.ordered_on <= as_of, Order.ordered_on > since, *where]
+    clauses = [readable_day(Order.ordered_on), Order.ordered_on <= as_of, Order.ordered_on > since]
+    clauses += where
     if currency:
         clauses.append(Order.currency == currency)
     return (

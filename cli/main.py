@@ -223,7 +223,7 @@ def db_upgrade():
         _echo(f"already up to date (migration {after}): {where}")
     from careflow import purchase_facts
 
-    refreshed = purchase_facts.refresh(cdb.engine_for(url))
+    refreshed = purchase_facts.refresh(cdb.engine_for(url), warn=click.echo)
     if refreshed:
         _echo(f"purchase facts brought up to date for {refreshed:,} customer(s)")
 

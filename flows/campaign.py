@@ -47,7 +47,7 @@ from sqlalchemy import func, select
 
 import channels  # registers the built-in channels
 import segments
-from careflow import db, purchase_facts, registry
+from careflow import clock, db, purchase_facts, registry
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ConfigError
@@ -196,8 +196,15 @@ def run_batch(
     now: datetime | None = None,
     deferred_only: bool = False,
 ) -> dict:
-    """One batch of a run: the whole route for the selected customers in ``lo``..``hi``."""
+    """One batch of a run: the whole route for the selected customers in ``lo``..``hi``.
+
+    A real batch sends now, so it judges send times, caps and due deferrals at the
+    real clock as it starts, whatever instant the run selects as of (``at``, from
+    --as-of) or was planned at (``now``); a dry run rehearses at ``now`` or ``at``.
+    """
     settle_heap()
+    if not dry_run:
+        now = clock.now()
     spec = load_campaign(campaign, settings.templates_dir)
     # the flow's own event when it runs in this process, else the run's row (Dask)
     stop = _STOPS.get(run_id) or RunStopFlag(db.engine_for(settings.effective_database_url), run_id)
@@ -236,7 +243,7 @@ def run_name() -> str:
 
 
 def business_today(zone: str) -> date:
-    return datetime.now(ZoneInfo(zone)).date()
+    return clock.now().astimezone(ZoneInfo(zone)).date()
 
 
 def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool) -> None:
@@ -324,7 +331,8 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
 
     run_id = str(flow_run.get_id() or uuid.uuid4())
     start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
-    refreshed = purchase_facts.refresh(engine)  # orders written since the last import
+    # orders written since the last import; unreadable dates are named, not fatal
+    refreshed = purchase_facts.refresh(engine, warn=logger.warning)
     if refreshed:
         logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
     with engine.connect() as conn:

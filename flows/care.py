@@ -7,7 +7,9 @@ that cannot import a module still needs to see the flow there.
 
 Parameters (typed, so the UI's run form offers a date picker and a channel list):
 - as_of: the run's date (noon of it in CAREFLOW_TIME_ZONE) or an exact
-  date-time; empty means now, which is what schedules use;
+  date-time; empty means now, which is what schedules use. It picks the
+  occasions; a real run still judges quiet hours and sending windows at the
+  real clock (a dry run rehearses the date);
 - channel: send everyone on this channel this run, or "outbox" to deliver to
   the local outbox instead of the providers;
 - dry_run: make every decision a real run would; nothing is sent or recorded;

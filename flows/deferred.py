@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from prefect import flow, get_run_logger
 
 import segments
-from careflow import db
+from careflow import clock, db
 from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
@@ -49,7 +49,7 @@ def send_deferred(
     settings = settings or load_settings()
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
-    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else datetime.now(UTC)
+    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
     if channel == "outbox":
         settings = settings.model_copy(update={"delivery": "outbox"})
     elif channel is not None:

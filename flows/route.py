@@ -31,10 +31,11 @@ import segments
 from careflow import registry
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
+from careflow.clock import start_of_day
 from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
 from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
-from careflow.ledger import Claim, ContactLedger, SendRules
+from careflow.ledger import Claim, ContactLedger, SendRules, unstorable
 from careflow.messages import Message, Outcome, State
 from careflow.policy import (
     Decision,
@@ -142,6 +143,7 @@ class Route:
     #: the campaign's contact policy (flows/campaign.py builds it from settings + campaign.yaml)
     policy: PolicyConfig | None = None
     #: the instant the policy judges send times, caps and due deferrals at; ``at`` unless
+    #: given: a real run's batch passes the real clock (flows/campaign.py ``run_batch``),
     #: the follow-up flow selects as of an earlier run's instant and decides now
     now: datetime | None = None
     #: the follow-up flow: only customers whose deferred message is due
@@ -390,9 +392,10 @@ def send_rules(route: Route) -> SendRules:
 
 def _intent(route: Route, c: Candidate) -> Intent:
     since = None
-    if route.spec.occasion == "last_purchase":
+    if route.spec.occasion == "last_purchase":  # a purchase day is the shop's (its zone)
         last = last_purchase_day(c.row)
-        since = last.date() if isinstance(last, datetime) else last
+        day = last.date() if isinstance(last, datetime) else last
+        since = start_of_day(day, route.settings.time_zone)
     return Intent(tuple((o.channel, o.address) for o in c.decision.options), since)
 
 
@@ -504,6 +507,10 @@ def render_message(
         rendered = entry.finish(
             rendered, locale=locale, marketing=spec.marketing, settings=settings
         )
+    # what the ledger could not record as sent must never go out (careflow.ledger.unstorable)
+    problem = unstorable(subject=rendered.subject, body=rendered.body)
+    if problem:
+        raise Unsendable("invalid_content", problem)
     return rendered
 
 
@@ -513,6 +520,9 @@ def build_message(route: Route, c: Candidate, contact_id: int) -> Message:
     rendered = render_message(
         route.spec, route.renderer, route.settings, c.row, d.channel, route.as_of
     )
+    problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (render_message)
+    if problem:
+        raise Unsendable("invalid_content", problem)
     return Message(
         contact_id=contact_id,
         campaign=route.spec.name,

@@ -13,16 +13,18 @@ Two campaigns (one on each segment), a locale that changes between a
 customer's two dates in a year, or two campaigns given different locale
 lists could still greet someone twice. So each birthday segment also leaves
 out customers whom a campaign on the *other* segment has already greeted
-(or is about to: a deferred greeting) in as-of's year:
-:func:`greeted_by_other_calendar`. Within one campaign the ledger's yearly
+(or is about to: a deferred greeting) in the customer's own year, in their
+time zone: :func:`greeted_by_other_calendar`. Within one campaign the ledger's yearly
 occasion does the same. Together: at most one birthday greeting a year.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select
 
 from careflow.db.models import Campaign, ContactHistory, Customer
 
@@ -58,15 +60,35 @@ def keeps_lunar(locales: list[str] | tuple[str, ...]) -> ColumnElement[bool]:
     )
 
 
-def greeted_by_other_calendar(as_of: date, other_segment: str) -> ColumnElement[bool]:
-    """True for customers a campaign on ``other_segment`` greeted in as-of's year, up to as-of.
+@lru_cache(maxsize=1)
+def known_zones() -> tuple[str, ...]:
+    """Every IANA zone name careflow recognises, sorted."""
+    return tuple(sorted(available_timezones()))
 
-    Counted by the ledger row's creation time (UTC), so a replay of an
-    earlier date sees only what had happened by then.
+
+@lru_cache(maxsize=64)  # each batch of a run builds the select again: the clause is the same
+def greeted_by_other_calendar(
+    other_segment: str, when: datetime | date, default_zone: str
+) -> ColumnElement[bool]:
+    """True for customers a campaign on ``other_segment`` greeted in their own local year,
+    up to the end of their local day.
+
+    The day a customer is greeted on is their local date at the run's instant
+    ``when`` (``birthday``), or the date ``when`` wherever they live
+    (``lunar_birthday``); customers with no zone, or one careflow does not
+    recognise, live in ``default_zone``. A greeting counts when its ledger row was
+    created (UTC) from 1 January of that day's year, midnight *in the customer's
+    zone*, to the end of that day: a customer in Shanghai greeted at 07:00 on
+    1 January local (23:00 UTC the day before) was greeted in the new year, one in
+    New York at 20:00 on 31 December (01:00 UTC the day after) in the old one. A
+    replay of an earlier date sees only what had happened by then.
     """
+    zone = Customer.time_zone
+    groups = _year_to_day(when)
+    start, end = _year_to_day_in(when, default_zone)
+    start = case(*[(zone.in_(zs), s) for (s, _), zs in groups], else_=start)
+    end = case(*[(zone.in_(zs), e) for (_, e), zs in groups], else_=end)
     ch = ContactHistory.__table__
-    start = datetime(as_of.year, 1, 1)
-    end = datetime.combine(as_of + timedelta(days=1), time())
     other = select(Campaign.name).where(Campaign.segment == other_segment)
     return exists().where(
         ch.c.customer_id == Customer.id,
@@ -77,4 +99,32 @@ def greeted_by_other_calendar(as_of: date, other_segment: str) -> ColumnElement[
     )
 
 
-__all__ = ["LUNAR_FIRST", "LUNAR_LAST", "greeted_by_other_calendar", "keeps_lunar", "normalise_tag"]
+def _year_to_day(when: datetime | date) -> list[tuple[tuple[datetime, datetime], list[str]]]:
+    """Every known zone grouped by its (1 January, end of the day) at ``when``: a few
+    dozen groups."""
+    groups: dict[tuple[datetime, datetime], list[str]] = {}
+    for zone in known_zones():
+        groups.setdefault(_year_to_day_in(when, zone), []).append(zone)
+    return list(groups.items())
+
+
+def _year_to_day_in(when: datetime | date, zone: str) -> tuple[datetime, datetime]:
+    """(1 January of the greeting day's year, the end of that day), midnights in ``zone``,
+    as the ledger stores instants (naive UTC)."""
+    tz = ZoneInfo(zone)
+    day = when.astimezone(tz).date() if isinstance(when, datetime) else when
+
+    def utc(d: date) -> datetime:
+        return datetime.combine(d, time(), tzinfo=tz).astimezone(UTC).replace(tzinfo=None)
+
+    return utc(date(day.year, 1, 1)), utc(day + timedelta(days=1))
+
+
+__all__ = [
+    "LUNAR_FIRST",
+    "LUNAR_LAST",
+    "greeted_by_other_calendar",
+    "keeps_lunar",
+    "known_zones",
+    "normalise_tag",
+]

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import calendar
 from datetime import UTC, date, datetime, time
-from functools import lru_cache
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from sqlalchemy import Select, and_, case, false, literal, not_, or_, select
@@ -43,6 +42,7 @@ from segments._calendar import (
     LUNAR_LAST,
     greeted_by_other_calendar,
     keeps_lunar,
+    known_zones,
     locale_tags,
 )
 from segments._params import SegmentParams, check
@@ -87,15 +87,10 @@ class BirthdayParams(SegmentParams):
         return value
 
 
-@lru_cache(maxsize=1)
-def _zones() -> tuple[str, ...]:
-    return tuple(sorted(available_timezones()))
-
-
 def local_dates(at: datetime, default_zone: str = "UTC") -> dict[date, list[str]]:
     """Group every IANA zone by its local date at instant ``at``."""
     groups: dict[date, list[str]] = {}
-    for zone in _zones():
+    for zone in known_zones():
         groups.setdefault(at.astimezone(ZoneInfo(zone)).date(), []).append(zone)
     groups.setdefault(at.astimezone(ZoneInfo(default_zone)).date(), [])
     return groups
@@ -135,7 +130,7 @@ def birthday(
         # a programming error, not a person's: flows pass resolve_as_of's instant
         raise ConfigError("segment 'birthday': the run's instant must carry a time zone")
 
-    known = list(_zones())
+    known = list(known_zones())
     default_date = at.astimezone(ZoneInfo(default_zone)).date()
     md = month_day(Customer.birthday)
     lunar = keeps_lunar(p.lunar_locales)
@@ -164,7 +159,7 @@ def birthday(
         # zone, calendar and earlier-greeting tests run only for those
         or_(*maybe),
         or_(*tz_clauses),
-        not_(greeted_by_other_calendar(as_of, "lunar_birthday")),
+        not_(greeted_by_other_calendar("lunar_birthday", at, default_zone)),
     )
     if id_range is not None:
         query = query.where(Customer.id.between(*id_range))

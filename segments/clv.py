@@ -63,7 +63,7 @@ from sqlalchemy.engine import Connection
 
 from careflow.clv import fit_bgnbd, fit_gamma_gamma, predict
 from careflow.db.models import Order
-from careflow.db.sqlfunc import day_number, day_number_of
+from careflow.db.sqlfunc import day_number, day_number_of, readable_day
 from careflow.errors import ConfigError
 from careflow.money import exponent
 from segments._params import SegmentParams, check
@@ -132,7 +132,7 @@ def customer_history(as_of: date, window_days: int, currency: str | None) -> Sel
     Columns: customer_id, first_day, last_day, purchase_days, total_minor,
     first_day_minor, historical_minor (spent in the window), currencies, currency.
     """
-    where = [Order.ordered_on <= as_of]
+    where = [readable_day(Order.ordered_on), Order.ordered_on <= as_of]  # SQLite: any text
     if currency:
         where.append(Order.currency == currency)
     daily = (

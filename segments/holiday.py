@@ -1,11 +1,32 @@
 """holiday: customers whose country has a public holiday on as-of (or ``days_before`` later).
 
 Holidays come from the ``holidays`` package (maintained, on PyPI: the
-Open World Holidays Framework), per country and year, public holidays only,
-without "observed" substitute days. A holiday that lasts several days (China's
-Spring Festival, National Day) is greeted once, on its first day; a country
-with two holidays on one day (Christmas and a saint's day) is greeted for
-the first in the package's order.
+Open World Holidays Framework), per country and year, public holidays only.
+A holiday that lasts several days (China's Spring Festival, National Day) is
+greeted once, on its first day; a country with two holidays on one day
+(Christmas and a saint's day) is greeted for the first in the package's order.
+
+Only real holidays are occasions, not the days off arranged around them:
+
+- **Substituted days** (China's 调休, "Day off (substituted from 01/04/2026)",
+  and the same in Russia, Vietnam, Hungary, Latvia, Taiwan...): a working
+  weekend day swapped for a weekday to make a long break. Left out, by the
+  package's own label for them.
+- **Bridge and additional days** (Argentina's and Thailand's "Bridge Public
+  Holiday", Kyrgyzstan's and Uzbekistan's additional days off, Malaysia's
+  "Eid al-Fitr (additional holiday)", South Korea's temporary holidays,
+  Cambodia's replacement holidays, China's 2020 extended Spring Festival,
+  days off to vote, and days off with only a generic name: Chile's
+  "National Holiday", Ghana's "Public Holiday", the Philippines' special
+  non-working days): days off with nothing to celebrate. Left out by name
+  (``DAYS_OFF``).
+- **Later days of one holiday** under another name (Botswana's "New Year's
+  Day Holiday" on 2 January, the UAE's "Eid al-Fitr Holiday" around Eid):
+  the holiday is greeted once, on the first day of the run.
+- **Observed days** (the US's Independence Day on Monday 5 July 2027 when
+  the 4th is a Sunday, the UK's Christmas moved to the 27th): the holiday
+  is greeted on its own date, the day people celebrate it, never on the day
+  off that stands in for it (the package is asked for no observed days).
 
 A customer's ``country`` may be an ISO 3166 code (``CN``) or the country's
 English name (``China``, ``United Kingdom``, as the Online Retail file has
@@ -23,6 +44,7 @@ calendar, not data); the database only matches countries.
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from functools import lru_cache
 from typing import Annotated
@@ -103,25 +125,82 @@ def _english(code: str) -> str | None:
     return next((lang for lang in ("en_US", "en_GB") if lang in languages), None)
 
 
+#: English names of days off that are no occasion (module docs): a bridge between a
+#: holiday and a weekend, a day added to, extending or replacing one, a day off to vote,
+#: and days off with only a generic name ("Public Holiday", Chile's "National Holiday")
+DAYS_OFF = re.compile(
+    r"^(day off|bridge|additional|temporary)\b|\badditional holiday\b|\belection"
+    r"|\b(extended|replacement) holiday$|special \(non-working\) day$"
+    r"|^(special public|public|national|bank) holiday$|\bpresidential decree\b",
+    re.IGNORECASE,
+)
+#: what a name says beyond its holiday, stripped in this order: "Eid al-Fitr Holiday
+#: (estimated)" is Eid al-Fitr, "New Year's Holiday" is New Year's (Day)
+_NOT_THE_NAME = (r"\s*\(estimated\)", r"\s+holiday$", r"\s+day$")
+
+
+@lru_cache(maxsize=512)
+def _substituted_prefix(code: str) -> str | None:
+    """How the package names a country's substituted working days in English ("Day off
+    (substituted from 01/04/2026)": China's 调休), up to the date; None when it has none."""
+    found = holiday_calendars.country_holidays(code, language=_english(code))
+    label = getattr(found, "substituted_label", None)
+    if not getattr(found, "has_substituted_holidays", False) or not label:
+        return None
+    return found.tr(label).split("%")[0].strip()
+
+
+def _occasions(code: str, day: date, language: str | None) -> list[str]:
+    """The holidays on ``day`` in ``language``, in the package's order (it joins same-day
+    holidays with ';'); substituted and bridging days off are None."""
+    names = _calendar(code, day.year, language).get(day)
+    if names is None:
+        return []
+    english = _calendar(code, day.year, _english(code))[day].split(";")
+    prefix = _substituted_prefix(code)
+    return [
+        None if DAYS_OFF.search(en.strip()) or (prefix and en.strip().startswith(prefix))
+        else name.strip()
+        for en, name in zip(english, names.split(";"), strict=False)
+    ]
+
+
+def _same_holiday(a: str, b: str) -> bool:
+    """True when two days' names are one holiday: "Botswana Day" and the "Botswana Day
+    Holiday" after it, "Eid al-Fitr (estimated)" and "Eid al-Fitr Holiday (estimated)"."""
+    return _base(a) == _base(b)
+
+
+def _base(name: str) -> str:
+    for part in _NOT_THE_NAME:
+        name = re.sub(part, "", name, flags=re.IGNORECASE)
+    return name.casefold()
+
+
 @lru_cache(maxsize=64)
 def greetings(day: date, countries: tuple[str, ...], words: tuple[str, ...]) -> dict:
     """{country code: (English name, local name)} of holidays that start on ``day``
     (a calendar: worked out once per day and countries, not once per batch)."""
     out = {}
     for code in countries:
-        english = _calendar(code, day.year, _english(code))
-        name = english.get(day)
-        if name is None:
+        english = _english(code)
+        before = [n for n in _occasions(code, day - timedelta(days=1), english) if n]
+        # the first holiday of the day that is not a later day of yesterday's
+        first = next(
+            (
+                (i, name)
+                for i, name in enumerate(_occasions(code, day, english))
+                if name and not any(_same_holiday(b, name) for b in before)
+            ),
+            None,
+        )
+        if first is None:
             continue
-        name = name.split(";")[0].strip()  # the package joins same-day holidays with ';'
-        before = _calendar(code, (day - timedelta(days=1)).year, _english(code))
-        if (before.get(day - timedelta(days=1)) or "").split(";")[0].strip() == name:
-            continue  # the second day of the same holiday
+        index, name = first
         if words and not any(w.casefold() in name.casefold() for w in words):
             continue
-        local = _calendar(code, day.year, _own_language(code)).get(day, name)
-        local = local.split(";")[0].strip()
-        out[code] = (name, local)
+        local = _occasions(code, day, _own_language(code))
+        out[code] = (name, local[index] if index < len(local) and local[index] else name)
     return out
 
 

@@ -15,7 +15,8 @@ can place the date; the rule lives in segments/_calendar.py. The
 already greets everyone once a year on their own calendar. This segment is
 for a campaign of its own for them (other words, other channels): it leaves
 out customers whom a ``birthday`` campaign greeted this year, and
-``birthday`` leaves out those it greeted, so nobody is greeted twice.
+``birthday`` leaves out those it greeted, so nobody is greeted twice in a
+year: the customer's own year, in their time zone.
 
 The two gaps of the lunar calendar, and what happens:
 
@@ -141,7 +142,8 @@ def lunar_birthday(
     where = [
         Customer.birthday.in_(dates) if dates else false(),
         keeps_lunar(p.locales),
-        not_(greeted_by_other_calendar(as_of, "birthday")),
+        # greeted on as-of's date wherever they live; no zone on file: UTC
+        not_(greeted_by_other_calendar("birthday", as_of, "UTC")),
     ]
     if id_range is not None:
         where.append(Customer.id.between(*id_range))

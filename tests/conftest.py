@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -77,6 +78,31 @@ def _no_holdout_unless_asked(monkeypatch):
     other behaviour count sends exactly, so the holdout is off unless a test turns it on
     (tests/test_holdout.py does, and checks the default itself)."""
     monkeypatch.setenv("CAREFLOW_HOLDOUT", "0")
+
+
+class FakeClock:
+    """careflow's real clock (``careflow.clock.now``), the instant a real run judges send
+    times at, set by hand: ``real_clock.set(instant)``."""
+
+    def __init__(self, instant):
+        self.set(instant)
+
+    def set(self, instant) -> None:
+        self.instant = instant.astimezone(UTC)
+
+    def __call__(self):
+        return self.instant
+
+
+@pytest.fixture
+def real_clock(monkeypatch):
+    """The real clock faked, at noon UTC of 2026-06-01 until a test sets it: a real run
+    judges quiet hours and windows at the real clock, not at its --as-of date."""
+    from careflow import clock
+
+    fake = FakeClock(datetime(2026, 6, 1, 12, tzinfo=UTC))
+    monkeypatch.setattr(clock, "now", fake)
+    return fake
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -68,6 +68,9 @@ def test_two_workers_on_one_campaign_message_each_customer_once(
         "CAREFLOW_DATABASE_URL": db_url,
         "CAREFLOW_HOME": str(home),
         "CAREFLOW_BATCH_SIZE": "5",  # many batches: the two runs meet on many customers
+        # a real run judges send times at the real clock: sends at any hour of the test
+        "CAREFLOW_QUIET_HOURS": "off",
+        "CAREFLOW_SENDING_WINDOWS": "false",
     }
     on_demand = server.api("/deployments/name/campaign/campaign-on-demand")
     runs = [

@@ -167,3 +167,46 @@ def test_a_refresh_never_loses_a_write_committed_while_it_runs(postgres_server_u
     assert seen(engine, AS_OF) == truth(engine)
     purchase_facts.refresh(engine)
     assert stored(engine) == truth(engine)
+
+
+@pytest.mark.parametrize("bad", ["2026-13-45", "yesterday", "", "2026-02-30", "now"])
+def test_unreadable_order_dates_affect_only_their_customer(tmp_path, bad):
+    """Regression: on SQLite (which keeps any text in a DATE column) one customer whose
+    orders all had an unreadable date made the purchase-facts refresh raise, so every
+    run, dry runs included, failed with a traceback. Such orders are left out of their
+    customer's facts (and windows, and every segment), and the refresh names them."""
+    import segments
+    from careflow import purchase_windows
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    db.upgrade(url)
+    engine = db.engine_for(url)
+    for cid in range(1, 13):  # enough buyers with repeats for the clv model
+        add_customer(engine, cid)
+        add_orders(engine, cid, [AS_OF - timedelta(days=d) for d in (200, 120 + cid, 40 + cid)])
+    add_customer(engine, 20)  # every order unreadable
+    add_orders(engine, 20, [AS_OF - timedelta(days=d) for d in (300, 200)])
+    add_customer(engine, 21)  # one unreadable order among readable ones
+    add_orders(engine, 21, [AS_OF - timedelta(days=d) for d in (300, 200, 100)])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET ordered_on = :bad WHERE customer_id = 20"),
+                     {"bad": bad})  # fmt: skip
+        conn.execute(text("UPDATE orders SET ordered_on = :bad WHERE customer_id = 21 AND id = "
+                          "(SELECT max(id) FROM orders WHERE customer_id = 21)"), {"bad": bad})  # fmt: skip
+    told = []
+    assert purchase_facts.refresh(engine, warn=told.append) == 14
+    assert len(told) == 1 and "customer 20 order" in told[0] and repr(bad) in told[0]
+    facts = stored(engine)
+    assert 20 not in facts  # nothing readable: no facts
+    assert facts[21][1:5] == (
+        (AS_OF - timedelta(days=300) - date(1970, 1, 1)).days,
+        (AS_OF - timedelta(days=200) - date(1970, 1, 1)).days,
+        2,
+        2,
+    )
+    assert seen(engine, AS_OF) == facts == truth(engine)
+    assert purchase_windows.bring_to(engine, AS_OF, 365, None) == "built"
+    with engine.connect() as conn:  # every segment runs on this shop
+        for name in segments.SEGMENTS:
+            params = segments.prepare(name, conn, AS_OF, {})
+            conn.execute(segments.build(name, AS_OF, params)).all()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Date, Integer, String, func
+from sqlalchemy import Boolean, Date, Integer, String, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -53,6 +53,32 @@ def _day_number_sqlite(element, compiler, **kw):
 def _day_number_default(element, compiler, **kw):
     (arg,) = element.clauses
     return f"(CAST({compiler.process(arg, **kw)} AS DATE) - DATE '1970-01-01')"
+
+
+class readable_day(FunctionElement):
+    """True where a DATE column holds a real calendar day.
+
+    PostgreSQL only stores real dates. SQLite keeps any text in a DATE column
+    ('2026-13-45', 'yesterday', '') and its date functions turn such a value into
+    NULL (or, for '2026-02-30' or 'now', into some other day), which then breaks
+    whatever sums or stores it: a value is a real day when SQLite reads it back
+    as itself, normalised (a time after the day is allowed)."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(readable_day, "sqlite")
+def _readable_day_sqlite(element, compiler, **kw):
+    (arg,) = element.clauses
+    value = compiler.process(arg, **kw)
+    return f"coalesce(date(julianday({value})) = substr({value}, 1, 10), 0)"
+
+
+@compiles(readable_day)
+def _readable_day_default(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"({compiler.process(arg, **kw)} IS NOT NULL)"
 
 
 class month_day(FunctionElement):

@@ -34,7 +34,9 @@ def test_no_selected_customer_means_no_batch(engine):
 
 @pytest.mark.prefect
 @pytest.mark.xdist_group("prefect")
-def test_a_run_keeps_few_batches_in_flight_whatever_its_size(prefect_api, engine, monkeypatch):
+def test_a_run_keeps_few_batches_in_flight_whatever_its_size(
+    prefect_api, engine, monkeypatch, real_clock
+):
     """A run submitted all its batches to an unbounded thread pool: at a million customers
     331 batches held database connections at once and exhausted the pool (batches failed
     with QueuePool TimeoutError). CAREFLOW_BATCH_CONCURRENCY bounds them."""

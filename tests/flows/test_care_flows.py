@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
@@ -17,8 +18,9 @@ AS_OF = date(2026, 11, 22)
 
 
 @pytest.fixture
-def shop(engine, monkeypatch):
+def shop(engine, monkeypatch, real_clock):
     monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "7")  # several batches from a small shop
+    real_clock.set(datetime(2026, 11, 22, 12, tzinfo=UTC))  # real runs send at noon of AS_OF
     for cid in range(1, 31):
         add_customer(
             engine,
@@ -145,7 +147,8 @@ def test_a_run_tells_the_terminal_how_far_it_has_got(prefect_api, shop):
     assert seen == [("reorder_reminder batches", done, 5) for done in range(1, 6)]
 
 
-def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, shop):
+def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, shop,
+                                                                    real_clock):
     """Auckland customers have their birthday at 01:00 local (12:00 UTC on the 22nd):
     deferred to 09:00 there (20:00 UTC), then sent once by the follow-up flow."""
     from click.testing import CliRunner
@@ -161,12 +164,15 @@ def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, s
     assert first["sent"] == 10 and first["deferred"] == {"quiet_hours": 2}
     listed = CliRunner().invoke(main, ["deferred", "list"])
     assert "birthday  quiet_hours  2" in listed.output and "2026-11-22 20:00" in listed.output
-    assert deferred_flow(as_of="2026-11-22T19:00:00+00:00") == []  # not due yet
+    real_clock.set(datetime(2026, 11, 22, 19, tzinfo=UTC))
+    assert deferred_flow() == []  # not due yet
     dry = CliRunner().invoke(main, ["deferred", "send", "--dry-run", "--as-of",
                                     "2026-11-22T20:05:00+00:00"])  # fmt: skip
     assert "birthday (follow-up)" in dry.output and "(2 would send)" in dry.output
+    real_clock.set(datetime(2026, 11, 22, 20, 5, tzinfo=UTC))
     sent = deferred_flow(as_of="2026-11-22T20:05:00+00:00")
     assert [(s["campaign"], s["sent"]) for s in sent] == [("birthday", 2)]
+    real_clock.set(datetime(2026, 11, 22, 21, tzinfo=UTC))
     assert deferred_flow(as_of="2026-11-22T21:00:00+00:00") == []
     again = birthday(as_of=AS_OF.isoformat(), allow_past=True)
     assert again["sent"] == 0 and again["already"] == {"sent": 12}
@@ -185,3 +191,27 @@ def test_pyramid_report_flow_leaves_artifacts_and_the_html_page(prefect_api, sho
     assert table.type == "table" and "VIP" in str(table.data)
     page = tmp_path / "home" / "reports" / f"pyramid-{AS_OF.isoformat()}.html"
     assert page.is_file() and "plotly-graph-div" in page.read_text()
+
+
+@pytest.mark.parametrize("flow", ["birthday", "campaign"])
+def test_a_real_run_given_a_date_judges_quiet_hours_at_the_real_clock(prefect_api, shop,
+                                                                    real_clock, flow):
+    """Regression: `careflow run birthday --as-of 2026-12-07` (or the date in the UI's
+    run form) judged quiet hours at noon of that date and sent at once: London
+    customers got their email at 01:11 local. The date picks the occasion; a real run
+    sends now, so it judges send times now. A dry run still rehearses the date's noon."""
+    from flows.campaign import campaign_flow
+    from flows.care import birthday
+
+    run = birthday if flow == "birthday" else partial(campaign_flow, campaign="birthday")
+    for cid in (201, 202):
+        add_customer(shop, cid, email=f"c{cid}@example.com", country="GB",
+                     time_zone="Europe/London", birthday=date(1980, 12, 7))  # fmt: skip
+    real_clock.set(datetime(2026, 12, 7, 1, 11, tzinfo=UTC))  # 01:11 in London
+    dry = run(as_of="2026-12-07", dry_run=True)
+    assert dry["would_send"] == {"email": 2} and dry["deferred"] == {}
+    real = run(as_of="2026-12-07")
+    assert real["sent"] == 0 and real["deferred"] == {"quiet_hours": 2}
+    with shop.connect() as conn:
+        due = conn.execute(select(ContactHistory.not_before)).scalars().all()
+    assert due == [datetime(2026, 12, 7, 9)] * 2  # 09:00 in London, stored as naive UTC

@@ -64,6 +64,9 @@ def run_with(runner: str, engine, tmp_path, monkeypatch) -> tuple[dict, dict, se
 def test_a_campaign_on_dask_comes_to_what_threads_come_to(prefect_api, engine, tmp_path, monkeypatch):
     seed_demo(engine, as_of=AS_OF, customers=CUSTOMERS)
     monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "5")  # batches spread over both workers
+    # workers judge send times at their real clock: the two runs compare at any hour
+    monkeypatch.setenv("CAREFLOW_QUIET_HOURS", "off")
+    monkeypatch.setenv("CAREFLOW_SENDING_WINDOWS", "false")
     monkeypatch.setenv("CAREFLOW_DASK_WORKERS", "2")
     monkeypatch.setenv("CAREFLOW_DASK_THREADS_PER_WORKER", "2")
     monkeypatch.delenv("CAREFLOW_DASK_ADDRESS", raising=False)

@@ -203,7 +203,8 @@ def test_dry_run_and_preview_show_the_holdout_decision(engine, templates):
     assert "channel: sms" in text and "promo: hello" in text
 
 
-def test_a_run_summary_states_what_its_split_can_detect(engine, templates, prefect_api):
+def test_a_run_summary_states_what_its_split_can_detect(engine, templates, prefect_api,
+                                                        real_clock):
     from flows.campaign import campaign_flow
 
     for cid in range(1, 41):

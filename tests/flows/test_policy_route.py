@@ -368,3 +368,55 @@ def test_a_customer_who_left_the_segment_is_not_sent_by_the_follow_up(world, tem
                  deferred_only=True)  # fmt: skip
     assert result.sent == 3
     assert rows(world)[3].reason == "no_longer_selected"
+
+
+# --- last_purchase occasions: an address is held since the purchase day, in the shop's zone
+@pytest.mark.parametrize(
+    ("zone", "first_sent", "held"),
+    [
+        # 21:00 on 1 June in New York, before the second customer's purchase day
+        ("America/New_York", datetime(2026, 6, 2, 1), False),
+        # 07:00 on 2 June in Shanghai, the second customer's purchase day
+        ("Asia/Shanghai", datetime(2026, 6, 1, 23), True),
+    ],
+)
+def test_a_shared_address_is_held_since_the_purchase_day_in_the_shops_zone(
+    engine, templates, monkeypatch, zone, first_sent, held
+):
+    """Regression: 'any message of the campaign to that address since this customer's
+    purchase' compared the UTC date of the earlier message with the purchase day, a day
+    of the shop's calendar: west of UTC a message of the evening before the purchase
+    held the address (the customer was skipped), east of UTC one of the purchase day's
+    morning did not (the address got a second message for it)."""
+    from tests.factories import add_orders
+
+    monkeypatch.setenv("CAREFLOW_TIME_ZONE", zone)
+    monkeypatch.setenv("CAREFLOW_QUIET_HOURS", "off")
+    monkeypatch.setenv("CAREFLOW_SENDING_WINDOWS", "false")
+    folder = templates / "comeback"
+    folder.mkdir()
+    (folder / "campaign.yaml").write_text(
+        "segment: dormant\nparameters: {days: 30}\nchannels: [email]\n"
+        "occasion: last_purchase\ncategory: marketing\n"
+    )
+    (folder / "email.en.txt.j2").write_text("come back {{ name }}")
+    (folder / "email.en.subject.j2").write_text("we miss you")
+    shared = {"email": "family@example.com", "mobile": None}
+    add_customer(engine, 1, time_zone=zone, **shared)
+    add_orders(engine, 1, [date(2026, 3, 1)])
+    add_customer(engine, 2, time_zone=zone, **shared)
+    add_orders(engine, 2, [date(2026, 6, 2)])
+
+    def run_at(run_id, at):
+        route = route_for("comeback", run_id=run_id, at=at)
+        route.params = route.spec.parameters  # as segments.prepare gives a run's batches
+        return process_batch(route, ALL)
+
+    first = run_at("run-1", first_sent.replace(tzinfo=UTC))
+    assert first.sent == 1 and rows(engine)[1].state == State.SENT  # only 1 is dormant yet
+    second = run_at("run-2", datetime(2026, 7, 15, 12, tzinfo=UTC))
+    row = rows(engine)[2]
+    if held:
+        assert second.skipped == {"shared_address": 1} and row.reason == "shared_address"
+    else:
+        assert second.sent == 1 and row.state == State.SENT

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
-from careflow.messages import State
+from careflow.messages import Outcome, State
 from careflow.settings import PROJECT_ROOT, load_settings
 from channels import get_channel
 from flows.campaign import build_route
@@ -267,6 +267,86 @@ def test_recording_never_fails_on_a_long_recipient(engine):
     led.record([Outcome.sent(cid, "p" * 500)], "r", {cid: {"recipient": "x" * 1000}})
     row = ledger(engine)[1]
     assert row.state == State.SENT and len(row.recipient) == 254 and row.recipient.endswith("…")
+
+
+class CountingChannel:
+    """Accepts everything, counts it, and answers as a provider may: an id and, for the
+    second message, an error text with a NUL and a lone surrogate in it."""
+
+    name = "sms"
+    max_body_chars = None
+    rate_per_second = None
+
+    def __init__(self):
+        self.sent = []
+
+    def send_batch(self, messages):
+        self.sent += messages
+        out = [Outcome.sent(m.contact_id, f"SM\x00{m.contact_id}\udc80" + "x" * 200)
+               for m in messages[:1]]  # fmt: skip
+        out += [Outcome.failed(m.contact_id, "provider_error:\x0030007",
+                               detail="refused: \x00\ud800 " + "y" * 10_000)
+                for m in messages[1:]]  # fmt: skip
+        return out
+
+
+@pytest.mark.parametrize("bad", ["Happy birthday\x00", "Happy birthday \udc80"])
+def test_a_message_the_ledger_cannot_store_fails_before_sending(people, templates, bad):
+    """Regression: on PostgreSQL a rendered message with a NUL character went to the
+    channel, then its record failed (PostgreSQL refuses NUL in text), the row stayed
+    'sending' and became 'failed: interrupted' with the cause reported nowhere, and a
+    retry would send it again. The ledger's limits are checked before sending."""
+    nul = templates / "nul"
+    nul.mkdir()
+    (nul / "campaign.yaml").write_text(
+        "segment: birthday\nchannels: [sms]\noccasion: yearly\nmarketing: false\n"
+    )
+    (nul / "sms.en.j2").write_text("{{ name }}: {{ text }}")
+    channel = CountingChannel()
+    settings = load_settings()
+    spec = load_campaign("nul", settings.templates_dir)
+    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False)
+    route.channel_factory = lambda name: channel
+    route.params = {}
+    original = route.renderer.render
+
+    def render(campaign, channel_name, locale, context):  # customer 6 only: the bad text
+        text = bad if context["customer"]["id"] == 6 else "Happy birthday"
+        return original(campaign, channel_name, locale, {**context, "text": text})
+
+    route.renderer.render = render
+    result = process_batch(route, (1, 100))
+    rows = ledger(people)
+    assert rows[6].state == State.FAILED and rows[6].reason == "invalid_content"
+    assert "body" in rows[6].detail and ("NUL" in rows[6].detail or "Unicode" in rows[6].detail)
+    assert 6 not in {m.customer_id for m in channel.sent}  # never handed to the channel
+    assert rows[1].state == State.SENT and result.failed == {"invalid_content": 1}
+
+
+def test_recording_never_fails_on_what_a_provider_answers(people, templates):
+    """Provider ids and error texts are written after the send: a NUL, a lone surrogate
+    or a 10,000-character error text must never make that write fail (PostgreSQL
+    refused them: the rows became 'failed: interrupted' and the answer was lost)."""
+    channel = CountingChannel()
+    settings = load_settings()
+    spec = load_campaign("fragile", settings.templates_dir)
+    people_with_grades(people)
+    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False)
+    route.channel_factory = lambda name: channel
+    result = process_batch(route, (1, 100))
+    assert len(channel.sent) == 2 and result.sent == 1
+    rows = ledger(people)
+    sent, failed = rows[channel.sent[0].customer_id], rows[channel.sent[1].customer_id]
+    assert sent.state == State.SENT and sent.provider_id.startswith("SM\ufffd")
+    assert len(sent.provider_id) == 128
+    assert failed.state == State.FAILED and failed.reason == "provider_error:\ufffd30007"
+    assert "\x00" not in failed.detail and len(failed.detail) == 2000
+
+
+def people_with_grades(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(ContactHistory.__table__.metadata.tables["customers"])
+                     .values(grade="a"))  # fmt: skip
 
 
 def test_a_stopped_batch_releases_what_it_reserved_for_the_next_run(people, templates):

@@ -62,6 +62,9 @@ def cli_env(
         "CAREFLOW_SMS_CONCURRENCY": "2",
         "PREFECT_API_URL": api_url,
         "PYTHONUNBUFFERED": "1",
+        # a real run judges send times at the real clock: these runs send at any hour
+        "CAREFLOW_QUIET_HOURS": "off",
+        "CAREFLOW_SENDING_WINDOWS": "false",
     }
     return env
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from lunardate import LunarDate
 from sqlalchemy import insert
 
@@ -144,3 +146,39 @@ def test_a_lunar_greeting_this_year_keeps_the_solar_campaign_away(engine):
             created_at=datetime(2026, 6, 21, 9)))  # fmt: skip
     day = date(2026, 6, 20)
     assert ids(engine, segments.build("birthday", day, {}, at=_noon(day))) == {1}
+
+
+# (zone, when another calendar's campaign greeted them, naive UTC, greeted in local 2027?)
+NEW_YEAR = [
+    ("Asia/Shanghai", datetime(2026, 12, 31, 23), True),  # 07:00 on 1 January there
+    ("Pacific/Kiritimati", datetime(2026, 12, 31, 11), True),  # UTC+14: 01:00 on 1 January
+    ("America/New_York", datetime(2027, 1, 1, 1), False),  # 20:00 on 31 December there
+    ("Pacific/Honolulu", datetime(2027, 1, 1, 9), False),  # 23:00 on 31 December there
+    ("UTC", datetime(2027, 1, 1, 0, 30), True),
+    ("UTC", datetime(2026, 12, 31, 23, 30), False),
+    (None, datetime(2026, 12, 31, 23, 30), False),  # no zone on file: UTC
+]
+
+
+@pytest.mark.parametrize(("zone", "when", "this_year"), NEW_YEAR)
+def test_once_a_year_is_the_customers_own_year_in_their_zone(engine, zone, when, this_year):
+    """Regression: the cross-calendar check counted greetings from 1 January UTC, so a
+    lunar keeper in Shanghai greeted at 07:00 on New Year's Day (23:00 UTC the day
+    before) was greeted again by the solar campaign that year, and one in New York
+    greeted on New Year's Eve evening (already 1 January in UTC) was left out the next
+    year. The year is the customer's own, in their zone, both ways round."""
+    from segments.lunar_birthday import birth_dates
+
+    add_customer(engine, 1, locale="en", birthday=date(1990, 6, 20), time_zone=zone)
+    _greeted(engine, "lunar_greetings", "lunar_birthday", 1, when)
+    day = date(2027, 6, 20)
+    at = datetime.combine(day, time(12), tzinfo=ZoneInfo(zone or "UTC"))
+    assert ids(engine, segments.build("birthday", day, {}, at=at)) == (set() if this_year else {1})
+
+    # the other way round: the solar campaign greeted them, then they kept the lunar date
+    lunar_day = date(2027, 1, 5)
+    born = next(d for d in birth_dates(lunar_day) if 1950 <= d.year <= 2000)
+    add_customer(engine, 2, locale="zh", birthday=born, time_zone=zone)
+    _greeted(engine, "birthday_wishes", "birthday", 2, when)
+    expected = set() if this_year else {2}
+    assert ids(engine, segments.build("lunar_birthday", lunar_day, {})) == expected

@@ -85,3 +85,63 @@ def test_the_holiday_templates_render(locale):
     for channel in ("sms", "email"):
         out = r.render("holiday_greetings", channel, locale, ctx)
         assert ("春节" if locale == "zh-CN" else "Spring Festival") in out.body
+
+
+def test_only_real_holidays_are_occasions_not_days_off_around_them():
+    """Regression: China's substituted days off ("Day off (substituted from ...)", 调休)
+    were greeted as holidays: six bogus greetings in 2026 for every customer in China.
+    The same for other countries' substituted, bridge and additional days off."""
+    from datetime import timedelta
+
+    from segments.holiday import greetings
+
+    day, greeted = date(2026, 1, 1), {}
+    while day.year == 2026:
+        if found := greetings(day, ("CN",), ()):
+            greeted[day] = found["CN"][0]
+        day += timedelta(days=1)
+    assert greeted == {
+        date(2026, 1, 1): "New Year's Day",
+        date(2026, 2, 16): "Chinese New Year's Eve",
+        date(2026, 2, 17): "Chinese New Year (Spring Festival)",
+        date(2026, 4, 5): "Tomb-Sweeping Day",
+        date(2026, 5, 1): "Labor Day",
+        date(2026, 6, 19): "Dragon Boat Festival",
+        date(2026, 9, 25): "Mid-Autumn Festival",
+        date(2026, 10, 1): "National Day",
+    }
+    days_off = {  # country: days the package lists as days off that celebrate nothing
+        "RU": date(2025, 5, 2), "VN": date(2025, 5, 2), "HU": date(2025, 5, 2),  # substituted
+        "TW": date(2025, 1, 27), "BY": date(2025, 1, 6),
+        "AR": date(2025, 5, 2), "TH": date(2025, 6, 2),  # bridge
+        "KG": date(2025, 1, 3), "UZ": date(2026, 1, 2),  # additional
+        "MY": date(2025, 9, 15), "PH": date(2025, 5, 12), "AI": date(2025, 2, 28),
+        "KR": date(2023, 10, 2), "KH": date(2020, 8, 17),  # temporary, replacement
+        "CL": date(2025, 9, 17), "GH": date(2020, 5, 25),  # only a generic name
+        "ZA": date(2022, 12, 27),  # by presidential decree
+    }  # fmt: skip
+    for code, off in days_off.items():
+        assert greetings(off, (code,), ()) == {}, code
+    assert greetings(date(2020, 1, 31), ("CN",), ()) == {}  # the extended Spring Festival
+    # later days of one holiday under another name are the same holiday...
+    assert greetings(date(2020, 1, 2), ("BW",), ()) == {}  # New Year's Day Holiday
+    assert greetings(date(2027, 3, 9), ("AE",), ())["AE"][0] == "Eid al-Fitr (estimated)"
+    assert greetings(date(2027, 3, 10), ("AE",), ()) == {}  # Eid al-Fitr Holiday
+    # ...and another holiday on such a day is still greeted
+    assert greetings(date(2020, 5, 25), ("JO",), ())["JO"][0] == "Independence Day"
+    # on its own name's day a holiday is still greeted: Malaysia's Eid, not its extra day
+    assert greetings(date(2026, 3, 20), ("MY",), ()) == {}
+    assert greetings(date(2026, 3, 21), ("MY",), ())["MY"][0] == "Eid al-Fitr"
+
+
+def test_observed_days_off_are_not_occasions_the_holiday_is_greeted_on_its_date():
+    """The US's Independence Day 2027 falls on a Sunday and is observed on Monday the 5th;
+    the UK's Christmas 2027 on a Saturday, observed on the 27th: greeted on the 4th and
+    the 25th, the days people celebrate, never again on the day off (docs/policy.md)."""
+    from segments.holiday import greetings
+
+    assert greetings(date(2027, 7, 4), ("US",), ())["US"][0] == "Independence Day"
+    assert greetings(date(2027, 7, 5), ("US",), ()) == {}
+    assert greetings(date(2027, 12, 25), ("GB",), ())["GB"][0] == "Christmas Day"
+    assert greetings(date(2027, 12, 27), ("GB",), ()) == {}
+    assert greetings(date(2027, 12, 28), ("GB",), ()) == {}
