@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import uuid
@@ -14,6 +15,14 @@ from careflow import db
 from careflow.db.models import Customer, Order
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def send_times_off() -> None:
+    """A real run judges quiet hours and country windows at the real clock, not at its
+    as-of date (docs/policy.md): benchmarks that run real flows turn send times off, so
+    a figure does not depend on the hour it was measured. Environment variables, so
+    Dask workers and subprocesses see it too."""
+    os.environ.update(CAREFLOW_QUIET_HOURS="off", CAREFLOW_SENDING_WINDOWS="false")
 
 
 def fresh_database(dialect: str) -> tuple[str, callable]:

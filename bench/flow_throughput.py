@@ -11,7 +11,7 @@ import os
 import time
 from datetime import date
 
-from bench.fixtures import fresh_database, populate
+from bench.fixtures import fresh_database, populate, send_times_off
 
 AS_OF = date(2026, 11, 22)
 
@@ -20,6 +20,7 @@ def run(customers: int = 5_000, per_message_sample: int = 300) -> dict:
     url, cleanup = fresh_database("sqlite")
     home = url.removeprefix("sqlite:///").rsplit("/", 1)[0]
     os.environ.update(CAREFLOW_DATABASE_URL=url, CAREFLOW_HOME=home)
+    send_times_off()
     from careflow.settings import load_settings
 
     try:

@@ -33,9 +33,12 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from bench.fixtures import send_times_off
+
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+send_times_off()
 
 SEGMENTS = ("birthday", "dormant", "reorder_due", "vip", "contact_due", "holiday")
 #: the shop's customers are British: the holiday segment is timed on Christmas Day

@@ -28,8 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.fixtures import send_times_off
+
 # as bench/scale.py: the local Prefect server tries no network, and logs what matters
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+send_times_off()
 
 #: (label, environment) per runner, in the order they run
 RUNNERS = (
