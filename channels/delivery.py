@@ -397,6 +397,7 @@ class _Abort(threading.Event):
         self.unsent: set[int] = set()  # contacts left without a request once it was set
 
     def left(self, cid: int) -> Outcome:
+        """The outcome of a message not requested (again) after the refusal."""
         self.unsent.add(cid)
         return Outcome.failed(cid, self.reason, retryable=True, detail=self.detail)
 

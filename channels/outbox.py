@@ -17,10 +17,11 @@ renamed into place, so a message's file is either whole or absent: an error
 (or a crash) leaves no empty or partial file under a message's name.
 
 A fault of the folder rather than of one message (no space left, a
-read-only file system, no permission, a quota) would fail every message
-after it: the channel raises ``ChannelDown`` with the outcomes of the
-messages before it and the one that hit it (failed, retryable: it was not
-delivered), and the run stops there, leaving the rest for the next run.
+read-only file system, no permission, a quota, an I/O error, no file
+descriptor left) would fail every message after it: the channel raises
+``ChannelDown`` with the outcomes of the messages before it and the one
+that hit it (failed, retryable: it was not delivered), and the run stops
+there, leaving the rest for the next run.
 
 It needs no credentials; unsubscribe links are signed with
 CAREFLOW_UNSUBSCRIBE_SECRET or, without one, a key kept in CAREFLOW_HOME
@@ -48,9 +49,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 #: where `careflow serve` listens by default
 LOCAL_UNSUBSCRIBE = "http://127.0.0.1:8080/unsubscribe"
 EXTENSIONS = {"email": "eml", "fax": "pdf"}
-#: what the outbox folder answers once it cannot take any more files
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-FOLDER_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+#: what the outbox answers once it cannot take any more files: its file system is full,
+#: read-only, forbidden or failing, or this process is out of file descriptors
+FOLDER_FAULTS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+    errno.EIO, errno.EMFILE, errno.ENFILE,
+}  # fmt: skip
 
 
 class OutboxChannel:

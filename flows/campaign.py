@@ -407,6 +407,10 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     labels += [f"channel:{name}" for name in ([b.channel] if b.channel else spec.channels)]
     labels += ["deferred"] if b.deferred_only else []
     try:
+        if not b.dry_run:  # outcomes a database outage kept on this machine (flows/route.py)
+            kept = outcome_journal.replay(b.settings.home, ContactLedger(engine))
+            if kept:
+                logger.warning("%d outcome(s) kept through a database outage recorded", kept)
         with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
             futures = [
                 submit(
@@ -427,10 +431,6 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
                 for lo, hi in ranges
             ]
         shown = time.monotonic()
-        if not b.dry_run:  # outcomes a database outage kept on this machine (flows/route.py)
-            kept = outcome_journal.replay(b.settings.home, ContactLedger(engine))
-            if kept:
-                logger.warning("%d outcome(s) kept through a database outage recorded", kept)
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
             merged.add(done - 1)
@@ -476,10 +476,10 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         released, interrupted = ledger.release(
             run_id, "run_stopped" if stopped or fault else "run_failed"
         )
-        said = f"{spec.name} {'stopped: ' + total.fault if fault else why}: " + (
-            f"{total.sent} sent, {released} left for the next run"
-            + (f", {interrupted} in doubt (failed: interrupted)" if interrupted else "")
-        )
+        what = f"stopped: {total.fault}" if fault else why
+        said = f"{spec.name} {what}: {total.sent} sent, {released} left for the next run"
+        if interrupted:
+            said += f", {interrupted} in doubt (failed: interrupted)"
         logger.error("%s", said)
         finish_run(engine, run_id, {**summary, **total.as_dict(), "stopped": why})
         if fault:

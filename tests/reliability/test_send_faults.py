@@ -371,7 +371,7 @@ def test_a_run_killed_at_a_slow_rate_leaves_in_doubt_only_requests_that_started(
     shop, db_url, tmp_path, prefect_api_url
 ):
     """Regression: at 2 messages a second each batch marked its whole chunk (12) sending
-    before its first request, so a SIGKILL left about 30 messages in doubt, most of them
+    before its first request, so a SIGKILL left some 20 messages in doubt, most of them
     never requested. Now only messages whose request started are in ``sending``."""
     import signal
 
