@@ -405,6 +405,13 @@ class ContactLedger:
             )
             return set(moved.scalars())
 
+    def sent_by(self, run_id: str) -> int:
+        """How many messages ``run_id`` has recorded as sent."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).where(CH.c.run_id == run_id, CH.c.state == State.SENT)
+            ).scalar_one()
+
     @_retry_busy_database
     def unmark_sending(self, contact_ids: Sequence[int], run_id: str) -> int:
         """Put back in ``reserved`` this run's rows marked sending whose request never
@@ -945,6 +952,9 @@ class DryRunLedger(ContactLedger):
         return None
 
     def unmark_sending(self, contact_ids, run_id) -> int:
+        return 0
+
+    def sent_by(self, run_id) -> int:
         return 0
 
     def resolve_interrupted(self, campaign, keys, run_id) -> int:

@@ -433,7 +433,7 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         shown = time.monotonic()
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
-            merged.add(done - 1)
+            merged.add(id(future))
             if total.fault:
                 raise ChannelDown(total.fault)
             # the UI's bar: a call to the API, so at most once a second (and at the end)
@@ -466,16 +466,21 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         with suppress(KeyboardInterrupt, TerminationSignal):
             request_stop(engine, run_id, why)
         # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
+        finished = []
         with suppress(KeyboardInterrupt, TerminationSignal):
-            wait(futures, timeout=STOP_GRACE_SECONDS)
-        for i, future in enumerate(futures):  # what the others did before they stopped
-            if i not in merged and future.state.is_completed():
-                total.merge(BatchResult.from_dict(future.result()))
+            finished = wait(futures, timeout=STOP_GRACE_SECONDS).done
+        for future in finished:  # what the others did before they stopped
+            if id(future) not in merged:
+                with suppress(Exception):
+                    total.merge(BatchResult.from_dict(future.result(timeout=0)))
         ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
         fault = isinstance(exc, ChannelDown)
         released, interrupted = ledger.release(
             run_id, "run_stopped" if stopped or fault else "run_failed"
         )
+        # batches that could not report (a second signal, another process): the ledger
+        # knows what this run sent; a batch may know of more (kept through an outage)
+        total.sent = max(total.sent, ledger.sent_by(run_id))
         what = f"stopped: {total.fault}" if fault else why
         said = f"{spec.name} {what}: {total.sent} sent, {released} left for the next run"
         if interrupted:

@@ -819,9 +819,15 @@ def send_chunk(
         sent = channel.send_batch(to_send, marks) if marks else channel.send_batch(to_send)
     except ChannelDown as exc:
         down, sent = exc, list(exc.outcomes)
-    except Exception as exc:  # a channel bug: outcome unknown, so never resend
+    except Exception as exc:  # a channel bug: outcome unknown, so never resend what started
+        detail = f"{type(exc).__name__}: {exc}"
         sent = [
-            Outcome.failed(m.contact_id, "channel_error", detail=f"{type(exc).__name__}: {exc}")
+            Outcome.failed(
+                m.contact_id,
+                "channel_error",
+                retryable=marks is not None and m.contact_id not in marks.asked,
+                detail=detail,
+            )
             for m in to_send
         ]
     lost: set[int] = set()

@@ -137,8 +137,13 @@ def test_a_stopped_run_settles_its_rows_and_a_rerun_finishes_exactly_once(
     assert set(held) <= {"sent:None", "skipped:run_stopped", *in_doubt}, held
     assert held["skipped:run_stopped"] > 0, held
     # what it delivered before the stop is counted (it said "sent 0"), and Prefect says
-    # what careflow says: cancelled, not crashed; the operator reads one line
-    assert run.summary["sent"] == held["sent:None"] > 0, run.summary
+    # what careflow says: cancelled, not crashed; the operator reads one line. (After a
+    # second signal the run stops waiting for the requests in flight: those it counts
+    # in doubt, and their outcomes, recorded as they come back, may say sent.)
+    if len(signals) == 1:
+        assert run.summary["sent"] == held["sent:None"] > 0, run.summary
+    else:
+        assert run.summary["sent"] <= held["sent:None"], run.summary
     assert flow_run_state(run.id) == "CANCELLED"
     assert sum(line.startswith("error: birthday stopped") for line in output.splitlines()) == 1
     if len(signals) > 1:  # the process went with messages handed over and unanswered
