@@ -8,6 +8,9 @@
     ├── DataError                 input data (an import file, a stored row) is unusable
     ├── TemplateError             a template is missing or failed to render
     ├── ChannelError              a channel failed as a whole, not for one recipient
+    │   ├── ChannelDown           it would fail every message (a full or read-only
+    │   │                         outbox, credentials the provider refuses): the run
+    │   │                         stops, the rest is left for the next run
     │   └── DeliveryError         one send attempt failed (raised inside a channel's
     │       │                     delivery loop, turned into that message's Outcome)
     │       ├── TransientError    the provider certainly did not take it: retry is safe
@@ -46,6 +49,22 @@ class TemplateError(CareflowError):
 
 class ChannelError(CareflowError):
     """A channel failed as a whole (not for one recipient)."""
+
+
+class ChannelDown(ChannelError):
+    """The channel cannot deliver any more messages: whatever it is handed would fail the
+    same way (a full, read-only or forbidden outbox folder; credentials the provider
+    refuses). ``outcomes`` are those of the messages it attempted, the one that hit the
+    fault among them (retryable: it did not go out); the others were never started and
+    go back to the next run. The run stops with this one line."""
+
+    def __init__(self, reason: str, detail: str = "", outcomes: list | None = None):
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail
+        self.outcomes = outcomes or []
+
+    def __str__(self) -> str:
+        return self.detail or self.reason
 
 
 class DeliveryError(ChannelError):

@@ -405,6 +405,29 @@ class ContactLedger:
             )
             return set(moved.scalars())
 
+    def sent_by(self, run_id: str) -> int:
+        """How many messages ``run_id`` has recorded as sent."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).where(CH.c.run_id == run_id, CH.c.state == State.SENT)
+            ).scalar_one()
+
+    @_retry_busy_database
+    def unmark_sending(self, contact_ids: Sequence[int], run_id: str) -> int:
+        """Put back in ``reserved`` this run's rows marked sending whose request never
+        started (its channel stopped first, ``ChannelDown``): they did not go out, so
+        they are not in doubt; releasing the run hands them to the next run."""
+        if not contact_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(CH)
+                .where(CH.c.id.in_(list(contact_ids)), _row_guard(run_id, State.SENDING))
+                .values(
+                    state=State.RESERVED, updated_at=self.clock(), attempts=CH.c.attempts - 1
+                )
+            ).rowcount
+
     # --- after sending -------------------------------------------------------
     @_retry_busy_database
     def record(self, outcomes: Sequence[Outcome], run_id: str, details: dict | None = None) -> None:
@@ -971,6 +994,12 @@ class DryRunLedger(ContactLedger):
 
     def record(self, outcomes, run_id, details=None) -> None:
         return None
+
+    def unmark_sending(self, contact_ids, run_id) -> int:
+        return 0
+
+    def sent_by(self, run_id) -> int:
+        return 0
 
     def resolve_interrupted(self, campaign, keys, run_id) -> int:
         return 0

@@ -5,7 +5,12 @@ A channel:
 - is declared once in the registry (careflow/registry.py, channels/__init__.py);
 - raises ConfigError at construction for bad configuration;
 - ``send_batch(messages)`` returns exactly one Outcome per message, in any
-  order, and never raises for one bad recipient;
+  order, and never raises for one bad recipient; it raises ``ChannelDown``
+  (with the outcomes of what it attempted) when it can deliver nothing more;
+- may declare ``marks_sending``: then ``send_batch(messages, start)`` calls
+  ``start`` (channels/delivery.py ``Starts``) as each request begins, and
+  only then is the message in doubt; otherwise the route marks the whole
+  chunk ``sending`` as it hands it over;
 - may declare ``send_chunk_size``: how many messages the route marks
   'sending' and hands over at a time; without it, CAREFLOW_SEND_CHUNK_SIZE
   (50), which bounds what a provider has in flight and a crash leaves in

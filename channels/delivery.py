@@ -31,6 +31,20 @@ is unreachable) the channel falls back, with one warning, to an in-process
 token bucket at the configured rate. A 429's Retry-After pauses the whole
 channel, not only the worker that saw it.
 
+A channel that cannot deliver anything any more. A 401 or 403 without a
+reason of the channel's own (bad credentials, a suspended account) would
+fail every message: the batch stops calling the provider and raises
+``ChannelDown`` with the outcomes of the requests that were made (the
+refused one failed, retryable: it did not go out); the messages never
+started have none, and the run leaves them to the next run.
+
+Marking sending. Handed ``start`` (flows/route.py ``SendingMarks``), a
+channel tells the ledger which messages it is about to request, after their
+rate-limit slot and before the request: a message moves to ``sending`` when
+its request starts (or a few ahead of it at high rates), not when its chunk
+is handed over, so a crash at a slow rate leaves in doubt only what may have
+reached the provider.
+
 Concurrency. A channel either sends from ``workers`` threads (fax), or, given
 an async ``send_many``, runs the batch on one event loop per process
 (:class:`AsyncDelivery`, SMS and email) with up to ``workers`` requests of
@@ -50,10 +64,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from careflow.errors import (
     AmbiguousError,
+    ChannelDown,
     DeliveryError,
     PermanentError,
     Skip,
@@ -377,6 +392,37 @@ class _Abort(threading.Event):
     reason: str = "auth_failed"
     detail: str | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.unsent: set[int] = set()  # contacts left without a request once it was set
+
+    def left(self, cid: int) -> Outcome:
+        """The outcome of a message not requested (again) after the refusal."""
+        self.unsent.add(cid)
+        return Outcome.failed(cid, self.reason, retryable=True, detail=self.detail)
+
+    def check(self, channel: str, outcomes: list[Outcome]) -> list[Outcome]:
+        """``outcomes``, or, once set, ChannelDown with those of the requests made."""
+        if not self.is_set():
+            return outcomes
+        raise ChannelDown(
+            self.reason,
+            f"{channel}: the provider refuses every request ({self.detail})",
+            [o for o in outcomes if o.contact_id not in self.unsent],
+        )
+
+
+class Starts(Protocol):
+    """Where a channel says which messages it is about to request (module docs)."""
+
+    def owned(self, contact_ids: Sequence[int]) -> set[int] | None:
+        """Those of ``contact_ids`` already marked sending, without I/O; None when some
+        still need marking."""
+
+    def mark(self, contact_ids: Sequence[int]) -> set[int]:
+        """Mark ``contact_ids`` sending: the ones this run may request (another run may
+        have taken over the rest)."""
+
 
 @dataclass
 class Delivery(Generic[P]):
@@ -440,7 +486,9 @@ class Delivery(Generic[P]):
         detail = f"{type(exc).__name__}: {exc}"[:300]
         return [Outcome.failed(c, "internal_error", detail=detail) for c in cids]
 
-    def one(self, message: Message, abort: _Abort | None = None) -> Outcome:
+    def one(
+        self, message: Message, abort: _Abort | None = None, start: Starts | None = None
+    ) -> Outcome:
         """Deliver one message; never raises. ``abort`` is shared by one batch."""
         if abort is None:
             abort = _Abort()
@@ -452,8 +500,10 @@ class Delivery(Generic[P]):
         while True:
             attempt += 1
             if abort.is_set():
-                return Outcome.failed(cid, abort.reason, retryable=True, detail=abort.detail)
+                return abort.left(cid)
             self.limiter.acquire()
+            if attempt == 1 and start is not None and cid not in start.mark([cid]):
+                return not_owned(cid)
             try:
                 return Outcome.sent(cid, self.send(payload))
             except Exception as exc:
@@ -462,22 +512,32 @@ class Delivery(Generic[P]):
                     return settled[0]
                 self.policy.sleep(settled)
 
-    def batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """One Outcome per message, in input order, sending ``workers`` at a time."""
+    def batch(self, messages: Sequence[Message], start: Starts | None = None) -> list[Outcome]:
+        """One Outcome per message, in input order, sending ``workers`` at a time;
+        ChannelDown when the provider refused our credentials (module docs)."""
         if not messages:
             return []
         abort = _Abort()
         workers = max(1, min(self.workers, len(messages)))
         if workers == 1:
-            outcomes = [self.one(m, abort) for m in messages]
+            outcomes = [self.one(m, abort, start) for m in messages]
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix=f"careflow-{self.channel}") as ex:
-                outcomes = list(ex.map(lambda m: self.one(m, abort), messages))
-        counts: dict[str, int] = {}
-        for o in outcomes:
-            counts[o.state.value] = counts.get(o.state.value, 0) + 1
-        log.info("%s batch of %d: %s", self.channel, len(messages), counts)
-        return outcomes
+                outcomes = list(ex.map(lambda m: self.one(m, abort, start), messages))
+        _log_counts(self.channel, outcomes)
+        return abort.check(self.channel, outcomes)
+
+
+def not_owned(cid: int) -> Outcome:
+    """A message another run took over while this one waited: not requested, not ours."""
+    return Outcome.skipped(cid, "not_owned", "another run holds this message now")
+
+
+def _log_counts(channel: str, outcomes: Sequence[Outcome]) -> None:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.state.value] = counts.get(o.state.value, 0) + 1
+    log.info("%s batch of %d: %s", channel, len(outcomes), counts)
 
 
 # --- many requests in flight: one event loop per process ------------------------------
@@ -587,9 +647,10 @@ class AsyncDelivery(Delivery[P]):
     group_key: Callable[[P], GroupKey] | None = None
     max_group: int = 1
 
-    def batch(self, messages: Sequence[Message]) -> list[Outcome]:
+    def batch(self, messages: Sequence[Message], start: Starts | None = None) -> list[Outcome]:
         if not messages:
             return []
+        abort = _Abort()
         outcomes: list[Outcome | None] = [None] * len(messages)
         ready: list[tuple[int, P]] = []
         for i, message in enumerate(messages):
@@ -600,14 +661,11 @@ class AsyncDelivery(Delivery[P]):
                 ready.append((i, payload))
         if ready:
             cids = [m.contact_id for m in messages]
-            run_on_http_loop(self._run(cids, self._units(ready), outcomes))
+            run_on_http_loop(self._run(cids, self._units(ready), outcomes, abort, start))
         done = [o for o in outcomes if o is not None]
         assert len(done) == len(messages), "every message gets one outcome"
-        counts: dict[str, int] = {}
-        for o in done:
-            counts[o.state.value] = counts.get(o.state.value, 0) + 1
-        log.info("%s batch of %d: %s", self.channel, len(messages), counts)
-        return done
+        _log_counts(self.channel, done)
+        return abort.check(self.channel, done)
 
     def _units(self, ready: list[tuple[int, P]]) -> list[list[tuple[int, P]]]:
         """Requests to make: one payload each, or groups that share content."""
@@ -631,12 +689,17 @@ class AsyncDelivery(Delivery[P]):
         return units
 
     async def _run(
-        self, cids: list[int], units: list[list[tuple[int, P]]], outcomes: list[Outcome | None]
+        self,
+        cids: list[int],
+        units: list[list[tuple[int, P]]],
+        outcomes: list[Outcome | None],
+        abort: _Abort,
+        start: Starts | None,
     ) -> None:
-        abort, gate = _Abort(), asyncio.Semaphore(max(1, self.workers))
+        gate = asyncio.Semaphore(max(1, self.workers))
 
         async def one_unit(members: list[tuple[int, P]]) -> None:
-            for i, outcome in await self._unit(cids, members, gate, abort):
+            for i, outcome in await self._unit(cids, members, gate, abort, start):
                 outcomes[i] = outcome
 
         await asyncio.gather(*(one_unit(u) for u in units))
@@ -647,6 +710,7 @@ class AsyncDelivery(Delivery[P]):
         members: list[tuple[int, P]],
         gate: asyncio.Semaphore,
         abort: _Abort,
+        start: Starts | None,
     ) -> list[tuple[int, Outcome]]:
         assert self.send_many is not None
         done: list[tuple[int, Outcome]] = []
@@ -655,16 +719,21 @@ class AsyncDelivery(Delivery[P]):
             attempt += 1
             ids = [cids[i] for i, _ in members]
             if abort.is_set():
-                done += [
-                    (i, Outcome.failed(cids[i], abort.reason, retryable=True, detail=abort.detail))
-                    for i, _ in members
-                ]
+                done += [(i, abort.left(cids[i])) for i, _ in members]
                 break
             await acquire_async(self.limiter)
             try:
                 async with gate:
                     if abort.is_set():  # while this waited for a slot
                         continue
+                    if attempt == 1 and start is not None:
+                        mine = start.owned(ids)
+                        if mine is None:
+                            mine = await asyncio.to_thread(start.mark, ids)
+                        done += [(i, not_owned(cids[i])) for i, _ in members if cids[i] not in mine]
+                        members = [m for m in members if cids[m[0]] in mine]
+                        if not members:
+                            break
                     provider_ids = await self.send_many([p for _, p in members])
             except MembersRejected as exc:
                 refused = {k: e for k, e in exc.errors.items() if 0 <= k < len(members)}
@@ -720,6 +789,7 @@ class ProviderChannel:
     ) -> None:
         """Deliver with ``concurrency`` worker threads calling ``send``, or, given
         ``send_many`` (async), with that many requests in flight on the HTTP loop."""
+        self.configured_rate = rate  # requests per second, as configured (SendingMarks)
         common: dict[str, Any] = {
             "channel": self.name,
             "prepare": prepare,
@@ -735,9 +805,16 @@ class ProviderChannel:
                 **common, send_many=send_many, group_key=group_key, max_group=max_group
             )
 
-    def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """Send every message; one Outcome each, in order. Never raises per recipient."""
-        return self.delivery.batch(messages)
+    #: it calls ``start`` as each request begins (module docs, flows/route.py)
+    marks_sending: ClassVar[bool] = True
+    configured_rate: float
+
+    def send_batch(
+        self, messages: Sequence[Message], start: Starts | None = None
+    ) -> list[Outcome]:
+        """Send every message; one Outcome each, in order. Never raises per recipient;
+        ChannelDown when the provider refuses every request."""
+        return self.delivery.batch(messages, start)
 
     def close(self) -> None:
         """Release connections this channel opened; nothing by default."""

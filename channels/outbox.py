@@ -12,20 +12,34 @@ It writes exactly what a provider would receive, one file per message under
 - fax: ``.pdf``, the A4 pages the fax provider would be handed.
 
 Each message is reported as sent with a provider id of
-``outbox:<relative path>``. It needs no credentials; unsubscribe links are
-signed with CAREFLOW_UNSUBSCRIBE_SECRET or, without one, a key kept in
-CAREFLOW_HOME that a local ``careflow serve`` also uses.
+``outbox:<relative path>``. A file is written under a temporary name and
+renamed into place, so a message's file is either whole or absent: an error
+(or a crash) leaves no empty or partial file under a message's name.
+
+A fault of the folder rather than of one message (no space left, a
+read-only file system, no permission, a quota, an I/O error, no file
+descriptor left) would fail every message after it: the channel raises
+``ChannelDown`` with the outcomes of the messages before it and the one
+that hit it (failed, retryable: it was not delivered), and the run stops
+there, leaving the rest for the next run.
+
+It needs no credentials; unsubscribe links are signed with
+CAREFLOW_UNSUBSCRIBE_SECRET or, without one, a key kept in CAREFLOW_HOME
+that a local ``careflow serve`` also uses.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from careflow.errors import ConfigError
+from careflow.errors import ChannelDown, ConfigError
 from careflow.messages import Message, Outcome
 from careflow.safe_text import for_header
 from careflow.settings import Settings
@@ -37,6 +51,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 #: where `careflow serve` listens by default
 LOCAL_UNSUBSCRIBE = "http://127.0.0.1:8080/unsubscribe"
 EXTENSIONS = {"email": "eml", "fax": "pdf"}
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+#: what the outbox answers once it cannot take any more files: its file system is full,
+#: read-only, forbidden or failing, or this process is out of file descriptors
+FOLDER_FAULTS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+    errno.EIO, errno.EMFILE, errno.ENFILE,
+}  # fmt: skip
 
 
 class OutboxChannel:
@@ -93,25 +114,48 @@ class OutboxChannel:
             try:
                 self._write(folder, rel, data)
             except OSError as exc:
-                outcomes.append(
-                    Outcome.failed(msg.contact_id, "outbox_write_error", detail=str(exc))
+                failed = Outcome.failed(
+                    msg.contact_id,
+                    "outbox_write_error",
+                    retryable=exc.errno in FOLDER_FAULTS,
+                    detail=f"{rel}: {exc.strerror or exc}",
                 )
+                outcomes.append(failed)
+                if failed.retryable:
+                    raise ChannelDown(
+                        "outbox_unwritable",
+                        f"cannot write to the outbox {self.folder}: {exc.strerror or exc}",
+                        outcomes,
+                    ) from None
             else:
                 outcomes.append(Outcome.sent(msg.contact_id, provider_id=f"outbox:{rel}"))
         return outcomes
 
     def _write(self, folder: str, rel: str, data: bytes) -> None:
-        path = os.path.join(self.folder, rel)
+        """Write ``data`` to ``rel`` whole or not at all: under a temporary name in the
+        same folder, renamed into place (atomic), the temporary file removed on error."""
         if folder not in self._made:  # one mkdir per folder, not per message
             (self.folder / folder).mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
+        path = os.path.join(self.folder, rel)
+        temp = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
         try:
-            with open(path, "wb") as out:
-                out.write(data)
-        except FileNotFoundError:  # the folder went away during the run: make it again
-            (self.folder / folder).mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as out:
-                out.write(data)
+            try:
+                fd = os.open(temp, _CREATE, 0o644)
+            except FileNotFoundError:  # the folder went away during the run: make it again
+                (self.folder / folder).mkdir(parents=True, exist_ok=True)
+                fd = os.open(temp, _CREATE, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
     def _content(self, msg: Message) -> bytes:
         if msg.channel == "email":

@@ -12,8 +12,14 @@ the flow's thread; the run then tells its batches to stop between messages,
 waits for them briefly, and settles what they held: messages reserved but
 never sent go back for the next run (``skipped: run_stopped``), messages
 handed to a channel become ``failed: interrupted`` (never resent
-automatically). The run is recorded as stopped and Prefect gives the flow
-run its final state.
+automatically). The run is recorded as stopped, its summary counts what
+its batches delivered before the stop, and the flow run ends Cancelled in
+Prefect (a run that failed ends Failed), with one line for the operator.
+
+A channel that can deliver nothing more (``ChannelDown``: a full or read-only
+outbox, credentials the provider refuses) stops the run the same way: the
+batch that met it stops the others, the messages nobody started go back to the
+next run, and the flow run ends Failed with that one line.
 
 Batches on a Dask cluster (CAREFLOW_TASK_RUNNER=dask, flows/runners.py) run
 in other processes and cannot see the flow's stop event: the run first marks
@@ -43,14 +49,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.runtime import flow_run
+from prefect.states import Cancelled, Failed, State
 from sqlalchemy import func, select
 
 import channels  # registers the built-in channels
 import segments
-from careflow import clock, db, purchase_facts, registry
+from careflow import clock, db, outcome_journal, purchase_facts, registry
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
-from careflow.errors import CareflowError, ConfigError
+from careflow.errors import CareflowError, ChannelDown, ConfigError
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.policy.config import resolve as resolve_policy
 from careflow.progress import report as report_progress
@@ -212,11 +219,17 @@ def run_batch(
         settings, spec, run_id, as_of, at, channel, dry_run, params, stop, now, deferred_only
     )
     try:
-        return process_batch(route, (lo, hi)).as_dict()
+        result = process_batch(route, (lo, hi))
     except RunStopped:
         # A stop is not a failure: no retry (it would only claim rows again) and no
         # traceback per batch. The flow settles what this batch held.
         return BatchResult().as_dict()
+    if result.fault:  # the channel can deliver nothing more: the other batches stop too
+        if run_id in _STOPS:
+            _STOPS[run_id].set()
+        else:
+            request_stop(route.engine, run_id, f"failed: {result.fault}")
+    return result.as_dict()
 
 
 # Not a decorator: a Dask worker process gets the function by its importable name
@@ -307,9 +320,20 @@ def run_campaign(
     logger = get_run_logger()
     try:
         return _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past)
+    except (RunStopped, ChannelDown) as exc:
+        return final_state(exc)
     except CareflowError as exc:  # the first line an operator reads: what, and what to do
         logger.error("%s did not run: %s", campaign, exc)
         raise
+
+
+def final_state(exc: RunStopped | ChannelDown) -> State:
+    """The flow run's end for a run that stopped: Cancelled when it was asked to stop
+    (a signal, a cancelled flow run), Failed when its channel could deliver nothing
+    more. Calling the flow raises ``exc``: the CLI prints it as one line."""
+    if isinstance(exc, RunStopped):
+        return Cancelled(message=str(exc), data=exc)
+    return Failed(message=str(exc), data=exc)
 
 
 def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past) -> dict:
@@ -384,12 +408,17 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     total = BatchResult()
     stop = _STOPS[run_id] = threading.Event()
     futures = []
+    merged: set[int] = set()  # futures whose results are in ``total``
     stack = ExitStack()  # a dry run's own thread pool, if it needs one (flows/runners.py)
     submit = batch_submitter(stack, b.dry_run)
     labels = [f"campaign:{spec.name}", f"delivery:{b.settings.delivery}"]
     labels += [f"channel:{name}" for name in ([b.channel] if b.channel else spec.channels)]
     labels += ["deferred"] if b.deferred_only else []
     try:
+        if not b.dry_run:  # outcomes a database outage kept on this machine (flows/route.py)
+            kept = outcome_journal.replay(b.settings.home, ContactLedger(engine))
+            if kept:
+                logger.warning("%d outcome(s) kept through a database outage recorded", kept)
         with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
             futures = [
                 submit(
@@ -412,6 +441,9 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         shown = time.monotonic()
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
+            merged.add(id(future))
+            if total.fault:
+                raise ChannelDown(total.fault)
             # the UI's bar: a call to the API, so at most once a second (and at the end)
             if done == len(futures) or time.monotonic() - shown >= PROGRESS_EVERY_SECONDS:
                 update_progress_artifact(progress, progress=100.0 * done / len(futures))
@@ -434,24 +466,39 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
         stop.set()
         stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
-        why = "stopped" if stopped else f"failed: {type(exc).__name__}"
+        if isinstance(exc, ChannelDown):
+            why = f"failed: {total.fault}"
+        else:
+            why = "stopped" if stopped else f"failed: {type(exc).__name__}"
         # batches in other processes (Dask) see the stop on the run's row
         with suppress(KeyboardInterrupt, TerminationSignal):
             request_stop(engine, run_id, why)
         # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
+        finished = []
         with suppress(KeyboardInterrupt, TerminationSignal):
-            wait(futures, timeout=STOP_GRACE_SECONDS)
+            finished = wait(futures, timeout=STOP_GRACE_SECONDS).done
+        for future in finished:  # what the others did before they stopped
+            if id(future) not in merged:
+                with suppress(Exception):
+                    total.merge(BatchResult.from_dict(future.result(timeout=0)))
         ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
-        released, interrupted = ledger.release(run_id, "run_stopped" if stopped else "run_failed")
-        logger.error(
-            "%s %s: %d reserved message(s) released for the next run, "
-            "%d in doubt recorded as failed: interrupted",
-            spec.name,
-            why,
-            released,
-            interrupted,
+        fault = isinstance(exc, ChannelDown)
+        released, interrupted = ledger.release(
+            run_id, "run_stopped" if stopped or fault else "run_failed"
         )
+        # batches that could not report (a second signal, another process): the ledger
+        # knows what this run sent; a batch may know of more (kept through an outage)
+        total.sent = max(total.sent, ledger.sent_by(run_id))
+        what = f"stopped: {total.fault}" if fault else why
+        said = f"{spec.name} {what}: {total.sent} sent, {released} left for the next run"
+        if interrupted:
+            said += f", {interrupted} in doubt (failed: interrupted)"
+        logger.error("%s", said)
         finish_run(engine, run_id, {**summary, **total.as_dict(), "stopped": why})
+        if fault:
+            raise ChannelDown(said) from None
+        if stopped:
+            raise RunStopped(said) from None
         raise
     finally:
         _STOPS.pop(run_id, None)

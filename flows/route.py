@@ -19,22 +19,31 @@ and the writes are skipped. So a dry run after a real run says 0.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
+from sqlalchemy.exc import OperationalError
 
 import segments
-from careflow import registry
+from careflow import outcome_journal, registry
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
 from careflow.clock import start_of_day
 from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
-from careflow.errors import CareflowError, RecipientError, TemplateError, Unsendable
+from careflow.errors import (
+    CareflowError,
+    ChannelDown,
+    RecipientError,
+    TemplateError,
+    Unsendable,
+)
 from careflow.ledger import Claim, ContactLedger, SendRules, unstorable
 from careflow.messages import Message, Outcome, State
 from careflow.policy import (
@@ -57,6 +66,15 @@ ChannelFactory = Callable[[str], Channel]
 #: examples of each policy reason kept in a run's summary
 DECISIONS_PER_REASON = 3
 
+#: how far ahead of the requests it starts a channel marks messages sending, in seconds
+#: of its rate: at 10/s two messages ahead, below 4/s none (``SendingMarks``)
+MARK_AHEAD_SECONDS = 0.25
+
+#: longest pause between two tries of a ledger write that delivered outcomes wait for
+OUTAGE_PAUSE_MAX_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
+
 
 class RunStopped(CareflowError):
     """The run was asked to stop (SIGTERM, Ctrl-C, a cancelled flow run)."""
@@ -77,11 +95,14 @@ class BatchResult:
     samples: list = field(default_factory=list)
     #: a few policy decisions per reason, with their detail (deferred until when, capped by what)
     decisions: list = field(default_factory=list)
+    #: a channel that could deliver nothing more (ChannelDown), in one line: the run stops
+    fault: str | None = None
 
     def merge(self, other: BatchResult, max_samples: int = 5) -> None:
         self.selected += other.selected
         self.sent += other.sent
         self.held_out += other.held_out
+        self.fault = self.fault or other.fault
         for name in ("skipped", "failed", "already", "would_send", "deferred"):
             getattr(self, name).update(getattr(other, name))
         self.samples.extend(other.samples[: max(0, max_samples - len(self.samples))])
@@ -105,6 +126,7 @@ class BatchResult:
             "held_out": self.held_out,
             "samples": self.samples,
             "decisions": self.decisions,
+            "fault": self.fault,
         }
 
     @classmethod
@@ -120,6 +142,7 @@ class BatchResult:
             held_out=d.get("held_out", 0),
             samples=list(d["samples"]),
             decisions=list(d.get("decisions", [])),
+            fault=d.get("fault"),
         )
 
 
@@ -156,6 +179,14 @@ class Route:
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
             raise RunStopped(f"run {self.run_id} of {self.spec.name} was asked to stop")
+
+    def stop_requested(self) -> bool:
+        """Whether the run was asked to stop; False when that cannot be read (a stop
+        flag kept on the run's row, during a database outage)."""
+        try:
+            return self.stop is not None and self.stop.is_set()
+        except OperationalError:
+            return False
 
 
 @dataclass
@@ -602,6 +633,34 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
         result.failed["interrupted"] += interrupted
 
     outcomes: list[Outcome] = []
+    channel_of: dict[int, str] = {}
+    lost_before = result.already["in_progress"]
+    try:
+        _decide_render_send(route, candidates, claim, result, outcomes, channel_of)
+    except (RunStopped, ChannelDown) as exc:
+        # What went out before the stop counts; the flow gives what this batch still
+        # holds back to the next run (skipped: run_stopped), so it is counted so here.
+        if isinstance(exc, ChannelDown):
+            outcomes += exc.outcomes
+            result.fault = str(exc)
+        lost = result.already["in_progress"] - lost_before
+        held = len(claim.owned) - len({o.contact_id for o in outcomes}) - lost
+        result.skipped["run_stopped"] += held
+    _count(route, outcomes, result, channel_of)
+    return result
+
+
+def _decide_render_send(
+    route: Route,
+    candidates: list[Candidate],
+    claim: Claim,
+    result: BatchResult,
+    outcomes: list[Outcome],
+    channel_of: dict[int, str],
+) -> None:
+    """Steps 5-7 for the rows the claim gave this run; ``outcomes`` grows as they settle
+    and ``channel_of`` says which channel each message went to."""
+    ledger = route.ledger
     owned: list[tuple[Candidate, int]] = []
     holding: dict[int, dict] = {}  # deferred rows keep the address they will use
     for c in candidates:
@@ -633,6 +692,7 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
             _sample(result, c, msg.subject or msg.body, None)
     ledger.record(unsendable, route.run_id)
     outcomes += unsendable
+    channel_of.update((m.contact_id, m.channel) for ms in by_channel.values() for m in ms)
 
     for name, messages in by_channel.items():  # steps 6 and 7: send and record
         with closing_channel(route.channel_factory(name)) as channel:
@@ -640,11 +700,14 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
             for start in range(0, len(messages), size):
                 route.check_stop()
                 chunk = messages[start : start + size]
-                sent, lost = send_chunk(ledger, channel, name, chunk, route.run_id)
+                sent, lost = send_chunk(route, channel, name, chunk)
                 outcomes.extend(sent)
                 result.already["in_progress"] += lost
 
-    channel_of = {m.contact_id: m.channel for ms in by_channel.values() for m in ms}
+
+def _count(
+    route: Route, outcomes: list[Outcome], result: BatchResult, channel_of: dict[int, str]
+) -> None:
     for o in outcomes:
         if o.state == State.SENT and route.dry_run:  # handed to the recorder: would go out
             result.would_send[channel_of[o.contact_id]] += 1
@@ -659,7 +722,7 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
         else:
             result.failed[o.reason] += 1
     result.already += Counter()  # drop zero counts
-    return result
+    result.skipped += Counter()
 
 
 def _due_only(route: Route, candidates: list[Candidate], id_range) -> list[Candidate]:
@@ -685,31 +748,108 @@ def _due_only(route: Route, candidates: list[Candidate], id_range) -> list[Candi
     return kept
 
 
+class SendingMarks:
+    """Moves a chunk's messages to ``sending`` as its channel starts their requests.
+
+    The channel (channels/delivery.py, ``Starts``) calls :meth:`mark` for a
+    request after its rate-limit slot, before the request: one ledger write
+    marks those messages and the next few of the chunk in order, as many as
+    the channel's rate starts in ``MARK_AHEAD_SECONDS`` (none below 4 a
+    second), so the writes stay few at high rates and a crash at a slow rate
+    leaves in doubt only requests that started. :meth:`owned` answers the
+    requests that were marked ahead without a write.
+
+    A ledger that cannot be written stops the marking: the messages asked for
+    are not this run's to send (the channel leaves them unsent), ``error``
+    keeps the database's error for the route to raise once the chunk's
+    outcomes are recorded.
+    """
+
+    def __init__(self, route: Route, channel_name: str, ids: list[int], rate: float):
+        self.ledger, self.channel_name, self.run_id = route.ledger, channel_name, route.run_id
+        self.ahead = int(rate * MARK_AHEAD_SECONDS)
+        self._order, self._next = ids, 0
+        self.asked: set[int] = set()  # marked, or tried
+        self.mine: set[int] = set()  # moved to sending for this run
+        self.error: OperationalError | None = None
+        self._lock = threading.Lock()
+
+    def owned(self, contact_ids: Sequence[int]) -> set[int] | None:
+        if all(i in self.asked for i in contact_ids):
+            return {i for i in contact_ids if i in self.mine}
+        return None
+
+    def mark(self, contact_ids: Sequence[int]) -> set[int]:
+        with self._lock:
+            asked = self.asked
+            want = [i for i in contact_ids if i not in asked]
+            if want and self.error is None:
+                wanted = set(want)
+                while len(want) - len(wanted) < self.ahead and self._next < len(self._order):
+                    i = self._order[self._next]
+                    self._next += 1
+                    if i not in asked and i not in wanted:
+                        want.append(i)
+                try:
+                    self.mine |= self.ledger.mark_sending(want, self.channel_name, self.run_id)
+                except OperationalError as exc:
+                    self.error = exc
+            asked.update(want)
+            return {i for i in contact_ids if i in self.mine}
+
+
 def send_chunk(
-    ledger: ContactLedger,
-    channel: Channel,
-    channel_name: str,
-    messages: list[Message],
-    run_id: str,
+    route: Route, channel: Channel, channel_name: str, messages: list[Message]
 ) -> tuple[list[Outcome], int]:
     """Mark sending, send, record, for one chunk; returns (outcomes, rows lost to another run).
 
-    Marking just before each chunk keeps what a crash leaves ambiguous
-    ("sending": maybe delivered) to one chunk, not the whole batch.
+    A channel that marks its own requests (``marks_sending``, the live ones) is
+    handed :class:`SendingMarks`; for the others (the outbox, writing local files)
+    the whole chunk is marked just before it is handed over. Either way a crash
+    leaves in doubt at most what was handed over, and a stalled run sends only
+    the rows its mark actually moved (another run may have taken the rest).
+
+    ChannelDown (the channel can deliver nothing more) comes through once the
+    outcomes it carries are recorded and the messages it never started are back in
+    ``reserved``, for the flow to release to the next run.
     """
-    mine = ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id)
-    to_send = [m for m in messages if m.contact_id in mine]
-    if not to_send:
-        return [], len(messages)
+    ledger, run_id = route.ledger, route.run_id
+    ids = [m.contact_id for m in messages]
+    marks = None
+    if getattr(channel, "marks_sending", False):
+        marks = SendingMarks(route, channel_name, ids, channel.configured_rate)
+        to_send = messages
+    else:
+        mine = ledger.mark_sending(ids, channel_name, run_id)
+        to_send = [m for m in messages if m.contact_id in mine]
+        if not to_send:
+            return [], len(messages)
+    down: ChannelDown | None = None
     try:
-        sent = channel.send_batch(to_send)
-    except Exception as exc:  # a channel bug: outcome unknown, so never resend
+        sent = channel.send_batch(to_send, marks) if marks else channel.send_batch(to_send)
+    except ChannelDown as exc:
+        down, sent = exc, list(exc.outcomes)
+    except Exception as exc:  # a channel bug: outcome unknown, so never resend what started
+        detail = f"{type(exc).__name__}: {exc}"
         sent = [
-            Outcome.failed(m.contact_id, "channel_error", detail=f"{type(exc).__name__}: {exc}")
+            Outcome.failed(
+                m.contact_id,
+                "channel_error",
+                retryable=marks is not None and m.contact_id not in marks.asked,
+                detail=detail,
+            )
             for m in to_send
         ]
-    missing = mine - {o.contact_id for o in sent}
-    sent += [Outcome.failed(cid, "no_outcome", detail="channel returned none") for cid in missing]
+    lost: set[int] = set()
+    if marks is not None:  # requested ids the ledger did not give this run are not its own
+        mine, lost = marks.mine, marks.asked - marks.mine
+        sent = [o for o in sent if o.contact_id not in lost]
+    answered = {o.contact_id for o in sent}
+    if down is None:
+        sent += [
+            Outcome.failed(cid, "no_outcome", detail="channel returned none")
+            for cid in mine - answered
+        ]
     details = {
         m.contact_id: {
             "channel": m.channel,
@@ -718,9 +858,68 @@ def send_chunk(
             "body": m.body,
         }
         for m in to_send
+        if m.contact_id not in lost
     }
-    ledger.record(sent, run_id, details)
-    return sent, len(messages) - len(to_send)
+    record_delivered(route, sent, details)
+    if down is not None:
+        ledger.unmark_sending(sorted(mine - answered), run_id)
+        down.outcomes = sent
+        raise down
+    if marks is not None and marks.error is not None:
+        raise marks.error
+    return sent, len(messages) - len(to_send) + len(lost)
+
+
+def record_delivered(route: Route, outcomes: list[Outcome], details: dict) -> None:
+    """Record a chunk's outcomes, whatever the database does meanwhile.
+
+    When the ledger's own retries are exhausted, the outcomes go to a journal
+    file under the run's home (careflow/outcome_journal.py) and the write is
+    tried again, with a warning each time, until the database is back or the
+    run is stopped; a file left behind is written by the next run.
+    """
+    try:
+        route.ledger.record(outcomes, route.run_id, details)
+        return
+    except OperationalError as exc:
+        error = exc
+    home = route.settings.home
+    kept = outcome_journal.keep(home, route.run_id, outcomes, details)
+    delivered = sum(o.state == State.SENT for o in outcomes)
+    started, pause = time.monotonic(), 1.0
+    while True:
+        log.warning(
+            "DATABASE UNAVAILABLE for %.0fs (%s): %d outcome(s), %d of them delivered, "
+            "kept in %s; writing them again in %.0fs",
+            time.monotonic() - started,
+            type(error.orig or error).__name__,
+            len(outcomes),
+            delivered,
+            kept,
+            pause,
+        )
+        if _stopped_within(route, pause):
+            log.warning(
+                "run stopped while the database was away: %s stays for the next run to write",
+                kept,
+            )
+            return
+        try:
+            route.ledger.record(outcomes, route.run_id, details)
+        except OperationalError as exc:
+            error, pause = exc, min(OUTAGE_PAUSE_MAX_SECONDS, pause * 2)
+            continue
+        outcome_journal.forget(kept)
+        log.warning("database back: the %d kept outcome(s) are recorded", len(outcomes))
+        return
+
+
+def _stopped_within(route: Route, seconds: float) -> bool:
+    """Wait ``seconds``, or less if the run is stopped meanwhile; whether it was."""
+    if isinstance(route.stop, threading.Event):
+        return route.stop.wait(seconds)
+    time.sleep(seconds)
+    return route.stop_requested()
 
 
 def _sample(result: BatchResult, c: Candidate, text: str | None, error: str | None):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from python_http_client.exceptions import HTTPError
 
-from careflow.errors import ConfigError, PermanentError, TransientError
+from careflow.errors import ChannelDown, ConfigError, PermanentError, TransientError
 from careflow.messages import State
 from careflow.unsubscribe import UnsubscribeRequest, UnsubscribeTokens
 from channels.email import SendGridEmail
@@ -102,7 +102,7 @@ def test_refused_before_sending(fault_server: FaultServer, fields, reason, state
     [
         ("http:400:4001", "invalid_contact", False),  # SendGrid names the field
         ("http:413", "provider_rejected", False),
-        ("http:403", "auth_failed", True),
+        ("http:403", "auth_failed", True),  # refused credentials: the channel is down
     ],
 )
 def test_error_answers(
@@ -110,7 +110,11 @@ def test_error_answers(
 ) -> None:
     message = make_message(1, "email", "a@example.com")
     fault_server.script(message.to, [action])
-    [outcome] = _send(fault_server, message)
+    try:
+        [outcome] = _send(fault_server, message)
+    except ChannelDown as down:
+        assert reason == "auth_failed"
+        [outcome] = down.outcomes
     assert (outcome.state, outcome.reason, outcome.retryable) == (State.FAILED, reason, retryable)
     assert outcome.detail.startswith("sendgrid HTTP")
 

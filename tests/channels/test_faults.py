@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from careflow.errors import ChannelDown
 from careflow.messages import Message, State
 from channels.delivery import RetryPolicy
 from channels.email import SendGridEmail
@@ -71,7 +72,6 @@ def test_transient_faults_end_sent_exactly_once(kind: str, make_channel) -> None
     "script, reason, retryable, attempts",
     [
         (["http:400"], "provider_rejected", False, 1),
-        (["http:401"], "auth_failed", True, 1),
         (["http:500"] * 3, "provider_unavailable", True, 3),
         (["429:0.01"] * 3, "rate_limited", True, 3),
         (["429:999"], "rate_limited", True, 1),  # longer than we are willing to wait
@@ -80,7 +80,7 @@ def test_transient_faults_end_sent_exactly_once(kind: str, make_channel) -> None
         # Dropped before acceptance looks the same from outside: never repeated.
         (["reset"], "connection_lost_unknown", False, 1),
     ],
-    ids=["400", "401", "5xx-exhausted", "429-exhausted", "429-too-long", "timeout-after-accept",
+    ids=["400", "5xx-exhausted", "429-exhausted", "429-too-long", "timeout-after-accept",
          "reset-after-accept", "reset-before-accept"],
 )
 def test_failure_recorded_once_with_reason(
@@ -99,8 +99,7 @@ def test_failure_recorded_once_with_reason(
     assert (failed.state, failed.reason, failed.retryable) == (State.FAILED, reason, retryable)
     assert failed.detail  # what the provider or the transport said
     assert attempts_seen == attempts
-    if reason != "auth_failed":  # 401 stops the batch; see test_auth_failure_stops_batch
-        assert [outcomes[0].state, outcomes[2].state] == [State.SENT, State.SENT]
+    assert [outcomes[0].state, outcomes[2].state] == [State.SENT, State.SENT]
 
 
 def test_retry_after_is_honoured(kind: str, make_channel) -> None:
@@ -130,21 +129,28 @@ def test_slow_answer_within_timeout_is_sent(kind: str, make_channel) -> None:
     assert server.accepted[message.to] == 1
 
 
-def test_auth_failure_stops_batch(kind: str, make_channel) -> None:
-    """Bad credentials: stop calling the provider, fail the rest as retryable."""
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_stops_the_channel(kind: str, make_channel, status: int) -> None:
+    """Bad credentials fail every message: the channel stops calling the provider and
+    raises ChannelDown (the run stops with one line) instead of failing the rest one by
+    one. The outcomes it carries are the requests made, refused and retryable (nothing
+    went out); the messages never requested have none, for the next run to send."""
     n = 12
     with FaultServer() as server:
         messages = batch(kind, n)
         for m in messages:
-            server.script(m.to, ["http:401"])
+            server.script(m.to, [f"http:{status}"])
         channel = make_channel(server, sms_concurrency=4, email_concurrency=4)
-        outcomes = channel.send_batch(messages)
+        with pytest.raises(ChannelDown, match="refuses every request") as down:
+            channel.send_batch(messages)
         calls = sum(server.attempts.values())
+    outcomes = down.value.outcomes
     assert {(o.state, o.reason, o.retryable) for o in outcomes} == {
         (State.FAILED, "auth_failed", True)
     }
     workers = {"sms": 4, "email": 4, "fax": 2}[kind]
-    assert calls <= workers  # at most the requests already in flight
+    assert 1 <= len(outcomes) == calls <= workers  # at most the requests already in flight
+    assert "\n" not in str(down.value)
 
 
 def test_connection_refused_is_retried_then_failed_retryable(kind: str, make_channel) -> None:

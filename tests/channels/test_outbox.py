@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import email
+import errno
+import os
 from email import policy
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
+from careflow.errors import ChannelDown
+from careflow.messages import State
 from careflow.settings import load_settings
 from careflow.unsubscribe import local_tokens
 from channels.outbox import OutboxChannel
@@ -91,3 +97,44 @@ def test_a_folder_removed_during_a_run_is_made_again(tmp_path):
         assert outcome.state == "sent"
     path = tmp_path / "outbox" / second[0].provider_id.removeprefix("outbox:")
     assert path.read_text(encoding="utf-8").startswith("To: +8613800000002")
+
+
+@pytest.mark.parametrize(
+    "code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EMFILE]
+)
+def test_a_fault_of_the_outbox_stops_the_channel_and_leaves_no_file(tmp_path, monkeypatch, code):
+    """Regression: every later message failed one by one (not retryable), and the file
+    being written stayed behind empty or cut short. A fault that would fail every
+    message stops the channel at the first one; it is retryable (it did not go out);
+    the messages after it have no outcome (the run leaves them to the next run)."""
+    import channels.outbox
+
+    real, writes = os.write, []
+
+    def write(fd, data):
+        writes.append(fd)
+        if len(writes) == 3:
+            real(fd, bytes(data[:10]))  # a part of it, then the fault
+            raise OSError(code, os.strerror(code))
+        return real(fd, data)
+
+    monkeypatch.setattr(channels.outbox.os, "write", write)
+    outbox = OutboxChannel(tmp_path / "outbox")
+    messages = [make_message(i, "sms", f"+86138000000{i:02d}") for i in range(6)]
+    with pytest.raises(ChannelDown, match=os.strerror(code)) as down:
+        outbox.send_batch(messages)
+    assert [(o.state, o.retryable) for o in down.value.outcomes] == [
+        (State.SENT, False), (State.SENT, False), (State.FAILED, True),
+    ]  # fmt: skip
+    files = [p for p in (tmp_path / "outbox").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in files) == ["0-2026.txt", "1-2026.txt"]
+
+
+def test_a_fault_of_one_message_fails_that_message_only(tmp_path):
+    """A name the file system refuses is that message's problem, not the outbox's."""
+    outbox = OutboxChannel(tmp_path / "outbox")
+    long = make_message(1, "sms", "+8613800000001", occasion="x" * 300)
+    fine = make_message(2, "sms", "+8613800000002")
+    bad, good = outbox.send_batch([long, fine])
+    assert (bad.state, bad.reason, bad.retryable) == (State.FAILED, "outbox_write_error", False)
+    assert good.state == State.SENT
