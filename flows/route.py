@@ -146,6 +146,9 @@ class Route:
     now: datetime | None = None
     #: the follow-up flow: only customers whose deferred message is due
     deferred_only: bool = False
+    #: the one channel the run is limited to (``--channel``): kept on the rows it claims,
+    #: so what it defers goes by that channel later (``channels`` is then just it)
+    only_channel: str | None = None
 
     @property
     def policy_now(self) -> datetime:
@@ -417,6 +420,7 @@ def reserve(route: Route, candidates: Sequence[Candidate]) -> Claim:
         intents=intents,
         rules=send_rules(route),
         selected_at=route.at,
+        only_channel=route.only_channel,
     )
     for c in candidates:
         if c.key not in claim.owned or c.key not in intents:
@@ -656,13 +660,16 @@ def _due_only(route: Route, candidates: list[Candidate], id_range) -> list[Candi
     """The follow-up flow's candidates: those whose deferred message is due now. A due
     message whose customer the segment no longer selects is skipped (the next run of the
     campaign decides about them again)."""
-    due = route.ledger.due_keys(route.spec.name, route.at, id_range, route.policy_now)
+    due = route.ledger.due_keys(
+        route.spec.name, route.at, id_range, route.policy_now, route.only_channel
+    )
     ids = {cid for cid, _ in due}
     candidates = [c for c in candidates if c.customer_id in ids]
     assign_occasions(route, candidates)
     kept = [c for c in candidates if c.key in due]
     gone = due - {c.key for c in kept}
-    if gone:
+    if gone:  # a dead run's message in flight stays in doubt; the rest is skipped
+        route.ledger.resolve_interrupted(route.spec.name, sorted(gone), route.run_id)
         route.ledger.settle_deferred(
             route.spec.name,
             sorted(gone),
@@ -687,7 +694,8 @@ def send_chunk(
     Marking just before each chunk keeps what a crash leaves ambiguous
     ("sending": maybe delivered) to one chunk, not the whole batch.
     """
-    mine = ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id)
+    texts = {m.contact_id: (m.to, m.subject, m.body) for m in messages}  # kept if in doubt
+    mine = ledger.mark_sending(list(texts), channel_name, run_id, texts)
     to_send = [m for m in messages if m.contact_id in mine]
     if not to_send:
         return [], len(messages)

@@ -637,7 +637,7 @@ def test_the_kill_worker_builds_the_route_a_real_run_builds(db_url):
     flow_route = build_route(settings, spec, "r", AS_OF, AT, None, dry_run=False)
     worker_route = live_route(settings, spec, "r", AS_OF, AT, None)
     for name in ("spec", "engine", "settings", "run_id", "as_of", "at", "channels", "params",
-                 "dry_run", "stop"):
+                 "dry_run", "stop", "only_channel"):
         assert getattr(worker_route, name) == getattr(flow_route, name), name
     assert type(worker_route.ledger) is type(flow_route.ledger)
     assert worker_route.ledger.lease == flow_route.ledger.lease
