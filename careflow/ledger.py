@@ -13,8 +13,10 @@ One row per (campaign, customer, occasion). A row moves:
   its outcome is recorded, so it stays the follow-up's to find: a run that
   dies holding it leaves it ``reserved`` for the next follow-up to take over
   once the lease has passed (``due_deferred``), and a run that stops puts
-  it back as ``deferred`` (``release``). ``only_channel`` (the run's
-  ``--channel``) travels with it.
+  it back as ``deferred`` (``release``). A failure keeps it too: one in
+  doubt that reconciliation (or a person) releases, or a retryable one, is
+  the follow-up's to send again. ``only_channel`` (the run's ``--channel``)
+  travels with it.
 
 - ``held_out`` (the campaign's holdout for this occasion, careflow/policy/holdout.py)
   is final like ``sent``: no claim takes it again, so nobody held out is ever
@@ -105,6 +107,15 @@ _OUTCOME_COLUMNS = (
     column("not_before", DateTime),
 )
 
+def _kept_due(state, not_before):
+    """The ``not_before`` an outcome writes: its own, and for a failure the row's own as
+    well, so a deferred message that failed (in doubt, or retryably) stays one: once
+    released (reconciliation, ``careflow retry``) or when retryable, the follow-up
+    sends it (``ContactLedger.due_deferred``)."""
+    return case((state == State.FAILED, func.coalesce(not_before, CH.c.not_before)),
+                else_=not_before)  # fmt: skip
+
+
 _RECORD_ONE = (
     update(CH)
     .where(CH.c.id == bindparam("b_id"), CH.c.run_id == bindparam("b_run"))
@@ -121,12 +132,12 @@ _RECORD_ONE = (
                 "recipient",
                 "subject",
                 "body",
-                "not_before",
             )
         }
         | {
             "updated_at": bindparam("b_now"),
             "channel": func.coalesce(bindparam("b_channel"), CH.c.channel),
+            "not_before": _kept_due(bindparam("b_state"), bindparam("b_not_before")),
         }
     )
 )
@@ -137,13 +148,12 @@ INTERRUPTED_DETAIL = (
 )
 
 #: a row left in ``sending`` settled: in doubt, kept with its text (reconciliation
-#: matches it against the provider's log), no longer a deferred message
+#: matches it against the provider's log) and, for a deferred message, its due time
 _INTERRUPTED = {
     "state": State.FAILED,
     "reason": "interrupted",
     "retryable": False,
     "detail": INTERRUPTED_DETAIL,
-    "not_before": None,
 }
 
 #: attempts at a ledger write while the database is busy (SQLite's file lock)
@@ -292,7 +302,8 @@ class ContactLedger:
             reclaim = [r.id for r in rows if r.run_id != run_id and r.state != State.SENT]
             if reclaim:
                 # a deferred message stays one (due time, reason) until its outcome is
-                # recorded: taken over from a dead run's reservation too (module docs)
+                # recorded: taken over from a dead run's reservation, or retried after
+                # a failure, too (module docs)
                 deferred = CH.c.state.in_([State.DEFERRED, State.RESERVED])
                 conn.execute(
                     update(CH)
@@ -303,7 +314,6 @@ class ContactLedger:
                         reason=case((deferred, CH.c.reason), else_=None),
                         detail=case((deferred, CH.c.detail), else_=None),
                         recipient=None,
-                        not_before=case((deferred, CH.c.not_before), else_=None),
                         only_channel=only,
                         category=rules.category,
                         selected_at=func.coalesce(
@@ -400,7 +410,11 @@ class ContactLedger:
             released += conn.execute(
                 update(CH)
                 .where(mine, CH.c.not_before.is_not(None))
-                .values(state=State.DEFERRED, updated_at=now)
+                .values(
+                    state=State.DEFERRED,
+                    reason=func.coalesce(CH.c.reason, reason),
+                    updated_at=now,
+                )
             ).rowcount
             interrupted = conn.execute(
                 update(CH)
@@ -529,7 +543,7 @@ class ContactLedger:
                     recipient=o.c.recipient,
                     subject=o.c.subject,
                     body=o.c.body,
-                    not_before=o.c.not_before,
+                    not_before=_kept_due(o.c.state, o.c.not_before),
                 )
             )
 
@@ -586,12 +600,14 @@ class ContactLedger:
 
     # --- deferred messages -----------------------------------------------------
     def _due(self, now: datetime):
-        """Deferred messages due at ``now``, and those a run took and left when it died
-        (its lease has passed): reserved ones are taken over like any reservation,
-        ``sending`` ones settled as in doubt by the claim that finds them."""
+        """Deferred messages due at ``now``; those a run took and left when it died (its
+        lease has passed): reserved ones are taken over like any reservation, ``sending``
+        ones settled as in doubt by the claim that finds them; and those that failed
+        retryably (released after reconciliation, too), sent again like a run's."""
         return or_(
             and_(CH.c.state == State.DEFERRED, CH.c.not_before <= naive_utc(now)),
             self._left_taken(CH.c.state, [State.RESERVED, State.SENDING]),
+            _retryable_deferred(),
         )
 
     def _left_taken(self, state, states: list[State]):
@@ -655,8 +671,8 @@ class ContactLedger:
         self, campaign: str, keys: Sequence[tuple[int, str]], reason: str, detail: str
     ) -> int:
         """Skip deferred messages nobody can send any more (the customer left the segment),
-        a dead run's reservation of one included; a later run of the campaign decides
-        about them again like any skip."""
+        a dead run's reservation of one or a retryable failure of one included; a later
+        run of the campaign decides about them again like any skip."""
         if not keys:
             return 0
         with self.engine.begin() as conn:
@@ -668,6 +684,7 @@ class ContactLedger:
                     or_(
                         _row_guard(state=State.DEFERRED),
                         self._left_taken(unindexed(CH.c.state), [State.RESERVED]),
+                        _retryable_deferred(unindexed(CH.c.state)),
                     ),
                 )
                 .values(
@@ -772,10 +789,16 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     return items[-limit:] if limit else items
 
 
+def _retryable_deferred(state=CH.c.state):
+    """Deferred messages whose attempt failed and may be tried again."""
+    return and_(state == State.FAILED, CH.c.retryable.is_(True), CH.c.not_before.is_not(None))
+
+
 def deferred_summary(engine: Engine) -> list[dict]:
-    """Deferred messages not yet sent, per campaign and reason: how many (``count``), of
-    which a run has taken and not yet sent (``taken``: being sent now, or left by a run
-    that died, for the next follow-up), and the first and last due (UTC)."""
+    """Deferred messages not yet sent, per campaign and reason: how many (``count``, those
+    whose attempt failed and will be tried again included, under the failure's reason),
+    of which a run has taken and not yet sent (``taken``: being sent now, or left by a
+    run that died, for the next follow-up), and the first and last due (UTC)."""
     taken = CH.c.state.in_([State.RESERVED, State.SENDING])
     with engine.connect() as conn:
         rows = conn.execute(
@@ -787,7 +810,13 @@ def deferred_summary(engine: Engine) -> list[dict]:
                 func.min(CH.c.not_before).label("first_due"),
                 func.max(CH.c.not_before).label("last_due"),
             )
-            .where(or_(CH.c.state == State.DEFERRED, and_(taken, CH.c.not_before.is_not(None))))
+            .where(
+                or_(
+                    CH.c.state == State.DEFERRED,
+                    and_(taken, CH.c.not_before.is_not(None)),
+                    _retryable_deferred(),
+                )
+            )
             .group_by(CH.c.campaign, CH.c.reason)
             .order_by(CH.c.campaign, CH.c.reason)
         ).all()

@@ -418,3 +418,23 @@ def test_a_customer_who_left_the_segment_is_not_sent_by_the_follow_up(world, tem
                  deferred_only=True)  # fmt: skip
     assert result.sent == 3
     assert rows(world)[3].reason == "no_longer_selected"
+
+
+def test_a_deferred_message_in_doubt_and_released_is_sent_by_the_follow_up(world, templates):
+    """A follow-up killed while sending leaves the message in doubt; once reconciliation
+    (or a person) releases it, the next follow-up sends it: a campaign run might never
+    select the customer again."""
+    run("promo")
+    due = datetime(2026, 6, 1, 13, 5, tzinfo=UTC)
+    clock = Clock(due)
+    ledger = ContactLedger(world, clock=clock)
+    cid = ledger.claim("promo", "dead", [(3, "2026")], now=due).owned[(3, "2026")]
+    ledger.mark_sending([cid], "sms", "dead", {cid: ("+447911123403", None, "promo: hi")})
+    clock.now += timedelta(minutes=16)
+    follow = run("promo", run_id="next", now=due, deferred_only=True, clock=clock)
+    assert follow.sent == 0 and follow.failed == {"interrupted": 1}
+    assert rows(world)[3].body == "promo: hi"  # what reconciliation matches on
+    ledger.allow_retry("promo", "interrupted")  # reconciliation found it never went out
+    assert [r["reason"] for r in deferred_summary(world)] == ["interrupted", "quiet_hours"]
+    assert run("promo", run_id="last", now=due, deferred_only=True, clock=clock).sent == 1
+    assert rows(world)[3].state == State.SENT
