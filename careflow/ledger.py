@@ -394,34 +394,31 @@ class ContactLedger:
         for the next follow-up. Rows it left in ``sending`` may have gone out:
         they become ``failed: interrupted``, never resent automatically.
         """
-        now = self.clock()
-        mine = and_(CH.c.run_id == run_id, CH.c.state == State.RESERVED)
         with self.engine.begin() as conn:
-            released = conn.execute(
-                update(CH)
-                .where(mine, CH.c.not_before.is_(None))
-                .values(
-                    state=State.SKIPPED,
-                    reason=reason,
-                    detail="the run stopped before sending this message; the next run will",
-                    updated_at=now,
-                )
-            ).rowcount
-            released += conn.execute(
-                update(CH)
-                .where(mine, CH.c.not_before.is_not(None))
-                .values(
-                    state=State.DEFERRED,
-                    reason=func.coalesce(CH.c.reason, reason),
-                    updated_at=now,
-                )
-            ).rowcount
-            interrupted = conn.execute(
-                update(CH)
-                .where(CH.c.run_id == run_id, CH.c.state == State.SENDING)
-                .values(_INTERRUPTED | {"updated_at": now})
-            ).rowcount
-        return released, interrupted
+            return _put_down(
+                conn,
+                CH.c.run_id == run_id,
+                reason,
+                "the run stopped before sending this message; the next run will",
+                self.clock(),
+            )
+
+    @_retry_busy_database
+    def settle_abandoned(self) -> tuple[int, int]:
+        """Settle, as ``release`` does, what runs that died still hold once their lease has
+        passed; returns (released, interrupted). A later claim of the same key does this
+        too, but a campaign run meets a key only when it selects the customer again, and
+        a birthday may not come round for a year: without this, those rows stayed
+        ``reserved`` or ``sending``, and a message in doubt was never reconciled."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            return _put_down(
+                conn,
+                CH.c.updated_at < now - self.lease,
+                "run_died",
+                "the run that reserved this message died before sending it; the next run will",
+                now,
+            )
 
     @_retry_busy_database
     def mark_sending(
@@ -789,6 +786,28 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     return items[-limit:] if limit else items
 
 
+def _put_down(conn, held, reason: str, detail: str, now: datetime) -> tuple[int, int]:
+    """Settle the rows ``held`` selects that are still reserved or sending; returns
+    (released, interrupted). See ``ContactLedger.release``."""
+    reserved = and_(held, CH.c.state == State.RESERVED)
+    released = conn.execute(
+        update(CH)
+        .where(reserved, CH.c.not_before.is_(None))
+        .values(state=State.SKIPPED, reason=reason, detail=detail, updated_at=now)
+    ).rowcount
+    released += conn.execute(  # a deferred message: due again, for the follow-up
+        update(CH)
+        .where(reserved, CH.c.not_before.is_not(None))
+        .values(state=State.DEFERRED, reason=func.coalesce(CH.c.reason, reason), updated_at=now)
+    ).rowcount
+    interrupted = conn.execute(
+        update(CH)
+        .where(held, CH.c.state == State.SENDING)
+        .values(_INTERRUPTED | {"updated_at": now})
+    ).rowcount
+    return released, interrupted
+
+
 def _retryable_deferred(state=CH.c.state):
     """Deferred messages whose attempt failed and may be tried again."""
     return and_(state == State.FAILED, CH.c.retryable.is_(True), CH.c.not_before.is_not(None))
@@ -1081,6 +1100,9 @@ class DryRunLedger(ContactLedger):
         return 0
 
     def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
+        return 0, 0
+
+    def settle_abandoned(self) -> tuple[int, int]:
         return 0, 0
 
     def settle_deferred(self, campaign, keys, reason, detail) -> int:

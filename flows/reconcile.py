@@ -1,6 +1,9 @@
 """Reconciliation: settle what is in doubt by asking the provider, without a public URL.
 
-Two kinds of message need the provider's word:
+First, what runs that died still hold once their lease has passed, and that no
+later run has met (``ContactLedger.settle_abandoned``), is settled: reserved
+messages go back for the next run, messages left in ``sending`` are in doubt.
+Then two kinds of message need the provider's word:
 
 - **In doubt** (``failed`` with ``timeout_unknown``, ``connection_lost_unknown``
   or ``interrupted``): the request may or may not have reached the
@@ -48,7 +51,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from careflow import db
 from careflow.db.models import ContactHistory, Customer
 from careflow.errors import AmbiguousError, DeliveryError, TransientError
-from careflow.ledger import utcnow
+from careflow.ledger import ContactLedger, utcnow
 from careflow.messages import State
 from careflow.policy import normalize_address
 from careflow.responses import record_events
@@ -264,6 +267,16 @@ def reconcile(settle_after_minutes: int = 15, status_after_hours: int = 2) -> di
     settings: Settings = load_settings()
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
+    # what dead runs still hold and no run met since: due again, or in doubt to settle
+    ledger = ContactLedger(engine, settings.reservation_lease_seconds)
+    released, interrupted = ledger.settle_abandoned()
+    if released or interrupted:
+        logger.warning(
+            "runs that died left %d reserved message(s), released for the next run, and %d "
+            "in doubt, recorded as failed: interrupted",
+            released,
+            interrupted,
+        )
     summary: dict = {"sms": None, "email_left_for_a_person": email_in_doubt(engine)}
     if settings.delivery != "live" or not settings.twilio_account_sid:
         logger.info("no live Twilio configured: nothing to ask about SMS")

@@ -17,6 +17,17 @@ from tests.factories import add_customer
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings, make_message
 
+
+class Clock:
+    """The ledger's clock, moved by hand."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 NUMBERS = {1: "+8613800138001", 2: "+8613800138002", 3: "+8613800138003"}
 
 
@@ -186,3 +197,39 @@ def test_a_dropped_connection_costs_one_row_a_try_not_the_whole_reconciliation(e
     with TwilioSMS(live_settings(server.base_url)) as sms:
         again = reconcile_sms(engine, sms, now=utcnow() + LATER, sleep=pauses.append)
     assert (again.unanswered, again.released) == (0, 1)  # asked again, settled
+
+
+def test_a_message_a_dead_run_left_in_flight_is_reconciled_though_no_run_meets_it(
+    engine, server
+):
+    """Regression: a row left ``sending`` by a run that died was settled only when a later
+    claim met its key, i.e. when a run selected the customer again for that occasion (a
+    birthday: next year). Reconciliation now settles what dead runs hold first."""
+    clock = Clock(utcnow())
+    led = ContactLedger(engine, clock=clock)
+    add_customer(engine, 1, mobile=NUMBERS[1], locale="en")
+    add_customer(engine, 2, mobile=NUMBERS[2], locale="en")
+    ids = led.claim("birthday", "dead", [(1, "2026"), (2, "2026")]).owned
+    row = ids[(1, "2026")]
+    led.mark_sending([row], "sms", "dead", {row: (NUMBERS[1], None, "Happy birthday, C1!")})
+    ours = server.add_twilio_message(NUMBERS[1], "Happy birthday, C1!", status="queued")
+    assert led.settle_abandoned() == (0, 0)  # within the lease: the run may be alive
+    clock.now += timedelta(minutes=16)
+    assert led.settle_abandoned() == (1, 1)
+    assert rows(engine)[2].reason == "run_died"  # the next run sends it
+    with TwilioSMS(live_settings(server.base_url)) as sms:
+        result = reconcile_sms(engine, sms, now=clock.now + LATER)
+    assert result.confirmed_sent == 1 and rows(engine)[1].provider_id == ours
+
+
+def test_the_reconcile_flow_settles_what_dead_runs_hold(prefect_api, engine):
+    from flows.reconcile import reconcile
+
+    add_customer(engine, 1, mobile=NUMBERS[1], locale="en")
+    long_ago = Clock(utcnow() - timedelta(hours=1))  # the run died an hour ago
+    led = ContactLedger(engine, clock=long_ago)
+    row = led.claim("birthday", "dead", [(1, "2026")]).owned[(1, "2026")]
+    led.mark_sending([row], "email", "dead", {row: ("c1@example.com", "Hi", "Happy birthday")})
+    summary = reconcile()
+    assert summary["email_left_for_a_person"] == 1  # in doubt now, for SendGrid's log
+    assert rows(engine)[1].reason == "interrupted"
