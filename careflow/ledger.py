@@ -360,6 +360,29 @@ class ContactLedger:
         write_choices(conn, mine, choice.chosen)
         return choice
 
+    def channel_limits(
+        self, campaign: str, keys: Sequence[tuple[int, str]]
+    ) -> dict[tuple[int, str], str]:
+        """The channel each of these keys' deferred messages is limited to, where one is
+        (``only_channel``: the ``--channel`` of the run that deferred it)."""
+        out: dict[tuple[int, str], str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 2000):
+                part = list(dict.fromkeys(keys[start : start + 2000]))
+                wanted = set(part)
+                query = _keys_query(
+                    conn,
+                    campaign,
+                    part,
+                    (CH.c.only_channel,),
+                    CH.c.only_channel.is_not(None),
+                    CH.c.not_before.is_not(None),
+                )
+                for cid, occasion, only in conn.execute(query).all():
+                    if (cid, occasion) in wanted:
+                        out[(cid, occasion)] = only
+        return out
+
     def peek(
         self, campaign: str, keys: Sequence[tuple[int, str]], now: datetime | None = None
     ) -> dict[tuple[int, str], str]:

@@ -378,6 +378,20 @@ def drop_settled(route: Route, candidates: list[Candidate], result: BatchResult)
     return [c for c in candidates if c.key not in settled]
 
 
+def drop_limited(
+    route: Route, candidates: list[Candidate], result: BatchResult
+) -> list[Candidate]:
+    """Candidates whose deferred message is limited to another channel than this run's
+    (deferred by a ``--channel`` run), counted as already deferred and left to the
+    follow-up, which sends each on its channel (flows/deferred.py)."""
+    if not candidates:
+        return candidates
+    limits = route.ledger.channel_limits(route.spec.name, [c.key for c in candidates])
+    other = {k for k, only in limits.items() if only != route.only_channel}
+    result.already[State.DEFERRED] += len(other)
+    return [c for c in candidates if c.key not in other]
+
+
 # --- reserve ---------------------------------------------------------------------------
 def send_rules(route: Route) -> SendRules:
     """What the claim checks for this campaign: shared addresses and its frequency cap."""
@@ -571,7 +585,7 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
         # keys first: settled messages drop out before any customer record is read
         keyed = select_keys(route, id_range)
         assign_occasions(route, keyed)
-        open_keys = drop_settled(route, keyed, result)
+        open_keys = drop_limited(route, drop_settled(route, keyed, result), result)
         settled = len(keyed) - len(open_keys)
         wanted = {c.customer_id for c in open_keys}
         candidates = []

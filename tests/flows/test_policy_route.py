@@ -438,3 +438,22 @@ def test_a_deferred_message_in_doubt_and_released_is_sent_by_the_follow_up(world
     assert [r["reason"] for r in deferred_summary(world)] == ["interrupted", "quiet_hours"]
     assert run("promo", run_id="last", now=due, deferred_only=True, clock=clock).sent == 1
     assert rows(world)[3].state == State.SENT
+
+
+def test_a_campaign_run_leaves_a_message_limited_to_sms_to_the_follow_up(world, templates):
+    """Regression: a run of the campaign without ``--channel`` took due messages deferred
+    by a ``--channel sms`` run and sent them on the campaign's own order (email)."""
+    for cid in ZONES:
+        add_email(world, cid)
+    settings = load_settings()
+    spec = load_campaign("promo_email_first", settings.templates_dir)
+    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
+    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all due
+    full = build_route(settings, spec, "full-run", AT.date(), AT, None, False, now=later)
+    result = process_batch(full, ALL)
+    assert result.sent == 0 and result.already == {"sent": 2, "deferred": 4}
+    follow = build_route(settings, spec, "follow", AT.date(), AT, "sms", False, now=later,
+                         deferred_only=True)  # fmt: skip
+    assert process_batch(follow, ALL).sent == 4
+    assert {r.channel for r in rows(world).values()} == {"sms"}
