@@ -189,6 +189,8 @@ class TwilioSMS(ProviderChannel):
     max_body_chars: ClassVar[int | None] = MAX_BODY_CHARS
     #: default; the account's real figure is CAREFLOW_SMS_RATE_PER_SECOND
     rate_per_second: ClassVar[float | None] = 10.0
+    #: reconciliation finds a message in doubt in Twilio's log by its text (channels/base.py)
+    matched_by_text: ClassVar[bool] = True
 
     def __init__(
         self,

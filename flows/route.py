@@ -708,8 +708,10 @@ def send_chunk(
     Marking just before each chunk keeps what a crash leaves ambiguous
     ("sending": maybe delivered) to one chunk, not the whole batch.
     """
-    texts = {m.contact_id: (m.to, m.subject, m.body) for m in messages}  # kept if in doubt
-    mine = ledger.mark_sending(list(texts), channel_name, run_id, texts)
+    texts = None  # what reconciliation finds a message in doubt by (channels/base.py)
+    if getattr(channel, "matched_by_text", False):
+        texts = {m.contact_id: (m.to, m.subject, m.body) for m in messages}
+    mine = ledger.mark_sending([m.contact_id for m in messages], channel_name, run_id, texts)
     to_send = [m for m in messages if m.contact_id in mine]
     if not to_send:
         return [], len(messages)
