@@ -8,7 +8,15 @@ One row per (campaign, customer, occasion). A row moves:
 - ``deferred`` (quiet hours, a country's sending window, a frequency cap)
   carries ``not_before``: once that instant has passed, the next claim of
   the key, by a run of the campaign or the follow-up flow, takes it like a
-  skipped row, decides again and sends it; only one claim can win it.
+  skipped row, decides again and sends it; only one claim can win it. A
+  deferred row a run has taken keeps its ``not_before`` (and reason) until
+  its outcome is recorded, so it stays the follow-up's to find: a run that
+  dies holding it leaves it ``reserved`` for the next follow-up to take over
+  once the lease has passed (``due_deferred``), and a run that stops puts
+  it back as ``deferred`` (``release``). A failure keeps it too: one in
+  doubt that reconciliation (or a person) releases, or a retryable one, is
+  the follow-up's to send again. ``only_channel`` (the run's ``--channel``)
+  travels with it.
 
 - ``held_out`` (the campaign's holdout for this occasion, careflow/policy/holdout.py)
   is final like ``sent``: no claim takes it again, so nobody held out is ever
@@ -51,6 +59,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     column,
     false,
     func,
@@ -98,6 +107,15 @@ _OUTCOME_COLUMNS = (
     column("not_before", DateTime),
 )
 
+def _kept_due(state, not_before):
+    """The ``not_before`` an outcome writes: its own, and for a failure the row's own as
+    well, so a deferred message that failed (in doubt, or retryably) stays one: once
+    released (reconciliation, ``careflow retry``) or when retryable, the follow-up
+    sends it (``ContactLedger.due_deferred``)."""
+    return case((state == State.FAILED, func.coalesce(not_before, CH.c.not_before)),
+                else_=not_before)  # fmt: skip
+
+
 _RECORD_ONE = (
     update(CH)
     .where(CH.c.id == bindparam("b_id"), CH.c.run_id == bindparam("b_run"))
@@ -114,12 +132,12 @@ _RECORD_ONE = (
                 "recipient",
                 "subject",
                 "body",
-                "not_before",
             )
         }
         | {
             "updated_at": bindparam("b_now"),
             "channel": func.coalesce(bindparam("b_channel"), CH.c.channel),
+            "not_before": _kept_due(bindparam("b_state"), bindparam("b_not_before")),
         }
     )
 )
@@ -128,6 +146,15 @@ INTERRUPTED_DETAIL = (
     "the run stopped after handing this message to the channel; "
     "it may have been delivered, so it is not sent again automatically"
 )
+
+#: a row left in ``sending`` settled: in doubt, kept with its text (reconciliation
+#: matches it against the provider's log) and, for a deferred message, its due time
+_INTERRUPTED = {
+    "state": State.FAILED,
+    "reason": "interrupted",
+    "retryable": False,
+    "detail": INTERRUPTED_DETAIL,
+}
 
 #: attempts at a ledger write while the database is busy (SQLite's file lock)
 WRITE_ATTEMPTS = 6
@@ -187,6 +214,7 @@ class DueBatch:
 
     campaign: str
     selected_at: datetime | None
+    only_channel: str | None  # the channel the deferring run was limited to
     lo: int
     hi: int
     count: int
@@ -226,6 +254,7 @@ class ContactLedger:
         intents: Mapping[tuple[int, str], Intent] | None = None,
         rules: SendRules = SendRules(),
         selected_at: datetime | None = None,
+        only_channel: str | None = None,
     ) -> Claim:
         """Reserve (customer_id, occasion) keys for ``run_id``; see module docs.
 
@@ -233,7 +262,8 @@ class ContactLedger:
         taken, and caps count back from it. ``intents`` are the sends the
         route would make; for those the claim also applies ``rules`` (shared
         addresses, the frequency cap) atomically, see careflow/contact_limits.py.
-        ``selected_at`` (the run's as-of instant) is kept on the rows for the
+        ``selected_at`` (the run's as-of instant) and ``only_channel`` (the one
+        channel the run may use, its ``--channel``) are kept on the rows for the
         follow-up flow.
         """
         now = naive_utc(now) if now is not None else self.clock()
@@ -242,7 +272,9 @@ class ContactLedger:
         for start in range(0, len(keys), chunk):
             part = list(dict.fromkeys(keys[start : start + chunk]))
             mine = {k: intents[k] for k in part if k in intents} if intents else {}
-            o, a, choice = self._claim_chunk(campaign, run_id, part, now, mine, rules, selected)
+            o, a, choice = self._claim_chunk(
+                campaign, run_id, part, now, mine, rules, selected, only_channel
+            )
             out.owned.update(o)
             out.already.update(a)
             if choice is not None:
@@ -252,7 +284,7 @@ class ContactLedger:
         return out
 
     @_retry_busy_database
-    def _claim_chunk(self, campaign, run_id, keys, now, intents, rules, selected_at):
+    def _claim_chunk(self, campaign, run_id, keys, now, intents, rules, selected_at, only):
         clock = self.clock()
         stale = clock - self.lease
         with self.engine.begin() as conn:
@@ -261,22 +293,28 @@ class ContactLedger:
                 # below must not race another claim (contact_limits.py)
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             # every key, in one statement: rows another run holds stay as they are
-            _insert_reserved(conn, campaign, run_id, keys, clock, rules.category, selected_at)
+            _insert_reserved(
+                conn, campaign, run_id, keys, clock, rules.category, selected_at, only
+            )
             rows = _rows_for(conn, campaign, keys)
             # Take over rows that may be tried again. The state test is repeated in
             # the UPDATE so two runs racing for the same row cannot both win it.
             reclaim = [r.id for r in rows if r.run_id != run_id and r.state != State.SENT]
             if reclaim:
+                # a deferred message stays one (due time, reason) until its outcome is
+                # recorded: taken over from a dead run's reservation, or retried after
+                # a failure, too (module docs)
+                deferred = CH.c.state.in_([State.DEFERRED, State.RESERVED])
                 conn.execute(
                     update(CH)
                     .where(CH.c.id.in_(reclaim), _reclaimable(stale, now))
                     .values(
                         state=State.RESERVED,
                         run_id=run_id,
-                        reason=None,
-                        detail=None,
+                        reason=case((deferred, CH.c.reason), else_=None),
+                        detail=case((deferred, CH.c.detail), else_=None),
                         recipient=None,
-                        not_before=None,
+                        only_channel=only,
                         category=rules.category,
                         selected_at=func.coalesce(
                             bindparam("sel", selected_at, type_=DateTime), CH.c.selected_at
@@ -322,6 +360,29 @@ class ContactLedger:
         write_choices(conn, mine, choice.chosen)
         return choice
 
+    def channel_limits(
+        self, campaign: str, keys: Sequence[tuple[int, str]]
+    ) -> dict[tuple[int, str], str]:
+        """The channel each of these keys' deferred messages is limited to, where one is
+        (``only_channel``: the ``--channel`` of the run that deferred it)."""
+        out: dict[tuple[int, str], str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 2000):
+                part = list(dict.fromkeys(keys[start : start + 2000]))
+                wanted = set(part)
+                query = _keys_query(
+                    conn,
+                    campaign,
+                    part,
+                    (CH.c.only_channel,),
+                    CH.c.only_channel.is_not(None),
+                    CH.c.not_before.is_not(None),
+                )
+                for cid, occasion, only in conn.execute(query).all():
+                    if (cid, occasion) in wanted:
+                        out[(cid, occasion)] = only
+        return out
+
     def peek(
         self, campaign: str, keys: Sequence[tuple[int, str]], now: datetime | None = None
     ) -> dict[tuple[int, str], str]:
@@ -352,58 +413,81 @@ class ContactLedger:
 
         Rows it reserved but never handed to a channel become ``skipped`` with
         ``reason``, so the next run takes them at once instead of waiting out
-        the lease. Rows it left in ``sending`` may have gone out: they become
-        ``failed: interrupted``, never resent automatically.
+        the lease; deferred messages it had taken go back to ``deferred``, due,
+        for the next follow-up. Rows it left in ``sending`` may have gone out:
+        they become ``failed: interrupted``, never resent automatically.
         """
-        now = self.clock()
         with self.engine.begin() as conn:
-            released = conn.execute(
-                update(CH)
-                .where(CH.c.run_id == run_id, CH.c.state == State.RESERVED)
-                .values(
-                    state=State.SKIPPED,
-                    reason=reason,
-                    detail="the run stopped before sending this message; the next run will",
-                    updated_at=now,
-                )
-            ).rowcount
-            interrupted = conn.execute(
-                update(CH)
-                .where(CH.c.run_id == run_id, CH.c.state == State.SENDING)
-                .values(
-                    state=State.FAILED,
-                    reason="interrupted",
-                    retryable=False,
-                    detail=INTERRUPTED_DETAIL,
-                    updated_at=now,
-                )
-            ).rowcount
-        return released, interrupted
+            return _put_down(
+                conn,
+                CH.c.run_id == run_id,
+                reason,
+                "the run stopped before sending this message; the next run will",
+                self.clock(),
+            )
 
     @_retry_busy_database
-    def mark_sending(self, contact_ids: Iterable[int], channel: str, run_id: str) -> set[int]:
+    def settle_abandoned(self) -> tuple[int, int]:
+        """Settle, as ``release`` does, what runs that died still hold once their lease has
+        passed; returns (released, interrupted). A later claim of the same key does this
+        too, but a campaign run meets a key only when it selects the customer again, and
+        a birthday may not come round for a year: without this, those rows stayed
+        ``reserved`` or ``sending``, and a message in doubt was never reconciled."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            return _put_down(
+                conn,
+                CH.c.updated_at < now - self.lease,
+                "run_died",
+                "the run that reserved this message died before sending it; the next run will",
+                now,
+            )
+
+    @_retry_busy_database
+    def mark_sending(
+        self,
+        contact_ids: Iterable[int],
+        channel: str,
+        run_id: str,
+        texts: Mapping[int, tuple[str | None, str | None, str | None]] | None = None,
+    ) -> set[int]:
         """Move this run's reserved rows to ``sending``; return the ids actually moved.
 
         Send only those. A run that stalled past its lease (a paused VM, a long
         I/O wait) may have lost some rows to another run meanwhile; they are
         not its to send any more.
+
+        ``texts[contact_id]`` is (recipient, subject, body) of the message about
+        to go: a row left in doubt keeps what went out, which is how
+        reconciliation tells it apart from other messages to the same number
+        (flows/reconcile.py).
         """
         ids = list(contact_ids)
         if not ids:
             return set()
         with self.engine.begin() as conn:
-            moved = conn.execute(
-                update(CH)
-                .where(CH.c.id.in_(ids), _row_guard(run_id, State.RESERVED))
-                .values(
-                    state=State.SENDING,
-                    channel=channel,
-                    updated_at=self.clock(),
-                    attempts=CH.c.attempts + 1,
-                )
-                .returning(CH.c.id)
+            moved = set(
+                conn.execute(
+                    update(CH)
+                    .where(CH.c.id.in_(ids), _row_guard(run_id, State.RESERVED))
+                    .values(
+                        state=State.SENDING,
+                        channel=channel,
+                        updated_at=self.clock(),
+                        attempts=CH.c.attempts + 1,
+                    )
+                    .returning(CH.c.id)
+                ).scalars()
             )
-            return set(moved.scalars())
+            kept = [
+                (i, _fit(to, "recipient"), _fit(subject, "subject"), body)
+                for i in moved
+                if texts and i in texts
+                for to, subject, body in [texts[i]]
+            ]
+            if kept:
+                _write_by_id(conn, _TEXT_COLUMNS, kept)
+            return moved
 
     def sent_by(self, run_id: str) -> int:
         """How many messages ``run_id`` has recorded as sent."""
@@ -502,7 +586,7 @@ class ContactLedger:
                     recipient=o.c.recipient,
                     subject=o.c.subject,
                     body=o.c.body,
-                    not_before=o.c.not_before,
+                    not_before=_kept_due(o.c.state, o.c.not_before),
                 )
             )
 
@@ -527,13 +611,7 @@ class ContactLedger:
                     _row_guard(state=State.SENDING),
                     or_(CH.c.run_id == run_id, CH.c.updated_at < stale),
                 )
-                .values(
-                    state=State.FAILED,
-                    reason="interrupted",
-                    retryable=False,
-                    detail=INTERRUPTED_DETAIL,
-                    updated_at=self.clock(),
-                )
+                .values(_INTERRUPTED | {"updated_at": self.clock()})
             )
         return result.rowcount
 
@@ -564,34 +642,64 @@ class ContactLedger:
             ).rowcount
 
     # --- deferred messages -----------------------------------------------------
+    def _due(self, now: datetime):
+        """Deferred messages due at ``now``; those a run took and left when it died (its
+        lease has passed): reserved ones are taken over like any reservation, ``sending``
+        ones settled as in doubt by the claim that finds them; and those that failed
+        retryably (released after reconciliation, too), sent again like a run's."""
+        return or_(
+            and_(CH.c.state == State.DEFERRED, CH.c.not_before <= naive_utc(now)),
+            self._left_taken(CH.c.state, [State.RESERVED, State.SENDING]),
+            _retryable_deferred(),
+        )
+
+    def _left_taken(self, state, states: list[State]):
+        """Deferred messages a run took (``states``) and left: its lease has passed."""
+        return and_(
+            state.in_(states),
+            CH.c.not_before.is_not(None),
+            CH.c.updated_at < self.clock() - self.lease,
+        )
+
     def due_deferred(self, now: datetime, batch_size: int) -> list[DueBatch]:
-        """Deferred messages due at ``now``, as batches for the follow-up flow: per campaign
-        and as-of instant, customer-id ranges of at most ``batch_size`` messages."""
+        """Deferred messages due at ``now`` (with those a dead run had taken), as batches
+        for the follow-up flow: per campaign, as-of instant and channel limit, customer-id
+        ranges of at most ``batch_size`` messages."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(CH.c.campaign, CH.c.selected_at, CH.c.customer_id)
-                .where(CH.c.state == State.DEFERRED, CH.c.not_before <= naive_utc(now))
-                .order_by(CH.c.campaign, CH.c.selected_at, CH.c.customer_id)
+                select(CH.c.campaign, CH.c.selected_at, CH.c.only_channel, CH.c.customer_id)
+                .where(self._due(now))
+                .order_by(CH.c.campaign, CH.c.selected_at, CH.c.only_channel, CH.c.customer_id)
             ).all()
-        groups: dict[tuple[str, datetime | None], list[int]] = {}
+        groups: dict[tuple[str, datetime | None, str | None], list[int]] = {}
         for r in rows:
-            groups.setdefault((r.campaign, r.selected_at), []).append(r.customer_id)
+            groups.setdefault((r.campaign, r.selected_at, r.only_channel), []).append(
+                r.customer_id
+            )
         out = []
-        for (campaign, selected_at), ids in groups.items():
+        for (campaign, selected_at, only), ids in groups.items():
             for start in range(0, len(ids), batch_size):
                 part = ids[start : start + batch_size]
-                out.append(DueBatch(campaign, selected_at, part[0], part[-1], len(part)))
+                out.append(DueBatch(campaign, selected_at, only, part[0], part[-1], len(part)))
         return out
 
     def due_keys(
-        self, campaign: str, selected_at: datetime | None, id_range, now: datetime
+        self,
+        campaign: str,
+        selected_at: datetime | None,
+        id_range,
+        now: datetime,
+        only_channel: str | None = None,
     ) -> set[tuple[int, str]]:
-        """The (customer, occasion) keys of ``campaign`` deferred and due in ``id_range``."""
+        """The (customer, occasion) keys of ``campaign`` deferred and due in ``id_range``
+        for a follow-up limited to ``only_channel`` (see ``due_deferred``)."""
         where = [
             CH.c.campaign == campaign,
-            CH.c.state == State.DEFERRED,
-            CH.c.not_before <= naive_utc(now),
+            self._due(now),
             CH.c.customer_id.between(*id_range),
+            CH.c.only_channel.is_(None)
+            if only_channel is None
+            else CH.c.only_channel == only_channel,
         ]
         if selected_at is not None:
             where.append(CH.c.selected_at == naive_utc(selected_at))
@@ -605,15 +713,23 @@ class ContactLedger:
     def settle_deferred(
         self, campaign: str, keys: Sequence[tuple[int, str]], reason: str, detail: str
     ) -> int:
-        """Skip deferred messages nobody can send any more (the customer left the segment);
-        a later run of the campaign decides about them again like any skip."""
+        """Skip deferred messages nobody can send any more (the customer left the segment),
+        a dead run's reservation of one or a retryable failure of one included; a later
+        run of the campaign decides about them again like any skip."""
         if not keys:
             return 0
         with self.engine.begin() as conn:
             ids = [r.id for r in _rows_for(conn, campaign, keys)]
             return conn.execute(
                 update(CH)
-                .where(CH.c.id.in_(ids), _row_guard(state=State.DEFERRED))
+                .where(
+                    CH.c.id.in_(ids),
+                    or_(
+                        _row_guard(state=State.DEFERRED),
+                        self._left_taken(unindexed(CH.c.state), [State.RESERVED]),
+                        _retryable_deferred(unindexed(CH.c.state)),
+                    ),
+                )
                 .values(
                     state=State.SKIPPED,
                     reason=reason,
@@ -721,18 +837,56 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     return items[-limit:] if limit else items
 
 
+def _put_down(conn, held, reason: str, detail: str, now: datetime) -> tuple[int, int]:
+    """Settle the rows ``held`` selects that are still reserved or sending; returns
+    (released, interrupted). See ``ContactLedger.release``."""
+    reserved = and_(held, CH.c.state == State.RESERVED)
+    released = conn.execute(
+        update(CH)
+        .where(reserved, CH.c.not_before.is_(None))
+        .values(state=State.SKIPPED, reason=reason, detail=detail, updated_at=now)
+    ).rowcount
+    released += conn.execute(  # a deferred message: due again, for the follow-up
+        update(CH)
+        .where(reserved, CH.c.not_before.is_not(None))
+        .values(state=State.DEFERRED, reason=func.coalesce(CH.c.reason, reason), updated_at=now)
+    ).rowcount
+    interrupted = conn.execute(
+        update(CH)
+        .where(held, CH.c.state == State.SENDING)
+        .values(_INTERRUPTED | {"updated_at": now})
+    ).rowcount
+    return released, interrupted
+
+
+def _retryable_deferred(state=CH.c.state):
+    """Deferred messages whose attempt failed and may be tried again."""
+    return and_(state == State.FAILED, CH.c.retryable.is_(True), CH.c.not_before.is_not(None))
+
+
 def deferred_summary(engine: Engine) -> list[dict]:
-    """Deferred messages per campaign and reason: how many, first and last due (UTC)."""
+    """Deferred messages not yet sent, per campaign and reason: how many (``count``, those
+    whose attempt failed and will be tried again included, under the failure's reason),
+    of which a run has taken and not yet sent (``taken``: being sent now, or left by a
+    run that died, for the next follow-up), and the first and last due (UTC)."""
+    taken = CH.c.state.in_([State.RESERVED, State.SENDING])
     with engine.connect() as conn:
         rows = conn.execute(
             select(
                 CH.c.campaign,
                 CH.c.reason,
                 func.count().label("count"),
+                func.count(case((taken, 1))).label("taken"),
                 func.min(CH.c.not_before).label("first_due"),
                 func.max(CH.c.not_before).label("last_due"),
             )
-            .where(CH.c.state == State.DEFERRED)
+            .where(
+                or_(
+                    CH.c.state == State.DEFERRED,
+                    and_(taken, CH.c.not_before.is_not(None)),
+                    _retryable_deferred(),
+                )
+            )
             .group_by(CH.c.campaign, CH.c.reason)
             .order_by(CH.c.campaign, CH.c.reason)
         ).all()
@@ -741,6 +895,40 @@ def deferred_summary(engine: Engine) -> list[dict]:
 
 #: how much of a free-text detail (a provider's error text, say) a row keeps
 DETAIL_CHARS = 2000
+
+
+#: what ``mark_sending`` keeps of a message about to go: (id, recipient, subject, body)
+_TEXT_COLUMNS = (
+    column("id", BigInteger),
+    column("recipient", String),
+    column("subject", String),
+    column("body", Text),
+)
+
+
+def _write_by_id(conn, columns, rows: list[tuple]) -> None:
+    """Set ``columns[1:]`` on each row found by its id (``columns[0]``), from ``rows``.
+
+    PostgreSQL gets one UPDATE ... FROM unnest(arrays) (psycopg runs an
+    executemany row by row); SQLite an executemany.
+    """
+    names = [c.name for c in columns]
+    if conn.dialect.name != "postgresql":
+        conn.execute(
+            update(CH)
+            .where(CH.c.id == bindparam("b_id"))
+            .values({n: bindparam(f"b_{n}") for n in names[1:]}),
+            [{f"b_{n}": v for n, v in zip(names, row, strict=True)} for row in rows],
+        )
+        return
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    arrays = [
+        bindparam(f"w_{c.name}", list(col), type_=ARRAY(c.type))
+        for c, col in zip(columns, zip(*rows, strict=True), strict=True)
+    ]
+    w = func.unnest(*arrays).table_valued(*names).render_derived(name="w")
+    conn.execute(update(CH).where(CH.c.id == w.c.id).values({n: w.c[n] for n in names[1:]}))
 
 
 def unstorable(**values: str | None) -> str | None:
@@ -893,6 +1081,7 @@ def _insert_reserved(
     now: datetime,
     category: str | None = None,
     selected_at: datetime | None = None,
+    only_channel: str | None = None,
 ) -> None:
     """Insert ``reserved`` rows for keys, leaving alone any another run inserted first.
 
@@ -910,6 +1099,7 @@ def _insert_reserved(
         "updated_at": now,
         "category": category,
         "selected_at": selected_at,
+        "only_channel": only_channel,
     }
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
@@ -952,7 +1142,8 @@ class DryRunLedger(ContactLedger):
     _taken_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def claim(self, campaign, run_id, keys, chunk: int = 2000, *, now=None, intents=None,
-              rules: SendRules = SendRules(), selected_at=None) -> Claim:  # fmt: skip
+              rules: SendRules = SendRules(), selected_at=None,
+              only_channel=None) -> Claim:  # fmt: skip
         now = naive_utc(now) if now is not None else self.clock()
         already = self.peek(campaign, keys, now=now)
         fresh = [k for k in dict.fromkeys(keys) if k not in already]
@@ -989,7 +1180,7 @@ class DryRunLedger(ContactLedger):
         with cls._taken_lock:
             cls._taken.pop(run_id, None)
 
-    def mark_sending(self, contact_ids, channel, run_id) -> set[int]:
+    def mark_sending(self, contact_ids, channel, run_id, texts=None) -> set[int]:
         return set(contact_ids)
 
     def record(self, outcomes, run_id, details=None) -> None:
@@ -1005,6 +1196,9 @@ class DryRunLedger(ContactLedger):
         return 0
 
     def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
+        return 0, 0
+
+    def settle_abandoned(self) -> tuple[int, int]:
         return 0, 0
 
     def settle_deferred(self, campaign, keys, reason, detail) -> int:

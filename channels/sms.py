@@ -189,6 +189,8 @@ class TwilioSMS(ProviderChannel):
     max_body_chars: ClassVar[int | None] = MAX_BODY_CHARS
     #: default; the account's real figure is CAREFLOW_SMS_RATE_PER_SECOND
     rate_per_second: ClassVar[float | None] = 10.0
+    #: reconciliation finds a message in doubt in Twilio's log by its text (channels/base.py)
+    matched_by_text: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -290,19 +292,31 @@ class TwilioSMS(ProviderChannel):
         return params
 
     # --- asking Twilio what happened (flows/reconcile.py) -------------------------
+    #: the most of a number's message log ``messages_to`` reads (one page of Twilio's)
+    LOG_READ = 1000
+
     def messages_to(self, to: str, since: datetime) -> list[dict]:
-        """What Twilio accepted for number ``to`` since ``since`` (its message log)."""
-        found = self.client.messages.list(to=to, date_sent_after=since, limit=100)
-        return [_as_dict(m) for m in found]
+        """Every message Twilio created for number ``to`` since ``since`` (its message log),
+        whatever its status: one accepted and still queued, accepted or scheduled has no
+        ``date_sent`` yet, so the log is read by recipient and kept by ``date_created``
+        (the list's only date filter, DateSent, would leave those out). Raises a
+        DeliveryError (TransientError, AmbiguousError: worth asking again)."""
+        try:
+            found = self.client.messages.list(to=to, limit=self.LOG_READ, page_size=self.LOG_READ)
+        except TwilioException as exc:
+            raise _twilio_error(exc) from exc
+        messages = [_as_dict(m) for m in found]
+        return [m for m in messages if m["date_created"] and m["date_created"] >= since]
 
     def status_of(self, sid: str) -> dict | None:
-        """The message ``sid`` as Twilio knows it now; None when Twilio has no such message."""
+        """The message ``sid`` as Twilio knows it now; None when Twilio has no such message.
+        Raises a DeliveryError as ``messages_to`` does."""
         try:
             return _as_dict(self.client.messages(sid).fetch())
         except TwilioException as exc:
             if int(getattr(exc, "status", 0) or 0) == 404:
                 return None
-            raise
+            raise _twilio_error(exc) from exc
 
     def _send(self, params: dict[str, str]) -> str | None:
         try:
@@ -341,4 +355,5 @@ def _as_dict(message) -> dict:
         "status": str(message.status),
         "error_code": message.error_code,
         "date_created": message.date_created,
+        "date_sent": message.date_sent,
     }

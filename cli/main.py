@@ -834,7 +834,9 @@ def deferred():
 @deferred.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def deferred_list(as_json):
-    """What is waiting, per campaign and reason, and when the first and last are due."""
+    """What is waiting, per campaign and reason, and when the first and last are due;
+    "taken" counts those a run holds and has not sent yet (sending now, or left by a run
+    that died: the next follow-up takes them over once the reservation lease has passed)."""
     from careflow.ledger import deferred_summary
     from careflow.report import text_table
 
@@ -844,12 +846,12 @@ def deferred_list(as_json):
     elif not rows:
         _echo("no deferred messages")
     else:
-        header = ["campaign", "reason", "waiting", "first due (UTC)", "last due (UTC)"]
+        header = ["campaign", "reason", "waiting", "taken", "first due (UTC)", "last due (UTC)"]
         _echo(
             text_table(
                 header,
                 [
-                    [r["campaign"], r["reason"], str(r["count"]),
+                    [r["campaign"], r["reason"], str(r["count"]), str(r["taken"]),
                      f"{r['first_due']:%Y-%m-%d %H:%M}", f"{r['last_due']:%Y-%m-%d %H:%M}"]
                     for r in rows
                 ],

@@ -186,6 +186,7 @@ def build_route(
         policy=resolve_policy(settings, spec),
         now=now,
         deferred_only=deferred_only,
+        only_channel=channel,
     )
 
 

@@ -7,6 +7,12 @@ due and runs each campaign's route for just those customers: selected as
 of the run that deferred them, decided now. The claim in the ledger lets
 only one run take a due message, so the follow-up, a re-run and a
 regular campaign run can never send one twice.
+
+A message deferred by a run limited to one channel (``--channel sms``) is
+sent on that channel only. A follow-up that dies (SIGKILL) leaves the
+messages it had taken reserved: the next follow-up takes them over once the
+reservation lease has passed, as any run takes over a dead run's rows. One
+that is stopped (SIGTERM, Ctrl-C) puts them back as deferred and due.
 """
 
 from __future__ import annotations
@@ -21,11 +27,19 @@ import segments
 from careflow import clock, db
 from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
-from careflow.errors import ConfigError
+from careflow.errors import ChannelDown, ConfigError
 from careflow.ledger import ContactLedger
 from careflow.report import start_run
 from careflow.settings import Settings, load_settings
-from flows.campaign import Batches, ChannelChoice, check_campaign, run_batches, run_name
+from flows.campaign import (
+    Batches,
+    ChannelChoice,
+    check_campaign,
+    final_state,
+    run_batches,
+    run_name,
+)
+from flows.route import RunStopped
 from flows.runners import BatchTaskRunner
 
 
@@ -57,10 +71,11 @@ def send_deferred(
             f"channel {channel!r}: deferred messages go on the channel their policy decides; "
             "only 'outbox' (deliver to the local outbox) may be given"
         )
-    due = ContactLedger(engine).due_deferred(now, settings.batch_size)
-    groups: dict[tuple[str, datetime | None], list[tuple[int, int]]] = {}
+    ledger = ContactLedger(engine, settings.reservation_lease_seconds)
+    due = ledger.due_deferred(now, settings.batch_size)
+    groups: dict[tuple[str, datetime | None, str | None], list[tuple[int, int]]] = {}
     for d in due:
-        groups.setdefault((d.campaign, d.selected_at), []).append((d.lo, d.hi))
+        groups.setdefault((d.campaign, d.selected_at, d.only_channel), []).append((d.lo, d.hi))
     logger.info(
         "%d deferred message(s) due at %s in %d campaign run(s)",
         sum(d.count for d in due),
@@ -68,17 +83,17 @@ def send_deferred(
         len(groups),
     )
     summaries = []
-    for (campaign, selected_at), ranges in groups.items():
+    for (campaign, selected_at, only_channel), ranges in groups.items():
         try:
             spec = load_campaign(campaign, settings.templates_dir)
-            check_campaign(settings, spec, list(spec.channels))
+            check_campaign(settings, spec, [only_channel] if only_channel else list(spec.channels))
         except ConfigError as exc:  # a campaign removed or broken since: leave its messages
             logger.error("deferred messages of %s left waiting: %s", campaign, exc)
             continue
         at = (selected_at or now.replace(tzinfo=None)).replace(tzinfo=UTC)
         as_of_date = at.astimezone(ZoneInfo(settings.time_zone)).date()
         run_id = str(uuid.uuid4())
-        start_run(engine, run_id, spec, at, settings.delivery, dry_run)
+        start_run(engine, run_id, spec, at, only_channel or settings.delivery, dry_run)
         with engine.connect() as conn:
             params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
         summary = {
@@ -90,7 +105,7 @@ def send_deferred(
             "followup": now.astimezone(UTC).isoformat(timespec="minutes"),
         }
         batch = Batches(
-            spec, run_id, as_of_date, at, None, dry_run, params, settings, now, True
+            spec, run_id, as_of_date, at, only_channel, dry_run, params, settings, now, True
         )
         summaries.append(run_batches(engine, batch, ranges, summary))
     return summaries
@@ -105,6 +120,11 @@ def deferred_flow(
     """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
 
     Deployed to run every 15 minutes (prefect.yaml); ``as_of`` is the instant
-    to decide at (default now), ``channel`` may only be ``outbox`` here.
+    to decide at (default now), ``channel`` may only be ``outbox`` here. A stopped
+    follow-up ends Cancelled, one whose channel can deliver nothing more Failed, as
+    campaign runs do.
     """
-    return send_deferred(as_of, channel, dry_run)
+    try:
+        return send_deferred(as_of, channel, dry_run)
+    except (RunStopped, ChannelDown) as exc:
+        return final_state(exc)

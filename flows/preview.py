@@ -511,7 +511,8 @@ def send_test(
         locale=row.get("locale") or settings.default_locale,
         marketing=spec.marketing,
     )
-    ledger.mark_sending([contact_id], channel, run_id)
+    ledger.mark_sending([contact_id], channel, run_id, {contact_id: (address, message.subject,
+                                                                     message.body)})  # fmt: skip
     try:
         with closing_channel(get_channel(channel, settings)) as sender:
             outcome = sender.send_batch([message])[0]

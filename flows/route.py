@@ -171,6 +171,9 @@ class Route:
     now: datetime | None = None
     #: the follow-up flow: only customers whose deferred message is due
     deferred_only: bool = False
+    #: the one channel the run is limited to (``--channel``): kept on the rows it claims,
+    #: so what it defers goes by that channel later (``channels`` is then just it)
+    only_channel: str | None = None
 
     @property
     def policy_now(self) -> datetime:
@@ -408,6 +411,20 @@ def drop_settled(route: Route, candidates: list[Candidate], result: BatchResult)
     return [c for c in candidates if c.key not in settled]
 
 
+def drop_limited(
+    route: Route, candidates: list[Candidate], result: BatchResult
+) -> list[Candidate]:
+    """Candidates whose deferred message is limited to another channel than this run's
+    (deferred by a ``--channel`` run), counted as already deferred and left to the
+    follow-up, which sends each on its channel (flows/deferred.py)."""
+    if not candidates:
+        return candidates
+    limits = route.ledger.channel_limits(route.spec.name, [c.key for c in candidates])
+    other = {k for k, only in limits.items() if only != route.only_channel}
+    result.already[State.DEFERRED] += len(other)
+    return [c for c in candidates if c.key not in other]
+
+
 # --- reserve ---------------------------------------------------------------------------
 def send_rules(route: Route) -> SendRules:
     """What the claim checks for this campaign: shared addresses and its frequency cap."""
@@ -451,6 +468,7 @@ def reserve(route: Route, candidates: Sequence[Candidate]) -> Claim:
         intents=intents,
         rules=send_rules(route),
         selected_at=route.at,
+        only_channel=route.only_channel,
     )
     for c in candidates:
         if c.key not in claim.owned or c.key not in intents:
@@ -608,7 +626,7 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
         # keys first: settled messages drop out before any customer record is read
         keyed = select_keys(route, id_range)
         assign_occasions(route, keyed)
-        open_keys = drop_settled(route, keyed, result)
+        open_keys = drop_limited(route, drop_settled(route, keyed, result), result)
         settled = len(keyed) - len(open_keys)
         wanted = {c.customer_id for c in open_keys}
         candidates = []
@@ -729,13 +747,16 @@ def _due_only(route: Route, candidates: list[Candidate], id_range) -> list[Candi
     """The follow-up flow's candidates: those whose deferred message is due now. A due
     message whose customer the segment no longer selects is skipped (the next run of the
     campaign decides about them again)."""
-    due = route.ledger.due_keys(route.spec.name, route.at, id_range, route.policy_now)
+    due = route.ledger.due_keys(
+        route.spec.name, route.at, id_range, route.policy_now, route.only_channel
+    )
     ids = {cid for cid, _ in due}
     candidates = [c for c in candidates if c.customer_id in ids]
     assign_occasions(route, candidates)
     kept = [c for c in candidates if c.key in due]
     gone = due - {c.key for c in kept}
-    if gone:
+    if gone:  # a dead run's message in flight stays in doubt; the rest is skipped
+        route.ledger.resolve_interrupted(route.spec.name, sorted(gone), route.run_id)
         route.ledger.settle_deferred(
             route.spec.name,
             sorted(gone),
@@ -765,8 +786,16 @@ class SendingMarks:
     outcomes are recorded.
     """
 
-    def __init__(self, route: Route, channel_name: str, ids: list[int], rate: float):
+    def __init__(
+        self,
+        route: Route,
+        channel_name: str,
+        ids: list[int],
+        rate: float,
+        texts: dict[int, tuple] | None = None,
+    ):
         self.ledger, self.channel_name, self.run_id = route.ledger, channel_name, route.run_id
+        self.texts = texts  # kept with each mark (ContactLedger.mark_sending)
         self.ahead = int(rate * MARK_AHEAD_SECONDS)
         self._order, self._next = ids, 0
         self.asked: set[int] = set()  # marked, or tried
@@ -791,7 +820,9 @@ class SendingMarks:
                     if i not in asked and i not in wanted:
                         want.append(i)
                 try:
-                    self.mine |= self.ledger.mark_sending(want, self.channel_name, self.run_id)
+                    self.mine |= self.ledger.mark_sending(
+                        want, self.channel_name, self.run_id, self.texts
+                    )
                 except OperationalError as exc:
                     self.error = exc
             asked.update(want)
@@ -815,12 +846,15 @@ def send_chunk(
     """
     ledger, run_id = route.ledger, route.run_id
     ids = [m.contact_id for m in messages]
+    texts = None  # what reconciliation finds a message in doubt by (channels/base.py)
+    if getattr(channel, "matched_by_text", False):
+        texts = {m.contact_id: (m.to, m.subject, m.body) for m in messages}
     marks = None
     if getattr(channel, "marks_sending", False):
-        marks = SendingMarks(route, channel_name, ids, channel.configured_rate)
+        marks = SendingMarks(route, channel_name, ids, channel.configured_rate, texts)
         to_send = messages
     else:
-        mine = ledger.mark_sending(ids, channel_name, run_id)
+        mine = ledger.mark_sending(ids, channel_name, run_id, texts)
         to_send = [m for m in messages if m.contact_id in mine]
         if not to_send:
             return [], len(messages)

@@ -125,6 +125,19 @@ def engine(db_url):
 
 
 @pytest.fixture(scope="session")
+def prefect_api_url():
+    """One temporary Prefect API for every `careflow` command tests start in its own
+    process (each would otherwise start its own, ~10 s apiece on a busy machine): the
+    reliability tests and the follow-up kill test. Tests using it share the xdist group
+    ``prefect-cli`` so one worker starts it once."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def prefect_api():
     """A throw-away Prefect API for tests that run flows or use blocks."""
     from prefect.testing.utilities import prefect_test_harness

@@ -192,6 +192,9 @@ class ContactHistory(Base):
     not_before: Mapped[datetime | None] = mapped_column(DateTime)
     #: the run's as-of instant (UTC) that selected the customer: the follow-up re-selects at it
     selected_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the one channel the run that claimed the row was limited to (``--channel``): a
+    #: deferred message goes by it and no other; None: the campaign's channel order
+    only_channel: Mapped[str | None] = mapped_column(String(16))
 
 
 class ContactEvent(Base):

@@ -64,6 +64,7 @@ def live_route(settings, spec, run_id: str, as_of: date, at: datetime, channel: 
         as_of=as_of,
         at=at,
         channels=[channel] if channel else list(spec.channels),
+        only_channel=channel,
         channel_factory=lambda name: channels.get_channel(name, settings),
         ledger=ContactLedger(engine, settings.reservation_lease_seconds),
         renderer=Renderer(settings.templates_dir, settings.default_locale),

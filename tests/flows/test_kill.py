@@ -41,10 +41,17 @@ command and its figures.
 
 The second test stops a run (SIGSTOP) for longer than the lease instead of
 killing it, lets another run take over, and resumes it.
+
+The third kills and stops the follow-up (``careflow deferred send``) that sends
+deferred messages, against a provider that queues before it sends and whose
+log holds other campaigns' messages to the same numbers, with reconciliation
+after each follow-up; ``ci`` size 90 customers, 2 SIGKILLs and a SIGTERM,
+``full`` (slow) 600 customers, 12 and 4.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -60,17 +67,22 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from careflow.campaigns import enrich, load_campaign, occasion_key
 from careflow.db.models import ContactHistory, Customer
 from careflow.messages import State
 from careflow.policy import Decision, decide
 from careflow.settings import PROJECT_ROOT, load_settings
+from channels.sms import TwilioSMS
 from demo.data import seed_demo
-from flows.route import load_consents, segment_select
+from flows.campaign import build_route
+from flows.reconcile import reconcile_sms
+from flows.route import load_consents, process_batch, segment_select
 from tests.flows.kill_worker import CAMPAIGN_OF_SENDER
+from tests.providers import kit
 from tests.providers.fault_server import FaultServer, SlowFaultServer
+from tests.reliability.cli_run import HANG_GUARD, cli_env
 
 AS_OF = date(2026, 11, 22)
 AT = datetime.combine(AS_OF, time(12), tzinfo=UTC)
@@ -97,6 +109,7 @@ AMBIGUOUS = {"interrupted", "timeout_unknown", "connection_lost_unknown"}
 OPENING = [("mid_send", False), ("mid_send", True), ("reserved", True), ("mid_send", True)]
 #: generous, only so a hung worker fails the test instead of hanging it
 WORKER_TIMEOUT = 120.0
+LATER = timedelta(hours=3)  # reconciliation's "now": past its settling and status delays
 
 
 @dataclass(frozen=True)
@@ -385,6 +398,33 @@ class Runner:
         return rnd
 
 
+def reconcile_in_doubt(engine, server: SlowFaultServer) -> dict:
+    """Reconcile the SMS in doubt, and check each against what the provider accepted for
+    its campaign (SMS tell theirs by the sender): accepted once, it must now be ``sent``;
+    never, released for the next run."""
+    by_recipient, _ = server.accepted_by_campaign(CAMPAIGN_OF_SENDER)
+    doubtful = [
+        r for r in ledger_rows(engine) if r.channel == "sms" and r.reason in AMBIGUOUS
+    ]
+    with TwilioSMS(kit.live_settings(server.base_url)) as sms:
+        settled = reconcile_sms(
+            engine, sms, now=datetime.now(UTC).replace(tzinfo=None) + LATER, sleep=lambda _: 0
+        )
+    after = {r.id: r for r in ledger_rows(engine)}
+    problems = []
+    for r in doubtful:
+        n, now = by_recipient[r.campaign, r.recipient], after[r.id]
+        right = now.state == State.SENT if n == 1 else (now.state, now.retryable) == (
+            State.FAILED, True
+        )
+        if not right:
+            problems.append(f"{r.campaign}:{r.customer_id} accepted {n}: now {now.state} "
+                            f"retryable={now.retryable} ({now.detail})")  # fmt: skip
+    return {"in_doubt": len(doubtful), "confirmed": settled.confirmed_sent,
+            "released": settled.released, "unanswered": settled.unanswered,
+            "problems": problems}  # fmt: skip
+
+
 def kill_phase_done(rounds: list[Round], size: KillSize) -> bool:
     """Enough kills of every kind, and a run has met rows a dead run still held."""
     kills = [r for r in rounds if r.killed]
@@ -429,7 +469,7 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path, size
     began = clock.monotonic()
     rng = random.Random(os.environ.get("CAREFLOW_KILL_SEED", f"kill-{dialect}"))
     with SlowFaultServer(
-        delay=REQUEST_DELAY, fault_rate=FAULT_RATE, faults=FAULTS, seed=7
+        delay=REQUEST_DELAY, fault_rate=FAULT_RATE, faults=FAULTS, seed=7, twilio_status="queued"
     ) as server:
         runner = Runner(engine, server, tmp_path, rng, selections, size)
         # --- kill phase: SIGKILL most runs somewhere, until the counts are reached ------
@@ -458,6 +498,15 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path, size
             finishing.append(rnd)
             if len(finishing) >= 2 and rnd.nothing_to_do():
                 break
+        # --- reconciliation: Twilio's log, its messages still queued and the birthday
+        # and win-back SMS to the same numbers side by side, settles the SMS in doubt;
+        # a run then sends what it released ------------------------------------------
+        interrupted = Counter(r.reason for r in ledger_rows(engine) if r.reason in AMBIGUOUS)
+        reconciled = reconcile_in_doubt(engine, server)
+        for _ in range(3 if reconciled["released"] else 0):
+            finishing.append(runner.run("none"))
+            if finishing[-1].nothing_to_do():
+                break
         seconds = clock.monotonic() - began
         by_recipient, by_key = server.accepted_by_campaign(CAMPAIGN_OF_SENDER)
         attempts, actions = sum(server.attempts.values()), dict(server.actions)
@@ -467,6 +516,7 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path, size
     mid_send = [r for r in kills if r.mid_send]
     assert finishing[-1].nothing_to_do(), [r.results for r in finishing]
     assert not finishing[0].killed and finishing[0].done
+    assert not reconciled["problems"], "\n".join(reconciled["problems"][:40])
 
     # --- the ledger: one settled row per selected key ---------------------------------
     states: Counter = Counter()
@@ -544,7 +594,9 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path, size
     # --- the test was not vacuous (the kill phase ran until these counts held) -----------
     assert kill_phase_done(rounds, size)
     assert len(kills) >= size.kills and len(mid_send) >= size.min_mid_send_kills
-    assert states[State.SENT] > 0 and reasons["failed:interrupted"] > 0
+    assert states[State.SENT] > 0 and interrupted["interrupted"] > 0
+    sms_in_doubt = [r for r in all_rows if r.channel == "sms" and r.reason in AMBIGUOUS]
+    assert not sms_in_doubt, "reconciliation left SMS in doubt"
 
     in_doubt = [r.left_sending for r in kills]
     report = {
@@ -563,6 +615,7 @@ def test_runs_killed_at_random_never_message_anyone_twice(engine, tmp_path, size
         "rows": dict(states),
         "not_sent": dict(reasons),
         "ambiguous_rows_by_times_accepted": dict(interrupted_accepted),
+        "reconciled_sms": {k: v for k, v in reconciled.items() if k != "problems"},
         "server_attempts": attempts,
         "server_actions": actions,
         "seconds": round(seconds, 1),
@@ -629,7 +682,6 @@ def test_a_run_paused_past_its_lease_never_sends_what_another_run_took_over(engi
 
 def test_the_kill_worker_builds_the_route_a_real_run_builds(db_url):
     """kill_worker builds its route without Prefect; it must be the flow's route."""
-    from flows.campaign import build_route
     from tests.flows.kill_worker import live_route
 
     settings = load_settings()
@@ -637,9 +689,174 @@ def test_the_kill_worker_builds_the_route_a_real_run_builds(db_url):
     flow_route = build_route(settings, spec, "r", AS_OF, AT, None, dry_run=False)
     worker_route = live_route(settings, spec, "r", AS_OF, AT, None)
     for name in ("spec", "engine", "settings", "run_id", "as_of", "at", "channels", "params",
-                 "dry_run", "stop"):
+                 "dry_run", "stop", "only_channel"):
         assert getattr(worker_route, name) == getattr(flow_route, name), name
     assert type(worker_route.ledger) is type(flow_route.ledger)
     assert worker_route.ledger.lease == flow_route.ledger.lease
     assert worker_route.renderer.templates_dir == flow_route.renderer.templates_dir
     assert type(worker_route.channel_factory("sms")) is type(flow_route.channel_factory("sms"))
+
+
+# --- the follow-up: deferred messages, killed and stopped, then reconciled ------------------
+#: birthday customers in Kiritimati (UTC+14): 02:00 there at AT, so quiet hours defer them
+FOLLOW_UP_ZONE = "Pacific/Kiritimati"
+FOLLOW_UP_AT = "2026-11-22T20:00:00+00:00"  # 10:00 there: every deferred message is due
+OTHERS = ("Your order #{n} has shipped.", "Flash sale today only: 30% off shoes.")
+
+
+@dataclass(frozen=True)
+class FollowUpSize:
+    """Customers deferred, and how many follow-ups are SIGKILLed and SIGTERMed."""
+
+    customers: int
+    kills: int
+    stops: int
+
+    @classmethod
+    def named(cls, name: str) -> FollowUpSize:
+        return cls(600, 12, 4) if name == "full" else cls(90, 2, 1)
+
+
+def followup_shop(engine, n: int) -> dict[int, str]:
+    """Customers 1..n with a birthday in Kiritimati today and a mobile each (and an email:
+    the run below is limited to SMS); customer id -> number."""
+    numbers = {cid: kit.cn_mobile(cid) for cid in range(1, n + 1)}
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Customer.__table__),
+            [
+                {"id": cid, "full_name": f"Customer {cid}", "given_name": f"C{cid}",
+                 "locale": "en", "time_zone": FOLLOW_UP_ZONE, "mobile": number,
+                 "email": f"c{cid}@example.com", "birthday": date(1990, 11, 23)}
+                for cid, number in numbers.items()
+            ],
+        )  # fmt: skip
+    return numbers
+
+
+def follow_up(env: dict, log: Path) -> subprocess.Popen:
+    """``careflow deferred send`` in its own process, as the deployment runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "deferred", "send", "--as-of", FOLLOW_UP_AT],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect-cli")
+@pytest.mark.parametrize("size_name", ["ci", pytest.param("full", marks=pytest.mark.slow)])
+def test_follow_ups_killed_or_stopped_at_random_send_each_deferred_message_once(
+    engine, db_url, tmp_path, prefect_api_url, size_name
+):
+    """A ``--channel sms`` birthday run defers everyone (quiet hours). Follow-ups
+    (``careflow deferred send``, each in its own process) are SIGKILLed or SIGTERMed
+    once the provider has accepted a random number of their messages; after each,
+    the provider moves some messages along (it queues before it sends) and
+    reconciliation reads its log, where other campaigns' messages to the same numbers
+    are too. Then follow-ups and reconciliation go on until nothing is left.
+
+    Every customer must end with one ``sent`` SMS row (none lost, none by email), the
+    provider must have accepted exactly one of our messages per number (none twice),
+    and no row may be confirmed by another campaign's message.
+    """
+    size = FollowUpSize.named(size_name)
+    rng = random.Random(os.environ.get("CAREFLOW_KILL_SEED", f"follow-{engine.dialect.name}"))
+    numbers = followup_shop(engine, size.customers)
+    modes = ["kill"] * size.kills + ["stop"] * size.stops
+    rng.shuffle(modes)
+    rounds: list[dict] = []
+    with SlowFaultServer(
+        delay=REQUEST_DELAY, fault_rate=FAULT_RATE, faults=FAULTS, seed=11, twilio_status="queued"
+    ) as server:
+        settings = kit.live_settings(server.base_url)
+        spec = load_campaign("birthday", settings.templates_dir)
+        deferring = build_route(settings, spec, "deferring-run", AS_OF, AT, "sms", False)
+        deferred = process_batch(deferring, (1, size.customers))
+        assert deferred.deferred == {"quiet_hours": size.customers}, deferred
+        for cid, number in numbers.items():  # other campaigns texted them today, too
+            for text in rng.sample(OTHERS, rng.randint(0, 2)):
+                server.add_twilio_message(number, text.format(n=cid))
+        env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=5)
+        env["CAREFLOW_RESERVATION_LEASE_SECONDS"] = str(LEASE)
+        cap = max(3, size.customers // (2 * len(modes)))  # the work cannot run out early
+        reconcile = functools.partial(
+            reconcile_sms, engine, sleep=lambda _: None, default_region="CN"
+        )
+
+        def one_round(mode: str) -> dict:
+            log = tmp_path / f"follow-up-{len(rounds):02d}.log"
+            before = len(server.bodies)
+            target = before + rng.randint(1, cap)
+            proc = follow_up(env, log)
+            try:
+                while proc.poll() is None and mode != "none":
+                    if len(server.bodies) >= target:
+                        proc.send_signal(signal.SIGKILL if mode == "kill" else signal.SIGTERM)
+                        break
+                    clock.sleep(0.005)
+                code = proc.wait(HANG_GUARD)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            server.wait_idle()
+            output = log.read_text()
+            assert "Traceback" not in output, output[-4000:]
+            with engine.connect() as conn:
+                held = conn.execute(
+                    select(func.count()).where(
+                        ContactHistory.state.in_([State.RESERVED, State.SENDING])
+                    )
+                ).scalar_one()
+            if mode == "stop":
+                assert held == 0, f"a stopped follow-up left {held} row(s) held:\n{output}"
+            if mode == "kill":  # the dead run's lease runs out (as in Runner.age_unsettled)
+                long_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=LEASE + 60)
+                with engine.begin() as conn:
+                    conn.execute(
+                        update(ContactHistory)
+                        .where(ContactHistory.state.in_([State.RESERVED, State.SENDING]))
+                        .values(updated_at=long_ago)
+                    )
+            elif mode == "none":
+                assert code == 0, output[-4000:]
+            # Twilio works through its queue at its own pace
+            queued = [s for s, m in server.twilio_messages.items() if m["status"] == "queued"]
+            server.twilio_advance(rng.choice(["sending", "sent", "delivered"]),
+                                  rng.sample(queued, len(queued) // 2))  # fmt: skip
+            with TwilioSMS(settings) as sms:
+                settled = reconcile(sms, now=datetime.now(UTC).replace(tzinfo=None) + LATER)
+            rnd = {"mode": mode, "exit": code, "accepted": len(server.bodies) - before,
+                   "held": held, "confirmed": settled.confirmed_sent,
+                   "released": settled.released, "unanswered": settled.unanswered,
+                   "nothing_due": "no deferred message is due" in output}  # fmt: skip
+            rounds.append(rnd)
+            return rnd
+
+        for mode in modes:
+            one_round(mode)
+        for _ in range(6):  # finish: until a follow-up finds nothing and nothing is in doubt
+            rnd = one_round("none")
+            if rnd["nothing_due"] and not (rnd["confirmed"] or rnd["released"]):
+                break
+        accepted = Counter(server.accepted)
+
+    with engine.connect() as conn:
+        rows = {r.customer_id: r for r in conn.execute(select(ContactHistory.__table__))}
+    assert rounds[-1]["nothing_due"], rounds
+    assert set(rows) == set(numbers)
+    problems = [
+        f"{cid}: {r.state}:{r.reason} by {r.channel}, accepted {accepted[numbers[cid]]}"
+        for cid, r in rows.items()
+        if r.state != State.SENT or r.channel != "sms" or accepted[numbers[cid]] != 1
+    ]
+    foreign = {s for s, m in server.twilio_messages.items() if m["from"] == "+15005559999"}
+    problems += [f"{cid}: confirmed by another campaign's message {r.provider_id}"
+                 for cid, r in rows.items() if r.provider_id in foreign]  # fmt: skip
+    assert not problems, "\n".join(problems[:40])
+    assert sum(r["mode"] == "kill" for r in rounds) == size.kills
+    print(f"\n[{engine.dialect.name} follow-up] " + json.dumps(rounds))

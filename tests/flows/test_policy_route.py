@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from careflow.campaigns import load_campaign
-from careflow.db.models import Consent, ContactHistory
-from careflow.ledger import ContactLedger, DryRunLedger
+from careflow.db.models import Consent, ContactHistory, Customer
+from careflow.ledger import ContactLedger, DryRunLedger, deferred_summary
 from careflow.messages import State
 from careflow.settings import PROJECT_ROOT, load_settings
 from flows.campaign import build_route
@@ -52,6 +52,7 @@ def templates(tmp_path, monkeypatch):
     campaign(root, "promo_three")
     campaign(root, "greeting", category="care", policy="  one_per_address: false\n")
     campaign(root, "promo_skip", policy="  when_capped: skip\n")
+    campaign(root, "promo_email_first", channels="[email, sms]")
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
     return root
 
@@ -152,6 +153,13 @@ DUE = {
 }
 
 
+def add_email(engine, cid):
+    with engine.begin() as conn:
+        conn.execute(
+            update(Customer).where(Customer.id == cid).values(email=f"c{cid}@example.com")
+        )
+
+
 @pytest.fixture
 def world(engine):
     for cid, zone in ZONES.items():
@@ -202,6 +210,9 @@ def test_a_campaign_run_also_sends_a_due_deferral_once_and_the_follow_up_then_no
 def test_a_follow_up_killed_after_claiming_leaves_the_message_to_the_next_one_once(
     world, templates
 ):
+    """Regression: a follow-up that died holding a due message took it out of
+    ``deferred`` for good: no later follow-up found it, ``deferred list`` showed
+    nothing, and only a campaign run that selected the customer again sent it."""
     run("promo")
     due = datetime(2026, 6, 1, 13, 5, tzinfo=UTC)  # customer 3 is due
     clock = Clock(due)
@@ -210,13 +221,52 @@ def test_a_follow_up_killed_after_claiming_leaves_the_message_to_the_next_one_on
     key = (3, "2026")
     claim = ledger.claim("promo", "dead", [key], now=due)  # ...and then the process dies
     assert claim.owned
+    pending = {r["reason"]: (r["count"], r["taken"]) for r in deferred_summary(world)}
+    assert pending == {"quiet_hours": (4, 1)}  # still listed: taken, not sent
     assert run("promo", run_id="next", now=due, deferred_only=True, clock=clock).sent == 0
     clock.now += timedelta(minutes=16)  # the dead run's lease has passed
+    assert [(d.campaign, d.lo, d.count) for d in ledger.due_deferred(due, 100)] == [
+        ("promo", 3, 1)
+    ]
     taken = route_for("promo", run_id="next", now=due, deferred_only=True, clock=clock)
-    assert process_batch(taken, ALL).sent == 0  # not deferred any more: a campaign run takes it
-    assert run("promo", run_id="run-2", now=due, clock=clock).sent == 1
-    assert rows(world)[3].state == State.SENT
-    assert run("promo", run_id="run-3", now=due, clock=clock).sent == 0
+    assert process_batch(taken, ALL).sent == 1  # the next follow-up takes it over
+    assert rows(world)[3].state == State.SENT and rows(world)[3].not_before is None
+    assert run("promo", run_id="run-2", now=due, clock=clock).sent == 0
+    assert run("promo", run_id="again", now=due, deferred_only=True, clock=clock).selected == 0
+
+
+def test_a_stopped_follow_up_puts_what_it_took_back_as_due(world, templates):
+    """Regression: a follow-up stopped (SIGTERM) released the messages it had taken as
+    ``skipped: run_stopped``, which no follow-up looks for: they were never sent."""
+    run("promo")
+    later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all four due
+    clock = Clock(later)
+    ledger = ContactLedger(world, clock=clock)
+    keys = [(c, "2026") for c in (3, 4, 5, 6)]
+    assert len(ledger.claim("promo", "stopping", keys, now=later).owned) == 4
+    assert ledger.release("stopping") == (4, 0)  # the stop's clean-up
+    ledger_rows = rows(world)
+    assert {ledger_rows[c].state for c in (3, 4, 5, 6)} == {State.DEFERRED}
+    assert ledger_rows[3].reason == "quiet_hours" and ledger_rows[3].not_before == DUE[3]
+    assert sum(d.count for d in ledger.due_deferred(later, 100)) == 4
+    result = run("promo", run_id="next", now=later, deferred_only=True, clock=clock)
+    assert result.sent == 4
+
+
+def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(prefect_api, world, templates):
+    """Regression: the follow-up flow sent messages deferred by a ``--channel sms`` run on
+    the campaign's own channel order (email first here)."""
+    from flows.deferred import deferred_flow
+
+    for cid in ZONES:
+        add_email(world, cid)
+    settings = load_settings()
+    spec = load_campaign("promo_email_first", settings.templates_dir)
+    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
+    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    [summary] = deferred_flow(as_of=datetime(2026, 6, 1, 23, 30, tzinfo=UTC))
+    assert summary["sent"] == 4
+    assert {r.channel for r in rows(world).values()} == {"sms"}
 
 
 def test_a_follow_up_killed_while_sending_never_sends_again(world, templates):
@@ -420,3 +470,42 @@ def test_a_shared_address_is_held_since_the_purchase_day_in_the_shops_zone(
         assert second.skipped == {"shared_address": 1} and row.reason == "shared_address"
     else:
         assert second.sent == 1 and row.state == State.SENT
+
+
+def test_a_deferred_message_in_doubt_and_released_is_sent_by_the_follow_up(world, templates):
+    """A follow-up killed while sending leaves the message in doubt; once reconciliation
+    (or a person) releases it, the next follow-up sends it: a campaign run might never
+    select the customer again."""
+    run("promo")
+    due = datetime(2026, 6, 1, 13, 5, tzinfo=UTC)
+    clock = Clock(due)
+    ledger = ContactLedger(world, clock=clock)
+    cid = ledger.claim("promo", "dead", [(3, "2026")], now=due).owned[(3, "2026")]
+    ledger.mark_sending([cid], "sms", "dead", {cid: ("+447911123403", None, "promo: hi")})
+    clock.now += timedelta(minutes=16)
+    follow = run("promo", run_id="next", now=due, deferred_only=True, clock=clock)
+    assert follow.sent == 0 and follow.failed == {"interrupted": 1}
+    assert rows(world)[3].body == "promo: hi"  # what reconciliation matches on
+    ledger.allow_retry("promo", "interrupted")  # reconciliation found it never went out
+    assert [r["reason"] for r in deferred_summary(world)] == ["interrupted", "quiet_hours"]
+    assert run("promo", run_id="last", now=due, deferred_only=True, clock=clock).sent == 1
+    assert rows(world)[3].state == State.SENT
+
+
+def test_a_campaign_run_leaves_a_message_limited_to_sms_to_the_follow_up(world, templates):
+    """Regression: a run of the campaign without ``--channel`` took due messages deferred
+    by a ``--channel sms`` run and sent them on the campaign's own order (email)."""
+    for cid in ZONES:
+        add_email(world, cid)
+    settings = load_settings()
+    spec = load_campaign("promo_email_first", settings.templates_dir)
+    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
+    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all due
+    full = build_route(settings, spec, "full-run", AT.date(), AT, None, False, now=later)
+    result = process_batch(full, ALL)
+    assert result.sent == 0 and result.already == {"sent": 2, "deferred": 4}
+    follow = build_route(settings, spec, "follow", AT.date(), AT, "sms", False, now=later,
+                         deferred_only=True)  # fmt: skip
+    assert process_batch(follow, ALL).sent == 4
+    assert {r.channel for r in rows(world).values()} == {"sms"}

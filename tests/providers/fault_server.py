@@ -21,6 +21,17 @@ Per recipient, ``script(recipient, [actions...])`` decides successive
 attempts; otherwise a seeded random draw picks a fault with probability
 ``fault_rate`` from ``faults``. Runs aiohttp on its own thread and loop.
 
+Twilio's message log. Every accepted SMS becomes a Message resource, listed
+(GET Messages.json, newest first, filtered by To, From and DateSent as
+Twilio filters) and fetched by sid. ``twilio_status`` is the status a new
+one gets: ``delivered`` (the default) or, as Twilio does, ``queued``, then
+moved along queued -> sending -> sent -> delivered by ``twilio_advance``;
+``date_sent`` stays null until it is sent, so a DateSent filter leaves
+messages still queued out. ``add_twilio_message`` puts someone else's
+message (another campaign's, another system's) in the log, and
+``log_script`` holds actions (``reset``, ``http:S``) for the next reads of
+the log.
+
 ``SlowFaultServer`` takes a moment over every request it accepts, so a
 client killed or stopped mid-run is caught with requests in flight;
 ``wait_idle`` waits until no request is being handled (a killed client's
@@ -42,6 +53,20 @@ from typing import Self
 from aiohttp import web
 
 TRANSIENT = ("http:500", "http:502", "http:503", "429:0.05")
+#: a Twilio message's statuses in the order they come (Message resource, status)
+TWILIO_LIFECYCLE = ("accepted", "scheduled", "queued", "sending", "sent", "delivered")
+
+
+def _public(message: dict) -> dict:
+    """A logged message as Twilio's API shows it (without the server's own fields)."""
+    return {k: v for k, v in message.items() if not k.startswith("_")}
+
+
+def _twilio_date(value: str) -> datetime:
+    """A DateSent bound as the SDK sends it (``2026-11-22T12:00:00Z``) or a bare day."""
+    if len(value) == 10:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class FaultServer:
@@ -67,6 +92,8 @@ class FaultServer:
         self.bodies: list[dict] = []  # what accepted requests carried, for assertions
         #: accepted SMS by sid, as Twilio's message list and fetch report them
         self.twilio_messages: dict[str, dict] = {}
+        self.log_script: list[str] = []  # actions for the next reads of the message log
+        self.log_reads = 0
         self.headers: list[dict[str, str]] = []  # and their headers
         self.in_flight = 0  # requests being handled right now
         self._in_flight_changed = threading.Condition()
@@ -227,16 +254,8 @@ class FaultServer:
             self.accepted[recipient] += 1
         self.bodies.append(body)
         if "_sid" in body:
-            self.twilio_messages[body["_sid"]] = {
-                "sid": body["_sid"],
-                "to": body.get("To"),
-                "from": body.get("From"),
-                "body": body.get("Body"),
-                "status": self.twilio_status,
-                "error_code": None,
-                "date_created": email.utils.format_datetime(datetime.now(UTC)),
-                "date_sent": email.utils.format_datetime(datetime.now(UTC)),
-            }
+            self._log_message(body["_sid"], body.get("To"), body.get("From"), body.get("Body"),
+                              self.twilio_status)
         self.headers.append(dict(request.headers))
         if kind == "accept_hang":
             await asyncio.sleep(float(arg))
@@ -263,22 +282,102 @@ class FaultServer:
 
         return await self._handle(request, str(form.get("To")), form, ok, error)
 
+    # --- Twilio's message log -------------------------------------------------------
+    def _log_message(self, sid: str, to, sender, text, status: str) -> dict:
+        now = datetime.now(UTC)
+        message = self.twilio_messages[sid] = {
+            "sid": sid,
+            "to": to,
+            "from": sender,
+            "body": text,
+            "status": status,
+            "direction": "outbound-api",
+            "error_code": None,
+            "date_created": email.utils.format_datetime(now),
+            "date_updated": email.utils.format_datetime(now),
+            "date_sent": None,
+            "_created": now,
+            "_sent": None,
+        }
+        if TWILIO_LIFECYCLE.index(status) >= TWILIO_LIFECYCLE.index("sent"):
+            self._sent(message, now)
+        return message
+
+    @staticmethod
+    def _sent(message: dict, when: datetime) -> None:
+        message["_sent"] = when
+        message["date_sent"] = email.utils.format_datetime(when)
+
+    def add_twilio_message(
+        self, to: str, text: str, sender: str = "+15005559999", status: str = "delivered"
+    ) -> str:
+        """Someone else's message to ``to`` in the log (not counted as accepted): its sid."""
+        sid = "SM" + uuid.uuid4().hex
+        self._log_message(sid, to, sender, text, status)
+        return sid
+
+    def twilio_advance(self, status: str, sids: Iterable[str] | None = None) -> int:
+        """Move logged messages (all, or ``sids``) along Twilio's lifecycle up to
+        ``status``; one reaching ``sent`` gets its ``date_sent``. Returns how many moved."""
+        rank = TWILIO_LIFECYCLE.index(status)
+        moved = 0
+        for sid in list(sids) if sids is not None else list(self.twilio_messages):
+            message = self.twilio_messages[sid]
+            if TWILIO_LIFECYCLE.index(message["status"]) >= rank:
+                continue
+            message["status"] = status
+            message["date_updated"] = email.utils.format_datetime(datetime.now(UTC))
+            if message["_sent"] is None and rank >= TWILIO_LIFECYCLE.index("sent"):
+                self._sent(message, datetime.now(UTC))
+            moved += 1
+        return moved
+
+    def _log_fault(self, request: web.Request) -> web.StreamResponse | None:
+        self.log_reads += 1
+        if not self.log_script:
+            return None
+        kind, _, arg = self.log_script.pop(0).partition(":")
+        if kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)  # never written: the connection is gone
+        return web.json_response({"code": int(arg), "message": "simulated", "status": int(arg)},
+                                 status=int(arg))
+
     async def _twilio_list(self, request: web.Request) -> web.StreamResponse:
-        """GET Messages.json?To=...: what Twilio accepted for that number."""
-        to = request.query.get("To")
-        found = [m for m in self.twilio_messages.values() if to is None or m["to"] == to]
+        """GET Messages.json: the log, newest first, filtered as Twilio filters it (To, From;
+        DateSent, DateSent<, DateSent> on ``date_sent``, which a message still queued lacks)."""
+        fault = self._log_fault(request)
+        if fault is not None:
+            return fault
+        q = request.query
+        found = [
+            m
+            for m in self.twilio_messages.values()
+            if q.get("To") in (None, m["to"]) and q.get("From") in (None, m["from"])
+        ]
+        for name, keep in (("DateSent", lambda d, x: d.date() == x.date()),
+                           ("DateSent<", lambda d, x: d <= x), ("DateSent>", lambda d, x: d >= x)):
+            if q.get(name):
+                bound = _twilio_date(q[name])
+                found = [m for m in found if m["_sent"] is not None and keep(m["_sent"], bound)]
+        found.sort(key=lambda m: m["_created"], reverse=True)
+        size = int(q.get("PageSize", 50))
         return web.json_response(
-            {"messages": found, "next_page_uri": None, "page": 0, "page_size": 50,
-             "uri": request.path_qs, "first_page_uri": request.path_qs,
+            {"messages": [_public(m) for m in found[:size]], "next_page_uri": None, "page": 0,
+             "page_size": size, "uri": request.path_qs, "first_page_uri": request.path_qs,
              "previous_page_uri": None}
         )
 
     async def _twilio_fetch(self, request: web.Request) -> web.StreamResponse:
+        fault = self._log_fault(request)
+        if fault is not None:
+            return fault
         message = self.twilio_messages.get(request.match_info["msid"])
         if message is None:
             return web.json_response({"code": 20404, "message": "not found", "status": 404},
                                      status=404)
-        return web.json_response(message)
+        return web.json_response(_public(message))
 
     async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()

@@ -1,4 +1,4 @@
-"""Hypothesis profiles, and one Prefect API, for the reliability tests.
+"""Hypothesis profiles for the reliability tests.
 
 ``ci`` (the default) keeps the property tests to a few dozen examples each so
 the suite stays quick; ``slow`` explores far more. Choose one with
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 _COMMON = {
@@ -32,14 +31,3 @@ settings.register_profile("ci", max_examples=20, **_COMMON)
 settings.register_profile("slow", max_examples=400, **_COMMON)
 settings.load_profile(os.environ.get("CAREFLOW_HYPOTHESIS_PROFILE", "ci"))
 
-
-@pytest.fixture(scope="session")
-def prefect_api_url():
-    """One temporary Prefect API for every `careflow run` the reliability tests start
-    (each would otherwise start its own, ~10 s apiece on a busy machine). Tests
-    using it share the xdist group ``prefect-cli`` so one worker starts it once."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield PREFECT_API_URL.value()
