@@ -253,7 +253,9 @@ def test_a_stopped_follow_up_puts_what_it_took_back_as_due(world, templates):
     assert result.sent == 4
 
 
-def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(prefect_api, world, templates):
+def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(
+    prefect_api, world, templates, real_clock
+):
     """Regression: the follow-up flow sent messages deferred by a ``--channel sms`` run on
     the campaign's own channel order (email first here)."""
     from flows.deferred import deferred_flow
@@ -264,7 +266,9 @@ def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(prefect_api, wor
     spec = load_campaign("promo_email_first", settings.templates_dir)
     sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
     assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
-    [summary] = deferred_flow(as_of=datetime(2026, 6, 1, 23, 30, tzinfo=UTC))
+    later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all four due
+    real_clock.set(later)  # a real follow-up judges send times at the real clock
+    [summary] = deferred_flow(as_of=later)
     assert summary["sent"] == 4
     assert {r.channel for r in rows(world).values()} == {"sms"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select, update
@@ -95,6 +96,11 @@ def test_nothing_is_settled_before_the_attempt_has_had_time(engine, server):
     assert (result.confirmed_sent, result.released) == (0, 0)
 
 
+def chunk_of(ledger, settings=None):
+    """What ``send_chunk`` reads of a run's route: its ledger, id and home."""
+    return SimpleNamespace(ledger=ledger, run_id="run-1", settings=settings)
+
+
 class Died(BaseException):
     """The process dies while the channel has the message (SIGKILL, seen from the ledger)."""
 
@@ -116,7 +122,7 @@ def left_in_doubt(engine, cid: int, number: str, text: str) -> int:
     row = led.claim("winback", "run-1", [(cid, "2026")]).owned[(cid, "2026")]
     message = make_message(cid, "sms", number, contact_id=row, body=text, locale="en")
     with pytest.raises(Died):
-        send_chunk(led, DyingChannel(), "sms", [message], "run-1")
+        send_chunk(chunk_of(led), DyingChannel(), "sms", [message])
     assert led.release("run-1") == (0, 1)
     return row
 
@@ -164,7 +170,7 @@ def test_a_message_twilio_has_queued_but_not_sent_counts_as_taken(engine):
         message = make_message(1, "sms", NUMBERS[1], contact_id=cid, body="hello 1",
                                locale="en")  # fmt: skip
         with TwilioSMS(settings) as sms:
-            send_chunk(led, sms, "sms", [message], "run-1")
+            send_chunk(chunk_of(led, settings), sms, "sms", [message])
         assert rows(engine)[1].reason == "connection_lost_unknown"
         [sid] = server.twilio_messages
         assert server.twilio_messages[sid]["date_sent"] is None  # queued, not yet sent
