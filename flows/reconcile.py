@@ -173,6 +173,20 @@ def reconcile_sms(
     return out
 
 
+def _release(conn, row_id: int, now: datetime, why: str) -> str:
+    """Row ``row_id`` never went out (``why``): retryable, the next run sends it."""
+    conn.execute(
+        update(CH)
+        .where(and_(CH.c.id == row_id, CH.c.state == State.FAILED))
+        .values(
+            retryable=True,
+            detail=f"reconciliation: {why}, so it never went out; the next run sends it",
+            updated_at=now,
+        )
+    )
+    return "released"
+
+
 def _settle(engine: Engine, row, to: str, log: list[dict], now: datetime) -> str | None:
     """Settle one row in doubt by the number's log since its attempt: ``sent`` when one
     of the messages is ours (its text, not yet in the ledger), ``released`` when Twilio
@@ -180,17 +194,9 @@ def _settle(engine: Engine, row, to: str, log: list[dict], now: datetime) -> str
     tell (left for a person). A message with other text is another campaign's."""
     with engine.begin() as conn:
         if not log:
-            conn.execute(
-                update(CH)
-                .where(and_(CH.c.id == row.id, CH.c.state == State.FAILED))
-                .values(
-                    retryable=True,
-                    detail="reconciliation: Twilio has no message to this number since the "
-                    "attempt, so it never went out; the next run sends it",
-                    updated_at=now,
-                )
+            return _release(
+                conn, row.id, now, "Twilio has no message to this number since the attempt"
             )
-            return "released"
         if row.body is None:
             return None
         known = set(
@@ -204,17 +210,10 @@ def _settle(engine: Engine, row, to: str, log: list[dict], now: datetime) -> str
             if m["sid"] not in known and (m["body"] or "").strip() == row.body.strip()
         ]
         if not ours:
-            conn.execute(
-                update(CH)
-                .where(and_(CH.c.id == row.id, CH.c.state == State.FAILED))
-                .values(
-                    retryable=True,
-                    detail="reconciliation: Twilio's messages to this number since the "
-                    "attempt are all others, so this one never went out; the next run sends it",
-                    updated_at=now,
-                )
+            return _release(
+                conn, row.id, now,
+                "Twilio's messages to this number since the attempt are all others",
             )
-            return "released"
         first = min(ours, key=lambda m: m["date_created"])
         conn.execute(
             update(CH)
