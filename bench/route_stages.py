@@ -8,7 +8,8 @@ The route (flows/route.py) runs batch by batch as a run does it, without
 Prefect, with a clock around each stage: the keys' selection, the
 selection of customer records, occasions and the settled-key read, the
 policy (consent, addresses, suppression, holdout, send time), the claim,
-rendering (template, opt-out line, segments), the outbox file's content (the
+rendering (in the render worker process, with the IPC: template, opt-out
+line, segments), the outbox file's content (the
 text, or an email's MIME message and unsubscribe link) and its write, and the
 ledger's sending mark and outcome record. The sum is what
 one core can do; a run's threads share one core's worth of Python, so a
@@ -33,7 +34,7 @@ STAGES = {
     "occasion + settled read": None,  # assign_occasions + drop_settled, timed together
     "policy": ("flows.route", "apply_policy"),
     "claim": ("flows.route", "reserve"),
-    "render": ("flows.route", "build_message"),
+    "render": ("flows.route", "render_messages"),
 }
 
 
