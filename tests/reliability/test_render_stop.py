@@ -83,6 +83,7 @@ def test_sigterm_stops_a_run_stuck_in_a_template_and_its_rows_are_released(
         "CAREFLOW_HOME": str(tmp_path / "home"),
         "CAREFLOW_TEMPLATES_DIR": str(root),
         "CAREFLOW_DELIVERY": "outbox",
+        "CAREFLOW_HOLDOUT": "0",
         "CAREFLOW_RENDER_TIMEOUT_SECONDS": "3600",
         "PREFECT_API_URL": prefect_api_url,
         "PYTHONUNBUFFERED": "1",
