@@ -20,10 +20,13 @@ thread is running: Babel's locale loader does ``_cache_lock.acquire()`` and
 then ``try:``, so an exception between the two leaves the lock held and
 every later render in the process waits for ever; and one raised just as a
 render finishes lands in the caller unless every exit clears it under a
-lock. A subprocess per render can be killed and memory-capped, but costs
-milliseconds per message against ~12 µs for an SMS. The limits add about
-2 µs per message (bench/render_timing.py: 11.0 -> 12.8 µs for the birthday
-SMS, 34 -> 38 µs for its three-part email).
+lock. A process per render could be killed and memory-capped, but would
+cost milliseconds per message against ~12 µs for an SMS: instead a
+long-lived render worker renders a batch's messages and is killed only when
+one of them runs away (careflow/render_worker.py, the hard backstop for
+what these checks cannot see). The limits add about 2 µs per message
+(bench/render_timing.py: 11.0 -> 12.8 µs for the birthday SMS, 34 -> 38 µs
+for its three-part email).
 
 **Size: predicted before built.** Neither a deadline nor an async exception
 can interrupt one long C call such as ``'x' * 10**9``, so operations whose
@@ -42,10 +45,21 @@ capped at ``WORK_FACTOR`` times it, which stops a string growing in a loop
 long before the deadline would. Lists cannot be grown in place (this is the
 immutable sandbox: no ``append``/``extend``).
 
+**Values: measured as they are made.** Comparing, printing or serialising a
+value is one C call whose cost is the value's size, and a list doubled in a
+loop (``{% set ns.x = [ns.x, ns.x] %}``) is small in memory and enormous as
+text. So every value a filter, a call or a list, tuple or dict literal makes,
+and every namespace just assigned to, is measured (``made``): as text it must
+fit the size limit, and it may nest at most ``MAX_DEPTH`` deep (namespaces
+and a dict's views count by what they hold; a value holding itself is too
+deep). Made text counts towards the work budget. ``pprint`` is measured
+before it formats (its work grows with size times depth), ``tojson`` before
+it serialises.
+
 These checks stop the mistakes that reach production and the plain ways of
-abusing a template. They are not a proof against a determined author: a
-list nesting itself by doubling can still have an enormous string form, so
-workers should also run under a process memory limit.
+abusing a template. They bound what a template builds, not every slow
+algorithm (a dict of integers whose hashes collide is one C call of
+minutes): the render worker's deadline and memory limit stop those.
 """
 
 from __future__ import annotations
