@@ -63,7 +63,7 @@ SHAPES = {
     # one C call no check inside a render can predict: only the worker's deadline stops it
     "colliding_dict_keys": (
         f"{{{{ dict.fromkeys(range(0, 100000 * {M}, {M}))|length }}}}",
-        "rendering took longer than 0.5 s",
+        "rendering took longer than 1 s",
     ),
 }
 
@@ -77,7 +77,7 @@ def runaway(tmp_path, monkeypatch, engine):
         "segment: birthday\nchannels: [sms]\noccasion: yearly\nmarketing: false\n"
     )
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
-    monkeypatch.setenv("CAREFLOW_RENDER_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("CAREFLOW_RENDER_TIMEOUT_SECONDS", "1")
     add_customer(engine, 1, mobile="+447911123451", country="GB", grade="a", birthday=BDAY)
     add_customer(engine, 2, mobile="+447911123452", country="GB", grade="z", birthday=BDAY)
     return root / "runaway" / "sms.en.j2"
@@ -93,6 +93,9 @@ def test_a_runaway_template_fails_its_recipient_and_the_others_are_sent(engine, 
     rows = ledger(engine)
     assert rows[1].state == State.SENT and rows[1].body.startswith("Happy birthday C1!")
     assert rows[2].state == State.FAILED and rows[2].reason == "template_error"
-    assert "runaway/sms.en.j2" in rows[2].detail or "took longer" in rows[2].detail
-    assert reason in rows[2].detail, rows[2].detail
+    if shape == "colliding_dict_keys":  # killed from outside: no template line to name
+        assert rows[2].detail == reason + " (CAREFLOW_RENDER_TIMEOUT_SECONDS)"
+    else:  # stopped inside the render; on a busy machine its own deadline check may win
+        assert rows[2].detail.startswith("runaway/sms.en.j2: "), rows[2].detail
+        assert reason in rows[2].detail or "took longer than" in rows[2].detail, rows[2].detail
     assert result.sent == 1 and result.failed == {"template_error": 1}
