@@ -136,7 +136,16 @@ class _Worker:
         self.process = ctx.Process(
             target=_serve, args=(child, self.progress, config), name="careflow-render", daemon=True
         )
-        self.process.start()
+        # A Dask worker is a daemonic process, which multiprocessing forbids children so
+        # none outlives it; a render worker cannot (it dies with its parent, _serve), so
+        # the flag is lifted while this one starts.
+        flags = multiprocessing.current_process()._config
+        daemonic = flags.pop("daemon", None)
+        try:
+            self.process.start()
+        finally:
+            if daemonic is not None:
+                flags["daemon"] = daemonic
         child.close()
 
     def wait(self, config: WorkerConfig, check_stop) -> list | tuple[int, TemplateError]:
