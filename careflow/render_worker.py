@@ -28,7 +28,7 @@ pipe, which leaves the interpreter free:
   by the kernel when their parent goes.
 
 Cost: workers start from a fork server that has imported the renderer, and
-stay alive between batches (``MAX_IDLE`` per configuration); messages travel
+stay alive between batches (up to ``MAX_IDLE`` idle ones); messages travel
 ``CHUNK`` at a time, results come back a chunk at a time. bench/README.md
 has the per-message figure.
 """
@@ -53,7 +53,7 @@ CHUNK = 200
 POLL_SECONDS = 0.05
 #: how long past the render deadline the worker's own check may take before it is killed
 GRACE_SECONDS = 0.25
-#: idle workers kept per configuration for the next batch
+#: idle workers kept for the next batches (the oldest goes first)
 MAX_IDLE = 8
 
 #: one message: ((field, template name or None), ...), locale, template context
@@ -183,18 +183,19 @@ class _Worker:
         self.conn.close()
 
 
-_idle: dict[WorkerConfig, list[_Worker]] = {}
+#: idle workers, oldest first, with the configuration each renders with
+_idle: list[tuple[WorkerConfig, _Worker]] = []
 _idle_lock = threading.Lock()
 
 
 def _take(config: WorkerConfig) -> _Worker | None:
     with _idle_lock:
-        workers = _idle.get(config, [])
-        while workers:
-            worker = workers.pop()
-            if worker.process.is_alive():
-                return worker
-            worker.kill()
+        for i in range(len(_idle) - 1, -1, -1):
+            if _idle[i][0] == config:
+                worker = _idle.pop(i)[1]
+                if worker.process.is_alive():
+                    return worker
+                worker.kill()
     return None
 
 
@@ -202,11 +203,11 @@ def _give(config: WorkerConfig, worker: _Worker | None) -> None:
     if worker is None:
         return
     with _idle_lock:
-        workers = _idle.setdefault(config, [])
-        if worker.process.is_alive() and len(workers) < MAX_IDLE:
-            workers.append(worker)
-            return
-    worker.kill()
+        _idle.append((config, worker))
+        retired = _idle[:-MAX_IDLE]
+        del _idle[:-MAX_IDLE]
+    for _, old in retired:
+        old.kill()
 
 
 @cache
