@@ -1,11 +1,13 @@
 """Templates: locale fallback, locale-aware filters, and errors that name the template."""
 
+import multiprocessing
 import re
 from datetime import date
 from decimal import Decimal
 
 import pytest
 
+from careflow import render_worker
 from careflow.errors import TemplateError, TemplateLimitError
 from careflow.rendering import Renderer, greeting_name, locale_chain
 from careflow.settings import PROJECT_ROOT
@@ -271,3 +273,6 @@ def test_a_stop_while_waiting_on_a_stuck_template_kills_its_worker(tmp_path):
 
     with pytest.raises(Stopped):
         list(renderer.render_many([("c", "sms", "en", CTX)], check_stop))
+    idle = {worker.process for _, worker in render_worker._idle}
+    rendering = [p for p in multiprocessing.active_children() if p.name == "careflow-render"]
+    assert set(rendering) <= idle  # the one inside the template is gone
