@@ -7,6 +7,8 @@
     │                             before any work is done, the message names what to fix
     ├── DataError                 input data (an import file, a stored row) is unusable
     ├── TemplateError             a template is missing or failed to render
+    │   └── TemplateLimitError    its render was stopped from outside: killed at its
+    │                             deadline, out of memory, or its worker died
     ├── ChannelError              a channel failed as a whole, not for one recipient
     │   ├── ChannelDown           it would fail every message (a full or read-only
     │   │                         outbox, credentials the provider refuses): the run
@@ -45,6 +47,11 @@ class DataError(CareflowError):
 
 class TemplateError(CareflowError):
     """A template is missing or failed to render."""
+
+
+class TemplateLimitError(TemplateError):
+    """A render was stopped by a limit the operating system enforces on the render
+    worker (careflow/render_worker.py): rendering it again in-process would run away."""
 
 
 class ChannelError(CareflowError):

@@ -52,7 +52,7 @@ from careflow.campaigns import (
     load_campaign,
 )
 from careflow.db.models import Customer
-from careflow.errors import ConfigError, RecipientError
+from careflow.errors import ConfigError, RecipientError, TemplateError, TemplateLimitError
 from careflow.rendering import Rendered, Renderer, locale_chain
 from careflow.settings import Settings
 from careflow.unsubscribe import PLACEHOLDER
@@ -452,6 +452,13 @@ class _Lint:
         if template is None:
             return None
         self.report.renders += 1
+        try:  # first where a runaway template is stopped (careflow/render_worker.py)
+            self.renderer.render_file(template.name, context)
+        except TemplateLimitError as exc:
+            self.add(path, 0, str(exc), sample)
+            return None
+        except TemplateError:
+            pass  # rendered again below, here, to find its line
         self._printed_none.clear()
         try:
             with self.env.message():

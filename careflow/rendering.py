@@ -18,12 +18,15 @@ message. Filters format in the customer's locale with Babel:
     {{ day | date }}  {{ day | date("long") }}
     {{ customer | greeting_name }}
 
-Each message renders within a deadline and a size (``CAREFLOW_RENDER_*``
-settings); careflow/template_sandbox.py says how, and why that way.
+Each message renders within a deadline, a size and a memory limit
+(``CAREFLOW_RENDER_*`` settings), in a render worker process that is killed
+when a template runs past them: careflow/template_sandbox.py has the checks
+inside a render, careflow/render_worker.py the process around it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -37,7 +40,8 @@ from babel.numbers import format_currency, format_decimal
 from jinja2.sandbox import SecurityError
 
 from careflow import registry
-from careflow.errors import ConfigError, TemplateError
+from careflow.errors import ConfigError, TemplateError, TemplateLimitError
+from careflow.render_worker import WorkerConfig, render_jobs
 from careflow.settings import Settings
 from careflow.template_sandbox import BoundedSandbox
 from careflow.unsubscribe import inert_placeholder
@@ -121,10 +125,13 @@ def _parts(channel: str):
 
 
 class Renderer:
-    """Finds and renders a campaign's templates for one channel and locale.
+    """Finds a campaign's templates for one channel and locale, and renders them in a
+    render worker process (careflow/render_worker.py).
 
-    ``timeout_seconds`` and ``max_chars`` bound each message (the defaults are
-    the settings' defaults; :meth:`from_settings` reads the configured ones).
+    ``timeout_seconds``, ``max_chars`` and ``max_memory_mb`` bound each message
+    (the defaults are the settings' defaults; :meth:`from_settings` reads the
+    configured ones). Templates are found and compiled here, once per renderer
+    (a run's batch); the worker renders them by name.
     """
 
     def __init__(
@@ -134,6 +141,7 @@ class Renderer:
         *,
         timeout_seconds: float = 2.0,
         max_chars: int = 200_000,
+        max_memory_mb: int = 256,
     ):
         self.templates_dir = Path(templates_dir)
         self.default_locale = default_locale
@@ -150,8 +158,13 @@ class Renderer:
         self.env.filters.update(
             money=_money, date=_date, number=_number, greeting_name=greeting_name
         )
+        self.worker_config = WorkerConfig(
+            str(self.templates_dir), default_locale, timeout_seconds, max_chars, max_memory_mb
+        )
         #: (campaign, stem, locale) -> (template or None, names tried): ``_find``
         self._found: dict[tuple, tuple] = {}
+        #: name -> template, for the renders of one request in a worker: ``render_names``
+        self._loaded: dict[str, jinja2.Template] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -161,6 +174,7 @@ class Renderer:
             settings.default_locale,
             timeout_seconds=settings.render_timeout_seconds,
             max_chars=settings.render_max_chars,
+            max_memory_mb=settings.render_max_memory_mb,
         )
 
     def _find(self, campaign: str, stem: str, locale: str | None, required: bool = True):
@@ -194,21 +208,89 @@ class Renderer:
         first = next((p for p in _parts(channel) if p.required), None)
         return first is not None and self._find(campaign, first.stem, None, False) is not None
 
-    def render(self, campaign: str, channel: str, locale: str | None, context: dict) -> Rendered:
-        """Render one message; raise TemplateError with the template name and cause.
+    def template_names(self, campaign: str, channel: str, locale: str | None):
+        """((field, template name or None), ...): the files that make this message. The
+        channel's registry entry says which parts a message has."""
+        out = []
+        for part in _parts(channel):
+            template = self._find(campaign, part.stem, locale, part.required)
+            out.append((part.field, template.name if template else None))
+        return tuple(out)
 
-        The channel's registry entry says which template files make a message;
-        all parts of a message share one deadline and one size limit.
-        """
+    # --- rendering, in a worker ---------------------------------------------------------
+    def render(self, campaign: str, channel: str, locale: str | None, context: dict) -> Rendered:
+        """Render one message; raise TemplateError with the template name and cause."""
+        (result,) = self.render_many([(campaign, channel, locale, context)])
+        if isinstance(result, TemplateError):
+            raise result
+        return result
+
+    def render_many(
+        self,
+        requests: Iterable[tuple[str, str, str | None, dict]],
+        check_stop: Callable[[], None] | None = None,
+    ) -> Iterator[Rendered | TemplateError]:
+        """Render (campaign, channel, locale, context) requests in a render worker; yields,
+        in order, each message or the TemplateError that says why it has none. All parts
+        of a message share one deadline and one size limit. ``check_stop`` runs while
+        waiting and may raise to stop (the worker is killed)."""
+        prepared: list = []
+        for campaign, channel, locale, context in requests:
+            try:
+                prepared.append((self.template_names(campaign, channel, locale), locale, context))
+            except TemplateError as exc:
+                prepared.append(exc)
+        done = render_jobs(
+            self.worker_config, [p for p in prepared if isinstance(p, tuple)], check_stop
+        )
+        for p in prepared:
+            if isinstance(p, TemplateError):
+                yield p
+                continue
+            result = next(done)
+            yield result if isinstance(result, TemplateError) else Rendered(**result)
+        next(done, None)  # the end: the worker goes back for the next batch
+
+    def render_file(self, name: str, context: dict) -> str:
+        """Render one template file in a render worker (lint checks a template there
+        before it renders it in-process for line numbers)."""
+        (result,) = render_jobs(self.worker_config, [((("body", name),), None, context)])
+        if isinstance(result, TemplateError):
+            raise result
+        return result["body"]
+
+    # --- rendering, in this process (the worker's side) ---------------------------------
+    def render_names(self, names, locale: str | None, context: dict) -> dict[str, str | None]:
+        """Render the files ``template_names`` gave, sharing one deadline and size limit;
+        {field: text}. Templates are looked up once until :meth:`forget`."""
         context = {**context, "locale": locale or self.default_locale}
         out: dict[str, str | None] = {}
         with self.env.message():
-            for part in _parts(channel):
-                template = self._find(campaign, part.stem, locale, part.required)
-                out[part.field] = self._run(template, context) if template else None
+            for field, name in names:
+                out[field] = self._run(self._template(name), context) if name else None
         if out.get("subject") is not None:
             out["subject"] = " ".join(out["subject"].split())  # one line, however written
-        return Rendered(**out)
+        return out
+
+    def render_here(self, campaign: str, channel: str, locale: str | None, context: dict):
+        """:meth:`render` in this process: the sandbox's limits, not the worker's (bench/)."""
+        names = self.template_names(campaign, channel, locale)
+        return Rendered(**self.render_names(names, locale, context))
+
+    def forget(self) -> None:
+        """Look templates up again (a worker does, for each request)."""
+        self._loaded.clear()
+
+    def _template(self, name: str) -> jinja2.Template:
+        template = self._loaded.get(name)
+        if template is None:
+            try:
+                template = self._loaded[name] = self.env.get_template(name)
+            except jinja2.TemplateNotFound:
+                raise TemplateError(f"template {name} not found") from None
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{name} line {exc.lineno}: {exc.message}") from None
+        return template
 
     def _run(self, template: jinja2.Template, context: dict) -> str:
         try:
@@ -219,5 +301,14 @@ class Renderer:
             raise TemplateError(f"{template.name}: {exc.message}") from None
         except SecurityError as exc:
             raise TemplateError(f"{template.name}: not allowed in templates: {exc}") from None
+        except MemoryError:  # past the worker's address space (careflow/render_worker.py)
+            raise TemplateLimitError(
+                f"{template.name}: {self.worker_config.out_of_memory()}"
+            ) from None
+        except RecursionError:
+            raise TemplateError(
+                f"{template.name}: calls or values nested too deeply (a macro that calls "
+                "itself without end?)"
+            ) from None
         except Exception as exc:  # a filter fed bad data, a division by zero...
             raise TemplateError(f"{template.name}: {type(exc).__name__}: {exc}") from None

@@ -247,6 +247,11 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
     render_max_chars: int = Field(
         default=200_000, ge=1_000, description="Longest rendered message, all parts together."
     )
+    render_max_memory_mb: int = Field(
+        default=256,
+        ge=32,
+        description="Memory the render worker process may use beyond its own (template_error).",
+    )
     reservation_lease_seconds: int = Field(
         default=900,
         ge=1,

@@ -20,10 +20,13 @@ thread is running: Babel's locale loader does ``_cache_lock.acquire()`` and
 then ``try:``, so an exception between the two leaves the lock held and
 every later render in the process waits for ever; and one raised just as a
 render finishes lands in the caller unless every exit clears it under a
-lock. A subprocess per render can be killed and memory-capped, but costs
-milliseconds per message against ~12 µs for an SMS. The limits add about
-2 µs per message (bench/render_timing.py: 11.0 -> 12.8 µs for the birthday
-SMS, 34 -> 38 µs for its three-part email).
+lock. A process per render could be killed and memory-capped, but would
+cost milliseconds per message against ~12 µs for an SMS: instead a
+long-lived render worker renders a batch's messages and is killed only when
+one of them runs away (careflow/render_worker.py, the hard backstop for
+what these checks cannot see). The limits add about 2 µs per message
+(bench/render_timing.py: 11.0 -> 12.8 µs for the birthday SMS, 34 -> 38 µs
+for its three-part email).
 
 **Size: predicted before built.** Neither a deadline nor an async exception
 can interrupt one long C call such as ``'x' * 10**9``, so operations whose
@@ -42,10 +45,21 @@ capped at ``WORK_FACTOR`` times it, which stops a string growing in a loop
 long before the deadline would. Lists cannot be grown in place (this is the
 immutable sandbox: no ``append``/``extend``).
 
+**Values: measured as they are made.** Comparing, printing or serialising a
+value is one C call whose cost is the value's size, and a list doubled in a
+loop (``{% set ns.x = [ns.x, ns.x] %}``) is small in memory and enormous as
+text. So every value a filter, a call or a list, tuple or dict literal makes,
+and every namespace just assigned to, is measured (``made``): as text it must
+fit the size limit, and it may nest at most ``MAX_DEPTH`` deep (namespaces
+and a dict's views count by what they hold; a value holding itself is too
+deep). Made text counts towards the work budget. ``pprint`` is measured
+before it formats (its work grows with size times depth), ``tojson`` before
+it serialises.
+
 These checks stop the mistakes that reach production and the plain ways of
-abusing a template. They are not a proof against a determined author: a
-list nesting itself by doubling can still have an enormous string form, so
-workers should also run under a process memory limit.
+abusing a template. They bound what a template builds, not every slow
+algorithm (a dict of integers whose hashes collide is one C call of
+minutes): the render worker's deadline and memory limit stop those.
 """
 
 from __future__ import annotations
@@ -55,6 +69,7 @@ import re
 import string
 import threading
 import types
+from itertools import chain
 from time import perf_counter
 from typing import ClassVar
 
@@ -65,6 +80,7 @@ from jinja2.filters import (
     do_center,
     do_format,
     do_indent,
+    do_pprint,
     do_replace,
     do_tojson,
     do_wordwrap,
@@ -74,7 +90,7 @@ from jinja2.filters import (
     sync_do_sum,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum
+from jinja2.utils import Namespace, generate_lorem_ipsum
 
 from careflow.errors import TemplateError
 
@@ -84,33 +100,52 @@ WORK_FACTOR = 20
 MAX_INT_BITS = 16_384
 #: Widest ``tojson`` indent (its output grows with indent times depth times items).
 MAX_JSON_INDENT = 16
+#: Deepest nesting of lists, tuples, dicts and namespaces a template may build.
+MAX_DEPTH = 32
 
 _PRINTF_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _GROWING_METHODS = frozenset(
     {"center", "ljust", "rjust", "zfill", "expandtabs", "join", "replace", "translate",
-     "format", "format_map"}
+     "format", "format_map", "to_bytes"}
 )  # fmt: skip
 _METHOD_TYPES = (types.BuiltinMethodType, types.MethodType)
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_CONTAINERS = (list, tuple, set, frozenset, dict, type({}.keys()), type({}.values()),
+               type({}.items()))  # a dict's views print all it holds
+_MEASURED = (*_CONTAINERS, Namespace)
 _SEQUENCES = (str, bytes, list, tuple)
 
 
-def text_size(value, limit: int, depth: int = 0) -> int:
-    """About ``len(str(value))``, without building it; stops counting past ``limit``."""
+def measure(value, limit: int, depth: int = 0) -> tuple[int, int]:
+    """(about ``len(str(value))``, how deeply it nests), without building the text; stops
+    counting past ``limit``. A value nested more than ``MAX_DEPTH`` deep is refused here:
+    it is a value that holds itself or was nested in a loop, and Python's own comparisons
+    and string forms of such values run as one long call nothing can interrupt."""
     if isinstance(value, (str, bytes)):
-        return len(value)
+        return len(value), depth
     if isinstance(value, int):
-        return value.bit_length() * 30103 // 100_000 + 2  # digits: bits * log10(2)
-    if isinstance(value, _CONTAINERS):
-        if depth > 32:
-            return limit + 1
-        total = 2
-        for item in value.items() if isinstance(value, dict) else value:
-            total += text_size(item, limit - total, depth + 1) + 2
-            if total > limit:
-                break
-        return total
-    return 32  # dates, decimals, undefined: short
+        return value.bit_length() * 30103 // 100_000 + 2, depth  # digits: bits * log10(2)
+    if isinstance(value, Namespace):
+        value = value._Namespace__attrs  # its string form is its attributes'
+    if not isinstance(value, _CONTAINERS):
+        return 32, depth  # dates, decimals, undefined: short
+    if depth >= MAX_DEPTH:
+        raise TemplateError(
+            f"a value nested more than {MAX_DEPTH} levels deep (a list, dict or namespace "
+            "that holds itself, or one nested in a loop)"
+        )
+    total, deepest = 2, depth + 1
+    for item in chain.from_iterable(value.items()) if isinstance(value, dict) else value:
+        size, nested = measure(item, limit - total, depth + 1)
+        total += size + 2
+        deepest = max(deepest, nested)
+        if total > limit:
+            break
+    return total, deepest
+
+
+def text_size(value, limit: int) -> int:
+    """About ``len(str(value))``, without building it; stops counting past ``limit``."""
+    return measure(value, limit)[0]
 
 
 def _ints_in(*values) -> int:
@@ -182,10 +217,33 @@ class _BoundedCodeGenerator(CodeGenerator):
         frame.buffer = self.temporary_identifier()
         self.writeline(f"{frame.buffer} = environment.bounded_buffer()")
 
+    def visit_Assign(self, node, frame):
+        super().visit_Assign(node, frame)
+        for name in sorted({ref.name for ref in node.find_all(nodes.NSRef)}):
+            self.writeline(f"environment.made({frame.symbols.ref(name)}, charge=False)")
+
     def visit_Concat(self, node, frame):
         self.write("environment.built(")
         super().visit_Concat(node, frame)
         self.write(")")
+
+    # Values a template makes (calls go through the sandbox's ``call``) are measured as
+    # they are made: ``environment.made(...)``.
+    def _made(visit):
+        def visit_made(self, node, frame, *args, **kwargs):
+            if getattr(node, "ctx", "load") != "load":  # an assignment target
+                return visit(self, node, frame, *args, **kwargs)
+            self.write("environment.made(")
+            visit(self, node, frame, *args, **kwargs)
+            self.write(")")
+
+        return visit_made
+
+    visit_Filter = _made(CodeGenerator.visit_Filter)
+    visit_List = _made(CodeGenerator.visit_List)
+    visit_Tuple = _made(CodeGenerator.visit_Tuple)
+    visit_Dict = _made(CodeGenerator.visit_Dict)
+    del _made
 
 
 class _BoundedBuffer(list):
@@ -265,6 +323,23 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.grow(len(value), "a joined string")
         return value
 
+    def made(self, value, charge: bool = True):
+        """A value a filter, call or literal just made, or a namespace just assigned to:
+        text counts towards the message's work; a list, tuple, dict or namespace must be
+        within the size limit and ``MAX_DEPTH`` deep. So no value a template holds is too
+        large or too deep for the one long C call that compares, prints or serialises it."""
+        if isinstance(value, str):
+            self.charge(len(value))
+        elif isinstance(value, _MEASURED):
+            size = text_size(value, self.max_chars)
+            self.check_size(size, "a value")
+            if charge:
+                self.charge(size)
+        return value
+
+    def call(__self, __context, __obj, *args, **kwargs):  # as Jinja names them
+        return __self.made(super().call(__context, __obj, *args, **kwargs))
+
     def call_binop(self, context, operator, left, right):
         check = self._binop_checks.get(operator)
         if check is not None:
@@ -278,6 +353,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if not isinstance(value, _METHOD_TYPES) or value.__name__ not in _GROWING_METHODS:
             return wrapped
         owner = value.__self__
+        if value.__name__ == "to_bytes" and isinstance(owner, int):
+            return self._to_bytes(value)
         if not isinstance(owner, (str, bytes)):
             return wrapped
         method, name = wrapped or value, value.__name__
@@ -287,6 +364,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 args = (list(args[0]), *args[1:])
             self.grow(self._method_size(owner, name, args, kwargs), f"{name}()")
             return method(*args, **kwargs)
+
+        return checked
+
+    def _to_bytes(self, method):
+        def checked(length=1, *args, **kwargs):
+            self.grow(length if isinstance(length, int) else 0, "to_bytes()")
+            return method(length, *args, **kwargs)
 
         return checked
 
@@ -461,9 +545,15 @@ def _bounded_filters(env: BoundedSandbox) -> dict:
     def tojson(eval_ctx, value, indent=None):
         if indent is not None and not 0 <= indent <= MAX_JSON_INDENT:
             raise TemplateError(f"tojson indent must be between 0 and {MAX_JSON_INDENT}")
+        env.check_size(text_size(value, limit), "tojson")
         out = do_tojson(eval_ctx, value, indent)
         env.grow(len(out), "tojson")
         return out
+
+    def pprint(value):
+        size, depth = measure(value, limit)
+        env.grow(size * max(depth, 1), "pprint")  # it formats each level's items again
+        return do_pprint(value)
 
     @pass_environment
     def sum_(environment, iterable, attribute=None, start=0):
@@ -483,5 +573,5 @@ def _bounded_filters(env: BoundedSandbox) -> dict:
     return {
         "center": center, "indent": indent, "wordwrap": wordwrap, "replace": replace,
         "format": format, "join": join, "batch": batch, "slice": slice, "tojson": tojson,
-        "sum": sum_,
+        "sum": sum_, "pprint": pprint,
     }  # fmt: skip

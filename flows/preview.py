@@ -55,9 +55,9 @@ from channels.sms_text import sms_segments
 from flows.route import (
     apply_policy,
     assign_occasions,
-    build_message,
     policy_outcome,
     render_message,
+    render_messages,
     reserve,
     select_candidates,
     template_context,
@@ -162,10 +162,11 @@ def walk_route(
     if fallback:
         out.lines.append(f"fallbacks: {', '.join(fallback)}")
     out.lines.append(f"channel: {d.channel} to {d.address}")
-    try:
-        out.message = build_message(route, c, contact_id=0)
-    except RecipientError as exc:
-        out.lines.append(f"would fail: {exc.reason}: {exc.detail}")
+    (message,) = render_messages(route, [(c, 0)])
+    if isinstance(message, RecipientError):
+        out.lines.append(f"would fail: {message.reason}: {message.detail}")
+    else:
+        out.message = message
     return out
 
 

@@ -524,13 +524,17 @@ def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Setti
     }
 
 
-def render_message(
+def render_request(spec: CampaignSpec, settings: Settings, row: dict, channel: str, as_of: date):
+    """What the renderer needs for one customer's message (``Renderer.render_many``)."""
+    return spec.name, channel, row.get("locale"), template_context(spec, row, as_of, settings)
+
+
+def finish_message(
     spec: CampaignSpec,
-    renderer: Renderer,
     settings: Settings,
     row: dict,
     channel: str,
-    as_of: date,
+    rendered: Rendered | TemplateError,
 ) -> Rendered:
     """The message exactly as it will go out, whatever the delivery mode.
 
@@ -539,14 +543,10 @@ def render_message(
     outbox, a dry run and the ledger hold the text a customer would receive.
     Raises Unsendable with the reason the ledger records.
     """
+    if isinstance(rendered, TemplateError):
+        raise Unsendable("template_error", str(rendered))
     locale = row.get("locale") or settings.default_locale
     entry = registry.get(channel)
-    try:
-        rendered = renderer.render(
-            spec.name, channel, row.get("locale"), template_context(spec, row, as_of, settings)
-        )
-    except TemplateError as exc:
-        raise Unsendable("template_error", str(exc)) from None
     limit = entry.max_subject_chars
     if limit and rendered.subject and len(rendered.subject) > limit:
         raise Unsendable(
@@ -563,13 +563,48 @@ def render_message(
     return rendered
 
 
-def build_message(route: Route, c: Candidate, contact_id: int) -> Message:
-    """Step 5: render one owned candidate into the Message its channel will send."""
+def render_message(
+    spec: CampaignSpec,
+    renderer: Renderer,
+    settings: Settings,
+    row: dict,
+    channel: str,
+    as_of: date,
+) -> Rendered:
+    """One customer's message, rendered (in a render worker) and finished; raises
+    Unsendable with the reason the ledger records (preview and test sends)."""
+    (rendered,) = renderer.render_many([render_request(spec, settings, row, channel, as_of)])
+    return finish_message(spec, settings, row, channel, rendered)
+
+
+def render_messages(
+    route: Route, owned: Sequence[tuple[Candidate, int]]
+) -> list[Message | RecipientError]:
+    """Step 5: render each owned candidate into the Message its channel will send, or the
+    RecipientError that says why it cannot go out. The batch's messages go to one render
+    worker together (careflow/render_worker.py), which a stop or a runaway template
+    cannot hold up: the run's stop is checked while waiting on it."""
+    requests = [
+        render_request(route.spec, route.settings, c.row, c.decision.channel, route.as_of)
+        for c, _ in owned
+    ]
+    out: list[Message | RecipientError] = []
+    rendered = route.renderer.render_many(requests, route.check_stop)
+    for (c, contact_id), r in zip(owned, rendered, strict=True):
+        try:
+            out.append(build_message(route, c, contact_id, r))
+        except RecipientError as exc:
+            out.append(exc)
+    return out
+
+
+def build_message(
+    route: Route, c: Candidate, contact_id: int, rendered: Rendered | TemplateError
+) -> Message:
+    """One owned candidate's rendered message, finished into the Message its channel sends."""
     d = c.decision
-    rendered = render_message(
-        route.spec, route.renderer, route.settings, c.row, d.channel, route.as_of
-    )
-    problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (render_message)
+    rendered = finish_message(route.spec, route.settings, c.row, d.channel, rendered)
+    problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (finish_message)
     if problem:
         raise Unsendable("invalid_content", problem)
     return Message(
@@ -696,14 +731,11 @@ def _decide_render_send(
 
     by_channel: dict[str, list[Message]] = defaultdict(list)
     unsendable: list[Outcome] = []
-    for c, contact_id in owned:
-        route.check_stop()
-        try:
-            msg = build_message(route, c, contact_id)
-        except RecipientError as exc:
-            unsendable.append(Outcome.failed(contact_id, exc.reason, detail=exc.detail))
+    for (c, contact_id), msg in zip(owned, render_messages(route, owned), strict=True):
+        if isinstance(msg, RecipientError):
+            unsendable.append(Outcome.failed(contact_id, msg.reason, detail=msg.detail))
             if route.dry_run:
-                _sample(result, c, None, exc.detail)
+                _sample(result, c, None, msg.detail)
             continue
         by_channel[msg.channel].append(msg)
         if route.dry_run:

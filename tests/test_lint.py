@@ -201,3 +201,14 @@ def test_jinja_is_taken_out_line_for_line():
 )
 def test_tags_must_pair_up(source, expected):
     assert html_problems(source, ENV) == expected
+
+
+def test_lint_names_a_template_stuck_in_one_call_and_finishes(templates):
+    """Regression: lint rendered in its own process and never came back from a template
+    stuck inside one C call (a dict of integers whose hashes collide)."""
+    m = 2**61 - 1
+    edit(templates / "winback" / "sms.en.j2", "{{ name }}",
+         f"{{{{ dict.fromkeys(range(0, 100000 * {m}, {m}))|length }}}}{{{{ name }}}}")  # fmt: skip
+    report = lint(templates, render_timeout_seconds=0.2)
+    reasons = {(p.path.name, p.reason.split(" (sample")[0]) for p in report.problems}
+    assert ("sms.en.j2", "rendering took longer than 0.2 s (CAREFLOW_RENDER_TIMEOUT_SECONDS)") in reasons

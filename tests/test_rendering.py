@@ -1,12 +1,14 @@
 """Templates: locale fallback, locale-aware filters, and errors that name the template."""
 
+import multiprocessing
 import re
 from datetime import date
 from decimal import Decimal
 
 import pytest
 
-from careflow.errors import TemplateError
+from careflow import render_worker
+from careflow.errors import TemplateError, TemplateLimitError
 from careflow.rendering import Renderer, greeting_name, locale_chain
 from careflow.settings import PROJECT_ROOT
 
@@ -225,3 +227,52 @@ def test_renderer_limits_default_to_the_settings_defaults():
     assert renderer.env.timeout_seconds == settings.render_timeout_seconds == 2.0
     assert renderer.env.max_chars == settings.render_max_chars == 200_000
     assert Renderer(PROJECT_ROOT / "templates").env.max_chars == settings.render_max_chars
+
+
+# --- the render worker: limits the operating system enforces ----------------------------
+# Regression: these ran in the caller's process, where no check could stop them.
+COLLIDING = "{{ dict.fromkeys(range(0, 100000 * 2305843009213693951, 2305843009213693951))|length }}"
+
+
+def test_a_template_stuck_in_one_call_is_stopped_at_its_deadline_and_the_next_renders(limited):
+    """A dict of integers whose hashes collide: minutes inside one C call, which nothing
+    inside the render can interrupt; the worker is killed at the deadline."""
+    (limited.templates_dir / "c" / "fax.en.j2").write_text(COLLIDING)
+    out = list(limited.render_many([("c", "sms", "en", CTX), ("c", "fax", "en", CTX),
+                                    ("c", "sms", "en", {**CTX, "name": "Bo"})]))  # fmt: skip
+    assert isinstance(out[1], TemplateLimitError)
+    assert str(out[1]) == "rendering took longer than 0.2 s (CAREFLOW_RENDER_TIMEOUT_SECONDS)"
+    assert [out[0].body, out[2].body] == ["Hi Ann <b>, CN¥1,234.50", "Hi Bo, CN¥1,234.50"]
+
+
+def test_a_template_past_the_memory_limit_is_a_template_error(tmp_path):
+    """The size check lets 10^9 characters through here (a limit set that high); the
+    worker's address space does not."""
+    camp = tmp_path / "c"
+    camp.mkdir()
+    (camp / "sms.en.j2").write_text("{{ ('x' * 1000000000)|length }}")
+    renderer = Renderer(tmp_path, max_chars=10**10, max_memory_mb=64)
+    with pytest.raises(TemplateLimitError, match=re.escape("used more than 64 MB of memory")):
+        renderer.render("c", "sms", "en", CTX)
+
+
+def test_a_stop_while_waiting_on_a_stuck_template_kills_its_worker(tmp_path):
+    camp = tmp_path / "c"
+    camp.mkdir()
+    (camp / "sms.en.j2").write_text(COLLIDING)
+    renderer = Renderer(tmp_path, timeout_seconds=3600)
+    waits = []
+
+    class Stopped(Exception):
+        pass
+
+    def check_stop():
+        waits.append(1)
+        if len(waits) > 3:  # a few waits in: the worker is rendering
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        list(renderer.render_many([("c", "sms", "en", CTX)], check_stop))
+    idle = {worker.process for _, worker in render_worker._idle}
+    rendering = [p for p in multiprocessing.active_children() if p.name == "careflow-render"]
+    assert set(rendering) <= idle  # the one inside the template is gone
