@@ -308,13 +308,21 @@ def test_a_message_the_ledger_cannot_store_fails_before_sending(people, template
     route = build_route(settings, spec, "run-1", AS_OF, AT, None, False)
     route.channel_factory = lambda name: channel
     route.params = {}
-    original = route.renderer.render
+    original = route.renderer.render_many
 
-    def render(campaign, channel_name, locale, context):  # customer 6 only: the bad text
-        text = bad if context["customer"]["id"] == 6 else "Happy birthday"
-        return original(campaign, channel_name, locale, {**context, "text": text})
+    def render_many(requests, *args, **kwargs):  # customer 6 only: the bad text
+        return original(
+            [
+                (campaign, name, locale, {**context, "text": bad})
+                if context["customer"]["id"] == 6
+                else (campaign, name, locale, {**context, "text": "Happy birthday"})
+                for campaign, name, locale, context in requests
+            ],
+            *args,
+            **kwargs,
+        )
 
-    route.renderer.render = render
+    route.renderer.render_many = render_many
     result = process_batch(route, (1, 100))
     rows = ledger(people)
     assert rows[6].state == State.FAILED and rows[6].reason == "invalid_content"

@@ -87,6 +87,9 @@ def test_sigterm_stops_a_run_stuck_in_a_template_and_its_rows_are_released(
         "CAREFLOW_RENDER_TIMEOUT_SECONDS": "3600",
         "PREFECT_API_URL": prefect_api_url,
         "PYTHONUNBUFFERED": "1",
+        # a real run judges send times at the real clock: this one renders at any hour
+        "CAREFLOW_QUIET_HOURS": "off",
+        "CAREFLOW_SENDING_WINDOWS": "false",
     }
     log = tmp_path / "run.log"
     proc = subprocess.Popen(
