@@ -94,6 +94,18 @@ class FakeClock:
         return self.instant
 
 
+@pytest.fixture(autouse=True)
+def _real_clock_at_noon(monkeypatch):
+    """A real run judges send times at the real clock (``careflow.clock.now``), so a test
+    of a run in this process would pass or fail by the hour the suite runs at. The real
+    clock stands at noon UTC today unless a test sets it (``real_clock``); runs in a
+    process of their own turn send times off instead (tests/reliability/cli_run.py)."""
+    from careflow import clock
+
+    today = datetime.now(UTC).date()
+    monkeypatch.setattr(clock, "now", FakeClock(datetime(*today.timetuple()[:3], 12, tzinfo=UTC)))
+
+
 @pytest.fixture
 def real_clock(monkeypatch):
     """The real clock faked, at noon UTC of 2026-06-01 until a test sets it: a real run
