@@ -14,6 +14,7 @@ to refresh the ones docs/operators.md shows.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -75,11 +76,14 @@ def _deployments_in_prefect_yaml() -> list[dict]:
 
 
 def _markdown_table(markdown: str) -> tuple[str, list[str]]:
-    """The heading of a summary artifact and the first cell of each table row."""
-    heading = next(line.lstrip("#").strip() for line in markdown.splitlines()
-                   if line.startswith("#"))
-    cells = [row.strip("|").split("|")[0].strip() for row in markdown.splitlines()
-             if row.startswith("|")]
+    """The heading of a summary artifact and the first cell of each row of its first table
+    (the outcomes; a run that deferred or skipped someone adds a table of decisions, whose
+    rows depend on the hour the run met its customers at)."""
+    lines = markdown.splitlines()
+    heading = next(line.lstrip("#").strip() for line in lines if line.startswith("#"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    cells = [row.strip("|").split("|")[0].strip() for row in table]
     return heading, [c for c in cells[2:] if c]  # after the header row and the --- row
 
 
