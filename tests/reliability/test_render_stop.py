@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +25,13 @@ from sqlalchemy import select
 
 from careflow.db.models import Run
 from careflow.settings import PROJECT_ROOT
-from tests.reliability.cli_run import AS_OF, HANG_GUARD, add_birthday_customers, ledger, wait_for
+from tests.reliability.cli_run import (
+    HANG_GUARD,
+    add_birthday_customers,
+    careflow_run,
+    ledger,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli")]
 
@@ -92,14 +96,7 @@ def test_sigterm_stops_a_run_stuck_in_a_template_and_its_rows_are_released(
         "CAREFLOW_SENDING_WINDOWS": "false",
     }
     log = tmp_path / "run.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "birthday", "--as-of", AS_OF, "--allow-past"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = careflow_run(env, log)
     try:
         found: list[int] = []
         wait_for(
