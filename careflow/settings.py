@@ -49,16 +49,34 @@ class DeliverySettings(_FromEnvironment):
         description="auto: Prefect global concurrency limits when the limit exists, else an "
         "in-process token bucket; local: always the in-process bucket.",
     )
-    credentials_from_prefect_blocks: bool = Field(default=True)
+    credentials_from_prefect_blocks: bool = Field(
+        default=True,
+        description="Look credentials missing from the environment up in Prefect blocks.",
+    )
     credentials_block: str = Field(
         default="careflow",
         description="Name of careflow's credentials blocks (channels/blocks.py) to read.",
     )
-    delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    delivery_read_timeout_seconds: float = Field(default=20.0, gt=0)
-    delivery_max_attempts: int = Field(default=4, ge=1, le=10)
-    delivery_backoff_base_seconds: float = Field(default=0.5, ge=0)
-    delivery_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    delivery_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for a connection to a provider."
+    )
+    delivery_read_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds to wait for a provider's answer (then: timeout_unknown).",
+    )
+    delivery_max_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description="Attempts per message at failures the provider surely did not accept.",
+    )
+    delivery_backoff_base_seconds: float = Field(
+        default=0.5, ge=0, description="First retry backoff, doubling per attempt, full jitter."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        default=30.0, ge=0, description="Longest retry backoff."
+    )
     delivery_max_retry_after_seconds: float = Field(
         default=60.0, ge=0, description="A longer Retry-After fails the message as retryable."
     )
@@ -78,7 +96,9 @@ class TwilioSettings(DeliverySettings):
     twilio_status_callback_url: str | None = Field(
         default=None, description="Webhook Twilio posts delivery status to."
     )
-    twilio_api_base_url: str = Field(default="https://api.twilio.com")
+    twilio_api_base_url: str = Field(
+        default="https://api.twilio.com", description="Twilio API host (a proxy or test server)."
+    )
     sms_max_segments: int = Field(default=3, ge=1, le=10, description="Longest SMS allowed.")
     sms_optout_zh: str = Field(
         default="回复TD退订", description="Appended to zh-CN marketing SMS; empty disables."
@@ -90,17 +110,23 @@ class TwilioSettings(DeliverySettings):
         description="Requests in flight at once per batch (async, one event loop); the rate "
         "limit still decides how many start per second.",
     )
-    sms_rate_per_second: float = Field(default=10.0, gt=0)
-    sms_rate_limit_name: str = Field(default="twilio-sms")
+    sms_rate_per_second: float = Field(
+        default=10.0, gt=0, description="The Twilio account's messages per second."
+    )
+    sms_rate_limit_name: str = Field(
+        default="twilio-sms", description="Prefect global concurrency limit shared by all runs."
+    )
 
 
 class SendGridSettings(DeliverySettings):
     """Email through SendGrid, and its unsubscribe links (channels/email.py)."""
 
     sendgrid_api_key: SecretStr | None = Field(default=None, description="SendGrid API key (SG.).")
-    sendgrid_from_email: str | None = Field(default=None)
-    sendgrid_from_name: str | None = Field(default=None)
-    sendgrid_reply_to: str | None = Field(default=None)
+    sendgrid_from_email: str | None = Field(
+        default=None, description="Sender address (a verified sender or authenticated domain)."
+    )
+    sendgrid_from_name: str | None = Field(default=None, description="Sender display name.")
+    sendgrid_reply_to: str | None = Field(default=None, description="Reply-To address.")
     sendgrid_api_base_url: str = Field(
         default="https://api.sendgrid.com", description="EU: https://api.eu.sendgrid.com"
     )
@@ -111,8 +137,12 @@ class SendGridSettings(DeliverySettings):
         description="Requests in flight at once per batch (async, one event loop); the rate "
         "limit still decides how many start per second.",
     )
-    email_rate_per_second: float = Field(default=50.0, gt=0)
-    email_rate_limit_name: str = Field(default="sendgrid-email")
+    email_rate_per_second: float = Field(
+        default=50.0, gt=0, description="Mail Send calls per second."
+    )
+    email_rate_limit_name: str = Field(
+        default="sendgrid-email", description="Prefect global concurrency limit shared by all runs."
+    )
     unsubscribe_base_url: str | None = Field(
         default=None, description="Public URL receiving one-click unsubscribes (?token=...)."
     )
@@ -127,11 +157,17 @@ class SendGridSettings(DeliverySettings):
 class FaxSettings(SendGridSettings):
     """Fax through Sinch, or an email-to-fax gateway over SendGrid (channels/fax.py)."""
 
-    fax_provider: Literal["sinch", "email_gateway"] = Field(default="sinch")
-    sinch_project_id: str | None = Field(default=None)
-    sinch_key_id: str | None = Field(default=None)
-    sinch_key_secret: SecretStr | None = Field(default=None)
-    sinch_fax_api_base_url: str = Field(default="https://fax.api.sinch.com")
+    fax_provider: Literal["sinch", "email_gateway"] = Field(
+        default="sinch",
+        description="sinch: the Sinch Fax API; email_gateway: an email-to-fax gateway.",
+    )
+    sinch_project_id: str | None = Field(default=None, description="Sinch project id.")
+    sinch_key_id: str | None = Field(default=None, description="Sinch access key id.")
+    sinch_key_secret: SecretStr | None = Field(default=None, description="Sinch access key secret.")
+    sinch_fax_api_base_url: str = Field(
+        default="https://fax.api.sinch.com",
+        description="Sinch Fax API host (regional hosts, a proxy, a test server).",
+    )
     fax_from_number: str | None = Field(default=None, description="Sender fax number (E.164).")
     fax_callback_url: str | None = Field(default=None, description="Fax-completed webhook.")
     fax_email_gateway_address: str | None = Field(
@@ -140,9 +176,13 @@ class FaxSettings(SendGridSettings):
     fax_font_path: Path | None = Field(
         default=None, description="CJK TrueType/OpenType font for fax PDFs; default: searched."
     )
-    fax_concurrency: int = Field(default=2, ge=1, le=16)
-    fax_rate_per_second: float = Field(default=1.0, gt=0)
-    fax_rate_limit_name: str = Field(default="sinch-fax")
+    fax_concurrency: int = Field(
+        default=2, ge=1, le=16, description="Faxes rendered and sent at once."
+    )
+    fax_rate_per_second: float = Field(default=1.0, gt=0, description="Fax API calls per second.")
+    fax_rate_limit_name: str = Field(
+        default="sinch-fax", description="Prefect global concurrency limit shared by all runs."
+    )
 
 
 class ServeSettings(_FromEnvironment):
@@ -216,7 +256,9 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         description="SQLAlchemy URL. Default: sqlite under CAREFLOW_HOME. "
         "PostgreSQL: postgresql+psycopg://user@host:5432/db",
     )
-    templates_dir: Path = Field(default=PROJECT_ROOT / "templates")
+    templates_dir: Path = Field(
+        default=PROJECT_ROOT / "templates", description="Where campaigns live."
+    )
     outbox_dir: Path | None = Field(
         default=None,
         description="Readable copies of outbox messages. Default: CAREFLOW_HOME/outbox",

@@ -6,7 +6,6 @@ import email.utils
 import http.client
 import logging
 import threading
-import time
 import urllib.error
 
 import httpx
@@ -135,16 +134,24 @@ def test_token_bucket_burst_and_pause() -> None:
 
 
 def test_token_bucket_rate_across_threads() -> None:
-    bucket = TokenBucket(200, burst=1)
-    started = time.monotonic()
-    threads = [
-        threading.Thread(target=lambda: [bucket.acquire() for _ in range(10)]) for _ in range(6)
-    ]
+    # The clock stands still: 60 requests from 6 threads at once each get their own
+    # slot, 1/200 s after the one before, so the rate holds whatever the threads do.
+    waits: list[float] = []
+    bucket = TokenBucket(200, burst=1, clock=lambda: 0.0, sleep=waits.append)
+    start = threading.Barrier(6, timeout=10)
+
+    def send_ten() -> None:
+        start.wait()
+        for _ in range(10):
+            bucket.acquire()
+
+    threads = [threading.Thread(target=send_ten) for _ in range(6)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    assert 0.25 <= time.monotonic() - started < 1.5  # 60 requests at 200/s
+    # the first slot is due at once (no sleep); the 59 others, one each 5 ms
+    assert sorted(round(w * 200) for w in waits) == list(range(1, 60))
 
 
 class CountingBucket(TokenBucket):
@@ -240,12 +247,14 @@ def _messages(n: int) -> list[Message]:
 
 def test_batch_runs_concurrently_and_keeps_order() -> None:
     active, peak, lock = [0], [0], threading.Lock()
+    # each send waits for three others to be in flight: 4 workers get through, fewer hang
+    together = threading.Barrier(4, timeout=10)
 
     def send(message: Message) -> str:
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.02)
+        together.wait()
         with lock:
             active[0] -= 1
         return f"id-{message.contact_id}"

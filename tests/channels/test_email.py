@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from python_http_client.exceptions import HTTPError
 
+import channels.email
 from careflow.errors import ChannelDown, ConfigError, PermanentError, TransientError
 from careflow.messages import State
 from careflow.unsubscribe import UnsubscribeRequest, UnsubscribeTokens
@@ -119,11 +120,14 @@ def test_error_answers(
     assert outcome.detail.startswith("sendgrid HTTP")
 
 
-def test_rate_limit_reset_header() -> None:
-    reset = str(int(time.time()) + 3)
-    exc = HTTPError(429, "Too Many Requests", b'{"errors":[]}', {"X-RateLimit-Reset": reset})
-    error = SendGridEmail._error(exc)
-    assert isinstance(error, TransientError) and 1.5 < error.retry_after <= 3
+def test_rate_limit_reset_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1_800_000_000.25
+    monkeypatch.setattr(channels.email, "time", SimpleNamespace(time=lambda: now))
+    for reset, wait in [(now + 3, 3.0), (now - 5, 0.0)]:
+        headers = {"X-RateLimit-Reset": str(reset)}  # SendGrid: the window's end, Unix time
+        exc = HTTPError(429, "Too Many Requests", b'{"errors":[]}', headers)
+        error = SendGridEmail._error(exc)
+        assert isinstance(error, TransientError) and error.retry_after == pytest.approx(wait)
     exc = HTTPError(429, "Too Many Requests", b"", {"Retry-After": "7"})
     assert SendGridEmail._error(exc).retry_after == 7
     assert isinstance(SendGridEmail._error(HTTPError(400, "Bad", b"x", {})), PermanentError)

@@ -7,14 +7,13 @@ reason, and only failures that prove non-acceptance may be retried.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from careflow.errors import ChannelDown
 from careflow.messages import Message, State
-from channels.delivery import RetryPolicy
+from channels.delivery import RetryPolicy, TokenBucket
 from channels.email import SendGridEmail
 from channels.fax import SinchFax
 from channels.sms import TwilioSMS
@@ -39,9 +38,14 @@ def kind(request: pytest.FixtureRequest) -> str:
 def make_channel(kind: str) -> Iterator[Callable[..., object]]:
     built: list = []
 
-    def factory(server: FaultServer, policy: RetryPolicy | None = None, **settings: object):
+    def factory(
+        server: FaultServer,
+        policy: RetryPolicy | None = None,
+        limiter: TokenBucket | None = None,
+        **settings: object,
+    ):
         cls, _ = CHANNELS[kind]
-        channel = cls(live_settings(server.base_url, **settings), policy=policy)
+        channel = cls(live_settings(server.base_url, **settings), policy=policy, limiter=limiter)
         built.append(channel)
         return channel
 
@@ -80,12 +84,24 @@ def test_transient_faults_end_sent_exactly_once(kind: str, make_channel) -> None
         # Dropped before acceptance looks the same from outside: never repeated.
         (["reset"], "connection_lost_unknown", False, 1),
     ],
-    ids=["400", "5xx-exhausted", "429-exhausted", "429-too-long", "timeout-after-accept",
-         "reset-after-accept", "reset-before-accept"],
+    ids=[
+        "400",
+        "5xx-exhausted",
+        "429-exhausted",
+        "429-too-long",
+        "timeout-after-accept",
+        "reset-after-accept",
+        "reset-before-accept",
+    ],
 )
 def test_failure_recorded_once_with_reason(
-    kind: str, make_channel, fast_policy: RetryPolicy,
-    script: list[str], reason: str, retryable: bool, attempts: int,
+    kind: str,
+    make_channel,
+    fast_policy: RetryPolicy,
+    script: list[str],
+    reason: str,
+    retryable: bool,
+    attempts: int,
 ) -> None:
     fast_policy.max_attempts = 3
     with FaultServer() as server:
@@ -102,20 +118,32 @@ def test_failure_recorded_once_with_reason(
     assert [outcomes[0].state, outcomes[2].state] == [State.SENT, State.SENT]
 
 
+class StillBucket(TokenBucket):
+    """A fast bucket on a clock that stands at 0: records each request's wait for a slot."""
+
+    def __init__(self) -> None:
+        super().__init__(1000, clock=lambda: 0.0, sleep=lambda seconds: None)
+        self.waits: list[float] = []
+
+    def reserve(self) -> float:
+        wait = super().reserve()
+        self.waits.append(round(wait, 6))
+        return wait
+
+
 def test_retry_after_is_honoured(kind: str, make_channel) -> None:
     slept: list[float] = []
     policy = RetryPolicy(max_attempts=3, sleep=slept.append)
+    bucket = StillBucket()
     with FaultServer() as server:
-        channel = make_channel(server, policy)
+        channel = make_channel(server, policy, bucket)
         message = batch(kind, 1)[0]
         server.script(message.to, ["429:0.25", "ok"])
-        started = time.monotonic()
         [outcome] = channel.send_batch([message])
-        elapsed = time.monotonic() - started
     assert outcome.state == State.SENT
     assert slept == [0.25]
-    # The channel-wide pause holds the next request back too (real time).
-    assert elapsed >= 0.25
+    # The channel-wide pause holds the next request back too: its slot is 0.25 s away.
+    assert bucket.waits == [0.0, 0.25]
     assert server.accepted[message.to] == 1
 
 
