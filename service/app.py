@@ -61,7 +61,7 @@ from service.writer import EventWriter
 from webhooks import bodies
 from webhooks import registry as webhook_registry
 from webhooks.bodies import Malformed, Unsupported
-from webhooks.registry import Hook, Posted, WebhookProvider
+from webhooks.registry import Configured, Hook, Posted, WebhookProvider
 
 log = logging.getLogger("careflow.serve")
 
@@ -157,90 +157,122 @@ def create_app(
     request's Host header when CAREFLOW_PUBLIC_BASE_URL is not set (without
     it, a provider that signs URLs refuses to start). ``clock`` and
     ``emitter`` (where Prefect events go) are for tests."""
-    configured = {p.name: p.configure(settings, local) for p in webhook_registry.providers()}
+    providers = webhook_registry.providers()
+    configured = [provider.configure(settings, local) for provider in providers]
     receivers = [
-        Receiver(p.name, on is not None, on.detail if on is not None else p.off)
-        for p, on in zip(webhook_registry.providers(), configured.values(), strict=True)
-    ] + [
-        Receiver(
-            "unsubscribe",
-            unsubscribe is not None,
-            f"/unsubscribe, key from {unsubscribe.source}"
-            if unsubscribe is not None
-            else "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set",
-        )
-    ]
+        Receiver(p.name, on is not None, p.off if on is None else on.detail)
+        for p, on in zip(providers, configured, strict=True)
+    ] + [_unsubscribe_receiver(unsubscribe)]
     if not any(r.on for r in receivers):
         raise ConfigError(
             "careflow serve has nothing to receive: "
             + "; ".join(f"{r.name}: {r.detail}" for r in receivers)
         )
-    writer = EventWriter(lambda events: write(events))
-    # parsing and signature checks of large bodies on threads, so the event loop stays
-    # free; /healthz has a thread of its own, so busy workers never hold it up either
-    work, health = anyio.CapacityLimiter(4), anyio.CapacityLimiter(1)
+    service = _Service(settings, engine, unsubscribe, clock, emitter)
 
-    def public_url(request: Request) -> str:
-        """The URL the provider called, as it signed it (behind a proxy: the public one)."""
-        base = (settings.public_base_url or str(request.base_url)).rstrip("/")
-        query = f"?{request.url.query}" if request.url.query else ""
-        return f"{base}{request.url.path}{query}"
+    @asynccontextmanager
+    async def lifespan(app):
+        for receiver in receivers:
+            log.info("receiver %s", receiver)
+        await service.writer.start()
+        yield
+        await service.writer.stop()
 
-    async def store(events: list[InboundEvent]) -> Response | None:
+    routes = [
+        Route(hook.path, service.webhook(provider, on, hook), methods=["POST"])
+        for provider, on in zip(providers, configured, strict=True)
+        for hook in provider.hooks
+    ] + [
+        Route("/unsubscribe", service.unsubscribe_page, methods=["GET", "POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.receivers = receivers
+    app.add_middleware(_GuardAndLog, routes=routes)
+    return app
+
+
+def _unsubscribe_receiver(unsubscribe: UnsubscribeTokens | None) -> Receiver:
+    if unsubscribe is None:
+        why = "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set"
+        return Receiver("unsubscribe", False, why)
+    return Receiver("unsubscribe", True, f"/unsubscribe, key from {unsubscribe.source}")
+
+
+class _Service:
+    """The endpoints, over what they share: settings, the database, the writer, the clock."""
+
+    def __init__(self, settings, engine, unsubscribe, clock, emitter):
+        self.settings, self.engine, self.unsubscribe = settings, engine, unsubscribe
+        self.clock, self.emitter = clock, emitter
+        self.writer = EventWriter(self._write)
+        # signature checks and parsing of large bodies on threads, so the event loop stays
+        # free; /healthz has a thread of its own, so busy workers never hold it up either
+        self.work, self.health = anyio.CapacityLimiter(4), anyio.CapacityLimiter(1)
+
+    def _write(self, events):
+        result = record_events(self.engine, events)
+        prefect_events.emit(result.recorded, self.emitter)
+        return result
+
+    async def _store(self, events: list[InboundEvent]) -> Response | None:
         try:
-            await writer.submit(events)
+            await self.writer.submit(events)
         except Exception as exc:  # the database: the provider should try again later
             log.error("could not store %d event(s): %s", len(events), type(exc).__name__)
             return PlainTextResponse("temporarily unavailable", status_code=503)
         return None
 
-    def write(events):
-        result = record_events(engine, events)
-        prefect_events.emit(result.recorded, emitter)
-        return result
+    def _public_url(self, request: Request) -> str:
+        """The URL the provider called, as it signed it (behind a proxy: the public one)."""
+        base = (self.settings.public_base_url or str(request.base_url)).rstrip("/")
+        query = f"?{request.url.query}" if request.url.query else ""
+        return f"{base}{request.url.path}{query}"
 
-    def webhook(provider: WebhookProvider, hook: Hook):
-        """``hook``'s route: pre-checked, read within its bound, verified, parsed, stored."""
-        on = configured[provider.name]
-        limit = provider.max_body or settings.serve_max_body_bytes
+    def webhook(self, provider: WebhookProvider, on: Configured | None, hook: Hook):
+        """``hook``'s endpoint: pre-checked, read within its bound, verified, parsed, stored;
+        404 while ``provider`` is not configured (``on`` None)."""
+        limit = provider.max_body or self.settings.serve_max_body_bytes
         answer = hook.answer
 
         def events(posted: Posted) -> list[InboundEvent]:
-            if not provider.verify(on.key, posted, clock()):
+            if not provider.verify(on.key, posted, self.clock()):
                 raise Forbidden
-            return list(_parsed(hook.parse, posted, clock().replace(tzinfo=None)))
+            return list(_parsed(hook.parse, posted, self.clock().replace(tzinfo=None)))
 
         async def handle(request: Request) -> Response:
             if on is None:
                 return PlainTextResponse(f"{provider.name} is not configured", status_code=404)
-            posted = Posted(public_url(request), request.path_params, request.headers)
+            posted = Posted(self._public_url(request), request.path_params, request.headers)
             if not provider.ready(on.key, posted):  # refused before reading the body
                 raise Forbidden
-            if provider.media_types and (
-                bodies.media_type(posted.content_type) not in provider.media_types
-            ):
+            media_type = bodies.media_type(posted.content_type)
+            if provider.media_types and media_type not in provider.media_types:
                 raise Unsupported
             posted = replace(posted, body=await _body(request, limit))
             if limit > THREAD_ABOVE:
-                found = await anyio.to_thread.run_sync(events, posted, limiter=work)
+                found = await anyio.to_thread.run_sync(events, posted, limiter=self.work)
             else:
                 found = events(posted)
-            return await store(found) or Response(
+            return await self._store(found) or Response(
                 answer.body, status_code=answer.status, media_type=answer.media_type
             )
 
         return handle
 
-    async def unsubscribe_page(request: Request) -> Response:
-        if unsubscribe is None:
+    async def unsubscribe_page(self, request: Request) -> Response:
+        settings, clock = self.settings, self.clock
+        if self.unsubscribe is None:
             return PlainTextResponse("unsubscribe is not configured", status_code=404)
         token = request.query_params.get("token", "")
         try:
-            asked = unsubscribe.verify(token, now=clock())
+            asked = self.unsubscribe.verify(token, now=clock())
         except DataError as exc:
             return HTMLResponse(pages.invalid(settings, str(exc)), status_code=400)
         try:
-            customer = await anyio.to_thread.run_sync(pages.customer, engine, asked.customer_id)
+            customer = await anyio.to_thread.run_sync(
+                pages.customer, self.engine, asked.customer_id
+            )
         except Exception as exc:  # the database
             log.error("could not look up a customer: %s", type(exc).__name__)
             return PlainTextResponse("temporarily unavailable", status_code=503)
@@ -271,44 +303,23 @@ def create_app(
             reason="one-click" if one_click else "page",
             raw={"campaign": asked.campaign, "occasion": asked.occasion},
         )
-        failed = await store([event])
+        failed = await self._store([event])
         if failed is not None:
             return failed
         if one_click:
             return PlainTextResponse("unsubscribed")
         return HTMLResponse(pages.done(settings, customer))
 
-    def database_answers() -> None:
-        with engine.connect() as conn:
+    def _database_answers(self) -> None:
+        with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         try:
-            await anyio.to_thread.run_sync(database_answers, limiter=health)
+            await anyio.to_thread.run_sync(self._database_answers, limiter=self.health)
         except Exception as exc:
             return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
         return JSONResponse({"ok": True})
-
-    @asynccontextmanager
-    async def lifespan(app):
-        for receiver in receivers:
-            log.info("receiver %s", receiver)
-        await writer.start()
-        yield
-        await writer.stop()
-
-    routes = [
-        Route(hook.path, webhook(provider, hook), methods=["POST"])
-        for provider in webhook_registry.providers()
-        for hook in provider.hooks
-    ] + [
-        Route("/unsubscribe", unsubscribe_page, methods=["GET", "POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.receivers = receivers
-    app.add_middleware(_GuardAndLog, routes=routes)
-    return app
 
 
 #: what a refused request is answered with
