@@ -246,8 +246,9 @@ class _Service:
             posted = Posted(self._public_url(request), request.path_params, request.headers)
             if not provider.ready(on.key, posted):  # refused before reading the body
                 raise Forbidden
-            media_type = bodies.media_type(posted.content_type)
-            if provider.media_types and media_type not in provider.media_types:
+            if provider.media_types and (
+                bodies.media_type(posted.content_type) not in provider.media_types
+            ):
                 raise Unsupported
             posted = replace(posted, body=await _body(request, limit))
             if limit > THREAD_ABOVE:
