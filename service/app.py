@@ -2,6 +2,7 @@
 
 Routes (docs/responses.md says which URL to set where):
 
+    POST <each registered webhook provider's routes>   (webhooks/registry.py), today:
     POST /webhooks/twilio/status        Twilio status callbacks (StatusCallback)
     POST /webhooks/twilio/inbound       incoming SMS (the number's Messaging webhook)
     POST /webhooks/sendgrid             SendGrid Event Webhook (signed)
@@ -10,14 +11,18 @@ Routes (docs/responses.md says which URL to set where):
     POST /unsubscribe?token=...         confirm, or the RFC 8058 one-click POST
     GET  /healthz                       liveness and database reachability
 
-A receiver is on when its key is configured and answers 404 otherwise; the
-service logs which are on, and why the others are off, when it starts.
+Each provider's facts (routes, settings, pre-check, body bound, content
+types, signature, parsing, answer) are in its webhooks/<provider>.py entry;
+this module knows no provider. A receiver is on when its key is configured
+and answers 404 otherwise; the service logs which are on, and why the
+others are off, when it starts.
 
 Answers: a request without its signature (or path token, or unsubscribe
 token) is refused with 403 before a byte of its body is read; a forged one
 403 and changes nothing; a malformed one 400, whatever a parser raised on
-it; an oversized one 413 (never a 500). Signature checks and parsing of the
-large bodies (SendGrid, Sinch) run on worker threads, so the event loop
+it; a content type the provider does not post 415; an oversized one 413
+(never a 500). Signature checks and parsing of the large bodies (bounds
+above THREAD_ABOVE: SendGrid, Sinch) run on worker threads, so the event loop
 keeps answering (/healthz) while they work. When the database cannot be
 written the answer is 503, which makes SendGrid and Sinch retry (Twilio
 does not retry status callbacks; the reconciliation flow catches up).
@@ -35,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import anyio
@@ -48,34 +53,23 @@ from starlette.routing import Route
 from careflow.db.models import ContactEvent
 from careflow.errors import ConfigError, DataError
 from careflow.events import EventKind, InboundEvent
-from careflow.keys import check_secret
 from careflow.responses import record_events
 from careflow.settings import Settings
 from careflow.unsubscribe import UnsubscribeTokens
-from service import bodies, pages, prefect_events
-from service.bodies import Malformed, Unsupported
+from service import pages, prefect_events
 from service.writer import EventWriter
-from webhooks import sendgrid, sinch, twilio
+from webhooks import bodies
+from webhooks import registry as webhook_registry
+from webhooks.bodies import Malformed, Unsupported
+from webhooks.registry import Configured, Hook, Posted, WebhookProvider
 
 log = logging.getLogger("careflow.serve")
 
-EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-#: Largest Twilio form accepted. An inbound SMS is at most 1,600 characters, 19,200 bytes
-#: percent-encoded if every one is a four-byte emoji; ten MMS media URLs and the forty-odd
-#: other fields add a few KB more.
-TWILIO_MAX_BODY = 64 * 1024
 #: Largest unsubscribe POST accepted: a one-click form is one field, the page's form two.
 UNSUBSCRIBE_MAX_BODY = 16 * 1024
-#: The two encodings of a Sinch fax callback: multipart/form-data (Sinch's default: ``event``
-#: and ``eventTime`` fields, ``fax`` a JSON part, ``file`` the fax document as a PDF part) and
-#: application/json (asked for with ``callbackUrlContentType``: the document is in ``file``, in
-#: base64). Sinch attaches the document in both and it cannot be switched off, so the body
-#: bound (CAREFLOW_SERVE_MAX_BODY_BYTES, 5 MB) counts it: a careflow fax is a text letter of a
-#: few pages, tens of KB each. The document is never decoded or kept.
-SINCH_MEDIA_TYPES = ("application/json", "multipart/form-data")
-#: Least length of CAREFLOW_SINCH_CALLBACK_TOKEN.
-MIN_SINCH_TOKEN = 24
+#: Bodies a provider may post larger than this are verified and parsed on a worker thread
+#: (SendGrid's batches, Sinch's faxes); smaller ones (Twilio's forms) on the event loop.
+THREAD_ABOVE = 64 * 1024
 #: RFC 8058: the one-click POST carries this form field.
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 #: The same line percent-encoded as one name (List-Unsubscribe%3DOne-Click), as a sender of
@@ -129,25 +123,13 @@ def _parsed(parse: Callable, *args):
         raise Malformed(f"{type(exc).__name__}: {exc}") from None
 
 
-def _sinch_callback(content_type: str | None, body: bytes) -> dict:
-    """A Sinch fax callback in its one shape (webhooks/sinch.py), whichever encoding it came
-    in: a JSON body as it is; a multipart one's fields, its ``fax`` part decoded as JSON and
-    its document part left out unread."""
-    if bodies.media_type(content_type) == "application/json":
-        return bodies.json_value(body)
-    fields = dict(bodies.form_fields(content_type, body, skip=sinch.DOCUMENT_FIELDS))
-    if "fax" in fields:
-        fields["fax"] = bodies.json_value(fields["fax"].encode())
-    return fields
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
 class Receiver:
-    """One provider's (or the unsubscribe page's) route: on, or off and why."""
+    """One provider's (or the unsubscribe page's) routes: on, or off and why."""
 
     name: str
     on: bool
@@ -166,138 +148,132 @@ def create_app(
     clock=_now,
     emitter=None,
 ) -> Starlette:
-    """The service for ``settings`` writing to ``engine``.
+    """The service for ``settings`` writing to ``engine``: every registered webhook
+    provider's routes (webhooks/registry.py), the unsubscribe page and /healthz.
 
-    ``unsubscribe``: the tokens senders sign with (channels/credentials.py
-    ``unsubscribe_tokens``), None to leave the page off. ``local``: testing
-    on this machine, where Twilio's signed URL may be rebuilt from the
-    request's Host header when CAREFLOW_PUBLIC_BASE_URL is not set; without
-    it that is a ConfigError, since a URL taken from the request would
-    accept a request signed for any host. ``clock`` and ``emitter`` (where
-    Prefect events go) are for tests."""
-    twilio_token = _secret(settings.twilio_auth_token)
-    sinch_token = _secret(settings.sinch_callback_token)
-    if sinch_token:
-        check_secret(sinch_token, "CAREFLOW_SINCH_CALLBACK_TOKEN", min_bytes=MIN_SINCH_TOKEN)
-    if twilio_token and not settings.public_base_url and not local:
-        raise ConfigError(
-            "CAREFLOW_PUBLIC_BASE_URL is missing: Twilio signs the URL it called, so careflow "
-            "serve must know its public address (https://care.example.com); to try it on "
-            "this machine only: careflow serve --local"
-        )
-    receivers = _receivers(settings, twilio_token, sinch_token, unsubscribe, local)
+    ``unsubscribe``: the tokens senders sign with (made by the caller, the
+    CLI, from CAREFLOW_UNSUBSCRIBE_*), None to leave the page off. ``local``:
+    testing on this machine, where a signed URL may be rebuilt from the
+    request's Host header when CAREFLOW_PUBLIC_BASE_URL is not set (without
+    it, a provider that signs URLs refuses to start). ``clock`` and
+    ``emitter`` (where Prefect events go) are for tests."""
+    providers = webhook_registry.providers()
+    configured = [provider.configure(settings, local) for provider in providers]
+    receivers = [
+        Receiver(p.name, on is not None, p.off if on is None else on.detail)
+        for p, on in zip(providers, configured, strict=True)
+    ] + [_unsubscribe_receiver(unsubscribe)]
     if not any(r.on for r in receivers):
         raise ConfigError(
             "careflow serve has nothing to receive: "
             + "; ".join(f"{r.name}: {r.detail}" for r in receivers)
         )
-    writer = EventWriter(lambda events: write(events))
-    json_limit = settings.serve_max_body_bytes
-    # parsing and signature checks of large bodies on threads, so the event loop stays
-    # free; /healthz has a thread of its own, so busy workers never hold it up either
-    work, health = anyio.CapacityLimiter(4), anyio.CapacityLimiter(1)
+    service = _Service(settings, engine, unsubscribe, clock, emitter)
 
-    def public_url(request: Request) -> str:
-        """The URL the provider called, as it signed it (behind a proxy: the public one)."""
-        base = (settings.public_base_url or str(request.base_url)).rstrip("/")
-        query = f"?{request.url.query}" if request.url.query else ""
-        return f"{base}{request.url.path}{query}"
+    @asynccontextmanager
+    async def lifespan(app):
+        for receiver in receivers:
+            log.info("receiver %s", receiver)
+        await service.writer.start()
+        yield
+        await service.writer.stop()
 
-    async def store(events: list[InboundEvent]) -> Response | None:
+    routes = [
+        Route(hook.path, service.webhook(provider, on, hook), methods=["POST"])
+        for provider, on in zip(providers, configured, strict=True)
+        for hook in provider.hooks
+    ] + [
+        Route("/unsubscribe", service.unsubscribe_page, methods=["GET", "POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.receivers = receivers
+    app.add_middleware(_GuardAndLog, routes=routes)
+    return app
+
+
+def _unsubscribe_receiver(unsubscribe: UnsubscribeTokens | None) -> Receiver:
+    if unsubscribe is None:
+        why = "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set"
+        return Receiver("unsubscribe", False, why)
+    return Receiver("unsubscribe", True, f"/unsubscribe, key from {unsubscribe.source}")
+
+
+class _Service:
+    """The endpoints, over what they share: settings, the database, the writer, the clock."""
+
+    def __init__(self, settings, engine, unsubscribe, clock, emitter):
+        self.settings, self.engine, self.unsubscribe = settings, engine, unsubscribe
+        self.clock, self.emitter = clock, emitter
+        self.writer = EventWriter(self._write)
+        # signature checks and parsing of large bodies on threads, so the event loop stays
+        # free; /healthz has a thread of its own, so busy workers never hold it up either
+        self.work, self.health = anyio.CapacityLimiter(4), anyio.CapacityLimiter(1)
+
+    def _write(self, events):
+        result = record_events(self.engine, events)
+        prefect_events.emit(result.recorded, self.emitter)
+        return result
+
+    async def _store(self, events: list[InboundEvent]) -> Response | None:
         try:
-            await writer.submit(events)
+            await self.writer.submit(events)
         except Exception as exc:  # the database: the provider should try again later
             log.error("could not store %d event(s): %s", len(events), type(exc).__name__)
             return PlainTextResponse("temporarily unavailable", status_code=503)
         return None
 
-    def write(events):
-        result = record_events(engine, events)
-        prefect_events.emit(result.recorded, emitter)
-        return result
+    def _public_url(self, request: Request) -> str:
+        """The URL the provider called, as it signed it (behind a proxy: the public one)."""
+        base = (self.settings.public_base_url or str(request.base_url)).rstrip("/")
+        query = f"?{request.url.query}" if request.url.query else ""
+        return f"{base}{request.url.path}{query}"
 
-    async def twilio_form(request: Request) -> dict[str, str] | Response:
-        if not twilio_token:
-            return PlainTextResponse("twilio is not configured", status_code=404)
-        signature = request.headers.get("x-twilio-signature")
-        if not signature:  # refused before reading the body
-            raise Forbidden
-        limit = TWILIO_MAX_BODY  # small, so reading and checking it here is bounded
-        params = twilio.form(await _body(request, limit))
-        if not twilio.verify(twilio_token, public_url(request), params, signature):
-            raise Forbidden
-        return params
+    def webhook(self, provider: WebhookProvider, on: Configured | None, hook: Hook):
+        """``hook``'s endpoint: pre-checked, read within its bound, verified, parsed, stored;
+        404 while ``provider`` is not configured (``on`` None)."""
+        limit = provider.max_body or self.settings.serve_max_body_bytes
+        answer = hook.answer
 
-    def twilio_route(parse, answer: Callable[[], Response]):
-        """A Twilio webhook: verified form in, one event stored, ``answer()`` out."""
+        def events(posted: Posted) -> list[InboundEvent]:
+            if not provider.verify(on.key, posted, self.clock()):
+                raise Forbidden
+            return list(_parsed(hook.parse, posted, self.clock().replace(tzinfo=None)))
 
         async def handle(request: Request) -> Response:
-            params = await twilio_form(request)
-            if isinstance(params, Response):
-                return params
-            event = _parsed(parse, params, clock().replace(tzinfo=None))
-            return await store([event]) or answer()
+            if on is None:
+                return PlainTextResponse(f"{provider.name} is not configured", status_code=404)
+            posted = Posted(self._public_url(request), request.path_params, request.headers)
+            if not provider.ready(on.key, posted):  # refused before reading the body
+                raise Forbidden
+            if provider.media_types and (
+                bodies.media_type(posted.content_type) not in provider.media_types
+            ):
+                raise Unsupported
+            posted = replace(posted, body=await _body(request, limit))
+            if limit > THREAD_ABOVE:
+                found = await anyio.to_thread.run_sync(events, posted, limiter=self.work)
+            else:
+                found = events(posted)
+            return await self._store(found) or Response(
+                answer.body, status_code=answer.status, media_type=answer.media_type
+            )
 
         return handle
 
-    twilio_status = twilio_route(twilio.parse_status, lambda: Response(status_code=204))
-    # Twilio answers STOP/START/HELP itself; careflow only records the reply
-    twilio_inbound = twilio_route(
-        twilio.parse_inbound, lambda: Response(EMPTY_TWIML, media_type="text/xml")
-    )
-
-    async def sendgrid_events(request: Request) -> Response:
-        key = settings.sendgrid_webhook_public_key
-        if not key:
-            return PlainTextResponse("sendgrid is not configured", status_code=404)
-        signature = request.headers.get(sendgrid.SIGNATURE_HEADER)
-        timestamp = request.headers.get(sendgrid.TIMESTAMP_HEADER)
-        if not (signature and timestamp):  # refused before reading the body
-            raise Forbidden
-        body = await _body(request, json_limit)
-
-        def verified_events() -> list[InboundEvent]:
-            ok = sendgrid.verify(
-                key,
-                body,
-                signature,
-                timestamp,
-                now=clock(),
-                tolerance_seconds=settings.webhook_tolerance_seconds,
-            )
-            if not ok:
-                raise Forbidden
-            return _parsed(sendgrid.parse, bodies.json_value(body))
-
-        events = await anyio.to_thread.run_sync(verified_events, limiter=work)
-        return await store(events) or Response(status_code=204)
-
-    async def sinch_fax(request: Request) -> Response:
-        if not sinch_token:
-            return PlainTextResponse("sinch is not configured", status_code=404)
-        if not sinch.verify(sinch_token, request.path_params["token"]):
-            raise Forbidden
-        content_type = request.headers.get("content-type")
-        if bodies.media_type(content_type) not in SINCH_MEDIA_TYPES:
-            raise Unsupported  # refused before reading the body
-        body = await _body(request, json_limit)  # the fax document included: see SINCH_MEDIA_TYPES
-        received = clock().replace(tzinfo=None)
-        event = await anyio.to_thread.run_sync(
-            lambda: _parsed(sinch.parse, _sinch_callback(content_type, body), received),
-            limiter=work,
-        )
-        return await store([event]) or Response(status_code=204)
-
-    async def unsubscribe_page(request: Request) -> Response:
-        if unsubscribe is None:
+    async def unsubscribe_page(self, request: Request) -> Response:
+        settings, clock = self.settings, self.clock
+        if self.unsubscribe is None:
             return PlainTextResponse("unsubscribe is not configured", status_code=404)
         token = request.query_params.get("token", "")
         try:
-            asked = unsubscribe.verify(token, now=clock())
+            asked = self.unsubscribe.verify(token, now=clock())
         except DataError as exc:
             return HTMLResponse(pages.invalid(settings, str(exc)), status_code=400)
         try:
-            customer = await anyio.to_thread.run_sync(pages.customer, engine, asked.customer_id)
+            customer = await anyio.to_thread.run_sync(
+                pages.customer, self.engine, asked.customer_id
+            )
         except Exception as exc:  # the database
             log.error("could not look up a customer: %s", type(exc).__name__)
             return PlainTextResponse("temporarily unavailable", status_code=503)
@@ -328,84 +304,23 @@ def create_app(
             reason="one-click" if one_click else "page",
             raw={"campaign": asked.campaign, "occasion": asked.occasion},
         )
-        failed = await store([event])
+        failed = await self._store([event])
         if failed is not None:
             return failed
         if one_click:
             return PlainTextResponse("unsubscribed")
         return HTMLResponse(pages.done(settings, customer))
 
-    def database_answers() -> None:
-        with engine.connect() as conn:
+    def _database_answers(self) -> None:
+        with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         try:
-            await anyio.to_thread.run_sync(database_answers, limiter=health)
+            await anyio.to_thread.run_sync(self._database_answers, limiter=self.health)
         except Exception as exc:
             return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
         return JSONResponse({"ok": True})
-
-    @asynccontextmanager
-    async def lifespan(app):
-        for receiver in receivers:
-            log.info("receiver %s", receiver)
-        await writer.start()
-        yield
-        await writer.stop()
-
-    routes = [
-        Route("/webhooks/twilio/status", twilio_status, methods=["POST"]),
-        Route("/webhooks/twilio/inbound", twilio_inbound, methods=["POST"]),
-        Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
-        Route("/webhooks/sinch/{token}", sinch_fax, methods=["POST"]),
-        Route("/unsubscribe", unsubscribe_page, methods=["GET", "POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.receivers = receivers
-    app.add_middleware(_GuardAndLog, routes=routes)
-    return app
-
-
-def _receivers(
-    settings: Settings,
-    twilio_token: str | None,
-    sinch_token: str | None,
-    unsubscribe: UnsubscribeTokens | None,
-    local: bool,
-) -> list[Receiver]:
-    signed_on = settings.public_base_url or "the request's Host header (--local)"
-    return [
-        Receiver(
-            "twilio",
-            bool(twilio_token),
-            f"/webhooks/twilio/status and /inbound, signed URLs on {signed_on}"
-            if twilio_token
-            else "CAREFLOW_TWILIO_AUTH_TOKEN is not set",
-        ),
-        Receiver(
-            "sendgrid",
-            bool(settings.sendgrid_webhook_public_key),
-            "/webhooks/sendgrid"
-            if settings.sendgrid_webhook_public_key
-            else "CAREFLOW_SENDGRID_WEBHOOK_PUBLIC_KEY is not set",
-        ),
-        Receiver(
-            "sinch",
-            bool(sinch_token),
-            "/webhooks/sinch/<CAREFLOW_SINCH_CALLBACK_TOKEN>"
-            if sinch_token
-            else "CAREFLOW_SINCH_CALLBACK_TOKEN is not set",
-        ),
-        Receiver(
-            "unsubscribe",
-            unsubscribe is not None,
-            f"/unsubscribe, key from {unsubscribe.source}"
-            if unsubscribe is not None
-            else "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set",
-        ),
-    ]
 
 
 #: what a refused request is answered with
@@ -486,7 +401,3 @@ def loggable(value: str, limit: int = 200) -> str:
     return "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value[:limit]
     )
-
-
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None

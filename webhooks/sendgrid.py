@@ -14,6 +14,10 @@ is the ``X-Message-Id`` the send recorded. careflow's ``custom_args``
 (``careflow_key``, ``contact_id``) come back as top-level fields. Which
 events mean the address is dead for good is SendGrid's to say, and read
 here (:func:`_permanent`): a hard bounce yes, a ``blocked`` bounce no.
+
+Receive (:data:`PROVIDER`): on when CAREFLOW_SENDGRID_WEBHOOK_PUBLIC_KEY is
+set; a request without both headers is refused unread; a post of many
+events can be large (CAREFLOW_SERVE_MAX_BODY_BYTES). Answered 204.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from careflow.events import EventKind, InboundEvent
+from careflow.settings import Settings
+from webhooks import bodies
+from webhooks.registry import Configured, Hook, Posted, WebhookProvider
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -153,3 +161,41 @@ def _permanent(kind: str, e: dict) -> str | None:
     if kind == "dropped":
         return "dropped" if str(e.get("reason") or "").lower() in _ADDRESS_DROPS else None
     return None
+
+
+@dataclass(frozen=True)
+class _Key:
+    public_key: str
+    tolerance_seconds: int
+
+
+def _configure(settings: Settings, local: bool) -> Configured | None:
+    if not settings.sendgrid_webhook_public_key:
+        return None
+    key = _Key(settings.sendgrid_webhook_public_key, settings.webhook_tolerance_seconds)
+    return Configured(key, "/webhooks/sendgrid")
+
+
+def _ready(key: _Key, posted: Posted) -> bool:
+    return bool(posted.headers.get(SIGNATURE_HEADER) and posted.headers.get(TIMESTAMP_HEADER))
+
+
+def _signed(key: _Key, posted: Posted, now: datetime) -> bool:
+    return verify(
+        key.public_key,
+        posted.body,
+        posted.headers.get(SIGNATURE_HEADER),
+        posted.headers.get(TIMESTAMP_HEADER),
+        now=now,
+        tolerance_seconds=key.tolerance_seconds,
+    )
+
+
+PROVIDER = WebhookProvider(
+    "sendgrid",
+    hooks=(Hook("/webhooks/sendgrid", lambda posted, at: parse(bodies.json_value(posted.body))),),
+    configure=_configure,
+    off="CAREFLOW_SENDGRID_WEBHOOK_PUBLIC_KEY is not set",
+    ready=_ready,
+    verify=_signed,
+)

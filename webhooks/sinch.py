@@ -15,14 +15,21 @@ Sinch number), ``eventTime``, ``fax`` (the fax object: ``id``,
 ``errorMessage``, ``price``...) and ``file``, the fax document. Sinch posts
 it as multipart/form-data (``fax`` a JSON part, ``file`` a PDF part) unless
 the fax was sent with ``callbackUrlContentType=application/json``; then it
-is one JSON object with ``file`` in base64 and ``fileType``. The service
-decodes either encoding into that one mapping (service/app.py); the
-document is never kept.
+is one JSON object with ``file`` in base64 and ``fileType``. Either
+encoding is decoded into that one mapping (:func:`callback`); the document
+is never decoded or kept.
 
 Parse: the fax's ``id`` and ``status`` (``COMPLETED``, ``FAILURE``...) make
 the event id; ``errorCode`` and ``errorMessage`` explain a failure; the
 time is the fax's ``completedTime`` (Sinch retries a refused callback for
 days, so the arrival time can be hours late).
+
+Receive (:data:`PROVIDER`): on when CAREFLOW_SINCH_CALLBACK_TOKEN is set (a
+token easy to guess does not start); a request with another token, or in
+another content type (415), is refused unread. Sinch attaches the document
+in both encodings and it cannot be switched off, so the body bound
+(CAREFLOW_SERVE_MAX_BODY_BYTES, 5 MB) counts it: a careflow fax is a text
+letter of a few pages, tens of KB each. Answered 204.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from careflow.events import EventKind, InboundEvent
+from careflow.keys import check_secret
+from careflow.settings import Settings
+from webhooks import bodies
+from webhooks.registry import Configured, Hook, WebhookProvider
 
 _STATUS = {
     "QUEUED": EventKind.QUEUED,
@@ -41,6 +52,11 @@ _STATUS = {
 }
 #: The callback's fax document: raw in a multipart callback, base64 in a JSON one. Never kept.
 DOCUMENT_FIELDS = ("file", "fileType")
+#: The two encodings Sinch posts a callback in: multipart/form-data (its default) and
+#: application/json (asked for with ``callbackUrlContentType``)
+MEDIA_TYPES = ("application/json", "multipart/form-data")
+#: Least length of CAREFLOW_SINCH_CALLBACK_TOKEN
+MIN_TOKEN = 24
 
 
 def verify(expected_token: str, given_token: str | None) -> bool:
@@ -75,6 +91,18 @@ def parse(payload: Mapping, received_at: datetime) -> InboundEvent:
     )
 
 
+def callback(content_type: str | None, body: bytes) -> dict:
+    """A fax callback in its one shape, whichever encoding it came in: a JSON body as it
+    is; a multipart one's fields, its ``fax`` part decoded as JSON and its document part
+    left out unread."""
+    if bodies.media_type(content_type) == "application/json":
+        return bodies.json_value(body)
+    fields = dict(bodies.form_fields(content_type, body, skip=DOCUMENT_FIELDS))
+    if "fax" in fields:
+        fields["fax"] = bodies.json_value(fields["fax"].encode())
+    return fields
+
+
 def _reason(fax: Mapping) -> str | None:
     """``errorType errorCode: errorMessage``, as much of it as the fax has."""
     code = " ".join(str(fax[k]) for k in ("errorType", "errorCode") if fax.get(k) not in (None, ""))
@@ -88,3 +116,29 @@ def _time(value) -> datetime | None:
         return None
     at = datetime.fromisoformat(str(value))
     return (at.astimezone(UTC) if at.tzinfo else at).replace(tzinfo=None)
+
+
+def _configure(settings: Settings, local: bool) -> Configured | None:
+    token = settings.sinch_callback_token
+    token = token.get_secret_value() if token is not None else ""
+    if not token:
+        return None
+    check_secret(token, "CAREFLOW_SINCH_CALLBACK_TOKEN", min_bytes=MIN_TOKEN)
+    return Configured(token, "/webhooks/sinch/<CAREFLOW_SINCH_CALLBACK_TOKEN>")
+
+
+PROVIDER = WebhookProvider(
+    "sinch",
+    hooks=(
+        Hook(
+            "/webhooks/sinch/{token}",
+            lambda posted, at: [parse(callback(posted.content_type, posted.body), at)],
+        ),
+    ),
+    configure=_configure,
+    off="CAREFLOW_SINCH_CALLBACK_TOKEN is not set",
+    # the path token is the whole check: Sinch signs nothing
+    ready=lambda token, posted: verify(token, posted.path_params.get("token")),
+    verify=lambda token, posted, now: True,
+    media_types=MEDIA_TYPES,
+)

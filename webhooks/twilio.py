@@ -16,6 +16,13 @@ number is dead for good (21610: the recipient replied STOP to Twilio;
 30006: a landline; 30005: no such handset) become the event's ``suppress``;
 the others (30003 unreachable, 30007 filtered...) are this message's
 failure only.
+
+Receive (:data:`PROVIDER`): on when CAREFLOW_TWILIO_AUTH_TOKEN is set, with
+the public URL Twilio calls (CAREFLOW_PUBLIC_BASE_URL; ``--local`` rebuilds
+it from the Host header). A request without ``X-Twilio-Signature`` is
+refused unread; a form is a few KB (:data:`MAX_BODY`). A status callback is
+answered 204, an inbound message with empty TwiML (Twilio answers STOP,
+START and HELP itself; careflow only records the reply).
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from urllib.parse import parse_qsl
 
 from twilio.request_validator import RequestValidator
 
+from careflow.errors import ConfigError
 from careflow.events import EventKind, InboundEvent
+from careflow.settings import Settings
+from webhooks.registry import Answer, Configured, Hook, Posted, WebhookProvider
 
 _STATUS = {
     "accepted": EventKind.QUEUED,
@@ -40,6 +50,13 @@ _STATUS = {
     "failed": EventKind.FAILED,
     "canceled": EventKind.FAILED,
 }
+
+#: Largest form accepted. An inbound SMS is at most 1,600 characters, 19,200 bytes
+#: percent-encoded if every one is a four-byte emoji; ten MMS media URLs and the forty-odd
+#: other fields add a few KB more.
+MAX_BODY = 64 * 1024
+SIGNATURE_HEADER = "X-Twilio-Signature"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 #: Twilio error codes that mean "never text this number again", as suppression reasons
 _PERMANENT = {"21610": "opted_out", "30006": "landline", "30005": "unknown_number"}
@@ -108,3 +125,47 @@ def parse_inbound(params: Mapping[str, str], received_at: datetime) -> InboundEv
         text=params.get("Body", ""),
         raw=dict(params),
     )
+
+
+def _configure(settings: Settings, local: bool) -> Configured | None:
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    if not token:
+        return None
+    if not settings.public_base_url and not local:
+        # a URL taken from the request would accept a request signed for any host
+        raise ConfigError(
+            "CAREFLOW_PUBLIC_BASE_URL is missing: Twilio signs the URL it called, so careflow "
+            "serve must know its public address (https://care.example.com); to try it on "
+            "this machine only: careflow serve --local"
+        )
+    signed_on = settings.public_base_url or "the request's Host header (--local)"
+    return Configured(
+        token,
+        f"/webhooks/twilio/status and /inbound, signed URLs on {signed_on}",
+    )
+
+
+def _signed(auth_token: str, posted: Posted, now: datetime) -> bool:
+    signature = posted.headers.get(SIGNATURE_HEADER)
+    return verify(auth_token, posted.url, form(posted.body), signature)
+
+
+PROVIDER = WebhookProvider(
+    "twilio",
+    hooks=(
+        Hook(
+            "/webhooks/twilio/status",
+            lambda posted, at: [parse_status(form(posted.body), at)],
+        ),
+        Hook(
+            "/webhooks/twilio/inbound",
+            lambda posted, at: [parse_inbound(form(posted.body), at)],
+            Answer(200, EMPTY_TWIML, "text/xml"),
+        ),
+    ),
+    configure=_configure,
+    off="CAREFLOW_TWILIO_AUTH_TOKEN is not set",
+    ready=lambda auth_token, posted: bool(posted.headers.get(SIGNATURE_HEADER)),
+    verify=_signed,
+    max_body=MAX_BODY,
+)

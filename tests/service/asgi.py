@@ -2,12 +2,14 @@
 
 Over real HTTP a test cannot see how much of a body the service pulled or
 whether its event loop was free; here ``receive`` counts each chunk handed
-over and may hold the request mid-body until an event is set.
+over and may hold the request mid-body until an event is set. :func:`running`
+starts the app's lifespan (its event writer) for tests that store events.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 #: a chunk that keeps the request waiting (mid-body) until ``Call.resume`` is set
@@ -72,3 +74,25 @@ async def request(
     }
     await app(scope, receive, send)
     return call
+
+
+@asynccontextmanager
+async def running(app):
+    """The app started (its lifespan: the event writer runs) for the block, then stopped."""
+    messages: asyncio.Queue = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def send(message):
+        if message["type"].startswith("lifespan.startup"):
+            started.set()
+
+    messages.put_nowait({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, messages.get, send)
+    )
+    await started.wait()
+    try:
+        yield
+    finally:
+        messages.put_nowait({"type": "lifespan.shutdown"})
+        await lifespan

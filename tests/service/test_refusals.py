@@ -16,11 +16,11 @@ from sqlalchemy import create_engine
 from careflow.errors import ConfigError
 from careflow.settings import load_settings
 from careflow.unsubscribe import UnsubscribeTokens
-from service import app as service_app
-from service import bodies
-from service.app import TWILIO_MAX_BODY, create_app
+from service.app import create_app
 from tests.service.asgi import WAIT, Call, request
 from tests.service.conftest import PUBLIC, SINCH_TOKEN, TWILIO_TOKEN, UNSUB_SECRET
+from webhooks import bodies, twilio
+from webhooks import sendgrid as sendgrid_hooks
 
 MB = 1024 * 1024
 
@@ -56,8 +56,8 @@ def parsers(monkeypatch):
 
         monkeypatch.setattr(module, name, spy)
 
-    counting(service_app.twilio, "verify")
-    counting(service_app.sendgrid, "verify")
+    counting(twilio, "verify")
+    counting(sendgrid_hooks, "verify")
     counting(bodies, "json_value")
     counting(bodies, "form_fields")
     return calls
@@ -96,12 +96,12 @@ def test_a_signed_twilio_form_past_its_bound_is_refused_unparsed(app, parsers, d
     }
     chunk = b"x" * (16 * 1024)
     if declared:
-        headers["content-length"] = str(TWILIO_MAX_BODY + 1)
+        headers["content-length"] = str(twilio.MAX_BODY + 1)
     call = asyncio.run(
         request(app, "POST", "/webhooks/twilio/status", headers=headers, chunks=[chunk] * 64)
     )
     assert call.status == 413
-    assert call.pulled == (0 if declared else TWILIO_MAX_BODY // len(chunk) + 1)
+    assert call.pulled == (0 if declared else twilio.MAX_BODY // len(chunk) + 1)
     assert parsers == []
 
 
@@ -115,7 +115,7 @@ def test_healthz_answers_while_requests_are_held_mid_body_or_being_checked(app, 
         release.wait(10)  # only a guard against a stalled loop: the test releases it
         return False
 
-    monkeypatch.setattr(service_app.sendgrid, "verify", slow_verify)
+    monkeypatch.setattr(sendgrid_hooks, "verify", slow_verify)
     sendgrid = {"x-twilio-email-event-webhook-signature": "c2ln",
                 "x-twilio-email-event-webhook-timestamp": "1795338000"}  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Request bodies decoded by their declared type, or refused.
 
 service/app.py reads each body within its route's bound; here it becomes
-JSON or form fields. Decoding failures are :class:`Malformed` (400) and a
+JSON or form fields, for the provider modules (webhooks/) and the
+unsubscribe page (service/) alike. Decoding failures are :class:`Malformed` (400) and a
 body type a route does not take is :class:`Unsupported` (415): never an
 exception from deeper down.
 """
