@@ -372,10 +372,9 @@ def _attribute(engine) -> None:
 def segment():
     """Inspect segments: who a campaign would select.
 
-    Segments: birthday, lunar_birthday, holiday, reorder_due, dormant, vip,
-    pyramid, clv, contact_due. `careflow segment params NAME` lists a segment's parameters
-    (set them with --param KEY=VALUE here, or under `parameters:` in a
-    campaign.yaml).
+    `careflow segment params` lists every segment, whom it selects and its
+    parameters (set them with --param KEY=VALUE here, or under `parameters:`
+    in a campaign.yaml).
     """
 
 
@@ -414,7 +413,7 @@ def _segment_select(name, as_of, params, engine=None):
     params = _parse_params(params)
     with (engine or _engine()).connect() as conn:
         check_stored_amounts(conn)  # segments sum orders: one line naming an absurd amount
-        if name in segments.NEEDS_PREPARE:  # e.g. clv: a model fitted on every customer first
+        if segments.get(name).needs_prepare:  # e.g. clv: a model fitted on every customer first
             params = segments.prepare(name, conn, day, params)
     return segments.build(name, day, params, at=at)
 
@@ -441,10 +440,11 @@ def segment_params(name):
 
     import segments
 
-    names = [name] if name else list(segments.SEGMENTS)
+    names = [name] if name else segments.names()
     listed = {seg: segments.describe_params(seg) for seg in names}  # unknown NAME: error first
+    about = segments.describe_segments()
     for seg, params in listed.items():
-        _echo(f"{seg}:")
+        _echo(f"{seg}: {about[seg]}")
         for p in params:
             # the default as one would write it after --param KEY=
             default = yaml.safe_dump(p["default"], default_flow_style=True)

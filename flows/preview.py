@@ -93,7 +93,7 @@ def walk_route(
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
     params = None
-    if spec.segment in segments.NEEDS_PREPARE:  # clv: its model is fitted on everyone first
+    if segments.get(spec.segment).needs_prepare:  # clv: its model is fitted on everyone first
         with engine.connect() as conn:
             params = segments.prepare(spec.segment, conn, day, spec.parameters)
     route = build_route(settings, spec, "preview", day, at, channel, dry_run=True, params=params)

@@ -45,7 +45,8 @@ from segments._calendar import (
     known_zones,
     locale_tags,
 )
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 from segments.lunar_birthday import birth_dates
 
 
@@ -109,20 +110,13 @@ def birthday_keys(day: date, feb29_on: str = "feb28") -> list[str]:
 
 def birthday(
     as_of: date,
+    p: BirthdayParams,
     *,
     at: datetime | None = None,
-    feb29_on: str = "feb28",
-    default_zone: str = "UTC",
-    lunar_locales: list[str] | tuple[str, ...] = ("zh",),
     id_range: tuple[int, int] | None = None,
 ) -> Select:
     """Customers celebrating their birthday at instant ``at`` (default: noon UTC of as_of),
     on the solar or the lunar calendar (see the module's doc)."""
-    p = check("birthday", BirthdayParams, {
-        "feb29_on": feb29_on,
-        "default_zone": default_zone,
-        "lunar_locales": list(lunar_locales) if isinstance(lunar_locales, tuple) else lunar_locales,
-    })
     feb29_on, default_zone = p.feb29_on, p.default_zone
     if at is None:
         at = datetime.combine(as_of, time(12), tzinfo=UTC)
@@ -166,4 +160,11 @@ def birthday(
     return query
 
 
-__all__ = ["birthday", "birthday_keys", "local_dates"]
+SEGMENT = Segment(
+    "birthday",
+    birthday,
+    BirthdayParams,
+    "Customers whose birthday is today in their own time zone (solar or lunar).",
+)
+
+__all__ = ["SEGMENT", "birthday", "birthday_keys", "local_dates"]

@@ -37,6 +37,7 @@ import base64
 import json
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Annotated, Literal
@@ -67,6 +68,7 @@ from careflow.db.sqlfunc import day_number, day_number_of, readable_day
 from careflow.errors import ConfigError
 from careflow.money import exponent
 from segments._params import SegmentParams, check
+from segments._registry import Segment
 from segments.vip import Percent
 
 QUADRANTS = ("retain", "develop", "maintain", "convert_or_let_go")
@@ -188,7 +190,7 @@ def customer_history(as_of: date, window_days: int, currency: str | None) -> Sel
     )
 
 
-def score_customers(conn: Connection, as_of: date, params: dict | None = None,
+def score_customers(conn: Connection, as_of: date, params: Mapping | ClvParams | None = None,
                     *, draws: int = 0) -> tuple[pd.DataFrame, dict]:
     """Every customer who bought on or before as-of, scored and placed in the matrix.
 
@@ -201,7 +203,7 @@ def score_customers(conn: Connection, as_of: date, params: dict | None = None,
     ConfigError when the orders mix currencies and none was chosen;
     DataError when there are too few customers to fit the models.
     """
-    p = check("clv", ClvParams, params or {})
+    p = params if isinstance(params, ClvParams) else check("clv", ClvParams, params or {})
     rows = conn.execute(customer_history(as_of, p.window_days, p.currency)).mappings().all()
     frame = pd.DataFrame([dict(r) for r in rows], columns=[
         "customer_id", "first_day", "last_day", "purchase_days", "total_minor",
@@ -301,49 +303,20 @@ def decode_members(text: str) -> list[tuple]:
         ) from exc
 
 
-def prepare(conn: Connection, as_of: date, **params) -> dict:
+def prepare(conn: Connection, as_of: date, p: ClvParams) -> dict:
     """Fit, score and place every customer once; ``members`` for the selected quadrants."""
-    params.pop("members", None)
-    params.pop("fit", None)
-    p = check("clv", ClvParams, params)
     # intervals are for people reading a report; a run only needs the quadrants
-    frame, fit = score_customers(conn, as_of, params)
+    frame, fit = score_customers(conn, as_of, p)
     chosen = frame[frame["quadrant"].isin(p.quadrants)]
     return {"members": encode_members(chosen), "fit": fit}
 
 
-def clv(
-    as_of: date,
-    *,
-    quadrants: list[str] | tuple[str, ...] = ("retain",),
-    window_days: int = 365,
-    horizon_days: int = 365,
-    current_high_pct: float = 50.0,
-    future_high_pct: float = 50.0,
-    currency: str | None = None,
-    members: str | None = None,
-    fit: dict | None = None,
-    id_range: tuple[int, int] | None = None,
-) -> Select:
+def clv(as_of: date, p: ClvParams, *, id_range: tuple[int, int] | None = None) -> Select:
     """Customers in the chosen quadrants of the value matrix, from prepared ``members``.
 
     Columns: customer_id, quadrant, historical_minor (spent in the window),
     predicted_minor (expected over the horizon), p_alive, currency.
     """
-    p = check(
-        "clv",
-        ClvParams,
-        {
-            "quadrants": list(quadrants) if isinstance(quadrants, tuple) else quadrants,
-            "window_days": window_days,
-            "horizon_days": horizon_days,
-            "current_high_pct": current_high_pct,
-            "future_high_pct": future_high_pct,
-            "currency": currency,
-            "members": members,
-            "fit": fit,
-        },
-    )
     if p.members is None:
         raise ConfigError(
             "segment 'clv' scores every customer with a fitted model first: it runs in "
@@ -373,4 +346,21 @@ def clv(
     )
 
 
-__all__ = ["QUADRANTS", "ClvParams", "clv", "customer_history", "prepare", "score_customers"]
+SEGMENT = Segment(
+    "clv",
+    clv,
+    ClvParams,
+    "Customers in chosen quadrants of the value matrix (value now against predicted value).",
+    prepare=prepare,
+    needs_prepare=True,
+)
+
+__all__ = [
+    "QUADRANTS",
+    "SEGMENT",
+    "ClvParams",
+    "clv",
+    "customer_history",
+    "prepare",
+    "score_customers",
+]

@@ -57,7 +57,8 @@ from sqlalchemy import Select, case, func, literal, or_, select, union_all
 
 from careflow.db.models import ContactEvent, ContactHistory, Customer
 from careflow.db.sqlfunc import day_date, day_number, day_number_of
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 
 MAX_DAYS = 365
 DEFAULT_CADENCE = {"A": 7, "B": 15, "C": 30, "D": 30, "E": 30, "F": 15, "G": 30}
@@ -131,17 +132,9 @@ def contacts_up_to(
 
 
 def contact_due(
-    as_of: date,
-    *,
-    cadence: dict[str, int] | None = None,
-    replies_count: bool = True,
-    id_range: tuple[int, int] | None = None,
+    as_of: date, p: ContactDueParams, *, id_range: tuple[int, int] | None = None
 ) -> Select:
     """Customers whose grade's cadence says they should have been contacted by as-of."""
-    values = {"replies_count": replies_count}
-    if cadence is not None:
-        values["cadence"] = cadence
-    p = check("contact_due", ContactDueParams, values)
     touches = contacts_up_to(as_of, id_range, p.replies_count).subquery("touches")
     last = (
         select(touches.c.customer_id, func.max(touches.c.at).label("last_at"))
@@ -175,4 +168,11 @@ def contact_due(
     return query
 
 
-__all__ = ["DEFAULT_CADENCE", "ContactDueParams", "contact_due", "contacts_up_to"]
+SEGMENT = Segment(
+    "contact_due",
+    contact_due,
+    ContactDueParams,
+    "Customers overdue for contact under their grade's cadence.",
+)
+
+__all__ = ["DEFAULT_CADENCE", "SEGMENT", "ContactDueParams", "contact_due", "contacts_up_to"]

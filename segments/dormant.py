@@ -13,7 +13,8 @@ from sqlalchemy import Select, literal, select
 
 from careflow.db.sqlfunc import day_date, day_number_of
 from careflow.purchase_facts import history
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 
 MAX_DAYS = 3650  # ten years: longer is not "dormant", it is gone
 
@@ -49,17 +50,12 @@ class DormantParams(SegmentParams):
 
 
 def dormant(
-    as_of: date,
-    *,
-    days: int = 180,
-    max_days: int | None = None,
-    id_range: tuple[int, int] | None = None,
+    as_of: date, p: DormantParams, *, id_range: tuple[int, int] | None = None
 ) -> Select:
     """Customers whose last purchase was more than ``days`` (and at most ``max_days``) ago.
 
     Columns: customer_id, last_purchase_on, days_since, purchase_count.
     """
-    p = check("dormant", DormantParams, {"days": days, "max_days": max_days})
     h = history(as_of, id_range).subquery("history")
     days_since = literal(day_number_of(as_of)) - h.c.last_day
     query = select(
@@ -71,3 +67,11 @@ def dormant(
     if p.max_days is not None:
         query = query.where(days_since <= p.max_days)
     return query
+
+
+SEGMENT = Segment(
+    "dormant",
+    dormant,
+    DormantParams,
+    "Customers who bought before but not in the last `days` days (win-back).",
+)

@@ -55,7 +55,8 @@ from pydantic import Field, field_validator
 from sqlalchemy import Date, Select, String, cast, column, false, func, literal, select, values
 
 from careflow.db.models import Customer
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 
 #: spellings of countries that are neither an ISO code nor CLDR's English name
 ALIASES = {
@@ -218,16 +219,9 @@ def _spellings() -> dict[str, set[str]]:
 
 
 def holiday(
-    as_of: date,
-    *,
-    days_before: int = 0,
-    countries: list[str] | None = None,
-    holidays: list[str] | None = None,
-    id_range: tuple[int, int] | None = None,
+    as_of: date, p: HolidayParams, *, id_range: tuple[int, int] | None = None
 ) -> Select:
     """Customers whose country has a holiday starting ``days_before`` days after as-of."""
-    p = check("holiday", HolidayParams,
-              {"days_before": days_before, "countries": countries, "holidays": holidays})
     target = as_of + timedelta(days=p.days_before)
     found = greetings(target, tuple(p.countries or supported_countries()), tuple(p.holidays or ()))
     spellings = _spellings()
@@ -273,3 +267,11 @@ def holiday(
         .join(table, table.c.spelling == country)
         .where(*where)
     )
+
+
+SEGMENT = Segment(
+    "holiday",
+    holiday,
+    HolidayParams,
+    "Customers whose country has a public holiday on as-of (or `days_before` later).",
+)

@@ -56,7 +56,8 @@ from careflow.errors import ConfigError
 from segments._calendar import LUNAR_FIRST as FIRST
 from segments._calendar import LUNAR_LAST as LAST
 from segments._calendar import greeted_by_other_calendar, keeps_lunar, locale_tags
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 
 
 class LunarBirthdayParams(SegmentParams):
@@ -125,14 +126,9 @@ def birth_dates(day: date) -> tuple[date, ...]:
 
 
 def lunar_birthday(
-    as_of: date,
-    *,
-    locales: list[str] | tuple[str, ...] = ("zh",),
-    id_range: tuple[int, int] | None = None,
+    as_of: date, p: LunarBirthdayParams, *, id_range: tuple[int, int] | None = None
 ) -> Select:
     """Customers in ``locales`` whose lunar birthday is as-of."""
-    p = check("lunar_birthday", LunarBirthdayParams,
-              {"locales": list(locales) if isinstance(locales, tuple) else locales})
     if not FIRST <= as_of <= LAST:
         raise ConfigError(
             f"segment 'lunar_birthday': the lunar calendar covers {FIRST.year} to {LAST.year}; "
@@ -171,3 +167,11 @@ def _column(dates, birth, attr: str, kind):
 
 def _as(value, kind):
     return bool(value) if kind is Boolean else int(value)
+
+
+SEGMENT = Segment(
+    "lunar_birthday",
+    lunar_birthday,
+    LunarBirthdayParams,
+    "Customers whose Chinese lunar birthday falls on as-of.",
+)

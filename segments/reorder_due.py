@@ -26,7 +26,8 @@ from sqlalchemy import Float, Select, case, cast, func, literal, or_, select
 
 from careflow.db.sqlfunc import day_date, day_number_of
 from careflow.purchase_facts import history
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 
 
 class ReorderDueParams(SegmentParams):
@@ -49,22 +50,13 @@ class ReorderDueParams(SegmentParams):
 
 
 def reorder_due(
-    as_of: date,
-    *,
-    min_purchase_days: int = 3,
-    use_replenishment: bool = True,
-    id_range: tuple[int, int] | None = None,
+    as_of: date, p: ReorderDueParams, *, id_range: tuple[int, int] | None = None
 ) -> Select:
     """Customers due to reorder on ``as_of``.
 
     Columns: customer_id, last_purchase_on, days_since,
     purchase_days, median_gap, interval_days, basis ('median' | 'product').
     """
-    p = check(
-        "reorder_due",
-        ReorderDueParams,
-        {"min_purchase_days": min_purchase_days, "use_replenishment": use_replenishment},
-    )
     h = history(as_of, id_range).subquery("history")
     days_since = literal(day_number_of(as_of)) - h.c.last_day
     if p.use_replenishment:
@@ -89,3 +81,11 @@ def reorder_due(
         cast(days_since, Float) >= interval,
         cast(days_since, Float) < 2 * interval,
     )
+
+
+SEGMENT = Segment(
+    "reorder_due",
+    reorder_due,
+    ReorderDueParams,
+    "Customers whose own buying rhythm (or product) says they are about to run out.",
+)

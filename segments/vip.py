@@ -92,7 +92,8 @@ from careflow import purchase_windows
 from careflow.db.models import PurchaseFactsDirty, PurchaseWindow
 from careflow.db.sqlfunc import day_number_of
 from careflow.purchase_windows import tie_key, tie_key_sql
-from segments._params import SegmentParams, check
+from segments._params import SegmentParams
+from segments._registry import Segment
 
 TIERS = ("VIP", "Large", "Medium", "Small")
 QUINTILES_BP = (2000, 4000, 6000, 8000)  # top 20%, 40%, 60%, 80% in basis points
@@ -202,10 +203,6 @@ class PyramidParams(SegmentParams):
         shares = {"VIP": self.vip_pct, "Large": self.large_pct, "Medium": self.medium_pct}
         return {name: _bp(pct) for name, pct in shares.items()}
 
-    def window(self) -> dict:
-        """The parameters that shape the pyramid itself (what ``pyramid`` takes)."""
-        return self.model_dump(exclude={"tiers"})
-
 
 class VipParams(PyramidParams):
     """Parameters of ``vip``: the pyramid's, plus which tiers to select."""
@@ -242,15 +239,7 @@ def _buyers(
 
 
 def pyramid(
-    as_of: date,
-    *,
-    window_days: int = 365,
-    vip_pct: float = 1.0,
-    large_pct: float = 5.0,
-    medium_pct: float = 20.0,
-    currency: str | None = None,
-    cutoffs: dict | None = None,
-    id_range: tuple[int, int] | None = None,
+    as_of: date, p: PyramidParams, *, id_range: tuple[int, int] | None = None
 ) -> Select:
     """Every buyer in the window with tier and R, F, M scores.
 
@@ -259,18 +248,6 @@ def pyramid(
     Columns: customer_id, monetary_minor, currency, frequency, days_since,
     buyers, tier, r_score, f_score, m_score.
     """
-    p = check(
-        "pyramid",
-        PyramidParams,
-        {
-            "window_days": window_days,
-            "vip_pct": vip_pct,
-            "large_pct": large_pct,
-            "medium_pct": medium_pct,
-            "currency": currency,
-            "cutoffs": cutoffs,
-        },
-    )
     window_days, currency, cutoffs, tier_bps = p.window_days, p.currency, p.cutoffs, p.tier_bps()
     if cutoffs is not None:
         return _with_cutoffs(_buyers(as_of, window_days, currency, id_range), cutoffs)
@@ -362,33 +339,12 @@ def _with_cutoffs(buyers: Select, cutoffs: dict) -> Select:
     )
 
 
-def prepare(
-    conn: Connection,
-    as_of: date,
-    *,
-    window_days: int = 365,
-    vip_pct: float = 1.0,
-    large_pct: float = 5.0,
-    medium_pct: float = 20.0,
-    currency: str | None = None,
-    **_other,
-) -> dict:
+def prepare(conn: Connection, as_of: date, p: PyramidParams) -> dict:
     """The cut values of the pyramid and of the RFM quintiles (module docs).
 
     Returns ``{"cutoffs": ...}`` to merge into the segment's parameters; small
     enough to hand to every batch.
     """
-    p = check(
-        "pyramid",
-        PyramidParams,
-        {
-            "window_days": window_days,
-            "vip_pct": vip_pct,
-            "large_pct": large_pct,
-            "medium_pct": medium_pct,
-            "currency": currency,
-        },
-    )
     window_days, currency = p.window_days, p.currency
     purchase_windows.bring_to(conn.engine, as_of, window_days, currency)
     wanted = {"monetary": set(p.tier_bps().values()) | set(QUINTILES_BP)}
@@ -499,19 +455,28 @@ def _sorted_positions(conn: Connection, as_of: date, p: PyramidParams, wanted: d
     return n, at
 
 
-def vip(
-    as_of: date,
-    *,
-    tiers: tuple[str, ...] | list[str] = ("VIP", "Large"),
-    id_range: tuple[int, int] | None = None,
-    **pyramid_params,
-) -> Select:
+def vip(as_of: date, p: VipParams, *, id_range: tuple[int, int] | None = None) -> Select:
     """Buyers in the given top tiers of the pyramid (default VIP and Large)."""
-    p = check("vip", VipParams, {"tiers": tiers, **pyramid_params})
     if p.cutoffs is None or "Small" in p.tiers:
-        inner = pyramid(as_of, id_range=id_range, **p.window()).subquery("pyramid")
+        inner = pyramid(as_of, p, id_range=id_range).subquery("pyramid")
     else:  # only buyers who spent at least the lowest tier's cut value can be selected
         least = min(int(p.cutoffs["monetary"][tier]) for tier in p.tiers)
         buyers = _buyers(as_of, p.window_days, p.currency, id_range, min_monetary=least)
         inner = _with_cutoffs(buyers, p.cutoffs).subquery("pyramid")
     return select(inner).where(inner.c.tier.in_(p.tiers))
+
+
+PYRAMID = Segment(
+    "pyramid",
+    pyramid,
+    PyramidParams,
+    "Every buyer in the window with their pyramid tier and R, F, M scores.",
+    prepare=prepare,
+)
+VIP = Segment(
+    "vip",
+    vip,
+    VipParams,
+    "Buyers in the top tiers of the customer pyramid (default VIP and Large).",
+    prepare=prepare,
+)

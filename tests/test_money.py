@@ -96,11 +96,11 @@ def test_segment_list_and_preview_show_the_exact_amount(engine):
 def test_a_sum_over_two_currencies_is_not_shown_as_money(engine):
     from sqlalchemy import update
 
+    import segments
     from careflow.db.models import Order
     from careflow.errors import TemplateError
     from careflow.rendering import Renderer
     from careflow.settings import PROJECT_ROOT
-    from segments import pyramid
     from tests.factories import rows
 
     add_customer(engine, 1)
@@ -111,7 +111,7 @@ def test_a_sum_over_two_currencies_is_not_shown_as_money(engine):
             .where(Order.ordered_on == AS_OF - timedelta(days=2))
             .values(currency="USD")
         )
-    row = with_amounts(rows(engine, pyramid(AS_OF))[1])
+    row = with_amounts(rows(engine, segments.build("pyramid", AS_OF))[1])
     assert row["currency"] is None and row["monetary"] is None
     ctx = {**row, "name": "Ann", "brand": "Shop", "customer": {"owner": None}}
     with pytest.raises(TemplateError, match="mixes currencies"):

@@ -140,20 +140,20 @@ def _segment_refs(engine, query) -> set[str]:
 
 @pytest.mark.parametrize(("as_of", "days"), [(AS_OF, 180), (AS_OF, 90), (date(2011, 9, 1), 180)])
 def test_dormant_matches_pandas(retail, as_of, days):
-    dormant = pytest.importorskip("segments.dormant").dormant
+    build = pytest.importorskip("segments").build
     engine, _, _ = retail
     expected = reference_dormant(DATA, as_of, days=days)
     assert expected  # a comparison of two empty sets proves nothing
-    assert _segment_refs(engine, dormant(as_of, days=days)) == expected
+    assert _segment_refs(engine, build("dormant", as_of, {"days": days})) == expected
 
 
 @pytest.mark.parametrize("as_of", [AS_OF, date(2011, 9, 1), date(2011, 6, 15)])
 def test_reorder_due_matches_pandas(retail, as_of):
-    reorder_due = pytest.importorskip("segments.reorder_due").reorder_due
+    build = pytest.importorskip("segments").build
     engine, _, _ = retail
     expected = reference_reorder_due(DATA, as_of)
     assert expected
-    assert _segment_refs(engine, reorder_due(as_of)) == expected
+    assert _segment_refs(engine, build("reorder_due", as_of)) == expected
 
 
 def test_reference_sizes_on_the_documented_date():

@@ -207,6 +207,6 @@ def test_unreadable_order_dates_affect_only_their_customer(tmp_path, bad):
     assert seen(engine, AS_OF) == facts == truth(engine)
     assert purchase_windows.bring_to(engine, AS_OF, 365, None) == "built"
     with engine.connect() as conn:  # every segment runs on this shop
-        for name in segments.SEGMENTS:
+        for name in segments.names():
             params = segments.prepare(name, conn, AS_OF, {})
             conn.execute(segments.build(name, AS_OF, params)).all()

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 from careflow import purchase_facts, purchase_windows
 from careflow.db.models import Order, PurchaseWindow, PurchaseWindowState
 from careflow.ledger import utcnow
-from segments.vip import prepare
+from segments.vip import PyramidParams, prepare
 from tests.factories import add_customer, add_orders
 
 AS_OF = date(2026, 11, 22)
@@ -102,11 +102,11 @@ def test_cut_values_are_the_same_read_off_the_indexes_or_sorted(engine):
     add_orders(engine, 999, [AS_OF - timedelta(days=2)], amount="20.00")  # dirty: sorted
     assert purchase_facts.pending(engine) == 1
     with engine.connect() as conn:
-        sorted_cuts = prepare(conn, AS_OF)
+        sorted_cuts = prepare(conn, AS_OF, PyramidParams())
     assert purchase_facts.pending(engine) == 1  # prepare refreshed nobody: it sorted
     purchase_facts.refresh(engine)
     with engine.connect() as conn:
-        indexed_cuts = prepare(conn, AS_OF)  # nobody dirty: read off the indexes
+        indexed_cuts = prepare(conn, AS_OF, PyramidParams())  # nobody dirty: read off the indexes
     assert indexed_cuts == sorted_cuts
     assert indexed_cuts["cutoffs"]["buyers"] == len(_truth(engine, AS_OF))
 

@@ -10,10 +10,10 @@ from datetime import date, timedelta
 import pytest
 from click.testing import CliRunner
 
+import segments
 from careflow.errors import ConfigError
 from cli.main import main
 from insight.pyramid import pyramid_report
-from segments import pyramid
 from tests.factories import add_customer, add_orders, rows
 
 AS_OF = date(2026, 11, 22)
@@ -43,7 +43,7 @@ def shop(engine):
 
 def test_tiers_and_revenue_shares_sum_the_segment_rows(shop):
     report = pyramid_report(shop, AS_OF)
-    seg = rows(shop, pyramid(AS_OF)).values()
+    seg = rows(shop, segments.build("pyramid", AS_OF)).values()
     assert report.buyers == len(seg) == 102 and report.currency == "GBP"
     assert report.revenue_minor == sum(r["monetary_minor"] for r in seg)
     tiers = report.tiers.set_index("tier")
@@ -59,7 +59,7 @@ def test_tiers_and_revenue_shares_sum_the_segment_rows(shop):
 
 def test_scores_grid_and_ranges(shop):
     report = pyramid_report(shop, AS_OF)
-    seg = list(rows(shop, pyramid(AS_OF)).values())
+    seg = list(rows(shop, segments.build("pyramid", AS_OF)).values())
     scores = report.scores.set_index(["measure", "score"])
     for measure, column in (("R", "days_since"), ("F", "frequency"), ("M", "monetary_minor")):
         for score in range(1, 6):

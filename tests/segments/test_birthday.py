@@ -4,9 +4,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from segments import birthday
+import segments
 from segments.birthday import birthday_keys
 from tests.factories import add_customer, ids, rows
+
+
+def birthday(as_of: date, *, at: datetime, id_range=None, **params):
+    return segments.build("birthday", as_of, params, at=at, id_range=id_range)
 
 
 def test_local_date_decides_not_utc(engine):

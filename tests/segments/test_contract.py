@@ -1,5 +1,5 @@
-"""The segment contract, run over every segment in ``segments.SEGMENTS`` (see
-segments/__init__.py), on SQLite and PostgreSQL.
+"""The segment contract, run over every segment in the registry (``segments.names()``,
+see segments/_registry.py), on SQLite and PostgreSQL.
 
 A new segment gets these checks by being registered: it builds a select
 without touching the database, returns each customer once with a
@@ -18,11 +18,12 @@ from sqlalchemy import Engine, Select, event
 
 import segments
 from careflow.errors import ConfigError
+from segments._params import SegmentParams
 from tests.factories import add_contact, add_customer, add_orders, set_product
 
 AS_OF = date(2026, 11, 22)
 AT = datetime.combine(AS_OF, time(12), tzinfo=UTC)
-NAMES = sorted(segments.SEGMENTS)
+NAMES = segments.names()
 CUSTOMERS = range(1, 41)
 
 
@@ -84,7 +85,7 @@ def build(name: str, params: dict | None = None, **kw) -> Select:
 
 def select_from(engine: Engine, name: str, params: dict | None = None, **kw) -> Select:
     """``build``, after ``prepare`` for a segment that selects nothing without it (clv)."""
-    if name in segments.NEEDS_PREPARE:
+    if segments.get(name).needs_prepare:
         with engine.connect() as conn:
             params = segments.prepare(name, conn, AS_OF, params)
     return build(name, params, **kw)
@@ -98,7 +99,7 @@ def test_builds_a_select_without_touching_the_database(name, shop):
         executed.append(statement)
 
     params = None
-    if name in segments.NEEDS_PREPARE:  # prepare runs queries; building still must not
+    if segments.get(name).needs_prepare:  # prepare runs queries; building still must not
         with shop.connect() as conn:
             params = segments.prepare(name, conn, AS_OF, {})
     event.listen(Engine, "before_cursor_execute", spy)
@@ -158,7 +159,7 @@ def test_batches_with_prepared_parameters_add_up_to_the_whole(name, shop):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_default_parameters_validate_and_are_documented(name):
-    model = segments.PARAMS[name]
+    model = segments.get(name).params
     defaults = segments.validate_params(name, {})
     assert segments.validate_params(name, defaults) == defaults
     assert segments.validate_params(name, None) == defaults
@@ -169,8 +170,13 @@ def test_default_parameters_validate_and_are_documented(name):
     assert all(p["allowed"] and p["description"] for p in listed)
 
 
-def test_every_segment_declares_a_parameter_model():
-    assert segments.PARAMS.keys() == segments.SEGMENTS.keys()
+@pytest.mark.parametrize("name", NAMES)
+def test_every_segment_declares_a_parameter_model_and_what_it_selects(name):
+    entry = segments.get(name)
+    assert entry.name == name
+    assert issubclass(entry.params, SegmentParams)
+    assert entry.description and "\n" not in entry.description
+    assert not entry.needs_prepare or entry.prepare is not None
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -184,10 +190,8 @@ def test_an_unknown_parameter_is_a_config_error(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_parameter_refuses_a_wrong_type_naming_itself(name):
-    """Called through ``build`` or directly, a bad value is a ConfigError, never a ValueError
-    or TypeError from deep inside the segment."""
-    for field in segments.PARAMS[name].public_fields():
+    """A bad value is a ConfigError from the model, never a ValueError or TypeError from
+    deep inside the segment (its build function only ever gets validated parameters)."""
+    for field in segments.get(name).params.public_fields():
         with pytest.raises(ConfigError, match=rf"^segment {name!r}: {field} must be .*\(got "):
             build(name, {field: object()})
-        with pytest.raises(ConfigError, match=rf"^segment {name!r}: {field} must be "):
-            segments.SEGMENTS[name](AS_OF, **{field: object()})

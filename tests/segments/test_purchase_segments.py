@@ -4,10 +4,18 @@ from datetime import date, timedelta
 
 import pytest
 
-from segments import dormant, reorder_due
+import segments
 from tests.factories import add_customer, add_orders, ids, rows, set_product
 
 AS_OF = date(2026, 11, 22)
+
+
+def dormant(as_of: date, **params):
+    return segments.build("dormant", as_of, params)
+
+
+def reorder_due(as_of: date, **params):
+    return segments.build("reorder_due", as_of, params)
 
 
 def ago(*days: int) -> list[date]:

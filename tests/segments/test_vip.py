@@ -2,11 +2,24 @@
 
 from datetime import date, timedelta
 
+import segments
 from careflow.money import from_minor
-from segments import pyramid, vip
 from tests.factories import add_customer, add_orders, rows
 
 AS_OF = date(2026, 11, 22)
+
+
+def pyramid(as_of: date, *, id_range=None, **params):
+    return segments.build("pyramid", as_of, params, id_range=id_range)
+
+
+def vip(as_of: date, **params):
+    return segments.build("vip", as_of, params)
+
+
+def prepare(conn, as_of: date) -> dict:
+    """The pyramid's parameters with the cut values a run's batches get."""
+    return segments.prepare("pyramid", conn, as_of)
 
 
 def _spenders(engine, amounts):
@@ -115,8 +128,6 @@ def test_few_buyers_get_spread_scores(engine):
 
 
 def test_batches_agree_with_the_whole_query_on_a_shop_full_of_ties(engine):
-    from segments.vip import prepare
-
     _like_a_real_shop(engine)
     whole = rows(engine, pyramid(AS_OF))
     with engine.connect() as conn:
@@ -131,8 +142,6 @@ def test_batches_with_prepared_cutoffs_agree_with_one_whole_query(engine):
     """The per-batch form (cut values from prepare) equals the window-function form,
     ties and all, on a population with many ties."""
     import random
-
-    from segments.vip import prepare
 
     rnd = random.Random(3)
     for cid in range(1, 241):
@@ -163,8 +172,6 @@ def test_shares_are_exact_not_floating_point(engine):
 def _tiers_both_ways(engine, batch=50):
     """Tiers from the window-function path (segment list, preview) and from the
     prepared path a campaign run takes (cut values from prepare, batch by batch)."""
-    from segments.vip import prepare
-
     whole = {c: r["tier"] for c, r in rows(engine, pyramid(AS_OF)).items()}
     with engine.connect() as conn:
         params = prepare(conn, AS_OF)
