@@ -115,7 +115,7 @@ def describe_params(name: str) -> list[dict]:
         {
             "name": field,
             "allowed": describe(info),
-            "default": info.default,
+            "default": info.get_default(call_default_factory=True),
             "description": info.description or "",
         }
         for field, info in get(name).params.public_fields().items()

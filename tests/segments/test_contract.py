@@ -14,10 +14,12 @@ import random
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, Select, event
 
 import segments
 from careflow.errors import ConfigError
+from cli.main import main
 from segments._params import SegmentParams
 from tests.factories import add_contact, add_customer, add_orders, set_product
 
@@ -168,6 +170,12 @@ def test_default_parameters_validate_and_are_documented(name):
     listed = segments.describe_params(name)
     assert [p["name"] for p in listed] == list(model.public_fields())
     assert all(p["allowed"] and p["description"] for p in listed)
+    # the default shown is the one used, also for a field whose default is made by a factory
+    assert {p["name"]: p["default"] for p in listed} == {
+        field: defaults[field] for field in model.public_fields()
+    }
+    out = CliRunner().invoke(main, ["segment", "params", name])
+    assert out.exit_code == 0 and out.output.startswith(f"{name}: "), out.output
 
 
 @pytest.mark.parametrize("name", NAMES)
