@@ -158,7 +158,6 @@ class PolicyContext:
     opt_in_channels: frozenset[str] = frozenset()
     default_region: str = "CN"
     marketing: bool = True
-    history: Sequence[dict] = ()
     #: (channel, address) -> reason, for addresses that must receive nothing
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     config: PolicyConfig | None = None
