@@ -34,7 +34,6 @@ Decisions:
 - ``skip(reason)``: not this time; a later run decides again;
 - ``defer(until)``: not now, at ``until``; the ledger keeps it ``deferred``
   and a later run or the follow-up flow sends it once due;
-- ``hold(reason)``: a person must look first;
 - ``held_out``: in the campaign's holdout group for this occasion: recorded
   ``held_out``, never contacted for it (final, like ``sent``).
 
@@ -65,7 +64,7 @@ from careflow.policy.countries import country_code
 from careflow.policy.holdout import holdout_draw
 from careflow.policy.timing import blocked_at, describe_local, next_allowed, zone_of
 
-Action = Literal["send", "skip", "defer", "hold", "held_out"]
+Action = Literal["send", "skip", "defer", "held_out"]
 
 
 @dataclass(frozen=True)
@@ -115,10 +114,6 @@ class Decision:
             until=until,
             options=tuple(options),
         )
-
-    @classmethod
-    def hold(cls, customer_id: int, reason: str, detail: str | None = None) -> Decision:
-        return cls(customer_id, skip_reason=reason, detail=detail, action="hold")
 
     @classmethod
     def held_out(
