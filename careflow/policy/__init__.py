@@ -401,33 +401,3 @@ def evaluate(ctx: PolicyContext, rules: Sequence[Rule] = DEFAULT_RULES) -> Decis
         ctx.customer_id, channel=first.channel, address=first.address, options=tuple(options)
     )
 
-
-def decide(
-    customer: dict,
-    channels: Sequence[str],
-    consent: dict[str, bool],
-    *,
-    consent_required: bool,
-    default_region: str,
-    now: datetime | None = None,
-    config: PolicyConfig | None = None,
-    rules: Sequence[Rule] = DEFAULT_RULES,
-) -> Decision:
-    """Pick the first channel in ``channels`` the customer may and can receive.
-
-    Without ``config`` only consent, contact points and suppression apply
-    (no preference, no send times): the rules that need no campaign.
-    """
-    ctx = PolicyContext(
-        customer=customer,
-        channels=list(channels),
-        now=now,
-        consent=consent,
-        consent_required=consent_required,
-        opt_in_channels=(
-            opt_in_channels(config, customer.get("country"), channels) if config else frozenset()
-        ),
-        default_region=default_region,
-        config=config,
-    )
-    return evaluate(ctx, rules)
