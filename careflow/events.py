@@ -75,15 +75,3 @@ class InboundEvent:
     #: (a hard bounce, not a block), so the core acts on this alone
     suppress: str | None = None
     raw: dict = field(default_factory=dict, compare=False, hash=False)  # kept for audit
-
-
-@dataclass(frozen=True)
-class TimelineEvent:
-    """One entry on a customer's timeline (the ``contact_events`` table)."""
-
-    customer_id: int
-    kind: str
-    occurred_at: datetime
-    contact_id: int | None = None
-    provider_id: str | None = None
-    payload: dict | None = None

@@ -46,7 +46,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -63,7 +63,6 @@ from sqlalchemy import (
     column,
     false,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -87,7 +86,6 @@ from careflow.contact_limits import (
 )
 from careflow.db.models import ContactEvent, ContactHistory
 from careflow.db.sqlfunc import unindexed
-from careflow.events import TimelineEvent
 from careflow.messages import Outcome, State
 
 CH = ContactHistory.__table__
@@ -741,13 +739,6 @@ class ContactLedger:
             ).rowcount
 
     # --- after delivery: the customer's timeline ------------------------------
-    @_retry_busy_database
-    def add_events(self, events: Sequence[TimelineEvent]) -> None:
-        """Append events (delivered, reply, opt-out, bounce, order...) to timelines."""
-        if events:
-            with self.engine.begin() as conn:
-                conn.execute(insert(ContactEvent.__table__), [asdict(e) for e in events])
-
     def history(self, customer_id: int, limit: int = 50) -> list[dict]:
         """The customer's contact history, newest first, each contact with its events."""
         with self.engine.connect() as conn:

@@ -34,9 +34,5 @@ from careflow.messages import Message, Outcome
 @runtime_checkable
 class Channel(Protocol):
     name: ClassVar[str]
-    #: longest body the channel accepts (characters), None if unlimited
-    max_body_chars: ClassVar[int | None]
-    #: messages per second the provider allows this account, None if unlimited
-    rate_per_second: ClassVar[float | None]
 
     def send_batch(self, messages: Sequence[Message]) -> list[Outcome]: ...

@@ -29,16 +29,6 @@ from careflow.unsubscribe import UnsubscribeTokens, local_tokens
 
 log = logging.getLogger(__name__)
 
-#: Settings fields that may also come from a Prefect Secret block.
-CREDENTIAL_FIELDS = (
-    "twilio_account_sid",
-    "twilio_auth_token",
-    "sendgrid_api_key",
-    "sinch_key_id",
-    "sinch_key_secret",
-    "unsubscribe_secret",
-)
-
 #: ``loader(block_name) -> value or None``; tests hand in a dict's ``get``.
 SecretLoader = Callable[[str], "str | None"]
 

@@ -124,9 +124,6 @@ class SendGridEmail(ProviderChannel):
     """Email through SendGrid. One Outcome per message; retries in channels/delivery.py."""
 
     name: ClassVar[str] = "email"
-    max_body_chars: ClassVar[int | None] = None
-    #: default; the account's figure is CAREFLOW_EMAIL_RATE_PER_SECOND
-    rate_per_second: ClassVar[float | None] = 50.0
 
     def __init__(
         self,

@@ -226,9 +226,6 @@ class SinchFax(ProviderChannel):
     """Fax through the Sinch Fax API v3. One Outcome per message."""
 
     name: ClassVar[str] = "fax"
-    max_body_chars: ClassVar[int | None] = None
-    #: default; the account's figure is CAREFLOW_FAX_RATE_PER_SECOND
-    rate_per_second: ClassVar[float | None] = 1.0
 
     def __init__(
         self,
@@ -320,8 +317,6 @@ class EmailFaxGateway(ProviderChannel):
     """Fax as an email with the PDF attached, to an email-to-fax gateway address."""
 
     name: ClassVar[str] = "fax"
-    max_body_chars: ClassVar[int | None] = None
-    rate_per_second: ClassVar[float | None] = 1.0
 
     def __init__(
         self,

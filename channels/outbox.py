@@ -62,8 +62,6 @@ FOLDER_FAULTS = {
 
 class OutboxChannel:
     name: ClassVar[str] = "outbox"
-    max_body_chars: ClassVar[int | None] = None
-    rate_per_second: ClassVar[float | None] = None
     #: local files, about 30 µs each: marks and records per 1,000, not per 50 (channels/base.py)
     send_chunk_size: ClassVar[int] = 1000
 

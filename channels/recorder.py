@@ -15,8 +15,6 @@ from careflow.messages import Message, Outcome
 
 class RecordingChannel:
     name: ClassVar[str] = "recorder"
-    max_body_chars: ClassVar[int | None] = None
-    rate_per_second: ClassVar[float | None] = None
 
     def __init__(self) -> None:
         self.messages: list[Message] = []

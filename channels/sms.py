@@ -48,7 +48,7 @@ from channels.delivery import (
     parse_retry_after,
     run_on_http_loop,
 )
-from channels.sms_text import MAX_BODY_CHARS, sms_preview
+from channels.sms_text import sms_preview
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +185,6 @@ class TwilioSMS(ProviderChannel):
     """SMS through Twilio. One Outcome per message; see channels/delivery.py for retries."""
 
     name: ClassVar[str] = "sms"
-    #: Twilio's limit for one Body (the segment cap usually bites first)
-    max_body_chars: ClassVar[int | None] = MAX_BODY_CHARS
-    #: default; the account's real figure is CAREFLOW_SMS_RATE_PER_SECOND
-    rate_per_second: ClassVar[float | None] = 10.0
     #: reconciliation finds a message in doubt in Twilio's log by its text (channels/base.py)
     matched_by_text: ClassVar[bool] = True
 

@@ -140,7 +140,6 @@ def walk_route(
     if d.action != "send":
         outcome = policy_outcome(0, d)
         verb = {
-            "hold": "held",
             "defer": "deferred",
             "skip": "skipped",
             "held_out": "held out",

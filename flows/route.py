@@ -313,7 +313,7 @@ def load_consents(
 
 # --- occasion and policy ---------------------------------------------------------------
 def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> None:
-    """Step 3: the policy table decides channel and address (or skip/defer/hold/held out).
+    """Step 3: the policy table decides channel and address (or skip/defer/held out).
 
     Candidates need their occasion first (:func:`assign_occasions`): the
     holdout rule draws on the ledger key. One whose occasion could not be
@@ -625,8 +625,6 @@ def build_message(
 def policy_outcome(contact_id: int, d: Decision) -> Outcome:
     """The ledger outcome of a decision not to send now: a deferral keeps its due time
     (the ledger's ``deferred`` state); a skip is decided again by the next run."""
-    if d.action == "hold":
-        return Outcome.failed(contact_id, d.skip_reason, detail=d.detail)
     if d.action == "held_out":
         return Outcome.held_out(contact_id, d.detail, d.until)
     if d.action == "defer" and d.until is not None:

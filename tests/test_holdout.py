@@ -13,12 +13,25 @@ import pytest
 
 from careflow.campaigns import CampaignSpec
 from careflow.errors import ConfigError
-from careflow.policy import Decision, PolicyContext, evaluate
+from careflow.policy import Decision, HoldoutRule, Option, PolicyContext, evaluate
 from careflow.policy.config import PolicyConfig, resolve
-from careflow.policy.holdout import holdout_draw, is_held_out
+from careflow.policy.holdout import holdout_draw
 from careflow.settings import PROJECT_ROOT, load_settings
 
 N = 200_000
+
+
+def is_held_out(share: float, campaign: str, customer_id: int, occasion: str) -> bool:
+    """What the route's holdout rule decides for this ledger key at ``share``."""
+    ctx = PolicyContext(
+        customer={"id": customer_id},
+        channels=["sms"],
+        now=None,
+        config=PolicyConfig(category="care", holdout=share),
+        campaign=campaign,
+        occasion=occasion,
+    )
+    return isinstance(HoldoutRule().apply(ctx, [Option("sms")]), Decision)
 
 
 def test_the_draw_is_sha256_of_the_ledger_key_whatever_the_process():

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select, update
 
 from careflow.db.models import ContactHistory
-from careflow.events import TimelineEvent
+from careflow.events import EventKind, InboundEvent
 from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger, utcnow
 from careflow.messages import Outcome, State
+from careflow.responses import record_events
 from tests.factories import add_customer
 
 KEYS = [(cid, "2026") for cid in range(1, 41)]
@@ -91,17 +92,16 @@ def test_history_shows_contacts_with_their_events(engine):
         "run-1",
         {cid: {"channel": "sms", "recipient": "+8613800000000", "body": "Hi"}},
     )
-    ledger.add_events(
-        [
-            TimelineEvent(
-                customer_id=1,
-                contact_id=cid,
-                kind="delivered",
-                occurred_at=datetime(2026, 11, 22, 9, 1),
-                provider_id="SM1",
-            )
-        ]
+    # the provider's delivery report, recorded as `careflow serve` records it
+    delivered = InboundEvent(
+        provider="twilio",
+        kind=EventKind.DELIVERED,
+        event_id="SM1:delivered",
+        occurred_at=datetime(2026, 11, 22, 9, 1),
+        channel="sms",
+        provider_message_id="SM1",
     )
+    assert len(record_events(engine, [delivered]).recorded) == 1
     (entry,) = ledger.history(1)
     assert entry["state"] == "sent" and entry["body"] == "Hi" and entry["provider_id"] == "SM1"
     assert [e["kind"] for e in entry["events"]] == ["delivered"]

@@ -2,7 +2,26 @@
 
 import pytest
 
-from careflow.policy import decide, phone_region
+from careflow.policy import PolicyContext, evaluate, opt_in_channels, phone_region
+
+
+def decide(c, channels, consent, *, consent_required, default_region, now=None, config=None):
+    """The policy table's decision, from the context the route builds (flows/route.py
+    ``apply_policy``)."""
+    return evaluate(
+        PolicyContext(
+            customer=c,
+            channels=list(channels),
+            now=now,
+            consent=consent,
+            consent_required=consent_required,
+            opt_in_channels=(
+                opt_in_channels(config, c.get("country"), channels) if config else frozenset()
+            ),
+            default_region=default_region,
+            config=config,
+        )
+    )
 
 
 def customer(**kw):

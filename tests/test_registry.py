@@ -27,8 +27,6 @@ class Pigeon:
     """A fictitious channel: carries messages to a loft's address."""
 
     name = "pigeon"
-    max_body_chars = 200
-    rate_per_second = None
     delivered: ClassVar[list] = []
 
     def send_batch(self, messages):

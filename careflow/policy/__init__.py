@@ -34,7 +34,6 @@ Decisions:
 - ``skip(reason)``: not this time; a later run decides again;
 - ``defer(until)``: not now, at ``until``; the ledger keeps it ``deferred``
   and a later run or the follow-up flow sends it once due;
-- ``hold(reason)``: a person must look first;
 - ``held_out``: in the campaign's holdout group for this occasion: recorded
   ``held_out``, never contacted for it (final, like ``sent``).
 
@@ -65,7 +64,7 @@ from careflow.policy.countries import country_code
 from careflow.policy.holdout import holdout_draw
 from careflow.policy.timing import blocked_at, describe_local, next_allowed, zone_of
 
-Action = Literal["send", "skip", "defer", "hold", "held_out"]
+Action = Literal["send", "skip", "defer", "held_out"]
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,6 @@ class Decision:
         )
 
     @classmethod
-    def hold(cls, customer_id: int, reason: str, detail: str | None = None) -> Decision:
-        return cls(customer_id, skip_reason=reason, detail=detail, action="hold")
-
-    @classmethod
     def held_out(
         cls,
         customer_id: int,
@@ -158,7 +153,6 @@ class PolicyContext:
     opt_in_channels: frozenset[str] = frozenset()
     default_region: str = "CN"
     marketing: bool = True
-    history: Sequence[dict] = ()
     #: (channel, address) -> reason, for addresses that must receive nothing
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     config: PolicyConfig | None = None
@@ -407,33 +401,3 @@ def evaluate(ctx: PolicyContext, rules: Sequence[Rule] = DEFAULT_RULES) -> Decis
         ctx.customer_id, channel=first.channel, address=first.address, options=tuple(options)
     )
 
-
-def decide(
-    customer: dict,
-    channels: Sequence[str],
-    consent: dict[str, bool],
-    *,
-    consent_required: bool,
-    default_region: str,
-    now: datetime | None = None,
-    config: PolicyConfig | None = None,
-    rules: Sequence[Rule] = DEFAULT_RULES,
-) -> Decision:
-    """Pick the first channel in ``channels`` the customer may and can receive.
-
-    Without ``config`` only consent, contact points and suppression apply
-    (no preference, no send times): the rules that need no campaign.
-    """
-    ctx = PolicyContext(
-        customer=customer,
-        channels=list(channels),
-        now=now,
-        consent=consent,
-        consent_required=consent_required,
-        opt_in_channels=(
-            opt_in_channels(config, customer.get("country"), channels) if config else frozenset()
-        ),
-        default_region=default_region,
-        config=config,
-    )
-    return evaluate(ctx, rules)

@@ -30,8 +30,3 @@ def holdout_draw(campaign: str, customer_id: int, occasion: str) -> float:
     """A number in [0, 1), uniform over customers and the same wherever it is computed."""
     key = f"{campaign}\x1f{customer_id}\x1f{occasion}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / _SCALE
-
-
-def is_held_out(share: float, campaign: str, customer_id: int, occasion: str) -> bool:
-    """True when this customer's message for this occasion is held out at ``share``."""
-    return share > 0 and holdout_draw(campaign, customer_id, occasion) < share

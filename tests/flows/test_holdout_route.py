@@ -14,7 +14,7 @@ from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.messages import State
-from careflow.policy.holdout import is_held_out
+from careflow.policy.holdout import holdout_draw
 from careflow.report import summary_markdown
 from careflow.settings import PROJECT_ROOT, load_settings
 from careflow.uplift import uplift_report
@@ -106,7 +106,7 @@ def person(engine, cid, zone="UTC", **kw):
 
 
 def held(cids) -> set[int]:
-    return {c for c in cids if is_held_out(SHARE, "promo", c, "2026")}
+    return {c for c in cids if holdout_draw("promo", c, "2026") < SHARE}
 
 
 def test_held_out_customers_are_recorded_and_never_sent_across_reruns(engine, templates):

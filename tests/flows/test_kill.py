@@ -69,16 +69,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from careflow.campaigns import enrich, load_campaign, occasion_key
+from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory, Customer
 from careflow.messages import State
-from careflow.policy import Decision, decide
+from careflow.policy import Decision
 from careflow.settings import PROJECT_ROOT, load_settings
 from channels.sms import TwilioSMS
 from demo.data import seed_demo
 from flows.campaign import build_route
 from flows.reconcile import reconcile_sms
-from flows.route import load_consents, process_batch, segment_select
+from flows.route import apply_policy, assign_occasions, process_batch, select_candidates
 from tests.flows.kill_worker import CAMPAIGN_OF_SENDER
 from tests.providers import kit
 from tests.providers.fault_server import FaultServer, SlowFaultServer
@@ -205,19 +205,11 @@ def selected(engine, campaign: str, channel: str) -> Selected:
     spec = load_campaign(campaign, settings.templates_dir)
     with engine.connect() as conn:
         full = (1, conn.execute(select(func.max(Customer.id))).scalar_one())
-        rows = [dict(r) for r in conn.execute(segment_select(spec, AS_OF, AT, full)).mappings()]
-    consents = load_consents(engine, full)
-    keys = {}
-    for r in rows:
-        key = (r["id"], occasion_key(spec, enrich(r), AS_OF))
-        keys[key] = decide(
-            r,
-            [channel],
-            consents.get(r["id"], {}),
-            consent_required=settings.consent_required,
-            default_region=settings.sms_default_region,
-        )
-    return Selected(campaign, channel, keys)
+    route = build_route(settings, spec, "selection", AS_OF, AT, channel, dry_run=True)
+    candidates = select_candidates(route, full)
+    assign_occasions(route, candidates)
+    apply_policy(route, candidates, full)
+    return Selected(campaign, channel, {c.key: c.decision for c in candidates})
 
 
 def ledger_rows(engine, campaign: str | None = None) -> list:

@@ -136,8 +136,6 @@ def test_rows_left_sending_by_a_dead_run_are_never_resent(people, templates):
 
 class ExplodingChannel:
     name = "sms"
-    max_body_chars = None
-    rate_per_second = None
 
     def send_batch(self, messages):
         raise RuntimeError("provider SDK bug")
@@ -274,8 +272,6 @@ class CountingChannel:
     second message, an error text with a NUL and a lone surrogate in it."""
 
     name = "sms"
-    max_body_chars = None
-    rate_per_second = None
 
     def __init__(self):
         self.sent = []

@@ -164,7 +164,7 @@ def test_sqlite_locked_by_another_process_mid_run_the_run_waits(
 class CountingChannel:
     """Delivers everything at once; counts deliveries per customer."""
 
-    name, max_body_chars, rate_per_second = "counting", None, None
+    name = "counting"
 
     def __init__(self, delivered: Counter, on_send=None):
         self.delivered, self.on_send = delivered, on_send

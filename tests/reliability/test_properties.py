@@ -250,8 +250,6 @@ class FlakyChannel:
     """Delivers, fails or raises on demand; counts what it delivered per ledger key."""
 
     name = "flaky"
-    max_body_chars = None
-    rate_per_second = None
 
     def __init__(self, modes: list[str], log: dict):
         self.modes, self.log = modes, log
