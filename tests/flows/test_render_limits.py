@@ -95,7 +95,9 @@ def test_a_runaway_template_fails_its_recipient_and_the_others_are_sent(engine, 
     assert rows[2].state == State.FAILED and rows[2].reason == "template_error"
     if shape == "colliding_dict_keys":  # killed from outside: no template line to name
         assert rows[2].detail == reason + " (CAREFLOW_RENDER_TIMEOUT_SECONDS)"
-    else:  # stopped inside the render; on a busy machine its own deadline check may win
+    elif "took longer than" not in rows[2].detail:  # stopped inside the render, by its size
         assert rows[2].detail.startswith("runaway/sms.en.j2: "), rows[2].detail
-        assert reason in rows[2].detail or "took longer than" in rows[2].detail, rows[2].detail
+        assert reason in rows[2].detail, rows[2].detail
+    # else: on a busy machine the deadline (the render's own check, or the worker killed
+    # from outside) may come before the value grows past its limit: a reason either way
     assert result.sent == 1 and result.failed == {"template_error": 1}
