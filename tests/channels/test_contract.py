@@ -1,4 +1,9 @@
-"""The channel contract, run over every channel (see channels/base.py).
+"""The channel contract, run over every registered channel (see channels/base.py).
+
+The cases come from the channel registry (careflow/registry.py): each entry
+is run with its test kit from :data:`KITS`. A registered channel without a
+kit gets one case per contract test that fails naming it, so a new channel
+cannot ship without contract coverage.
 
 Each case builds its channel through ``get_channel`` from settings, the way
 flows do; live channels talk to the loopback fault server.
@@ -6,23 +11,28 @@ flows do; live channels talk to the loopback fault server.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from careflow import registry
 from careflow.errors import ConfigError
 from careflow.messages import State
+from careflow.registry import ChannelSpec
 from careflow.settings import Settings
 from channels import Channel, get_channel
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings, make_message, need_cjk_font, recipient_of
 
 
-@dataclass
-class Case:
-    name: str  # channel name asked of get_channel
+@dataclass(frozen=True)
+class Kit:
+    """What the contract needs to run one configuration of a channel."""
+
+    #: names the configuration in the test id when a channel has several
+    variant: str = ""
     overrides: dict = field(default_factory=dict)
     #: a recipient the channel must refuse (skipped/failed), None if it accepts anything
     invalid_recipient: str | None = "not-a-number"
@@ -30,42 +40,88 @@ class Case:
     bad_config: dict | None = None
     contact: str = "sms"  # which kind of address it delivers to
 
+
+#: The test kit of every registered channel, keyed by its registry name.
+KITS: dict[str, tuple[Kit, ...]] = {
+    "outbox": (Kit(overrides={"delivery": "outbox"}, invalid_recipient=None),),
+    "sms": (Kit(bad_config={"twilio_account_sid": "XX123"}),),
+    "email": (
+        Kit(
+            invalid_recipient="not an address",
+            bad_config={"sendgrid_api_key": "no-prefix"},
+            contact="email",
+        ),
+    ),
+    "fax": (
+        Kit(
+            "sinch",
+            overrides={"fax_provider": "sinch"},
+            bad_config={"sinch_project_id": None},
+        ),
+        Kit(
+            "email-gateway",
+            overrides={"fax_provider": "email_gateway"},
+            bad_config={"fax_email_gateway_address": "fax.example.net"},
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # registered channel name asked of get_channel
+    kit: Kit | None  # None: the channel has no kit in KITS
+
+    @property
+    def id(self) -> str:
+        if self.kit is None:
+            return f"{self.name}-no-kit"
+        return f"{self.name}-{self.kit.variant}" if self.kit.variant else self.name
+
+    def checked(self) -> Case:
+        """This case, or a failure naming a registered channel that has no kit."""
+        if self.kit is None:
+            pytest.fail(
+                f"channel {self.name!r} is registered but has no contract test kit: "
+                "add one to KITS in tests/channels/test_contract.py",
+                pytrace=False,
+            )
+        return self
+
     def settings(self, base_url: str, tmp_path: Path, **more: object) -> Settings:
-        values = {"outbox_dir": tmp_path / "outbox", **self.overrides, **more}
+        values = {"outbox_dir": tmp_path / "outbox", **self.kit.overrides, **more}
         return live_settings(base_url, **values)
 
 
-CASES = [
-    Case(
-        "outbox",
-        overrides={"delivery": "outbox"},
-        invalid_recipient=None,
-        bad_config=None,
-    ),
-    Case("sms", bad_config={"twilio_account_sid": "XX123"}),
-    Case(
-        "email",
-        invalid_recipient="not an address",
-        bad_config={"sendgrid_api_key": "no-prefix"},
-        contact="email",
-    ),
-    Case(
-        "fax",
-        overrides={"fax_provider": "sinch"},
-        bad_config={"sinch_project_id": None},
-    ),
-    Case(
-        "fax",
-        overrides={"fax_provider": "email_gateway"},
-        bad_config={"fax_email_gateway_address": "fax.example.net"},
-    ),
-]
-IDS = ["outbox", "sms", "email", "fax-sinch", "fax-email-gateway"]
+def contract_cases() -> list[Case]:
+    """One case per kit of every registered channel; one failing case for each without."""
+    return [Case(name, kit) for name in registry.names() for kit in KITS.get(name, (None,))]
 
 
-@pytest.fixture(params=CASES, ids=IDS)
+@pytest.fixture(params=contract_cases(), ids=lambda case: case.id)
 def case(request: pytest.FixtureRequest) -> Case:
-    return request.param
+    return request.param.checked()
+
+
+@pytest.fixture
+def pigeon() -> Iterator[None]:
+    """A fictitious channel registered for one test, then removed."""
+    registry.register(
+        ChannelSpec("pigeon", contact_field=None, address_kind=None, factory=lambda s: None)
+    )
+    yield
+    registry.unregister("pigeon")
+
+
+def test_a_registered_channel_without_a_kit_fails_naming_it(pigeon: None) -> None:
+    (case,) = [c for c in contract_cases() if c.name == "pigeon"]
+    assert case.id == "pigeon-no-kit"
+    with pytest.raises(pytest.fail.Exception, match="channel 'pigeon' is registered but has no"):
+        case.checked()
+
+
+def test_every_kit_belongs_to_a_registered_channel() -> None:
+    assert set(KITS) <= set(registry.names())
 
 
 @pytest.fixture
@@ -87,8 +143,8 @@ def build(case: Case, fault_server: FaultServer, tmp_path: Path) -> Callable[...
 
 
 def messages(case: Case, n: int, start: int = 0) -> list:
-    channel = "fax" if case.name == "fax" else case.contact
-    return [make_message(i, channel, recipient_of(case.contact, i)) for i in range(start, start + n)]
+    channel = "fax" if case.name == "fax" else case.kit.contact
+    return [make_message(i, channel, recipient_of(case.kit.contact, i)) for i in range(start, start + n)]
 
 
 def test_declares_protocol_attributes(build: Callable[..., Channel]) -> None:
@@ -110,10 +166,10 @@ def test_empty_batch(build: Callable[..., Channel]) -> None:
 
 
 def test_bad_recipient_fails_alone(case: Case, build: Callable[..., Channel]) -> None:
-    if case.invalid_recipient is None:
+    if case.kit.invalid_recipient is None:
         pytest.skip("the outbox delivers to any address, like the channel it stands in for")
     batch = messages(case, 4)
-    bad = make_message(99, batch[0].channel, case.invalid_recipient)
+    bad = make_message(99, batch[0].channel, case.kit.invalid_recipient)
     batch.insert(2, bad)
     outcomes = build().send_batch(batch)
     assert len(outcomes) == len(batch)
@@ -131,7 +187,7 @@ def test_provider_rejection_fails_alone(
         pytest.skip("the outbox has no provider to refuse")
     batch = messages(case, 4)
     refused = batch[1]
-    target = refused.to if case.overrides.get("fax_provider") != "email_gateway" else (
+    target = refused.to if case.kit.overrides.get("fax_provider") != "email_gateway" else (
         f"{refused.to}@fax.example.net"
     )
     fault_server.script(target, ["http:400"])
@@ -161,7 +217,7 @@ def test_never_raises_when_provider_is_down(case: Case, tmp_path: Path) -> None:
 def test_bad_config_raises_config_error(case: Case, tmp_path: Path) -> None:
     if case.name == "fax":
         need_cjk_font()  # without one, any fax config is refused, proving nothing
-    if case.bad_config is None:
+    if case.kit.bad_config is None:
         pytest.skip("the outbox needs no configuration")
     with pytest.raises(ConfigError):
-        get_channel(case.name, case.settings("http://127.0.0.1:9", tmp_path, **case.bad_config))
+        get_channel(case.name, case.settings("http://127.0.0.1:9", tmp_path, **case.kit.bad_config))
