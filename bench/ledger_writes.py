@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from bench.fixtures import fresh_database, populate
 from careflow import db
+from careflow.clock import utcnow
 from careflow.db.models import ContactHistory
-from careflow.ledger import ContactLedger, utcnow
+from careflow.ledger import ContactLedger
 from careflow.messages import Outcome
 
 

@@ -36,8 +36,8 @@ from twilio.request_validator import RequestValidator
 
 from bench.fixtures import fresh_database, postgres_available
 from careflow import db
+from careflow.clock import utcnow
 from careflow.db.models import ContactEvent, ContactHistory, Customer
-from careflow.ledger import utcnow
 
 TOKEN = "bench-twilio-auth-token-0123456789"
 PUBLIC = "https://care.example.com"

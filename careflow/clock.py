@@ -30,6 +30,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def utcnow() -> datetime:
+    """The real clock as the ledger keeps instants: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def start_of_day(day: date, zone: str) -> datetime:
     """Midnight at the start of ``day`` in ``zone``, as the ledger keeps instants (naive
     UTC): where a day of the shop's calendar begins for comparisons with the ledger."""

@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from sqlalchemy import (
@@ -71,6 +71,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
+from careflow.clock import utcnow
 from careflow.contact_limits import (
     CapCheck,
     Capped,
@@ -84,9 +85,12 @@ from careflow.contact_limits import (
     naive_utc,
     write_choices,
 )
-from careflow.db.models import ContactEvent, ContactHistory
+from careflow.db.models import ContactEvent, ContactHistory, Order
 from careflow.db.sqlfunc import unindexed
+from careflow.errors import DataError
 from careflow.messages import Outcome, State
+from careflow.money import from_minor
+from careflow.tables import shorten
 
 CH = ContactHistory.__table__
 
@@ -160,10 +164,6 @@ WRITE_ATTEMPTS = 6
 #: default for how long a row may sit in ``reserved`` or ``sending`` before it
 #: counts as abandoned by a dead run (CAREFLOW_RESERVATION_LEASE_SECONDS)
 RESERVATION_LEASE_SECONDS = 15 * 60
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _retry_busy_database(method):
@@ -771,11 +771,6 @@ class ContactLedger:
 def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
     """Everything that happened with one customer, oldest first (the last ``limit`` items):
     messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
-    from careflow.db.models import Order
-    from careflow.errors import DataError
-    from careflow.money import from_minor
-    from careflow.report import shorten
-
     items: list[dict] = []
     with engine.connect() as conn:
         campaign_of = {}

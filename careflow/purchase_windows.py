@@ -52,9 +52,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from careflow.clock import utcnow
 from careflow.db.models import Order, PurchaseFactsDirty, PurchaseWindow, PurchaseWindowState
 from careflow.db.sqlfunc import EPOCH, day_number, day_number_of, readable_day
-from careflow.ledger import utcnow
 
 #: tie_key(id) = (id mod TIE_P) x TIE_A mod TIE_P; the product stays below 2^62
 TIE_P, TIE_A = 2_147_483_647, 1_327_217_885

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from careflow.db.models import Campaign, Run
-from careflow.ledger import utcnow
-from careflow.safe_text import for_terminal
+from careflow.clock import utcnow
+from careflow.db.models import Campaign, ContactEvent, ContactHistory, Customer, Run
+from careflow.money import from_minor
+from careflow.tables import text_table
+from careflow.uplift import describe_split, uplift_markdown
 
 
 def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry_run: bool) -> None:
@@ -212,47 +213,6 @@ HEADER = [
 ]
 
 
-def display_width(text: str) -> int:
-    """Columns ``text`` takes in a terminal: Chinese characters take two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def shorten(text: str, width: int) -> str:
-    """``text`` in at most ``width`` columns, cut at a word where it can be, with an ellipsis."""
-    text = " ".join(text.split())
-    if display_width(text) <= width:
-        return text
-    out, used = [], 0
-    for ch in text:
-        used += display_width(ch)
-        if used > width - 1:
-            break
-        out.append(ch)
-    cut = "".join(out)
-    at_word = cut.rsplit(" ", 1)[0]
-    if " " in cut and display_width(at_word) > width // 2:  # a word boundary, if not too early
-        cut = at_word
-    return cut.rstrip(" ,.;:，。") + "…"
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell (by display width), a rule under the header.
-
-    Cells hold customers' and providers' text: each is one line, its control and bidi
-    characters written out (careflow/safe_text.py), so a name cannot move the cursor,
-    colour the terminal, link somewhere or reorder the columns after it.
-    """
-    header = [for_terminal(c) for c in header]
-    rows = [[for_terminal(c) for c in r] for r in rows]
-    widths = [max(display_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c + " " * (w - display_width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def summary_table(summaries: list[dict]) -> str:
     """A plain-text table, one row per campaign run (with when and status for reports)."""
     header = (
@@ -286,12 +246,8 @@ def summary_markdown(s: dict) -> str:
         f"| failed | {sum(s['failed'].values())} | {_fmt_reasons(s['failed'])} |",
     ]
     if s.get("split"):
-        from careflow.uplift import describe_split
-
         lines += ["", f"**Holdout.** {describe_split(s['split'])}"]
     if s.get("uplift"):
-        from careflow.uplift import uplift_markdown
-
         lines += ["", uplift_markdown(s["uplift"])]
     if s.get("decisions"):
         lines += [
@@ -324,9 +280,6 @@ def response_summary(engine: Engine, since: datetime | None = None) -> list[dict
     ``since`` limits it to messages sent from then on. Revenue is per
     currency (amounts in different currencies are never added together).
     """
-    from careflow.db.models import ContactEvent, ContactHistory
-    from careflow.money import from_minor
-
     ch, ce = ContactHistory.__table__, ContactEvent.__table__
     where = [ch.c.state == "sent"] + ([ch.c.sent_at >= since] if since else [])
     out: dict[str, dict] = {}
@@ -408,8 +361,6 @@ def replies_by_owner(
     engine: Engine, since: datetime | None = None, owner: str | None = None
 ) -> dict[str, list[dict]]:
     """Replies a person should read (not opt-out keywords), grouped by the customer's owner."""
-    from careflow.db.models import ContactEvent, ContactHistory, Customer
-
     ce, ch = ContactEvent.__table__, ContactHistory.__table__
     query = (
         select(

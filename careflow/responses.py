@@ -65,6 +65,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from careflow.clock import utcnow
 from careflow.db.models import (
     Consent,
     ContactEvent,
@@ -75,7 +76,6 @@ from careflow.db.models import (
 )
 from careflow.events import DELIVERY_RANK, EventKind, InboundEvent
 from careflow.keywords import classify, language_of
-from careflow.ledger import utcnow
 
 CH = ContactHistory.__table__
 CE = ContactEvent.__table__

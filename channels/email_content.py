@@ -17,7 +17,7 @@ from datetime import UTC
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid
 
-from careflow.ledger import utcnow
+from careflow.clock import utcnow
 from careflow.messages import Message
 from careflow.safe_text import for_header
 from careflow.unsubscribe import PLACEHOLDER, UnsubscribeTokens

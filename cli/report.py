@@ -305,7 +305,8 @@ def report_overdue(as_of, owner, params, fmt, limit):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_replies(since, owner, as_json):
     """Replies a person should read (not STOP/退订), by the customer's owner."""
-    from careflow.report import replies_by_owner, shorten
+    from careflow.report import replies_by_owner
+    from careflow.tables import shorten
 
     replies = replies_by_owner(_engine(), since, owner)
     if as_json:

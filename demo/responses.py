@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, insert, select
 
+from careflow.clock import utcnow
 from careflow.db.models import ContactHistory, Customer, Order
-from careflow.ledger import utcnow
 from careflow.money import to_minor
 from careflow.responses import attribute_orders, record_events
 from webhooks import sendgrid, twilio

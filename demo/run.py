@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 from careflow import db
 from careflow.clock import resolve_as_of
 from careflow.db.models import ContactHistory, Customer
-from careflow.report import shorten, summary_table
+from careflow.report import summary_table
 from careflow.safe_text import for_terminal
 from careflow.settings import load_settings
+from careflow.tables import shorten
 
 
 def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool) -> list[dict]:

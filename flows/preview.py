@@ -40,10 +40,10 @@ import segments
 from careflow import registry
 from careflow.addresses import normalize_email, normalize_phone
 from careflow.campaigns import CampaignSpec, load_campaign
-from careflow.clock import resolve_as_of
+from careflow.clock import resolve_as_of, utcnow
 from careflow.db.models import ContactHistory, Customer
 from careflow.errors import CareflowError, ConfigError, InvalidContact, RecipientError
-from careflow.ledger import ContactLedger, DryRunLedger, utcnow
+from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.lint import Sample, samples_for
 from careflow.messages import Message, Outcome, State
 from careflow.rendering import Renderer

@@ -49,9 +49,10 @@ from prefect import flow, get_run_logger
 from sqlalchemy import Engine, and_, or_, select, update
 
 from careflow import db
+from careflow.clock import utcnow
 from careflow.db.models import ContactHistory, Customer
 from careflow.errors import AmbiguousError, DeliveryError, TransientError
-from careflow.ledger import ContactLedger, utcnow
+from careflow.ledger import ContactLedger
 from careflow.messages import State
 from careflow.policy import normalize_address
 from careflow.responses import record_events

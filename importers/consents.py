@@ -27,9 +27,9 @@ import pandas as pd
 from sqlalchemy import Engine, and_, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from careflow.clock import utcnow
 from careflow.db.models import Consent, Customer
 from careflow.errors import DataError
-from careflow.ledger import utcnow
 from importers.bulk import chunks, existing, insert_many
 from importers.customers import channel_names
 from importers.order_rows import normalize_customer_ref

@@ -29,9 +29,9 @@ from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from careflow import registry
+from careflow.clock import utcnow
 from careflow.db.models import Customer
 from careflow.errors import DataError
-from careflow.ledger import utcnow
 from importers.bulk import chunks, existing, insert_many
 from importers.order_rows import normalize_customer_ref
 from importers.records import Field, dates_between, one_of, per_distinct, read_records

@@ -127,7 +127,7 @@ def test_a_back_dated_real_run_needs_confirmation(engine):
 
 def test_small_things_a_new_user_meets(engine, tmp_path, monkeypatch):
     """retry with an unknown reason, a channel without templates, Chinese in tables, cut text."""
-    from careflow.report import display_width, shorten, text_table
+    from careflow.tables import display_width, shorten, text_table
 
     runner = CliRunner()
     out = runner.invoke(main, ["retry", "winback", "--reason", "interupted"])

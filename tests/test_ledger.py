@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
+from careflow.clock import utcnow
 from careflow.db.models import ContactHistory
 from careflow.events import EventKind, InboundEvent
-from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger, utcnow
+from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger
 from careflow.messages import Outcome, State
 from careflow.responses import record_events
 from tests.factories import add_customer

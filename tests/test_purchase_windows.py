@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from careflow import purchase_facts, purchase_windows
+from careflow.clock import utcnow
 from careflow.db.models import Order, PurchaseWindow, PurchaseWindowState
-from careflow.ledger import utcnow
 from segments.vip import PyramidParams, prepare
 from tests.factories import add_customer, add_orders
 

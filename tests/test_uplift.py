@@ -13,14 +13,12 @@ from scipy import stats
 from sqlalchemy import insert
 
 from careflow.db.models import ContactHistory, Order
-from careflow.uplift import (
-    load_units,
+from careflow.uplift import load_units, uplift_report, verdict
+from careflow.uplift_stats import (
     mde,
     newcombe,
     power_two_proportions,
     sample_size,
-    uplift_report,
-    verdict,
     welch,
     wilson,
 )

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, update
 
+from careflow.clock import utcnow
 from careflow.db.models import ContactHistory
-from careflow.ledger import ContactLedger, utcnow
+from careflow.ledger import ContactLedger
 from careflow.messages import State
 from channels.sms import TwilioSMS
 from flows.reconcile import ASK_ATTEMPTS, reconcile_sms
