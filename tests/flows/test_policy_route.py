@@ -253,6 +253,18 @@ def test_a_stopped_follow_up_puts_what_it_took_back_as_due(world, templates):
     assert result.sent == 4
 
 
+def deferred_by_an_sms_run(world):
+    """Everyone with an email too, deferred (quiet hours) by a ``--channel sms`` run of a
+    campaign whose own order puts email first; returns (settings, spec)."""
+    for cid in ZONES:
+        add_email(world, cid)
+    settings = load_settings()
+    spec = load_campaign("promo_email_first", settings.templates_dir)
+    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
+    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    return settings, spec
+
+
 def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(
     prefect_api, world, templates, real_clock
 ):
@@ -260,12 +272,7 @@ def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(
     the campaign's own channel order (email first here)."""
     from flows.deferred import deferred_flow
 
-    for cid in ZONES:
-        add_email(world, cid)
-    settings = load_settings()
-    spec = load_campaign("promo_email_first", settings.templates_dir)
-    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
-    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    deferred_by_an_sms_run(world)
     later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all four due
     real_clock.set(later)  # a real follow-up judges send times at the real clock
     [summary] = deferred_flow(as_of=later)
@@ -499,12 +506,7 @@ def test_a_deferred_message_in_doubt_and_released_is_sent_by_the_follow_up(world
 def test_a_campaign_run_leaves_a_message_limited_to_sms_to_the_follow_up(world, templates):
     """Regression: a run of the campaign without ``--channel`` took due messages deferred
     by a ``--channel sms`` run and sent them on the campaign's own order (email)."""
-    for cid in ZONES:
-        add_email(world, cid)
-    settings = load_settings()
-    spec = load_campaign("promo_email_first", settings.templates_dir)
-    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
-    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    settings, spec = deferred_by_an_sms_run(world)
     later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all due
     full = build_route(settings, spec, "full-run", AT.date(), AT, None, False, now=later)
     result = process_batch(full, ALL)
