@@ -48,7 +48,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check careflow segments channels webhooks flows service importers demo cli tests bench insight
+	$(BIN)/ruff check careflow tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -46,7 +46,7 @@ apt_install() {
 }
 
 has_cjk_font() {
-  # the same places channels/fax.py looks first, then fontconfig
+  # the same places careflow/channels/fax.py looks first, then fontconfig
   local f
   for f in /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc \
            /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc; do

@@ -27,8 +27,8 @@ def run(customers: int = 5_000, per_message_sample: int = 300) -> dict:
         populate(url, customers, 0, AS_OF, birthday_today=True)
         from prefect import flow
 
-        from flows.campaign import process_batch_task
-        from flows.care import birthday
+        from careflow.flows.campaign import process_batch_task
+        from careflow.flows.care import birthday
 
         @flow(name="bench-warm-up")
         def warm_up():

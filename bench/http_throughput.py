@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
+from careflow.channels.email import SendGridEmail
+from careflow.channels.sms import TwilioSMS
+from careflow.flows.runners import settle_heap
 from careflow.messages import Message, State
-from channels.email import SendGridEmail
-from channels.sms import TwilioSMS
-from flows.runners import settle_heap
 from tests.providers.kit import (
     SENDGRID_KEY,
     TWILIO_SID,
@@ -208,7 +208,7 @@ def main() -> None:
     if args.quick:
         args.n, args.concurrency = 400, 50
     logging.basicConfig(level=logging.WARNING)
-    # the collector set as in a process running batches (flows/campaign.py, run_batch),
+    # the collector set as in a process running batches (careflow/flows/campaign.py, run_batch),
     # for the channels and the bare client alike
     settle_heap()
     print(

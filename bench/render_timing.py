@@ -45,7 +45,7 @@ def per_render_us(renderer: Renderer, campaign: str, channel: str, locale: str, 
 
 
 def main() -> None:
-    import channels  # noqa: F401 (registers the channels whose templates are rendered)
+    from careflow import channels  # noqa: F401 (registers the channels whose templates are rendered)
 
     renderer = Renderer(PROJECT_ROOT / "templates")
     for campaign, channel, locale in [

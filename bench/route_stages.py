@@ -4,7 +4,7 @@
     python -m bench.route_stages --channel email # the same as HTML email (text + HTML parts)
     python -m bench.route_stages --quick
 
-The route (flows/route.py) runs batch by batch as a run does it, without
+The route (careflow/flows/route.py) runs batch by batch as a run does it, without
 Prefect, with a clock around each stage: the keys' selection, the
 selection of customer records, occasions and the settled-key read, the
 policy (consent, addresses, suppression, holdout, send time), the claim,
@@ -29,12 +29,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 STAGES = {
-    "select keys": ("flows.route", "select_keys"),
-    "select": ("flows.route", "select_candidates"),
+    "select keys": ("careflow.flows.route", "select_keys"),
+    "select": ("careflow.flows.route", "select_candidates"),
     "occasion + settled read": None,  # assign_occasions + drop_settled, timed together
-    "policy": ("flows.route", "apply_policy"),
-    "claim": ("flows.route", "reserve"),
-    "render": ("flows.route", "render_messages"),
+    "policy": ("careflow.flows.route", "apply_policy"),
+    "claim": ("careflow.flows.route", "reserve"),
+    "render": ("careflow.flows.route", "render_messages"),
 }
 
 
@@ -67,16 +67,15 @@ def _file_create_us(folder: Path, n: int = 2000) -> float:
 
 
 def _measure(as_of, channel: str) -> dict:
-    import flows.route as route_mod
-    import segments
-    from careflow import db, purchase_facts
+    import careflow.flows.route as route_mod
+    from careflow import db, purchase_facts, segments
     from careflow.campaigns import load_campaign
     from careflow.clock import resolve_as_of
     from careflow.errors import TemplateError
+    from careflow.flows.campaign import build_route, plan_batches
+    from careflow.flows.runners import settle_heap
     from careflow.ledger import ContactLedger
     from careflow.settings import load_settings
-    from flows.campaign import build_route, plan_batches
-    from flows.runners import settle_heap
 
     settings = load_settings().model_copy(update={"delivery": "outbox"})
     engine = db.engine_for(settings.effective_database_url)
@@ -116,13 +115,13 @@ def _measure(as_of, channel: str) -> dict:
     for method, stage in ledger_methods.items():
         setattr(ContactLedger, method, timed(stage, saved[method]))
     route = build_route(settings, spec, str(uuid.uuid4()), day, at, channel, False, params)
-    from channels.outbox import OutboxChannel
+    from careflow.channels.outbox import OutboxChannel
 
     send, content = OutboxChannel.send_batch, OutboxChannel._content
     OutboxChannel.send_batch = timed("outbox write", send)
     OutboxChannel._content = timed("outbox: file content", content)  # inside the write
     sent = 0
-    settle_heap()  # as a run's first batch does (flows/campaign.py, run_batch)
+    settle_heap()  # as a run's first batch does (careflow/flows/campaign.py, run_batch)
     # The render worker's fork server and first worker start once per process (a
     # template error here, for want of a context, is beside the point): timed apart.
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@
 In one process and one run, per stage:
 
 1. the shop, generated (bench/shop.py) and its purchase facts refreshed;
-2. each segment selected once for everyone (``segments.prepare`` + a count); vip as a
+2. each segment selected once for everyone (``careflow.segments.prepare`` + a count); vip as a
    daily run finds it, with the pyramid's kept window a day behind (its first
    build is timed on its own);
 3. the win-back campaign end to end through the real Prefect flow on the
@@ -71,8 +71,7 @@ def _facts(url: str) -> dict:
 
 
 def _segments(url: str, as_of) -> dict:
-    import segments
-    from careflow import db, purchase_windows
+    from careflow import db, purchase_windows, segments
 
     engine = db.engine_for(url)
     # The pyramid's window is kept (careflow/purchase_windows.py): built once, like the
@@ -97,8 +96,8 @@ def _outbox_runs(url: str, as_of, naive_sample: int, everyone: bool) -> dict:
 
     from careflow import db
     from careflow.db.models import ContactHistory
-    from flows.campaign import process_batch_task
-    from flows.route import BatchResult
+    from careflow.flows.campaign import process_batch_task
+    from careflow.flows.route import BatchResult
 
     engine = db.engine_for(url)
 
@@ -109,7 +108,7 @@ def _outbox_runs(url: str, as_of, naive_sample: int, everyone: bool) -> dict:
     warm_up()  # the local Prefect API starts before anything is timed
 
     # the naive design first, on the first customers win-back selects
-    import segments
+    from careflow import segments
 
     winback = segments.build("dormant", as_of, {"days": 180}).subquery()
     with engine.connect() as conn:
@@ -158,7 +157,7 @@ def _first_and_again(engine, campaign: str, as_of) -> tuple[dict, dict]:
     from sqlalchemy import func, select
 
     from careflow.db.models import ContactHistory
-    from flows.campaign import campaign_flow
+    from careflow.flows.campaign import campaign_flow
 
     t0 = time.perf_counter()
     first = campaign_flow(campaign, as_of=as_of, channel="sms", allow_past=True)

@@ -11,7 +11,7 @@ run starts with the statistics a first run has):
 - ``threads``: the default, batches on CAREFLOW_BATCH_CONCURRENCY threads of the
   flow's own process;
 - ``dask NxT``: prefect-dask's task runner on a LocalCluster of N worker processes
-  with T batches each (CAREFLOW_TASK_RUNNER=dask, flows/runners.py).
+  with T batches each (CAREFLOW_TASK_RUNNER=dask, careflow/flows/runners.py).
 
 Each run must settle every selected customer exactly once; the figures are seconds
 and customers settled per second, and the ratio to threads in the same invocation.
@@ -52,7 +52,7 @@ CAMPAIGN = "winback"
 def run(url: str, batch_size: int | None) -> dict:
     from bench.shop import AS_OF
     from careflow import db
-    from flows.campaign import campaign_flow
+    from careflow.flows.campaign import campaign_flow
 
     engine = db.engine_for(url)
     out: dict = {"campaign": CAMPAIGN, "runs": []}

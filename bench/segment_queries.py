@@ -7,9 +7,8 @@ from datetime import date
 
 from sqlalchemy import func, select
 
-import segments
 from bench.fixtures import fresh_database, populate
-from careflow import db
+from careflow import db, segments
 from careflow.db.models import Customer
 
 AS_OF = date(2026, 11, 22)

@@ -180,7 +180,7 @@ def run_dialect(dialect: str, sms: int, email: int) -> dict:
             "CAREFLOW_PUBLIC_BASE_URL": PUBLIC,
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "careflow", "serve", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -267,7 +267,7 @@ def main() -> None:
     out = (
         Path(__file__).parent
         / "results"
-        / ("webhooks-quick.json" if args.quick else "webhooks.json")
+        / ("webhooks-quick.json" if args.quick else "careflow.webhooks.json")
     )
     out.write_text(json.dumps(result, indent=2))
     print(

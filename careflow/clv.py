@@ -1,7 +1,7 @@
 """Customer lifetime value: the BG/NBD and Gamma-Gamma models, fitted by maximum likelihood.
 
 Pure arithmetic on numpy arrays (scipy for the special functions and the
-optimiser); the segment (segments/clv.py) and the report (insight/clv.py)
+optimiser); the segment (careflow/segments/clv.py) and the report (careflow/insight/clv.py)
 bring the data. Both models are the published ones:
 
 - **BG/NBD** (Fader, Hardie and Lee 2005, "Counting your customers the easy

@@ -1,6 +1,6 @@
 """What comes back after a send, in one shape whatever the provider.
 
-Each provider module in webhooks/ does three things only: verify a request
+Each provider module in careflow/webhooks/ does three things only: verify a request
 the way that provider signs it, parse it, and map it to :class:`InboundEvent`,
 reading the provider's own codes into its normalised fields (``kind``,
 ``suppress``). Everything after that (de-duplication, delivery-state precedence, opt-out

@@ -458,7 +458,7 @@ class ContactLedger:
         ``texts[contact_id]`` is (recipient, subject, body) of the message about
         to go: a row left in doubt keeps what went out, which is how
         reconciliation tells it apart from other messages to the same number
-        (flows/reconcile.py).
+        (careflow/flows/reconcile.py).
         """
         ids = list(contact_ids)
         if not ids:
@@ -924,7 +924,7 @@ def unstorable(**values: str | None) -> str | None:
     PostgreSQL refuses a NUL character in text and any text that is not valid
     Unicode (a lone surrogate), and a value longer than its column; SQLite would
     keep them, and the ledger holds the same on both. The route asks before
-    sending (``flows/route.build_message``): a message the ledger cannot record
+    sending (``careflow/flows/route.build_message``): a message the ledger cannot record
     as sent must never go out, since its record would fail after the provider
     took it (``failed: invalid_content``).
     """

@@ -26,7 +26,7 @@ once, beforehand, and names the file, the line and the reason:
 
 Lint knows nothing of segments or the route: the caller says what a
 template's context is for a campaign and a sample customer
-(``flows/preview.py`` builds it with the route's own ``template_context``).
+(``careflow/flows/preview.py`` builds it with the route's own ``template_context``).
 """
 
 from __future__ import annotations

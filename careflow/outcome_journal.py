@@ -4,7 +4,7 @@ A provider that accepted a message has done something that cannot be
 undone; losing that fact to a database outage would leave the row in
 ``sending`` and make it ``failed: interrupted`` (in doubt) although it was
 delivered. So when the ledger cannot record a chunk's outcomes after its own
-retries, the route (flows/route.py ``record_delivered``) keeps them here,
+retries, the route (careflow/flows/route.py ``record_delivered``) keeps them here,
 one JSON line per outcome in a file of its own under
 ``CAREFLOW_HOME/journal/``, written whole (temporary name, fsync, rename),
 warns, and waits for the database. Once the write succeeds the file goes. A

@@ -4,7 +4,7 @@ Code that takes a while calls :func:`report` with a stage, how much is done
 and, when known, the total (``report("birthday batches", 3, 12)``). Nothing
 listens by default, so this costs a function call. The ``careflow`` command
 listens while it runs a campaign and draws a progress bar in the terminal;
-the Prefect UI has its own progress artifact (flows/campaign.py).
+the Prefect UI has its own progress artifact (careflow/flows/campaign.py).
 
 One listener per process, not a context variable: Prefect may run a flow
 in a thread of its own, where a variable the command set would not be seen.

@@ -1,6 +1,6 @@
 """Each buyer's purchases within a trailing window, kept for the pyramid.
 
-The pyramid (segments/vip.py) ranks everyone who bought in the last
+The pyramid (careflow/segments/vip.py) ranks everyone who bought in the last
 ``window_days`` up to as-of: money spent, distinct purchase days, days
 since the last one. Summing that from the orders means reading every order
 in the window: 6-9 s for 3.3M orders on SQLite at a million customers, on
@@ -66,7 +66,7 @@ COLUMNS = ("customer_id", "monetary_minor", "currency", "frequency", "last_day")
 
 
 def tie_key(customer_id: int) -> int:
-    """Where a buyer stands among buyers with equal values (lower first); segments/vip.py
+    """Where a buyer stands among buyers with equal values (lower first); careflow/segments/vip.py
     says why this order."""
     return (customer_id % TIE_P) * TIE_A % TIE_P
 

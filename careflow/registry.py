@@ -8,7 +8,7 @@ channel (the SMS opt-out line and segment limit), and how to build the
 channel from settings (a factory, so the provider SDKs are imported only
 when a run really delivers on that channel).
 
-The core declares nothing here. ``channels/__init__.py`` registers the
+The core declares nothing here. ``careflow/channels/__init__.py`` registers the
 built-in channels; a test or a plug-in registers its own with one
 :func:`register` call, and campaign validation, the CLI's choices, the
 flows' typed parameters, rendering and policy all pick it up.

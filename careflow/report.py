@@ -50,7 +50,7 @@ def request_stop(engine: Engine, run_id: str, why: str) -> None:
     """Record on an unfinished run that it is stopping (``why``: stopped, failed: ...).
 
     Batches in other processes (a Dask cluster) look here between chunks
-    (flows/campaign.py, ``RunStopFlag``); ``finish_run`` replaces the mark
+    (careflow/flows/campaign.py, ``RunStopFlag``); ``finish_run`` replaces the mark
     with the run's summary once it has settled what its batches held.
     """
     with engine.begin() as conn:

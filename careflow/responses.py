@@ -1,7 +1,7 @@
 """What comes back, recorded once: delivery states, replies, opt-outs, bounces, conversions.
 
 Written once against :class:`careflow.events.InboundEvent`, whatever the
-provider (webhooks/ turns each provider's callbacks into those events):
+provider (careflow/webhooks/ turns each provider's callbacks into those events):
 
 1. **Idempotent.** Every event is inserted under its unique
    ``(provider, event_id)``; a retried or duplicated callback inserts

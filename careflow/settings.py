@@ -6,7 +6,7 @@ and meaning. Each provider has its own model (``TwilioSettings``,
 ``ServeSettings``); ``Settings`` composes them with the core's fields.
 Secrets are ``SecretStr`` and only unwrapped at the call site that needs
 them. Channel credentials may also come from Prefect Secret blocks (see
-channels/credentials.py); the environment always wins.
+careflow/channels/credentials.py); the environment always wins.
 
 Nothing is cached: the CLI and each flow run read settings once and pass them
 down explicitly.
@@ -37,7 +37,7 @@ class _FromEnvironment(BaseSettings):
 # ``Settings`` composes them all, so the environment is read in one place and
 # every variable keeps its CAREFLOW_<FIELD> name. Credentials may instead come
 # from Prefect Secret blocks named careflow-<field-with-dashes>
-# (channels/credentials.py); docs/channels.md describes every field.
+# (careflow/channels/credentials.py); docs/channels.md describes every field.
 
 
 class DeliverySettings(_FromEnvironment):
@@ -55,7 +55,7 @@ class DeliverySettings(_FromEnvironment):
     )
     credentials_block: str = Field(
         default="careflow",
-        description="Name of careflow's credentials blocks (channels/blocks.py) to read.",
+        description="Name of careflow's credentials blocks (careflow/channels/blocks.py) to read.",
     )
     delivery_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Seconds to wait for a connection to a provider."
@@ -83,7 +83,7 @@ class DeliverySettings(_FromEnvironment):
 
 
 class TwilioSettings(DeliverySettings):
-    """SMS through Twilio (channels/sms.py)."""
+    """SMS through Twilio (careflow/channels/sms.py)."""
 
     twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID (AC...).")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio Auth Token.")
@@ -119,7 +119,7 @@ class TwilioSettings(DeliverySettings):
 
 
 class SendGridSettings(DeliverySettings):
-    """Email through SendGrid, and its unsubscribe links (channels/email.py)."""
+    """Email through SendGrid, and its unsubscribe links (careflow/channels/email.py)."""
 
     sendgrid_api_key: SecretStr | None = Field(default=None, description="SendGrid API key (SG.).")
     sendgrid_from_email: str | None = Field(
@@ -155,7 +155,7 @@ class SendGridSettings(DeliverySettings):
 
 
 class FaxSettings(SendGridSettings):
-    """Fax through Sinch, or an email-to-fax gateway over SendGrid (channels/fax.py)."""
+    """Fax through Sinch, or an email-to-fax gateway over SendGrid (careflow/channels/fax.py)."""
 
     fax_provider: Literal["sinch", "email_gateway"] = Field(
         default="sinch",
@@ -332,7 +332,7 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
             return self.batch_concurrency
         return 1 if self.effective_database_url.startswith("sqlite") else 4
 
-    # --- where batch tasks run (flows/runners.py, docs/production.md) -------
+    # --- where batch tasks run (careflow/flows/runners.py, docs/production.md) -------
     task_runner: Literal["threads", "dask"] = Field(
         default="threads",
         description="threads: a flow run's batches run on threads of its own process "

@@ -1,6 +1,6 @@
 """Plain-text tables for a terminal: display widths, shortened cells, padded columns.
 
-Reports (careflow/report.py, careflow/uplift.py, insight/), the ledger's
+Reports (careflow/report.py, careflow/uplift.py, careflow/insight/), the ledger's
 timeline and the command line all lay text out with these.
 """
 

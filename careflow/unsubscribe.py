@@ -1,7 +1,7 @@
 """Signed unsubscribe tokens: made when marketing mail goes out, checked when it comes back.
 
 Every marketing email carries a token in its unsubscribe link and in its
-RFC 8058 one-click header (channels/email.py). The endpoint that receives
+RFC 8058 one-click header (careflow/channels/email.py). The endpoint that receives
 it (the responses service) needs no lookup table: the token names the
 customer, the campaign and the occasion, says when it was issued, and is
 signed with HMAC-SHA256 under ``CAREFLOW_UNSUBSCRIBE_SECRET``, so nobody can
@@ -24,7 +24,7 @@ covers all three with room to spare. Past that the endpoint should answer
 with a page that offers another way to opt out, not ignore the request.
 
 **Key.** One key, looked up in one place by every sender and by
-``careflow serve`` (channels/credentials.py ``unsubscribe_tokens``): the
+``careflow serve`` (careflow/channels/credentials.py ``unsubscribe_tokens``): the
 setting, else careflow's SendGrid block or the Prefect Secret block, else,
 only for the outbox and ``careflow serve --local``, a key this machine keeps
 in ``CAREFLOW_HOME/unsubscribe.key`` (:func:`local_tokens`). At least 32
@@ -68,7 +68,7 @@ MAX_NAME_CHARS = 64
 _VERSION = "v2"
 _PURPOSE = b"careflow-unsubscribe."
 
-#: what a template writes where the unsubscribe link goes; channels/email_content.py puts
+#: what a template writes where the unsubscribe link goes; careflow/channels/email_content.py puts
 #: each customer's own link there, or appends a footer when the template has none
 PLACEHOLDER = "%unsubscribe_url%"
 
@@ -219,7 +219,7 @@ def local_tokens(settings: Settings) -> UnsubscribeTokens:
 
     Only for mail that stays on this machine and the service that hears it
     there: the outbox and ``careflow serve --local`` use it when no key is
-    configured (channels/credentials.py ``unsubscribe_tokens``).
+    configured (careflow/channels/credentials.py ``unsubscribe_tokens``).
     """
     import secrets
 

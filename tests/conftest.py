@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-import channels  # noqa: F401 - registers the built-in channels, as the CLI and flows do
-from careflow import db
+from careflow import (
+    channels,  # noqa: F401 - registers the built-in channels, as the CLI and flows do
+    db,
+)
 
 # the shared real Prefect server (tests/test_prefect_server.py, tests/test_prefect_ui.py)
 pytest_plugins = ["tests.prefect_server"]

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from careflow import db
+from careflow.demo.data import seed_demo
 from careflow.settings import PROJECT_ROOT
-from demo.data import seed_demo
 
 BIN = Path(sys.executable).parent
 #: the business day the run is requested for; the demo data is seeded up to it

@@ -1,6 +1,6 @@
 """Independent pandas reference for the dormant and reorder-due segments.
 
-The SQL segments in segments/ are cross-checked against these functions on the
+The SQL segments in careflow/segments/ are cross-checked against these functions on the
 real UCI Online Retail file. To be a real cross-check this module shares no
 code with the importer or the segments: it reads the CSV itself and follows
 the written rules only.

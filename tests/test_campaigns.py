@@ -14,9 +14,9 @@ from careflow.campaigns import (
     list_campaigns,
     load_campaign,
 )
+from careflow.cli.main import main
 from careflow.errors import ConfigError
 from careflow.settings import PROJECT_ROOT
-from cli.main import main
 
 SHIPPED = PROJECT_ROOT / "templates"
 KNOWN = "Campaigns: birthday, holiday_greetings, reorder_reminder, vip_care, winback."

@@ -10,8 +10,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from careflow.cli.main import main
 from careflow.settings import PROJECT_ROOT
-from cli.main import main
 from tests.factories import add_customer, add_orders
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from careflow.cli.main import main
 
 HUGE = "99999999999999999999"
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from careflow import db
+from careflow.cli.main import main
 from careflow.settings import PROJECT_ROOT
-from cli.main import main
 from tests.conftest import PG_ADMIN_URL, _postgres_available
 from tests.factories import add_customer, add_orders
 
@@ -154,7 +154,7 @@ def test_the_real_command_in_a_fresh_process(tmp_path):
     """No test harness in between: the installed entry point, its stderr, its exit code."""
     env = {**os.environ, "CAREFLOW_HOME": str(tmp_path),
            "CAREFLOW_DATABASE_URL": f"postgresql+psycopg://nobody:{PASSWORD}@127.0.0.1:1/x"}
-    proc = subprocess.run([sys.executable, "-m", "cli", "segment", "count", "dormant"],
+    proc = subprocess.run([sys.executable, "-m", "careflow", "segment", "count", "dormant"],
                           capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1

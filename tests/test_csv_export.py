@@ -15,8 +15,8 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
+from careflow.cli.main import main
 from careflow.csv_export import cell, csv_text
-from cli.main import main
 from tests.factories import add_customer, add_orders
 
 AS_OF = date(2026, 11, 22)

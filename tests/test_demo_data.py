@@ -16,8 +16,8 @@ from sqlalchemy import func, insert, select
 
 from careflow import db
 from careflow.db.models import Consent, Customer, Order, OrderLine, Product
+from careflow.demo.data import seed_demo
 from careflow.errors import DataError
-from demo.data import seed_demo
 
 AS_OF = date(2026, 11, 22)
 CUSTOMERS, CONSENTS = Customer.__table__, Consent.__table__
@@ -214,7 +214,7 @@ def test_contact_points_are_mostly_valid_with_some_deliberately_bad(demo):
 
 
 def test_every_care_segment_has_an_audience_around_as_of(demo):
-    """Computed here in plain Python, independent of segments/."""
+    """Computed here in plain Python, independent of careflow/segments/."""
     _, customers, _, _, orders, _ = demo
     days: dict[int, set[date]] = defaultdict(set)
     spend: Counter[int] = Counter()

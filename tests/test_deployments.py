@@ -17,7 +17,7 @@ def test_entrypoint_loads_and_accepts_its_parameters(deployment, monkeypatch):
     flow = load_flow_from_entrypoint(deployment["entrypoint"])
     accepted = set(flow.parameters.properties)
     assert set(deployment.get("parameters", {})) <= accepted
-    if deployment["entrypoint"].startswith(("flows/care.py", "flows/campaign.py")):
+    if deployment["entrypoint"].startswith(("careflow/flows/care.py", "careflow/flows/campaign.py")):
         # the UI builds a campaign's run form from this schema: typed fields
         assert {"as_of", "channel", "dry_run", "allow_past"} <= accepted
         assert flow.parameters.properties["dry_run"]["type"] == "boolean"

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from careflow.campaigns import list_campaigns, load_campaign
+from careflow.channels.outbox import OutboxChannel
+from careflow.flows.preview import email_html, segment_sample
+from careflow.flows.route import render_message
 from careflow.lint import samples_for
 from careflow.messages import Message
 from careflow.rendering import Renderer
 from careflow.settings import PROJECT_ROOT, load_settings
-from channels.outbox import OutboxChannel
-from flows.preview import email_html, segment_sample
-from flows.route import render_message
 from tests.browser import Chromium, chromium_binary
 
 DAY = date(2026, 11, 22)

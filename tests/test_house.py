@@ -8,65 +8,109 @@ import pytest
 
 from careflow.settings import PROJECT_ROOT
 
-#: what each folder may import from careflow's own packages
+#: careflow's layers: the core (careflow's own modules, db/ and policy/) and its
+#: subpackages; what each may import of careflow
+PACKAGES = (
+    "segments", "channels", "webhooks", "flows", "importers", "demo", "cli", "service", "insight",
+)
 ALLOWED = {
-    "careflow": {"careflow"},
-    "segments": {"careflow", "segments"},
-    "channels": {"careflow", "channels"},
-    "webhooks": {"careflow", "webhooks"},
-    "flows": {"careflow", "segments", "channels", "webhooks", "flows", "insight"},
-    "insight": {"careflow", "segments", "insight"},
-    "importers": {"careflow", "importers"},
-    "service": {"careflow", "webhooks", "service"},
+    "core": {"core"},
+    "segments": {"core", "segments"},
+    "channels": {"core", "channels"},
+    "webhooks": {"core", "webhooks"},
+    "flows": {"core", "segments", "channels", "webhooks", "flows", "insight"},
+    "insight": {"core", "segments", "insight"},
+    "importers": {"core", "importers"},
+    "service": {"core", "webhooks", "service"},
 }
-OURS = {
-    "careflow", "segments", "channels", "webhooks", "flows", "importers", "demo", "cli", "service",
-    "insight",
-}
+
+
+def _layer(dotted: str) -> str | None:
+    """The layer a careflow module belongs to (None: not careflow's)."""
+    parts = dotted.split(".")
+    if parts[0] != "careflow":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else "core"
 
 
 def _imports(path):
+    """The careflow modules ``path`` imports, by dotted name (``from careflow import
+    flows`` imports careflow.flows)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            yield from (a.name.split(".")[0] for a in node.names)
+            yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            yield node.module.split(".")[0]
+            yield from (f"{node.module}.{a.name}" for a in node.names)
 
 
-@pytest.mark.parametrize("folder", sorted(ALLOWED))
-def test_no_arrow_points_up(folder):
+def _files(layer: str):
+    root = PROJECT_ROOT / "careflow"
+    if layer != "core":
+        return (root / layer).rglob("*.py")
+    # __main__.py is ``python -m careflow``: the CLI's, at the package's top
+    return (
+        p for p in root.rglob("*.py")
+        if p.relative_to(root).parts[0] not in (*PACKAGES, "__main__.py")
+    )
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_no_arrow_points_up(layer):
     wrong = {
         f"{path.relative_to(PROJECT_ROOT)} imports {name}"
-        for path in (PROJECT_ROOT / folder).rglob("*.py")
+        for path in _files(layer)
         for name in _imports(path)
-        if name in OURS and name not in ALLOWED[folder]
+        if (to := _layer(name)) is not None and to not in ALLOWED[layer]
     }
     assert not wrong, sorted(wrong)
 
 
+def test_the_layer_check_sees_an_arrow_up():
+    assert _layer("careflow.flows.route") == "flows"
+    assert _layer("careflow.ledger") == _layer("careflow.db.models") == "core"
+    assert _layer("prefect.flows") is None
+    assert _layer("careflow.flows.route") not in ALLOWED["core"]
+
+
 def _webhook_modules(path):
-    """The webhooks/ modules ``path`` imports, by name (``twilio`` for webhooks.twilio)."""
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        yield from (n.split(".")[1] for n in names if n.startswith("webhooks.") and "." in n)
+    """The careflow/webhooks/ modules ``path`` imports, by name (``twilio`` for webhooks.twilio)."""
+    prefix = "careflow.webhooks."
+    yield from (n[len(prefix):].split(".")[0] for n in _imports(path) if n.startswith(prefix))
 
 
 def test_the_service_names_no_webhook_provider():
-    """service/ serves whatever webhooks/registry.py holds: adding a provider never edits it."""
+    """careflow/service/ serves whatever careflow/webhooks/registry.py holds: adding a
+    provider never edits it."""
     shared = {"registry", "bodies"}
     wrong = {
         f"{path.relative_to(PROJECT_ROOT)} imports webhooks.{name}"
-        for path in (PROJECT_ROOT / "service").rglob("*.py")
+        for path in (PROJECT_ROOT / "careflow" / "service").rglob("*.py")
         for name in _webhook_modules(path)
         if name not in shared
     }
     assert not wrong, sorted(wrong)
+
+
+def test_installing_careflow_adds_one_import_name(tmp_path):
+    """``pip install careflow`` puts one top-level name into site-packages, careflow: the
+    CLI, flows, channels and the rest are its subpackages, so nothing collides with a
+    user's own ``cli`` or ``service``. Builds the wheel pip would install, offline."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--wheel-dir", str(tmp_path), str(PROJECT_ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("careflow-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        top = {name.split("/")[0] for name in zf.namelist()}
+        entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
+    assert {t for t in top if not t.endswith(".dist-info")} == {"careflow"}
+    assert "careflow = careflow.cli:main" in entry_points.decode()
 
 
 #: import edges inside careflow/ known to close a cycle, each with why it stays for now

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from careflow.cli.main import main
 from careflow.db.models import Order, OrderLine, Product
 from careflow.errors import DataError
-from cli.main import main
-from importers.orders import import_orders
-from importers.report import MAX_MESSAGE
+from careflow.importers.orders import import_orders
+from careflow.importers.report import MAX_MESSAGE
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 GOOD_BEFORE = "1001,A1,Tea,2,2011-01-01 10:00:00,3.50,100,China"  # line 2

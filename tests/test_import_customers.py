@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
+from careflow.cli.main import main
 from careflow.db.models import Consent, Customer
 from careflow.errors import DataError
-from cli.main import main
-from importers.consents import import_consents
-from importers.customers import import_customers
-from importers.report import MAX_MESSAGE
+from careflow.importers.consents import import_consents
+from careflow.importers.customers import import_customers
+from careflow.importers.report import MAX_MESSAGE
 
 TODAY = date(2026, 11, 22)
 CUSTOMERS = """ref,full_name,given_name,family_name,mobile,email,fax,locale,time_zone,birthday,grade,owner,country,preferred_channel
@@ -84,7 +84,7 @@ def test_known_customers_are_updated_and_empty_cells_change_nothing(engine, tmp_
 
 
 def test_customers_meet_the_orders_imported_for_them(engine, tmp_path):
-    from importers.orders import import_orders
+    from careflow.importers.orders import import_orders
 
     orders = (
         "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"

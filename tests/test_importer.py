@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 
 from careflow.db.models import Customer, Order, OrderLine, Product
 from careflow.errors import DataError
-from importers.orders import ImportReport, import_orders, normalize_customer_ref
+from careflow.importers.orders import ImportReport, import_orders, normalize_customer_ref
 
 CUSTOMERS, PRODUCTS = Customer.__table__, Product.__table__
 ORDERS, LINES = Order.__table__, OrderLine.__table__

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from careflow.campaigns import campaign_folder_problems, list_campaigns
+from careflow.cli.main import main
+from careflow.flows.preview import sample_context
 from careflow.lint import html_problems, lint_templates, markup_of, samples_for
 from careflow.settings import PROJECT_ROOT, load_settings
-from cli.main import main
-from flows.preview import sample_context
 
 SHIPPED = PROJECT_ROOT / "templates"
 DAY = date(2026, 11, 22)

@@ -8,8 +8,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from click.testing import CliRunner
 
+from careflow.cli.main import main
 from careflow.money import exponent, from_minor, is_known_currency, to_minor, with_amounts
-from cli.main import main
 from tests.factories import add_customer, add_orders
 
 AS_OF = date(2026, 11, 22)
@@ -96,7 +96,7 @@ def test_segment_list_and_preview_show_the_exact_amount(engine):
 def test_a_sum_over_two_currencies_is_not_shown_as_money(engine):
     from sqlalchemy import update
 
-    import segments
+    from careflow import segments
     from careflow.db.models import Order
     from careflow.errors import TemplateError
     from careflow.rendering import Renderer

@@ -33,8 +33,8 @@ from sqlalchemy import func, select
 
 from careflow import db
 from careflow.db.models import Customer, Order, OrderLine, Product
+from careflow.importers.orders import ImportReport, import_orders
 from careflow.money import from_minor
-from importers.orders import ImportReport, import_orders
 from tests.reference_segments import reference_dormant, reference_reorder_due
 
 DATA = Path(os.environ.get("CAREFLOW_ONLINE_RETAIL", "/work/shared/data/online_retail.csv.gz"))

@@ -6,7 +6,7 @@ from careflow.policy import PolicyContext, evaluate, opt_in_channels, phone_regi
 
 
 def decide(c, channels, consent, *, consent_required, default_region, now=None, config=None):
-    """The policy table's decision, from the context the route builds (flows/route.py
+    """The policy table's decision, from the context the route builds (careflow/flows/route.py
     ``apply_policy``)."""
     return evaluate(
         PolicyContext(

@@ -2,7 +2,7 @@
 
 Parametrised over ``DEFAULT_RULES`` itself, so a rule added to the table is checked
 without touching this file. Given a context built the way the route builds it
-(flows/route.py ``apply_policy``) and the channel options still open, a rule
+(careflow/flows/route.py ``apply_policy``) and the channel options still open, a rule
 
 - returns a non-empty list drawn only from the options it was given (reordered or
   narrowed; an address only where it had none, and then the customer's own address on

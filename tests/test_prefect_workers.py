@@ -27,10 +27,10 @@ import pytest
 from sqlalchemy import select
 
 from careflow.db.models import ContactHistory, Run
+from careflow.demo.data import seed_demo
 from careflow.messages import State
 from careflow.report import run_status
 from careflow.settings import PROJECT_ROOT
-from demo.data import seed_demo
 from tests.prefect_server import AS_OF, BIN, FINAL_STATES
 
 pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-server")]

@@ -175,8 +175,7 @@ def test_unreadable_order_dates_affect_only_their_customer(tmp_path, bad):
     orders all had an unreadable date made the purchase-facts refresh raise, so every
     run, dry runs included, failed with a traceback. Such orders are left out of their
     customer's facts (and windows, and every segment), and the refresh names them."""
-    import segments
-    from careflow import purchase_windows
+    from careflow import purchase_windows, segments
 
     url = f"sqlite:///{tmp_path / 'shop.db'}"
     db.upgrade(url)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 from careflow import purchase_facts, purchase_windows
 from careflow.clock import utcnow
 from careflow.db.models import Order, PurchaseWindow, PurchaseWindowState
-from segments.vip import PyramidParams, prepare
+from careflow.segments.vip import PyramidParams, prepare
 from tests.factories import add_customer, add_orders
 
 AS_OF = date(2026, 11, 22)

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 
 from careflow import registry
 from careflow.campaigns import load_campaign
+from careflow.cli.main import main
 from careflow.errors import ConfigError
+from careflow.flows.campaign import build_route
+from careflow.flows.route import process_batch
 from careflow.messages import Outcome
 from careflow.registry import ChannelSpec, TemplatePart
 from careflow.settings import PROJECT_ROOT, load_settings
-from cli.main import main
-from flows.campaign import build_route
-from flows.route import process_batch
 from tests.factories import add_customer
 
 AS_OF = date(2026, 6, 1)

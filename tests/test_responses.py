@@ -66,12 +66,12 @@ def test_the_demo_hears_back_once(engine):
     from datetime import UTC, date
 
     from careflow.campaigns import load_campaign
+    from careflow.demo.data import seed_demo
+    from careflow.demo.responses import simulate_responses
+    from careflow.flows.campaign import build_route
+    from careflow.flows.route import process_batch
     from careflow.report import response_summary
     from careflow.settings import load_settings
-    from demo.data import seed_demo
-    from demo.responses import simulate_responses
-    from flows.campaign import build_route
-    from flows.route import process_batch
 
     as_of = date(2026, 11, 22)
     seed_demo(engine, as_of=as_of, customers=400)

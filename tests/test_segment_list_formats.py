@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from click.testing import CliRunner
 
-from cli.main import main
+from careflow.cli.main import main
 from tests.factories import add_customer, add_orders
 
 AS_OF = date(2026, 11, 22)

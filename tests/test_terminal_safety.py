@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert
 
+from careflow.cli.main import main
 from careflow.db.models import ContactEvent
 from careflow.report import text_table
 from careflow.safe_text import for_terminal
-from cli.main import main
 from tests.factories import add_contact, add_customer, add_orders
 
 AS_OF = date(2026, 11, 22)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from scipy import stats
 from sqlalchemy import insert
 
+from careflow.cli.main import main
 from careflow.db.models import ContactHistory, Order
 from careflow.uplift import load_units, uplift_report, verdict
 from careflow.uplift_stats import (
@@ -22,7 +23,6 @@ from careflow.uplift_stats import (
     welch,
     wilson,
 )
-from cli.main import main
 from tests.factories import add_customer
 
 Z = 1.959963984540054

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from careflow.channels.delivery import RetryPolicy
 from careflow.settings import Settings
-from channels.delivery import RetryPolicy
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings
 from tests.providers.prism import (

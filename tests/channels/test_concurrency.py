@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
+from careflow.channels.delivery import RetryPolicy
+from careflow.channels.email import SendGridEmail
+from careflow.channels.sms import TwilioSMS
 from careflow.messages import Message, State
-from channels.delivery import RetryPolicy
-from channels.email import SendGridEmail
-from channels.sms import TwilioSMS
 from tests.providers.fault_server import TRANSIENT, FaultServer
 from tests.providers.kit import live_settings, make_message, recipient_of
 

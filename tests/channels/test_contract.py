@@ -1,4 +1,4 @@
-"""The channel contract, run over every registered channel (see channels/base.py).
+"""The channel contract, run over every registered channel (see careflow/channels/base.py).
 
 The cases come from the channel registry (careflow/registry.py): each entry
 is run with its test kit from :data:`KITS`. A registered channel without a
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from careflow import registry
+from careflow.channels import Channel, get_channel
 from careflow.errors import ConfigError
 from careflow.messages import State
 from careflow.registry import ChannelSpec
 from careflow.settings import Settings
-from channels import Channel, get_channel
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings, make_message, need_cjk_font, recipient_of
 

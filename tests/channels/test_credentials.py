@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from careflow.channels import credentials, get_channel
+from careflow.channels.credentials import block_name, credential, env_name, require
+from careflow.channels.email import SendGridEmail
+from careflow.channels.fax import EmailFaxGateway, SinchFax
+from careflow.channels.outbox import OutboxChannel
+from careflow.channels.sms import TwilioSMS
 from careflow.errors import ConfigError
 from careflow.settings import Settings
-from channels import credentials, get_channel
-from channels.credentials import block_name, credential, env_name, require
-from channels.email import SendGridEmail
-from channels.fax import EmailFaxGateway, SinchFax
-from channels.outbox import OutboxChannel
-from channels.sms import TwilioSMS
 from tests.providers.kit import TWILIO_TOKEN, live_settings, need_cjk_font
 
 
@@ -131,7 +131,7 @@ def test_a_channel_needs_only_its_providers_settings(monkeypatch) -> None:
 @pytest.mark.xdist_group("prefect")
 def test_credentials_from_careflows_own_prefect_blocks(prefect_api) -> None:
     """Twilio and SendGrid credentials kept in careflow's blocks, secrets masked."""
-    from channels.blocks import SendGridCredentials, TwilioCredentials
+    from careflow.channels.blocks import SendGridCredentials, TwilioCredentials
 
     TwilioCredentials(account_sid="AC" + "1" * 32, auth_token="f" * 32).save(
         "careflow", overwrite=True

@@ -1,4 +1,4 @@
-"""channels/delivery.py: classification, Retry-After, rate limits, the batch runner."""
+"""careflow/channels/delivery.py: classification, Retry-After, rate limits, the batch runner."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from careflow.errors import AmbiguousError, PermanentError, Skip, TransientError
-from careflow.messages import Message, State
-from channels.delivery import (
+from careflow.channels.delivery import (
     Delivery,
     PrefectRateLimit,
     RetryPolicy,
@@ -25,6 +23,8 @@ from channels.delivery import (
     make_rate_limiter,
     parse_retry_after,
 )
+from careflow.errors import AmbiguousError, PermanentError, Skip, TransientError
+from careflow.messages import Message, State
 from tests.providers.kit import live_settings, make_message
 
 NOW = 1_800_000_000.0
@@ -194,7 +194,7 @@ def test_prefect_rate_limit_degrades_once(
     monkeypatch.setattr(PrefectRateLimit, "_configure", lambda self: 1)
     local = CountingBucket()
     limiter = PrefectRateLimit("twilio-sms", local)
-    with caplog.at_level(logging.WARNING, logger="channels.delivery"):
+    with caplog.at_level(logging.WARNING, logger="careflow.channels.delivery"):
         for _ in range(3):
             limiter.acquire()
     assert local.calls == 3

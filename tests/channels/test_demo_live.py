@@ -12,9 +12,9 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from careflow.campaigns import load_campaign
-from demo.data import seed_demo
-from flows.campaign import build_route
-from flows.route import process_batch
+from careflow.demo.data import seed_demo
+from careflow.flows.campaign import build_route
+from careflow.flows.route import process_batch
 from tests.providers.kit import live_settings
 from tests.providers.prism import PrismServer
 

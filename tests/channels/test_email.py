@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 from python_http_client.exceptions import HTTPError
 
-import channels.email
+from careflow.channels import email as email_channel
+from careflow.channels.email import SendGridEmail
+from careflow.channels.email_content import unsubscribe_url
 from careflow.errors import ChannelDown, ConfigError, PermanentError, TransientError
 from careflow.messages import State
 from careflow.unsubscribe import UnsubscribeRequest, UnsubscribeTokens
-from channels.email import SendGridEmail
-from channels.email_content import unsubscribe_url
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import SENDGRID_KEY, UNSUB_SECRET, live_settings, make_message
 
@@ -122,7 +122,7 @@ def test_error_answers(
 
 def test_rate_limit_reset_header(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 1_800_000_000.25
-    monkeypatch.setattr(channels.email, "time", SimpleNamespace(time=lambda: now))
+    monkeypatch.setattr(email_channel, "time", SimpleNamespace(time=lambda: now))
     for reset, wait in [(now + 3, 3.0), (now - 5, 0.0)]:
         headers = {"X-RateLimit-Reset": str(reset)}  # SendGrid: the window's end, Unix time
         exc = HTTPError(429, "Too Many Requests", b'{"errors":[]}', headers)

@@ -14,13 +14,13 @@ from datetime import date
 from email import policy
 
 from careflow.campaigns import load_campaign
+from careflow.channels.email import SendGridEmail
+from careflow.channels.outbox import OutboxChannel
+from careflow.flows.preview import segment_sample
+from careflow.flows.route import render_message
 from careflow.messages import Message
 from careflow.rendering import Renderer
 from careflow.settings import load_settings
-from channels.email import SendGridEmail
-from channels.outbox import OutboxChannel
-from flows.preview import segment_sample
-from flows.route import render_message
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings, make_message
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from careflow.channels.delivery import RetryPolicy, TokenBucket
+from careflow.channels.email import SendGridEmail
+from careflow.channels.fax import SinchFax
+from careflow.channels.sms import TwilioSMS
 from careflow.errors import ChannelDown
 from careflow.messages import Message, State
-from channels.delivery import RetryPolicy, TokenBucket
-from channels.email import SendGridEmail
-from channels.fax import SinchFax
-from channels.sms import TwilioSMS
 from tests.providers.fault_server import TRANSIENT, FaultServer
 from tests.providers.kit import live_settings, make_message, need_cjk_font, recipient_of
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from careflow.channels import fax
+from careflow.channels.fax import EmailFaxGateway, SinchFax, find_cjk_font, render_fax_pdf
 from careflow.errors import ConfigError
 from careflow.messages import State
-from channels import fax
-from channels.fax import EmailFaxGateway, SinchFax, find_cjk_font, render_fax_pdf
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import cn_mobile, live_settings, make_message, need_cjk_font
 
@@ -153,7 +153,7 @@ def test_invalid_fax_number_is_skipped(fault_server: FaultServer) -> None:
 
 
 def test_chinese_lines_never_start_with_closing_punctuation_or_end_with_an_opening_one():
-    from channels.fax import NO_LINE_END, NO_LINE_START, cjk_lines
+    from careflow.channels.fax import NO_LINE_END, NO_LINE_START, cjk_lines
 
     def width(s: str) -> float:
         return len(s)  # one unit per character: easy to reason about

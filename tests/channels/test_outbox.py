@@ -10,11 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from careflow.channels.outbox import OutboxChannel
 from careflow.errors import ChannelDown
 from careflow.messages import State
 from careflow.settings import load_settings
 from careflow.unsubscribe import local_tokens
-from channels.outbox import OutboxChannel
 from tests.providers.kit import make_message
 
 
@@ -107,7 +107,7 @@ def test_a_fault_of_the_outbox_stops_the_channel_and_leaves_no_file(tmp_path, mo
     being written stayed behind empty or cut short. A fault that would fail every
     message stops the channel at the first one; it is retryable (it did not go out);
     the messages after it have no outcome (the run leaves them to the next run)."""
-    import channels.outbox
+    from careflow.channels import outbox
 
     real, writes = os.write, []
 
@@ -118,7 +118,7 @@ def test_a_fault_of_the_outbox_stops_the_channel_and_leaves_no_file(tmp_path, mo
             raise OSError(code, os.strerror(code))
         return real(fd, data)
 
-    monkeypatch.setattr(channels.outbox.os, "write", write)
+    monkeypatch.setattr(outbox.os, "write", write)
     outbox = OutboxChannel(tmp_path / "outbox")
     messages = [make_message(i, "sms", f"+86138000000{i:02d}") for i in range(6)]
     with pytest.raises(ChannelDown, match=os.strerror(code)) as down:

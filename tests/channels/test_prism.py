@@ -13,10 +13,10 @@ import urllib.request
 
 import pytest
 
+from careflow.channels.email import SendGridEmail
+from careflow.channels.fax import EmailFaxGateway
+from careflow.channels.sms import TwilioSMS
 from careflow.messages import State
-from channels.email import SendGridEmail
-from channels.fax import EmailFaxGateway
-from channels.sms import TwilioSMS
 from tests.providers.kit import (
     SENDGRID_KEY,
     live_settings,

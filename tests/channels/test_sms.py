@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from careflow.channels.sms import TwilioSMS
+from careflow.channels.sms_text import SegmentInfo, sms_preview, sms_segments, with_optout
 from careflow.errors import ConfigError
 from careflow.messages import State
-from channels.sms import TwilioSMS
-from channels.sms_text import SegmentInfo, sms_preview, sms_segments, with_optout
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import TWILIO_TOKEN, cn_mobile, live_settings, make_message
 

@@ -5,7 +5,7 @@
 The plan names the fault server (``base_url``), the run id, the campaign date
 and instant, the reservation lease, and the jobs: ``[campaign, channel, lo,
 hi]`` each (``channel`` null: the campaign's own channel preference), run in
-that order through ``flows.route.process_batch`` with live channels (the real
+that order through ``careflow.flows.route.process_batch`` with live channels (the real
 twilio and sendgrid SDKs). ``pause_before_mark_sending`` (seconds) makes each
 hand-over to a channel slower, so kills can land while rows are reserved.
 ``start_gate`` (a file path) holds the run, once started up, until that file
@@ -47,13 +47,12 @@ def emit(event: str, **fields: object) -> None:
 
 
 def live_route(settings, spec, run_id: str, as_of: date, at: datetime, channel: str | None):
-    """What ``flows.campaign.build_route`` builds for a real run, without importing
+    """What ``careflow.flows.campaign.build_route`` builds for a real run, without importing
     Prefect (seconds of start-up per worker on a busy machine)."""
-    import channels
-    from careflow import db
+    from careflow import channels, db
+    from careflow.flows.route import Route
     from careflow.ledger import ContactLedger
     from careflow.rendering import Renderer
-    from flows.route import Route
 
     engine = db.engine_for(settings.effective_database_url)
     return Route(
@@ -76,7 +75,7 @@ def main(argv: list[str]) -> int:
 
     from careflow import db
     from careflow.campaigns import load_campaign
-    from flows.route import process_batch
+    from careflow.flows.route import process_batch
     from tests.providers import kit
 
     # No fax here: skip subsetting a CJK font (and the temporary folder a

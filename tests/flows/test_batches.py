@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from careflow.campaigns import load_campaign
+from careflow.flows.campaign import plan_batches
 from careflow.settings import load_settings
-from flows.campaign import plan_batches
 from tests.factories import add_customer
 
 AS_OF = date(2026, 6, 1)
@@ -40,15 +40,15 @@ def test_a_run_keeps_few_batches_in_flight_whatever_its_size(
     """A run submitted all its batches to an unbounded thread pool: at a million customers
     331 batches held database connections at once and exhausted the pool (batches failed
     with QueuePool TimeoutError). CAREFLOW_BATCH_CONCURRENCY bounds them."""
-    import flows.campaign
-    from flows.care import birthday
+    from careflow.flows import campaign
+    from careflow.flows.care import birthday
 
     for cid in range(1, 41):
         add_customer(engine, cid, birthday=date(1990, 6, 1))
     monkeypatch.setenv("CAREFLOW_BATCH_SIZE", "1")
     monkeypatch.setenv("CAREFLOW_BATCH_CONCURRENCY", "2")
     lock, now, most = threading.Lock(), [0], [0]
-    real = flows.campaign.process_batch
+    real = campaign.process_batch
 
     def counted(route, id_range):
         with lock:
@@ -60,7 +60,7 @@ def test_a_run_keeps_few_batches_in_flight_whatever_its_size(
             with lock:
                 now[0] -= 1
 
-    monkeypatch.setattr(flows.campaign, "process_batch", counted)
+    monkeypatch.setattr(campaign, "process_batch", counted)
     summary = birthday(as_of=AS_OF, allow_past=True)
     assert summary["sent"] == 40
     assert 1 <= most[0] <= 2

@@ -36,7 +36,7 @@ def shop(engine, monkeypatch, real_clock):
 
 
 def test_care_flows_send_once_across_runs(prefect_api, shop):
-    from flows.care import birthday, reorder_reminder
+    from careflow.flows.care import birthday, reorder_reminder
 
     first = birthday(as_of=AS_OF.isoformat(), allow_past=True)
     assert first["selected"] == 10 and first["sent"] == 10
@@ -54,7 +54,7 @@ def test_care_flows_send_once_across_runs(prefect_api, shop):
 
 
 def test_dry_run_sends_and_records_nothing(prefect_api, shop):
-    from flows.care import winback
+    from careflow.flows.care import winback
 
     add_customer(shop, 99, email="old@example.com")
     add_orders(shop, 99, [AS_OF - timedelta(days=400)])
@@ -69,7 +69,7 @@ def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, mo
     from prefect.exceptions import ParameterTypeError
 
     from careflow.clock import resolve_as_of
-    from flows.campaign import campaign_flow
+    from careflow.flows.campaign import campaign_flow
 
     with pytest.raises(ConfigError, match="no campaign 'nope'"):
         campaign_flow(campaign="nope")
@@ -84,7 +84,7 @@ def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, mo
 def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, shop):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from careflow.cli.main import main
 
     runner = CliRunner()
     first = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22", "--allow-past"])
@@ -100,7 +100,7 @@ def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, 
 
 def test_channel_outbox_keeps_a_live_setup_on_the_outbox_for_one_run(prefect_api, shop,
                                                                      monkeypatch):
-    from flows.care import birthday
+    from careflow.flows.care import birthday
 
     monkeypatch.setenv("CAREFLOW_DELIVERY", "live")  # and no provider credentials at all
     result = birthday(as_of=AS_OF.isoformat(), channel="outbox", allow_past=True)
@@ -113,8 +113,8 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
                                                        caplog):
     import shutil
 
+    from careflow.flows.campaign import campaign_flow
     from careflow.settings import PROJECT_ROOT
-    from flows.campaign import campaign_flow
 
     root = tmp_path / "templates"
     shutil.copytree(PROJECT_ROOT / "templates", root)
@@ -136,9 +136,9 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
 
 
 def test_a_run_tells_the_terminal_how_far_it_has_got(prefect_api, shop):
-    """`careflow run` draws a progress bar from these reports (cli/main.py)."""
+    """`careflow run` draws a progress bar from these reports (careflow/cli/main.py)."""
+    from careflow.flows.care import reorder_reminder
     from careflow.progress import listening
-    from flows.care import reorder_reminder
 
     seen = []
     with listening(lambda stage, done, total: seen.append((stage, done, total))):
@@ -153,9 +153,9 @@ def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, s
     deferred to 09:00 there (20:00 UTC), then sent once by the follow-up flow."""
     from click.testing import CliRunner
 
-    from cli.main import main
-    from flows.care import birthday
-    from flows.deferred import deferred_flow
+    from careflow.cli.main import main
+    from careflow.flows.care import birthday
+    from careflow.flows.deferred import deferred_flow
 
     for cid in (101, 102):
         add_customer(shop, cid, mobile=f"+6421555{cid:04d}", country="NZ",
@@ -181,7 +181,7 @@ def test_the_follow_up_flow_sends_deferred_messages_once_when_due(prefect_api, s
 def test_pyramid_report_flow_leaves_artifacts_and_the_html_page(prefect_api, shop, tmp_path):
     from prefect.artifacts import Artifact
 
-    from flows.insight import pyramid_report_flow
+    from careflow.flows.insight import pyramid_report_flow
 
     data = pyramid_report_flow(as_of=AS_OF)
     assert data["buyers"] == 30 and data["as_of"] == AS_OF.isoformat()
@@ -200,8 +200,8 @@ def test_a_real_run_given_a_date_judges_quiet_hours_at_the_real_clock(prefect_ap
     run form) judged quiet hours at noon of that date and sent at once: London
     customers got their email at 01:11 local. The date picks the occasion; a real run
     sends now, so it judges send times now. A dry run still rehearses the date's noon."""
-    from flows.campaign import campaign_flow
-    from flows.care import birthday
+    from careflow.flows.campaign import campaign_flow
+    from careflow.flows.care import birthday
 
     run = birthday if flow == "birthday" else partial(campaign_flow, campaign="birthday")
     for cid in (201, 202):

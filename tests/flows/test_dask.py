@@ -1,4 +1,4 @@
-"""A campaign's batches on a Dask cluster (CAREFLOW_TASK_RUNNER=dask, flows/runners.py).
+"""A campaign's batches on a Dask cluster (CAREFLOW_TASK_RUNNER=dask, careflow/flows/runners.py).
 
 The real campaign flow runs end to end with prefect-dask's task runner on a
 LocalCluster of two worker processes, which the flow starts from the
@@ -21,11 +21,11 @@ from sqlalchemy import delete, select
 
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactEvent, ContactHistory, Run
+from careflow.demo.data import seed_demo
+from careflow.flows.runners import BatchTaskRunner
 from careflow.messages import State
 from careflow.report import request_stop, run_status, start_run, stop_requested
 from careflow.settings import load_settings
-from demo.data import seed_demo
-from flows.runners import BatchTaskRunner
 
 pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect")]
 
@@ -50,7 +50,7 @@ def outbox_files(home) -> set[str]:
 
 def run_with(runner: str, engine, tmp_path, monkeypatch) -> tuple[dict, dict, set[str]]:
     """One real campaign run on ``runner``; its summary, ledger and outbox files."""
-    from flows.campaign import campaign_flow
+    from careflow.flows.campaign import campaign_flow
 
     home = tmp_path / runner
     monkeypatch.setenv("CAREFLOW_HOME", str(home))
@@ -116,7 +116,7 @@ def test_the_runner_is_chosen_from_the_settings_when_a_run_starts(monkeypatch):
 
 def test_a_batch_outside_the_flow_process_stops_when_the_run_row_says_so(engine):
     """What a Dask worker sees: no stop event of the flow, only the run's row."""
-    from flows.campaign import RunStopFlag, process_batch_task
+    from careflow.flows.campaign import RunStopFlag, process_batch_task
 
     seed_demo(engine, as_of=AS_OF, customers=40)
     settings = load_settings()
@@ -150,8 +150,8 @@ def test_batch_task_arguments_survive_pickling():
 @pytest.mark.parametrize("runner", ["threads", "dask"])
 def test_a_dry_run_counts_a_shared_address_once_on_any_runner(prefect_api, engine, monkeypatch, runner):
     """A dry run remembers the addresses it would take in memory across its batches, so
-    on Dask its batches stay on threads of the flow's process (flows/runners.py)."""
-    from flows.campaign import campaign_flow
+    on Dask its batches stay on threads of the flow's process (careflow/flows/runners.py)."""
+    from careflow.flows.campaign import campaign_flow
     from tests.factories import add_customer, add_orders
 
     for cid in (1, 2, 3):  # one family phone, three dormant customers, three batches

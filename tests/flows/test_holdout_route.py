@@ -11,17 +11,17 @@ import pytest
 from sqlalchemy import select
 
 from careflow.campaigns import load_campaign
+from careflow.channels.recorder import RecordingChannel
 from careflow.db.models import ContactHistory
+from careflow.flows.campaign import build_route
+from careflow.flows.preview import preview_message
+from careflow.flows.route import process_batch
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.messages import State
 from careflow.policy.holdout import holdout_draw
 from careflow.report import summary_markdown
 from careflow.settings import PROJECT_ROOT, load_settings
 from careflow.uplift import uplift_report
-from channels.recorder import RecordingChannel
-from flows.campaign import build_route
-from flows.preview import preview_message
-from flows.route import process_batch
 from tests.factories import add_customer
 
 AT = datetime(2026, 6, 1, 12, tzinfo=UTC)  # noon UTC
@@ -205,7 +205,7 @@ def test_dry_run_and_preview_show_the_holdout_decision(engine, templates):
 
 def test_a_run_summary_states_what_its_split_can_detect(engine, templates, prefect_api,
                                                         real_clock):
-    from flows.campaign import campaign_flow
+    from careflow.flows.campaign import campaign_flow
 
     for cid in range(1, 41):
         person(engine, cid)

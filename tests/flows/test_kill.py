@@ -70,15 +70,15 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from careflow.campaigns import load_campaign
+from careflow.channels.sms import TwilioSMS
 from careflow.db.models import ContactHistory, Customer
+from careflow.demo.data import seed_demo
+from careflow.flows.campaign import build_route
+from careflow.flows.reconcile import reconcile_sms
+from careflow.flows.route import apply_policy, assign_occasions, process_batch, select_candidates
 from careflow.messages import State
 from careflow.policy import Decision
 from careflow.settings import PROJECT_ROOT, load_settings
-from channels.sms import TwilioSMS
-from demo.data import seed_demo
-from flows.campaign import build_route
-from flows.reconcile import reconcile_sms
-from flows.route import apply_policy, assign_occasions, process_batch, select_candidates
 from tests.flows.kill_worker import CAMPAIGN_OF_SENDER
 from tests.providers import kit
 from tests.providers.fault_server import FaultServer, SlowFaultServer
@@ -200,7 +200,7 @@ class Selected:
 
 
 def selected(engine, campaign: str, channel: str) -> Selected:
-    """The route's own selection, occasions and channel decisions (flows/route.py)."""
+    """The route's own selection, occasions and channel decisions (careflow/flows/route.py)."""
     settings = load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
     with engine.connect() as conn:
@@ -729,7 +729,7 @@ def followup_shop(engine, n: int) -> dict[int, str]:
 def follow_up(env: dict, log: Path) -> subprocess.Popen:
     """``careflow deferred send`` in its own process, as the deployment runs it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "deferred", "send", "--as-of", FOLLOW_UP_AT],
+        [sys.executable, "-m", "careflow", "deferred", "send", "--as-of", FOLLOW_UP_AT],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log.open("w"),

@@ -19,12 +19,12 @@ from sqlalchemy import insert, select, update
 
 from careflow.campaigns import load_campaign
 from careflow.db.models import Consent, ContactHistory, Customer
+from careflow.flows.campaign import build_route
+from careflow.flows.preview import preview_message
+from careflow.flows.route import process_batch
 from careflow.ledger import ContactLedger, DryRunLedger, deferred_summary
 from careflow.messages import State
 from careflow.settings import PROJECT_ROOT, load_settings
-from flows.campaign import build_route
-from flows.preview import preview_message
-from flows.route import process_batch
 from tests.factories import add_customer
 
 AT = datetime(2026, 6, 1, 12, tzinfo=UTC)  # noon UTC
@@ -270,7 +270,7 @@ def test_a_message_deferred_by_a_run_limited_to_sms_goes_by_sms(
 ):
     """Regression: the follow-up flow sent messages deferred by a ``--channel sms`` run on
     the campaign's own channel order (email first here)."""
-    from flows.deferred import deferred_flow
+    from careflow.flows.deferred import deferred_flow
 
     deferred_by_an_sms_run(world)
     later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all four due

@@ -12,14 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from careflow.channels.outbox import OutboxChannel
+from careflow.cli.main import main
 from careflow.db.models import ContactHistory, Customer
-from careflow.ledger import ContactLedger
-from careflow.messages import State
-from careflow.settings import load_settings
-from careflow.unsubscribe import UnsubscribeTokens, local_tokens
-from channels.outbox import OutboxChannel
-from cli.main import main
-from flows.preview import (
+from careflow.flows.preview import (
     PREVIEW_TOKEN,
     TEST_CUSTOMER_REF,
     key_for_test_sends,
@@ -27,6 +23,10 @@ from flows.preview import (
     send_test,
     walk_route,
 )
+from careflow.ledger import ContactLedger
+from careflow.messages import State
+from careflow.settings import load_settings
+from careflow.unsubscribe import UnsubscribeTokens, local_tokens
 from tests.factories import add_customer, add_orders
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import UNSUB_SECRET, live_settings

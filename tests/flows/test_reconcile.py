@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, update
 
+from careflow.channels.sms import TwilioSMS
 from careflow.clock import utcnow
 from careflow.db.models import ContactHistory
+from careflow.flows.reconcile import ASK_ATTEMPTS, reconcile_sms
+from careflow.flows.route import send_chunk
 from careflow.ledger import ContactLedger
 from careflow.messages import State
-from channels.sms import TwilioSMS
-from flows.reconcile import ASK_ATTEMPTS, reconcile_sms
-from flows.route import send_chunk
 from tests.factories import add_customer
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings, make_message
@@ -234,7 +234,7 @@ def test_a_message_a_dead_run_left_in_flight_is_reconciled_though_no_run_meets_i
 
 
 def test_the_reconcile_flow_settles_what_dead_runs_hold(prefect_api, engine):
-    from flows.reconcile import reconcile
+    from careflow.flows.reconcile import reconcile
 
     add_customer(engine, 1, mobile=NUMBERS[1], locale="en")
     long_ago = Clock(utcnow() - timedelta(hours=1))  # the run died an hour ago

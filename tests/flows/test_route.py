@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select, update
 
 from careflow.campaigns import load_campaign
+from careflow.channels import get_channel
 from careflow.db.models import ContactHistory
+from careflow.flows.campaign import build_route
+from careflow.flows.route import process_batch
 from careflow.messages import Outcome, State
 from careflow.settings import PROJECT_ROOT, load_settings
-from channels import get_channel
-from flows.campaign import build_route
-from flows.route import process_batch
 from tests.factories import add_customer, set_consent
 
 AS_OF = date(2026, 6, 1)
@@ -385,7 +385,7 @@ def test_a_batch_starting_after_the_stop_reserves_nobody(people, templates):
     customers and only then noticed the stop (while the flow was settling)."""
     import threading
 
-    from flows.route import RunStopped
+    from careflow.flows.route import RunStopped
 
     settings = load_settings()
     spec = load_campaign("birthday", settings.templates_dir)

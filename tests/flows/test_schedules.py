@@ -8,10 +8,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from careflow.cli.main import main
 from careflow.errors import ConfigError
+from careflow.flows.schedules import campaign_of, campaign_schedules, next_run
 from careflow.settings import PROJECT_ROOT
-from cli.main import main
-from flows.schedules import campaign_of, campaign_schedules, next_run
 
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 CARE = {"birthday", "reorder_reminder", "winback", "vip_care"}
@@ -56,10 +56,10 @@ def _write(tmp_path, schedules, **deployment):
         yaml.safe_dump(
             {
                 "deployments": [
-                    {"name": "mothers-day", "entrypoint": "flows/campaign.py:campaign_flow",
+                    {"name": "mothers-day", "entrypoint": "careflow/flows/campaign.py:campaign_flow",
                      "parameters": {"campaign": "mothers_day"}, "schedules": schedules,
                      **deployment},
-                    {"name": "reconcile-hourly", "entrypoint": "flows/reconcile.py:reconcile",
+                    {"name": "reconcile-hourly", "entrypoint": "careflow/flows/reconcile.py:reconcile",
                      "schedules": [{"cron": "17 * * * *"}]},
                 ]
             }

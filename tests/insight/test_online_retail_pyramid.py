@@ -40,8 +40,8 @@ from sqlalchemy import create_engine, select, text
 
 from careflow import db
 from careflow.db.models import Customer
-from importers.orders import import_orders
-from insight.pyramid import pyramid_report
+from careflow.importers.orders import import_orders
+from careflow.insight.pyramid import pyramid_report
 from tests.conftest import PG_ADMIN_URL, _postgres_available
 
 DATA = Path(os.environ.get("CAREFLOW_ONLINE_RETAIL", "/work/shared/data/online_retail.csv.gz"))
@@ -209,7 +209,7 @@ def test_tier_movement_equals_pandas(report, expected, lines):
 def test_batches_of_a_campaign_run_agree_with_the_report(retail, report):
     """A vip run scores batch by batch with prepare's cut values: the same tiers and
     scores as the report's whole-population query, on real data full of ties."""
-    import segments
+    from careflow import segments
 
     with retail.connect() as conn:
         params = segments.prepare("pyramid", conn, AS_OF, {})

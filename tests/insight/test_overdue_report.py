@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert
 
+from careflow.cli.main import main
 from careflow.db.models import ContactEvent
-from cli.main import main
-from insight.overdue import overdue_report
+from careflow.insight.overdue import overdue_report
 from tests.factories import add_contact, add_customer
 
 AS_OF = date(2026, 11, 22)

@@ -10,10 +10,10 @@ from datetime import date, timedelta
 import pytest
 from click.testing import CliRunner
 
-import segments
+from careflow import segments
+from careflow.cli.main import main
 from careflow.errors import ConfigError
-from cli.main import main
-from insight.pyramid import pyramid_report
+from careflow.insight.pyramid import pyramid_report
 from tests.factories import add_customer, add_orders, rows
 
 AS_OF = date(2026, 11, 22)
@@ -106,8 +106,8 @@ def test_the_previous_date_must_come_first_and_currencies_must_not_mix(shop):
 
 
 def test_an_empty_shop_gives_an_empty_report(engine):
-    from insight.html import as_html
-    from insight.render import as_json, as_text
+    from careflow.insight.html import as_html
+    from careflow.insight.render import as_json, as_text
 
     report = pyramid_report(engine, AS_OF)
     assert report.buyers == 0 and report.revenue_minor == 0
@@ -118,8 +118,8 @@ def test_an_empty_shop_gives_an_empty_report(engine):
 
 
 def test_skins_show_the_same_numbers(shop, tmp_path):
-    from insight.html import as_html
-    from insight.render import as_dict, as_markdown, as_text, write_csv
+    from careflow.insight.html import as_html
+    from careflow.insight.render import as_dict, as_markdown, as_text, write_csv
 
     report = pyramid_report(shop, AS_OF)
     data = json.loads(json.dumps(as_dict(report, customers=True)))

@@ -42,7 +42,7 @@ def small_cjk_font() -> Path | None:
     from fontTools import subset
     from fontTools.ttLib import TTFont
 
-    from channels.fax import find_cjk_font
+    from careflow.channels.fax import find_cjk_font
 
     try:
         font = find_cjk_font()

@@ -17,9 +17,9 @@ import argparse
 import logging
 import time
 
-from channels.email import SendGridEmail
-from channels.fax import SinchFax
-from channels.sms import TwilioSMS
+from careflow.channels.email import SendGridEmail
+from careflow.channels.fax import SinchFax
+from careflow.channels.sms import TwilioSMS
 from tests.providers.fault_server import FaultServer
 from tests.providers.kit import live_settings, make_message, recipient_of
 

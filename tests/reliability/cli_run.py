@@ -70,9 +70,9 @@ def cli_env(
 
 
 def careflow_run(env: dict, log: Path) -> subprocess.Popen:
-    """``python -m cli run birthday`` with ``env``; its output goes to ``log``."""
+    """``python -m careflow run birthday`` with ``env``; its output goes to ``log``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "birthday", "--as-of", AS_OF, "--allow-past"],
+        [sys.executable, "-m", "careflow", "run", "birthday", "--as-of", AS_OF, "--allow-past"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log.open("w"),

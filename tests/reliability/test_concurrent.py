@@ -17,8 +17,8 @@ from contextlib import ExitStack
 
 import pytest
 
+from careflow.demo.data import seed_demo
 from careflow.messages import State
-from demo.data import seed_demo
 from tests.flows.kill_worker import CAMPAIGN_OF_SENDER
 from tests.flows.test_kill import (
     AS_OF,

@@ -31,11 +31,11 @@ from sqlalchemy import create_engine, event, select, text
 import careflow.ledger
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
+from careflow.flows.campaign import build_route
+from careflow.flows.route import process_batch
 from careflow.ledger import ContactLedger
 from careflow.messages import Outcome, State
 from careflow.settings import load_settings
-from flows.campaign import build_route
-from flows.route import process_batch
 from tests.providers import kit
 from tests.providers.fault_server import SlowFaultServer
 from tests.reliability.cli_run import (

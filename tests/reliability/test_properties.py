@@ -36,7 +36,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, text
 
-import segments
+from careflow import segments
 from careflow.campaigns import load_campaign
 from careflow.db.models import (
     Campaign,
@@ -49,10 +49,10 @@ from careflow.db.models import (
     Product,
     Run,
 )
+from careflow.flows.campaign import build_route, plan_batches
+from careflow.flows.route import process_batch
 from careflow.messages import Message, Outcome, State
 from careflow.settings import PROJECT_ROOT, load_settings
-from flows.campaign import build_route, plan_batches
-from flows.route import process_batch
 
 # --- customers ----------------------------------------------------------------------
 _text = st.text(

@@ -40,11 +40,11 @@ import careflow.ledger
 from careflow import outcome_journal
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
+from careflow.flows.campaign import build_route
+from careflow.flows.route import process_batch
 from careflow.ledger import ContactLedger
 from careflow.messages import State
 from careflow.settings import load_settings
-from flows.campaign import build_route
-from flows.route import process_batch
 from tests.providers import kit
 from tests.providers.fault_server import FaultServer, SlowFaultServer
 from tests.reliability.cli_run import add_birthday_customers
@@ -93,7 +93,7 @@ class FullDisk:
     """``os.write`` in the outbox answers ENOSPC after ``room`` writes, until ``free``."""
 
     def __init__(self, monkeypatch, room: int):
-        import channels.outbox
+        from careflow.channels import outbox
 
         self.room, self.full = room, True
         real = os.write
@@ -106,7 +106,7 @@ class FullDisk:
                 self.room -= 1
             return real(fd, data)
 
-        monkeypatch.setattr(channels.outbox.os, "write", write)
+        monkeypatch.setattr(outbox.os, "write", write)
 
     def free(self) -> None:
         self.full = False

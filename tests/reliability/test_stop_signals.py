@@ -1,6 +1,6 @@
 """SIGTERM and Ctrl-C for real: `careflow run` stopped mid-run, then run again.
 
-``python -m cli run birthday`` runs in its own process, as an operator (or a
+``python -m careflow run birthday`` runs in its own process, as an operator (or a
 worker cancelling a flow run) would start it, against a test database and a
 live SMS channel whose provider (the loopback fault server) takes a while
 over each message. Once the provider has accepted a few messages the
@@ -174,7 +174,7 @@ def test_a_stopped_run_settles_its_rows_and_a_rerun_finishes_exactly_once(
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_run_on_dask_stops_on_sigterm_and_settles_its_rows(shop, db_url, tmp_path, prefect_api_url):
     """Batches in Dask worker processes cannot see the flow's stop event: they read the
-    stop from the run's row (flows/campaign.py, RunStopFlag) and put down what they hold."""
+    stop from the run's row (careflow/flows/campaign.py, RunStopFlag) and put down what they hold."""
     with SlowFaultServer(delay=0.4) as server:
         env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=4)
         env |= {

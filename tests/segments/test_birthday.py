@@ -4,8 +4,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-import segments
-from segments.birthday import birthday_keys
+from careflow import segments
+from careflow.segments.birthday import birthday_keys
 from tests.factories import add_customer, ids, rows
 
 

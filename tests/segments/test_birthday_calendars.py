@@ -1,4 +1,4 @@
-"""One birthday greeting a year, solar or lunar, never both (segments/_calendar.py).
+"""One birthday greeting a year, solar or lunar, never both (careflow/segments/_calendar.py).
 
 Before the fix, ``birthday`` greeted every customer with a birthday on the
 solar date, and ``lunar_birthday`` greeted the zh customers again on their
@@ -18,7 +18,7 @@ import pytest
 from lunardate import LunarDate
 from sqlalchemy import insert
 
-import segments
+from careflow import segments
 from careflow.db.models import Campaign, ContactHistory
 from tests.factories import add_customer, ids
 
@@ -167,7 +167,7 @@ def test_once_a_year_is_the_customers_own_year_in_their_zone(engine, zone, when,
     before) was greeted again by the solar campaign that year, and one in New York
     greeted on New Year's Eve evening (already 1 January in UTC) was left out the next
     year. The year is the customer's own, in their zone, both ways round."""
-    from segments.lunar_birthday import birth_dates
+    from careflow.segments.lunar_birthday import birth_dates
 
     add_customer(engine, 1, locale="en", birthday=date(1990, 6, 20), time_zone=zone)
     _greeted(engine, "lunar_greetings", "lunar_birthday", 1, when)

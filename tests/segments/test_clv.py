@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
-import segments
+from careflow import segments
+from careflow.cli.main import main
 from careflow.db.models import Order
 from careflow.errors import ConfigError, DataError
-from cli.main import main
-from segments.clv import QUADRANTS, decode_members, encode_members, score_customers
+from careflow.segments.clv import QUADRANTS, decode_members, encode_members, score_customers
 from tests.factories import add_customer, add_orders, rows
 
 AS_OF = date(2026, 11, 22)
@@ -134,8 +134,8 @@ def test_cli_report_clv_and_segment_list(shop, tmp_path):
 
 def test_preview_of_a_clv_campaign_prepares_the_segment(shop, tmp_path, monkeypatch):
     """A campaign on the clv segment previews like any other (preview prepares it)."""
+    from careflow.flows.preview import preview_message
     from careflow.settings import load_settings
-    from flows.preview import preview_message
 
     folder = tmp_path / "templates" / "develop_care"
     folder.mkdir(parents=True)

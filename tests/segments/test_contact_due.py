@@ -1,4 +1,4 @@
-"""contact_due: overdue for contact under the grade's cadence (segments/contact_due.py)."""
+"""contact_due: overdue for contact under the grade's cadence (careflow/segments/contact_due.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 from sqlalchemy import insert
 
-import segments
+from careflow import segments
 from careflow.db.models import ContactEvent
 from careflow.errors import ConfigError
 from tests.factories import add_contact, add_customer, ids, rows

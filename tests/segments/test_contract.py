@@ -1,5 +1,5 @@
-"""The segment contract, run over every segment in the registry (``segments.names()``,
-see segments/_registry.py), on SQLite and PostgreSQL.
+"""The segment contract, run over every segment in the registry (``careflow.segments.names()``,
+see careflow/segments/_registry.py), on SQLite and PostgreSQL.
 
 A new segment gets these checks by being registered: it builds a select
 without touching the database, returns each customer once with a
@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, Select, event
 
-import segments
+from careflow import segments
+from careflow.cli.main import main
 from careflow.errors import ConfigError
-from cli.main import main
-from segments._params import SegmentParams
+from careflow.segments._params import SegmentParams
 from tests.factories import add_contact, add_customer, add_orders, set_product
 
 AS_OF = date(2026, 11, 22)

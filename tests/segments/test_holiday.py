@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-import segments
+from careflow import segments
 from careflow.campaigns import load_campaign, occasion_key
 from careflow.errors import ConfigError
 from careflow.rendering import Renderer
@@ -93,7 +93,7 @@ def test_only_real_holidays_are_occasions_not_days_off_around_them():
     The same for other countries' substituted, bridge and additional days off."""
     from datetime import timedelta
 
-    from segments.holiday import greetings
+    from careflow.segments.holiday import greetings
 
     day, greeted = date(2026, 1, 1), {}
     while day.year == 2026:
@@ -138,7 +138,7 @@ def test_observed_days_off_are_not_occasions_the_holiday_is_greeted_on_its_date(
     """The US's Independence Day 2027 falls on a Sunday and is observed on Monday the 5th;
     the UK's Christmas 2027 on a Saturday, observed on the 27th: greeted on the 4th and
     the 25th, the days people celebrate, never again on the day off (docs/policy.md)."""
-    from segments.holiday import greetings
+    from careflow.segments.holiday import greetings
 
     assert greetings(date(2027, 7, 4), ("US",), ())["US"][0] == "Independence Day"
     assert greetings(date(2027, 7, 5), ("US",), ()) == {}

@@ -9,9 +9,9 @@ from datetime import date, timedelta
 
 import pytest
 
-import segments
+from careflow import segments
 from careflow.errors import ConfigError
-from segments.lunar_birthday import birth_dates
+from careflow.segments.lunar_birthday import birth_dates
 from tests.factories import add_customer, ids, rows
 
 

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-import segments
+from careflow import segments
 from careflow.errors import ConfigError
 
 AS_OF = date(2026, 11, 22)
@@ -120,7 +120,7 @@ def test_as_of_outside_the_supported_dates_is_a_config_error(name, day):
 @pytest.mark.parametrize("name", sorted(segments.names()))
 def test_the_widest_windows_at_the_ends_of_the_range_build(name):
     """The largest day counts at the first and last supported dates do not overflow."""
-    from segments.clv import customer_history, encode_members
+    from careflow.segments.clv import customer_history, encode_members
 
     no_members = encode_members(pd.DataFrame(columns=["customer_id"]))
     widest = {"dormant": {"days": 3649, "max_days": 3650}, "vip": {"window_days": 3650},

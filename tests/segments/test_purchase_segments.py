@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 import pytest
 
-import segments
+from careflow import segments
 from tests.factories import add_customer, add_orders, ids, rows, set_product
 
 AS_OF = date(2026, 11, 22)

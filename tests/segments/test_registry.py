@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from pydantic import Field
 from sqlalchemy import Select, select
 
-import segments
+from careflow import segments
+from careflow.cli.main import main
 from careflow.db.models import Customer
 from careflow.errors import ConfigError
-from cli.main import main
-from segments import Segment
-from segments._params import SegmentParams
+from careflow.segments import Segment
+from careflow.segments._params import SegmentParams
 from tests.factories import add_customer, ids
 
 AS_OF = date(2026, 11, 22)

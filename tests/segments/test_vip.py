@@ -2,7 +2,7 @@
 
 from datetime import date, timedelta
 
-import segments
+from careflow import segments
 from careflow.money import from_minor
 from tests.factories import add_customer, add_orders, rows
 
@@ -90,7 +90,7 @@ def test_every_rfm_score_holds_a_fifth_of_buyers_despite_ties(engine):
 
 
 def test_rfm_scores_follow_the_measure_and_break_ties_in_tie_key_order(engine):
-    from segments.vip import tie_key
+    from careflow.segments.vip import tie_key
 
     _like_a_real_shop(engine)
     got = rows(engine, pyramid(AS_OF)).values()

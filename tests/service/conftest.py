@@ -10,9 +10,9 @@ import pytest
 import uvicorn
 
 from careflow import db
+from careflow.service.app import create_app
 from careflow.settings import load_settings
 from careflow.unsubscribe import UnsubscribeTokens
-from service.app import create_app
 from tests.providers.kit import sendgrid_webhook_keys
 
 TWILIO_TOKEN = "twilio-test-auth-token-0123456789"

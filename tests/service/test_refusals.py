@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import create_engine
 
 from careflow.errors import ConfigError
+from careflow.service.app import create_app
 from careflow.settings import load_settings
 from careflow.unsubscribe import UnsubscribeTokens
-from service.app import create_app
+from careflow.webhooks import bodies, twilio
+from careflow.webhooks import sendgrid as sendgrid_hooks
 from tests.service.asgi import WAIT, Call, request
 from tests.service.conftest import PUBLIC, SINCH_TOKEN, TWILIO_TOKEN, UNSUB_SECRET
-from webhooks import bodies, twilio
-from webhooks import sendgrid as sendgrid_hooks
 
 MB = 1024 * 1024
 
@@ -226,7 +226,7 @@ def test_a_guessable_sinch_path_token_does_not_start(configured, tmp_path, token
 
 def test_an_unexpected_error_is_a_bare_500_and_one_log_line(app, monkeypatch, caplog):
     """Before: uvicorn printed the traceback (values included) into the log."""
-    from service import pages
+    from careflow.service import pages
 
     def broken(*args):
         raise KeyError("+8613812345678")

@@ -20,9 +20,9 @@ def run_birthday() -> None:
     """The birthday campaign's real route on 2026-06-01 (a zh-CN customer's lunar birthday
     is 1990-05-10): rendered, finished, recorded as a run leaves it."""
     from careflow.campaigns import load_campaign
+    from careflow.flows.campaign import build_route
+    from careflow.flows.route import process_batch
     from careflow.settings import load_settings
-    from flows.campaign import build_route
-    from flows.route import process_batch
 
     settings = load_settings()
     spec = load_campaign("birthday", settings.templates_dir)

@@ -189,9 +189,9 @@ def test_a_suppressed_address_is_skipped_by_the_next_run(served, engine, sendgri
     from datetime import UTC
 
     from careflow.campaigns import load_campaign
+    from careflow.flows.campaign import build_route
+    from careflow.flows.route import process_batch
     from careflow.settings import load_settings
-    from flows.campaign import build_route
-    from flows.route import process_batch
 
     # SMS only; zh-CN keeps the lunar birthday: lunar 4/16, kept on 2026-06-01
     bday = {"locale": "zh-CN", "birthday": date(1990, 5, 10), "email": None}

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from careflow import db
+from careflow.channels.email import SendGridEmail
+from careflow.channels.outbox import OutboxChannel
+from careflow.cli.main import main
 from careflow.settings import load_settings
-from channels.email import SendGridEmail
-from channels.outbox import OutboxChannel
-from cli.main import main
 from tests.factories import add_customer
 from tests.providers.kit import live_settings
 from tests.service.asgi import request
@@ -88,7 +88,7 @@ def test_the_service_verifies_links_signed_with_a_key_from_a_prefect_block(
     serve, monkeypatch, tmp_path
 ):
     """Before: the email channel took its key from a Prefect block the service never read."""
-    from channels import credentials
+    from careflow.channels import credentials
 
     def careflow_block(field: str, name: str):
         return BLOCK_KEY if field == "unsubscribe_secret" else None

@@ -15,11 +15,11 @@ from careflow import db
 from careflow.db.models import Consent, ContactEvent
 from careflow.events import EventKind, InboundEvent
 from careflow.responses import record_events
-from service.writer import EventWriter
+from careflow.service.writer import EventWriter
+from careflow.webhooks import twilio
 from tests.factories import add_customer
 from tests.service.test_serve import events, sent, suppressed
 from tests.webhooks.payloads import sid, twilio_inbound
-from webhooks import twilio
 
 AT = datetime(2026, 11, 22, 9)
 

@@ -1,7 +1,7 @@
 """How a test posts to each registered webhook provider as that provider does.
 
 The contract suite (tests/webhooks/test_contract.py) runs over every provider
-in webhooks/registry.py; what it cannot know from the registry (the settings
+in careflow/webhooks/registry.py; what it cannot know from the registry (the settings
 that turn a provider on, how it signs, what it documents it posts) is here,
 one :class:`Kit` per provider name. A provider registered without a kit
 fails the suite, naming it.
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
+from careflow.webhooks.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.providers.kit import sendgrid_webhook_keys
 from tests.service.conftest import PUBLIC, SINCH_TOKEN, TWILIO_TOKEN
 from tests.webhooks.payloads import (
@@ -32,7 +33,6 @@ from tests.webhooks.payloads import (
     twilio_inbound,
     twilio_status,
 )
-from webhooks.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 MOBILE = "+8613812345678"
 FAX_NUMBER = "+12025550199"

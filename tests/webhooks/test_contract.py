@@ -1,4 +1,4 @@
-"""The webhook contract, run over every provider in the registry (webhooks/registry.py).
+"""The webhook contract, run over every provider in the registry (careflow/webhooks/registry.py).
 
 Each case builds careflow serve from settings with only that provider on and
 drives its ASGI app in-process (tests/service/asgi.py), so a test sees how
@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import func, select
 
 from careflow.db.models import ContactEvent
+from careflow.service.app import create_app
 from careflow.settings import load_settings
-from service.app import create_app
+from careflow.webhooks import registry
 from tests.service.asgi import request, running
 from tests.service.conftest import PUBLIC, Clock
 from tests.webhooks.kits import KITS
-from webhooks import registry
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 MAX_BODY = 100_000

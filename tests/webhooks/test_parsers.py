@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
 from careflow.events import EventKind
+from careflow.webhooks import sendgrid, sinch, twilio
 from tests.providers.kit import sendgrid_webhook_keys
 from tests.webhooks import payloads
 from tests.webhooks.payloads import (
@@ -22,7 +23,6 @@ from tests.webhooks.payloads import (
     twilio_signed,
     twilio_status,
 )
-from webhooks import sendgrid, sinch, twilio
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 RECEIVED = NOW.replace(tzinfo=None)

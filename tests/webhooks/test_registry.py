@@ -15,11 +15,11 @@ from sqlalchemy import select
 from careflow.db.models import ContactEvent
 from careflow.errors import ConfigError
 from careflow.events import EventKind, InboundEvent
+from careflow.service.app import create_app
 from careflow.settings import load_settings
-from service.app import create_app
+from careflow.webhooks import registry
+from careflow.webhooks.registry import Answer, Configured, Hook, WebhookProvider
 from tests.service.asgi import request, running
-from webhooks import registry
-from webhooks.registry import Answer, Configured, Hook, WebhookProvider
 
 KEY = "loft-secret-0123456789abcdef"
 SIGNATURE = "X-Pigeon-Signature"

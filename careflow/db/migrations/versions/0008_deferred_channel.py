@@ -3,7 +3,7 @@
 A run limited to one channel (``careflow run --channel sms``) keeps that
 limit on the rows it claims, so a message it defers is sent later on that
 channel and no other: the follow-up flow groups due messages by it
-(flows/deferred.py). Empty: the campaign's own channel order, decided again.
+(careflow/flows/deferred.py). Empty: the campaign's own channel order, decided again.
 
 Revision ID: 0008
 Revises: 0007

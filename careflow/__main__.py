@@ -1,0 +1,5 @@
+"""``python -m careflow``: the careflow command."""
+
+from careflow.cli.main import main
+
+main()

@@ -1,0 +1,147 @@
+"""Data in: ``careflow demo`` and ``careflow import``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from careflow.cli.common import WholeNumber, _echo, _engine, _progress_bars, _settings
+
+
+@click.command()
+@click.option(
+    "--customers", type=WholeNumber(1), default=10_000, show_default=True,
+    help="How many demo customers.",
+)
+@click.option("--as-of", default=None, help="Date the demo runs on (default: today).")
+@click.option("--reseed", is_flag=True, help="Wipe the demo database and seed it again.")
+@click.option("--seed-only", is_flag=True, help="Seed the data but run no campaigns.")
+def demo(customers, as_of, reseed, seed_only):
+    """Seed demo customers and run the four care campaigns on the outbox.
+
+    Safe to run again: the data is seeded once, and a second run the same
+    day sends nothing new (the ledger says who already got what).
+    """
+    from careflow.demo.run import run_demo
+
+    run_demo(customers=customers, as_of=as_of, reseed=reseed, seed_only=seed_only)
+
+
+@click.group("import")
+def import_():
+    """Load data from files."""
+
+
+_encoding_option = click.option(
+    "--encoding",
+    default=None,
+    metavar="NAME",
+    help="The file's encoding, e.g. cp1252 or latin-1. Default: UTF-8, or what a byte "
+    "order mark says; a file that is not stops with the line that shows it.",
+)
+
+
+def _map_option(fields: str, default: str):
+    return click.option(
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        help=f"Column for a field: {fields}. Default: {default}.",
+    )
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    fields = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair[:60]!r} is not FIELD=COLUMN", param_hint="--map")
+        k, v = pair.split("=", 1)
+        fields[k.strip()] = v.strip()
+    return fields or None
+
+
+_file_argument = click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+
+
+@import_.command("orders")
+@_file_argument
+@_map_option(
+    "invoice, sku, description, quantity, ordered_at, unit_price, customer, country",
+    "the UCI Online Retail columns",
+)
+@click.option("--currency", default="GBP", show_default=True, help="Currency of the amounts.")
+@_encoding_option
+def import_orders(file, mapping, currency, encoding):
+    """Import a transactions CSV (or .csv.gz): customers, products, orders, lines.
+
+    Cancellations (invoice C...) and non-positive quantities are not
+    purchases; rows that cannot be read or are out of bounds are listed with
+    their line numbers and the rest is loaded; a row repeated exactly loads once.
+    """
+    from careflow.importers.orders import import_orders as run_import
+
+    engine = _engine(migrate=True)
+    names = {"read": "rows read", "orders": "orders loaded", "lines": "order lines loaded"}
+    with _progress_bars() as bar:
+        report = run_import(
+            engine,
+            file,
+            mapping=_mapping(mapping),
+            currency=currency,
+            encoding=encoding,
+            progress=lambda stage, done, total: bar(names.get(stage, stage), done, total),
+        )
+    _echo(report.summary())
+    _attribute(engine)
+
+
+@import_.command("customers")
+@_file_argument
+@_map_option(
+    "ref, full_name, given_name, family_name, mobile, email, fax, locale, time_zone, "
+    "birthday, grade, owner, country, preferred_channel",
+    "columns named like the fields",
+)
+@_encoding_option
+def import_customers(file, mapping, encoding):
+    """Import customers from a CSV: contacts, locale, time zone, birthday and more.
+
+    Matched by ref: a new ref creates a customer, a known one is updated
+    with the fields its row fills in (an empty cell changes nothing). Bad
+    rows are listed with their line numbers and the rest is loaded.
+    """
+    from careflow.importers.customers import import_customers as run_import
+
+    report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
+    _echo(report.summary())
+
+
+@import_.command("consents")
+@_file_argument
+@_map_option("customer, channel, granted, source, when", "columns named like the fields")
+@_encoding_option
+def import_consents(file, mapping, encoding):
+    """Import consent decisions from a CSV: customer ref, channel, granted, source, when.
+
+    The latest decision per customer and channel wins, and one older than
+    what careflow holds is not applied. Bad rows (an unknown customer, a
+    channel that is not sms/email/fax) are listed with their line numbers.
+    """
+    from careflow.importers.consents import import_consents as run_import
+
+    report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
+    _echo(report.summary())
+
+
+def _attribute(engine) -> None:
+    """Orders that follow a delivered message become its conversions (docs/responses.md)."""
+    from careflow.responses import attribute_orders
+
+    settings = _settings()
+    n = attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
+    if n:
+        _echo(f"{n} order(s) attributed to a delivered message as conversions")

@@ -1,0 +1,339 @@
+"""``careflow report``: runs, responses, uplift, the pyramid, CLV, overdue, replies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from careflow.cli.common import (
+    COUNT,
+    _as_of_option,
+    _echo,
+    _engine,
+    _format_option,
+    _param_option,
+    _parse_params,
+    _progress_bars,
+    _settings,
+)
+
+
+@click.group()
+def report():
+    """Reports: campaign runs, responses, uplift against the holdout, the customer pyramid."""
+
+
+@report.command("runs")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only runs started on or after this date (YYYY-MM-DD); default: all.",
+)
+@click.option("--limit", type=COUNT, default=50, show_default=True, help="Most runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_runs(since, limit, as_json):
+    """Every run, newest first: when, as of, channel, status (failed and stopped too), counts."""
+    from careflow.report import runs_since, runs_table
+
+    runs = runs_since(_engine(), since, limit)
+    if as_json:
+        _echo(json.dumps(runs, indent=2, ensure_ascii=False))
+    elif not runs:
+        _echo("no runs yet: try `careflow demo` or `careflow run birthday`")
+    else:
+        _echo(runs_table(runs))
+
+
+@report.command("responses")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only messages sent on or after this date (YYYY-MM-DD).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_responses(since, as_json):
+    """Per campaign: sent, delivered, replied, opted out, bounced, converted and revenue."""
+    from careflow.report import response_summary, responses_table
+    from careflow.responses import attribute_orders
+
+    settings, engine = _settings(), _engine()
+    with _progress_bars() as bar:
+        bar("attributing orders to messages", 0, None)
+        attribute_orders(engine, settings.attribution_window_days, settings.time_zone)
+        bar("attributing orders to messages", 1, 1)
+        bar("counting responses", 0, None)
+        rows = response_summary(engine, since)
+    if as_json:
+        _echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif not rows:
+        _echo("nothing sent yet: try `careflow demo`")
+    else:
+        _echo(responses_table(rows))
+
+
+@report.command("uplift")
+@click.argument("campaign")
+@click.option(
+    "--since", default=None, help="Customers taken up on or after this date (YYYY-MM-DD)."
+)
+@click.option("--until", default=None, help="Customers taken up on or before this date.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_uplift(campaign, since, until, as_json):
+    """Did CAMPAIGN pay? Its contacted customers against its held-out ones.
+
+    Conversion and revenue per customer in each group within the attribution
+    window, the uplift with 95% intervals, and a plain verdict (too few to
+    tell, and how many it would take). Every occasion taken up between
+    --since and --until is pooled (each month's birthdays).
+    """
+    from careflow.campaigns import load_campaign
+    from careflow.errors import ConfigError
+    from careflow.uplift import uplift_report, uplift_table
+
+    settings = _settings()
+    load_campaign(campaign, settings.templates_dir)  # a misspelt name: one line with a hint
+    start, end = _day(since, "--since"), _day(until, "--until")
+    if start and end and start > end:
+        raise ConfigError(f"--since {start} is after --until {end}")
+    found = uplift_report(
+        _engine(),
+        campaign,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        since=start,
+        until=end,
+    )
+    if as_json:
+        _echo(json.dumps(found, indent=2, ensure_ascii=False))
+    elif not found["groups"]["contacted"]["customers"] and not found["groups"]["held_out"][
+        "customers"
+    ]:
+        _echo(f"{campaign}: nobody contacted or held out in this range yet")
+    else:
+        _echo(uplift_table(found))
+
+
+def _day(value: str | None, option: str):
+    """A YYYY-MM-DD option as a date (None stays None); one line when it is not one."""
+    from datetime import date
+
+    from careflow.clock import check_in_range
+    from careflow.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
+    check_in_range(day, option)
+    return day
+
+
+def _writing(path: Path, write):
+    """Run ``write``; a file system refusal is one line naming the path."""
+    from careflow.errors import ConfigError
+
+    try:
+        return write()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+_REPORT_FORMATS = ("text", "json", "csv", "markdown", "html")
+
+
+@report.command("pyramid")
+@_as_of_option
+@click.option(
+    "--previous",
+    default=None,
+    help="Earlier date to measure tier movement against (YYYY-MM-DD); default: 90 days "
+    "before --as-of.",
+)
+@_param_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_REPORT_FORMATS),
+    default="text",
+    show_default=True,
+    help="text, json or markdown print the report; csv writes one file per table into a "
+    "folder; html writes one page with charts.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write: a file (html, or text/json/markdown instead of printing) or a "
+    "folder (csv). Default for html: pyramid-DATE.html, for csv: pyramid-DATE/.",
+)
+@click.option(
+    "--customers",
+    is_flag=True,
+    help="Also list every customer whose tier changed (text, json).",
+)
+def report_pyramid(as_of, previous, params, fmt, output, customers):
+    """The customer pyramid and RFM scores: tiers, revenue shares, cut-offs, RFM grid, movement.
+
+    --param sets the pyramid segment's parameters (window_days, vip_pct,
+    large_pct, medium_pct, currency), as for `careflow segment list pyramid`.
+    """
+    from careflow.clock import resolve_as_of
+    from careflow.insight import render
+    from careflow.insight.pyramid import pyramid_report
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = pyramid_report(
+        _engine(), day, previous=_day(previous, "--previous"), params=_parse_params(params)
+    )
+    stem = f"pyramid-{day.isoformat()}"
+    if fmt == "csv":
+        folder = output or Path(stem)
+        written = _writing(folder, lambda: render.write_csv(report, folder))
+        _echo(f"wrote {len(written)} tables to {folder}/: "
+                   + ", ".join(p.name for p in written))
+        return
+    if fmt == "html":
+        from careflow.insight.html import as_html
+
+        path = output or Path(f"{stem}.html")
+        _writing(path, lambda: path.write_text(as_html(report), encoding="utf-8"))
+        _echo(f"wrote {path} ({report.buyers:,} buyers as of {day.isoformat()})")
+        return
+    text = {
+        "text": lambda: render.as_text(report, customers),
+        "json": lambda: render.as_json(report, customers),
+        "markdown": lambda: render.as_markdown(report),
+    }[fmt]()
+    if output:
+        _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
+        _echo(f"wrote {output}")
+    else:
+        _echo(text)
+
+
+@report.command("clv")
+@_as_of_option
+@_param_option
+@click.option(
+    "--draws",
+    type=click.IntRange(0, 1000),
+    default=30,
+    show_default=True,
+    help="Bootstrap refits for the intervals (0: none, fastest).",
+)
+@_format_option("csv writes matrix.csv, customers.csv and fit.json into a folder.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="File (text, json) or folder (csv; default clv-DATE/) to write to.")
+@click.option("--customers", "top", type=COUNT, default=10, show_default=True,
+              help="Customers to list by predicted value (0: all); json lists all with 0.")
+def report_clv(as_of, params, draws, fmt, output, top):
+    """Customer value: spent in the window, and predicted (BG/NBD x Gamma-Gamma) with intervals.
+
+    Per customer P(alive), expected purchases and predicted value over the
+    horizon, each with a bootstrap interval; and the value matrix (retain,
+    develop, maintain, convert_or_let_go) the clv segment selects by. --param
+    takes the clv segment's parameters (window_days, horizon_days,
+    current_high_pct, future_high_pct, currency). See docs/insight.md.
+    """
+    from careflow.clock import resolve_as_of
+    from careflow.insight import clv
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = clv.clv_report(_engine(), day, params=_parse_params(params), draws=draws)
+    if fmt == "csv":
+        folder = output or Path(f"clv-{day.isoformat()}")
+        written = _writing(folder, lambda: clv.write_csv(report, folder))
+        _echo(f"wrote {', '.join(p.name for p in written)} to {folder}/")
+        return
+    text = clv.as_json(report, top == 0) if fmt == "json" else clv.as_text(report, top)
+    if output:
+        _writing(output, lambda: output.write_text(text + "\n", encoding="utf-8"))
+        _echo(f"wrote {output}")
+    else:
+        _echo(text)
+
+
+@report.command("overdue")
+@_as_of_option
+@click.option("--owner", default=None, help="Only this owner's customers.")
+@_param_option
+@_format_option("json and csv list every overdue customer.")
+@click.option(
+    "--limit",
+    type=COUNT,
+    default=20,
+    show_default=True,
+    help="Customers to show per owner in text (0: all).",
+)
+def report_overdue(as_of, owner, params, fmt, limit):
+    """Customers who should have been contacted and were not, per owner, most overdue first.
+
+    A customer is overdue when more days have passed since the last contact
+    that reached them (a sent message, or their reply) than their grade's
+    cadence allows: A 7, B 15, C/D/E 30, F 15, G 30 days by default; change
+    them with --param 'cadence={A: 3, B: 10}' (grades not listed are then not
+    counted). Only contacts up to --as-of
+    count, so an earlier date replays the list as it was. See docs/insight.md.
+    """
+    from careflow.clock import resolve_as_of
+    from careflow.insight import overdue
+
+    day, _ = resolve_as_of(as_of, _settings().time_zone)
+    report = overdue.overdue_report(_engine(), day, owner=owner, params=_parse_params(params))
+    if fmt == "json":
+        _echo(overdue.as_json(report))
+    elif fmt == "csv":
+        click.echo(overdue.as_csv(report), nl=False)  # cells made safe by the writer
+    else:
+        _echo(overdue.as_text(report, limit))
+
+
+@report.command("replies")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only replies from this date (YYYY-MM-DD).",
+)
+@click.option("--owner", default=None, help="Only this owner's customers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_replies(since, owner, as_json):
+    """Replies a person should read (not STOP/退订), by the customer's owner."""
+    from careflow.report import replies_by_owner
+    from careflow.tables import shorten
+
+    replies = replies_by_owner(_engine(), since, owner)
+    if as_json:
+        _echo(json.dumps(replies, indent=2, ensure_ascii=False))
+        return
+    if not replies:
+        _echo("no replies waiting for a person")
+    for who, items in replies.items():
+        _echo(f"{who}: {len(items)} repl{'y' if len(items) == 1 else 'ies'}")
+        for r in items:
+            _echo(
+                f"  {r['at']}  #{r['customer_id']} {r['name'] or ''} ({r['campaign'] or '-'}): "
+                f"{shorten(r['text'] or '', 80)}"
+            )
+
+
+@report.command("last")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--include-dry-runs", is_flag=True, help="Also consider dry runs.")
+def report_last(as_json, include_dry_runs):
+    """The latest run of each campaign: selected, sent, skipped and failed by reason."""
+    from careflow.report import last_runs, summary_table
+
+    runs = last_runs(_engine(), include_dry_runs)
+    if as_json:
+        _echo(json.dumps(runs, indent=2, ensure_ascii=False, default=str))
+    elif not runs:
+        _echo("no campaign has run yet: try `careflow demo` or `careflow run birthday`")
+    else:
+        _echo(summary_table(runs))

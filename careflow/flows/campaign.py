@@ -1,0 +1,570 @@
+"""The generic campaign flow: one Prefect task per batch of customers.
+
+Prefect costs 10-20 ms per task and walks large task arguments element by
+element (bench/README.md), so tasks receive an id range, never rows, and
+each handles up to CAREFLOW_BATCH_SIZE customers. Batches follow the
+customers the segment selects (keyset boundaries from the data), so sparse
+or huge ids cost nothing and a run never plans empty batches. Retrying a
+task is safe: the ledger, not the task, decides what still needs sending.
+
+Stopping. SIGTERM (a worker cancelling the run, ``kill``) and Ctrl-C reach
+the flow's thread; the run then tells its batches to stop between messages,
+waits for them briefly, and settles what they held: messages reserved but
+never sent go back for the next run (``skipped: run_stopped``), messages
+handed to a channel become ``failed: interrupted`` (never resent
+automatically). The run is recorded as stopped, its summary counts what
+its batches delivered before the stop, and the flow run ends Cancelled in
+Prefect (a run that failed ends Failed), with one line for the operator.
+
+A channel that can deliver nothing more (``ChannelDown``: a full or read-only
+outbox, credentials the provider refuses) stops the run the same way: the
+batch that met it stops the others, the messages nobody started go back to the
+next run, and the flow run ends Failed with that one line.
+
+Batches on a Dask cluster (CAREFLOW_TASK_RUNNER=dask, careflow/flows/runners.py) run
+in other processes and cannot see the flow's stop event: the run first marks
+its row as stopping (``careflow.report.request_stop``) and those batches read
+the mark between messages, at most once a second (``RunStopFlag``), so they
+stop within about a second of the request instead of at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger, tags, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
+from prefect.futures import wait
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Failed, State
+from sqlalchemy import func, select
+
+from careflow import (
+    channels,  # registers the built-in channels
+    clock,
+    db,
+    outcome_journal,
+    purchase_facts,
+    registry,
+    segments,
+)
+from careflow.campaigns import CampaignSpec, load_campaign
+from careflow.channels.recorder import RecordingChannel
+from careflow.clock import resolve_as_of
+from careflow.errors import CareflowError, ChannelDown, ConfigError
+from careflow.flows.route import BatchResult, Route, RunStopped, process_batch
+from careflow.flows.runners import BatchTaskRunner, batch_submitter, settle_heap
+from careflow.ledger import ContactLedger, DryRunLedger
+from careflow.policy.config import resolve as resolve_policy
+from careflow.progress import report as report_progress
+from careflow.rendering import Renderer
+from careflow.report import (
+    finish_run,
+    request_stop,
+    start_run,
+    stop_requested,
+    summary_markdown,
+)
+from careflow.responses import match_orphans
+from careflow.settings import Settings, load_settings
+from careflow.uplift import baseline_of, compare, load_units, split_summary
+
+#: what the UI's run form offers for ``channel``: every registered channel
+ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
+
+#: how long a stopping run waits for its batches to put down what they hold
+STOP_GRACE_SECONDS = 30
+
+#: how often a batch outside the flow's process reads its run's row for a stop request
+STOP_POLL_SECONDS = 1.0
+
+#: how often the run's progress artifact is updated (each update is a call to the API)
+PROGRESS_EVERY_SECONDS = 1.0
+
+# Stop requests by run id; batch tasks in this process look theirs up.
+_STOPS: dict[str, threading.Event] = {}
+
+
+class RunStopFlag:
+    """A stop request as the run's row records it, for a batch running outside the
+    flow's process (a Dask worker) where ``_STOPS`` is empty: ``is_set`` reads the row
+    at most every ``every`` seconds (module docs)."""
+
+    def __init__(self, engine, run_id: str, every: float = STOP_POLL_SECONDS):
+        self.engine, self.run_id, self.every = engine, run_id, every
+        self._set = False
+        self._next_read = 0.0
+
+    def is_set(self) -> bool:
+        if not self._set and time.monotonic() >= self._next_read:
+            self._set = stop_requested(self.engine, self.run_id)
+            self._next_read = time.monotonic() + self.every
+        return self._set
+
+
+def plan_batches(
+    engine, spec: CampaignSpec, as_of: date, at: datetime, params: dict, batch_size: int
+) -> list[tuple[int, int]]:
+    """Customer-id ranges of at most ``batch_size`` selected customers each.
+
+    One query numbers the segment's customers and keeps every
+    ``batch_size``-th id as a boundary, so the plan costs one pass over the
+    selection whatever the id distribution.
+    """
+    seg = segments.build(spec.segment, as_of, params, at=at).subquery("seg")
+    numbered = select(
+        seg.c.customer_id.label("cid"),
+        func.row_number().over(order_by=seg.c.customer_id).label("rn"),
+    ).subquery("numbered")
+    with engine.connect() as conn:
+        starts = list(
+            conn.execute(
+                select(numbered.c.cid)
+                .where((numbered.c.rn - 1) % batch_size == 0)
+                .order_by(numbered.c.cid)
+            ).scalars()
+        )
+        if not starts:
+            return []
+        last = conn.execute(select(func.max(seg.c.customer_id))).scalar_one()
+    ends = [nxt - 1 for nxt in starts[1:]] + [last]
+    return list(zip(starts, ends, strict=True))
+
+
+def build_route(
+    settings: Settings,
+    spec: CampaignSpec,
+    run_id: str,
+    as_of: date,
+    at: datetime,
+    channel: str | None,
+    dry_run: bool,
+    params: dict | None = None,
+    stop: threading.Event | RunStopFlag | None = None,
+    now: datetime | None = None,
+    deferred_only: bool = False,
+) -> Route:
+    """The route one run's batches share: ledger, channels, renderer, settings, policy.
+
+    ``now`` is the instant the policy decides at when it is not ``at`` (the
+    follow-up flow selects as of the original run and decides now);
+    ``deferred_only`` limits the route to due deferred messages.
+    """
+    engine = db.engine_for(settings.effective_database_url)
+    if dry_run:
+        ledger = DryRunLedger(engine, settings.reservation_lease_seconds)
+
+        def factory(name: str):
+            return RecordingChannel()
+    else:
+        ledger = ContactLedger(engine, settings.reservation_lease_seconds)
+
+        def factory(name: str):
+            return channels.get_channel(name, settings)
+
+    return Route(
+        spec=spec,
+        engine=engine,
+        settings=settings,
+        run_id=run_id,
+        as_of=as_of,
+        at=at,
+        channels=[channel] if channel else list(spec.channels),
+        channel_factory=factory,
+        ledger=ledger,
+        renderer=Renderer.from_settings(settings),
+        params=params,
+        dry_run=dry_run,
+        stop=stop,
+        policy=resolve_policy(settings, spec),
+        now=now,
+        deferred_only=deferred_only,
+        only_channel=channel,
+    )
+
+
+def run_batch(
+    campaign: str,
+    run_id: str,
+    as_of: date,
+    at: datetime,
+    lo: int,
+    hi: int,
+    channel: str | None,
+    dry_run: bool,
+    params: dict | None,
+    settings: Settings,
+    now: datetime | None = None,
+    deferred_only: bool = False,
+) -> dict:
+    """One batch of a run: the whole route for the selected customers in ``lo``..``hi``.
+
+    A real batch sends now, so it judges send times, caps and due deferrals at the
+    real clock as it starts, whatever instant the run selects as of (``at``, from
+    --as-of) or was planned at (``now``); a dry run rehearses at ``now`` or ``at``.
+    """
+    settle_heap()
+    if not dry_run:
+        now = clock.now()
+    spec = load_campaign(campaign, settings.templates_dir)
+    # the flow's own event when it runs in this process, else the run's row (Dask)
+    stop = _STOPS.get(run_id) or RunStopFlag(db.engine_for(settings.effective_database_url), run_id)
+    route = build_route(
+        settings, spec, run_id, as_of, at, channel, dry_run, params, stop, now, deferred_only
+    )
+    try:
+        result = process_batch(route, (lo, hi))
+    except RunStopped:
+        # A stop is not a failure: no retry (it would only claim rows again) and no
+        # traceback per batch. The flow settles what this batch held.
+        return BatchResult().as_dict()
+    if result.fault:  # the channel can deliver nothing more: the other batches stop too
+        if run_id in _STOPS:
+            _STOPS[run_id].set()
+        else:
+            request_stop(route.engine, run_id, f"failed: {result.fault}")
+    return result.as_dict()
+
+
+# Not a decorator: a Dask worker process gets the function by its importable name
+# (run_batch). Under the task's name it would be shipped by value with the globals
+# it reads, the flow process's _STOPS (and its locks) among them.
+process_batch_task = task(
+    name="process-batch",
+    task_run_name="{campaign}[{lo}-{hi}]",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_policy=NO_CACHE,
+)(run_batch)
+
+
+def run_name() -> str:
+    """A flow run's name says what and when: ``winback 2026-11-22 dry run``, ``birthday now``."""
+    params = flow_run.parameters or {}
+    what = params.get("campaign") or flow_run.flow_name or "campaign"
+    when = params.get("as_of") or "now"
+    when = when.isoformat() if hasattr(when, "isoformat") else str(when)
+    extra = [f"via {params['channel']}"] if params.get("channel") else []
+    extra += ["dry run"] if params.get("dry_run") else []
+    return " ".join([what, when, *extra])
+
+
+def business_today(zone: str) -> date:
+    return clock.now().astimezone(ZoneInfo(zone)).date()
+
+
+def check_not_backdated(as_of: date, zone: str, dry_run: bool, allow_past: bool) -> None:
+    """Refuse a real run dated in the past unless it was confirmed."""
+    today = business_today(zone)
+    if as_of < today and not dry_run and not allow_past:
+        raise ConfigError(
+            f"--as-of {as_of} is {(today - as_of).days} day(s) ago: a real run would send "
+            "today what was meant for then; rehearse it with --dry-run, or confirm with "
+            "--allow-past (allow_past in a flow run)"
+        )
+
+
+def preflight(
+    settings: Settings, spec: CampaignSpec, channel: str | None
+) -> tuple[Settings, str | None, list[str]]:
+    """Everything that can be wrong before anyone is selected, checked once, in one place:
+    segment parameters, templates, channel configuration. Returns the run's settings,
+    channel override and channel order (``outbox`` keeps a live setup local for a run)."""
+    if channel == "outbox":
+        settings = settings.model_copy(update={"delivery": "outbox"})
+        channel = None
+    channel_names = [channel] if channel else list(spec.channels)
+    try:
+        segments.validate_params(spec.segment, spec.parameters)
+    except ConfigError as exc:
+        raise ConfigError(f"templates/{spec.name}/campaign.yaml: {exc}") from None
+    check_campaign(settings, spec, channel_names)
+    return settings, channel, channel_names
+
+
+def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
+    """Everything that can be wrong with configuration, before anyone is selected."""
+    resolve_policy(settings, spec)  # the country rules file, read and checked
+    renderer = Renderer.from_settings(settings)
+    for name in channel_names:
+        if not renderer.has_channel(spec.name, name):
+            raise ConfigError(
+                f"campaign {spec.name!r} has no {name} template in templates/{spec.name}/"
+            )
+        # building the channel checks its settings; ConfigError names the one to fix
+        with channels.closing_channel(channels.get_channel(name, settings)):
+            pass
+
+
+def run_campaign(
+    campaign: str,
+    as_of: str | date | datetime | None = None,
+    channel: str | None = None,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+    allow_past: bool = False,
+) -> dict:
+    """Select, render, send and record one campaign; returns the run summary.
+
+    Must be called inside a Prefect flow (the care flows are thin wrappers).
+    A real run dated before today sends today what was meant for then (a
+    birthday wish three weeks late), so it needs ``allow_past``; a dry run
+    may travel in time freely.
+    """
+    logger = get_run_logger()
+    try:
+        return _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past)
+    except (RunStopped, ChannelDown) as exc:
+        return final_state(exc)
+    except CareflowError as exc:  # the first line an operator reads: what, and what to do
+        logger.error("%s did not run: %s", campaign, exc)
+        raise
+
+
+def final_state(exc: RunStopped | ChannelDown) -> State:
+    """The flow run's end for a run that stopped: Cancelled when it was asked to stop
+    (a signal, a cancelled flow run), Failed when its channel could deliver nothing
+    more. Calling the flow raises ``exc``: the CLI prints it as one line."""
+    if isinstance(exc, RunStopped):
+        return Cancelled(message=str(exc), data=exc)
+    return Failed(message=str(exc), data=exc)
+
+
+def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past) -> dict:
+    settings = settings or load_settings()
+    spec = load_campaign(campaign, settings.templates_dir)
+    engine = db.engine_for(settings.effective_database_url)
+    db.ensure_schema(engine)
+    as_of_date, at = resolve_as_of(as_of, settings.time_zone)
+    check_not_backdated(as_of_date, settings.time_zone, dry_run, allow_past)
+    if allow_past and not dry_run and as_of_date < business_today(settings.time_zone):
+        logger.warning(
+            "%s: sending as of %s, %d day(s) ago, as confirmed (allow_past)",
+            campaign,
+            as_of_date,
+            (business_today(settings.time_zone) - as_of_date).days,
+        )
+
+    settings, channel, channel_names = preflight(settings, spec, channel)
+
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
+    # orders written since the last import; unreadable dates are named, not fatal
+    refreshed = purchase_facts.refresh(engine, warn=logger.warning)
+    if refreshed:
+        logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
+    with engine.connect() as conn:
+        params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
+    ranges = plan_batches(engine, spec, as_of_date, at, params, settings.batch_size)
+    logger.info(
+        "%s: as of %s, %d batch(es) of up to %d customers, channels %s via %s%s",
+        spec.name,
+        as_of_date,
+        len(ranges),
+        settings.batch_size,
+        "/".join(channel_names),
+        settings.delivery,
+        " (dry run: nothing is sent or recorded)" if dry_run else "",
+    )
+    summary = {
+        "campaign": spec.name,
+        "run_id": run_id,
+        "as_of": str(as_of_date),
+        "dry_run": dry_run,
+        "delivery": settings.delivery,
+    }
+    batch = Batches(spec, run_id, as_of_date, at, channel, dry_run, params, settings)
+    return run_batches(engine, batch, ranges, summary)
+
+
+@dataclass(frozen=True)
+class Batches:
+    """What every batch task of one run gets (besides its id range)."""
+
+    spec: CampaignSpec
+    run_id: str
+    as_of: date
+    at: datetime
+    channel: str | None
+    dry_run: bool
+    params: dict | None
+    settings: Settings
+    now: datetime | None = None  # the follow-up: decide now, select as of ``at``
+    deferred_only: bool = False
+
+
+def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict) -> dict:
+    """Process ``ranges`` as Prefect tasks, merge their results into ``summary``, and
+    record the run; a stop or failure releases what the run held (module docs)."""
+    logger = get_run_logger()
+    spec, run_id = b.spec, b.run_id
+    progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
+    total = BatchResult()
+    stop = _STOPS[run_id] = threading.Event()
+    futures = []
+    merged: set[int] = set()  # futures whose results are in ``total``
+    stack = ExitStack()  # a dry run's own thread pool, if it needs one (careflow/flows/runners.py)
+    submit = batch_submitter(stack, b.dry_run)
+    labels = [f"campaign:{spec.name}", f"delivery:{b.settings.delivery}"]
+    labels += [f"channel:{name}" for name in ([b.channel] if b.channel else spec.channels)]
+    labels += ["deferred"] if b.deferred_only else []
+    try:
+        # outcomes a database outage kept on this machine (careflow/flows/route.py)
+        if not b.dry_run:
+            kept = outcome_journal.replay(b.settings.home, ContactLedger(engine))
+            if kept:
+                logger.warning("%d outcome(s) kept through a database outage recorded", kept)
+        with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
+            futures = [
+                submit(
+                    process_batch_task,
+                    spec.name,
+                    run_id,
+                    b.as_of,
+                    b.at,
+                    lo,
+                    hi,
+                    b.channel,
+                    b.dry_run,
+                    b.params,
+                    b.settings,
+                    b.now,
+                    b.deferred_only,
+                )
+                for lo, hi in ranges
+            ]
+        shown = time.monotonic()
+        for done, future in enumerate(futures, start=1):
+            total.merge(BatchResult.from_dict(future.result()))
+            merged.add(id(future))
+            if total.fault:
+                raise ChannelDown(total.fault)
+            # the UI's bar: a call to the API, so at most once a second (and at the end)
+            if done == len(futures) or time.monotonic() - shown >= PROGRESS_EVERY_SECONDS:
+                update_progress_artifact(progress, progress=100.0 * done / len(futures))
+                shown = time.monotonic()
+            report_progress(f"{spec.name} batches", done, len(futures))  # a terminal's bar
+            # progress at every quarter: enough to watch a long run, not a line per batch
+            if done == len(futures) or done % max(1, len(futures) // 4) == 0:
+                logger.info(
+                    "%d/%d batches done: selected %d, sent %d, already done %d, "
+                    "skipped %d, deferred %d, failed %d",
+                    done,
+                    len(futures),
+                    total.selected,
+                    total.sent,
+                    sum(total.already.values()),
+                    sum(total.skipped.values()),
+                    sum(total.deferred.values()),
+                    sum(total.failed.values()),
+                )
+    except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
+        stop.set()
+        stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
+        if isinstance(exc, ChannelDown):
+            why = f"failed: {total.fault}"
+        else:
+            why = "stopped" if stopped else f"failed: {type(exc).__name__}"
+        # batches in other processes (Dask) see the stop on the run's row
+        with suppress(KeyboardInterrupt, TerminationSignal):
+            request_stop(engine, run_id, why)
+        # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
+        finished = []
+        with suppress(KeyboardInterrupt, TerminationSignal):
+            finished = wait(futures, timeout=STOP_GRACE_SECONDS).done
+        for future in finished:  # what the others did before they stopped
+            if id(future) not in merged:
+                with suppress(Exception):
+                    total.merge(BatchResult.from_dict(future.result(timeout=0)))
+        ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
+        fault = isinstance(exc, ChannelDown)
+        released, interrupted = ledger.release(
+            run_id, "run_stopped" if stopped or fault else "run_failed"
+        )
+        # batches that could not report (a second signal, another process): the ledger
+        # knows what this run sent; a batch may know of more (kept through an outage)
+        total.sent = max(total.sent, ledger.sent_by(run_id))
+        what = f"stopped: {total.fault}" if fault else why
+        said = f"{spec.name} {what}: {total.sent} sent, {released} left for the next run"
+        if interrupted:
+            said += f", {interrupted} in doubt (failed: interrupted)"
+        logger.error("%s", said)
+        finish_run(engine, run_id, {**summary, **total.as_dict(), "stopped": why})
+        if fault:
+            raise ChannelDown(said) from None
+        if stopped:
+            raise RunStopped(said) from None
+        raise
+    finally:
+        _STOPS.pop(run_id, None)
+        DryRunLedger.forget(run_id)
+        stack.close()
+    summary.update(total.as_dict())
+    if not b.deferred_only:
+        summary["split"], summary["uplift"] = holdout_sections(engine, b, total)
+    if not b.dry_run:  # status callbacks that outran the ledger write of their own send
+        match_orphans(engine)
+    finish_run(engine, run_id, summary)
+    create_markdown_artifact(
+        markdown=summary_markdown(summary),
+        key=f"{spec.name.replace('_', '-')}-summary",
+        description=f"{spec.name} run summary",
+    )
+    return summary
+
+
+def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | None, dict | None]:
+    """(split, comparison so far) for the run's summary and artifact (careflow/uplift.py).
+
+    The split: customers to contact (sent, would send, deferred) against those held
+    out, and the smallest difference in conversion it can detect, from the campaign's
+    own baseline over the last year. The comparison: held out against contacted over
+    that year, None before anyone was held out. One read of the campaign's year serves both.
+    """
+    s, name = b.settings, b.spec.name
+    to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
+    if not (to_contact or total.held_out):
+        # nothing new (a re-run): the year's read would cost seconds at a million
+        # customers and say what the last run said; `careflow report uplift` has it
+        return None, None
+    now = datetime.now(UTC).replace(tzinfo=None)
+    window = s.attribution_window_days
+    since = (now - timedelta(days=365 + window)).date()
+    units = load_units(engine, name, window, s.time_zone, since=since, now=now)
+    baseline, source = baseline_of(
+        units, name, window_days=window, default=s.uplift_baseline_conversion, now=now
+    )
+    share = resolve_policy(s, b.spec).holdout
+    split = split_summary(to_contact, total.held_out, share, baseline, source)
+    found = compare(units, window_days=window, now=now, campaign=name, since=since)
+    if not found["groups"]["held_out"]["customers"]:
+        return split, None
+    found["occasions"] = found["occasions"][:1] + found["occasions"][1:][-1:]  # kept short
+    return split, found
+
+
+# Batches run on threads or a Dask cluster, as CAREFLOW_TASK_RUNNER says
+# (careflow/flows/runners.py).
+@flow(name="campaign", flow_run_name=run_name, task_runner=BatchTaskRunner())
+def campaign_flow(
+    campaign: str,
+    as_of: date | datetime | None = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+) -> dict:
+    """Run any campaign in templates/ by name."""
+    return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)

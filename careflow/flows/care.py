@@ -1,0 +1,85 @@
+"""The four automatic care campaigns, each its own flow so each gets its own
+schedule, parameters form and run history in the Prefect UI.
+
+Each is a plain decorated function (not built by a factory) because
+``prefect deploy`` may find entrypoints by reading the source, and a worker
+that cannot import a module still needs to see the flow there.
+
+Parameters (typed, so the UI's run form offers a date picker and a channel list):
+- as_of: the run's date (noon of it in CAREFLOW_TIME_ZONE) or an exact
+  date-time; empty means now, which is what schedules use. It picks the
+  occasions; a real run still judges quiet hours and sending windows at the
+  real clock (a dry run rehearses the date);
+- channel: send everyone on this channel this run, or "outbox" to deliver to
+  the local outbox instead of the providers;
+- dry_run: make every decision a real run would; nothing is sent or recorded;
+- allow_past: confirm a real run dated before today (it sends now what was
+  meant for then); without it such a run stops before selecting anyone.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from prefect import flow
+
+from careflow.flows.campaign import ChannelChoice, run_campaign, run_name
+from careflow.flows.runners import BatchTaskRunner
+
+AsOf = date | datetime | None
+
+
+@flow(name="birthday", flow_run_name=run_name, task_runner=BatchTaskRunner())
+def birthday(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
+    """Birthday wishes to customers whose birthday is today in their own time zone."""
+    return run_campaign("birthday", as_of, channel, dry_run, allow_past=allow_past)
+
+
+@flow(
+    name="reorder-reminder",
+    flow_run_name=run_name,
+    task_runner=BatchTaskRunner(),
+)
+def reorder_reminder(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
+    """Remind customers whose own purchase rhythm says they are about to run out."""
+    return run_campaign("reorder_reminder", as_of, channel, dry_run, allow_past=allow_past)
+
+
+@flow(name="winback", flow_run_name=run_name, task_runner=BatchTaskRunner())
+def winback(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
+    """Reach customers who have not bought for more than 180 days."""
+    return run_campaign("winback", as_of, channel, dry_run, allow_past=allow_past)
+
+
+@flow(name="vip-care", flow_run_name=run_name, task_runner=BatchTaskRunner())
+def vip_care(
+    as_of: AsOf = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+    allow_past: bool = False,
+):
+    """Monthly personal note to the top tiers of the customer pyramid."""
+    return run_campaign("vip_care", as_of, channel, dry_run, allow_past=allow_past)
+
+
+CARE_FLOWS = {
+    "birthday": birthday,
+    "reorder_reminder": reorder_reminder,
+    "winback": winback,
+    "vip_care": vip_care,
+}

@@ -1,0 +1,129 @@
+"""The follow-up flow: deferred messages sent once they are due.
+
+Quiet hours, a country's sending window or a frequency cap defer a message
+(the ledger's ``deferred`` state with ``not_before``, docs/policy.md). This
+flow, deployed every 15 minutes (prefect.yaml), finds the messages that are
+due and runs each campaign's route for just those customers: selected as
+of the run that deferred them, decided now. The claim in the ledger lets
+only one run take a due message, so the follow-up, a re-run and a
+regular campaign run can never send one twice.
+
+A message deferred by a run limited to one channel (``--channel sms``) is
+sent on that channel only. A follow-up that dies (SIGKILL) leaves the
+messages it had taken reserved: the next follow-up takes them over once the
+reservation lease has passed, as any run takes over a dead run's rows. One
+that is stopped (SIGTERM, Ctrl-C) puts them back as deferred and due.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger
+
+from careflow import clock, db, segments
+from careflow.campaigns import load_campaign
+from careflow.clock import resolve_as_of
+from careflow.errors import ChannelDown, ConfigError
+from careflow.flows.campaign import (
+    Batches,
+    ChannelChoice,
+    check_campaign,
+    final_state,
+    run_batches,
+    run_name,
+)
+from careflow.flows.route import RunStopped
+from careflow.flows.runners import BatchTaskRunner
+from careflow.ledger import ContactLedger
+from careflow.report import start_run
+from careflow.settings import Settings, load_settings
+
+
+def send_deferred(
+    as_of: str | date | datetime | None = None,
+    channel: str | None = None,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+) -> list[dict]:
+    """Send every deferred message that is due, once; returns one summary per campaign.
+
+    Each message is selected again as of the run that deferred it (its
+    ``selected_at``: the same segment columns, occasion and template data)
+    and decided again *now* (``as_of``, default the current instant):
+    consent, suppression, quiet hours, windows and caps may have changed
+    meanwhile, and a message may be deferred again. The ledger's claim
+    makes sure a campaign run and this flow, or two of these, never both
+    send one. Must be called inside a Prefect flow.
+    """
+    logger = get_run_logger()
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    db.ensure_schema(engine)
+    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
+    if channel == "outbox":
+        settings = settings.model_copy(update={"delivery": "outbox"})
+    elif channel is not None:
+        raise ConfigError(
+            f"channel {channel!r}: deferred messages go on the channel their policy decides; "
+            "only 'outbox' (deliver to the local outbox) may be given"
+        )
+    ledger = ContactLedger(engine, settings.reservation_lease_seconds)
+    due = ledger.due_deferred(now, settings.batch_size)
+    groups: dict[tuple[str, datetime | None, str | None], list[tuple[int, int]]] = {}
+    for d in due:
+        groups.setdefault((d.campaign, d.selected_at, d.only_channel), []).append((d.lo, d.hi))
+    logger.info(
+        "%d deferred message(s) due at %s in %d campaign run(s)",
+        sum(d.count for d in due),
+        now.isoformat(timespec="minutes"),
+        len(groups),
+    )
+    summaries = []
+    for (campaign, selected_at, only_channel), ranges in groups.items():
+        try:
+            spec = load_campaign(campaign, settings.templates_dir)
+            check_campaign(settings, spec, [only_channel] if only_channel else list(spec.channels))
+        except ConfigError as exc:  # a campaign removed or broken since: leave its messages
+            logger.error("deferred messages of %s left waiting: %s", campaign, exc)
+            continue
+        at = (selected_at or now.replace(tzinfo=None)).replace(tzinfo=UTC)
+        as_of_date = at.astimezone(ZoneInfo(settings.time_zone)).date()
+        run_id = str(uuid.uuid4())
+        start_run(engine, run_id, spec, at, only_channel or settings.delivery, dry_run)
+        with engine.connect() as conn:
+            params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
+        summary = {
+            "campaign": spec.name,
+            "run_id": run_id,
+            "as_of": str(as_of_date),
+            "dry_run": dry_run,
+            "delivery": settings.delivery,
+            "followup": now.astimezone(UTC).isoformat(timespec="minutes"),
+        }
+        batch = Batches(
+            spec, run_id, as_of_date, at, only_channel, dry_run, params, settings, now, True
+        )
+        summaries.append(run_batches(engine, batch, ranges, summary))
+    return summaries
+
+
+@flow(name="deferred-messages", flow_run_name=run_name, task_runner=BatchTaskRunner())
+def deferred_flow(
+    as_of: date | datetime | None = None,
+    channel: ChannelChoice | None = None,
+    dry_run: bool = False,
+) -> list[dict]:
+    """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
+
+    Deployed to run every 15 minutes (prefect.yaml); ``as_of`` is the instant
+    to decide at (default now), ``channel`` may only be ``outbox`` here. A stopped
+    follow-up ends Cancelled, one whose channel can deliver nothing more Failed, as
+    campaign runs do.
+    """
+    try:
+        return send_deferred(as_of, channel, dry_run)
+    except (RunStopped, ChannelDown) as exc:
+        return final_state(exc)

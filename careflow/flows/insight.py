@@ -1,0 +1,61 @@
+"""The pyramid report as a Prefect flow: markdown and table artifacts, and the HTML page.
+
+Deploy it like a campaign (monthly, say) to keep a history of the pyramid
+in the Prefect UI: each run leaves the report as a markdown artifact
+(``pyramid-report``) and the tier table as a table artifact
+(``pyramid-tiers``), and writes the HTML page with charts under
+``CAREFLOW_HOME/reports/``. `careflow report pyramid` prints the same
+report without Prefect.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from careflow import db
+from careflow.clock import resolve_as_of
+from careflow.insight.html import as_html
+from careflow.insight.pyramid import pyramid_report
+from careflow.insight.render import as_dict, as_markdown, tier_rows
+from careflow.settings import load_settings
+
+
+@flow(name="pyramid-report")
+def pyramid_report_flow(
+    as_of: date | datetime | None = None,
+    previous: date | None = None,
+    parameters: dict | None = None,
+    html: bool = True,
+) -> dict:
+    """The customer pyramid and RFM report as of a date (default: now), as artifacts.
+
+    ``parameters`` are the pyramid segment's (window_days, vip_pct, ...).
+    Returns the report as JSON-ready data.
+    """
+    logger = get_run_logger()
+    settings = load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    db.ensure_schema(engine)
+    day, _ = resolve_as_of(as_of, settings.time_zone)
+    report = pyramid_report(engine, day, previous=previous, params=parameters)
+    create_markdown_artifact(
+        markdown=as_markdown(report),
+        key="pyramid-report",
+        description=f"Customer pyramid and RFM scores as of {day.isoformat()}",
+    )
+    header, rows = tier_rows(report)
+    create_table_artifact(
+        table=[dict(zip(header, row, strict=True)) for row in rows],
+        key="pyramid-tiers",
+        description=f"Pyramid tiers as of {day.isoformat()}",
+    )
+    if html:
+        folder = settings.home / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"pyramid-{day.isoformat()}.html"
+        path.write_text(as_html(report), encoding="utf-8")
+        logger.info("pyramid report with charts: %s", path)
+    return as_dict(report)

@@ -1,0 +1,228 @@
+"""Load customers (who they are and how to reach them) from a CSV file.
+
+One row per customer, matched to the database by ``ref`` (the customer's
+id in your systems; ``17850.0`` is read as ``17850``, as the order importer
+does, so customers meet their orders). A new ref creates a customer; a
+known one is updated with the fields the row fills in. An empty cell
+changes nothing: exports often leave out what they do not know, and that
+must not wipe what careflow knows.
+
+Checked before anything is written (a bad row is reported with its line
+and left out): text fits its column, ``locale`` is a locale Babel knows
+(``zh_CN`` is stored as ``zh-CN``, the form templates are named by), ``time_zone`` an IANA zone,
+``birthday`` a date from 1900 to today, ``preferred_channel`` sms, email or
+fax. Phone numbers and emails are stored as given: a malformed one is
+skipped at send time with ``invalid_contact``, for that customer only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from babel import Locale, UnknownLocaleError
+from sqlalchemy import Engine, bindparam, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from careflow import registry
+from careflow.clock import utcnow
+from careflow.db.models import Customer
+from careflow.errors import DataError
+from careflow.importers.bulk import chunks, existing, insert_many
+from careflow.importers.order_rows import normalize_customer_ref
+from careflow.importers.records import Field, dates_between, one_of, per_distinct, read_records
+from careflow.importers.report import ImportReport, bounded, shown
+
+_TABLE = Customer.__table__
+
+
+def channel_names() -> dict[str, str]:
+    """The channels a customer may prefer or consent to: every registered content channel."""
+    return {c: c for c in registry.content_names()}
+
+
+def _length(column: str) -> int:
+    return _TABLE.c[column].type.length
+
+
+def _locale(text: str) -> str:
+    """A locale Babel knows, written as a BCP 47 tag: zh_cn -> zh-CN.
+
+    The tag is kept as given, not expanded (Babel reads zh_CN as
+    zh_Hans_CN): templates are looked up by it, zh-CN then zh.
+    """
+    parts = text.replace("_", "-").split("-")
+    try:
+        Locale.parse("_".join(parts))
+    except UnknownLocaleError as exc:
+        raise ValueError(text) from exc
+    return "-".join(
+        [parts[0].lower()]
+        + [p.upper() if len(p) <= 3 else p.title() if len(p) == 4 else p for p in parts[1:]]
+    )
+
+
+def _zone(text: str) -> str:
+    try:
+        ZoneInfo(text)
+    except (KeyError, OSError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(text) from exc
+    return text
+
+
+def _ref(text: str) -> str:
+    return normalize_customer_ref(text)
+
+
+FIELDS = [
+    Field(
+        "ref",
+        "ref",
+        "customer ref",
+        required=True,
+        max_length=_length("external_ref"),
+        parse=per_distinct(_ref),
+    ),
+    Field("full_name", "full_name", "full name", max_length=_length("full_name")),
+    Field("given_name", "given_name", "given name", max_length=_length("given_name")),
+    Field("family_name", "family_name", "family name", max_length=_length("family_name")),
+    Field("mobile", "mobile", "mobile", max_length=_length("mobile")),
+    Field("email", "email", "email", max_length=_length("email")),
+    Field("fax", "fax", "fax", max_length=_length("fax")),
+    Field(
+        "locale",
+        "locale",
+        "locale",
+        max_length=_length("locale"),
+        parse=per_distinct(_locale),
+        problem="bad_locale",
+        expect="e.g. en, zh-CN",
+    ),
+    Field(
+        "time_zone",
+        "time_zone",
+        "time zone",
+        max_length=_length("time_zone"),
+        parse=per_distinct(_zone),
+        problem="bad_time_zone",
+        expect="an IANA zone, e.g. Asia/Shanghai",
+    ),
+    Field(
+        "birthday",
+        "birthday",
+        "birthday",
+        parse=None,
+        problem="bad_date",
+        expect="a date from 1900-01-01 to today, e.g. 1990-11-22",
+    ),
+    Field("grade", "grade", "grade", max_length=_length("grade")),
+    Field("owner", "owner", "owner", max_length=_length("owner")),
+    Field("country", "country", "country", max_length=_length("country")),
+    Field(
+        "preferred_channel",
+        "preferred_channel",
+        "preferred channel",
+        max_length=_length("preferred_channel"),
+        parse=one_of(channel_names),
+        problem="bad_channel",
+        expect=lambda: " or ".join(channel_names()),
+    ),
+]
+_NAMES = [f.name for f in FIELDS if f.name != "ref"]
+
+
+@dataclass
+class CustomerImportReport(ImportReport):
+    """What a customer import did, row by row accounted for."""
+
+    customers_created: int = 0
+    customers_updated: int = 0
+
+    def loaded_lines(self) -> list[str]:
+        return [
+            f"  customers created   {self.customers_created:>10,}",
+            f"  customers updated   {self.customers_updated:>10,}",
+        ]
+
+
+def import_customers(
+    engine: Engine,
+    path: str | Path,
+    *,
+    mapping: dict[str, str] | None = None,
+    encoding: str | None = None,
+    today: date | None = None,
+) -> CustomerImportReport:
+    """Create or update the customers in the CSV at ``path``; one transaction.
+
+    ``mapping`` maps fields (ref, full_name, given_name, family_name, mobile,
+    email, fax, locale, time_zone, birthday, grade, owner, country,
+    preferred_channel) to the file's columns; by default the columns are
+    named like the fields. ``today`` bounds birthdays (default: today).
+    """
+    started = time.perf_counter()
+    report = CustomerImportReport(path=str(path))
+    birthday = dates_between(pd.Timestamp("1900-01-01"), pd.Timestamp(today or date.today()))
+    fields = [replace(f, parse=birthday) if f.name == "birthday" else f for f in FIELDS]
+    rows = read_records(path, fields, mapping=mapping, encoding=encoding, report=report)
+    rows = _first_row_per_customer(rows, report)
+    try:
+        with engine.begin() as conn:
+            known = existing(conn, _TABLE.c.external_ref, rows["ref"].tolist())
+            new = rows[~rows["ref"].isin(list(known))]
+            created = utcnow()
+            insert_many(
+                conn,
+                _TABLE,
+                [
+                    {"external_ref": r["ref"], **{n: r[n] for n in _NAMES}, "created_at": created}
+                    for r in new.to_dict("records")
+                ],
+            )
+            report.customers_created = len(new)
+            report.customers_updated = _update(conn, rows[rows["ref"].isin(list(known))])
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise DataError(
+            bounded(f"{report.path}: the database refused the import, nothing was loaded: {reason}")
+        ) from exc
+    report._finish(time.perf_counter() - started)
+    return report
+
+
+def _first_row_per_customer(rows: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
+    """One row per ref: a later, different row for the same customer is malformed."""
+    again = rows["ref"].duplicated(keep="first")
+    if again.any():
+        first = rows.groupby("ref", sort=False)["line"].transform("min")
+        for line, ref, original in zip(
+            rows["line"][again], rows["ref"][again], first[again], strict=True
+        ):
+            report._bad(
+                "customer_repeated",
+                int(line),
+                f"customer {shown(ref)} is already on line {original}, with other values",
+            )
+    return rows[~again]
+
+
+def _update(conn, rows: pd.DataFrame) -> int:
+    """Fill in the fields each row gives; rows giving the same fields go in one executemany."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for r in rows.to_dict("records"):
+        given = tuple(n for n in _NAMES if r[n] is not None)
+        if given:
+            groups.setdefault(given, []).append({"_ref": r["ref"], **{n: r[n] for n in given}})
+    for given, params in groups.items():
+        stmt = (
+            update(_TABLE)
+            .where(_TABLE.c.external_ref == bindparam("_ref"))
+            .values({n: bindparam(n) for n in given})
+        )
+        for batch in chunks(params):
+            conn.execute(stmt, batch)
+    return len(rows)

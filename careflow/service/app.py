@@ -1,0 +1,403 @@
+"""The ASGI app behind ``careflow serve`` (Starlette; uvicorn runs it).
+
+Routes (docs/responses.md says which URL to set where):
+
+    POST <each registered webhook provider's routes>   (careflow/webhooks/registry.py), today:
+    POST /webhooks/twilio/status        Twilio status callbacks (StatusCallback)
+    POST /webhooks/twilio/inbound       incoming SMS (the number's Messaging webhook)
+    POST /webhooks/sendgrid             SendGrid Event Webhook (signed)
+    POST /webhooks/sinch/{token}        Sinch fax callbacks, JSON or multipart (secret path token)
+    GET  /unsubscribe?token=...         the unsubscribe page (asks to confirm)
+    POST /unsubscribe?token=...         confirm, or the RFC 8058 one-click POST
+    GET  /healthz                       liveness and database reachability
+
+Each provider's facts (routes, settings, pre-check, body bound, content
+types, signature, parsing, answer) are in its careflow/webhooks/<provider>.py entry;
+this module knows no provider. A receiver is on when its key is configured
+and answers 404 otherwise; the service logs which are on, and why the
+others are off, when it starts.
+
+Answers: a request without its signature (or path token, or unsubscribe
+token) is refused with 403 before a byte of its body is read; a forged one
+403 and changes nothing; a malformed one 400, whatever a parser raised on
+it; a content type the provider does not post 415; an oversized one 413
+(never a 500). Signature checks and parsing of the large bodies (bounds
+above THREAD_ABOVE: SendGrid, Sinch) run on worker threads, so the event loop
+keeps answering (/healthz) while they work. When the database cannot be
+written the answer is 503, which makes SendGrid and Sinch retry (Twilio
+does not retry status callbacks; the reconciliation flow catches up).
+
+Access logs name method, route, status and time only: the route's pattern,
+never the Sinch token in the path, no query strings (tokens), no bodies
+(numbers, addresses, texts), control characters escaped. Every answer
+carries headers that keep it out of caches and frames and its URL (with
+its token) out of Referer headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import anyio
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from careflow.db.models import ContactEvent
+from careflow.errors import ConfigError, DataError
+from careflow.events import EventKind, InboundEvent
+from careflow.responses import record_events
+from careflow.service import pages, prefect_events
+from careflow.service.writer import EventWriter
+from careflow.settings import Settings
+from careflow.unsubscribe import UnsubscribeTokens
+from careflow.webhooks import bodies
+from careflow.webhooks import registry as webhook_registry
+from careflow.webhooks.bodies import Malformed, Unsupported
+from careflow.webhooks.registry import Configured, Hook, Posted, WebhookProvider
+
+log = logging.getLogger("careflow.serve")
+
+#: Largest unsubscribe POST accepted: a one-click form is one field, the page's form two.
+UNSUBSCRIBE_MAX_BODY = 16 * 1024
+#: Bodies a provider may post larger than this are verified and parsed on a worker thread
+#: (SendGrid's batches, Sinch's faxes); smaller ones (Twilio's forms) on the event loop.
+THREAD_ABOVE = 64 * 1024
+#: RFC 8058: the one-click POST carries this form field.
+ONE_CLICK = ("List-Unsubscribe", "One-Click")
+#: The same line percent-encoded as one name (List-Unsubscribe%3DOne-Click), as a sender of
+#: the header's text as an opaque form body produces it: honoured too.
+ONE_CLICK_AS_NAME = ("List-Unsubscribe=One-Click", "")
+#: On every answer: pages are never cached or framed, and their URLs (tokens) never leak
+#: through a Referer.
+SAFE_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'",
+    ),
+]
+
+
+class TooLarge(Exception):
+    """The body is longer than the route accepts (413)."""
+
+
+class Forbidden(Exception):
+    """Unsigned, or signed by someone else (403)."""
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parsed(parse: Callable, *args):
+    """``parse(*args)`` on input a provider signed: whatever a parser raises on it is that
+    input's fault, a 400 with the reason, never a 500."""
+    try:
+        return parse(*args)
+    except Malformed:
+        raise
+    except Exception as exc:
+        raise Malformed(f"{type(exc).__name__}: {exc}") from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """One provider's (or the unsubscribe page's) routes: on, or off and why."""
+
+    name: str
+    on: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'on' if self.on else 'off'} ({self.detail})"
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    unsubscribe: UnsubscribeTokens | None = None,
+    local: bool = False,
+    clock=_now,
+    emitter=None,
+) -> Starlette:
+    """The service for ``settings`` writing to ``engine``: every registered webhook
+    provider's routes (careflow/webhooks/registry.py), the unsubscribe page and /healthz.
+
+    ``unsubscribe``: the tokens senders sign with (made by the caller, the
+    CLI, from CAREFLOW_UNSUBSCRIBE_*), None to leave the page off. ``local``:
+    testing on this machine, where a signed URL may be rebuilt from the
+    request's Host header when CAREFLOW_PUBLIC_BASE_URL is not set (without
+    it, a provider that signs URLs refuses to start). ``clock`` and
+    ``emitter`` (where Prefect events go) are for tests."""
+    providers = webhook_registry.providers()
+    configured = [provider.configure(settings, local) for provider in providers]
+    receivers = [
+        Receiver(p.name, on is not None, p.off if on is None else on.detail)
+        for p, on in zip(providers, configured, strict=True)
+    ] + [_unsubscribe_receiver(unsubscribe)]
+    if not any(r.on for r in receivers):
+        raise ConfigError(
+            "careflow serve has nothing to receive: "
+            + "; ".join(f"{r.name}: {r.detail}" for r in receivers)
+        )
+    service = _Service(settings, engine, unsubscribe, clock, emitter)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        for receiver in receivers:
+            log.info("receiver %s", receiver)
+        await service.writer.start()
+        yield
+        await service.writer.stop()
+
+    routes = [
+        Route(hook.path, service.webhook(provider, on, hook), methods=["POST"])
+        for provider, on in zip(providers, configured, strict=True)
+        for hook in provider.hooks
+    ] + [
+        Route("/unsubscribe", service.unsubscribe_page, methods=["GET", "POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.receivers = receivers
+    app.add_middleware(_GuardAndLog, routes=routes)
+    return app
+
+
+def _unsubscribe_receiver(unsubscribe: UnsubscribeTokens | None) -> Receiver:
+    if unsubscribe is None:
+        why = "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set"
+        return Receiver("unsubscribe", False, why)
+    return Receiver("unsubscribe", True, f"/unsubscribe, key from {unsubscribe.source}")
+
+
+class _Service:
+    """The endpoints, over what they share: settings, the database, the writer, the clock."""
+
+    def __init__(self, settings, engine, unsubscribe, clock, emitter):
+        self.settings, self.engine, self.unsubscribe = settings, engine, unsubscribe
+        self.clock, self.emitter = clock, emitter
+        self.writer = EventWriter(self._write)
+        # signature checks and parsing of large bodies on threads, so the event loop stays
+        # free; /healthz has a thread of its own, so busy workers never hold it up either
+        self.work, self.health = anyio.CapacityLimiter(4), anyio.CapacityLimiter(1)
+
+    def _write(self, events):
+        result = record_events(self.engine, events)
+        prefect_events.emit(result.recorded, self.emitter)
+        return result
+
+    async def _store(self, events: list[InboundEvent]) -> Response | None:
+        try:
+            await self.writer.submit(events)
+        except Exception as exc:  # the database: the provider should try again later
+            log.error("could not store %d event(s): %s", len(events), type(exc).__name__)
+            return PlainTextResponse("temporarily unavailable", status_code=503)
+        return None
+
+    def _public_url(self, request: Request) -> str:
+        """The URL the provider called, as it signed it (behind a proxy: the public one)."""
+        base = (self.settings.public_base_url or str(request.base_url)).rstrip("/")
+        query = f"?{request.url.query}" if request.url.query else ""
+        return f"{base}{request.url.path}{query}"
+
+    def webhook(self, provider: WebhookProvider, on: Configured | None, hook: Hook):
+        """``hook``'s endpoint: pre-checked, read within its bound, verified, parsed, stored;
+        404 while ``provider`` is not configured (``on`` None)."""
+        limit = provider.max_body or self.settings.serve_max_body_bytes
+        answer = hook.answer
+
+        def events(posted: Posted) -> list[InboundEvent]:
+            if not provider.verify(on.key, posted, self.clock()):
+                raise Forbidden
+            return list(_parsed(hook.parse, posted, self.clock().replace(tzinfo=None)))
+
+        async def handle(request: Request) -> Response:
+            if on is None:
+                return PlainTextResponse(f"{provider.name} is not configured", status_code=404)
+            posted = Posted(self._public_url(request), request.path_params, request.headers)
+            if not provider.ready(on.key, posted):  # refused before reading the body
+                raise Forbidden
+            if provider.media_types and (
+                bodies.media_type(posted.content_type) not in provider.media_types
+            ):
+                raise Unsupported
+            posted = replace(posted, body=await _body(request, limit))
+            if limit > THREAD_ABOVE:
+                found = await anyio.to_thread.run_sync(events, posted, limiter=self.work)
+            else:
+                found = events(posted)
+            return await self._store(found) or Response(
+                answer.body, status_code=answer.status, media_type=answer.media_type
+            )
+
+        return handle
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        settings, clock = self.settings, self.clock
+        if self.unsubscribe is None:
+            return PlainTextResponse("unsubscribe is not configured", status_code=404)
+        token = request.query_params.get("token", "")
+        try:
+            asked = self.unsubscribe.verify(token, now=clock())
+        except DataError as exc:
+            return HTMLResponse(pages.invalid(settings, str(exc)), status_code=400)
+        try:
+            customer = await anyio.to_thread.run_sync(
+                pages.customer, self.engine, asked.customer_id
+            )
+        except Exception as exc:  # the database
+            log.error("could not look up a customer: %s", type(exc).__name__)
+            return PlainTextResponse("temporarily unavailable", status_code=503)
+        if customer is None:
+            return HTMLResponse(pages.invalid(settings, "unknown customer"), status_code=400)
+        if request.method == "GET":
+            return HTMLResponse(pages.confirm(settings, customer, token))
+        body = await _body(request, UNSUBSCRIBE_MAX_BODY)
+        try:
+            fields = bodies.form_fields(request.headers.get("content-type"), body)
+        except (Malformed, Unsupported) as exc:
+            status = 415 if isinstance(exc, Unsupported) else 400
+            return HTMLResponse(pages.confirm(settings, customer, token), status_code=status)
+        one_click = ONE_CLICK in fields or ONE_CLICK_AS_NAME in fields
+        if not one_click and ("confirm", "yes") not in fields:
+            # neither RFC 8058's one-click nor the page's button: not a success for a
+            # machine (never 200 for nothing recorded), the page again for a person
+            return HTMLResponse(pages.confirm(settings, customer, token), status_code=400)
+        event_id = f"unsubscribe:{asked.customer_id}:{asked.campaign}:{asked.occasion}"
+        event = InboundEvent(
+            provider="careflow",
+            kind=EventKind.UNSUBSCRIBED,
+            event_id=event_id[: ContactEvent.event_id.type.length],
+            occurred_at=clock().replace(tzinfo=None),
+            channel="email",
+            recipient=customer.email,
+            customer_id=asked.customer_id,
+            reason="one-click" if one_click else "page",
+            raw={"campaign": asked.campaign, "occasion": asked.occasion},
+        )
+        failed = await self._store([event])
+        if failed is not None:
+            return failed
+        if one_click:
+            return PlainTextResponse("unsubscribed")
+        return HTMLResponse(pages.done(settings, customer))
+
+    def _database_answers(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            await anyio.to_thread.run_sync(self._database_answers, limiter=self.health)
+        except Exception as exc:
+            return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
+        return JSONResponse({"ok": True})
+
+
+#: what a refused request is answered with
+_REFUSALS = {
+    TooLarge: (413, "request too large"),
+    Forbidden: (403, "forbidden"),
+    Unsupported: (415, "unsupported media type"),
+}
+
+
+class _GuardAndLog:
+    """Refusals become their 4xx, any slip a bare 500; safe headers on every answer; one
+    log line per request, its route masked and escaped."""
+
+    def __init__(self, app, routes: list[Route]):
+        self.app = app
+        self.patterns = {route.endpoint: route.path for route in routes}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), {"code": 500, "sent": False, "logged": False}
+
+        def log_request() -> None:
+            # the route's pattern: query strings carry tokens, the Sinch path one, bodies
+            # numbers and texts; whatever is left is escaped so no line can be forged
+            status["logged"] = True
+            log.info(
+                "%s %s %d %.1fms",
+                loggable(scope.get("method", "")),
+                loggable(self._route(scope)),
+                status["code"],
+                1000 * (time.perf_counter() - started),
+            )
+
+        async def send_safely(message):
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+                message = {**message, "headers": [*message.get("headers", []), *SAFE_HEADERS]}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                log_request()  # before the answer is complete: its line is in the log first
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_safely)
+        except Exception as exc:
+            if isinstance(exc, Malformed):
+                code, reason = 400, f"malformed: {str(exc)[:200]}"
+            else:
+                code, reason = _REFUSALS.get(type(exc), (500, "internal error"))
+            if code == 500:
+                where = exc.__traceback__
+                while where.tb_next is not None:
+                    where = where.tb_next
+                log.error(
+                    "unexpected %s at %s:%d",
+                    type(exc).__name__,
+                    where.tb_frame.f_code.co_filename,
+                    where.tb_lineno,
+                )
+            if not status["sent"]:
+                await PlainTextResponse(reason, status_code=code)(scope, receive, send_safely)
+        finally:
+            if not status["logged"]:  # the answer never finished (the client went away)
+                log_request()
+
+    def _route(self, scope) -> str:
+        pattern = self.patterns.get(scope.get("endpoint"))
+        if pattern is not None:
+            return pattern
+        # no route: the first two segments, the rest masked (it may hold a mistyped token)
+        segments = scope.get("path", "").split("/")
+        return "/".join(segments[:3] + ["…"] * len(segments[3:]))
+
+
+def loggable(value: str, limit: int = 200) -> str:
+    """``value`` for a log line: control and other unprintable characters escaped, cut."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value[:limit]
+    )
