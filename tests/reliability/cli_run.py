@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -79,6 +81,25 @@ def careflow_run(env: dict, log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
+
+
+@contextmanager
+def killed_on_exit(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """``proc``, killed if it is still running when the block ends (a wait that timed
+    out, a failed assertion), so no test leaves a run behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def output_of(log: Path) -> str:
+    """What the run printed; a traceback in it fails the test (people see one line)."""
+    output = log.read_text()
+    assert "Traceback" not in output, output[-5000:]
+    return output
 
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, what: str) -> None:

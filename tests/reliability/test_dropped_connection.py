@@ -43,6 +43,8 @@ from tests.reliability.cli_run import (
     add_birthday_customers,
     careflow_run,
     cli_env,
+    killed_on_exit,
+    output_of,
     wait_for,
 )
 
@@ -97,19 +99,13 @@ def test_postgres_connections_terminated_mid_run_the_run_carries_on(
     with SlowFaultServer(delay=0.2) as server:
         env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=4)
         log = tmp_path / "run.log"
-        proc = careflow_run(env, log)
         terminated = []
-        try:
+        with killed_on_exit(careflow_run(env, log)) as proc:
             for accepted in (8, 20, 32):  # between chunks: the run's connections are idle
                 wait_for(lambda n=accepted: len(server.bodies) >= n, proc, log, f"{accepted} sent")
                 terminated.append(terminate_backends(db_url))
             assert proc.wait(HANG_GUARD) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        output = log.read_text()
-        assert "Traceback" not in output, output[-5000:]
+        output_of(log)
         assert settled_once(engine, server) == {"sent:None": CUSTOMERS}
         assert all(terminated), terminated  # the run's connections were there to kill
 
@@ -142,21 +138,15 @@ def test_sqlite_locked_by_another_process_mid_run_the_run_waits(
     with SlowFaultServer(delay=0.2) as server:
         env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=4)
         log = tmp_path / "run.log"
-        proc = careflow_run(env, log)
-        try:
+        with killed_on_exit(careflow_run(env, log)) as proc:
             wait_for(lambda: len(server.bodies) >= 8, proc, log, "messages went out")
             holder = subprocess.run(
                 [sys.executable, "-c", locker], capture_output=True, text=True, timeout=60
             )
             assert holder.returncode == 0 and "locked" in holder.stdout, holder.stderr
             assert proc.wait(HANG_GUARD) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         server.wait_idle()
-        output = log.read_text()
-    assert "Traceback" not in output, output[-5000:]
+        output_of(log)
     assert settled_once(engine, server) == {"sent:None": CUSTOMERS}
 
 
