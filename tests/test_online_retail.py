@@ -35,6 +35,7 @@ from careflow import db
 from careflow.db.models import Customer, Order, OrderLine, Product
 from careflow.importers.orders import ImportReport, import_orders
 from careflow.money import from_minor
+from careflow.segments import build
 from tests.reference_segments import reference_dormant, reference_reorder_due
 
 DATA = Path(os.environ.get("CAREFLOW_ONLINE_RETAIL", "/work/shared/data/online_retail.csv.gz"))
@@ -140,7 +141,6 @@ def _segment_refs(engine, query) -> set[str]:
 
 @pytest.mark.parametrize(("as_of", "days"), [(AS_OF, 180), (AS_OF, 90), (date(2011, 9, 1), 180)])
 def test_dormant_matches_pandas(retail, as_of, days):
-    build = pytest.importorskip("segments").build
     engine, _, _ = retail
     expected = reference_dormant(DATA, as_of, days=days)
     assert expected  # a comparison of two empty sets proves nothing
@@ -149,7 +149,6 @@ def test_dormant_matches_pandas(retail, as_of, days):
 
 @pytest.mark.parametrize("as_of", [AS_OF, date(2011, 9, 1), date(2011, 6, 15)])
 def test_reorder_due_matches_pandas(retail, as_of):
-    build = pytest.importorskip("segments").build
     engine, _, _ = retail
     expected = reference_reorder_due(DATA, as_of)
     assert expected
