@@ -19,23 +19,20 @@ import difflib
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from careflow import registry
+from careflow import journey_spec, registry
+from careflow.clock import Period, period_key
 from careflow.errors import ConfigError
+from careflow.journey_spec import SendStep
 from careflow.money import with_amounts
+from careflow.names import NAME_PATTERN, NAME_RULE
 from careflow.policy.config import CampaignPolicy, Category
 
-Occasion = Literal["yearly", "quarterly", "monthly", "weekly", "daily", "last_purchase"]
-
-
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-NAME_RULE = (
-    "lowercase letters, digits and underscores, starting with a letter, at most 64 characters"
-)
+Occasion = Literal[(*get_args(Period), "last_purchase")]  # type: ignore[valid-type]
 
 
 class CampaignSpec(BaseModel):
@@ -86,18 +83,30 @@ def _campaign_folders(templates_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(templates_dir).glob("*/campaign.yaml"))
 
 
+def _folder_name_ok(name: str) -> bool:
+    """A valid name that is not one of a journey step's (``j_<journey>__<step>``)."""
+    return is_campaign_name(name) and journey_spec.parse_step_campaign(name) is None
+
+
 def list_campaigns(templates_dir: Path) -> list[str]:
     """The campaigns under ``templates_dir``: folders with a campaign.yaml and a valid name."""
-    return [name for name in _campaign_folders(templates_dir) if is_campaign_name(name)]
+    return [name for name in _campaign_folders(templates_dir) if _folder_name_ok(name)]
 
 
 def campaign_folder_problems(templates_dir: Path) -> list[str]:
     """One line per folder that has a campaign.yaml but cannot be a campaign's name."""
-    return [
-        f"templates folder {name!r} is not a valid campaign name ({NAME_RULE}); rename it"
-        for name in _campaign_folders(templates_dir)
-        if not is_campaign_name(name)
-    ]
+    out = []
+    for name in _campaign_folders(templates_dir):
+        if not is_campaign_name(name):
+            out.append(
+                f"templates folder {name!r} is not a valid campaign name ({NAME_RULE}); rename it"
+            )
+        elif not _folder_name_ok(name):
+            out.append(
+                f"templates folder {name!r} is named like a journey step (j_<journey>__<step>); "
+                "rename it"
+            )
+    return out
 
 
 def _likely_meant(name: str, known: list[str]) -> str | None:
@@ -126,7 +135,14 @@ def _unknown(name: str, templates_dir: Path) -> ConfigError:
 
 
 def load_campaign(name: str, templates_dir: Path) -> CampaignSpec:
-    """The campaign called exactly ``name``; ConfigError (one line) for anything else."""
+    """The campaign called exactly ``name``; ConfigError (one line) for anything else.
+
+    A journey's send step is a campaign too (``j_<journey>__<step>``,
+    careflow/journey_spec.py): the route, the follow-up flow and the reports
+    find it here like any other."""
+    step = journey_spec.step_of_campaign(name, templates_dir)
+    if step is not None:
+        return journey_step_campaign(*step)
     if not is_campaign_name(name) or name not in list_campaigns(templates_dir):
         raise _unknown(name, templates_dir)
     path = Path(templates_dir) / name / "campaign.yaml"
@@ -144,6 +160,28 @@ def load_campaign(name: str, templates_dir: Path) -> CampaignSpec:
         raise ConfigError(f"{path}: {problems}") from None
 
 
+def journey_step_campaign(journey: journey_spec.JourneySpec, step: SendStep) -> CampaignSpec:
+    """A journey's send step as the campaign the route runs.
+
+    Its segment is the customers on that step (``journey_step``, careflow/segments/):
+    those one advancer has claimed, or, for the follow-up flow, those whose message
+    waits for its send time. Its occasion is the day the customer entered the journey
+    (every entry rule lets a customer in at most once a day), so each entry gets each
+    send step's message at most once, and the holdout is the journey's, drawn at entry.
+    """
+    return CampaignSpec(
+        name=journey_spec.step_campaign_name(journey.name, step.id),
+        description=f"journey {journey.name}, step {step.id}",
+        segment="journey_step",
+        parameters={"journey": journey.name, "step": step.id},
+        channels=list(step.channels),
+        occasion="daily",
+        category=journey.category,
+        marketing=journey.is_marketing,
+        policy=journey.policy.model_copy(update={"holdout": 0.0}),
+    )
+
+
 def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
     """The occasion a message belongs to: one message per customer per occasion.
 
@@ -155,27 +193,15 @@ def occasion_key(spec: CampaignSpec, row: dict, as_of: date) -> str:
     day = row.get("local_date") or as_of
     if isinstance(day, str):
         day = date.fromisoformat(day)
-    match spec.occasion:
-        case "yearly":
-            return f"{day:%Y}"
-        case "quarterly":
-            return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
-        case "monthly":
-            return f"{day:%Y-%m}"
-        case "weekly":
-            iso = day.isocalendar()
-            return f"{iso.year}-W{iso.week:02d}"
-        case "daily":
-            return day.isoformat()
-        case "last_purchase":
-            last = last_purchase_day(row)
-            if last is None:
-                raise ConfigError(
-                    f"campaign {spec.name!r}: occasion 'last_purchase' needs a segment that "
-                    f"returns last_purchase_on; {spec.segment!r} does not"
-                )
-            return f"after-{last}"
-    raise AssertionError(spec.occasion)
+    if spec.occasion != "last_purchase":
+        return period_key(spec.occasion, day)
+    last = last_purchase_day(row)
+    if last is None:
+        raise ConfigError(
+            f"campaign {spec.name!r}: occasion 'last_purchase' needs a segment that "
+            f"returns last_purchase_on; {spec.segment!r} does not"
+        )
+    return f"after-{last}"
 
 
 def last_purchase_day(row: dict):

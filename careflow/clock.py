@@ -16,9 +16,13 @@ years, can never overflow.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from careflow.errors import ConfigError
+
+#: calendar periods: a campaign's occasion, a journey's "once per" rule
+Period = Literal["yearly", "quarterly", "monthly", "weekly", "daily"]
 
 EARLIEST = date(1900, 1, 1)
 LATEST = date(2200, 12, 31)
@@ -40,6 +44,24 @@ def start_of_day(day: date, zone: str) -> datetime:
     UTC): where a day of the shop's calendar begins for comparisons with the ledger."""
     local = datetime.combine(day, time(), tzinfo=ZoneInfo(zone))
     return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def period_key(period: Period, day: date) -> str:
+    """The period ``day`` falls in, as a ledger key: ``2026``, ``2026-Q4``, ``2026-11``,
+    ``2026-W47``, ``2026-11-22``."""
+    match period:
+        case "yearly":
+            return f"{day:%Y}"
+        case "quarterly":
+            return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+        case "monthly":
+            return f"{day:%Y-%m}"
+        case "weekly":
+            iso = day.isocalendar()
+            return f"{iso.year}-W{iso.week:02d}"
+        case "daily":
+            return day.isoformat()
+    raise AssertionError(period)
 
 
 def check_in_range(day: date | datetime, what: str = "--as-of") -> None:

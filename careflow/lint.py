@@ -53,6 +53,16 @@ from careflow.campaigns import (
 )
 from careflow.db.models import Customer
 from careflow.errors import ConfigError, RecipientError, TemplateError, TemplateLimitError
+from careflow.journey_spec import (
+    ENTRY_STEP,
+    JourneySpec,
+    SendStep,
+    WaitForStep,
+    WaitStep,
+    journey_folder_problems,
+    list_journeys,
+    load_journey,
+)
 from careflow.rendering import Rendered, Renderer, locale_chain
 from careflow.settings import Settings
 from careflow.unsubscribe import PLACEHOLDER
@@ -659,10 +669,93 @@ class _Lint:
             self.check_source(path, None)
 
 
+def journey_problems(
+    spec: JourneySpec, root: Path, default_locale: str, in_flight: dict[str, int] | None = None
+) -> list[str]:
+    """What is wrong with a journey that loads: steps nothing leads to, loops without a
+    wait (an advance would go round them at once), a send step's missing templates, and a
+    new version that deletes a step customers are on without ``moved:`` saying where
+    they go (``in_flight``: customers per step, from the database)."""
+    out = []
+    ids = [s.id for s in spec.steps]
+    seen, todo = set(), [ids[0]]
+    while todo:
+        step = todo.pop()
+        if step not in seen:
+            seen.add(step)
+            todo.extend(spec.successors(step))
+    out += [f"step {i!r}: no step leads here" for i in ids if i not in seen]
+    timed = {s.id for s in spec.steps if isinstance(s, WaitStep | WaitForStep)}
+    loop = _loop_without_wait(spec, [i for i in ids if i not in timed])
+    if loop:
+        out.append(f"steps {' -> '.join(loop)} go round without a wait or wait_for")
+    folder = root / spec.name
+    for step in spec.steps:
+        if not isinstance(step, SendStep):
+            continue
+        for channel in step.channels:
+            for part in registry.get(channel).parts:
+                name = f"{step.id}.{part.stem.format(locale=default_locale)}"
+                if part.required and not (folder / name).is_file():
+                    out.append(f"step {step.id!r} sends {channel}, but {name} is missing")
+    for step, n in sorted((in_flight or {}).items()):
+        if step != ENTRY_STEP and step not in ids and step not in spec.moved:
+            out.append(
+                f"{n} customer(s) are on step {step!r}, which this version deletes: add "
+                f"moved: {{{step}: <a step>}} to say where they go"
+            )
+    return out
+
+
+def _loop_without_wait(spec: JourneySpec, untimed: list[str]) -> list[str] | None:
+    """A cycle among ``untimed`` steps, as its ids (the first again at the end)."""
+    allowed = set(untimed)
+    done: set[str] = set()
+
+    def visit(step: str, path: list[str]) -> list[str] | None:
+        if step in path:
+            return path[path.index(step) :] + [step]
+        if step in done:
+            return None
+        for nxt in spec.successors(step):
+            if nxt in allowed and (found := visit(nxt, [*path, step])):
+                return found
+        done.add(step)
+        return None
+
+    return next((c for s in untimed if (c := visit(s, []))), None)
+
+
+def lint_journeys(
+    settings: Settings,
+    names: Sequence[str] | None = None,
+    in_flight: Callable[[str], dict[str, int]] | None = None,
+) -> list[Problem]:
+    """Every journey (or ``names``): its file, its graph, its send steps' templates and,
+    with ``in_flight``, its version against the customers on each step."""
+    root = Path(settings.templates_dir)
+    out = [Problem(root, 0, text) for text in journey_folder_problems(root)]
+    for name in names if names is not None else list_journeys(root):
+        path = root / name / "journey.yaml"
+        try:
+            spec = load_journey(name, root)
+        except ConfigError as exc:
+            out.append(Problem(path, 0, str(exc).replace(f"{path}: ", "")))
+            continue
+        flight = in_flight(name) if in_flight else None
+        for text in journey_problems(spec, root, settings.default_locale, flight):
+            out.append(Problem(path, 0, text))
+    return out
+
+
 def lint_templates(
-    settings: Settings, context_for: ContextFor, campaigns: Sequence[str] | None = None
+    settings: Settings,
+    context_for: ContextFor,
+    campaigns: Sequence[str] | None = None,
+    in_flight: Callable[[str], dict[str, int]] | None = None,
 ) -> LintReport:
-    """Check ``campaigns`` (default: all) and the shared templates; every problem found."""
+    """Check ``campaigns`` (default: all, and every journey) and the shared templates;
+    every problem found."""
     lint = _Lint(settings, context_for)
     root = Path(settings.templates_dir)
     known = list_campaigns(root)
@@ -674,6 +767,13 @@ def lint_templates(
             continue
         lint.campaign(name)
     if not campaigns:
-        lint.shared({p.parent.name for p in root.glob("*/campaign.yaml")})
+        lint.shared(
+            {p.parent.name for p in root.glob("*/campaign.yaml")}
+            | {p.parent.name for p in root.glob("*/journey.yaml")}
+        )
     lint.report.problems = lint.problems()
+    if not campaigns:
+        lint.report.problems = sorted(
+            lint.report.problems + lint_journeys(settings, in_flight=in_flight)
+        )
     return lint.report

@@ -1,6 +1,7 @@
 """Rendering campaign templates with Jinja2, safely and in the customer's locale.
 
-Templates live in ``templates/<campaign>/``:
+Templates live in ``templates/<campaign>/`` (a journey's send step's in its journey's
+folder, named after the step: ``templates/<journey>/<step>.sms.en.j2``):
 
     sms.<locale>.j2                  SMS body
     fax.<locale>.j2                  fax page text
@@ -41,6 +42,7 @@ from jinja2.sandbox import SecurityError
 
 from careflow import registry
 from careflow.errors import ConfigError, TemplateError, TemplateLimitError
+from careflow.journey_spec import template_prefix
 from careflow.render_worker import WorkerConfig, render_jobs
 from careflow.settings import Settings
 from careflow.template_sandbox import BoundedSandbox
@@ -193,7 +195,7 @@ class Renderer:
     def _load(self, campaign: str, stem: str, locale: str | None):
         tried = []
         for loc in locale_chain(locale, self.default_locale):
-            name = f"{campaign}/{stem.format(locale=loc)}"
+            name = f"{template_prefix(campaign)}{stem.format(locale=loc)}"
             tried.append(name)
             try:
                 return self.env.get_template(name), tried

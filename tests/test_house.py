@@ -12,13 +12,15 @@ from careflow.settings import PROJECT_ROOT
 #: subpackages; what each may import of careflow
 PACKAGES = (
     "segments", "channels", "webhooks", "flows", "importers", "demo", "cli", "service", "insight",
+    "journeys",
 )
 ALLOWED = {
     "core": {"core"},
     "segments": {"core", "segments"},
     "channels": {"core", "channels"},
     "webhooks": {"core", "webhooks"},
-    "flows": {"core", "segments", "channels", "webhooks", "flows", "insight"},
+    "flows": {"core", "segments", "channels", "webhooks", "flows", "insight", "journeys"},
+    "journeys": {"core", "segments", "journeys"},
     "insight": {"core", "segments", "insight"},
     "importers": {"core", "importers"},
     "service": {"core", "webhooks", "service"},

@@ -61,6 +61,25 @@ def campaigns_cmd(prefect_yaml):
         _echo(f"warning: {problem}", fg="yellow", err=True)
 
 
+def _in_flight(settings):
+    """Customers per step of a journey, from the database when there is one (lint's
+    version check); None without one."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from careflow import db
+    from careflow.journeys.advance import waiting_on
+
+    url = settings.effective_database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # (connecting would create the file)
+    engine = db.engine_for(url)
+    try:
+        waiting_on(engine, "")
+    except SQLAlchemyError:  # no database yet, or one from before journeys
+        return None
+    return lambda name: waiting_on(engine, name)
+
+
 @click.command()
 @click.argument("campaigns", nargs=-1)
 def lint(campaigns):
@@ -71,8 +90,11 @@ def lint(campaigns):
     and reports every problem at once as FILE:LINE: REASON: syntax errors,
     variables a campaign does not have, values printed as None, an SMS over
     CAREFLOW_SMS_MAX_SEGMENTS, broken HTML, a locale variant missing, a
-    channel in campaign.yaml without templates. Exit code 1 when there are
-    problems, 0 when there are none.
+    channel in campaign.yaml without templates. Journeys too (without CAMPAIGNS):
+    journey.yaml itself, steps nothing leads to, loops without a wait, a send
+    step's missing templates, and a new version that deletes a step customers
+    are on without a moved: map. Exit code 1 when there are problems, 0 when
+    there are none.
     """
     from careflow.clock import resolve_as_of
     from careflow.flows.preview import sample_context
@@ -81,7 +103,10 @@ def lint(campaigns):
     settings = _settings()
     day, _ = resolve_as_of(None, settings.time_zone)
     report = lint_templates(
-        settings, lambda spec, sample: sample_context(spec, sample, day, settings), campaigns
+        settings,
+        lambda spec, sample: sample_context(spec, sample, day, settings),
+        campaigns,
+        _in_flight(settings),
     )
     for problem in report.problems:
         _echo(problem.describe())

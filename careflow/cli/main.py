@@ -14,6 +14,7 @@ from careflow.cli.common import CareflowGroup
 from careflow.cli.data import demo, import_
 from careflow.cli.db import db
 from careflow.cli.deferred import deferred
+from careflow.cli.journey import journey
 from careflow.cli.report import report
 from careflow.cli.run import history, retry, run
 from careflow.cli.segment import segment
@@ -32,7 +33,7 @@ def main():
 
 for command in (
     db, demo, import_, segment, campaigns_cmd, lint, preview, test_send_cmd, run, deferred,
-    history, retry, serve, report,
+    history, retry, serve, report, journey,
 ):
     main.add_command(command)
 

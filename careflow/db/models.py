@@ -352,3 +352,98 @@ class PurchaseWindowState(Base):
     #: day number of the as-of day the rows are exact for (None while being built)
     as_of_day: Mapped[int | None] = mapped_column(Integer)
     used_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Journey(Base):
+    """Journeys that have run (definitions live in templates/<journey>/journey.yaml): the
+    version last advanced and, for event entries, the last contact event read."""
+
+    __tablename__ = "journeys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str | None] = mapped_column(String(16))
+    #: event entries: contact_events up to this id have been read for entries
+    event_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class JourneyPosition(Base):
+    """Where one customer stands in one entry of a journey (careflow/journeys/).
+
+    One row per (journey, customer, entry key): the entry key says how often a
+    customer may enter (``once``, ``2026-11`` for once a month, the entry day for
+    every N days), so entering twice is a conflict the database refuses. The
+    advancer claims due rows with a lease (``claimed_by``, ``claim_until``) like the
+    ledger's reservations; ``due_at`` is when the row next needs it (UTC).
+    """
+
+    __tablename__ = "journey_positions"
+    __table_args__ = (
+        UniqueConstraint("journey", "customer_id", "entry_key", name="uq_journey_positions_key"),
+        # the advancer's scan for due rows
+        Index("ix_journey_positions_due", "state", "due_at"),
+        # a step's customers: the journey_step segment, status and lint's version check
+        Index("ix_journey_positions_step", "journey", "step", "state"),
+        Index("ix_journey_positions_customer", "customer_id", "entered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    entry_key: Mapped[str] = mapped_column(String(64))
+    #: the entry's day (the shop's zone): the ledger occasion of its send steps
+    entered_on: Mapped[date] = mapped_column(Date)
+    #: the journey's version (a hash of its step graph) the customer follows
+    version: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str] = mapped_column(String(64))
+    #: how many times this entry has reached ``step`` (a loop comes back to it)
+    visit: Mapped[int] = mapped_column(Integer, default=1)
+    #: active (due to run its step), waiting, held_out, done, exited
+    state: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: what a waiting row waits for: an event kind list, ``time`` or ``message`` (its
+    #: send step's message deferred to its send time)
+    waiting_for: Mapped[str | None] = mapped_column(String(64))
+    #: a wait_for counts what happened since this instant (UTC)
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime)
+    #: when the customer reached ``step``
+    arrived_at: Mapped[datetime] = mapped_column(DateTime)
+    entered_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    exit_reason: Mapped[str | None] = mapped_column(String(64))
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class JourneyStepRecord(Base):
+    """One executed step visit, append-only: the journey's part of a customer's timeline.
+
+    The unique key makes each visit of each step happen once, whichever advancer
+    records it first; the position moves in the same transaction.
+    """
+
+    __tablename__ = "journey_steps"
+    __table_args__ = (
+        UniqueConstraint(
+            "journey", "customer_id", "entry_key", "step", "visit", name="uq_journey_steps_visit"
+        ),
+        Index("ix_journey_steps_customer", "customer_id", "at"),
+        Index("ix_journey_steps_journey", "journey", "step", "outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    entry_key: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(64))
+    visit: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(16))
+    #: what the visit did: sent, skipped, failed, held_out (a send step's ledger state),
+    #: waited, happened, timed_out, branched, split, notified, ended (an exit step),
+    #: exited (an exit rule), entered, moved (a new version)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    #: the step it led to (None: the journey ended)
+    next_step: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Boolean, Date, Integer, String, func
+from sqlalchemy import Boolean, Date, DateTime, Integer, String, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -117,3 +117,29 @@ def _day_date_sqlite(element, compiler, **kw):
 def _day_date_default(element, compiler, **kw):
     (arg,) = element.clauses
     return f"(DATE '1970-01-01' + CAST({compiler.process(arg, **kw)} AS INTEGER))"
+
+
+class shifted(FunctionElement):
+    """A DATETIME column moved by a whole number of minutes (``shifted(col, -90)``): a UTC
+    instant as a naive wall clock of a zone (orders keep the shop's clock). The minutes
+    are written into the SQL, so statements using it are not cached."""
+
+    type = DateTime()
+    inherit_cache = False
+
+
+def _minutes(element) -> int:
+    value = element.clauses.clauses[1].value
+    return int(value)
+
+
+@compiles(shifted, "sqlite")
+def _shifted_sqlite(element, compiler, **kw):
+    col = compiler.process(element.clauses.clauses[0], **kw)
+    return f"datetime({col}, '{_minutes(element):+d} minutes')"
+
+
+@compiles(shifted)
+def _shifted_default(element, compiler, **kw):
+    col = compiler.process(element.clauses.clauses[0], **kw)
+    return f"({col} + interval '{_minutes(element)} minutes')"

@@ -50,6 +50,7 @@ from careflow.segments import clv as _clv
 from careflow.segments import contact_due as _contact_due
 from careflow.segments import dormant as _dormant
 from careflow.segments import holiday as _holiday
+from careflow.segments import journey_step as _journey_step
 from careflow.segments import lunar_birthday as _lunar_birthday
 from careflow.segments import reorder_due as _reorder_due
 from careflow.segments import vip as _vip
@@ -66,6 +67,7 @@ for _entry in (
     _holiday.SEGMENT,
     _lunar_birthday.SEGMENT,
     _contact_due.SEGMENT,
+    _journey_step.SEGMENT,
 ):
     register(_entry)
 

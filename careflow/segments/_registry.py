@@ -41,6 +41,9 @@ class Segment:
     prepare: Callable[[Connection, date, Any], dict] | None = None
     #: the segment selects nothing until ``prepare`` has run (clv's model needs everyone)
     needs_prepare: bool = False
+    #: offered to campaigns and listed (``careflow segment list``, the contract suite);
+    #: False for a segment careflow builds for itself (a journey's send step)
+    listed: bool = True
 
     def __post_init__(self) -> None:
         if self.needs_prepare and self.prepare is None:
@@ -68,8 +71,8 @@ def unregister(name: str) -> None:
 
 
 def names() -> list[str]:
-    """Every registered segment, in registration order."""
-    return list(_REGISTRY)
+    """Every listed segment, in registration order (``get`` finds the unlisted ones too)."""
+    return [name for name, entry in _REGISTRY.items() if entry.listed]
 
 
 def get(name: str) -> Segment:
@@ -78,7 +81,7 @@ def get(name: str) -> Segment:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ConfigError(
-            f"unknown segment {name!r}; known segments: {', '.join(sorted(_REGISTRY))}"
+            f"unknown segment {name!r}; known segments: {', '.join(sorted(names()))}"
         ) from None
 
 

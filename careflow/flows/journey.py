@@ -1,0 +1,163 @@
+"""The ``journey-advance`` flow: enter customers and move every journey's due positions.
+
+Deployed every five minutes (prefect.yaml) as the safety net; the journey's
+state is all in careflow's database (careflow/journeys/), so a run that dies
+loses nothing and the next run takes over its claims once their lease has
+passed. Batches are Prefect tasks of customer-id ranges of due positions
+(like campaign runs: never a task per customer). A send step's message goes
+through the route, exactly as a campaign's: :func:`_send_step` is the one place
+that calls into the route and the campaign flow.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from careflow import (
+    channels,  # noqa: F401 - registers the built-in channels
+    clock,
+    db,
+)
+from careflow.campaigns import journey_step_campaign
+from careflow.clock import resolve_as_of
+from careflow.errors import ConfigError
+from careflow.flows.campaign import build_route
+from careflow.flows.route import process_batch
+from careflow.flows.runners import BatchTaskRunner, settle_heap
+from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
+from careflow.journeys import advance
+from careflow.settings import Settings, load_settings
+
+
+def _send_step(
+    settings: Settings,
+    spec: JourneySpec,
+    step: SendStep,
+    claim: str,
+    id_range: tuple[int, int],
+    now: datetime,
+) -> None:
+    """Run the route for the positions ``claim`` holds on send step ``step``: policy
+    (consent, suppression, quiet hours, caps), render, reserve, send, record, as for any
+    campaign. The only call into careflow/flows/route.py and campaign.py from journeys."""
+    campaign = journey_step_campaign(spec, step)
+    params = {**campaign.parameters, "claim": claim}
+    as_of = now.astimezone(ZoneInfo(settings.time_zone)).date()
+    run_id = f"{claim}:{step.id}"
+    route = build_route(settings, campaign, run_id, as_of, now, None, False, params, now=now)
+    process_batch(route, id_range)
+
+
+def sender(settings: Settings) -> advance.SendFn:
+    """The send function advancing hands send steps to."""
+    return functools.partial(_send_step, settings)
+
+
+def advance_batch(journey: str, lo: int, hi: int, now: datetime, settings: Settings) -> dict:
+    """One batch: the due positions of ``journey`` in ``lo``..``hi``, stepped until none is
+    due. Retrying it is safe: claims, step rows and the ledger decide what is left."""
+    settle_heap()
+    spec = load_journey(journey, settings.templates_dir)
+    engine = db.engine_for(settings.effective_database_url)
+    tally = advance.advance_range(engine, spec, settings, (lo, hi), now, sender(settings))
+    return tally.as_dict()
+
+
+advance_batch_task = task(
+    name="journey-batch",
+    task_run_name="{journey}[{lo}-{hi}]",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_policy=NO_CACHE,
+)(advance_batch)
+
+
+def advance_journeys(
+    journey: str | None = None,
+    as_of: str | date | datetime | None = None,
+    settings: Settings | None = None,
+    submit=None,
+) -> list[dict]:
+    """Enter and advance ``journey`` (default: every journey); one summary per journey.
+
+    ``as_of`` is the instant to advance at (default now). ``submit(fn, *args)`` runs a
+    batch and returns an object with ``result()`` (a Prefect task's ``submit`` in the
+    flow); without it batches run here, one after the other.
+    """
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    db.ensure_schema(engine)
+    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
+    names = [journey] if journey else list_journeys(settings.templates_dir)
+    summaries = []
+    for name in names:
+        spec = load_journey(name, settings.templates_dir)
+        entered = advance.enter(engine, spec, settings, now)
+        woken = advance.wake(engine, spec, settings, now)
+        ranges = advance.plan_ranges(engine, name, now, settings.batch_size)
+        total = advance.Tally()
+        if submit is None:
+            results = [advance_batch(name, lo, hi, now, settings) for lo, hi in ranges]
+        else:
+            futures = [submit(name, lo, hi, now, settings) for lo, hi in ranges]
+            results = [f.result() for f in futures]
+        for r in results:
+            total.merge(advance.Tally.from_dict(r))
+        summaries.append(
+            {"journey": name, "version": spec.version, "at": now.isoformat(timespec="minutes"),
+             "new_entries": entered, "woken": woken, "batches": len(ranges), **total.as_dict()}
+        )  # fmt: skip
+    return summaries
+
+
+def due_now(journey: str | None, as_of=None, settings: Settings | None = None) -> list[dict]:
+    """What an advance would take up, without doing it: due positions per step."""
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
+    out = []
+    for name in [journey] if journey else list_journeys(settings.templates_dir):
+        spec = load_journey(name, settings.templates_dir)
+        st = advance.status(engine, spec, now)
+        due = {}
+        for row in st["positions"]:
+            first = row["first_due"]
+            if row["state"] in ("active", "waiting") and first is not None and first <= st["now"]:
+                due[row["step"]] = due.get(row["step"], 0) + row["customers"]
+        out.append({"journey": name, "at": now.isoformat(timespec="minutes"), "due": due})
+    return out
+
+
+def run_name() -> str:
+    params = flow_run.parameters or {}
+    return f"{params.get('journey') or 'all journeys'} {params.get('as_of') or 'now'}"
+
+
+@flow(name="journey-advance", flow_run_name=run_name, task_runner=BatchTaskRunner())
+def journey_advance(
+    journey: str | None = None, as_of: date | datetime | None = None
+) -> list[dict]:
+    """Enter customers into journeys and move every due one a step on (all journeys, or
+    ``journey``). Deployed every five minutes (prefect.yaml)."""
+    logger = get_run_logger()
+    try:
+        summaries = advance_journeys(journey, as_of, submit=advance_batch_task.submit)
+    except ConfigError as exc:
+        logger.error("journeys did not advance: %s", exc)
+        raise
+    for s in summaries:
+        logger.info(
+            "%s: %d entered, %d woken, steps %s, exits %s", s["journey"], s["new_entries"],
+            s["woken"], s["steps"] or "none", s["exits"] or "none",
+        )  # fmt: skip
+    return summaries
+
+
+__all__ = ["advance_journeys", "due_now", "journey_advance", "sender"]
+
