@@ -40,8 +40,7 @@ import careflow.ledger
 from careflow import outcome_journal
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.ledger import ContactLedger
 from careflow.messages import State
 from careflow.settings import load_settings
@@ -63,14 +62,18 @@ def shop(engine):
 def route_for(run_id: str, home: Path, stop=None, **settings):
     values = {"send_chunk_size": 10, "delivery": "outbox", "home": home} | settings
     s = load_settings(**values)
+    return birthday_route(s, run_id, stop)
+
+
+def birthday_route(s, run_id: str, stop=None) -> Route:
     spec = load_campaign("birthday", s.templates_dir)
-    return build_route(s, spec, run_id, AS_OF, AT, "sms", False, stop=stop)
+    run = RunPlan(spec=spec, run_id=run_id, as_of=AS_OF, at=AT, settings=s, only_channel="sms")
+    return Route.for_run(run, stop)
 
 
 def live_route(run_id: str, home: Path, server: FaultServer, stop=None, **settings):
     s = kit.live_settings(server.base_url, fax_font_path=None, home=home, **settings)
-    spec = load_campaign("birthday", s.templates_dir)
-    return build_route(s, spec, run_id, AS_OF, AT, "sms", False, stop=stop)
+    return birthday_route(s, run_id, stop)
 
 
 def rows(engine) -> dict[int, tuple[str, str | None, bool]]:
