@@ -1,8 +1,9 @@
 """The generic campaign flow: one Prefect task per batch of customers.
 
 Prefect costs 10-20 ms per task and walks large task arguments element by
-element (bench/README.md), so tasks receive an id range, never rows, and
-each handles up to CAREFLOW_BATCH_SIZE customers. Batches follow the
+element (bench/README.md), so a task receives the run (one small value,
+``RunPlan``) and an id range, never rows, and each handles up to
+CAREFLOW_BATCH_SIZE customers. Batches follow the
 customers the segment selects (keyset boundaries from the data), so sparse
 or huge ids cost nothing and a run never plans empty batches. Retrying a
 task is safe: the ledger, not the task, decides what still needs sending.
@@ -328,10 +329,10 @@ def open_run(
 ) -> tuple[RunPlan, dict]:
     """Record the run (before any customer is touched) and prepare its segment's
     parameters once for all its batches; returns the run with them and the head of its
-    summary. Campaign runs first bring purchase facts up to date (``refresh_facts``:
-    orders written since the last import; unreadable dates are named, not fatal); a
-    segment is exact without it (careflow/purchase_facts.py), it only saves its batches
-    the work, and the follow-up leaves it to them."""
+    summary. A campaign run first brings purchase facts up to date (``refresh_facts``:
+    orders written since the last import; unreadable dates are named, not fatal); the
+    follow-up does not: segments are exact either way
+    (careflow/purchase_facts.py)."""
     spec, settings = run.spec, run.settings
     start_run(engine, run.run_id, spec, run.at, run.only_channel or settings.delivery, run.dry_run)
     if refresh_facts:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -93,7 +94,10 @@ def outbox_files(home: Path) -> list[Path]:
 
 
 class FullDisk:
-    """``os.write`` in the outbox answers ENOSPC after ``room`` writes, until ``free``."""
+    """``os.write`` in the outbox answers ENOSPC after ``room`` writes, until ``free``.
+
+    Only the outbox's own writes count: ``os`` is one module, and a process starting its
+    render worker meanwhile (multiprocessing's pipes, first imported then) writes too."""
 
     def __init__(self, monkeypatch, room: int):
         from careflow.channels import outbox
@@ -102,6 +106,8 @@ class FullDisk:
         real = os.write
 
         def write(fd, data):
+            if sys._getframe(1).f_globals.get("__name__") != outbox.__name__:
+                return real(fd, data)
             if self.full:
                 if self.room <= 0:
                     real(fd, bytes(data[: len(data) // 2]))  # half a file, then the disk is full
