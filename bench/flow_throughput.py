@@ -27,8 +27,10 @@ def run(customers: int = 5_000, per_message_sample: int = 300) -> dict:
         populate(url, customers, 0, AS_OF, birthday_today=True)
         from prefect import flow
 
+        from careflow.campaigns import load_campaign
         from careflow.flows.campaign import process_batch_task
         from careflow.flows.care import birthday
+        from careflow.flows.route import RunPlan
 
         @flow(name="bench-warm-up")
         def warm_up():
@@ -43,12 +45,15 @@ def run(customers: int = 5_000, per_message_sample: int = 300) -> dict:
 
         @flow(name="bench-task-per-message")
         def per_message(ids: list[int]):
-            futures = [
-                process_batch_task.submit(
-                    "birthday", "per-message", AS_OF, _noon(), cid, cid, None, False
-                )
-                for cid in ids
-            ]
+            settings = load_settings()
+            run = RunPlan(
+                spec=load_campaign("birthday", settings.templates_dir),
+                run_id="per-message",
+                as_of=AS_OF,
+                at=_noon(),
+                settings=settings,
+            )
+            futures = [process_batch_task.submit(run, cid, cid) for cid in ids]
             results = [f.result() for f in futures]
             failed = [r for res in results for r in res["failed"].items()]
             return sum(r["sent"] for r in results), failed

@@ -72,7 +72,7 @@ def _measure(as_of, channel: str) -> dict:
     from careflow.campaigns import load_campaign
     from careflow.clock import resolve_as_of
     from careflow.errors import TemplateError
-    from careflow.flows.campaign import build_route, plan_batches
+    from careflow.flows.campaign import plan_batches
     from careflow.flows.runners import settle_heap
     from careflow.ledger import ContactLedger
     from careflow.settings import load_settings
@@ -114,7 +114,16 @@ def _measure(as_of, channel: str) -> dict:
     saved = {m: getattr(ContactLedger, m) for m in ledger_methods}
     for method, stage in ledger_methods.items():
         setattr(ContactLedger, method, timed(stage, saved[method]))
-    route = build_route(settings, spec, str(uuid.uuid4()), day, at, channel, False, params)
+    run = route_mod.RunPlan(
+        spec=spec,
+        run_id=str(uuid.uuid4()),
+        as_of=day,
+        at=at,
+        settings=settings,
+        only_channel=channel,
+        params=params,
+    )
+    route = route_mod.Route.for_run(run)
     from careflow.channels.outbox import OutboxChannel
 
     send, content = OutboxChannel.send_batch, OutboxChannel._content

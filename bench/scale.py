@@ -97,7 +97,7 @@ def _outbox_runs(url: str, as_of, naive_sample: int, everyone: bool) -> dict:
     from careflow import db
     from careflow.db.models import ContactHistory
     from careflow.flows.campaign import process_batch_task
-    from careflow.flows.route import BatchResult
+    from careflow.flows.route import BatchResult, RunPlan
 
     engine = db.engine_for(url)
 
@@ -120,17 +120,23 @@ def _outbox_runs(url: str, as_of, naive_sample: int, everyone: bool) -> dict:
 
     @flow(name="bench-task-per-message")
     def per_message(ids: list[int]):
+        from careflow.campaigns import load_campaign
         from careflow.clock import resolve_as_of
         from careflow.settings import load_settings
 
         settings = load_settings().model_copy(update={"delivery": "outbox"})
         day, at = resolve_as_of(as_of, settings.time_zone)
-        futures = [
-            process_batch_task.submit(
-                "winback", "naive", day, at, cid, cid, "sms", False, {"days": 180}, settings
-            )
-            for cid in ids
-        ]
+        spec = load_campaign("winback", settings.templates_dir)
+        run = RunPlan(
+            spec=spec,
+            run_id="naive",
+            as_of=day,
+            at=at,
+            settings=settings,
+            only_channel="sms",
+            params={"days": 180},
+        )
+        futures = [process_batch_task.submit(run, cid, cid) for cid in ids]
         total = BatchResult()
         for f in futures:
             total.merge(BatchResult.from_dict(f.result()))

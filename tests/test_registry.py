@@ -13,8 +13,7 @@ from careflow import registry
 from careflow.campaigns import load_campaign
 from careflow.cli.main import main
 from careflow.errors import ConfigError
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.messages import Outcome
 from careflow.registry import ChannelSpec, TemplatePart
 from careflow.settings import PROJECT_ROOT, load_settings
@@ -65,10 +64,9 @@ def test_a_registered_channel_is_known_everywhere(pigeon, engine):
     add_customer(engine, 2, owner=None, birthday=date(1990, 6, 1))
     settings = load_settings()
     spec = load_campaign("coo", settings.templates_dir)  # campaign validation accepts it
-    route = build_route(
-        settings, spec, "r1", AS_OF, datetime(2026, 6, 1, 12, tzinfo=UTC), None, False
-    )
-    result = process_batch(route, (1, 10))
+    at = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    run = RunPlan(spec=spec, run_id="r1", as_of=AS_OF, at=at, settings=settings)
+    result = process_batch(Route.for_run(run), (1, 10))
     assert result.sent == 1 and result.skipped == {"no_contact": 1}
     assert [(m.to, m.body) for m in Pigeon.delivered] == [("loft 7", "Coo, C1!")]
     # the CLI offers it too

@@ -68,8 +68,7 @@ def test_the_demo_hears_back_once(engine):
     from careflow.campaigns import load_campaign
     from careflow.demo.data import seed_demo
     from careflow.demo.responses import simulate_responses
-    from careflow.flows.campaign import build_route
-    from careflow.flows.route import process_batch
+    from careflow.flows.route import Route, RunPlan, process_batch
     from careflow.report import response_summary
     from careflow.settings import load_settings
 
@@ -78,8 +77,9 @@ def test_the_demo_hears_back_once(engine):
     settings = load_settings()
     for name in ("winback", "reorder_reminder"):
         spec = load_campaign(name, settings.templates_dir)
-        route = build_route(settings, spec, f"demo-{name}", as_of,
-                            datetime(2026, 11, 22, 12, tzinfo=UTC), None, False)
+        run = RunPlan(spec=spec, run_id=f"demo-{name}", as_of=as_of,
+                      at=datetime(2026, 11, 22, 12, tzinfo=UTC), settings=settings)  # fmt: skip
+        route = Route.for_run(run)
         route.engine = engine
         process_batch(route, (1, 10_000))
     first = simulate_responses(engine, window_days=7, shop_zone="UTC")

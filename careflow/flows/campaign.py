@@ -1,8 +1,9 @@
 """The generic campaign flow: one Prefect task per batch of customers.
 
 Prefect costs 10-20 ms per task and walks large task arguments element by
-element (bench/README.md), so tasks receive an id range, never rows, and
-each handles up to CAREFLOW_BATCH_SIZE customers. Batches follow the
+element (bench/README.md), so a task receives the run (one small value,
+``RunPlan``) and an id range, never rows, and each handles up to
+CAREFLOW_BATCH_SIZE customers. Batches follow the
 customers the segment selects (keyset boundaries from the data), so sparse
 or huge ids cost nothing and a run never plans empty batches. Retrying a
 task is safe: the ledger, not the task, decides what still needs sending.
@@ -34,7 +35,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -50,10 +51,10 @@ from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from careflow import (
-    channels,  # registers the built-in channels
+    channels,
     clock,
     db,
     outcome_journal,
@@ -62,10 +63,9 @@ from careflow import (
     segments,
 )
 from careflow.campaigns import CampaignSpec, load_campaign
-from careflow.channels.recorder import RecordingChannel
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ChannelDown, ConfigError
-from careflow.flows.route import BatchResult, Route, RunStopped, process_batch
+from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, batch_submitter, settle_heap
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.policy.config import resolve as resolve_policy
@@ -144,72 +144,7 @@ def plan_batches(
     return list(zip(starts, ends, strict=True))
 
 
-def build_route(
-    settings: Settings,
-    spec: CampaignSpec,
-    run_id: str,
-    as_of: date,
-    at: datetime,
-    channel: str | None,
-    dry_run: bool,
-    params: dict | None = None,
-    stop: threading.Event | RunStopFlag | None = None,
-    now: datetime | None = None,
-    deferred_only: bool = False,
-) -> Route:
-    """The route one run's batches share: ledger, channels, renderer, settings, policy.
-
-    ``now`` is the instant the policy decides at when it is not ``at`` (the
-    follow-up flow selects as of the original run and decides now);
-    ``deferred_only`` limits the route to due deferred messages.
-    """
-    engine = db.engine_for(settings.effective_database_url)
-    if dry_run:
-        ledger = DryRunLedger(engine, settings.reservation_lease_seconds)
-
-        def factory(name: str):
-            return RecordingChannel()
-    else:
-        ledger = ContactLedger(engine, settings.reservation_lease_seconds)
-
-        def factory(name: str):
-            return channels.get_channel(name, settings)
-
-    return Route(
-        spec=spec,
-        engine=engine,
-        settings=settings,
-        run_id=run_id,
-        as_of=as_of,
-        at=at,
-        channels=[channel] if channel else list(spec.channels),
-        channel_factory=factory,
-        ledger=ledger,
-        renderer=Renderer.from_settings(settings),
-        params=params,
-        dry_run=dry_run,
-        stop=stop,
-        policy=resolve_policy(settings, spec),
-        now=now,
-        deferred_only=deferred_only,
-        only_channel=channel,
-    )
-
-
-def run_batch(
-    campaign: str,
-    run_id: str,
-    as_of: date,
-    at: datetime,
-    lo: int,
-    hi: int,
-    channel: str | None,
-    dry_run: bool,
-    params: dict | None,
-    settings: Settings,
-    now: datetime | None = None,
-    deferred_only: bool = False,
-) -> dict:
+def run_batch(run: RunPlan, lo: int, hi: int) -> dict:
     """One batch of a run: the whole route for the selected customers in ``lo``..``hi``.
 
     A real batch sends now, so it judges send times, caps and due deferrals at the
@@ -217,14 +152,13 @@ def run_batch(
     --as-of) or was planned at (``now``); a dry run rehearses at ``now`` or ``at``.
     """
     settle_heap()
-    if not dry_run:
-        now = clock.now()
-    spec = load_campaign(campaign, settings.templates_dir)
+    if not run.dry_run:
+        run = replace(run, now=clock.now())
     # the flow's own event when it runs in this process, else the run's row (Dask)
-    stop = _STOPS.get(run_id) or RunStopFlag(db.engine_for(settings.effective_database_url), run_id)
-    route = build_route(
-        settings, spec, run_id, as_of, at, channel, dry_run, params, stop, now, deferred_only
+    stop = _STOPS.get(run.run_id) or RunStopFlag(
+        db.engine_for(run.settings.effective_database_url), run.run_id
     )
+    route = Route.for_run(run, stop)
     try:
         result = process_batch(route, (lo, hi))
     except RunStopped:
@@ -232,10 +166,10 @@ def run_batch(
         # traceback per batch. The flow settles what this batch held.
         return BatchResult().as_dict()
     if result.fault:  # the channel can deliver nothing more: the other batches stop too
-        if run_id in _STOPS:
-            _STOPS[run_id].set()
+        if run.run_id in _STOPS:
+            _STOPS[run.run_id].set()
         else:
-            request_stop(route.engine, run_id, f"failed: {result.fault}")
+            request_stop(route.engine, run.run_id, f"failed: {result.fault}")
     return result.as_dict()
 
 
@@ -244,7 +178,7 @@ def run_batch(
 # it reads, the flow process's _STOPS (and its locks) among them.
 process_batch_task = task(
     name="process-batch",
-    task_run_name="{campaign}[{lo}-{hi}]",
+    task_run_name="{run.spec.name}[{lo}-{hi}]",
     retries=2,
     retry_delay_seconds=[2, 10],
     cache_policy=NO_CACHE,
@@ -346,8 +280,7 @@ def final_state(exc: RunStopped | ChannelDown) -> State:
 def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past) -> dict:
     settings = settings or load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
-    engine = db.engine_for(settings.effective_database_url)
-    db.ensure_schema(engine)
+    engine = run_engine(settings)
     as_of_date, at = resolve_as_of(as_of, settings.time_zone)
     check_not_backdated(as_of_date, settings.time_zone, dry_run, allow_past)
     if allow_past and not dry_run and as_of_date < business_today(settings.time_zone):
@@ -360,15 +293,17 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
 
     settings, channel, channel_names = preflight(settings, spec, channel)
 
-    run_id = str(flow_run.get_id() or uuid.uuid4())
-    start_run(engine, run_id, spec, at, channel or settings.delivery, dry_run)
-    # orders written since the last import; unreadable dates are named, not fatal
-    refreshed = purchase_facts.refresh(engine, warn=logger.warning)
-    if refreshed:
-        logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
-    with engine.connect() as conn:
-        params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
-    ranges = plan_batches(engine, spec, as_of_date, at, params, settings.batch_size)
+    run = RunPlan(
+        spec=spec,
+        run_id=str(flow_run.get_id() or uuid.uuid4()),
+        as_of=as_of_date,
+        at=at,
+        settings=settings,
+        only_channel=channel,
+        dry_run=dry_run,
+    )
+    run, summary = open_run(engine, run, logger, refresh_facts=True)
+    ranges = plan_batches(engine, spec, as_of_date, at, run.params, settings.batch_size)
     logger.info(
         "%s: as of %s, %d batch(es) of up to %d customers, channels %s via %s%s",
         spec.name,
@@ -379,73 +314,66 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
         settings.delivery,
         " (dry run: nothing is sent or recorded)" if dry_run else "",
     )
+    return run_batches(engine, run, ranges, summary)
+
+
+def run_engine(settings: Settings) -> Engine:
+    """The database a flow's runs use, its schema brought up to date."""
+    engine = db.engine_for(settings.effective_database_url)
+    db.ensure_schema(engine)
+    return engine
+
+
+def open_run(
+    engine: Engine, run: RunPlan, logger, *, refresh_facts: bool = False
+) -> tuple[RunPlan, dict]:
+    """Record the run (before any customer is touched) and prepare its segment's
+    parameters once for all its batches; returns the run with them and the head of its
+    summary. A campaign run first brings purchase facts up to date (``refresh_facts``:
+    orders written since the last import; unreadable dates are named, not fatal); the
+    follow-up does not: segments are exact either way
+    (careflow/purchase_facts.py)."""
+    spec, settings = run.spec, run.settings
+    start_run(engine, run.run_id, spec, run.at, run.only_channel or settings.delivery, run.dry_run)
+    if refresh_facts:
+        refreshed = purchase_facts.refresh(engine, warn=logger.warning)
+        if refreshed:
+            logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
+    with engine.connect() as conn:
+        params = segments.prepare(spec.segment, conn, run.as_of, spec.parameters)
     summary = {
         "campaign": spec.name,
-        "run_id": run_id,
-        "as_of": str(as_of_date),
-        "dry_run": dry_run,
+        "run_id": run.run_id,
+        "as_of": str(run.as_of),
+        "dry_run": run.dry_run,
         "delivery": settings.delivery,
     }
-    batch = Batches(spec, run_id, as_of_date, at, channel, dry_run, params, settings)
-    return run_batches(engine, batch, ranges, summary)
+    return replace(run, params=params), summary
 
 
-@dataclass(frozen=True)
-class Batches:
-    """What every batch task of one run gets (besides its id range)."""
-
-    spec: CampaignSpec
-    run_id: str
-    as_of: date
-    at: datetime
-    channel: str | None
-    dry_run: bool
-    params: dict | None
-    settings: Settings
-    now: datetime | None = None  # the follow-up: decide now, select as of ``at``
-    deferred_only: bool = False
-
-
-def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict) -> dict:
+def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: dict) -> dict:
     """Process ``ranges`` as Prefect tasks, merge their results into ``summary``, and
     record the run; a stop or failure releases what the run held (module docs)."""
     logger = get_run_logger()
-    spec, run_id = b.spec, b.run_id
+    spec, run_id = run.spec, run.run_id
     progress = create_progress_artifact(progress=0.0, description=f"{spec.name} batches done")
     total = BatchResult()
     stop = _STOPS[run_id] = threading.Event()
     futures = []
     merged: set[int] = set()  # futures whose results are in ``total``
     stack = ExitStack()  # a dry run's own thread pool, if it needs one (careflow/flows/runners.py)
-    submit = batch_submitter(stack, b.dry_run)
-    labels = [f"campaign:{spec.name}", f"delivery:{b.settings.delivery}"]
-    labels += [f"channel:{name}" for name in ([b.channel] if b.channel else spec.channels)]
-    labels += ["deferred"] if b.deferred_only else []
+    submit = batch_submitter(stack, run)
+    labels = [f"campaign:{spec.name}", f"delivery:{run.settings.delivery}"]
+    labels += [f"channel:{name}" for name in run.channels]
+    labels += ["deferred"] if run.deferred_only else []
     try:
         # outcomes a database outage kept on this machine (careflow/flows/route.py)
-        if not b.dry_run:
-            kept = outcome_journal.replay(b.settings.home, ContactLedger(engine))
+        if not run.dry_run:
+            kept = outcome_journal.replay(run.settings.home, ContactLedger(engine))
             if kept:
                 logger.warning("%d outcome(s) kept through a database outage recorded", kept)
         with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
-            futures = [
-                submit(
-                    process_batch_task,
-                    spec.name,
-                    run_id,
-                    b.as_of,
-                    b.at,
-                    lo,
-                    hi,
-                    b.channel,
-                    b.dry_run,
-                    b.params,
-                    b.settings,
-                    b.now,
-                    b.deferred_only,
-                )
-                for lo, hi in ranges
-            ]
+            futures = [submit(process_batch_task, run, lo, hi) for lo, hi in ranges]
         shown = time.monotonic()
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
@@ -489,7 +417,7 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
             if id(future) not in merged:
                 with suppress(Exception):
                     total.merge(BatchResult.from_dict(future.result(timeout=0)))
-        ledger = DryRunLedger(engine) if b.dry_run else ContactLedger(engine)
+        ledger = DryRunLedger(engine) if run.dry_run else ContactLedger(engine)
         fault = isinstance(exc, ChannelDown)
         released, interrupted = ledger.release(
             run_id, "run_stopped" if stopped or fault else "run_failed"
@@ -513,9 +441,9 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         DryRunLedger.forget(run_id)
         stack.close()
     summary.update(total.as_dict())
-    if not b.deferred_only:
-        summary["split"], summary["uplift"] = holdout_sections(engine, b, total)
-    if not b.dry_run:  # status callbacks that outran the ledger write of their own send
+    if not run.deferred_only:
+        summary["split"], summary["uplift"] = holdout_sections(engine, run, total)
+    if not run.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
     create_markdown_artifact(
@@ -526,7 +454,7 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
     return summary
 
 
-def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | None, dict | None]:
+def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | None, dict | None]:
     """(split, comparison so far) for the run's summary and artifact (careflow/uplift.py).
 
     The split: customers to contact (sent, would send, deferred) against those held
@@ -534,7 +462,7 @@ def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | Non
     own baseline over the last year. The comparison: held out against contacted over
     that year, None before anyone was held out. One read of the campaign's year serves both.
     """
-    s, name = b.settings, b.spec.name
+    s, name = run.settings, run.spec.name
     to_contact = total.sent + sum(total.would_send.values()) + sum(total.deferred.values())
     if not (to_contact or total.held_out):
         # nothing new (a re-run): the year's read would cost seconds at a million
@@ -547,7 +475,7 @@ def holdout_sections(engine, b: Batches, total: BatchResult) -> tuple[dict | Non
     baseline, source = baseline_of(
         units, name, window_days=window, default=s.uplift_baseline_conversion, now=now
     )
-    share = resolve_policy(s, b.spec).holdout
+    share = resolve_policy(s, run.spec).holdout
     split = split_summary(to_contact, total.held_out, share, baseline, source)
     found = compare(units, window_days=window, now=now, campaign=name, since=since)
     if not found["groups"]["held_out"]["customers"]:

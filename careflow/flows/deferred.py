@@ -23,22 +23,22 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 
-from careflow import clock, db, segments
+from careflow import clock
 from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ChannelDown, ConfigError
 from careflow.flows.campaign import (
-    Batches,
     ChannelChoice,
     check_campaign,
     final_state,
+    open_run,
     run_batches,
+    run_engine,
     run_name,
 )
-from careflow.flows.route import RunStopped
+from careflow.flows.route import RunPlan, RunStopped
 from careflow.flows.runners import BatchTaskRunner
 from careflow.ledger import ContactLedger
-from careflow.report import start_run
 from careflow.settings import Settings, load_settings
 
 
@@ -60,8 +60,7 @@ def send_deferred(
     """
     logger = get_run_logger()
     settings = settings or load_settings()
-    engine = db.engine_for(settings.effective_database_url)
-    db.ensure_schema(engine)
+    engine = run_engine(settings)
     now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
     if channel == "outbox":
         settings = settings.model_copy(update={"delivery": "outbox"})
@@ -90,23 +89,20 @@ def send_deferred(
             logger.error("deferred messages of %s left waiting: %s", campaign, exc)
             continue
         at = (selected_at or now.replace(tzinfo=None)).replace(tzinfo=UTC)
-        as_of_date = at.astimezone(ZoneInfo(settings.time_zone)).date()
-        run_id = str(uuid.uuid4())
-        start_run(engine, run_id, spec, at, only_channel or settings.delivery, dry_run)
-        with engine.connect() as conn:
-            params = segments.prepare(spec.segment, conn, as_of_date, spec.parameters)
-        summary = {
-            "campaign": spec.name,
-            "run_id": run_id,
-            "as_of": str(as_of_date),
-            "dry_run": dry_run,
-            "delivery": settings.delivery,
-            "followup": now.astimezone(UTC).isoformat(timespec="minutes"),
-        }
-        batch = Batches(
-            spec, run_id, as_of_date, at, only_channel, dry_run, params, settings, now, True
+        run = RunPlan(
+            spec=spec,
+            run_id=str(uuid.uuid4()),
+            as_of=at.astimezone(ZoneInfo(settings.time_zone)).date(),
+            at=at,
+            settings=settings,
+            only_channel=only_channel,
+            dry_run=dry_run,
+            now=now,
+            deferred_only=True,
         )
-        summaries.append(run_batches(engine, batch, ranges, summary))
+        run, summary = open_run(engine, run, logger)
+        summary["followup"] = now.astimezone(UTC).isoformat(timespec="minutes")
+        summaries.append(run_batches(engine, run, ranges, summary))
     return summaries
 
 

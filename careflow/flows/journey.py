@@ -27,8 +27,7 @@ from careflow import (
 from careflow.campaigns import journey_step_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
 from careflow.journeys import advance
@@ -50,8 +49,8 @@ def _send_step(
     params = {**campaign.parameters, "claim": claim}
     as_of = now.astimezone(ZoneInfo(settings.time_zone)).date()
     run_id = f"{claim}:{step.id}"
-    route = build_route(settings, campaign, run_id, as_of, now, None, False, params, now=now)
-    process_batch(route, id_range)
+    run = RunPlan(campaign, run_id, as_of, now, settings, params=params, now=now)
+    process_batch(Route.for_run(run), id_range)
 
 
 def sender(settings: Settings) -> advance.SendFn:

@@ -47,13 +47,14 @@ from careflow.clock import resolve_as_of, utcnow
 from careflow.db.models import ContactHistory, Customer
 from careflow.errors import CareflowError, ConfigError, InvalidContact, RecipientError
 from careflow.flows.route import (
-    apply_policy,
-    assign_occasions,
+    Route,
+    RunPlan,
+    decide,
     policy_outcome,
     render_message,
     render_messages,
-    reserve,
     select_candidates,
+    select_occasions,
     template_context,
 )
 from careflow.ledger import ContactLedger, DryRunLedger
@@ -86,30 +87,38 @@ def walk_route(
     channel: str | None,
     settings: Settings,
 ) -> Preview:
-    """The route's steps for one customer, sending and recording nothing."""
-    from careflow.flows.campaign import build_route  # Prefect: not needed by lint and test sends
-
+    """The route's steps for one customer (careflow/flows/route.py: ``select_occasions``,
+    ``decide``, ``render_messages``), a dry run's: sending and recording nothing."""
     spec = load_campaign(campaign, settings.templates_dir)
     day, at = resolve_as_of(as_of, settings.time_zone)
     params = None
     if segments.get(spec.segment).needs_prepare:  # clv: its model is fitted on everyone first
         with engine.connect() as conn:
             params = segments.prepare(spec.segment, conn, day, spec.parameters)
-    route = build_route(settings, spec, "preview", day, at, channel, dry_run=True, params=params)
+    run = RunPlan(
+        spec=spec,
+        run_id="preview",
+        as_of=day,
+        at=at,
+        settings=settings,
+        only_channel=channel,
+        dry_run=True,
+        params=params,
+    )
+    route = Route.for_run(run, engine=engine)
     if channel and not route.renderer.has_channel(spec.name, channel):
         raise CareflowError(
             f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"
         )
-    route.engine = route.ledger.engine = engine
     one = (customer_id, customer_id)
-    candidates = select_candidates(route, one)
+    candidates = select_occasions(route, one)
     if not candidates:
         raise CareflowError(
             f"customer {customer_id} is not in segment {spec.segment!r} as of {day}; "
             f"`careflow segment list {spec.segment} --as-of {day}` shows who is"
         )
-    assign_occasions(route, candidates)
-    apply_policy(route, candidates, one)
+    claim = decide(route, candidates, one)  # the dry-run ledger: shared addresses, caps
+    DryRunLedger.forget(run.run_id)
     c = candidates[0]
     out = Preview(
         [
@@ -117,12 +126,10 @@ def walk_route(
             f"customer {customer_id}",
             f"occasion: {c.key[1]}",
             f"decided at: {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
-            *_split_lines(engine, route, params),
+            *_split_lines(engine, route),
         ]
     )
     out.head = len(out.lines)
-    claim = reserve(route, candidates)  # the dry-run ledger: shared addresses and caps, read only
-    DryRunLedger.forget(route.run_id)
     if c.key in claim.already:
         state = claim.already[c.key]
         row = _ledger_row(engine, spec.name, c.key)
@@ -168,16 +175,17 @@ def walk_route(
     return out
 
 
-def _split_lines(engine: Engine, route, params) -> list[str]:
+def _split_lines(engine: Engine, route: Route) -> list[str]:
     """The day's holdout split, from the number the segment selects: the smallest
     difference in conversion it can detect (before anything is sent)."""
     from sqlalchemy import func
 
     from careflow.uplift import baseline_conversion, split_lines, split_summary
 
-    spec, settings = route.spec, route.settings
+    run = route.run
+    spec, settings, params = run.spec, run.settings, run.params
     seg = segments.build(
-        spec.segment, route.as_of, spec.parameters if params is None else params, at=route.at
+        spec.segment, run.as_of, spec.parameters if params is None else params, at=run.at
     ).subquery("seg")
     with engine.connect() as conn:
         selected = conn.execute(select(func.count()).select_from(seg)).scalar_one()
@@ -437,11 +445,8 @@ def _address(channel: str, to: str, settings: Settings) -> str:
 
 def _customer_row(engine: Engine, spec, customer_id: int, day, at, settings) -> tuple[dict, str]:
     """A real customer's row as the segment gives it, or their record with sample columns."""
-    from careflow.flows.campaign import build_route
-
-    route = build_route(settings, spec, "test-send", day, at, None, dry_run=True)
-    route.engine = engine
-    found = select_candidates(route, (customer_id, customer_id))
+    run = RunPlan(spec=spec, run_id="test-send", as_of=day, at=at, settings=settings, dry_run=True)
+    found = select_candidates(Route.for_run(run, engine=engine), (customer_id, customer_id))
     if found:
         return found[0].row, f"customer {customer_id}"
     with engine.connect() as conn:

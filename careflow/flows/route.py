@@ -6,8 +6,11 @@ The occasion (the ledger key) comes before the policy because one policy
 rule, the holdout, draws on it: who is held out is a property of
 (campaign, customer, occasion), docs/policy.md.
 
-This is the only module that knows every step; careflow/flows/campaign.py wraps it
-in Prefect tasks and careflow/flows/preview.py walks it for one customer. It is free
+This is the only module that knows every step: :func:`process_batch` is the route,
+one named step a line, and careflow/flows/preview.py takes the same steps for one
+customer. careflow/flows/campaign.py wraps a batch in a Prefect task that gets the
+run as one value (:class:`RunPlan`) and its id range; a batch's process builds its
+:class:`Route` from the run with :meth:`Route.for_run`, the one builder. It is free
 of Prefect so a test, a Dask worker or a script can run it as is.
 
 A dry run is this same route with a ledger that only reads
@@ -26,14 +29,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import Protocol
 
 from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 from sqlalchemy.exc import OperationalError
 
-from careflow import outcome_journal, registry, segments
+from careflow import db, outcome_journal, registry, segments
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
-from careflow.channels import Channel, closing_channel
+from careflow.channels import Channel, closing_channel, get_channel
+from careflow.channels.recorder import RecordingChannel
 from careflow.clock import start_of_day
 from careflow.contact_limits import CapCheck, Intent
 from careflow.db.models import Consent, Customer, Suppression
@@ -44,7 +49,7 @@ from careflow.errors import (
     TemplateError,
     Unsendable,
 )
-from careflow.ledger import Claim, ContactLedger, SendRules, unstorable
+from careflow.ledger import Claim, ContactLedger, DryRunLedger, SendRules, unstorable
 from careflow.messages import Message, Outcome, State
 from careflow.policy import (
     Decision,
@@ -54,6 +59,7 @@ from careflow.policy import (
     opt_in_channels,
 )
 from careflow.policy.config import PolicyConfig
+from careflow.policy.config import resolve as resolve_policy
 from careflow.rendering import Rendered, Renderer, greeting_name
 from careflow.settings import Settings
 
@@ -145,43 +151,106 @@ class BatchResult:
         )
 
 
-@dataclass
-class Route:
-    """Everything a batch needs, built once per run (careflow/flows/campaign.py ``build_route``)."""
+@dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    """One run, as plain data: everything its batches need besides their id range.
+
+    A flow makes it once per run (careflow/flows/campaign.py, deferred.py; ``open_run``
+    adds the prepared segment parameters) and it is all a batch task receives
+    besides ``lo`` and ``hi``: frozen and picklable, so
+    Prefect can walk it and a Dask worker gets its own copy. What cannot travel (the
+    engine, the ledger, the renderer, the channels, the stop) the batch's process
+    builds from it (:meth:`Route.for_run`). A new run option is one field here, read
+    where it is used (``route.run``); tests/flows/test_run_plan.py shows one reaching a
+    batch.
+    """
 
     spec: CampaignSpec
-    engine: Engine
-    settings: Settings
     run_id: str
-    as_of: date
-    at: datetime
-    channels: list[str]  # preference order this run
-    channel_factory: ChannelFactory
-    ledger: ContactLedger
-    renderer: Renderer
-    params: dict | None = None  # prepared segment parameters (segments.prepare)
-    dry_run: bool = False
-    stop: threading.Event | None = None
-    #: the campaign's contact policy (careflow/flows/campaign.py builds it from settings and
-    #: campaign.yaml)
-    policy: PolicyConfig | None = None
-    #: the instant the policy judges send times, caps and due deferrals at; ``at`` unless
-    #: given: a real run's batch passes the real clock (careflow/flows/campaign.py ``run_batch``),
-    #: the follow-up flow selects as of an earlier run's instant and decides now
-    now: datetime | None = None
-    #: the follow-up flow: only customers whose deferred message is due
-    deferred_only: bool = False
+    as_of: date  # the day the segment selects for
+    at: datetime  # the instant the run selects as of
+    settings: Settings
     #: the one channel the run is limited to (``--channel``): kept on the rows it claims,
     #: so what it defers goes by that channel later (``channels`` is then just it)
     only_channel: str | None = None
+    dry_run: bool = False
+    #: prepared segment parameters (``careflow.segments.prepare``); None: the campaign's own
+    params: dict | None = None
+    #: the instant the policy judges send times, caps and due deferrals at; ``at`` unless
+    #: given: a real run's batch passes the real clock (careflow/flows/campaign.py
+    #: ``run_batch``), the follow-up flow selects as of an earlier run's instant and
+    #: decides now
+    now: datetime | None = None
+    #: the follow-up flow: only customers whose deferred message is due
+    deferred_only: bool = False
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels in preference order this run: the campaign's, or ``only_channel``."""
+        return [self.only_channel] if self.only_channel else list(self.spec.channels)
 
     @property
     def policy_now(self) -> datetime:
         return self.now or self.at
 
+
+class StopFlag(Protocol):
+    """A run's stop request as a batch sees it: the flow's ``threading.Event`` in its own
+    process, the run's row elsewhere (careflow/flows/campaign.py ``RunStopFlag``)."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class Route:
+    """What a batch's process builds from its run (:meth:`for_run`): the database, the
+    ledger, the renderer, the channels, the policy and the stop."""
+
+    run: RunPlan
+    engine: Engine
+    ledger: ContactLedger
+    renderer: Renderer
+    channel_factory: ChannelFactory
+    #: the campaign's contact policy, from the run's settings and campaign.yaml
+    policy: PolicyConfig | None = None
+    stop: StopFlag | None = None
+
+    @classmethod
+    def for_run(
+        cls, run: RunPlan, stop: StopFlag | None = None, engine: Engine | None = None
+    ) -> Route:
+        """The one way a route is built: a run's batches, preview, test sends and tests.
+
+        A dry run gets a ledger that only reads and a channel that records
+        (module docs); ``engine`` is one the caller already holds (preview's),
+        else the run's database.
+        """
+        settings = run.settings
+        engine = engine or db.engine_for(settings.effective_database_url)
+        if run.dry_run:
+            ledger = DryRunLedger(engine, settings.reservation_lease_seconds)
+
+            def factory(name: str) -> Channel:
+                return RecordingChannel()
+        else:
+            ledger = ContactLedger(engine, settings.reservation_lease_seconds)
+
+            def factory(name: str) -> Channel:
+                return get_channel(name, settings)
+
+        return cls(
+            run=run,
+            engine=engine,
+            ledger=ledger,
+            renderer=Renderer.from_settings(settings),
+            channel_factory=factory,
+            policy=resolve_policy(settings, run.spec),
+            stop=stop,
+        )
+
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
-            raise RunStopped(f"run {self.run_id} of {self.spec.name} was asked to stop")
+            raise RunStopped(f"run {self.run.run_id} of {self.run.spec.name} was asked to stop")
 
     def stop_requested(self) -> bool:
         """Whether the run was asked to stop; False when that cannot be read (a stop
@@ -257,7 +326,8 @@ OCCASION_COLUMNS = ("local_date", "last_purchase_on")
 
 def select_candidates(route: Route, id_range: tuple[int, int]) -> list[Candidate]:
     """Step 1: the segment's customers in ``id_range``, each with its row as data."""
-    query = segment_select(route.spec, route.as_of, route.at, id_range, route.params)
+    run = route.run
+    query = segment_select(run.spec, run.as_of, run.at, id_range, run.params)
     return _candidates(route.engine, query)
 
 
@@ -265,8 +335,9 @@ def select_keys(route: Route, id_range: tuple[int, int]) -> list[Candidate]:
     """Step 1, first look: the segment's customers in ``id_range`` with only what their
     ledger key needs, so a batch whose messages are all settled (a re-run) reads no
     customer record."""
+    run = route.run
     seg = segments.build(
-        route.spec.segment, route.as_of, route.params, at=route.at, id_range=id_range
+        run.spec.segment, run.as_of, run.params, at=run.at, id_range=id_range
     ).subquery("seg")
     columns = [_raw(seg.c[name]) for name in OCCASION_COLUMNS if name in seg.c]
     query = select(seg.c.customer_id.label("id"), *columns).order_by(seg.c.customer_id)
@@ -324,7 +395,8 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
     customers who hit one are decided again, so they fall back to their
     next channel where they have one.
     """
-    config = route.policy
+    config, run = route.policy, route.run
+    channels = run.channels
     category = config.category if config else None
     consents = load_consents(route.engine, id_range, category)
     contexts = {}
@@ -336,19 +408,19 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
             continue
         contexts[c.customer_id] = ctx = PolicyContext(
             customer=c.row,
-            channels=route.channels,
-            now=route.policy_now,
+            channels=channels,
+            now=run.policy_now,
             consent=consents.get(c.customer_id, {}),
-            consent_required=route.settings.consent_required and config is None,
+            consent_required=run.settings.consent_required and config is None,
             opt_in_channels=(
-                opt_in_channels(config, c.row.get("country"), route.channels)
+                opt_in_channels(config, c.row.get("country"), channels)
                 if config
                 else frozenset()
             ),
-            default_region=route.settings.sms_default_region,
-            marketing=route.spec.marketing,
+            default_region=run.settings.sms_default_region,
+            marketing=run.spec.marketing,
             config=config,
-            campaign=route.spec.name,
+            campaign=run.spec.name,
             occasion=c.key[1] if c.key else None,
         )
         c.decision = evaluate(ctx)
@@ -386,12 +458,26 @@ def assign_occasions(route: Route, candidates: Sequence[Candidate]) -> None:
     """Step 2: the ledger key of each message: one per customer per occasion."""
     for c in candidates:
         try:
-            occasion = occasion_key(route.spec, c.row, route.as_of)
+            occasion = occasion_key(route.run.spec, c.row, route.run.as_of)
         except (ValueError, TypeError) as exc:  # a malformed date in the segment's columns
-            occasion = route.as_of.isoformat()
+            occasion = route.run.as_of.isoformat()
             if c.decision is None or c.decision.action in ("send", "defer"):
                 c.decision = Decision.skip(c.customer_id, "invalid_data", str(exc)[:200])
         c.key = (c.customer_id, occasion)
+
+
+def select_occasions(
+    route: Route, id_range: tuple[int, int], only: set[int] | None = None
+) -> list[Candidate]:
+    """Steps 1 and 2: the segment's customers in ``id_range`` (of them, those in ``only``
+    when it is given), each with its row and its ledger key."""
+    if only is not None and not only:
+        return []
+    candidates = select_candidates(route, id_range)
+    if only is not None:
+        candidates = [c for c in candidates if c.customer_id in only]
+    assign_occasions(route, candidates)
+    return candidates
 
 
 def drop_settled(route: Route, candidates: list[Candidate], result: BatchResult) -> list[Candidate]:
@@ -402,7 +488,8 @@ def drop_settled(route: Route, candidates: list[Candidate], result: BatchResult)
     Only a shortcut: the claim makes the same decision for any key left in, and rows
     in progress (reserved, sending) stay in for the claim to handle.
     """
-    found = route.ledger.peek(route.spec.name, [c.key for c in candidates], route.policy_now)
+    run = route.run
+    found = route.ledger.peek(run.spec.name, [c.key for c in candidates], run.policy_now)
     settled = {k: s for k, s in found.items() if s not in (State.RESERVED, State.SENDING)}
     if not settled:
         return candidates
@@ -419,8 +506,8 @@ def drop_limited(
     follow-up, which sends each on its channel (careflow/flows/deferred.py)."""
     if not candidates:
         return candidates
-    limits = route.ledger.channel_limits(route.spec.name, [c.key for c in candidates])
-    other = {k for k, only in limits.items() if only != route.only_channel}
+    limits = route.ledger.channel_limits(route.run.spec.name, [c.key for c in candidates])
+    other = {k for k, only in limits.items() if only != route.run.only_channel}
     result.already[State.DEFERRED] += len(other)
     return [c for c in candidates if c.key not in other]
 
@@ -440,10 +527,10 @@ def send_rules(route: Route) -> SendRules:
 
 def _intent(route: Route, c: Candidate) -> Intent:
     since = None
-    if route.spec.occasion == "last_purchase":  # a purchase day is the shop's (its zone)
+    if route.run.spec.occasion == "last_purchase":  # a purchase day is the shop's (its zone)
         last = last_purchase_day(c.row)
         day = last.date() if isinstance(last, datetime) else last
-        since = start_of_day(day, route.settings.time_zone)
+        since = start_of_day(day, route.run.settings.time_zone)
     return Intent(tuple((o.channel, o.address) for o in c.decision.options), since)
 
 
@@ -461,14 +548,14 @@ def reserve(route: Route, candidates: Sequence[Candidate]) -> Claim:
         if c.decision.action == "send" and c.decision.options
     }
     claim = route.ledger.claim(
-        route.spec.name,
-        route.run_id,
+        route.run.spec.name,
+        route.run.run_id,
         [c.key for c in candidates],
-        now=route.policy_now,
+        now=route.run.policy_now,
         intents=intents,
         rules=send_rules(route),
-        selected_at=route.at,
-        only_channel=route.only_channel,
+        selected_at=route.run.at,
+        only_channel=route.run.only_channel,
     )
     for c in candidates:
         if c.key not in claim.owned or c.key not in intents:
@@ -499,7 +586,7 @@ def _capped_decision(route: Route, c: Candidate, capped) -> Decision:
         return Decision.skip(c.customer_id, "frequency_cap", detail)
     # when a slot frees, and the customer's send time allows it then
     free_at = capped.free_at.replace(tzinfo=UTC)
-    ctx = PolicyContext(customer=c.row, channels=route.channels, now=free_at, config=config)
+    ctx = PolicyContext(customer=c.row, channels=route.run.channels, now=free_at, config=config)
     timed = SendTimeRule().apply(ctx, list(c.decision.options))
     until = timed.until if isinstance(timed, Decision) and timed.until else free_at
     return Decision.defer(
@@ -584,8 +671,9 @@ def render_messages(
     RecipientError that says why it cannot go out. The batch's messages go to one render
     worker together (careflow/render_worker.py), which a stop or a runaway template
     cannot hold up: the run's stop is checked while waiting on it."""
+    run = route.run
     requests = [
-        render_request(route.spec, route.settings, c.row, c.decision.channel, route.as_of)
+        render_request(run.spec, run.settings, c.row, c.decision.channel, run.as_of)
         for c, _ in owned
     ]
     out: list[Message | RecipientError] = []
@@ -603,13 +691,13 @@ def build_message(
 ) -> Message:
     """One owned candidate's rendered message, finished into the Message its channel sends."""
     d = c.decision
-    rendered = finish_message(route.spec, route.settings, c.row, d.channel, rendered)
+    rendered = finish_message(route.run.spec, route.run.settings, c.row, d.channel, rendered)
     problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (finish_message)
     if problem:
         raise Unsendable("invalid_content", problem)
     return Message(
         contact_id=contact_id,
-        campaign=route.spec.name,
+        campaign=route.run.spec.name,
         customer_id=c.customer_id,
         occasion=c.key[1],
         channel=d.channel,
@@ -617,8 +705,8 @@ def build_message(
         body=rendered.body,
         subject=rendered.subject,
         html=rendered.html,
-        locale=c.row.get("locale") or route.settings.default_locale,
-        marketing=route.spec.marketing,
+        locale=c.row.get("locale") or route.run.settings.default_locale,
+        marketing=route.run.spec.marketing,
     )
 
 
@@ -650,70 +738,102 @@ def process_batch(route: Route, id_range: tuple[int, int]) -> BatchResult:
     """Run the whole route for the campaign's customers in ``id_range``."""
     route.check_stop()  # a batch starting after the stop must not reserve anyone
     result = BatchResult()
-    ledger = route.ledger
-    if route.deferred_only:
-        candidates = _due_only(route, select_candidates(route, id_range), id_range)
-        result.selected = len(candidates)
-        candidates = drop_settled(route, candidates, result)
-    else:
-        # keys first: settled messages drop out before any customer record is read
-        keyed = select_keys(route, id_range)
-        assign_occasions(route, keyed)
-        open_keys = drop_limited(route, drop_settled(route, keyed, result), result)
-        settled = len(keyed) - len(open_keys)
-        wanted = {c.customer_id for c in open_keys}
-        candidates = []
-        if wanted:
-            candidates = [c for c in select_candidates(route, id_range) if c.customer_id in wanted]
-            assign_occasions(route, candidates)
-        result.selected = settled + len(candidates)
+    candidates = open_candidates(route, id_range, result)  # steps 1-2, less what is settled
     if not candidates:  # all settled (a re-run): no consents to read, nothing to claim
         return result
-    apply_policy(route, candidates, id_range)
+    claim = decide(route, candidates, id_range)  # steps 3-4
+    count_claimed(route, claim, result)
+    outcomes, channel_of = deliver(route, candidates, claim, result)  # steps 5-7
+    count_outcomes(route, outcomes, result, channel_of)
+    return result
 
-    # step 4: reserve. The ledger, not this task, decides what still needs sending.
-    claim = reserve(route, candidates)
+
+def open_candidates(
+    route: Route, id_range: tuple[int, int], result: BatchResult
+) -> list[Candidate]:
+    """Steps 1 and 2 for a batch: its customers with their ledger keys, less those whose
+    message is settled (:func:`drop_settled`) or, deferred by a ``--channel`` run, left
+    to the follow-up (:func:`drop_limited`); ``result`` counts what was selected and
+    what is already done. The follow-up flow's batch takes only due deferred messages."""
+    if route.run.deferred_only:
+        candidates = _due_only(route, id_range)
+        result.selected = len(candidates)
+        return drop_settled(route, candidates, result)
+    # keys first: settled messages drop out before any customer record is read
+    keyed = select_keys(route, id_range)
+    assign_occasions(route, keyed)
+    open_keys = drop_limited(route, drop_settled(route, keyed, result), result)
+    wanted = {c.customer_id for c in open_keys}
+    candidates = select_occasions(route, id_range, wanted)
+    result.selected = len(keyed) - len(open_keys) + len(candidates)
+    return candidates
+
+
+def decide(route: Route, candidates: list[Candidate], id_range: tuple[int, int]) -> Claim:
+    """Steps 3 and 4: the policy decides each candidate's channel and address (or not to
+    send now), then the claim reserves the ledger rows this run now owns and applies the
+    rules that count other messages (a dry run's ledger only reads). The ledger, not the
+    batch, decides what still needs sending. Preview takes these steps for one customer."""
+    apply_policy(route, candidates, id_range)
+    return reserve(route, candidates)
+
+
+def count_claimed(route: Route, claim: Claim, result: BatchResult) -> None:
+    """What the claim found handled (or being handled) by others, counted as already
+    done. Rows an earlier attempt left in 'sending' may have reached the customer: they
+    are settled as failed: interrupted rather than left hanging or sent again."""
     for state in claim.already.values():
         result.already["in_progress" if state in (State.RESERVED, State.SENDING) else state] += 1
-    # Rows an earlier attempt left in 'sending' may have reached the customer: settle
-    # them as failed: interrupted rather than leave them hanging or send them again.
     sending = [k for k, state in claim.already.items() if state == State.SENDING]
-    interrupted = ledger.resolve_interrupted(route.spec.name, sending, route.run_id)
+    run = route.run
+    interrupted = route.ledger.resolve_interrupted(run.spec.name, sending, run.run_id)
     if interrupted:
         result.already["in_progress"] -= interrupted
         result.failed["interrupted"] += interrupted
 
+
+def deliver(
+    route: Route, candidates: list[Candidate], claim: Claim, result: BatchResult
+) -> tuple[list[Outcome], dict[int, str]]:
+    """Steps 5-7 for the rows the claim gave this run: (their outcomes, the channel each
+    message went to).
+
+    A stop, or a channel that can deliver nothing more (``ChannelDown``), ends it
+    early: what went out before counts, and what the batch still holds is counted
+    as ``skipped: run_stopped``, which the flow makes of it (it gives those rows
+    back to the next run).
+    """
     outcomes: list[Outcome] = []
     channel_of: dict[int, str] = {}
     lost_before = result.already["in_progress"]
     try:
-        _decide_render_send(route, candidates, claim, result, outcomes, channel_of)
+        owned = record_decisions(route, candidates, claim, result, outcomes)
+        by_channel = render_owned(route, owned, result, outcomes)
+        channel_of.update((m.contact_id, m.channel) for ms in by_channel.values() for m in ms)
+        send_rendered(route, by_channel, result, outcomes)
     except (RunStopped, ChannelDown) as exc:
-        # What went out before the stop counts; the flow gives what this batch still
-        # holds back to the next run (skipped: run_stopped), so it is counted so here.
         if isinstance(exc, ChannelDown):
             outcomes += exc.outcomes
             result.fault = str(exc)
         lost = result.already["in_progress"] - lost_before
         held = len(claim.owned) - len({o.contact_id for o in outcomes}) - lost
         result.skipped["run_stopped"] += held
-    _count(route, outcomes, result, channel_of)
-    return result
+    return outcomes, channel_of
 
 
-def _decide_render_send(
+def record_decisions(
     route: Route,
     candidates: list[Candidate],
     claim: Claim,
     result: BatchResult,
     outcomes: list[Outcome],
-    channel_of: dict[int, str],
-) -> None:
-    """Steps 5-7 for the rows the claim gave this run; ``outcomes`` grows as they settle
-    and ``channel_of`` says which channel each message went to."""
-    ledger = route.ledger
+) -> list[tuple[Candidate, int]]:
+    """The owned rows the policy decided not to send now (skip, defer, held out),
+    recorded first so nothing is left hanging; returns the owned sends with their
+    contact ids. ``outcomes`` grows by what is recorded."""
     owned: list[tuple[Candidate, int]] = []
     holding: dict[int, dict] = {}  # deferred rows keep the address they will use
+    decided: list[Outcome] = []
     for c in candidates:
         contact_id = claim.owned.get(c.key)
         if contact_id is None:
@@ -721,30 +841,53 @@ def _decide_render_send(
         if c.decision.action == "send":
             owned.append((c, contact_id))
             continue
-        outcomes.append(policy_outcome(contact_id, c.decision))
+        decided.append(policy_outcome(contact_id, c.decision))
         if c.decision.action == "defer" and c.decision.address:
             holding[contact_id] = {"channel": c.decision.channel, "recipient": c.decision.address}
         result.note_decision(decision_note(c))
-    ledger.record(outcomes, route.run_id, holding)  # decisions first: nothing left hanging
+    route.ledger.record(decided, route.run.run_id, holding)
+    outcomes += decided
+    return owned
 
+
+def render_owned(
+    route: Route,
+    owned: list[tuple[Candidate, int]],
+    result: BatchResult,
+    outcomes: list[Outcome],
+) -> dict[str, list[Message]]:
+    """Step 5 for the owned sends: their messages by channel. What cannot go out is
+    recorded as that recipient's ``failed`` with the reason (``outcomes`` grows by it);
+    a dry run keeps a few samples of both."""
     by_channel: dict[str, list[Message]] = defaultdict(list)
     unsendable: list[Outcome] = []
+    dry_run = route.run.dry_run
     for (c, contact_id), msg in zip(owned, render_messages(route, owned), strict=True):
         if isinstance(msg, RecipientError):
             unsendable.append(Outcome.failed(contact_id, msg.reason, detail=msg.detail))
-            if route.dry_run:
+            if dry_run:
                 _sample(result, c, None, msg.detail)
             continue
         by_channel[msg.channel].append(msg)
-        if route.dry_run:
+        if dry_run:
             _sample(result, c, msg.subject or msg.body, None)
-    ledger.record(unsendable, route.run_id)
+    route.ledger.record(unsendable, route.run.run_id)
     outcomes += unsendable
-    channel_of.update((m.contact_id, m.channel) for ms in by_channel.values() for m in ms)
+    return by_channel
 
-    for name, messages in by_channel.items():  # steps 6 and 7: send and record
+
+def send_rendered(
+    route: Route,
+    by_channel: dict[str, list[Message]],
+    result: BatchResult,
+    outcomes: list[Outcome],
+) -> None:
+    """Steps 6 and 7: each channel's messages sent and recorded in chunks
+    (:func:`send_chunk`), the stop checked between chunks; ``outcomes`` grows as they
+    settle, and rows lost to another run meanwhile are counted as in progress."""
+    for name, messages in by_channel.items():
         with closing_channel(route.channel_factory(name)) as channel:
-            size = getattr(channel, "send_chunk_size", None) or route.settings.send_chunk_size
+            size = getattr(channel, "send_chunk_size", None) or route.run.settings.send_chunk_size
             for start in range(0, len(messages), size):
                 route.check_stop()
                 chunk = messages[start : start + size]
@@ -753,11 +896,12 @@ def _decide_render_send(
                 result.already["in_progress"] += lost
 
 
-def _count(
+def count_outcomes(
     route: Route, outcomes: list[Outcome], result: BatchResult, channel_of: dict[int, str]
 ) -> None:
+    """The batch's outcomes counted into ``result`` (a dry run's sends as would-send)."""
     for o in outcomes:
-        if o.state == State.SENT and route.dry_run:  # handed to the recorder: would go out
+        if o.state == State.SENT and route.run.dry_run:  # handed to the recorder: would go out
             result.would_send[channel_of[o.contact_id]] += 1
         elif o.state == State.SENT:
             result.sent += 1
@@ -773,26 +917,23 @@ def _count(
     result.skipped += Counter()
 
 
-def _due_only(route: Route, candidates: list[Candidate], id_range) -> list[Candidate]:
+def _due_only(route: Route, id_range: tuple[int, int]) -> list[Candidate]:
     """The follow-up flow's candidates: those whose deferred message is due now. A due
     message whose customer the segment no longer selects is skipped (the next run of the
     campaign decides about them again)."""
-    due = route.ledger.due_keys(
-        route.spec.name, route.at, id_range, route.policy_now, route.only_channel
-    )
-    ids = {cid for cid, _ in due}
-    candidates = [c for c in candidates if c.customer_id in ids]
-    assign_occasions(route, candidates)
+    run, ledger = route.run, route.ledger
+    due = ledger.due_keys(run.spec.name, run.at, id_range, run.policy_now, run.only_channel)
+    candidates = select_occasions(route, id_range, {cid for cid, _ in due})
     kept = [c for c in candidates if c.key in due]
     gone = due - {c.key for c in kept}
     if gone:  # a dead run's message in flight stays in doubt; the rest is skipped
-        route.ledger.resolve_interrupted(route.spec.name, sorted(gone), route.run_id)
-        route.ledger.settle_deferred(
-            route.spec.name,
+        ledger.resolve_interrupted(run.spec.name, sorted(gone), run.run_id)
+        ledger.settle_deferred(
+            run.spec.name,
             sorted(gone),
             "no_longer_selected",
-            f"segment {route.spec.segment} no longer selects this customer as of "
-            f"{route.at:%Y-%m-%d %H:%M %Z}",
+            f"segment {run.spec.segment} no longer selects this customer as of "
+            f"{run.at:%Y-%m-%d %H:%M %Z}",
         )
     for c in kept:
         c.decision = None
@@ -824,7 +965,7 @@ class SendingMarks:
         rate: float,
         texts: dict[int, tuple] | None = None,
     ):
-        self.ledger, self.channel_name, self.run_id = route.ledger, channel_name, route.run_id
+        self.ledger, self.channel_name, self.run_id = route.ledger, channel_name, route.run.run_id
         self.texts = texts  # kept with each mark (ContactLedger.mark_sending)
         self.ahead = int(rate * MARK_AHEAD_SECONDS)
         self._order, self._next = ids, 0
@@ -874,7 +1015,7 @@ def send_chunk(
     outcomes it carries are recorded and the messages it never started are back in
     ``reserved``, for the flow to release to the next run.
     """
-    ledger, run_id = route.ledger, route.run_id
+    ledger, run_id = route.ledger, route.run.run_id
     ids = [m.contact_id for m in messages]
     texts = None  # what reconciliation finds a message in doubt by (careflow/channels/base.py)
     if getattr(channel, "matched_by_text", False):
@@ -943,12 +1084,12 @@ def record_delivered(route: Route, outcomes: list[Outcome], details: dict) -> No
     run is stopped; a file left behind is written by the next run.
     """
     try:
-        route.ledger.record(outcomes, route.run_id, details)
+        route.ledger.record(outcomes, route.run.run_id, details)
         return
     except OperationalError as exc:
         error = exc
-    home = route.settings.home
-    kept = outcome_journal.keep(home, route.run_id, outcomes, details)
+    home = route.run.settings.home
+    kept = outcome_journal.keep(home, route.run.run_id, outcomes, details)
     delivered = sum(o.state == State.SENT for o in outcomes)
     started, pause = time.monotonic(), 1.0
     while True:
@@ -969,7 +1110,7 @@ def record_delivered(route: Route, outcomes: list[Outcome], details: dict) -> No
             )
             return
         try:
-            route.ledger.record(outcomes, route.run_id, details)
+            route.ledger.record(outcomes, route.run.run_id, details)
         except OperationalError as exc:
             error, pause = exc, min(OUTAGE_PAUSE_MAX_SECONDS, pause * 2)
             continue

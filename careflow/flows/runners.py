@@ -4,7 +4,9 @@ Every flow that runs batches (careflow/flows/campaign.py, careflow/flows/care.py
 careflow/flows/deferred.py) names :class:`BatchTaskRunner`. Prefect copies a flow's
 task runner when a run starts (``duplicate``), and that copy is chosen here
 from the settings of the process running the flow, so the environment a
-Prefect worker hands its runs decides, not the one a module was imported in:
+Prefect worker hands its runs decides, not the one a module was imported in
+(the only choice a run's environment makes rather than its settings:
+``BatchTaskRunner.duplicate`` says why):
 
 - ``CAREFLOW_TASK_RUNNER=threads`` (the default): Prefect's thread pool;
 - ``CAREFLOW_TASK_RUNNER=dask``: prefect-dask's ``DaskTaskRunner``, on the
@@ -35,6 +37,7 @@ from prefect.tasks import Task
 from prefect.utilities.callables import get_call_parameters
 
 from careflow.errors import ConfigError
+from careflow.flows.route import RunPlan
 from careflow.settings import Settings, load_settings
 
 #: objects allocated between two young-generation collections in a process running batches
@@ -109,6 +112,17 @@ class BatchTaskRunner(ThreadPoolTaskRunner):
     of the process running the flow say when a run starts (module docs)."""
 
     def duplicate(self) -> TaskRunner:  # type: ignore[override]
+        """The one place a run's process environment, not the run's settings, decides.
+
+        Prefect calls this as a flow run starts, before the flow's function runs and
+        so before the run's settings exist (the function reads them, or is given
+        them, and makes the run's ``RunPlan``). The environment is also what a
+        Prefect worker hands each run (a deployment's job variables), so the
+        runner follows where the run is, not where a module was imported. A flow
+        function given other settings (a test, a script) still runs its batches
+        on the runner its environment names; everything else about a batch comes
+        from the run's settings (``RunPlan.settings``).
+        """
         try:
             settings = load_settings()
         except ConfigError:
@@ -117,24 +131,25 @@ class BatchTaskRunner(ThreadPoolTaskRunner):
         return batch_task_runner(settings)
 
 
-def batch_submitter(stack: ExitStack, dry_run: bool) -> Callable[..., PrefectFuture]:
+def batch_submitter(stack: ExitStack, run: RunPlan) -> Callable[..., PrefectFuture]:
     """``submit(task, *args)`` for one run's batch tasks.
 
     Normally the flow run's own task runner. A dry run on any other runner than
-    threads gets a thread pool in this process (entered on ``stack``): its
-    batches share what it remembers in memory (``DryRunLedger``), so that
-    customers sharing an address across batches are counted as a real run would.
+    threads gets a thread pool in this process (entered on ``stack``) as large as
+    the run's settings say: its batches share what it remembers in memory
+    (``DryRunLedger``), so that customers sharing an address across batches are
+    counted as a real run would.
     """
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
-    if not dry_run or runner is None or isinstance(runner, ThreadPoolTaskRunner):
+    if not run.dry_run or runner is None or isinstance(runner, ThreadPoolTaskRunner):
 
         def submit(task: Task, *args: Any) -> PrefectFuture:
             return task.submit(*args)
 
         return submit
     local = stack.enter_context(
-        ThreadPoolTaskRunner(max_workers=load_settings().effective_batch_concurrency)
+        ThreadPoolTaskRunner(max_workers=run.settings.effective_batch_concurrency)
     )
 
     def submit_here(task: Task, *args: Any) -> PrefectFuture:

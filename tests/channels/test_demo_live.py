@@ -13,8 +13,7 @@ import pytest
 
 from careflow.campaigns import load_campaign
 from careflow.demo.data import seed_demo
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from tests.providers.kit import live_settings
 from tests.providers.prism import PrismServer
 
@@ -34,10 +33,12 @@ def test_demo_campaigns_over_live_sms_and_email(
     sent_by_channel = {"sms": 0, "email": 0}
     for campaign, channel in [("birthday", "sms"), ("reorder_reminder", "sms"),
                               ("winback", "email"), ("vip_care", "email")]:
-        route = build_route(
-            settings, load_campaign(campaign, settings.templates_dir), f"live-{campaign}",
-            AS_OF, datetime.combine(AS_OF, time(12), tzinfo=UTC), channel, dry_run=False,
-        )
+        run = RunPlan(
+            spec=load_campaign(campaign, settings.templates_dir), run_id=f"live-{campaign}",
+            as_of=AS_OF, at=datetime.combine(AS_OF, time(12), tzinfo=UTC), settings=settings,
+            only_channel=channel,
+        )  # fmt: skip
+        route = Route.for_run(run)
         route.engine = engine
         result = process_batch(route, (1, 10_000))
         assert result.selected > 0, campaign

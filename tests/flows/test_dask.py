@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactEvent, ContactHistory, Run
 from careflow.demo.data import seed_demo
+from careflow.flows.route import RunPlan
 from careflow.flows.runners import BatchTaskRunner
 from careflow.messages import State
 from careflow.report import request_stop, run_status, start_run, stop_requested
@@ -130,10 +131,11 @@ def test_a_batch_outside_the_flow_process_stops_when_the_run_row_says_so(engine)
     assert flag.is_set()
     with engine.connect() as conn:
         assert run_status(conn.execute(select(Run)).one()) == "stopping"
-    result = process_batch_task.fn(
-        CAMPAIGN, "run-1", AS_OF, at, 1, 40, None, False, spec.parameters,
-        settings.model_copy(update={"delivery": "outbox"}),
-    )
+    run = RunPlan(
+        spec=spec, run_id="run-1", as_of=AS_OF, at=at, params=spec.parameters,
+        settings=settings.model_copy(update={"delivery": "outbox"}),
+    )  # fmt: skip
+    result = process_batch_task.fn(run, 1, 40)
     assert result["selected"] == 0 and result["sent"] == 0
     assert outcomes(engine) == {}  # nobody reserved by a batch of a stopping run
 

@@ -13,9 +13,8 @@ from sqlalchemy import select
 from careflow.campaigns import load_campaign
 from careflow.channels.recorder import RecordingChannel
 from careflow.db.models import ContactHistory
-from careflow.flows.campaign import build_route
 from careflow.flows.preview import preview_message
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.messages import State
 from careflow.policy.holdout import holdout_draw
@@ -78,9 +77,11 @@ def run(name="promo", *, run_id="run-1", now=None, deferred_only=False, dry_run=
     settings = load_settings()
     spec = load_campaign(name, settings.templates_dir)
     day = AT.astimezone(ZoneInfo(settings.time_zone)).date()
-    route = build_route(
-        settings, spec, run_id, day, AT, None, dry_run, now=now, deferred_only=deferred_only
-    )
+    run = RunPlan(
+        spec=spec, run_id=run_id, as_of=day, at=AT, settings=settings, dry_run=dry_run, now=now,
+        deferred_only=deferred_only,
+    )  # fmt: skip
+    route = Route.for_run(run)
     route.ledger = (DryRunLedger if dry_run else ContactLedger)(
         route.engine, clock=Clock(now or AT)
     )

@@ -73,9 +73,8 @@ from careflow.campaigns import load_campaign
 from careflow.channels.sms import TwilioSMS
 from careflow.db.models import ContactHistory, Customer
 from careflow.demo.data import seed_demo
-from careflow.flows.campaign import build_route
 from careflow.flows.reconcile import reconcile_sms
-from careflow.flows.route import apply_policy, assign_occasions, process_batch, select_candidates
+from careflow.flows.route import Route, RunPlan, apply_policy, process_batch, select_occasions
 from careflow.messages import State
 from careflow.policy import Decision
 from careflow.settings import PROJECT_ROOT, load_settings
@@ -205,9 +204,17 @@ def selected(engine, campaign: str, channel: str) -> Selected:
     spec = load_campaign(campaign, settings.templates_dir)
     with engine.connect() as conn:
         full = (1, conn.execute(select(func.max(Customer.id))).scalar_one())
-    route = build_route(settings, spec, "selection", AS_OF, AT, channel, dry_run=True)
-    candidates = select_candidates(route, full)
-    assign_occasions(route, candidates)
+    run = RunPlan(
+        spec=spec,
+        run_id="selection",
+        as_of=AS_OF,
+        at=AT,
+        settings=settings,
+        only_channel=channel,
+        dry_run=True,
+    )
+    route = Route.for_run(run)
+    candidates = select_occasions(route, full)
     apply_policy(route, candidates, full)
     return Selected(campaign, channel, {c.key: c.decision for c in candidates})
 
@@ -672,21 +679,32 @@ def test_a_run_paused_past_its_lease_never_sends_what_another_run_took_over(engi
     )
 
 
-def test_the_kill_worker_builds_the_route_a_real_run_builds(db_url):
-    """kill_worker builds its route without Prefect; it must be the flow's route."""
-    from tests.flows.kill_worker import live_route
-
-    settings = load_settings()
-    spec = load_campaign("winback", settings.templates_dir)
-    flow_route = build_route(settings, spec, "r", AS_OF, AT, None, dry_run=False)
-    worker_route = live_route(settings, spec, "r", AS_OF, AT, None)
-    for name in ("spec", "engine", "settings", "run_id", "as_of", "at", "channels", "params",
-                 "dry_run", "stop", "only_channel"):
-        assert getattr(worker_route, name) == getattr(flow_route, name), name
-    assert type(worker_route.ledger) is type(flow_route.ledger)
-    assert worker_route.ledger.lease == flow_route.ledger.lease
-    assert worker_route.renderer.templates_dir == flow_route.renderer.templates_dir
-    assert type(worker_route.channel_factory("sms")) is type(flow_route.channel_factory("sms"))
+def test_the_kill_worker_builds_a_real_runs_route_without_prefect(db_url):
+    """kill_worker builds its route with the route's one builder (``Route.for_run``, as a
+    run's batch does), which must not import Prefect: seconds of start-up per worker."""
+    probe = (
+        "import sys\n"
+        "from careflow.flows.route import Route, RunPlan\n"
+        "from careflow.campaigns import load_campaign\n"
+        "from tests.flows import kill_worker\n"
+        "from tests.providers import kit\n"
+        "from datetime import date, datetime\n"
+        "settings = kit.live_settings(fax_font_path=None)\n"
+        "spec = load_campaign('winback', settings.templates_dir)\n"
+        f"at = datetime.fromisoformat({AT.isoformat()!r})\n"
+        f"run = RunPlan(spec=spec, run_id='r', as_of=date.fromisoformat({AS_OF.isoformat()!r}),"
+        " at=at, settings=settings)\n"
+        "route = Route.for_run(run)\n"
+        "route.channel_factory('sms')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}  # the database: from db_url
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 # --- the follow-up: deferred messages, killed and stopped, then reconciled ------------------
@@ -766,8 +784,15 @@ def test_follow_ups_killed_or_stopped_at_random_send_each_deferred_message_once(
     ) as server:
         settings = kit.live_settings(server.base_url)
         spec = load_campaign("birthday", settings.templates_dir)
-        deferring = build_route(settings, spec, "deferring-run", AS_OF, AT, "sms", False)
-        deferred = process_batch(deferring, (1, size.customers))
+        deferring = RunPlan(
+            spec=spec,
+            run_id="deferring-run",
+            as_of=AS_OF,
+            at=AT,
+            settings=settings,
+            only_channel="sms",
+        )
+        deferred = process_batch(Route.for_run(deferring), (1, size.customers))
         assert deferred.deferred == {"quiet_hours": size.customers}, deferred
         for cid, number in numbers.items():  # other campaigns texted them today, too
             for text in rng.sample(OTHERS, rng.randint(0, 2)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,9 +20,8 @@ from sqlalchemy import insert, select, update
 
 from careflow.campaigns import load_campaign
 from careflow.db.models import Consent, ContactHistory, Customer
-from careflow.flows.campaign import build_route
 from careflow.flows.preview import preview_message
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.ledger import ContactLedger, DryRunLedger, deferred_summary
 from careflow.messages import State
 from careflow.settings import PROJECT_ROOT, load_settings
@@ -77,13 +77,16 @@ class Clock:
 
 
 def route_for(name, *, run_id="run-1", at=AT, now=None, dry_run=False, deferred_only=False,
-              clock=None):  # fmt: skip
+              clock=None, prepared=False):  # fmt: skip
     settings = load_settings()
     spec = load_campaign(name, settings.templates_dir)
     local_day = at.astimezone(ZoneInfo(settings.time_zone)).date()
-    route = build_route(
-        settings, spec, run_id, local_day, at, None, dry_run, now=now, deferred_only=deferred_only
-    )
+    run = RunPlan(
+        spec=spec, run_id=run_id, as_of=local_day, at=at, settings=settings, dry_run=dry_run,
+        now=now, deferred_only=deferred_only,
+        params=spec.parameters if prepared else None,  # as segments.prepare gives a run's batches
+    )  # fmt: skip
+    route = Route.for_run(run)
     clock = clock or Clock(now or at)
     route.ledger = (DryRunLedger if dry_run else ContactLedger)(route.engine, clock=clock)
     return route
@@ -260,8 +263,10 @@ def deferred_by_an_sms_run(world):
         add_email(world, cid)
     settings = load_settings()
     spec = load_campaign("promo_email_first", settings.templates_dir)
-    sms_run = build_route(settings, spec, "sms-run", AT.date(), AT, "sms", False)
-    assert process_batch(sms_run, ALL).deferred == {"quiet_hours": 4}
+    sms_run = RunPlan(
+        spec=spec, run_id="sms-run", as_of=AT.date(), at=AT, settings=settings, only_channel="sms"
+    )
+    assert process_batch(Route.for_run(sms_run), ALL).deferred == {"quiet_hours": 4}
     return settings, spec
 
 
@@ -469,9 +474,7 @@ def test_a_shared_address_is_held_since_the_purchase_day_in_the_shops_zone(
     add_orders(engine, 2, [date(2026, 6, 2)])
 
     def run_at(run_id, at):
-        route = route_for("comeback", run_id=run_id, at=at)
-        route.params = route.spec.parameters  # as segments.prepare gives a run's batches
-        return process_batch(route, ALL)
+        return process_batch(route_for("comeback", run_id=run_id, at=at, prepared=True), ALL)
 
     first = run_at("run-1", first_sent.replace(tzinfo=UTC))
     assert first.sent == 1 and rows(engine)[1].state == State.SENT  # only 1 is dormant yet
@@ -508,10 +511,11 @@ def test_a_campaign_run_leaves_a_message_limited_to_sms_to_the_follow_up(world, 
     by a ``--channel sms`` run and sent them on the campaign's own order (email)."""
     settings, spec = deferred_by_an_sms_run(world)
     later = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # all due
-    full = build_route(settings, spec, "full-run", AT.date(), AT, None, False, now=later)
-    result = process_batch(full, ALL)
+    full = RunPlan(
+        spec=spec, run_id="full-run", as_of=AT.date(), at=AT, settings=settings, now=later
+    )
+    result = process_batch(Route.for_run(full), ALL)
     assert result.sent == 0 and result.already == {"sent": 2, "deferred": 4}
-    follow = build_route(settings, spec, "follow", AT.date(), AT, "sms", False, now=later,
-                         deferred_only=True)  # fmt: skip
-    assert process_batch(follow, ALL).sent == 4
+    follow = replace(full, run_id="follow", only_channel="sms", deferred_only=True)
+    assert process_batch(Route.for_run(follow), ALL).sent == 4
     assert {r.channel for r in rows(world).values()} == {"sms"}

@@ -99,7 +99,7 @@ def test_nothing_is_settled_before_the_attempt_has_had_time(engine, server):
 
 def chunk_of(ledger, settings=None):
     """What ``send_chunk`` reads of a run's route: its ledger, id and home."""
-    return SimpleNamespace(ledger=ledger, run_id="run-1", settings=settings)
+    return SimpleNamespace(ledger=ledger, run=SimpleNamespace(run_id="run-1", settings=settings))
 
 
 class Died(BaseException):

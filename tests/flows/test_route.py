@@ -12,8 +12,7 @@ from sqlalchemy import select, update
 from careflow.campaigns import load_campaign
 from careflow.channels import get_channel
 from careflow.db.models import ContactHistory
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.messages import Outcome, State
 from careflow.settings import PROJECT_ROOT, load_settings
 from tests.factories import add_customer, set_consent
@@ -63,10 +62,15 @@ def people(engine):
     return engine
 
 
+def plan(settings, spec, run_id, **options) -> RunPlan:
+    """A run of ``spec`` as of AS_OF, AT."""
+    return RunPlan(spec=spec, run_id=run_id, as_of=AS_OF, at=AT, settings=settings, **options)
+
+
 def run(engine, campaign="birthday", run_id="run-1", dry_run=False, channel_factory=None):
     settings = load_settings()
     spec = load_campaign(campaign, settings.templates_dir)
-    route = build_route(settings, spec, run_id, AS_OF, AT, None, dry_run)
+    route = Route.for_run(plan(settings, spec, run_id, dry_run=dry_run))
     if channel_factory is not None:
         route.channel_factory = channel_factory
     return process_batch(route, (1, 100))
@@ -301,9 +305,8 @@ def test_a_message_the_ledger_cannot_store_fails_before_sending(people, template
     channel = CountingChannel()
     settings = load_settings()
     spec = load_campaign("nul", settings.templates_dir)
-    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False)
+    route = Route.for_run(plan(settings, spec, "run-1", params={}))
     route.channel_factory = lambda name: channel
-    route.params = {}
     original = route.renderer.render_many
 
     def render_many(requests, *args, **kwargs):  # customer 6 only: the bad text
@@ -335,7 +338,7 @@ def test_recording_never_fails_on_what_a_provider_answers(people, templates):
     settings = load_settings()
     spec = load_campaign("fragile", settings.templates_dir)
     people_with_grades(people)
-    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False)
+    route = Route.for_run(plan(settings, spec, "run-1"))
     route.channel_factory = lambda name: channel
     result = process_batch(route, (1, 100))
     assert len(channel.sent) == 2 and result.sent == 1
@@ -361,7 +364,7 @@ def test_a_stopped_batch_releases_what_it_reserved_for_the_next_run(people, temp
     settings = load_settings()
     spec = load_campaign("birthday", settings.templates_dir)
     stop = threading.Event()
-    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False, stop=stop)
+    route = Route.for_run(plan(settings, spec, "run-1"), stop)
     claim = route.ledger.claim
 
     def claim_then_stop(*args, **kwargs):
@@ -391,7 +394,7 @@ def test_a_batch_starting_after_the_stop_reserves_nobody(people, templates):
     spec = load_campaign("birthday", settings.templates_dir)
     stop = threading.Event()
     stop.set()
-    route = build_route(settings, spec, "run-1", AS_OF, AT, None, False, stop=stop)
+    route = Route.for_run(plan(settings, spec, "run-1"), stop)
     with pytest.raises(RunStopped):
         process_batch(route, (1, 100))
     assert ledger(people) == {}

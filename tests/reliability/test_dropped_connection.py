@@ -31,8 +31,7 @@ from sqlalchemy import create_engine, event, select, text
 import careflow.ledger
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.ledger import ContactLedger
 from careflow.messages import Outcome, State
 from careflow.settings import load_settings
@@ -173,7 +172,10 @@ class CountingChannel:
 def route_for(engine, run_id: str, delivered: Counter, on_send=None, ledger=None):
     settings = load_settings(send_chunk_size=5, delivery="outbox")
     spec = load_campaign("birthday", settings.templates_dir)
-    route = build_route(settings, spec, run_id, AS_OF, AT, "sms", False)
+    run = RunPlan(
+        spec=spec, run_id=run_id, as_of=AS_OF, at=AT, settings=settings, only_channel="sms"
+    )
+    route = Route.for_run(run)
     route.engine = engine
     route.ledger = ledger or ContactLedger(engine)
     route.channel_factory = lambda name: CountingChannel(delivered, on_send)

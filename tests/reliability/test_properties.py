@@ -49,8 +49,8 @@ from careflow.db.models import (
     Product,
     Run,
 )
-from careflow.flows.campaign import build_route, plan_batches
-from careflow.flows.route import process_batch
+from careflow.flows.campaign import plan_batches
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.messages import Message, Outcome, State
 from careflow.settings import PROJECT_ROOT, load_settings
 
@@ -368,7 +368,8 @@ def run_once(engine, s: dict, run_id: str, log: dict, settings) -> tuple[list, i
             for r in conn.execute(segments.build(spec.segment, as_of, params, at=at))
         }
     ranges = plan_batches(engine, spec, as_of, at, params, s["batch_size"])
-    route = build_route(settings, spec, run_id, as_of, at, None, False, params)
+    run = RunPlan(spec=spec, run_id=run_id, as_of=as_of, at=at, settings=settings, params=params)
+    route = Route.for_run(run)
     route.channel_factory = lambda name: FlakyChannel(s["modes"], log)
     results = [process_batch(route, r) for r in ranges]
     assert sum(r.selected for r in results) == len(selected)

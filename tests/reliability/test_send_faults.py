@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -40,8 +41,7 @@ import careflow.ledger
 from careflow import outcome_journal
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
-from careflow.flows.campaign import build_route
-from careflow.flows.route import process_batch
+from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.ledger import ContactLedger
 from careflow.messages import State
 from careflow.settings import load_settings
@@ -63,14 +63,18 @@ def shop(engine):
 def route_for(run_id: str, home: Path, stop=None, **settings):
     values = {"send_chunk_size": 10, "delivery": "outbox", "home": home} | settings
     s = load_settings(**values)
+    return birthday_route(s, run_id, stop)
+
+
+def birthday_route(s, run_id: str, stop=None) -> Route:
     spec = load_campaign("birthday", s.templates_dir)
-    return build_route(s, spec, run_id, AS_OF, AT, "sms", False, stop=stop)
+    run = RunPlan(spec=spec, run_id=run_id, as_of=AS_OF, at=AT, settings=s, only_channel="sms")
+    return Route.for_run(run, stop)
 
 
 def live_route(run_id: str, home: Path, server: FaultServer, stop=None, **settings):
     s = kit.live_settings(server.base_url, fax_font_path=None, home=home, **settings)
-    spec = load_campaign("birthday", s.templates_dir)
-    return build_route(s, spec, run_id, AS_OF, AT, "sms", False, stop=stop)
+    return birthday_route(s, run_id, stop)
 
 
 def rows(engine) -> dict[int, tuple[str, str | None, bool]]:
@@ -90,7 +94,10 @@ def outbox_files(home: Path) -> list[Path]:
 
 
 class FullDisk:
-    """``os.write`` in the outbox answers ENOSPC after ``room`` writes, until ``free``."""
+    """``os.write`` in the outbox answers ENOSPC after ``room`` writes, until ``free``.
+
+    Only the outbox's own writes count: ``os`` is one module, and a process starting its
+    render worker meanwhile (multiprocessing's pipes, first imported then) writes too."""
 
     def __init__(self, monkeypatch, room: int):
         from careflow.channels import outbox
@@ -99,6 +106,8 @@ class FullDisk:
         real = os.write
 
         def write(fd, data):
+            if sys._getframe(1).f_globals.get("__name__") != outbox.__name__:
+                return real(fd, data)
             if self.full:
                 if self.room <= 0:
                     real(fd, bytes(data[: len(data) // 2]))  # half a file, then the disk is full

@@ -20,15 +20,14 @@ def run_birthday() -> None:
     """The birthday campaign's real route on 2026-06-01 (a zh-CN customer's lunar birthday
     is 1990-05-10): rendered, finished, recorded as a run leaves it."""
     from careflow.campaigns import load_campaign
-    from careflow.flows.campaign import build_route
-    from careflow.flows.route import process_batch
+    from careflow.flows.route import Route, RunPlan, process_batch
     from careflow.settings import load_settings
 
     settings = load_settings()
     spec = load_campaign("birthday", settings.templates_dir)
-    route = build_route(settings, spec, "bday", date(2026, 6, 1),
-                        datetime(2026, 6, 1, 12, tzinfo=UTC), None, False)
-    assert process_batch(route, (1, 10)).sent == 1
+    run = RunPlan(spec=spec, run_id="bday", as_of=date(2026, 6, 1),
+                  at=datetime(2026, 6, 1, 12, tzinfo=UTC), settings=settings)  # fmt: skip
+    assert process_batch(Route.for_run(run), (1, 10)).sent == 1
 
 
 def sent_body(engine) -> str:

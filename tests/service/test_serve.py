@@ -189,8 +189,7 @@ def test_a_suppressed_address_is_skipped_by_the_next_run(served, engine, sendgri
     from datetime import UTC
 
     from careflow.campaigns import load_campaign
-    from careflow.flows.campaign import build_route
-    from careflow.flows.route import process_batch
+    from careflow.flows.route import Route, RunPlan, process_batch
     from careflow.settings import load_settings
 
     # SMS only; zh-CN keeps the lunar birthday: lunar 4/16, kept on 2026-06-01
@@ -202,9 +201,9 @@ def test_a_suppressed_address_is_skipped_by_the_next_run(served, engine, sendgri
     assert twilio_post(served, "/webhooks/twilio/inbound", inbound)[0] == 200
     settings = load_settings()
     spec = load_campaign("birthday", settings.templates_dir)
-    route = build_route(settings, spec, "bday", date(2026, 6, 1),
-                        datetime(2026, 6, 1, 12, tzinfo=UTC), None, False)
-    result = process_batch(route, (1, 10))
+    run = RunPlan(spec=spec, run_id="bday", as_of=date(2026, 6, 1),
+                  at=datetime(2026, 6, 1, 12, tzinfo=UTC), settings=settings)  # fmt: skip
+    result = process_batch(Route.for_run(run), (1, 10))
     assert result.sent == 1 and dict(result.skipped) == {"opted_out": 1}
 
 
