@@ -49,7 +49,10 @@ def _send_step(
     params = {**campaign.parameters, "claim": claim}
     as_of = now.astimezone(ZoneInfo(settings.time_zone)).date()
     run_id = f"{claim}:{step.id}"
-    run = RunPlan(campaign, run_id, as_of, now, settings, params=params, now=now)
+    run = RunPlan(
+        spec=campaign, run_id=run_id, as_of=as_of, at=now, settings=settings, params=params,
+        now=now,
+    )
     process_batch(Route.for_run(run), id_range)
 
 
