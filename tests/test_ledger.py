@@ -13,6 +13,7 @@ from careflow.clock import utcnow
 from careflow.db.models import ContactHistory
 from careflow.events import EventKind, InboundEvent
 from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger
+from careflow.ledger.history import contact_history
 from careflow.messages import Outcome, State
 from careflow.responses import record_events
 from tests.factories import add_customer
@@ -103,7 +104,7 @@ def test_history_shows_contacts_with_their_events(engine):
         provider_message_id="SM1",
     )
     assert len(record_events(engine, [delivered]).recorded) == 1
-    (entry,) = ledger.history(1)
+    (entry,) = contact_history(engine, 1)
     assert entry["state"] == "sent" and entry["body"] == "Hi" and entry["provider_id"] == "SM1"
     assert [e["kind"] for e in entry["events"]] == ["delivered"]
 
@@ -113,9 +114,9 @@ def test_a_busy_database_does_not_lose_known_outcomes(engine, monkeypatch):
     import sqlalchemy.exc
     from sqlalchemy import event
 
-    import careflow.ledger
+    import careflow.ledger.state
 
-    monkeypatch.setattr(careflow.ledger.time, "sleep", lambda s: None)
+    monkeypatch.setattr(careflow.ledger.state.time, "sleep", lambda s: None)
     _customers(engine)
     ledger = ContactLedger(engine)
     cid = ledger.claim("birthday", "run-1", KEYS[:1]).owned[KEYS[0]]
@@ -198,7 +199,7 @@ def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(
     from sqlalchemy import text
 
     from careflow import db
-    from careflow.ledger import _keys_query
+    from careflow.ledger.plans import keys_query
     from tests.conftest import _reset_postgres
 
     _reset_postgres(postgres_server_url)
@@ -224,7 +225,7 @@ def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(
     assert ContactLedger(engine).peek("greet", keys) == dict.fromkeys(keys, State.SENT)
 
     with engine.connect() as conn:
-        query = _keys_query(conn, "greet", keys, (ContactHistory.state,))
+        query = keys_query(conn, "greet", keys, (ContactHistory.state,))
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
         plan = _explained(conn, sql, {})
     assert _ledger_rows_read(plan) <= 2 * len(keys)  # each customer has two rows
