@@ -510,7 +510,8 @@ def run_batches(engine, b: Batches, ranges: list[tuple[int, int]], summary: dict
         raise
     finally:
         _STOPS.pop(run_id, None)
-        DryRunLedger.forget(run_id)
+        if b.dry_run:  # what it would have taken goes (careflow/ledger/dry_run.py)
+            DryRunLedger(engine).forget(run_id)
         stack.close()
     summary.update(total.as_dict())
     if not b.deferred_only:

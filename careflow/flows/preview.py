@@ -100,7 +100,9 @@ def walk_route(
         raise CareflowError(
             f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"
         )
-    route.engine = route.ledger.engine = engine
+    route.engine = engine
+    # the dry-run ledger, for one claim: nothing to keep for later ones
+    route.ledger = DryRunLedger(engine, settings.reservation_lease_seconds, remember=False)
     one = (customer_id, customer_id)
     candidates = select_candidates(route, one)
     if not candidates:
@@ -122,7 +124,6 @@ def walk_route(
     )
     out.head = len(out.lines)
     claim = reserve(route, candidates)  # the dry-run ledger: shared addresses and caps, read only
-    DryRunLedger.forget(route.run_id)
     if c.key in claim.already:
         state = claim.already[c.key]
         row = _ledger_row(engine, spec.name, c.key)

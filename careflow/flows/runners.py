@@ -12,11 +12,10 @@ Prefect worker hands its runs decides, not the one a module was imported in:
   ``CAREFLOW_DASK_WORKERS`` processes started for the run and stopped after it.
 
 On Dask a batch runs in another process, perhaps on another machine: it gets
-only its (picklable) arguments and finds everything else in the database.
-Two things the thread runner keeps in the flow's process are handled apart:
-a stop request reaches such batches through the run's row (careflow/flows/campaign.py,
-``RunStopFlag``), and a dry run, which remembers the addresses it would take
-in memory across batches, runs its batches on threads of the flow's process.
+only its (picklable) arguments and finds everything else in the database,
+a dry run's batches what the others would take included (careflow/ledger/dry_run.py).
+A stop request, which the thread runner's batches read from the flow's process, reaches
+such batches through the run's row (careflow/flows/campaign.py, ``RunStopFlag``).
 docs/production.md describes the topology.
 """
 
@@ -28,11 +27,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import Task
-from prefect.utilities.callables import get_call_parameters
 
 from careflow.errors import ConfigError
 from careflow.settings import Settings, load_settings
@@ -118,26 +115,16 @@ class BatchTaskRunner(ThreadPoolTaskRunner):
 
 
 def batch_submitter(stack: ExitStack, dry_run: bool) -> Callable[..., PrefectFuture]:
-    """``submit(task, *args)`` for one run's batch tasks.
+    """``submit(task, *args)`` for one run's batch tasks: the flow run's own task runner,
+    for a dry run too.
 
-    Normally the flow run's own task runner. A dry run on any other runner than
-    threads gets a thread pool in this process (entered on ``stack``): its
-    batches share what it remembers in memory (``DryRunLedger``), so that
-    customers sharing an address across batches are counted as a real run would.
+    Neither argument changes that any more: a dry run on Dask used to get a thread pool
+    of the flow's process, entered on ``stack``, because its batches shared what they
+    would take in that process's memory; they share it through the database now
+    (careflow/ledger/dry_run.py). The signature stays for careflow/flows/campaign.py's call.
     """
-    context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if not dry_run or runner is None or isinstance(runner, ThreadPoolTaskRunner):
 
-        def submit(task: Task, *args: Any) -> PrefectFuture:
-            return task.submit(*args)
+    def submit(task: Task, *args: Any) -> PrefectFuture:
+        return task.submit(*args)
 
-        return submit
-    local = stack.enter_context(
-        ThreadPoolTaskRunner(max_workers=load_settings().effective_batch_concurrency)
-    )
-
-    def submit_here(task: Task, *args: Any) -> PrefectFuture:
-        return local.submit(task, get_call_parameters(task.fn, args, {}))
-
-    return submit_here
+    return submit

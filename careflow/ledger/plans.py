@@ -7,7 +7,7 @@ dialects, whatever the planner's statistics say:
 - **by key** (:func:`keys_query`, :func:`rows_for`): a batch's
   (customer_id, occasion) keys as one walk of the unique index, or on
   PostgreSQL two arrays looked up customer by customer;
-- **inserting** (:func:`insert_reserved`) and **writing by id**
+- **inserting** (:func:`insert_reserved`, :func:`insert_rows`) and **writing by id**
   (:func:`write_by_id`, :func:`unnested`): on PostgreSQL one statement over
   array parameters joined through ``unnest()`` (psycopg runs an executemany
   one row at a time), on SQLite a Core executemany (tens of thousands of
@@ -21,7 +21,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, String, and_, bindparam, func, literal, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 
 from careflow.db.models import ContactHistory
 from careflow.db.sqlfunc import unindexed
@@ -60,6 +71,22 @@ def write_by_id(conn, columns, rows: list[tuple]) -> None:
         return
     w = unnested(columns, rows, "w")
     conn.execute(update(CH).where(CH.c.id == w.c.id).values({n: w.c[n] for n in names[1:]}))
+
+
+def insert_rows(conn, table, columns, rows: list[tuple]) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``, columns of ``table``).
+
+    PostgreSQL gets one INSERT ... SELECT over unnest(arrays) (psycopg runs an
+    executemany row by row); SQLite an executemany.
+    """
+    if not rows:
+        return
+    names = [c.name for c in columns]
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    source = unnested(columns, rows, "r")
+    conn.execute(insert(table).from_select(names, select(*[source.c[n] for n in names])))
 
 
 def rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:

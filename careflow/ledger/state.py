@@ -170,7 +170,7 @@ WRITE_ATTEMPTS = 6
 RESERVATION_LEASE_SECONDS = 15 * 60
 
 
-def _retry_busy_database(method):
+def retry_busy_database(method):
     """Retry a ledger write when the database is momentarily unavailable.
 
     Every write method runs in its own transaction and is idempotent, so
@@ -285,7 +285,7 @@ class ContactLedger:
                 out.capped.update(choice.capped)
         return out
 
-    @_retry_busy_database
+    @retry_busy_database
     def _claim_chunk(self, campaign, run_id, keys, now, intents, rules, selected_at, only):
         clock = self.clock()
         stale = clock - self.lease
@@ -409,7 +409,7 @@ class ContactLedger:
                         out[(cid, occasion)] = state
         return out
 
-    @_retry_busy_database
+    @retry_busy_database
     def release(self, run_id: str, reason: str = "run_stopped") -> tuple[int, int]:
         """Settle what a stopping run still holds; returns (released, interrupted).
 
@@ -428,7 +428,7 @@ class ContactLedger:
                 self.clock(),
             )
 
-    @_retry_busy_database
+    @retry_busy_database
     def settle_abandoned(self) -> tuple[int, int]:
         """Settle, as ``release`` does, what runs that died still hold once their lease has
         passed; returns (released, interrupted). A later claim of the same key does this
@@ -445,7 +445,7 @@ class ContactLedger:
                 now,
             )
 
-    @_retry_busy_database
+    @retry_busy_database
     def mark_sending(
         self,
         contact_ids: Iterable[int],
@@ -498,7 +498,7 @@ class ContactLedger:
                 select(func.count()).where(CH.c.run_id == run_id, CH.c.state == State.SENT)
             ).scalar_one()
 
-    @_retry_busy_database
+    @retry_busy_database
     def unmark_sending(self, contact_ids: Sequence[int], run_id: str) -> int:
         """Put back in ``reserved`` this run's rows marked sending whose request never
         started (its channel stopped first, ``ChannelDown``): they did not go out, so
@@ -515,7 +515,7 @@ class ContactLedger:
             ).rowcount
 
     # --- after sending -------------------------------------------------------
-    @_retry_busy_database
+    @retry_busy_database
     def record(self, outcomes: Sequence[Outcome], run_id: str, details: dict | None = None) -> None:
         """Store each outcome on its row. ``details[contact_id]`` may carry
         channel, recipient, subject and body to keep with the row.
@@ -580,7 +580,7 @@ class ContactLedger:
                 )
             )
 
-    @_retry_busy_database
+    @retry_busy_database
     def resolve_interrupted(
         self, campaign: str, keys: Sequence[tuple[int, str]], run_id: str
     ) -> int:
@@ -605,7 +605,7 @@ class ContactLedger:
             )
         return result.rowcount
 
-    @_retry_busy_database
+    @retry_busy_database
     def allow_retry(self, campaign: str, reason: str, customer_id: int | None = None) -> int:
         """Let the next run try failed messages again (an operator's decision).
 
@@ -688,7 +688,7 @@ class ContactLedger:
                 for r in conn.execute(select(CH.c.customer_id, CH.c.occasion).where(*where))
             }
 
-    @_retry_busy_database
+    @retry_busy_database
     def settle_deferred(
         self, campaign: str, keys: Sequence[tuple[int, str]], reason: str, detail: str
     ) -> int:
