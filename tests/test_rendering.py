@@ -9,8 +9,9 @@ import pytest
 
 from careflow import render_worker
 from careflow.errors import TemplateError, TemplateLimitError
-from careflow.rendering import Renderer, greeting_name, locale_chain
+from careflow.rendering import Renderer, locale_chain
 from careflow.settings import PROJECT_ROOT
+from careflow.template_env import greeting_name
 
 
 @pytest.fixture

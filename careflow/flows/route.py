@@ -54,8 +54,9 @@ from careflow.policy import (
     opt_in_channels,
 )
 from careflow.policy.config import PolicyConfig
-from careflow.rendering import Rendered, Renderer, greeting_name
+from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
+from careflow.template_env import greeting_name
 
 CUSTOMER_COLUMNS = list(Customer.__table__.c)
 
