@@ -23,6 +23,7 @@ from careflow.contact_limits import (
     Choice,
     Earlier,
     Intent,
+    Key,
     address_holders,
     cap_counts,
     choose,
@@ -45,8 +46,6 @@ HOLDS = DryRunHold.__table__
 #: what a dry run that died before its end (SIGKILL) would have taken is dropped at the
 #: end of any later dry run once it is this old
 ABANDONED_AFTER = timedelta(days=1)
-
-Key = tuple[int, str]
 
 
 class DryRunLedger(ContactLedger):
