@@ -241,7 +241,8 @@ def _serve(conn, progress, config: WorkerConfig) -> None:
     while True:
         try:
             jobs = conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):
+            # the caller went; a reset when it left results unread (killed, or gave up)
             return
         renderer.forget()  # a template edited since the last request is read again
         results = []
