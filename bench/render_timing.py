@@ -6,7 +6,7 @@ Renders the shipped SMS and email templates many times with one Renderer,
 as a batch does, and prints the best of several rounds. It times the
 thread's CPU time, not the wall clock, so other work on a shared machine
 disturbs it less. Used to
-check that the render limits (careflow/rendering.py) keep the common case
+check that the render limits (careflow/template_sandbox.py) keep the common case
 fast. Timings on a shared machine are noisy: compare runs made back to back.
 """
 

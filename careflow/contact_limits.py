@@ -211,7 +211,8 @@ def cap_counts(conn, customer_ids: Sequence[int], cap: CapCheck, now: datetime):
             batch = func.unnest(bindparam("cap_ids", part, type_=ARRAY(BigInteger)))
             k = batch.table_valued("cid").render_derived(name="k")
             # each customer looked up on its own: joined, a planner that believed the
-            # ledger empty read all of it once per customer (careflow/ledger.py, _keys_query)
+            # ledger empty read all of it once per customer (careflow/ledger/plans.py,
+            # keys_query)
             hit = select(*cols).where(CH.c.customer_id == k.c.cid, where).offset(0).lateral()
             query = select(hit).select_from(k).join(hit, true())
         else:

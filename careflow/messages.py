@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class State(StrEnum):
-    """Where one ledger row stands. See careflow/ledger.py for the transitions."""
+    """Where one ledger row stands. See careflow/ledger/state.py for the transitions."""
 
     RESERVED = "reserved"  # claimed by a run, not yet handed to a channel
     SENDING = "sending"  # handed to a channel; outcome not yet recorded

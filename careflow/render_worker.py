@@ -27,10 +27,14 @@ pipe, which leaves the interpreter free:
   a worker killed by it would look like a template's crash) and are killed
   by the kernel when their parent goes.
 
-Cost: workers start from a fork server that has imported the renderer, and
-stay alive between batches (up to ``MAX_IDLE`` idle ones); messages travel
-``CHUNK`` at a time, results come back a chunk at a time. bench/README.md
-has the per-message figure.
+The worker renders with careflow/template_env.py (``TemplateRunner``), the
+environment the caller's ``Renderer`` (careflow/rendering.py) finds templates
+in; this module does not know the caller.
+
+Cost: workers start from a fork server that has imported this module and the
+template environment, and stay alive between batches (up to ``MAX_IDLE`` idle
+ones); messages travel ``CHUNK`` at a time, results come back a chunk at a
+time. bench/README.md has the per-message figure.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from careflow.errors import CareflowError, TemplateError, TemplateLimitError
+from careflow.template_env import TemplateRunner, out_of_memory
 
 #: messages sent to a worker in one request
 CHUNK = 200
@@ -79,10 +84,7 @@ class WorkerConfig:
         )
 
     def out_of_memory(self) -> str:
-        return (
-            f"the template used more than {self.max_memory_mb} MB of memory "
-            "(CAREFLOW_RENDER_MAX_MEMORY_MB)"
-        )
+        return out_of_memory(self.max_memory_mb)
 
 
 def render_jobs(
@@ -212,13 +214,13 @@ def _give(config: WorkerConfig, worker: _Worker | None) -> None:
 
 @cache
 def _context():
-    """Workers fork from a server that has imported the renderer (milliseconds, not the
-    second a fresh interpreter takes); never from this process, whose other threads may
-    hold locks a forked child would inherit held."""
+    """Workers fork from a server that has imported this module and with it the template
+    environment (milliseconds, not the second a fresh interpreter takes); never from this
+    process, whose other threads may hold locks a forked child would inherit held."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["careflow.rendering"])
+    ctx.set_forkserver_preload([__name__])
     return ctx
 
 
@@ -226,12 +228,10 @@ def _context():
 def _serve(conn, progress, config: WorkerConfig) -> None:
     """A worker's life: render each request's jobs, send back their results, until the
     pipe closes."""
-    from careflow.rendering import Renderer
-
     os.setpgrp()  # signals for the caller's process group (Ctrl-C) are the caller's
     _die_with_parent()
     _cap_memory(config.max_memory_mb)
-    renderer = Renderer(
+    renderer = TemplateRunner(
         config.templates_dir,
         config.default_locale,
         timeout_seconds=config.timeout_seconds,
@@ -241,7 +241,8 @@ def _serve(conn, progress, config: WorkerConfig) -> None:
     while True:
         try:
             jobs = conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):
+            # the caller went; a reset when it left results unread (killed, or gave up)
             return
         renderer.forget()  # a template edited since the last request is read again
         results = []

@@ -13,40 +13,30 @@ folder, named after the step: ``templates/<journey>/<step>.sms.en.j2``):
 falls back from ``zh-CN`` to ``zh`` to the default locale. Templates run in
 Jinja's sandbox (marketers write them, not developers) with StrictUndefined,
 so a misspelt variable is an error for that recipient, not a blank in a
-message. Filters format in the customer's locale with Babel:
-
-    {{ amount | money }}  {{ amount | money("USD") }}
-    {{ day | date }}  {{ day | date("long") }}
-    {{ customer | greeting_name }}
+message; its filters (money, date, number, greeting_name) format in the
+customer's locale (careflow/template_env.py, the environment both sides share).
 
 Each message renders within a deadline, a size and a memory limit
 (``CAREFLOW_RENDER_*`` settings), in a render worker process that is killed
 when a template runs past them: careflow/template_sandbox.py has the checks
-inside a render, careflow/render_worker.py the process around it.
+inside a render, careflow/render_worker.py the process around it. This module
+is the caller's side: it finds a message's templates and hands them to a worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 
 import jinja2
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
-from jinja2.sandbox import SecurityError
 
 from careflow import registry
-from careflow.errors import ConfigError, TemplateError, TemplateLimitError
+from careflow.errors import ConfigError, TemplateError
 from careflow.journey_spec import template_prefix
 from careflow.render_worker import WorkerConfig, render_jobs
 from careflow.settings import Settings
-from careflow.template_sandbox import BoundedSandbox
-from careflow.unsubscribe import inert_placeholder
+from careflow.template_env import TemplateRunner
 
 
 @dataclass(frozen=True)
@@ -54,55 +44,6 @@ class Rendered:
     body: str
     subject: str | None = None
     html: str | None = None
-
-
-@lru_cache(maxsize=64)
-def babel_locale(tag: str) -> Locale:
-    try:
-        return Locale.parse(tag.replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
-        return Locale.parse("en")
-
-
-def _locale_of(ctx) -> Locale:
-    return babel_locale(ctx.get("locale") or "en")
-
-
-@jinja2.pass_context
-def _money(ctx, amount, currency: str | None = None) -> str:
-    if amount is None:  # careflow.money.with_amounts: a sum over several currencies
-        raise ValueError("no amount to show: it is missing or mixes currencies")
-    currency = currency or ctx.get("currency") or "CNY"
-    return format_currency(Decimal(str(amount)), currency, locale=_locale_of(ctx))
-
-
-@jinja2.pass_context
-def _date(ctx, value, fmt: str = "medium") -> str:
-    if isinstance(value, str):
-        value = date.fromisoformat(value[:10])
-    if isinstance(value, datetime):
-        value = value.date()
-    return _format_day(value, fmt, str(_locale_of(ctx)))
-
-
-@lru_cache(maxsize=4096)
-def _format_day(value: date, fmt: str, locale: str) -> str:
-    """Babel's date formatting, once per (day, format, locale): a campaign's messages
-    share a few hundred days, and formatting is a third of an SMS render."""
-    return format_date(value, format=fmt, locale=locale)
-
-
-@jinja2.pass_context
-def _number(ctx, value, fmt: str | None = None) -> str:
-    return format_decimal(value, format=fmt, locale=_locale_of(ctx))
-
-
-def greeting_name(customer) -> str:
-    """How to address a customer: the full name in Chinese, the given name in English."""
-    locale = (customer.get("locale") or "").lower()
-    if locale.startswith("zh"):
-        return customer.get("full_name") or customer.get("given_name") or ""
-    return customer.get("given_name") or customer.get("full_name") or ""
 
 
 def locale_chain(locale: str | None, default: str) -> list[str]:
@@ -126,14 +67,15 @@ def _parts(channel: str):
     return parts
 
 
-class Renderer:
+class Renderer(TemplateRunner):
     """Finds a campaign's templates for one channel and locale, and renders them in a
     render worker process (careflow/render_worker.py).
 
     ``timeout_seconds``, ``max_chars`` and ``max_memory_mb`` bound each message
     (the defaults are the settings' defaults; :meth:`from_settings` reads the
     configured ones). Templates are found and compiled here, once per renderer
-    (a run's batch); the worker renders them by name.
+    (a run's batch), in the environment the worker renders them in by name
+    (``TemplateRunner``, whose ``render_names`` this process may call too).
     """
 
     def __init__(
@@ -145,28 +87,18 @@ class Renderer:
         max_chars: int = 200_000,
         max_memory_mb: int = 256,
     ):
-        self.templates_dir = Path(templates_dir)
-        self.default_locale = default_locale
-        self.env = BoundedSandbox(
+        super().__init__(
+            templates_dir,
+            default_locale,
             timeout_seconds=timeout_seconds,
             max_chars=max_chars,
-            loader=jinja2.FileSystemLoader(self.templates_dir),
-            undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            finalize=inert_placeholder,  # only the template's own unsubscribe placeholder
-        )
-        self.env.filters.update(
-            money=_money, date=_date, number=_number, greeting_name=greeting_name
+            max_memory_mb=max_memory_mb,
         )
         self.worker_config = WorkerConfig(
             str(self.templates_dir), default_locale, timeout_seconds, max_chars, max_memory_mb
         )
         #: (campaign, stem, locale) -> (template or None, names tried): ``_find``
         self._found: dict[tuple, tuple] = {}
-        #: name -> template, for the renders of one request in a worker: ``render_names``
-        self._loaded: dict[str, jinja2.Template] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
@@ -261,56 +193,7 @@ class Renderer:
             raise result
         return result["body"]
 
-    # --- rendering, in this process (the worker's side) ---------------------------------
-    def render_names(self, names, locale: str | None, context: dict) -> dict[str, str | None]:
-        """Render the files ``template_names`` gave, sharing one deadline and size limit;
-        {field: text}. Templates are looked up once until :meth:`forget`."""
-        context = {**context, "locale": locale or self.default_locale}
-        out: dict[str, str | None] = {}
-        with self.env.message():
-            for field, name in names:
-                out[field] = self._run(self._template(name), context) if name else None
-        if out.get("subject") is not None:
-            out["subject"] = " ".join(out["subject"].split())  # one line, however written
-        return out
-
     def render_here(self, campaign: str, channel: str, locale: str | None, context: dict):
         """:meth:`render` in this process: the sandbox's limits, not the worker's (bench/)."""
         names = self.template_names(campaign, channel, locale)
         return Rendered(**self.render_names(names, locale, context))
-
-    def forget(self) -> None:
-        """Look templates up again (a worker does, for each request)."""
-        self._loaded.clear()
-
-    def _template(self, name: str) -> jinja2.Template:
-        template = self._loaded.get(name)
-        if template is None:
-            try:
-                template = self._loaded[name] = self.env.get_template(name)
-            except jinja2.TemplateNotFound:
-                raise TemplateError(f"template {name} not found") from None
-            except jinja2.TemplateSyntaxError as exc:
-                raise TemplateError(f"{name} line {exc.lineno}: {exc.message}") from None
-        return template
-
-    def _run(self, template: jinja2.Template, context: dict) -> str:
-        try:
-            return self.env.render_bounded(template, context).strip()
-        except TemplateError as exc:  # a render limit
-            raise TemplateError(f"{template.name}: {exc}") from None
-        except jinja2.UndefinedError as exc:
-            raise TemplateError(f"{template.name}: {exc.message}") from None
-        except SecurityError as exc:
-            raise TemplateError(f"{template.name}: not allowed in templates: {exc}") from None
-        except MemoryError:  # past the worker's address space (careflow/render_worker.py)
-            raise TemplateLimitError(
-                f"{template.name}: {self.worker_config.out_of_memory()}"
-            ) from None
-        except RecursionError:
-            raise TemplateError(
-                f"{template.name}: calls or values nested too deeply (a macro that calls "
-                "itself without end?)"
-            ) from None
-        except Exception as exc:  # a filter fed bad data, a division by zero...
-            raise TemplateError(f"{template.name}: {type(exc).__name__}: {exc}") from None

@@ -286,7 +286,8 @@ def _text(value) -> str | None:
 
 
 def _cut(value: str | None, limit: int) -> str | None:
-    """``value`` cut to ``limit`` characters with an ellipsis, as careflow/ledger.py cuts."""
+    """``value`` cut to ``limit`` characters with an ellipsis, as the ledger cuts
+    (careflow/ledger/storable.py)."""
     if value is None or len(value) <= limit:
         return value
     return value[: limit - 1] + "…"

@@ -54,7 +54,7 @@ def postgres_server_url():
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    db.engine_for.cache_clear()
+    db.engines.dispose_all()
     with admin.connect() as conn:
         conn.execute(
             text(

@@ -116,11 +116,7 @@ def test_installing_careflow_adds_one_import_name(tmp_path):
 
 
 #: import edges inside careflow/ known to close a cycle, each with why it stays for now
-KNOWN_CYCLE_EDGES = {
-    # the render worker process builds the Renderer that hands it work (careflow/rendering.py
-    # imports the worker at the top); breaking it means handing the worker a factory
-    ("careflow.render_worker", "careflow.rendering"),
-}
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 
 def _core_modules() -> dict[str, object]:

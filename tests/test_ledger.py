@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from careflow.clock import utcnow
-from careflow.db.models import ContactHistory
+from careflow.contact_limits import CapCheck, Intent
+from careflow.db.models import ContactHistory, DryRunHold
 from careflow.events import EventKind, InboundEvent
-from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger
+from careflow.ledger import RESERVATION_LEASE_SECONDS, ContactLedger, DryRunLedger, SendRules
+from careflow.ledger.history import contact_history
 from careflow.messages import Outcome, State
 from careflow.responses import record_events
 from tests.factories import add_customer
@@ -103,7 +106,7 @@ def test_history_shows_contacts_with_their_events(engine):
         provider_message_id="SM1",
     )
     assert len(record_events(engine, [delivered]).recorded) == 1
-    (entry,) = ledger.history(1)
+    (entry,) = contact_history(engine, 1)
     assert entry["state"] == "sent" and entry["body"] == "Hi" and entry["provider_id"] == "SM1"
     assert [e["kind"] for e in entry["events"]] == ["delivered"]
 
@@ -113,9 +116,9 @@ def test_a_busy_database_does_not_lose_known_outcomes(engine, monkeypatch):
     import sqlalchemy.exc
     from sqlalchemy import event
 
-    import careflow.ledger
+    import careflow.ledger.state
 
-    monkeypatch.setattr(careflow.ledger.time, "sleep", lambda s: None)
+    monkeypatch.setattr(careflow.ledger.state.time, "sleep", lambda s: None)
     _customers(engine)
     ledger = ContactLedger(engine)
     cid = ledger.claim("birthday", "run-1", KEYS[:1]).owned[KEYS[0]]
@@ -198,7 +201,7 @@ def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(
     from sqlalchemy import text
 
     from careflow import db
-    from careflow.ledger import _keys_query
+    from careflow.ledger.plans import keys_query
     from tests.conftest import _reset_postgres
 
     _reset_postgres(postgres_server_url)
@@ -224,7 +227,7 @@ def test_a_settled_read_looks_up_each_key_whatever_the_statistics_say(
     assert ContactLedger(engine).peek("greet", keys) == dict.fromkeys(keys, State.SENT)
 
     with engine.connect() as conn:
-        query = _keys_query(conn, "greet", keys, (ContactHistory.state,))
+        query = keys_query(conn, "greet", keys, (ContactHistory.state,))
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
         plan = _explained(conn, sql, {})
     assert _ledger_rows_read(plan) <= 2 * len(keys)  # each customer has two rows
@@ -339,3 +342,65 @@ def test_address_and_cap_checks_find_rows_by_address_and_customer(engine):
         assert "ix_contact_history_due" not in by_address, by_address
         assert "ix_contact_history_customer" in by_customer, by_customer
         assert "ix_contact_history_due" not in by_customer, by_customer
+
+
+# --- the dry run's ledger ---------------------------------------------------------------
+FAMILY_PHONE = ("sms", "+447911123456")
+ONE_PER_ADDRESS = SendRules(one_per_address=True)
+
+
+def _dry_claim_in_another_process(url: str, customer_id: int) -> dict:
+    """One batch of the dry run ``dry`` claimed in this (spawned) process, as a Dask worker
+    would: a ledger of its own, nothing shared with the flow's process but the database."""
+    from careflow import db as cdb
+
+    key = (customer_id, "2026")
+    claim = DryRunLedger(cdb.engine_for(url)).claim(
+        "promo", "dry", [key], intents={key: Intent((FAMILY_PHONE,))}, rules=ONE_PER_ADDRESS
+    )
+    return claim.chosen
+
+
+def test_a_dry_runs_batches_in_other_processes_count_a_shared_address_once(engine, db_url):
+    """Regression: a dry run kept the addresses it would take in its process's memory, so
+    its batches had to run on threads of the flow's process (a dry run on Dask did not use
+    the cluster). Batches in other processes now see them too."""
+    for cid in (1, 2):
+        add_customer(engine, cid, mobile=FAMILY_PHONE[1])
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        first = pool.apply(_dry_claim_in_another_process, (db_url, 1))
+    assert first == {(1, "2026"): FAMILY_PHONE}
+    key = (2, "2026")
+    ledger = DryRunLedger(engine)
+    second = ledger.claim(
+        "promo", "dry", [key], intents={key: Intent((FAMILY_PHONE,))}, rules=ONE_PER_ADDRESS
+    )
+    assert second.chosen == {} and second.shared[key].customer_id == 1
+    ledger.forget("dry")  # the run's end: another dry run starts from the ledger alone
+    again = ledger.claim(
+        "promo", "dry", [key], intents={key: Intent((FAMILY_PHONE,))}, rules=ONE_PER_ADDRESS
+    )
+    assert again.chosen == {key: FAMILY_PHONE}
+    ledger.forget("dry")
+    with engine.connect() as conn:  # nothing of the dry run is left in the database
+        assert conn.execute(select(func.count()).select_from(DryRunHold)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(ContactHistory)).scalar() == 0
+
+
+@pytest.mark.parametrize("ledger_type", [ContactLedger, DryRunLedger])
+def test_a_dry_run_counts_the_cap_slots_its_earlier_batches_would_take(engine, ledger_type):
+    """Regression: the dry run's claim counted only the ledger's messages towards a
+    frequency cap, not those its own earlier claims would have sent, so it reported a
+    message the real run caps."""
+    add_customer(engine, 1, mobile=FAMILY_PHONE[1])
+    rules = SendRules("marketing", CapCheck(1, 7, False, ("marketing",)))
+    ledger = ledger_type(engine)
+    claims = [
+        ledger.claim(
+            "promo", "run", [(1, occasion)], intents={(1, occasion): Intent((FAMILY_PHONE,))},
+            rules=rules,
+        )
+        for occasion in ("spring", "summer")
+    ]
+    assert claims[0].chosen == {(1, "spring"): FAMILY_PHONE}
+    assert claims[1].chosen == {} and list(claims[1].capped) == [(1, "summer")]

@@ -9,8 +9,9 @@ import pytest
 
 from careflow import render_worker
 from careflow.errors import TemplateError, TemplateLimitError
-from careflow.rendering import Renderer, greeting_name, locale_chain
+from careflow.rendering import Renderer, locale_chain
 from careflow.settings import PROJECT_ROOT
+from careflow.template_env import greeting_name
 
 
 @pytest.fixture
@@ -276,3 +277,19 @@ def test_a_stop_while_waiting_on_a_stuck_template_kills_its_worker(tmp_path):
     idle = {worker.process for _, worker in render_worker._idle}
     rendering = [p for p in multiprocessing.active_children() if p.name == "careflow-render"]
     assert set(rendering) <= idle  # the one inside the template is gone
+
+
+def test_a_worker_whose_caller_went_without_reading_its_results_ends_quietly(tmp_path):
+    """Regression: a run killed while its render worker's results sat unread (the kill
+    test's SIGKILL) left the worker a reset connection instead of a closed one, and the
+    worker died with a traceback in the run's log."""
+    camp = tmp_path / "c"
+    camp.mkdir()
+    (camp / "sms.en.j2").write_text("Hi {{ name }}")
+    config = Renderer(tmp_path).worker_config
+    worker = render_worker._Worker(config)
+    worker.conn.send([((("body", "c/sms.en.j2"),), "en", {"name": "Ann"})])
+    assert worker.conn.poll(30)  # its results are there, and nobody reads them
+    worker.conn.close()
+    worker.process.join(30)
+    assert worker.process.exitcode == 0

@@ -133,10 +133,11 @@ def retry(campaign, reason, customer_id):
     how a person says "send it".
     """
     from careflow.errors import ConfigError
-    from careflow.ledger import ContactLedger
+    from careflow.ledger import ContactLedger, failure_reasons
 
-    ledger = ContactLedger(_engine())
-    reasons = ledger.failure_reasons(campaign)
+    engine = _engine()
+    ledger = ContactLedger(engine)
+    reasons = failure_reasons(engine, campaign)
     if reason not in reasons:
         known = ", ".join(f"{r} ({n})" for r, n in sorted(reasons.items())) or "none"
         raise ConfigError(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,9 +20,85 @@ URL_SHAPE = (
 )
 
 
-@lru_cache(maxsize=8)
+class EngineRegistry:
+    """This process's engines, one per database URL: an engine pools connections, so every
+    caller of one URL shares one pool.
+
+    - ``get(url)`` makes the URL's engine (``new_engine``) the first time and hands out
+      the same one after; at most ``limit`` are kept, and making one more disposes of
+      the one used longest ago (a test session opens a database per test).
+    - ``dispose(url)`` and ``dispose_all()`` close the pooled connections of that
+      engine or of every one and forget them: the next ``get`` makes a new engine. For
+      a database about to be dropped or a SQLite file about to be deleted (``careflow
+      demo --reseed``), and for a test's end.
+    - A process forked from one that holds engines must not use their connections (the
+      two processes would talk over one socket): the first ``get`` in the child forgets
+      the parent's engines, leaving their connections to the parent
+      (``dispose(close=False)``), and makes its own.
+    """
+
+    def __init__(self, limit: int = 8):
+        self.limit = limit
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def get(self, url: str) -> Engine:
+        """The engine for ``url``, made the first time (ConfigError for a bad URL)."""
+        self._leave_parents_engines()
+        with self._lock:
+            engine = self._engines.get(url)
+            if engine is not None:
+                self._engines.move_to_end(url)
+                return engine
+            engine = self._engines[url] = new_engine(url)
+            retired = []
+            while len(self._engines) > self.limit:
+                retired.append(self._engines.popitem(last=False)[1])
+        for old in retired:
+            old.dispose()  # whoever still holds it may go on: it opens new connections
+        return engine
+
+    def dispose(self, url: str) -> None:
+        """Close the pooled connections of ``url``'s engine and forget it."""
+        self._leave_parents_engines()
+        with self._lock:
+            engine = self._engines.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+
+    def dispose_all(self) -> None:
+        """Close every engine's pooled connections and forget them all."""
+        self._leave_parents_engines()
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+        for engine in engines:
+            engine.dispose()
+
+    def _leave_parents_engines(self) -> None:
+        if self._pid == os.getpid():
+            return
+        # a forked child: its parent's lock may have been held by a thread that is not here
+        self._lock = threading.Lock()
+        for engine in self._engines.values():
+            engine.dispose(close=False)
+        self._engines.clear()
+        self._pid = os.getpid()
+
+
+#: this process's engines (``EngineRegistry``)
+engines = EngineRegistry()
+
+
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process (engines pool connections).
+    """The engine for ``url``, one per URL per process: ``engines.get(url)``."""
+    return engines.get(url)
+
+
+def new_engine(url: str) -> Engine:
+    """A new engine for ``url``, set up as careflow's are (``engine_for`` keeps one per
+    URL; this one is the caller's to dispose of).
 
     A malformed URL, a driver that is not installed or a SQLite folder that
     cannot be created is a one-line ConfigError naming the setting, with the

@@ -197,6 +197,29 @@ class ContactHistory(Base):
     only_channel: Mapped[str | None] = mapped_column(String(16))
 
 
+class DryRunHold(Base):
+    """What a dry run would take, kept while it runs: its batches, on threads or in other
+    processes, count it as a real run counts its reserved rows (an address for one
+    message per address per occasion, a frequency-cap slot). Nothing else reads it, and
+    the run drops its rows when it ends (careflow/ledger/dry_run.py)."""
+
+    __tablename__ = "dry_run_holds"
+    __table_args__ = (Index("ix_dry_run_holds_address", "run_id", "recipient"),)
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    occasion: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(254))
+    #: the campaign's category: frequency caps count by it
+    category: Mapped[str | None] = mapped_column(String(16))
+    #: the instant the run decides at (UTC; a dry run may rehearse any): from when it holds
+    decided_at: Mapped[datetime] = mapped_column(DateTime)
+    #: when the hold was written (UTC, the real clock): a dead dry run's holds go by it
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class ContactEvent(Base):
     """Everything that happens after a send: delivery status, replies, opt-outs, orders.
 

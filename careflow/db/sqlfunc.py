@@ -24,9 +24,9 @@ def unindexed(column):
 
     Needed where a test on a column with its own index looks selective to a planner
     that has no statistics (SQLite unless analysed) or statistics from before a run
-    wrote its rows (PostgreSQL): the ledger's writes by id (careflow/ledger.py) and
-    its reads of who holds an address (careflow/contact_limits.py) walked every row
-    the run or the campaign had instead.
+    wrote its rows (PostgreSQL): the ledger's writes by id (careflow/ledger/plans.py)
+    and its reads of who holds an address (careflow/contact_limits.py) walked every
+    row the run or the campaign had instead.
     """
     return func.coalesce(column, "")
 

@@ -26,7 +26,7 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
     if reseed and url.startswith("sqlite:///"):
         from pathlib import Path
 
-        db.engine_for.cache_clear()
+        db.engines.dispose(url)  # its connections closed before its files go
         for suffix in ("", "-wal", "-shm"):
             Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
     if reseed:  # a new shop: the old shop's messages must not linger in the outbox

@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -66,7 +66,7 @@ from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ChannelDown, ConfigError
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
-from careflow.flows.runners import BatchTaskRunner, batch_submitter, settle_heap
+from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.policy.config import resolve as resolve_policy
 from careflow.progress import report as report_progress
@@ -361,8 +361,6 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
     stop = _STOPS[run_id] = threading.Event()
     futures = []
     merged: set[int] = set()  # futures whose results are in ``total``
-    stack = ExitStack()  # a dry run's own thread pool, if it needs one (careflow/flows/runners.py)
-    submit = batch_submitter(stack, run)
     labels = [f"campaign:{spec.name}", f"delivery:{run.settings.delivery}"]
     labels += [f"channel:{name}" for name in run.channels]
     labels += ["deferred"] if run.deferred_only else []
@@ -373,7 +371,7 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
             if kept:
                 logger.warning("%d outcome(s) kept through a database outage recorded", kept)
         with tags(*labels):  # batch task runs can be found by campaign and channel in the UI
-            futures = [submit(process_batch_task, run, lo, hi) for lo, hi in ranges]
+            futures = [process_batch_task.submit(run, lo, hi) for lo, hi in ranges]
         shown = time.monotonic()
         for done, future in enumerate(futures, start=1):
             total.merge(BatchResult.from_dict(future.result()))
@@ -438,8 +436,8 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
         raise
     finally:
         _STOPS.pop(run_id, None)
-        DryRunLedger.forget(run_id)
-        stack.close()
+        if run.dry_run:  # what it would have taken goes (careflow/ledger/dry_run.py)
+            DryRunLedger(engine).forget(run_id)
     summary.update(total.as_dict())
     if not run.deferred_only:
         summary["split"], summary["uplift"] = holdout_sections(engine, run, total)

@@ -110,6 +110,8 @@ def walk_route(
         raise CareflowError(
             f"campaign {spec.name!r} has no {channel} template in templates/{spec.name}/"
         )
+    # the dry-run ledger, for one claim: nothing to keep for later ones
+    route.ledger = DryRunLedger(engine, settings.reservation_lease_seconds, remember=False)
     one = (customer_id, customer_id)
     candidates = select_occasions(route, one)
     if not candidates:
@@ -118,7 +120,6 @@ def walk_route(
             f"`careflow segment list {spec.segment} --as-of {day}` shows who is"
         )
     claim = decide(route, candidates, one)  # the dry-run ledger: shared addresses, caps
-    DryRunLedger.forget(run.run_id)
     c = candidates[0]
     out = Preview(
         [

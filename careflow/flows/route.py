@@ -60,8 +60,9 @@ from careflow.policy import (
 )
 from careflow.policy.config import PolicyConfig
 from careflow.policy.config import resolve as resolve_policy
-from careflow.rendering import Rendered, Renderer, greeting_name
+from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
+from careflow.template_env import greeting_name
 
 CUSTOMER_COLUMNS = list(Customer.__table__.c)
 

@@ -14,11 +14,10 @@ Prefect worker hands its runs decides, not the one a module was imported in
   ``CAREFLOW_DASK_WORKERS`` processes started for the run and stopped after it.
 
 On Dask a batch runs in another process, perhaps on another machine: it gets
-only its (picklable) arguments and finds everything else in the database.
-Two things the thread runner keeps in the flow's process are handled apart:
-a stop request reaches such batches through the run's row (careflow/flows/campaign.py,
-``RunStopFlag``), and a dry run, which remembers the addresses it would take
-in memory across batches, runs its batches on threads of the flow's process.
+only its (picklable) arguments and finds everything else in the database,
+a dry run's batches what the others would take included (careflow/ledger/dry_run.py).
+A stop request, which the thread runner's batches read from the flow's process, reaches
+such batches through the run's row (careflow/flows/campaign.py, ``RunStopFlag``).
 docs/production.md describes the topology.
 """
 
@@ -26,18 +25,11 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any
 
-from prefect.context import FlowRunContext
-from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.tasks import Task
-from prefect.utilities.callables import get_call_parameters
 
 from careflow.errors import ConfigError
-from careflow.flows.route import RunPlan
 from careflow.settings import Settings, load_settings
 
 #: objects allocated between two young-generation collections in a process running batches
@@ -129,30 +121,3 @@ class BatchTaskRunner(ThreadPoolTaskRunner):
             # the run itself reports the bad variable in one line, before selecting anyone
             return ThreadPoolTaskRunner(max_workers=1)
         return batch_task_runner(settings)
-
-
-def batch_submitter(stack: ExitStack, run: RunPlan) -> Callable[..., PrefectFuture]:
-    """``submit(task, *args)`` for one run's batch tasks.
-
-    Normally the flow run's own task runner. A dry run on any other runner than
-    threads gets a thread pool in this process (entered on ``stack``) as large as
-    the run's settings say: its batches share what it remembers in memory
-    (``DryRunLedger``), so that customers sharing an address across batches are
-    counted as a real run would.
-    """
-    context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if not run.dry_run or runner is None or isinstance(runner, ThreadPoolTaskRunner):
-
-        def submit(task: Task, *args: Any) -> PrefectFuture:
-            return task.submit(*args)
-
-        return submit
-    local = stack.enter_context(
-        ThreadPoolTaskRunner(max_workers=run.settings.effective_batch_concurrency)
-    )
-
-    def submit_here(task: Task, *args: Any) -> PrefectFuture:
-        return local.submit(task, get_call_parameters(task.fn, args, {}))
-
-    return submit_here

@@ -25,7 +25,7 @@ The table, in order:
    customer's own zone; outside them the message is deferred.
 
 Two decisions need every other message, so the ledger makes them when it
-reserves the message, atomically (careflow/ledger.py ``claim``): one
+reserves the message, atomically (careflow/ledger/state.py ``claim``): one
 message per address per occasion (shared phones and emails) and frequency
 caps across campaigns.
 

@@ -151,8 +151,8 @@ def test_batch_task_arguments_survive_pickling():
 
 @pytest.mark.parametrize("runner", ["threads", "dask"])
 def test_a_dry_run_counts_a_shared_address_once_on_any_runner(prefect_api, engine, monkeypatch, runner):
-    """A dry run remembers the addresses it would take in memory across its batches, so
-    on Dask its batches stay on threads of the flow's process (careflow/flows/runners.py)."""
+    """A dry run's batches count the addresses the others would take on any runner: on Dask
+    they run on the cluster's workers, other processes (careflow/ledger/dry_run.py)."""
     from careflow.flows.campaign import campaign_flow
     from tests.factories import add_customer, add_orders
 

@@ -88,7 +88,7 @@ def run(name="promo", *, run_id="run-1", now=None, deferred_only=False, dry_run=
     if channels is not None:
         route.channel_factory = channels
     result = process_batch(route, ALL)
-    DryRunLedger.forget(run_id)
+    DryRunLedger(route.engine).forget(run_id)
     return result
 
 

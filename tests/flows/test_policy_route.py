@@ -134,7 +134,7 @@ def test_dry_run_counts_shared_addresses_like_the_real_run(engine, templates):
     route = route_for("promo", run_id="dry", dry_run=True)
     first = process_batch(route, (1, 100))
     second = process_batch(route, (101, 1000))
-    DryRunLedger.forget("dry")
+    route.ledger.forget("dry")
     assert first.would_send == {"sms": 1} and second.skipped == {"shared_address": 1}
     assert rows(engine) == {}
 
@@ -299,7 +299,7 @@ def test_a_follow_up_killed_while_sending_never_sends_again(world, templates):
 
 def test_dry_run_and_preview_show_when_a_deferred_message_goes(world, templates):
     result = run("promo", dry_run=True, run_id="dry")
-    DryRunLedger.forget("dry")
+    DryRunLedger(world).forget("dry")
     assert result.deferred == {"quiet_hours": 4}
     notes = {d["customer_id"]: d for d in result.decisions}
     assert notes[4]["until"] == "2026-06-01T19:00+00:00"

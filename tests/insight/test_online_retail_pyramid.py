@@ -100,7 +100,7 @@ def retail(request, tmp_path_factory):
     import_orders(engine, DATA)
     yield engine
     engine.dispose()
-    db.engine_for.cache_clear()
+    db.engines.dispose_all()
     if admin is not None:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, time
 import pytest
 from sqlalchemy import create_engine, event, select, text
 
-import careflow.ledger
+import careflow.ledger.state
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
 from careflow.flows.route import Route, RunPlan, process_batch
@@ -228,7 +228,7 @@ def test_sqlite_locked_for_longer_than_a_run_waits_keeps_what_went_out(
     from careflow import outcome_journal
     from tests.reliability.test_send_faults import wait_for_journal
 
-    monkeypatch.setattr(careflow.ledger, "WRITE_ATTEMPTS", 2)
+    monkeypatch.setattr(careflow.ledger.state, "WRITE_ATTEMPTS", 2)
     monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
     impatient = create_engine(db_url, connect_args={"timeout": 0.2})
     path = db_url.split("///", 1)[1]

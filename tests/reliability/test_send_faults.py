@@ -37,7 +37,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-import careflow.ledger
+import careflow.ledger.state
 from careflow import outcome_journal
 from careflow.campaigns import load_campaign
 from careflow.db.models import ContactHistory
@@ -217,7 +217,7 @@ class Outage:
     or a lock held too long does, at the driver's seam)."""
 
     def __init__(self, engine, monkeypatch):
-        monkeypatch.setattr(careflow.ledger, "WRITE_ATTEMPTS", 2)
+        monkeypatch.setattr(careflow.ledger.state, "WRITE_ATTEMPTS", 2)
         self.engine, self.down, self.refused = engine, False, 0
         self.armed = threading.Event()
         event.listen(engine, "before_cursor_execute", self._refuse)

@@ -147,7 +147,7 @@ def test_a_request_failing_a_batch_fails_alone_and_an_unreachable_database_fails
 # --- two receivers at once ------------------------------------------------------------------
 def second_engine(url: str):
     """Another process's engine: its own pool and connections, set up as careflow's."""
-    return db.engine_for.__wrapped__(url)
+    return db.new_engine(url)
 
 
 def race(engine_a, engine_b, batch_a, batch_b, *, hold_after: str, until_b: str) -> list:

@@ -6,7 +6,7 @@ round, but as the only index besides ``uq_contact_key`` to start with the
 campaign, it was the one a PostgreSQL planner with statistics from before a
 run picked for a read of a batch's ledger keys by campaign and customer
 range: it believed the campaign had no rows and walked all of them. Now
-only the unique key starts with the campaign (careflow/ledger.py, _keys_query).
+only the unique key starts with the campaign (careflow/ledger/plans.py, keys_query).
 
 Revision ID: 0007
 Revises: 0006

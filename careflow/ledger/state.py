@@ -35,20 +35,19 @@ One row per (campaign, customer, occasion). A row moves:
   ``failed: interrupted`` so a person decides. Never messaging a customer
   twice is worth more than never missing one.
 
-Writes use SQLAlchemy Core executemany (tens of thousands of rows/s on
-SQLite); the ORM is ~10x slower here.
+The statements' shapes for each database are careflow/ledger/plans.py; what a
+row can hold, careflow/ledger/storable.py; the read models (a customer's
+history and timeline, deferred and failed messages), careflow/ledger/history.py.
 """
 
 from __future__ import annotations
 
 import functools
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -63,10 +62,8 @@ from sqlalchemy import (
     column,
     false,
     func,
-    literal,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.exc import OperationalError
@@ -85,12 +82,18 @@ from careflow.contact_limits import (
     naive_utc,
     write_choices,
 )
-from careflow.db.models import ContactEvent, ContactHistory, Order
+from careflow.db.models import ContactHistory
 from careflow.db.sqlfunc import unindexed
-from careflow.errors import DataError
+from careflow.ledger.plans import (
+    insert_reserved,
+    keys_query,
+    row_guard,
+    rows_for,
+    unnested,
+    write_by_id,
+)
+from careflow.ledger.storable import fit
 from careflow.messages import Outcome, State
-from careflow.money import from_minor
-from careflow.tables import shorten
 
 CH = ContactHistory.__table__
 
@@ -108,6 +111,7 @@ _OUTCOME_COLUMNS = (
     column("body", Text),
     column("not_before", DateTime),
 )
+
 
 def _kept_due(state, not_before):
     """The ``not_before`` an outcome writes: its own, and for a failure the row's own as
@@ -166,7 +170,7 @@ WRITE_ATTEMPTS = 6
 RESERVATION_LEASE_SECONDS = 15 * 60
 
 
-def _retry_busy_database(method):
+def retry_busy_database(method):
     """Retry a ledger write when the database is momentarily unavailable.
 
     Every write method runs in its own transaction and is idempotent, so
@@ -281,7 +285,7 @@ class ContactLedger:
                 out.capped.update(choice.capped)
         return out
 
-    @_retry_busy_database
+    @retry_busy_database
     def _claim_chunk(self, campaign, run_id, keys, now, intents, rules, selected_at, only):
         clock = self.clock()
         stale = clock - self.lease
@@ -291,10 +295,10 @@ class ContactLedger:
                 # below must not race another claim (contact_limits.py)
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             # every key, in one statement: rows another run holds stay as they are
-            _insert_reserved(
+            insert_reserved(
                 conn, campaign, run_id, keys, clock, rules.category, selected_at, only
             )
-            rows = _rows_for(conn, campaign, keys)
+            rows = rows_for(conn, campaign, keys)
             # Take over rows that may be tried again. The state test is repeated in
             # the UPDATE so two runs racing for the same row cannot both win it.
             reclaim = [r.id for r in rows if r.run_id != run_id and r.state != State.SENT]
@@ -320,7 +324,7 @@ class ContactLedger:
                         updated_at=clock,
                     )
                 )
-                rows = _rows_for(conn, campaign, keys)
+                rows = rows_for(conn, campaign, keys)
             owned, already = {}, {}
             for r in rows:
                 key = (r.customer_id, r.occasion)
@@ -368,7 +372,7 @@ class ContactLedger:
             for start in range(0, len(keys), 2000):
                 part = list(dict.fromkeys(keys[start : start + 2000]))
                 wanted = set(part)
-                query = _keys_query(
+                query = keys_query(
                     conn,
                     campaign,
                     part,
@@ -398,14 +402,14 @@ class ContactLedger:
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 2000):
                 part = list(dict.fromkeys(keys[start : start + 2000]))
-                query = _keys_query(conn, campaign, part, (CH.c.state,), kept)
+                query = keys_query(conn, campaign, part, (CH.c.state,), kept)
                 wanted = set(part)
                 for cid, occasion, state in conn.execute(query).all():
                     if (cid, occasion) in wanted:
                         out[(cid, occasion)] = state
         return out
 
-    @_retry_busy_database
+    @retry_busy_database
     def release(self, run_id: str, reason: str = "run_stopped") -> tuple[int, int]:
         """Settle what a stopping run still holds; returns (released, interrupted).
 
@@ -424,7 +428,7 @@ class ContactLedger:
                 self.clock(),
             )
 
-    @_retry_busy_database
+    @retry_busy_database
     def settle_abandoned(self) -> tuple[int, int]:
         """Settle, as ``release`` does, what runs that died still hold once their lease has
         passed; returns (released, interrupted). A later claim of the same key does this
@@ -441,7 +445,7 @@ class ContactLedger:
                 now,
             )
 
-    @_retry_busy_database
+    @retry_busy_database
     def mark_sending(
         self,
         contact_ids: Iterable[int],
@@ -467,7 +471,7 @@ class ContactLedger:
             moved = set(
                 conn.execute(
                     update(CH)
-                    .where(CH.c.id.in_(ids), _row_guard(run_id, State.RESERVED))
+                    .where(CH.c.id.in_(ids), row_guard(run_id, State.RESERVED))
                     .values(
                         state=State.SENDING,
                         channel=channel,
@@ -478,13 +482,13 @@ class ContactLedger:
                 ).scalars()
             )
             kept = [
-                (i, _fit(to, "recipient"), _fit(subject, "subject"), body)
+                (i, fit(to, "recipient"), fit(subject, "subject"), body)
                 for i in moved
                 if texts and i in texts
                 for to, subject, body in [texts[i]]
             ]
             if kept:
-                _write_by_id(conn, _TEXT_COLUMNS, kept)
+                write_by_id(conn, _TEXT_COLUMNS, kept)
             return moved
 
     def sent_by(self, run_id: str) -> int:
@@ -494,7 +498,7 @@ class ContactLedger:
                 select(func.count()).where(CH.c.run_id == run_id, CH.c.state == State.SENT)
             ).scalar_one()
 
-    @_retry_busy_database
+    @retry_busy_database
     def unmark_sending(self, contact_ids: Sequence[int], run_id: str) -> int:
         """Put back in ``reserved`` this run's rows marked sending whose request never
         started (its channel stopped first, ``ChannelDown``): they did not go out, so
@@ -504,14 +508,14 @@ class ContactLedger:
         with self.engine.begin() as conn:
             return conn.execute(
                 update(CH)
-                .where(CH.c.id.in_(list(contact_ids)), _row_guard(run_id, State.SENDING))
+                .where(CH.c.id.in_(list(contact_ids)), row_guard(run_id, State.SENDING))
                 .values(
                     state=State.RESERVED, updated_at=self.clock(), attempts=CH.c.attempts - 1
                 )
             ).rowcount
 
     # --- after sending -------------------------------------------------------
-    @_retry_busy_database
+    @retry_busy_database
     def record(self, outcomes: Sequence[Outcome], run_id: str, details: dict | None = None) -> None:
         """Store each outcome on its row. ``details[contact_id]`` may carry
         channel, recipient, subject and body to keep with the row.
@@ -531,15 +535,15 @@ class ContactLedger:
                 (
                     o.contact_id,
                     str(o.state),
-                    _fit(o.reason, "reason"),
+                    fit(o.reason, "reason"),
                     bool(o.retryable),
-                    _fit(o.detail, "detail"),
-                    _fit(o.provider_id, "provider_id"),
+                    fit(o.detail, "detail"),
+                    fit(o.provider_id, "provider_id"),
                     now if o.state == State.SENT else None,
-                    _fit(d.get("channel"), "channel"),
-                    _fit(d.get("recipient"), "recipient"),
-                    _fit(d.get("subject"), "subject"),
-                    _fit(d.get("body"), "body"),
+                    fit(d.get("channel"), "channel"),
+                    fit(d.get("recipient"), "recipient"),
+                    fit(d.get("subject"), "subject"),
+                    fit(d.get("body"), "body"),
                     naive_utc(o.not_before) if o.not_before is not None else None,
                 )
             )
@@ -555,23 +559,11 @@ class ContactLedger:
                     ],
                 )
                 return
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            # One array parameter per column, unnested into rows: one statement
-            # that compiles once, however many outcomes there are.
-            columns = list(zip(*data, strict=True))
-            arrays = [
-                bindparam(f"o_{c.name}", list(col), type_=ARRAY(c.type))
-                for c, col in zip(_OUTCOME_COLUMNS, columns, strict=True)
-            ]
-            o = (
-                func.unnest(*arrays)
-                .table_valued(*[c.name for c in _OUTCOME_COLUMNS])
-                .render_derived(name="o")
-            )
+            # one statement that compiles once, however many outcomes there are
+            o = unnested(_OUTCOME_COLUMNS, data, "o")
             conn.execute(
                 update(CH)
-                .where(CH.c.id == o.c.id, _row_guard(run_id))
+                .where(CH.c.id == o.c.id, row_guard(run_id))
                 .values(
                     state=o.c.state,
                     reason=o.c.reason,
@@ -588,7 +580,7 @@ class ContactLedger:
                 )
             )
 
-    @_retry_busy_database
+    @retry_busy_database
     def resolve_interrupted(
         self, campaign: str, keys: Sequence[tuple[int, str]], run_id: str
     ) -> int:
@@ -605,26 +597,15 @@ class ContactLedger:
             result = conn.execute(
                 update(CH)
                 .where(
-                    CH.c.id.in_([r.id for r in _rows_for(conn, campaign, keys)]),
-                    _row_guard(state=State.SENDING),
+                    CH.c.id.in_([r.id for r in rows_for(conn, campaign, keys)]),
+                    row_guard(state=State.SENDING),
                     or_(CH.c.run_id == run_id, CH.c.updated_at < stale),
                 )
                 .values(_INTERRUPTED | {"updated_at": self.clock()})
             )
         return result.rowcount
 
-    def failure_reasons(self, campaign: str) -> dict[str, int]:
-        """How many failed messages of ``campaign`` there are, by reason."""
-        with self.engine.connect() as conn:
-            return dict(
-                conn.execute(
-                    select(CH.c.reason, func.count())
-                    .where(CH.c.campaign == campaign, CH.c.state == State.FAILED)
-                    .group_by(CH.c.reason)
-                ).all()
-            )
-
-    @_retry_busy_database
+    @retry_busy_database
     def allow_retry(self, campaign: str, reason: str, customer_id: int | None = None) -> int:
         """Let the next run try failed messages again (an operator's decision).
 
@@ -648,7 +629,7 @@ class ContactLedger:
         return or_(
             and_(CH.c.state == State.DEFERRED, CH.c.not_before <= naive_utc(now)),
             self._left_taken(CH.c.state, [State.RESERVED, State.SENDING]),
-            _retryable_deferred(),
+            retryable_deferred(),
         )
 
     def _left_taken(self, state, states: list[State]):
@@ -707,7 +688,7 @@ class ContactLedger:
                 for r in conn.execute(select(CH.c.customer_id, CH.c.occasion).where(*where))
             }
 
-    @_retry_busy_database
+    @retry_busy_database
     def settle_deferred(
         self, campaign: str, keys: Sequence[tuple[int, str]], reason: str, detail: str
     ) -> int:
@@ -717,15 +698,15 @@ class ContactLedger:
         if not keys:
             return 0
         with self.engine.begin() as conn:
-            ids = [r.id for r in _rows_for(conn, campaign, keys)]
+            ids = [r.id for r in rows_for(conn, campaign, keys)]
             return conn.execute(
                 update(CH)
                 .where(
                     CH.c.id.in_(ids),
                     or_(
-                        _row_guard(state=State.DEFERRED),
+                        row_guard(state=State.DEFERRED),
                         self._left_taken(unindexed(CH.c.state), [State.RESERVED]),
-                        _retryable_deferred(unindexed(CH.c.state)),
+                        retryable_deferred(unindexed(CH.c.state)),
                     ),
                 )
                 .values(
@@ -737,91 +718,6 @@ class ContactLedger:
                     updated_at=self.clock(),
                 )
             ).rowcount
-
-    # --- after delivery: the customer's timeline ------------------------------
-    def history(self, customer_id: int, limit: int = 50) -> list[dict]:
-        """The customer's contact history, newest first, each contact with its events."""
-        with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(CH)
-                    .where(CH.c.customer_id == customer_id)
-                    .order_by(CH.c.created_at.desc(), CH.c.id.desc())
-                    .limit(limit)
-                )
-                .mappings()
-                .all()
-            )
-            events = (
-                conn.execute(
-                    select(ContactEvent.__table__)
-                    .where(ContactEvent.customer_id == customer_id)
-                    .order_by(ContactEvent.occurred_at)
-                )
-                .mappings()
-                .all()
-            )
-        by_contact: dict[int | None, list[dict]] = {}
-        for e in events:
-            by_contact.setdefault(e["contact_id"], []).append(dict(e))
-        out = [dict(r) | {"events": by_contact.get(r["id"], [])} for r in rows]
-        return out
-
-
-def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
-    """Everything that happened with one customer, oldest first (the last ``limit`` items):
-    messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
-    items: list[dict] = []
-    with engine.connect() as conn:
-        campaign_of = {}
-        for r in conn.execute(select(CH).where(CH.c.customer_id == customer_id)).mappings():
-            campaign_of[r["id"]] = r["campaign"]
-            text = r["subject"] or (r["body"] or "").split("\n")[0]
-            items.append(
-                {
-                    "at": r["sent_at"] or r["updated_at"],
-                    "what": r["state"] + (f": {r['reason']}" if r["reason"] else ""),
-                    "campaign": r["campaign"],
-                    "channel": r["channel"],
-                    "text": shorten(text, 120) or None,
-                    "detail": r["detail"],
-                }
-            )
-        for e in conn.execute(
-            select(ContactEvent.__table__).where(ContactEvent.customer_id == customer_id)
-        ).mappings():
-            items.append(
-                {
-                    "at": e["occurred_at"],
-                    "what": e["kind"],
-                    "campaign": campaign_of.get(e["contact_id"]),
-                    "channel": e["channel"],
-                    "text": e["detail"],
-                    "detail": None,
-                }
-            )
-        for o in conn.execute(
-            select(Order.ordered_at, Order.amount_minor, Order.currency).where(
-                Order.customer_id == customer_id
-            )
-        ):
-            try:
-                text, why = f"{from_minor(o.amount_minor, o.currency)} {o.currency}", None
-            except DataError as exc:  # that order's own line says so; the rest is shown
-                text, why = f"? {o.currency}", f"unreadable amount: {exc}"
-            items.append(
-                {
-                    "at": o.ordered_at,
-                    "what": "order",
-                    "campaign": None,
-                    "channel": None,
-                    "text": text,
-                    "detail": why,
-                }
-            )
-    items.sort(key=lambda i: i["at"])
-    return items[-limit:] if limit else items
-
 
 def _put_down(conn, held, reason: str, detail: str, now: datetime) -> tuple[int, int]:
     """Settle the rows ``held`` selects that are still reserved or sending; returns
@@ -845,42 +741,9 @@ def _put_down(conn, held, reason: str, detail: str, now: datetime) -> tuple[int,
     return released, interrupted
 
 
-def _retryable_deferred(state=CH.c.state):
+def retryable_deferred(state=CH.c.state):
     """Deferred messages whose attempt failed and may be tried again."""
     return and_(state == State.FAILED, CH.c.retryable.is_(True), CH.c.not_before.is_not(None))
-
-
-def deferred_summary(engine: Engine) -> list[dict]:
-    """Deferred messages not yet sent, per campaign and reason: how many (``count``, those
-    whose attempt failed and will be tried again included, under the failure's reason),
-    of which a run has taken and not yet sent (``taken``: being sent now, or left by a
-    run that died, for the next follow-up), and the first and last due (UTC)."""
-    taken = CH.c.state.in_([State.RESERVED, State.SENDING])
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                CH.c.campaign,
-                CH.c.reason,
-                func.count().label("count"),
-                func.count(case((taken, 1))).label("taken"),
-                func.min(CH.c.not_before).label("first_due"),
-                func.max(CH.c.not_before).label("last_due"),
-            )
-            .where(
-                or_(
-                    CH.c.state == State.DEFERRED,
-                    and_(taken, CH.c.not_before.is_not(None)),
-                    _retryable_deferred(),
-                )
-            )
-            .group_by(CH.c.campaign, CH.c.reason)
-            .order_by(CH.c.campaign, CH.c.reason)
-        ).all()
-    return [dict(r._mapping) for r in rows]
-
-
-#: how much of a free-text detail (a provider's error text, say) a row keeps
-DETAIL_CHARS = 2000
 
 
 #: what ``mark_sending`` keeps of a message about to go: (id, recipient, subject, body)
@@ -892,162 +755,6 @@ _TEXT_COLUMNS = (
 )
 
 
-def _write_by_id(conn, columns, rows: list[tuple]) -> None:
-    """Set ``columns[1:]`` on each row found by its id (``columns[0]``), from ``rows``.
-
-    PostgreSQL gets one UPDATE ... FROM unnest(arrays) (psycopg runs an
-    executemany row by row); SQLite an executemany.
-    """
-    names = [c.name for c in columns]
-    if conn.dialect.name != "postgresql":
-        conn.execute(
-            update(CH)
-            .where(CH.c.id == bindparam("b_id"))
-            .values({n: bindparam(f"b_{n}") for n in names[1:]}),
-            [{f"b_{n}": v for n, v in zip(names, row, strict=True)} for row in rows],
-        )
-        return
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    arrays = [
-        bindparam(f"w_{c.name}", list(col), type_=ARRAY(c.type))
-        for c, col in zip(columns, zip(*rows, strict=True), strict=True)
-    ]
-    w = func.unnest(*arrays).table_valued(*names).render_derived(name="w")
-    conn.execute(update(CH).where(CH.c.id == w.c.id).values({n: w.c[n] for n in names[1:]}))
-
-
-def unstorable(**values: str | None) -> str | None:
-    """Why the ledger cannot keep these message values (``recipient=``, ``subject=``,
-    ``body=``: column names) exactly as they are, or None.
-
-    PostgreSQL refuses a NUL character in text and any text that is not valid
-    Unicode (a lone surrogate), and a value longer than its column; SQLite would
-    keep them, and the ledger holds the same on both. The route asks before
-    sending (``careflow/flows/route.build_message``): a message the ledger cannot record
-    as sent must never go out, since its record would fail after the provider
-    took it (``failed: invalid_content``).
-    """
-    for name, value in values.items():
-        if value is None:
-            continue
-        if "\x00" in value:
-            return f"{name} contains a NUL character (at position {value.index(chr(0))})"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return f"{name} is not valid Unicode text (a lone surrogate at position {exc.start})"
-        limit = CH.c[name].type.length
-        if limit is not None and len(value) > limit:
-            return f"{name} has {len(value)} characters; the ledger keeps {limit}"
-    return None
-
-
-def _fit(value: str | None, column_name: str) -> str | None:
-    """``value`` as its column can store it, so recording never fails: NUL characters
-    and lone surrogates replaced by U+FFFD, cut to the column's size (a detail to
-    ``DETAIL_CHARS``) with an ellipsis.
-
-    Record-after-send must not fail on data a provider already accepted: what
-    goes out was checked before sending (:func:`unstorable`), and this is the
-    last line of defence for the rest (provider ids and error texts).
-    """
-    if value is None:
-        return None
-    value = str(value)
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    limit = DETAIL_CHARS if column_name == "detail" else CH.c[column_name].type.length
-    if limit is None or len(value) <= limit:
-        return value
-    return value[: limit - 1] + "…"
-
-
-def _rows_for(conn, campaign: str, keys: Sequence[tuple[int, str]]) -> list:
-    """Ledger rows of ``campaign`` for exactly these (customer_id, occasion) keys."""
-    wanted = set(keys)
-    query = _keys_query(conn, campaign, keys, (CH.c.id, CH.c.state, CH.c.run_id))
-    return [r for r in conn.execute(query).all() if (r.customer_id, r.occasion) in wanted]
-
-
-#: keys whose customers fill at least 1/DENSE_SPAN of their id range are read as a range
-DENSE_SPAN = 8
-
-
-def _keys_query(conn, campaign: str, keys: Sequence[tuple[int, str]], cols, *where):
-    """customer_id, occasion and ``cols`` of ``campaign``'s rows matching ``where`` for
-    ``keys``, and perhaps rows of other keys: callers keep their own.
-
-    A batch's keys are customers of one id range. Where they fill a good part of it,
-    the campaign's rows for the whole range come in one walk of the unique index
-    (campaign, customer_id, occasion): on PostgreSQL 2.4 ms for a win-back batch of
-    4,940 keys, against 48 ms looked up one by one. SQLite gets an IN list of the
-    customers. Otherwise, on PostgreSQL, the keys arrive as two arrays and each is
-    looked up on its own by customer (a lateral join).
-
-    The plan must not depend on statistics: the table grows by a million rows in one
-    run, and with the statistics from before, a join of the keys against the
-    campaign's rows read all its rows for every batch (205 us a key instead of 4 on a
-    re-run), and a lookup by campaign walked the campaign's rows once per key. A
-    row-value IN list becomes a per-row OR filter, and ``= ANY(array)`` an array scan
-    per row: both grow with table size x batch size. A range on the unique index's
-    first two columns has no such rival: every other index serves one of them only.
-    """
-    ids = sorted({c for c, _ in keys})
-    rows = select(CH.c.customer_id, CH.c.occasion, *cols).where(CH.c.campaign == campaign, *where)
-    if conn.dialect.name != "postgresql":
-        return rows.where(CH.c.customer_id.in_(ids))
-    if ids and ids[-1] - ids[0] < DENSE_SPAN * len(ids):
-        return rows.where(CH.c.customer_id.between(ids[0], ids[-1]))
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    unique = list(dict.fromkeys(keys))
-    k = (
-        func.unnest(
-            bindparam("customer_ids", [c for c, _ in unique], type_=ARRAY(BigInteger)),
-            bindparam("occasions", [o for _, o in unique], type_=ARRAY(String)),
-        )
-        .table_valued("cid", "occ")
-        .render_derived(name="k")
-    )
-    # Each key's rows of any campaign (a customer has few), through the one index that
-    # starts with the customer: an index starting with the campaign looks cheapest to a
-    # planner that believes the campaign has no rows yet, and is walked whole per key.
-    hit = (
-        select(CH.c.campaign, CH.c.customer_id, CH.c.occasion, *cols)
-        .where(CH.c.customer_id == k.c.cid, CH.c.occasion == k.c.occ, *where)
-        .offset(0)  # keeps PostgreSQL from flattening this into one join of everything,
-        .lateral("hit")  # and the campaign test below out of it
-    )
-    return (
-        select(*[c for c in hit.c if c.name != "campaign"])
-        .select_from(k)
-        .join(hit, true())
-        .where(hit.c.campaign == campaign)
-    )
-
-
-def _row_guard(run_id: str | None = None, state: State | None = None):
-    """What a write that finds its rows by id checks on each row, in a form no index serves.
-
-    PostgreSQL's statistics come from before a run: they hold none of its rows, and
-    few reserved ones. Written plainly, these tests look selective enough to find the
-    rows through ix_contact_history_run or the state index instead of the ids, and
-    each write walked every row the run had written so far (29 ms a batch at 60,000
-    rows) or every reserved row of every batch in flight.
-    """
-    guard = []
-    if run_id is not None:
-        guard.append(unindexed(CH.c.run_id) == run_id)
-    if state is not None:
-        guard.append(unindexed(CH.c.state) == state)
-    return and_(*guard)
-
-
 def _reclaimable(stale: datetime, now: datetime):
     """Rows a claim may take over: skipped, retryable failures, reserved rows whose run
     died (lease passed), and deferred rows that are due."""
@@ -1057,150 +764,3 @@ def _reclaimable(stale: datetime, now: datetime):
         and_(CH.c.state == State.RESERVED, CH.c.updated_at < stale),
         and_(CH.c.state == State.DEFERRED, CH.c.not_before <= now),
     )
-
-
-def _insert_reserved(
-    conn,
-    campaign: str,
-    run_id: str,
-    keys,
-    now: datetime,
-    category: str | None = None,
-    selected_at: datetime | None = None,
-    only_channel: str | None = None,
-) -> None:
-    """Insert ``reserved`` rows for keys, leaving alone any another run inserted first.
-
-    PostgreSQL gets one INSERT ... SELECT unnest(ids), unnest(occasions):
-    psycopg runs an executemany row by row. SQLite's executemany is fast, and its VALUES
-    lists cannot name their columns.
-    """
-    fixed = {
-        "campaign": campaign,
-        "state": State.RESERVED,
-        "run_id": run_id,
-        "attempts": 0,
-        "retryable": False,
-        "created_at": now,
-        "updated_at": now,
-        "category": category,
-        "selected_at": selected_at,
-        "only_channel": only_channel,
-    }
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        # Two array parameters, whatever the batch size: the statement compiles once.
-        ids = bindparam("ids", [c for c, _ in keys], type_=ARRAY(BigInteger))
-        occasions = bindparam("occasions", [o for _, o in keys], type_=ARRAY(String))
-        names = ["customer_id", "occasion", *fixed]
-        source = select(
-            func.unnest(ids), func.unnest(occasions), *[literal(x) for x in fixed.values()]
-        )
-        conn.execute(
-            pg_insert(CH)
-            .from_select(names, source)
-            .on_conflict_do_nothing(constraint="uq_contact_key")
-        )
-        return
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    conn.execute(
-        sqlite_insert(CH).on_conflict_do_nothing(),
-        [{"customer_id": c, "occasion": o, **fixed} for c, o in keys],
-    )
-
-
-class DryRunLedger(ContactLedger):
-    """The ledger as a dry run sees it: every read a real run makes, no write.
-
-    ``claim`` reports what is already there exactly as a real claim would and
-    "owns" the rest under made-up negative ids; marking, recording and
-    settling do nothing. The route cannot tell the difference, which is the
-    point: a dry run makes the same decisions as the run it rehearses.
-    Addresses a dry run would take are remembered for the run (its batches
-    share this process), so customers sharing an address in different
-    batches are counted as the real run would count them.
-    """
-
-    _taken: ClassVar[dict[str, dict[tuple[str, str], list]]] = {}
-    _taken_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def claim(self, campaign, run_id, keys, chunk: int = 2000, *, now=None, intents=None,
-              rules: SendRules = SendRules(), selected_at=None,
-              only_channel=None) -> Claim:  # fmt: skip
-        now = naive_utc(now) if now is not None else self.clock()
-        already = self.peek(campaign, keys, now=now)
-        fresh = [k for k in dict.fromkeys(keys) if k not in already]
-        owned = {k: -(i + 1) for i, k in enumerate(fresh)}
-        mine = {k: owned[k] for k in owned if intents and k in intents}
-        if not mine:
-            return Claim(owned, already)
-        holders, counted = None, {}
-        with self.engine.connect() as conn:
-            if rules.one_per_address:
-                holders = address_holders(
-                    conn, campaign, [o for k in mine for o in intents[k].options]
-                )
-            if rules.cap is not None:
-                counted = cap_counts(conn, [k[0] for k in mine], rules.cap, now)
-        with self._taken_lock:
-            taken = self._taken.setdefault(run_id, {})
-            if holders is not None:
-                for address, rows in taken.items():
-                    holders.setdefault(address, []).extend(rows)
-            choice = choose(
-                mine, intents, campaign=campaign, holders=holders, counted=counted,
-                cap=rules.cap, now=now,
-            )
-            for key, (channel, address) in choice.chosen.items():
-                taken.setdefault((channel, address), []).append(
-                    _Held(owned[key], key[0], key[1], channel, address, State.RESERVED, now)
-                )
-        return Claim(owned, already, choice.chosen, choice.shared, choice.capped)
-
-    @classmethod
-    def forget(cls, run_id: str) -> None:
-        """Drop what a finished dry run remembered."""
-        with cls._taken_lock:
-            cls._taken.pop(run_id, None)
-
-    def mark_sending(self, contact_ids, channel, run_id, texts=None) -> set[int]:
-        return set(contact_ids)
-
-    def record(self, outcomes, run_id, details=None) -> None:
-        return None
-
-    def unmark_sending(self, contact_ids, run_id) -> int:
-        return 0
-
-    def sent_by(self, run_id) -> int:
-        return 0
-
-    def resolve_interrupted(self, campaign, keys, run_id) -> int:
-        return 0
-
-    def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
-        return 0, 0
-
-    def settle_abandoned(self) -> tuple[int, int]:
-        return 0, 0
-
-    def settle_deferred(self, campaign, keys, reason, detail) -> int:
-        return 0
-
-
-@dataclass(frozen=True)
-class _Held:
-    """An address a dry run would take, shaped like a ledger row for ``choose``."""
-
-    id: int
-    customer_id: int
-    occasion: str
-    channel: str
-    recipient: str
-    state: str
-    updated_at: datetime
-    sent_at: datetime | None = None
-    not_before: datetime | None = None

@@ -1,0 +1,143 @@
+"""The ledger read for people: what happened with a customer, what waits, what failed.
+
+Read models only: nothing here decides what is sent or writes a row (the
+transitions are careflow/ledger/state.py). The CLI and reports read these.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, and_, case, func, or_, select
+
+from careflow.db.models import ContactEvent, ContactHistory, Order
+from careflow.errors import DataError
+from careflow.ledger.state import retryable_deferred
+from careflow.messages import State
+from careflow.money import from_minor
+from careflow.tables import shorten
+
+CH = ContactHistory.__table__
+
+
+def contact_history(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
+    """The customer's contact history, newest first, each contact with its events."""
+    with engine.connect() as conn:
+        rows = (
+            conn.execute(
+                select(CH)
+                .where(CH.c.customer_id == customer_id)
+                .order_by(CH.c.created_at.desc(), CH.c.id.desc())
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+        events = (
+            conn.execute(
+                select(ContactEvent.__table__)
+                .where(ContactEvent.customer_id == customer_id)
+                .order_by(ContactEvent.occurred_at)
+            )
+            .mappings()
+            .all()
+        )
+    by_contact: dict[int | None, list[dict]] = {}
+    for e in events:
+        by_contact.setdefault(e["contact_id"], []).append(dict(e))
+    out = [dict(r) | {"events": by_contact.get(r["id"], [])} for r in rows]
+    return out
+
+
+def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
+    """Everything that happened with one customer, oldest first (the last ``limit`` items):
+    messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
+    items: list[dict] = []
+    with engine.connect() as conn:
+        campaign_of = {}
+        for r in conn.execute(select(CH).where(CH.c.customer_id == customer_id)).mappings():
+            campaign_of[r["id"]] = r["campaign"]
+            text = r["subject"] or (r["body"] or "").split("\n")[0]
+            items.append(
+                {
+                    "at": r["sent_at"] or r["updated_at"],
+                    "what": r["state"] + (f": {r['reason']}" if r["reason"] else ""),
+                    "campaign": r["campaign"],
+                    "channel": r["channel"],
+                    "text": shorten(text, 120) or None,
+                    "detail": r["detail"],
+                }
+            )
+        for e in conn.execute(
+            select(ContactEvent.__table__).where(ContactEvent.customer_id == customer_id)
+        ).mappings():
+            items.append(
+                {
+                    "at": e["occurred_at"],
+                    "what": e["kind"],
+                    "campaign": campaign_of.get(e["contact_id"]),
+                    "channel": e["channel"],
+                    "text": e["detail"],
+                    "detail": None,
+                }
+            )
+        for o in conn.execute(
+            select(Order.ordered_at, Order.amount_minor, Order.currency).where(
+                Order.customer_id == customer_id
+            )
+        ):
+            try:
+                text, why = f"{from_minor(o.amount_minor, o.currency)} {o.currency}", None
+            except DataError as exc:  # that order's own line says so; the rest is shown
+                text, why = f"? {o.currency}", f"unreadable amount: {exc}"
+            items.append(
+                {
+                    "at": o.ordered_at,
+                    "what": "order",
+                    "campaign": None,
+                    "channel": None,
+                    "text": text,
+                    "detail": why,
+                }
+            )
+    items.sort(key=lambda i: i["at"])
+    return items[-limit:] if limit else items
+
+
+def deferred_summary(engine: Engine) -> list[dict]:
+    """Deferred messages not yet sent, per campaign and reason: how many (``count``, those
+    whose attempt failed and will be tried again included, under the failure's reason),
+    of which a run has taken and not yet sent (``taken``: being sent now, or left by a
+    run that died, for the next follow-up), and the first and last due (UTC)."""
+    taken = CH.c.state.in_([State.RESERVED, State.SENDING])
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                CH.c.campaign,
+                CH.c.reason,
+                func.count().label("count"),
+                func.count(case((taken, 1))).label("taken"),
+                func.min(CH.c.not_before).label("first_due"),
+                func.max(CH.c.not_before).label("last_due"),
+            )
+            .where(
+                or_(
+                    CH.c.state == State.DEFERRED,
+                    and_(taken, CH.c.not_before.is_not(None)),
+                    retryable_deferred(),
+                )
+            )
+            .group_by(CH.c.campaign, CH.c.reason)
+            .order_by(CH.c.campaign, CH.c.reason)
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def failure_reasons(engine: Engine, campaign: str) -> dict[str, int]:
+    """How many failed messages of ``campaign`` there are, by reason."""
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(
+                select(CH.c.reason, func.count())
+                .where(CH.c.campaign == campaign, CH.c.state == State.FAILED)
+                .group_by(CH.c.reason)
+            ).all()
+        )
