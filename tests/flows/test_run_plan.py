@@ -12,10 +12,8 @@ tests/test_registry.py does for a fictitious channel.
 from __future__ import annotations
 
 import pickle
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
-from types import SimpleNamespace
 
 import pytest
 from prefect import flow, get_run_logger
@@ -99,29 +97,3 @@ def test_a_run_option_survives_what_prefect_and_dask_do_to_a_batchs_arguments():
     for copy in (walked, shipped):
         assert type(copy) is RunOnStrike and copy == run and copy.strike == "gulls"
         assert copy.settings.twilio_auth_token.get_secret_value() == "secret-token"
-
-
-
-def test_a_dry_runs_own_thread_pool_is_as_large_as_the_runs_settings_say(monkeypatch):
-    """Regression: on a runner other than threads, a dry run's batches run on a pool of
-    the flow's process (careflow/flows/runners.py), which was sized from the process
-    environment read in the middle of the run, not from the settings the run was given."""
-    import careflow.flows.runners as runners
-
-    sizes = []
-
-    class Pool(ThreadPoolTaskRunner):
-        def __init__(self, max_workers: int | None = None):
-            sizes.append(max_workers)
-            super().__init__(max_workers=max_workers)
-
-    monkeypatch.setattr(runners, "ThreadPoolTaskRunner", Pool)
-    dask_flow_run = SimpleNamespace(task_runner=object())  # a flow run on another runner
-    monkeypatch.setattr(runners.FlowRunContext, "get", staticmethod(lambda: dask_flow_run))
-    monkeypatch.setenv("CAREFLOW_BATCH_CONCURRENCY", "2")
-    settings = load_settings(batch_concurrency=7, delivery="outbox")
-    spec = load_campaign(CAMPAIGN, settings.templates_dir)
-    run = RunPlan(spec=spec, run_id="run-1", as_of=AS_OF, at=AT, settings=settings, dry_run=True)
-    with ExitStack() as stack:
-        runners.batch_submitter(stack, run)
-    assert sizes == [7]
