@@ -89,6 +89,8 @@ def render(r: dict) -> str:
             f"{f['batched_msgs_per_s']} |",
             f"| one task per message | {f['task_per_message_msgs_per_s']} |",
             f"| ratio | {f['ratio']}x |",
+            f"| dry run of the batched design | {f['dry_run_msgs_per_s']} "
+            f"({f['dry_run_vs_real']}x the real run) |",
         ]
     return "\n".join(lines)
 
