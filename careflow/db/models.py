@@ -379,14 +379,19 @@ class PurchaseWindowState(Base):
 
 class Journey(Base):
     """Journeys that have run (definitions live in templates/<journey>/journey.yaml): the
-    version last advanced and, for event entries, the last contact event read."""
+    version last advanced and, for event entries, how far their events have been read
+    (careflow/journeys/advance.py, ENTRY_SETTLE)."""
 
     __tablename__ = "journeys"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[str | None] = mapped_column(String(16))
-    #: event entries: contact_events up to this id have been read for entries
-    event_watermark: Mapped[int | None] = mapped_column(BigInteger)
+    #: event entries: the table read (contact_events or orders), the id up to which every
+    #: row has been read for entries, and the newest id as of entry_seen_at
+    entry_source: Mapped[str | None] = mapped_column(String(32))
+    entry_read_from: Mapped[int | None] = mapped_column(BigInteger)
+    entry_seen: Mapped[int | None] = mapped_column(BigInteger)
+    entry_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 

@@ -181,29 +181,20 @@ def _position_values(spec: JourneySpec, now: datetime) -> dict:
     }
 
 
-def note_journey(engine: Engine, spec: JourneySpec, now: datetime) -> int | None:
-    """Record the journey (its version) and return its event watermark; a journey seen for
-    the first time starts reading events from the newest one."""
+def note_journey(engine: Engine, spec: JourneySpec, now: datetime) -> None:
+    """Record the journey and the version being advanced."""
     now = naive(now)
     with engine.begin() as conn:
-        row = conn.execute(
-            select(Journey.event_watermark).where(Journey.name == spec.name)
-        ).first()
-        if row is None:
-            newest = conn.execute(select(func.max(ContactEvent.id))).scalar() or 0
-            conn.execute(
-                _insert(conn, Journey.__table__)
-                .values(name=spec.name, version=spec.version, event_watermark=newest,
-                        updated_at=now)
-                .on_conflict_do_nothing(index_elements=["name"])
-            )  # fmt: skip
-            return newest
+        conn.execute(
+            _insert(conn, Journey.__table__)
+            .values(name=spec.name, version=spec.version, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
         conn.execute(
             update(Journey.__table__)
             .where(Journey.name == spec.name)
             .values(version=spec.version, updated_at=now)
         )
-        return row.event_watermark
 
 
 def enter_segment(
@@ -244,39 +235,129 @@ def enter_segment(
         ).scalar_one()
 
 
+#: an event entry reads events (or orders) by id. Ids are handed out when a row is
+#: inserted and become visible when its transaction commits, so a lower id can appear
+#: after a higher one has been read: entries re-read every id above ``entry_read_from``,
+#: which only passes an id once it was seen this long ago (a transaction that inserts
+#: events or orders and stays open longer may have its rows missed). Re-reading is
+#: harmless: entering is idempotent on (journey, customer, entry key).
+ENTRY_SETTLE = timedelta(minutes=15)
+#: event rows read per query when entering
+ENTRY_PAGE = 50_000
+
+
+@dataclass(frozen=True)
+class EntryMark:
+    """How far a journey has read its entry events: ids up to ``read_from`` are settled;
+    ``seen`` was the newest id at ``seen_at``."""
+
+    source: str
+    read_from: int
+    seen: int
+    seen_at: datetime
+
+
+def _entry_source(event: str):
+    return Order.__table__ if event == "ordered" else ContactEvent.__table__
+
+
+def entry_read_from(conn, journey: str) -> int | None:
+    """The id up to which a journey's entry events are settled (None before its first look)."""
+    return conn.execute(select(Journey.entry_read_from).where(Journey.name == journey)).scalar()
+
+
+def _entry_mark(engine: Engine, spec: JourneySpec, now: datetime) -> EntryMark:
+    """The journey's mark on its entry events' table; a journey that looks at that table for
+    the first time (new, or its entry changed) starts from the newest row: nothing that
+    happened before enters."""
+    table = _entry_source(spec.entry.event)
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(
+                Journey.entry_source, Journey.entry_read_from, Journey.entry_seen,
+                Journey.entry_seen_at,
+            ).where(Journey.name == spec.name)
+        ).one()  # fmt: skip
+        if row.entry_source == table.name:
+            return EntryMark(table.name, row.entry_read_from, row.entry_seen, row.entry_seen_at)
+        newest = conn.execute(select(func.max(table.c.id))).scalar() or 0
+        conn.execute(
+            update(Journey.__table__)
+            .where(Journey.name == spec.name)
+            .values(entry_source=table.name, entry_read_from=newest, entry_seen=newest,
+                    entry_seen_at=now)
+        )  # fmt: skip
+    return EntryMark(table.name, newest, newest, now)
+
+
+def _settle_mark(engine: Engine, journey: str, mark: EntryMark, newest: int, now: datetime):
+    """After reading every visible id above ``mark.read_from``: what was newest
+    ENTRY_SETTLE ago is settled, and ``newest`` starts its wait. Compare-and-set: an
+    advancer beside this one that settled first is left alone."""
+    if now - mark.seen_at < ENTRY_SETTLE:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(Journey.__table__)
+            .where(
+                Journey.name == journey,
+                Journey.entry_source == mark.source,
+                Journey.entry_read_from == mark.read_from,
+                Journey.entry_seen_at == mark.seen_at,
+            )
+            .values(entry_read_from=max(mark.read_from, mark.seen),
+                    entry_seen=max(mark.seen, newest), entry_seen_at=now)
+        )  # fmt: skip
+
+
 def enter_events(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) -> int:
-    """Enter the customers who did the journey's entry event since the last look (the
-    journey's event watermark, a contact event or order id). Returns how many entered."""
-    watermark = note_journey(engine, spec, now) or 0
+    """Enter the customers who did the journey's entry event since it started looking
+    (every event above its settled mark, see ENTRY_SETTLE). Returns how many entered."""
     now = naive(now)
-    zone = ZoneInfo(settings.time_zone)
-    event = spec.entry.event
+    mark = _entry_mark(engine, spec, now)
+    cursor, entered = mark.read_from, 0
+    while True:
+        page = _entry_events(engine, spec.entry.event, cursor, settings.time_zone)
+        if page:
+            entered += _enter_days(engine, spec, page, now)
+            cursor = page[-1][0]
+        if len(page) < ENTRY_PAGE:
+            break
+    _settle_mark(engine, spec.name, mark, cursor, now)
+    return entered
+
+
+def _entry_events(engine: Engine, event: str, after: int, shop_zone: str) -> list:
+    """(id, customer, day) of the next ENTRY_PAGE entry events above id ``after``; the day
+    is the shop's (orders keep its clock; contact events are UTC)."""
+    zone = ZoneInfo(shop_zone)
     with engine.connect() as conn:
         if event == "ordered":
             found = conn.execute(
-                select(Order.id, Order.customer_id, Order.ordered_at.label("at"))
-                .where(Order.id > watermark)
+                select(Order.id, Order.customer_id, Order.ordered_at)
+                .where(Order.id > after)
                 .order_by(Order.id)
-                .limit(50_000)
+                .limit(ENTRY_PAGE)
             ).all()
-            days = [(r.id, r.customer_id, r.at.date()) for r in found]
-        else:
-            found = conn.execute(
-                select(ContactEvent.id, ContactEvent.customer_id, ContactEvent.occurred_at)
-                .where(
-                    ContactEvent.id > watermark,
-                    ContactEvent.customer_id.is_not(None),
-                    ContactEvent.kind.in_(EVENT_KINDS[event]),
-                )
-                .order_by(ContactEvent.id)
-                .limit(50_000)
-            ).all()
-            days = [
-                (r.id, r.customer_id, r.occurred_at.replace(tzinfo=UTC).astimezone(zone).date())
-                for r in found
-            ]
-    if not days:
-        return 0
+            return [(r.id, r.customer_id, r.ordered_at.date()) for r in found]
+        found = conn.execute(
+            select(ContactEvent.id, ContactEvent.customer_id, ContactEvent.occurred_at)
+            .where(
+                ContactEvent.id > after,
+                ContactEvent.customer_id.is_not(None),
+                ContactEvent.kind.in_(EVENT_KINDS[event]),
+            )
+            .order_by(ContactEvent.id)
+            .limit(ENTRY_PAGE)
+        ).all()
+    return [
+        (r.id, r.customer_id, r.occurred_at.replace(tzinfo=UTC).astimezone(zone).date())
+        for r in found
+    ]
+
+
+def _enter_days(engine: Engine, spec: JourneySpec, days: list, now: datetime) -> int:
+    """Enter each (id, customer, day) once per entry key."""
     rows: dict[tuple[int, str], dict] = {}
     for _, cid, day in days:
         key = _entry_key(spec, day)
@@ -311,11 +392,6 @@ def enter_events(engine: Engine, spec: JourneySpec, settings: Settings, now: dat
         )
         for row in rows.values():
             entered += conn.execute(stmt.values(**row)).rowcount or 0
-        conn.execute(
-            update(Journey.__table__)
-            .where(Journey.name == spec.name, Journey.event_watermark < days[-1][0])
-            .values(event_watermark=days[-1][0], updated_at=now)
-        )
     return entered
 
 

@@ -30,7 +30,10 @@ def upgrade() -> None:
         "journeys",
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("version", sa.String(16), nullable=True),
-        sa.Column("event_watermark", sa.BigInteger(), nullable=True),
+        sa.Column("entry_source", sa.String(32), nullable=True),
+        sa.Column("entry_read_from", sa.BigInteger(), nullable=True),
+        sa.Column("entry_seen", sa.BigInteger(), nullable=True),
+        sa.Column("entry_seen_at", sa.DateTime(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_journeys")),
     )
