@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Boolean, Date, DateTime, Integer, String, func
+from sqlalchemy import Boolean, Date, DateTime, Engine, Integer, Select, String, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -29,6 +29,28 @@ def unindexed(column):
     row the run or the campaign had instead.
     """
     return func.coalesce(column, "")
+
+
+def id_ranges(engine: Engine, ids: Select, size: int) -> list[tuple[int, int]]:
+    """Ranges of ``ids`` (a select of one column of ids, repeats allowed) holding about
+    ``size`` rows each: one query numbers the rows and keeps every ``size``-th id as a
+    boundary, so planning a run's batches costs one pass whatever the ids' spread."""
+    inner = ids.subquery("ids")
+    cid = inner.c[0]
+    numbered = select(cid.label("cid"), func.row_number().over(order_by=cid).label("rn"))
+    numbered = numbered.subquery("numbered")
+    with engine.connect() as conn:
+        starts = conn.execute(
+            select(numbered.c.cid)
+            .where((numbered.c.rn - 1) % size == 0)
+            .order_by(numbered.c.cid)
+        ).scalars()
+        starts = list(dict.fromkeys(starts))  # one customer's many rows: one boundary
+        if not starts:
+            return []
+        last = conn.execute(select(func.max(numbered.c.cid))).scalar_one()
+    ends = [nxt - 1 for nxt in starts[1:]] + [last]
+    return list(zip(starts, ends, strict=True))
 
 
 def day_number_of(d: date) -> int:

@@ -51,7 +51,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from careflow import (
     channels,
@@ -64,6 +64,7 @@ from careflow import (
 )
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
+from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CareflowError, ChannelDown, ConfigError
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
@@ -125,23 +126,7 @@ def plan_batches(
     selection whatever the id distribution.
     """
     seg = segments.build(spec.segment, as_of, params, at=at).subquery("seg")
-    numbered = select(
-        seg.c.customer_id.label("cid"),
-        func.row_number().over(order_by=seg.c.customer_id).label("rn"),
-    ).subquery("numbered")
-    with engine.connect() as conn:
-        starts = list(
-            conn.execute(
-                select(numbered.c.cid)
-                .where((numbered.c.rn - 1) % batch_size == 0)
-                .order_by(numbered.c.cid)
-            ).scalars()
-        )
-        if not starts:
-            return []
-        last = conn.execute(select(func.max(seg.c.customer_id))).scalar_one()
-    ends = [nxt - 1 for nxt in starts[1:]] + [last]
-    return list(zip(starts, ends, strict=True))
+    return id_ranges(engine, select(seg.c.customer_id), batch_size)
 
 
 def run_batch(run: RunPlan, lo: int, hi: int) -> dict:

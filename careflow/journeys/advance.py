@@ -43,6 +43,7 @@ from careflow.db.models import (
     JourneyStepRecord,
     Order,
 )
+from careflow.db.sqlfunc import id_ranges
 from careflow.journey_spec import (
     ENTRY_STEP,
     BranchStep,
@@ -827,26 +828,10 @@ def advance_range(
 def plan_ranges(engine: Engine, journey: str, now: datetime, batch_size: int) -> list:
     """Customer-id ranges of at most ``batch_size`` due positions each (as campaign runs
     plan their batches: every ``batch_size``-th id is a boundary)."""
-    now = naive(now)
-    due = select(
-        P.customer_id.label("cid"),
-        func.row_number().over(order_by=(P.customer_id, P.id)).label("rn"),
-    ).where(P.journey == journey, P.state.in_(("active", "waiting")), P.due_at <= now)
-    numbered = due.subquery("numbered")
-    with engine.connect() as conn:
-        starts = list(
-            conn.execute(
-                select(numbered.c.cid)
-                .where((numbered.c.rn - 1) % batch_size == 0)
-                .order_by(numbered.c.cid)
-            ).scalars()
-        )
-        if not starts:
-            return []
-        last = conn.execute(select(func.max(numbered.c.cid))).scalar_one()
-    starts = list(dict.fromkeys(starts))
-    ends = [nxt - 1 for nxt in starts[1:]] + [last]
-    return list(zip(starts, ends, strict=True))
+    due = select(P.customer_id).where(
+        P.journey == journey, P.state.in_(("active", "waiting")), P.due_at <= naive(now)
+    )
+    return id_ranges(engine, due, batch_size)
 
 
 def enter(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) -> int:
