@@ -100,6 +100,16 @@ def content_names() -> list[str]:
     return [s.name for s in _REGISTRY.values() if s.content]
 
 
+def content_channels(names: list[str]) -> list[str]:
+    """``names`` if each is a channel with templates (a field validator of campaign.yaml and
+    of a journey's send step); ValueError naming the choices otherwise."""
+    allowed = content_names()
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"{name!r} is not a channel; choose from {', '.join(allowed)}")
+    return names
+
+
 def get(name: str) -> ChannelSpec:
     """The entry for ``name``; ConfigError naming the known channels otherwise."""
     try:
