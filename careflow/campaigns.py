@@ -31,6 +31,7 @@ from careflow.journey_spec import SendStep
 from careflow.money import with_amounts
 from careflow.names import NAME_PATTERN, NAME_RULE
 from careflow.policy.config import CampaignPolicy, Category
+from careflow.variants import Experiment
 
 Occasion = Literal[(*get_args(Period), "last_purchase")]  # type: ignore[valid-type]
 
@@ -52,6 +53,8 @@ class CampaignSpec(BaseModel):
     marketing: bool = True
     #: contact policy for this campaign over the CAREFLOW_* defaults (docs/policy.md)
     policy: CampaignPolicy = Field(default_factory=CampaignPolicy)
+    #: variants of the message, each customer drawn to one (careflow/variants.py)
+    experiment: Experiment | None = None
 
     @model_validator(mode="before")
     @classmethod

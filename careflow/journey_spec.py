@@ -35,6 +35,7 @@ from careflow.clock import Period
 from careflow.errors import ConfigError
 from careflow.names import NAME_PATTERN, NAME_RULE
 from careflow.policy.config import CampaignPolicy, Category, parse_share
+from careflow.variants import split_source
 
 #: a step's id: short, so that ``j_<journey>__<step>`` fits the ledger's campaign column
 STEP_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -419,10 +420,13 @@ def parse_step_campaign(name: str) -> tuple[str, str] | None:
 
 def template_prefix(campaign: str) -> str:
     """Where a campaign's template files start, relative to templates/: ``winback/`` for a
-    campaign (``winback/sms.en.j2``), ``<journey>/<step>.`` for a journey's send step
-    (``winback_journey/first_sms.sms.en.j2``)."""
+    campaign (``winback/sms.en.j2``), ``winback/b.`` for its experiment's variant b
+    (``winback@b``: ``winback/b.sms.en.j2``), ``<journey>/<step>.`` for a journey's
+    send step (``winback_journey/first_sms.sms.en.j2``)."""
+    campaign, variant = split_source(campaign)
     found = parse_step_campaign(campaign)
-    return f"{found[0]}/{found[1]}." if found else f"{campaign}/"
+    prefix = f"{found[0]}/{found[1]}." if found else f"{campaign}/"
+    return f"{prefix}{variant}." if variant else prefix
 
 
 def list_journeys(templates_dir: Path) -> list[str]:

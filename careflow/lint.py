@@ -215,6 +215,8 @@ class _File:
     part: registry.TemplatePart
     locale: str
     path: Path
+    #: an experiment's variant the file belongs to (``b.sms.en.j2``); None: the control's
+    variant: str | None = None
 
 
 def _part_patterns() -> list[tuple[re.Pattern, str, registry.TemplatePart]]:
@@ -236,15 +238,18 @@ def _stem_examples() -> str:
     )
 
 
-def _classify(folder: Path) -> tuple[list[_File], list[Path]]:
-    """The campaign's template files by channel, part and locale; and .j2 files that are none."""
+def _classify(folder: Path, variants: Sequence[str] = ()) -> tuple[list[_File], list[Path]]:
+    """The campaign's template files by channel, part, locale and experiment variant (a
+    file named ``<variant>.<part>``); and .j2 files that are none."""
     patterns = _part_patterns()
     files, strays = [], []
     for path in sorted(folder.glob("*.j2")):
+        variant = next((v for v in variants if path.name.startswith(f"{v}.")), None)
+        name = path.name[len(variant) + 1 :] if variant else path.name
         for pattern, channel, part in patterns:
-            m = pattern.match(path.name)
+            m = pattern.match(name)
             if m:
-                files.append(_File(channel, part, m["locale"], path))
+                files.append(_File(channel, part, m["locale"], path, variant))
                 break
         else:
             strays.append(path)
@@ -520,12 +525,13 @@ class _Lint:
             self.add(yaml_path, 0, str(exc).replace(f"{yaml_path}: ", ""))
             return
         self.report.campaigns += 1
-        files, strays = _classify(folder)
+        variants = spec.experiment.names[1:] if spec.experiment else []
+        files, strays = _classify(folder, variants)
         for path in strays:
             self.add(
                 path, 0, f"careflow never reads this file: template names are {_stem_examples()}"
             )
-        ours = [f for f in files if f.channel in spec.channels]
+        ours = [f for f in files if f.channel in spec.channels and f.variant is None]
         locales = sorted({f.locale for f in ours})
         have = {(f.channel, f.part.stem, f.locale): f.path for f in ours}
         default = self.settings.default_locale
@@ -566,6 +572,18 @@ class _Lint:
                 "language has no template of their own would get none",
             )
 
+        for variant in variants:
+            theirs = {
+                (f.channel, f.part.stem, f.locale) for f in files if f.variant == variant
+            }
+            for _, stem, loc in sorted(set(have) - theirs):
+                self.add(
+                    folder / f"{variant}.{stem.format(locale=loc)}",
+                    0,
+                    f"missing: variant {variant} of the experiment needs every template "
+                    f"the control ({spec.experiment.control}) has",
+                )
+
         try:
             contexts = [
                 (sample, {**self.context_for(spec, sample), "locale": loc})
@@ -579,17 +597,27 @@ class _Lint:
         for f in files:
             self.check_source(f.path, some_context if f.channel in spec.channels else None)
 
-        for channel in spec.channels:
-            for sample, context in contexts:
-                self.message(spec, channel, sample, context)
+        for variant in [None, *variants]:
+            for channel in spec.channels:
+                for sample, context in contexts:
+                    self.message(spec, channel, sample, context, variant)
 
-    def message(self, spec: CampaignSpec, channel: str, sample: Sample, context: dict) -> None:
-        """Render one message for one sample: each part, then the whole as it goes out."""
+    def message(
+        self,
+        spec: CampaignSpec,
+        channel: str,
+        sample: Sample,
+        context: dict,
+        variant: str | None = None,
+    ) -> None:
+        """Render one message for one sample (of an experiment's ``variant``): each part,
+        then the whole as it goes out."""
         entry = registry.get(channel)
         parts: dict[str, str | None] = {}
         paths: dict[str, Path] = {}
         for part in entry.parts:
-            path = self._find(spec.name, part.stem, sample.locale)
+            stem = f"{variant}.{part.stem}" if variant else part.stem
+            path = self._find(spec.name, stem, sample.locale)
             if path is None:
                 if part.required:
                     return  # reported above as missing

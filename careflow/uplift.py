@@ -76,6 +76,7 @@ class Unit:
     waiting: bool = False  # deferred, or held out with a would-be send time still to come
     converted: bool = False
     revenue: dict | None = None  # currency -> minor units
+    variant: str | None = None  # the experiment's variant a contacted customer got
 
 
 def load_units(
@@ -101,7 +102,12 @@ def load_units(
     with engine.connect() as conn:
         rows = conn.execute(
             select(
-                CH.c.customer_id, CH.c.occasion, CH.c.state, CH.c.not_before, start.label("start")
+                CH.c.customer_id,
+                CH.c.occasion,
+                CH.c.state,
+                CH.c.not_before,
+                CH.c.variant,
+                start.label("start"),
             ).where(*where)
         ).all()
         if not rows:
@@ -123,7 +129,13 @@ def load_units(
     for r in rows:
         waiting = r.state == State.DEFERRED or (r.not_before is not None and r.not_before > now)
         u = Unit(
-            r.customer_id, r.occasion, r.state == State.HELD_OUT, r.start, waiting, revenue={}
+            r.customer_id,
+            r.occasion,
+            r.state == State.HELD_OUT,
+            r.start,
+            waiting,
+            revenue={},
+            variant=r.variant,
         )
         for at, amount, currency in by_customer.get(r.customer_id, ()):
             if r.start <= at <= r.start + window:

@@ -1,4 +1,5 @@
-"""``careflow report``: runs, responses, uplift, the pyramid, CLV, overdue, replies."""
+"""``careflow report``: runs, responses, uplift, experiments, the pyramid, CLV, overdue,
+replies."""
 
 from __future__ import annotations
 
@@ -115,6 +116,47 @@ def report_uplift(campaign, since, until, as_json):
         _echo(f"{campaign}: nobody contacted or held out in this range yet")
     else:
         _echo(uplift_table(found))
+
+
+@report.command("experiment")
+@click.argument("campaign")
+@click.option(
+    "--since", default=None, help="Customers taken up on or after this date (YYYY-MM-DD)."
+)
+@click.option("--until", default=None, help="Customers taken up on or before this date.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_experiment(campaign, since, until, as_json):
+    """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``)
+
+    Per variant: customers, orders within the attribution window, conversion,
+    its difference from the control and from the held-out customers with
+    always-valid intervals (safe to read every day), revenue per customer,
+    and a verdict (docs/experiments.md).
+    """
+    from careflow.campaigns import load_campaign
+    from careflow.errors import ConfigError
+    from careflow.experiment_report import experiment_report, experiment_table
+
+    settings = _settings()
+    spec = load_campaign(campaign, settings.templates_dir)
+    if spec.experiment is None:
+        raise ConfigError(
+            f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to its "
+            "campaign.yaml (docs/experiments.md)"
+        )
+    start, end = _day(since, "--since"), _day(until, "--until")
+    if start and end and start > end:
+        raise ConfigError(f"--since {start} is after --until {end}")
+    found = experiment_report(
+        _engine(),
+        spec,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        baseline=settings.uplift_baseline_conversion,
+        since=start,
+        until=end,
+    )
+    _echo(json.dumps(found, indent=2, ensure_ascii=False) if as_json else experiment_table(found))
 
 
 def _day(value: str | None, option: str):

@@ -195,6 +195,9 @@ class ContactHistory(Base):
     #: the one channel the run that claimed the row was limited to (``--channel``): a
     #: deferred message goes by it and no other; None: the campaign's channel order
     only_channel: Mapped[str | None] = mapped_column(String(16))
+    #: the experiment's variant this message is (campaign.yaml ``experiment:``): set when
+    #: it is first rendered, never changed (careflow/variants.py)
+    variant: Mapped[str | None] = mapped_column(String(32))
 
 
 class DryRunHold(Base):

@@ -63,6 +63,7 @@ from careflow.policy.config import resolve as resolve_policy
 from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
 from careflow.template_env import greeting_name
+from careflow.variants import template_source
 
 CUSTOMER_COLUMNS = list(Customer.__table__.c)
 
@@ -612,9 +613,29 @@ def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Setti
     }
 
 
-def render_request(spec: CampaignSpec, settings: Settings, row: dict, channel: str, as_of: date):
-    """What the renderer needs for one customer's message (``Renderer.render_many``)."""
-    return spec.name, channel, row.get("locale"), template_context(spec, row, as_of, settings)
+def render_request(
+    spec: CampaignSpec,
+    settings: Settings,
+    row: dict,
+    channel: str,
+    as_of: date,
+    variant: str | None = None,
+):
+    """What the renderer needs for one customer's message (``Renderer.render_many``): the
+    campaign's templates, or those of its experiment's ``variant``."""
+    source = template_source(spec.name, variant, spec.experiment)
+    return source, channel, row.get("locale"), template_context(spec, row, as_of, settings)
+
+
+def variants_of(route: Route, owned: Sequence[tuple[Candidate, int]]) -> dict[int, str]:
+    """contact id -> the experiment variant each owned message renders: drawn for the
+    customer, or the one its ledger row already has (careflow/variants.py)."""
+    experiment = route.run.spec.experiment
+    if experiment is None:
+        return {}
+    name = route.run.spec.name
+    drawn = {cid: experiment.variant_of(name, c.customer_id) for c, cid in owned}
+    return route.ledger.keep_variants(drawn)
 
 
 def finish_message(
@@ -660,8 +681,12 @@ def render_message(
     as_of: date,
 ) -> Rendered:
     """One customer's message, rendered (in a render worker) and finished; raises
-    Unsendable with the reason the ledger records (preview and test sends)."""
-    (rendered,) = renderer.render_many([render_request(spec, settings, row, channel, as_of)])
+    Unsendable with the reason the ledger records (preview and test sends). A campaign
+    with an experiment renders the variant the customer is drawn to."""
+    experiment = spec.experiment
+    variant = experiment.variant_of(spec.name, row.get("id", 0)) if experiment else None
+    request = render_request(spec, settings, row, channel, as_of, variant)
+    (rendered,) = renderer.render_many([request])
     return finish_message(spec, settings, row, channel, rendered)
 
 
@@ -673,9 +698,12 @@ def render_messages(
     worker together (careflow/render_worker.py), which a stop or a runaway template
     cannot hold up: the run's stop is checked while waiting on it."""
     run = route.run
+    variants = variants_of(route, owned)
     requests = [
-        render_request(run.spec, run.settings, c.row, c.decision.channel, run.as_of)
-        for c, _ in owned
+        render_request(
+            run.spec, run.settings, c.row, c.decision.channel, run.as_of, variants.get(cid)
+        )
+        for c, cid in owned
     ]
     out: list[Message | RecipientError] = []
     rendered = route.renderer.render_many(requests, route.check_stop)

@@ -157,6 +157,9 @@ class DryRunLedger(ContactLedger):
     def resolve_interrupted(self, campaign, keys, run_id) -> int:
         return 0
 
+    def keep_variants(self, drawn: dict[int, str]) -> dict[int, str]:
+        return dict(drawn)
+
     def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
         return 0, 0
 

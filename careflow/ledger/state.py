@@ -581,6 +581,29 @@ class ContactLedger:
             )
 
     @retry_busy_database
+    def keep_variants(self, drawn: dict[int, str]) -> dict[int, str]:
+        """contact id -> its experiment variant: the one its row was given before, else
+        the one ``drawn`` for it, written now. A row's variant never changes, so a retry, a
+        deferral or a re-run renders what the first attempt chose (careflow/variants.py)."""
+        ids = sorted(drawn)
+        kept: dict[int, str] = {}
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 1000):
+                part = ids[start : start + 1000]
+                for variant in {drawn[i] for i in part}:
+                    conn.execute(
+                        update(CH)
+                        .where(
+                            CH.c.id.in_([i for i in part if drawn[i] == variant]),
+                            CH.c.variant.is_(None),
+                        )
+                        .values(variant=variant)
+                    )
+                read = select(CH.c.id, CH.c.variant).where(CH.c.id.in_(part))
+                kept.update(conn.execute(read).all())
+        return kept
+
+    @retry_busy_database
     def resolve_interrupted(
         self, campaign: str, keys: Sequence[tuple[int, str]], run_id: str
     ) -> int:

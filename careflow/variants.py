@@ -1,0 +1,97 @@
+"""Experiments on a campaign: its variants, and which one each customer gets.
+
+A campaign.yaml may say::
+
+    experiment:
+      variants: [a, b]        # or [{name: a}, {name: b, weight: 2}]
+      audience: 4000          # customers expected over the whole experiment
+
+The first variant is the **control**: it sends the campaign's own templates
+(``sms.en.j2``). Every other variant has its own files beside them, named
+after it (``b.sms.en.j2``, ``b.email.en.subject.j2``...). ``careflow lint``
+checks that each variant has a template wherever the control has one.
+
+**Assignment** is a fixed draw per (campaign, customer): the same customer
+gets the same variant on every occasion, on every machine, salted apart from
+the holdout's draw (careflow/policy/holdout.py) so the two are independent.
+Only customers who are contacted get one: the holdout is drawn first and
+held-out customers are the comparison group of every variant. The draw is
+written on the message's ledger row when it is first rendered and never
+changed (``contact_history.variant``), so a retry, a deferral or a re-run
+renders the same variant even if the campaign file's weights changed since.
+
+``audience`` tunes the always-valid intervals of careflow/experiment_stats.py
+(narrowest at that size); a wrong guess costs some width, never validity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
+
+VARIANT_PATTERN = r"^[a-z][a-z0-9_]{0,15}$"
+_SCALE = float(1 << 64)
+
+
+class Variant(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=VARIANT_PATTERN)
+    #: its share of the contacted customers, relative to the others' weights
+    weight: float = Field(default=1.0, gt=0)
+
+
+def _named(value):
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Experiment(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    variants: list[Annotated[Variant, BeforeValidator(_named)]] = Field(min_length=2)
+    #: customers expected over the whole experiment, all variants together
+    audience: int = Field(default=2_000, gt=0)
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, value: list[Variant]) -> list[Variant]:
+        names = [v.name for v in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must differ: {', '.join(names)}")
+        return value
+
+    @property
+    def control(self) -> str:
+        return self.variants[0].name
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    def variant_of(self, campaign: str, customer_id: int) -> str:
+        """The variant ``customer_id`` gets in ``campaign``'s experiment."""
+        key = f"variant\x1f{campaign}\x1f{customer_id}".encode()
+        u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / _SCALE
+        total = sum(v.weight for v in self.variants)
+        edge = 0.0
+        for v in self.variants:
+            edge += v.weight / total
+            if u < edge:
+                return v.name
+        return self.variants[-1].name
+
+
+def template_source(campaign: str, variant: str | None, experiment: Experiment | None) -> str:
+    """What the renderer is asked for: the campaign, or ``campaign@variant`` for a variant
+    with templates of its own (every variant but the control)."""
+    if variant is None or experiment is None or variant == experiment.control:
+        return campaign
+    return f"{campaign}@{variant}"
+
+
+def split_source(source: str) -> tuple[str, str | None]:
+    """``campaign@variant`` -> (campaign, variant); a plain campaign -> (campaign, None)."""
+    campaign, _, variant = source.partition("@")
+    return campaign, variant or None
