@@ -576,12 +576,21 @@ class _Lint:
             theirs = {
                 (f.channel, f.part.stem, f.locale) for f in files if f.variant == variant
             }
-            for _, stem, loc in sorted(set(have) - theirs):
+            if not theirs:
+                self.add(
+                    yaml_path,
+                    _line_of(yaml_path, "variants"),
+                    f"variant {variant} has no templates of its own ({variant}.sms.en.j2...): "
+                    f"it would send the control's message",
+                )
+            # a part the variant changes, it changes in every locale the control has it
+            changed = {(channel, stem) for channel, stem, _ in theirs}
+            for channel, stem, loc in sorted(k for k in set(have) - theirs if k[:2] in changed):
                 self.add(
                     folder / f"{variant}.{stem.format(locale=loc)}",
                     0,
-                    f"missing: variant {variant} of the experiment needs every template "
-                    f"the control ({spec.experiment.control}) has",
+                    f"missing: variant {variant} changes {channel} {stem.format(locale='*')} "
+                    f"but not for {loc}; those customers would get the control's",
                 )
 
         try:
@@ -616,8 +625,9 @@ class _Lint:
         parts: dict[str, str | None] = {}
         paths: dict[str, Path] = {}
         for part in entry.parts:
-            stem = f"{variant}.{part.stem}" if variant else part.stem
-            path = self._find(spec.name, stem, sample.locale)
+            path = (variant and self._find(spec.name, f"{variant}.{part.stem}", sample.locale)) or (
+                self._find(spec.name, part.stem, sample.locale)
+            )
             if path is None:
                 if part.required:
                     return  # reported above as missing

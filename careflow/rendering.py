@@ -37,6 +37,7 @@ from careflow.journey_spec import template_prefix
 from careflow.render_worker import WorkerConfig, render_jobs
 from careflow.settings import Settings
 from careflow.template_env import TemplateRunner
+from careflow.variants import split_source
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,21 @@ class Renderer(TemplateRunner):
         return template
 
     def _load(self, campaign: str, stem: str, locale: str | None):
+        """An experiment's variant (``campaign@variant``) has the parts it changes (its
+        subject, say); the others are the control's, the campaign's own."""
         tried = []
-        for loc in locale_chain(locale, self.default_locale):
-            name = f"{template_prefix(campaign)}{stem.format(locale=loc)}"
-            tried.append(name)
-            try:
-                return self.env.get_template(name), tried
-            except jinja2.TemplateNotFound:
-                continue
-            except jinja2.TemplateSyntaxError as exc:
-                raise TemplateError(f"{name} line {exc.lineno}: {exc.message}") from None
+        control, variant = split_source(campaign)
+        sources = [campaign, control] if variant else [campaign]
+        for source in sources:
+            for loc in locale_chain(locale, self.default_locale):
+                name = f"{template_prefix(source)}{stem.format(locale=loc)}"
+                tried.append(name)
+                try:
+                    return self.env.get_template(name), tried
+                except jinja2.TemplateNotFound:
+                    continue
+                except jinja2.TemplateSyntaxError as exc:
+                    raise TemplateError(f"{name} line {exc.lineno}: {exc.message}") from None
         return None, tried
 
     def has_channel(self, campaign: str, channel: str) -> bool:

@@ -210,8 +210,13 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
     default=None,
     help="The sample customer's locale, e.g. zh-CN (default: CAREFLOW_DEFAULT_LOCALE).",
 )
+@click.option(
+    "--variant",
+    default=None,
+    help="Of a campaign with an experiment: which variant (default: the control).",
+)
 @_as_of_option
-def test_send_cmd(campaign, to, customer_id, channel, locale, as_of):
+def test_send_cmd(campaign, to, customer_id, channel, locale, as_of, variant):
     """Send CAMPAIGN's message to yourself, through the configured delivery.
 
     The outbox (default) or, with CAREFLOW_DELIVERY=live, the provider. It
@@ -232,6 +237,7 @@ def test_send_cmd(campaign, to, customer_id, channel, locale, as_of):
         channel=channel,
         locale=locale,
         as_of=as_of,
+        variant=variant,
     )
     o = done.outcome
     where = f" ({o.provider_id})" if o.provider_id else ""

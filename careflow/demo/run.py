@@ -78,6 +78,7 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
         click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")
         _hear_back(engine, settings)
         _compare_with_holdout(engine, settings, [s["campaign"] for s in summaries])
+        _experiments(engine, settings, [s["campaign"] for s in summaries])
     prog = sys.argv[0] if "/" in sys.argv[0] else "careflow"
     prog = os.path.relpath(prog) if os.path.isabs(prog) else prog
     who, birthday = _look_around(engine, day)
@@ -85,6 +86,7 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
     click.echo(f"  {prog} report last")
     click.echo(f"  {prog} report responses")
     click.echo(f"  {prog} report uplift winback")
+    click.echo(f"  {prog} report experiment winback")
     if who:
         click.echo(f"  {prog} history {who}")
     if birthday:
@@ -133,6 +135,25 @@ def _compare_with_holdout(engine, settings, campaigns: list[str]) -> None:
             f"({waiting} customers in quiet hours join the comparison once their morning has "
             "come and their deferred messages are sent: `careflow deferred send`)"
         )
+
+
+def _experiments(engine, settings, campaigns: list[str]) -> None:
+    """The A/B tests among the campaigns: which variant pays more, so far."""
+    from careflow.campaigns import load_campaign
+    from careflow.experiment_report import experiment_report, experiment_table
+
+    for name in campaigns:
+        spec = load_campaign(name, settings.templates_dir)
+        if spec.experiment is None:
+            continue
+        found = experiment_report(
+            engine,
+            spec,
+            window_days=settings.attribution_window_days,
+            shop_zone=settings.time_zone,
+            baseline=settings.uplift_baseline_conversion,
+        )
+        click.echo(f"\nwhich message pays more? {experiment_table(found)}")
 
 
 def _look_around(engine, day) -> tuple[int | None, int | None]:

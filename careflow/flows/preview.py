@@ -475,13 +475,18 @@ def send_test(
     channel: str | None = None,
     locale: str | None = None,
     as_of: str | None = None,
+    variant: str | None = None,
 ) -> SendTestResult:
-    """Render ``campaign`` for a sample (or ``customer_id``'s data) and send it to ``to``.
+    """Render ``campaign`` for a sample (or ``customer_id``'s data) and send it to ``to``
+    (its experiment's ``variant``, default the control).
 
     Sent through the configured delivery (outbox or live) and recorded as a
     test (see the module docs); raises CareflowError when it cannot be rendered.
     """
     spec = load_campaign(campaign, settings.templates_dir)
+    if variant is not None and (spec.experiment is None or variant not in spec.experiment.names):
+        names = ", ".join(spec.experiment.names) if spec.experiment else "none: no experiment"
+        raise ConfigError(f"{spec.name} has no variant {variant!r}; its variants: {names}")
     day, at = resolve_as_of(as_of, settings.time_zone)
     renderer = Renderer.from_settings(settings)
     channel = _channel_for(spec, to, channel, renderer)
@@ -493,7 +498,7 @@ def send_test(
         row = {**segment_sample(spec, day), **sample.customer}
         rendered_for = f"sample customer ({sample.label})"
     try:
-        rendered = render_message(spec, renderer, settings, row, channel, day)
+        rendered = render_message(spec, renderer, settings, row, channel, day, variant)
     except RecipientError as exc:
         raise CareflowError(f"{spec.name} cannot be sent: {exc.reason}: {exc.detail}") from None
 

@@ -679,12 +679,11 @@ def render_message(
     row: dict,
     channel: str,
     as_of: date,
+    variant: str | None = None,
 ) -> Rendered:
-    """One customer's message, rendered (in a render worker) and finished; raises
-    Unsendable with the reason the ledger records (preview and test sends). A campaign
-    with an experiment renders the variant the customer is drawn to."""
-    experiment = spec.experiment
-    variant = experiment.variant_of(spec.name, row.get("id", 0)) if experiment else None
+    """One customer's message (of the experiment's ``variant``: the control when None),
+    rendered (in a render worker) and finished; raises Unsendable with the reason the
+    ledger records (test sends)."""
     request = render_request(spec, settings, row, channel, as_of, variant)
     (rendered,) = renderer.render_many([request])
     return finish_message(spec, settings, row, channel, rendered)

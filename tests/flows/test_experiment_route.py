@@ -133,6 +133,45 @@ def test_lint_wants_every_variant_to_have_the_controls_templates(templates):
     assert offer_problems() == []
 
 
+def test_a_variant_changes_only_the_parts_it_has_files_for(templates):
+    """A subject-line test needs the variant's subject only: the rest is the control's."""
+    from careflow.rendering import Renderer
+
+    folder = templates / "offer"
+    (folder / "email.en.subject.j2").write_text("A gift for you")
+    (folder / "email.en.txt.j2").write_text("PLAIN body for {{ name }}")
+    (folder / "warm.email.en.subject.j2").write_text("{{ name }}, a gift chosen for you")
+    renderer = Renderer(templates)
+    warm = renderer.render("offer@warm", "email", "en", {"name": "Ann"})
+    plain = renderer.render("offer", "email", "en", {"name": "Ann"})
+    assert (warm.subject, warm.body) == ("Ann, a gift chosen for you", "PLAIN body for Ann")
+    assert (plain.subject, plain.body) == ("A gift for you", "PLAIN body for Ann")
+
+
+def test_lint_refuses_a_variant_without_templates_of_its_own(templates):
+    (templates / "offer" / "warm.sms.en.j2").unlink()
+    (problem,) = offer_problems()
+    assert problem.path.name == "campaign.yaml"
+    assert "variant warm has no templates of its own" in problem.reason
+
+
+def test_a_test_send_shows_the_variant_asked_for(engine, templates):
+    runner = CliRunner()
+    for variant, opener in ((None, "PLAIN"), ("warm", "WARM")):
+        args = ["test-send", "offer", "--to", "+447911000009"]
+        out = runner.invoke(main, [*args, "--variant", variant] if variant else args)
+        assert out.exit_code == 0, out.output
+        with engine.connect() as conn:
+            body = conn.execute(
+                select(ContactHistory.body)
+                .where(ContactHistory.campaign == "test:offer")
+                .order_by(ContactHistory.id.desc())
+            ).first()[0]
+        assert body.startswith(opener), body
+    out = runner.invoke(main, ["test-send", "offer", "--to", "+447911000009", "--variant", "hot"])
+    assert out.exit_code == 2 and "offer has no variant 'hot'; its variants: plain, warm" in out.output
+
+
 def test_the_report_counts_each_variant_and_compares_it(shop, templates, monkeypatch):
     run("run-1")
     sent = [r for r in rows(shop) if r.state == State.SENT]
