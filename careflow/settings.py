@@ -273,6 +273,17 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
     brand_name: str = Field(
         default="Lotus & Pine", description="Shop name templates sign messages with."
     )
+    postal_address: str | None = Field(
+        default=None,
+        description="The shop's postal address, in every email's footer (CAN-SPAM wants a "
+        "real one in marketing email: live marketing email refuses to start without it; "
+        "unset, the outbox shows the demo shop's).",
+    )
+    contact_line: str | None = Field(
+        default=None,
+        description="How customers reach the shop, in every email's footer (e.g. "
+        "'care@yourshop.com · +44 20 7946 0000'; unset: the demo shop's).",
+    )
     consent_required: bool = Field(
         default=False,
         description="Older spelling of CAREFLOW_CONSENT_REGIME=opt_in: true means an opt-in "

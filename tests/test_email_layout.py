@@ -150,3 +150,28 @@ def test_screenshots_for_the_docs(browser, tmp_path):
     browser.screenshot(folder / "email-phone.png")
     for name in ("email-desktop.png", "email-phone.png"):
         assert (folder / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_footer_carries_the_shops_own_address_and_contact(monkeypatch):
+    """Regression: the footer kept the demo shop's postal address and phone under the
+    user's brand; every shop must change them, so they are settings, not template edits."""
+    monkeypatch.setenv("CAREFLOW_POSTAL_ADDRESS", "12 Mill Lane, Bath BA1 1AA, United Kingdom")
+    monkeypatch.setenv("CAREFLOW_CONTACT_LINE", "hello@millshop.example · +44 1225 000000")
+    for locale in ("en", "zh-CN"):
+        html = message_for("winback", locale).html
+        assert "12 Mill Lane, Bath BA1 1AA" in html and "hello@millshop.example" in html
+        assert "Garden Road" not in html and "花园路" not in html and "5555 0100" not in html
+
+
+def test_live_marketing_email_refuses_to_start_without_a_postal_address():
+    from careflow.errors import ConfigError
+    from careflow.flows.campaign import check_campaign
+    from tests.providers.kit import live_settings
+
+    settings = live_settings(postal_address=None)
+    spec = load_campaign("winback", settings.templates_dir)  # marketing, email first
+    with pytest.raises(ConfigError, match="CAREFLOW_POSTAL_ADDRESS is not set"):
+        check_campaign(settings, spec, ["email"])
+    check_campaign(settings, spec, ["sms"])  # no email: no footer to fill
+    care = load_campaign("birthday", settings.templates_dir)
+    check_campaign(settings, care, ["email"])  # care email: CAN-SPAM's rule is for marketing

@@ -217,6 +217,16 @@ def preflight(
 def check_campaign(settings: Settings, spec: CampaignSpec, channel_names: list[str]) -> None:
     """Everything that can be wrong with configuration, before anyone is selected."""
     resolve_policy(settings, spec)  # the country rules file, read and checked
+    if (
+        settings.delivery == "live"
+        and spec.marketing
+        and "email" in channel_names
+        and not settings.postal_address
+    ):
+        raise ConfigError(
+            "CAREFLOW_POSTAL_ADDRESS is not set: marketing email must carry the shop's real "
+            "postal address (CAN-SPAM), and the footer would show the demo shop's"
+        )
     renderer = Renderer.from_settings(settings)
     for name in channel_names:
         if not renderer.has_channel(spec.name, name):

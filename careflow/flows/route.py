@@ -608,6 +608,9 @@ def template_context(spec: CampaignSpec, row: dict, as_of: date, settings: Setti
         "customer": customer,
         "name": greeting_name(customer),
         "brand": settings.brand_name,
+        # the email layout's footer; unset, the layout keeps the demo shop's
+        **({"sender_address": settings.postal_address} if settings.postal_address else {}),
+        **({"sender_contact": settings.contact_line} if settings.contact_line else {}),
         "campaign": spec.name,
         "as_of": as_of,
     }

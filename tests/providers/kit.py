@@ -81,6 +81,7 @@ def live_settings(base_url: str = "http://127.0.0.1:9", **overrides: object) -> 
         "sendgrid_from_name": "Lotus & Pine",
         "sendgrid_api_base_url": base_url,
         "unsubscribe_base_url": "https://care.example.com/unsubscribe",
+        "postal_address": "1 Test Street, London EC1A 1AA, United Kingdom",
         "unsubscribe_secret": UNSUB_SECRET,
         "sinch_project_id": "test-project",
         "sinch_key_id": "key-id",
