@@ -77,7 +77,8 @@ class Preview:
     lines: list[str] = field(default_factory=list)
     message: Message | None = None
     head: int = 0  # lines that describe the run (campaign, occasion, split), not the decision
-    #: a deferred message: the lines saying when it would go out and why (else empty)
+    #: a deferred or held-out message: the lines saying when it would go out, or that it
+    #: never does, and why (else empty)
     when: list[str] = field(default_factory=list)
 
 
@@ -164,12 +165,19 @@ def walk_route(
             out.lines.append(f"why: {outcome.detail}")
         if outcome.state == State.SKIPPED:
             out.lines.append("(skips are decided again by every run)")
-        if outcome.state == State.HELD_OUT:
+        if outcome.state == State.HELD_OUT and d.channel is not None:
+            # the marketer still sees the message this customer's twins get
             out.lines.append(
-                f"(a run records it as held_out and never sends this occasion's message; "
-                f"it would have gone by {d.channel} to {d.address})"
+                "(a run records it as held_out and never sends this occasion's message; "
+                "below, the message as it would have gone)"
             )
-        return out
+            out.when = out.lines[out.head :]
+        else:
+            if outcome.state == State.HELD_OUT:
+                out.lines.append(
+                    "(a run records it as held_out and never sends this occasion's message)"
+                )
+            return out
     fallback = [o.channel for o in d.options if o.channel != d.channel]
     if fallback:
         out.lines.append(f"fallbacks: {', '.join(fallback)}")
@@ -336,7 +344,8 @@ def preview_file(
     settings: Settings,
 ) -> tuple[str | bytes, list[str]]:
     """The email (``fmt`` html) or the fax PDF (``pdf``) ``customer_id`` would get, and for a
-    message the policy defers, the lines saying when it would go out and why (else none)."""
+    message the policy defers or holds out, the lines saying when it would go out (or that
+    it never does) and why (else none)."""
     channel = {"html": "email", "pdf": "fax"}[fmt]
     found = walk_route(engine, campaign, customer_id, as_of, channel, settings)
     msg = _sent_message(found, channel, customer_id)
