@@ -350,6 +350,13 @@ def test_the_cap_counts_across_campaigns_and_defers_until_a_slot_frees(engine, t
     clock.now += timedelta(hours=1)
     assert run("promo_two", clock=clock).sent == 1
     clock.now += timedelta(hours=1)
+    # regression: a capped customer's preview showed no message; now it, and when the
+    # cap frees a slot
+    text = preview_message(
+        engine, "promo_three", 1, (AT + timedelta(hours=2)).isoformat(), None, load_settings()
+    )
+    assert "would be deferred: frequency_cap" in text and "promo_three: hello" in text
+    assert "until: 2026-06-08 12:00 UTC (2026-06-08 13:00 Europe/London" in text
     third = run("promo_three", clock=clock, now=AT + timedelta(hours=2))
     assert third.deferred == {"frequency_cap": 1}
     row = rows(engine, "promo_three")[1]
