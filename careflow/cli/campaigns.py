@@ -149,7 +149,9 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
     """Show the message CUSTOMER would get from CAMPAIGN, without sending anything.
 
     Walks the steps a run takes for this one customer (segment, consent and
-    contacts, contact history, templates) and shows what it would send.
+    contacts, contact history, templates) and shows what it would send; for a
+    customer it would defer (quiet hours, sending window, frequency cap) or hold
+    out, the message too, with when it would go out (or that it never does).
     `--format html` opens in a browser as the email; `--format pdf --out
     fax.pdf` is the fax.
     """
