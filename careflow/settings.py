@@ -14,6 +14,7 @@ down explicitly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -284,6 +285,12 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         description="How customers reach the shop, in every email's footer (e.g. "
         "'care@yourshop.com · +44 20 7946 0000'; unset: the demo shop's).",
     )
+    main_currency: str | None = Field(
+        default=None,
+        description="The shop's main currency (a 3-letter code such as CNY): what `report "
+        "pyramid` and `report clv` rank in when no --param currency is given; unset: the "
+        "currency with the most revenue.",
+    )
     consent_required: bool = Field(
         default=False,
         description="Older spelling of CAREFLOW_CONSENT_REGIME=opt_in: true means an opt-in "
@@ -451,6 +458,16 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         from careflow.policy.config import parse_share
 
         return parse_share(value)
+
+    @field_validator("main_currency", mode="before")
+    @classmethod
+    def _currency_code(cls, value: str | None) -> str | None:
+        if value is None or not str(value).strip():
+            return None
+        code = str(value).strip()
+        if not re.fullmatch(r"[A-Za-z]{3}", code):
+            raise ValueError(f"{code[:20]!r} is not a 3-letter currency code such as CNY")
+        return code.upper()
 
     @field_validator("time_zone")
     @classmethod

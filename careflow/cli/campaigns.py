@@ -149,7 +149,9 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
     """Show the message CUSTOMER would get from CAMPAIGN, without sending anything.
 
     Walks the steps a run takes for this one customer (segment, consent and
-    contacts, contact history, templates) and shows what it would send.
+    contacts, contact history, templates) and shows what it would send; for a
+    customer it would defer (quiet hours, sending window, frequency cap) or hold
+    out, the message too, with when it would go out (or that it never does).
     `--format html` opens in a browser as the email; `--format pdf --out
     fax.pdf` is the fax.
     """
@@ -161,15 +163,16 @@ def preview(campaign, customer_id, as_of, channel, fmt, out):
         )
     if fmt == "pdf" and out is None:
         raise click.UsageError("--format pdf writes a file: add --out FILE.pdf")
-    from careflow.flows.preview import preview_html, preview_message, preview_pdf
+    from careflow.flows.preview import preview_file, preview_message
 
     engine, settings = _engine(), _settings()
-    if fmt == "pdf":
-        data = preview_pdf(engine, campaign, customer_id, as_of, settings)
-    elif fmt == "html":
-        data = preview_html(engine, campaign, customer_id, as_of, settings)
+    when: list[str] = []  # a deferred message: when it would go out, beside the file
+    if fmt in ("pdf", "html"):
+        data, when = preview_file(engine, campaign, customer_id, as_of, fmt, settings)
     else:
         data = preview_message(engine, campaign, customer_id, as_of, channel, settings)
+    for line in when:  # on stderr, so the page on stdout stays the page
+        _echo(line, err=True)
     if out is None:
         _echo(data)
         return

@@ -224,6 +224,8 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
 
     --param sets the pyramid segment's parameters (window_days, vip_pct,
     large_pct, medium_pct, currency), as for `careflow segment list pyramid`.
+    Money is in --param currency, else CAREFLOW_MAIN_CURRENCY, else the currency
+    with the most revenue; the report says which and what it left out.
     """
     from careflow.clock import resolve_as_of
     from careflow.insight import render
@@ -231,8 +233,9 @@ def report_pyramid(as_of, previous, params, fmt, output, customers):
 
     day, _ = resolve_as_of(as_of, _settings().time_zone)
     report = pyramid_report(
-        _engine(), day, previous=_day(previous, "--previous"), params=_parse_params(params)
-    )
+        _engine(), day, previous=_day(previous, "--previous"), params=_parse_params(params),
+        main_currency=_settings().main_currency,
+    )  # fmt: skip
     stem = f"pyramid-{day.isoformat()}"
     if fmt == "csv":
         folder = output or Path(stem)
@@ -287,7 +290,10 @@ def report_clv(as_of, params, draws, fmt, output, top):
     from careflow.insight import clv
 
     day, _ = resolve_as_of(as_of, _settings().time_zone)
-    report = clv.clv_report(_engine(), day, params=_parse_params(params), draws=draws)
+    report = clv.clv_report(
+        _engine(), day, params=_parse_params(params), draws=draws,
+        main_currency=_settings().main_currency,
+    )  # fmt: skip
     if fmt == "csv":
         folder = output or Path(f"clv-{day.isoformat()}")
         written = _writing(folder, lambda: clv.write_csv(report, folder))

@@ -40,7 +40,9 @@ def pyramid_report_flow(
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
     day, _ = resolve_as_of(as_of, settings.time_zone)
-    report = pyramid_report(engine, day, previous=previous, params=parameters)
+    report = pyramid_report(
+        engine, day, previous=previous, params=parameters, main_currency=settings.main_currency
+    )
     create_markdown_artifact(
         markdown=as_markdown(report),
         key="pyramid-report",

@@ -77,6 +77,9 @@ class Preview:
     lines: list[str] = field(default_factory=list)
     message: Message | None = None
     head: int = 0  # lines that describe the run (campaign, occasion, split), not the decision
+    #: a deferred or held-out message: the lines saying when it would go out, or that it
+    #: never does, and why (else empty)
+    when: list[str] = field(default_factory=list)
 
 
 def walk_route(
@@ -144,7 +147,11 @@ def walk_route(
                 f"ledger: already {state} for this occasion (a run would not send it again)"
             )
     d = c.decision
-    if d.action != "send":
+    if d.action == "defer" and d.channel is not None and d.until is not None:
+        # deferred, not refused: the message goes out later, so show it and when
+        out.lines += _deferral_lines(route, c, d)
+        out.when = out.lines[out.head :]
+    elif d.action != "send":
         outcome = policy_outcome(0, d)
         verb = {
             "defer": "deferred",
@@ -158,12 +165,19 @@ def walk_route(
             out.lines.append(f"why: {outcome.detail}")
         if outcome.state == State.SKIPPED:
             out.lines.append("(skips are decided again by every run)")
-        if outcome.state == State.HELD_OUT:
+        if outcome.state == State.HELD_OUT and d.channel is not None:
+            # the marketer still sees the message this customer's twins get
             out.lines.append(
-                f"(a run records it as held_out and never sends this occasion's message; "
-                f"it would have gone by {d.channel} to {d.address})"
+                "(a run records it as held_out and never sends this occasion's message; "
+                "below, the message as it would have gone)"
             )
-        return out
+            out.when = out.lines[out.head :]
+        else:
+            if outcome.state == State.HELD_OUT:
+                out.lines.append(
+                    "(a run records it as held_out and never sends this occasion's message)"
+                )
+            return out
     fallback = [o.channel for o in d.options if o.channel != d.channel]
     if fallback:
         out.lines.append(f"fallbacks: {', '.join(fallback)}")
@@ -174,6 +188,32 @@ def walk_route(
     else:
         out.message = message
     return out
+
+
+def _deferral_lines(route: Route, c, d) -> list[str]:
+    """When a deferred message would go out, in the customer's zone and in UTC, and why."""
+    from careflow.policy.timing import zone_of
+
+    config, settings = route.policy, route.run.settings
+    zone, note = zone_of(
+        c.row.get("time_zone"), config.business_zone if config else settings.time_zone
+    )
+    local = d.until.astimezone(zone)
+    outcome = policy_outcome(0, d)
+    lines = [
+        f"would be deferred: {outcome.reason}",
+        f"until: {d.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC "
+        f"({local:%Y-%m-%d %H:%M} {zone}, the customer's time"
+        + (f"; {note}" if note else "")
+        + ")",
+    ]
+    if outcome.detail:
+        lines.append(f"why: {outcome.detail}")
+    lines.append(
+        "(a run records it as deferred; the follow-up flow, or a run after then, "
+        "sends this message once)"
+    )
+    return lines
 
 
 def _split_lines(engine: Engine, route: Route) -> list[str]:
@@ -281,8 +321,7 @@ def preview_html(
     settings: Settings,
 ) -> str:
     """The email ``customer_id`` would get, as their mail client shows it."""
-    found = walk_route(engine, campaign, customer_id, as_of, "email", settings)
-    return email_html(_sent_message(found, "email", customer_id), settings)
+    return preview_file(engine, campaign, customer_id, as_of, "html", settings)[0]
 
 
 def preview_pdf(
@@ -293,11 +332,29 @@ def preview_pdf(
     settings: Settings,
 ) -> bytes:
     """The fax ``customer_id`` would get: the PDF the outbox and the fax provider are given."""
+    return preview_file(engine, campaign, customer_id, as_of, "pdf", settings)[0]
+
+
+def preview_file(
+    engine: Engine,
+    campaign: str,
+    customer_id: int,
+    as_of: str | None,
+    fmt: str,
+    settings: Settings,
+) -> tuple[str | bytes, list[str]]:
+    """The email (``fmt`` html) or the fax PDF (``pdf``) ``customer_id`` would get, and for a
+    message the policy defers or holds out, the lines saying when it would go out (or that
+    it never does) and why (else none)."""
+    channel = {"html": "email", "pdf": "fax"}[fmt]
+    found = walk_route(engine, campaign, customer_id, as_of, channel, settings)
+    msg = _sent_message(found, channel, customer_id)
+    if fmt == "html":
+        return email_html(msg, settings), found.when
     from careflow.channels.fax import find_cjk_font, render_fax_pdf
 
-    found = walk_route(engine, campaign, customer_id, as_of, "fax", settings)
-    msg = _sent_message(found, "fax", customer_id)
-    return render_fax_pdf(msg.body, find_cjk_font(settings.fax_font_path), title=msg.subject)
+    pdf = render_fax_pdf(msg.body, find_cjk_font(settings.fax_font_path), title=msg.subject)
+    return pdf, found.when
 
 
 # --- sample customers ---------------------------------------------------------------------

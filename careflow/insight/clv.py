@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 
 from careflow.csv_export import write_frame
 from careflow.db.models import Customer
+from careflow.insight.currency import CurrencyChoice, choose_currency
 from careflow.money import check_stored_amounts, exponent, from_minor
 from careflow.report import text_table
 from careflow.segments.clv import QUADRANTS, score_customers
@@ -45,14 +46,31 @@ class ClvReport:
     matrix: pd.DataFrame
     #: CUSTOMER_COLUMNS, one row per customer who bought on or before as-of
     customers: pd.DataFrame
+    #: which currency the report is in, why, and the orders in others it leaves out
+    currency_choice: CurrencyChoice | None = None
 
 
 def clv_report(
-    engine: Engine, as_of: date, *, params: dict | None = None, draws: int = DEFAULT_DRAWS
+    engine: Engine,
+    as_of: date,
+    *,
+    params: dict | None = None,
+    draws: int = DEFAULT_DRAWS,
+    main_currency: str | None = None,
 ) -> ClvReport:
-    """Score every customer (``draws`` bootstrap refits for the intervals; 0: none)."""
+    """Score every customer (``draws`` bootstrap refits for the intervals; 0: none).
+
+    Without a ``currency`` parameter the model is fitted on the shop's ``main_currency``,
+    else the currency with the most revenue, and says so (careflow/insight/currency.py)."""
     with engine.connect() as conn:
         check_stored_amounts(conn)  # one line naming an order no sum can hold
+        asked = (params or {}).get("currency")
+        choice = choose_currency(
+            conn, as_of, window_days=None, asked=asked.upper() if isinstance(asked, str)
+            else None, main=main_currency,
+        )  # fmt: skip
+        if choice.code and not asked:
+            params = {**(params or {}), "currency": choice.code}
         frame, fit = score_customers(conn, as_of, params, draws=draws)
         refs = dict(conn.execute(select(Customer.id, Customer.external_ref)).all())
     scale = 10 ** _exponent(fit["currency"])
@@ -73,7 +91,7 @@ def clv_report(
     matrix = matrix.rename_axis("quadrant").reset_index()
     matrix = matrix[["quadrant", "customers", "share", "historical_minor", "predicted_minor"]]
     shown = {k: v for k, v in (params or {}).items() if k not in ("members", "fit", "quadrants")}
-    return ClvReport(as_of, shown, fit, fit["currency"], matrix, customers)
+    return ClvReport(as_of, shown, fit, fit["currency"], matrix, customers, choice)
 
 
 def _exponent(currency: str | None) -> int:
@@ -138,10 +156,17 @@ def customer_rows(report: ClvReport, limit: int | None = None) -> tuple[list[str
 
 
 
+def currency_line(report: ClvReport) -> str:
+    """Which currency, why, and what it leaves out: ``Money in CNY (...)``."""
+    choice = report.currency_choice
+    return f"Money {choice.note()}" if choice else ""
+
+
 def as_text(report: ClvReport, customers: int | None = 10) -> str:
     """The fit, the value matrix and its cut-offs, and the top customers (0: all)."""
-    parts = [headline(report), "", "Value matrix (high: top share by current and by predicted "
-             "value, above zero)", text_table(*matrix_rows(report))]
+    parts = [headline(report), currency_line(report), "",
+             "Value matrix (high: top share by current and by predicted value, above zero)",
+             text_table(*matrix_rows(report))]
     parts.append(
         f"high current value: spent at least {money(report, report.fit['current_cut_minor'])}; "
         f"high predicted value: at least {money(report, report.fit['future_cut_minor'])}"
@@ -162,6 +187,7 @@ def as_dict(report: ClvReport, customers: bool = False) -> dict:
         "as_of": report.as_of.isoformat(),
         "parameters": report.params,
         "currency": report.currency,
+        "currency_choice": report.currency_choice.as_dict() if report.currency_choice else None,
         "fit": report.fit,
         "matrix": _records(report.matrix),
     }

@@ -29,6 +29,7 @@ from careflow import segments
 from careflow.clock import check_in_range
 from careflow.db.models import Customer, Order
 from careflow.errors import ConfigError
+from careflow.insight.currency import CurrencyChoice, choose_currency
 from careflow.money import check_stored_amounts
 from careflow.segments.vip import TIERS
 
@@ -67,6 +68,8 @@ class PyramidReport:
     movement_summary: pd.DataFrame
     #: one row per customer in either pyramid: _COLUMNS plus previous_tier, movement
     customers: pd.DataFrame
+    #: which currency the report ranks, why, and the orders in others it leaves out
+    currency_choice: CurrencyChoice | None = None
 
 
 def pyramid_report(
@@ -75,12 +78,14 @@ def pyramid_report(
     *,
     previous: date | None = None,
     params: dict | None = None,
+    main_currency: str | None = None,
 ) -> PyramidReport:
     """The report at ``as_of``, moved against ``previous`` (default: 90 days earlier).
 
     ``params`` are the ``pyramid`` segment's (window_days, the tier shares,
-    currency), checked the same way. ConfigError when buyers paid in
-    several currencies and ``currency`` does not pick one.
+    currency), checked the same way. Without ``currency`` the report ranks the shop's
+    ``main_currency``, else the one with the most revenue in the window, and says so
+    (careflow/insight/currency.py).
     """
     checked = segments.validate_params("pyramid", params or {})
     previous = previous or as_of - timedelta(days=DEFAULT_PERIOD_DAYS)
@@ -93,6 +98,13 @@ def pyramid_report(
         )
     with engine.connect() as conn:
         check_stored_amounts(conn)  # one line naming an order no sum can hold
+        choice = choose_currency(
+            conn, as_of, window_days=checked["window_days"], asked=checked.get("currency"),
+            main=main_currency,
+        )  # fmt: skip
+        if choice.code and not checked.get("currency"):
+            checked = segments.validate_params("pyramid", {**(params or {}),
+                                                           "currency": choice.code})
         now = _pyramid_frame(conn, as_of, checked)
         then = _pyramid_frame(conn, previous, checked)
         currency = _one_currency(now, checked.get("currency"))
@@ -121,6 +133,7 @@ def pyramid_report(
         movement=movement,
         movement_summary=summary.rename_axis("movement").reset_index(),
         customers=customers,
+        currency_choice=choice,
     )
 
 

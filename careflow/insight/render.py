@@ -48,6 +48,12 @@ def headline(report: PyramidReport) -> str:
     )
 
 
+def currency_line(report: PyramidReport) -> str:
+    """Which currency, why, and what it leaves out: ``Money in CNY (...); 12 orders ...``."""
+    choice = report.currency_choice
+    return f"Money {choice.note()}" if choice else ""
+
+
 def tier_rows(report: PyramidReport) -> tuple[list[str], list[list[str]]]:
     header = ["tier", "customers", "of buyers", "revenue", "of revenue", "spent from", "to"]
     rows = [
@@ -132,7 +138,7 @@ SECTIONS = (
 
 def as_text(report: PyramidReport, customers: bool = False) -> str:
     """The report for a terminal: the headline, then one table per section."""
-    parts = [headline(report)]
+    parts = [headline(report), currency_line(report)]
     sections = [*SECTIONS, ("Customers who moved", mover_rows)] if customers else SECTIONS
     for title, rows in sections:
         header, body = rows(report)
@@ -142,7 +148,7 @@ def as_text(report: PyramidReport, customers: bool = False) -> str:
 
 def as_markdown(report: PyramidReport) -> str:
     """The report as markdown tables: the Prefect artifact of a report run."""
-    parts = [f"## {headline(report)}"]
+    parts = [f"## {headline(report)}", "", currency_line(report)]
     for title, rows in SECTIONS:
         header, body = rows(report)
         parts += [
@@ -182,6 +188,7 @@ def as_dict(report: PyramidReport, customers: bool = False) -> dict:
         "previous": report.previous.isoformat(),
         "parameters": report.params,
         "currency": report.currency,
+        "currency_choice": report.currency_choice.as_dict() if report.currency_choice else None,
         "buyers": report.buyers,
         "revenue_minor": report.revenue_minor,
         "revenue": str(_amount(report, report.revenue_minor)),

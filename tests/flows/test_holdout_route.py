@@ -197,6 +197,8 @@ def test_dry_run_and_preview_show_the_holdout_decision(engine, templates):
     one = min(expected)
     text = preview_message(engine, "promo", one, AT.isoformat(), None, settings)
     assert "would be held out: holdout" in text and "never sends" in text
+    # regression: a held-out customer's preview showed no message (and html exited 2)
+    assert "as it would have gone" in text and "promo: hello" in text
     assert "holdout 30%" in text and "40 selected" in text
     assert "smallest detectable difference in conversion:" in text
     other = min(set(cids) - expected)

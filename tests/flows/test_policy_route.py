@@ -313,6 +313,35 @@ def test_dry_run_and_preview_show_when_a_deferred_message_goes(world, templates)
     assert "ledger: deferred (quiet_hours) until 2026-06-01 23:00 UTC" in text
 
 
+def test_a_deferred_customers_preview_shows_the_message_and_when_it_goes(world, templates):
+    """Regression: preview showed no message for a customer the policy defers (quiet hours
+    here), only the deferral; the message and the time it would go out, in the customer's
+    zone and in UTC, belong side by side."""
+    text = preview_message(world, "promo", 6, AT.isoformat(), None, load_settings())
+    assert "would be deferred: quiet_hours" in text
+    assert "until: 2026-06-01 23:00 UTC (2026-06-02 09:00 Australia/Sydney" in text
+    assert "channel: sms to +447911123406" in text
+    assert "promo: hello" in text  # the message itself
+
+
+def test_a_deferred_customers_html_preview_is_the_email_with_its_time(engine, templates):
+    """Regression: `preview --format html` exited 2 for a customer who would be deferred."""
+    from click.testing import CliRunner
+
+    from careflow.cli.main import main
+
+    person(engine, 9, "Australia/Sydney", email="kai@example.com", country="AU")
+    out = CliRunner().invoke(
+        main,
+        ["preview", "promo_email_first", "--customer", "9", "--as-of", AT.isoformat(),
+         "--format", "html"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "promo_email_first: hello" in out.stdout and out.stdout.lstrip().startswith("<")
+    assert "would be deferred: quiet_hours" in out.stderr
+    assert "until: 2026-06-01 23:00 UTC (2026-06-02 09:00 Australia/Sydney" in out.stderr
+
+
 # --- frequency caps across campaigns ---------------------------------------------------------
 def test_the_cap_counts_across_campaigns_and_defers_until_a_slot_frees(engine, templates):
     person(engine, 1, "Europe/London", mobile="+447911123401", country="GB")
@@ -321,6 +350,13 @@ def test_the_cap_counts_across_campaigns_and_defers_until_a_slot_frees(engine, t
     clock.now += timedelta(hours=1)
     assert run("promo_two", clock=clock).sent == 1
     clock.now += timedelta(hours=1)
+    # regression: a capped customer's preview showed no message; now it, and when the
+    # cap frees a slot
+    text = preview_message(
+        engine, "promo_three", 1, (AT + timedelta(hours=2)).isoformat(), None, load_settings()
+    )
+    assert "would be deferred: frequency_cap" in text and "promo_three: hello" in text
+    assert "until: 2026-06-08 12:00 UTC (2026-06-08 13:00 Europe/London" in text
     third = run("promo_three", clock=clock, now=AT + timedelta(hours=2))
     assert third.deferred == {"frequency_cap": 1}
     row = rows(engine, "promo_three")[1]
