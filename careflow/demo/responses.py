@@ -11,15 +11,16 @@ serve` would send it, so a new user sees the whole loop without
 credentials.
 
 Deterministic (seeded by the message ids) and idempotent: running the demo
-again records nothing twice. Nothing is simulated after the demo's "now": a
-reply, an open or an order that would come later than that is left out, and
-a later run of the demo (whose "now" has moved on) plays it then, so
+again records nothing twice. Nothing is simulated after the demo's "now": the
+demo sends its messages moments before it hears back, so a reply, an open
+or an order that would come minutes later is heard at "now" instead, and
 `careflow history` never shows a response that has not happened yet.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -41,7 +42,7 @@ def simulate_responses(
     """Feed simulated callbacks for every message sent to the outbox; returns events new.
 
     ``now`` (naive UTC; default the real clock) is the last instant anything is
-    simulated at: a callback or an order due later has not happened yet."""
+    simulated at: a callback or an order due later is stamped ``now``."""
     with engine.connect() as conn:
         sent = conn.execute(
             select(
@@ -86,9 +87,9 @@ def simulate_responses(
     orders += _held_out_orders(engine)
     if mails:
         events += sendgrid.parse(mails)
-    # what has happened by now, and nothing after it (the next demo run plays the rest)
-    events = [e for e in events if e.occurred_at <= now]  # naive UTC, as events are
-    orders = [(m, at) for m, at in orders if at <= now]
+    # nothing after now: a response due later is heard now (events are naive UTC)
+    events = [replace(e, occurred_at=min(e.occurred_at, now)) for e in events]
+    orders = [(m, min(at, now)) for m, at in orders]
     result = record_events(engine, events)
     _place_orders(engine, orders, ZoneInfo(shop_zone))
     attribute_orders(engine, window_days, shop_zone)
