@@ -215,6 +215,12 @@ def test_a_column_that_mixes_both_orders_reads_none_of_them(engine, tmp_path):
     assert "line 2 '13/11/1990' is day first" in report.date_orders["birthday"]
 
 
+def test_a_file_whose_every_row_is_malformed_loads_nothing_and_says_why(engine, tmp_path):
+    report = import_customers(engine, write(tmp_path, "ref,birthday\nC1,03/11/1990\n"))
+    assert report.malformed == {"ambiguous_date": 1} and report.customers_created == 0
+    assert report.calendars == {} and customers(engine) == {}
+
+
 def test_the_birthday_calendar_column_and_the_default_are_stated(engine, tmp_path):
     text = (
         "ref,locale,birthday,birthday_calendar\n"

@@ -61,9 +61,12 @@ def _finish(report) -> None:
     """
     _echo(report.summary())
     if report.malformed_rows:
+        rest = "the other rows are loaded" if report.rows_read > report.malformed_rows else (
+            "no row was good"
+        )
         _echo(
-            f"{report.malformed_rows:,} malformed row(s) not loaded (listed above); the other "
-            "rows are loaded. Exit code 1.",
+            f"{report.malformed_rows:,} malformed row(s) not loaded (listed above); {rest}. "
+            "Exit code 1.",
             err=True,
         )
         sys.exit(1)

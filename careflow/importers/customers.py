@@ -252,14 +252,14 @@ def _one_row_per_customer(rows: pd.DataFrame, report: CustomerImportReport) -> p
 
 
 def _last_given(values: pd.Series):
-    given = values[values.map(lambda v: v is not None)]
+    given = values[values.map(lambda v: v is not None).astype(bool)]
     return given.iloc[-1] if len(given) else None
 
 
 def _count_calendars(rows: pd.DataFrame, report: CustomerImportReport) -> None:
     """How many of the file's birthdays are kept on which calendar, and how many are
     left to the default rule (careflow/birthday_calendar.py): the report says so."""
-    with_birthday = rows[rows["birthday"].map(lambda v: v is not None)]
+    with_birthday = rows[rows["birthday"].map(lambda v: v is not None).astype(bool)]
     said = with_birthday["birthday_calendar"].map(lambda v: v or "by locale")
     report.calendars = {k: int(v) for k, v in said.value_counts().sort_index().items()}
 

@@ -66,7 +66,7 @@ def demo_shop(engine, monkeypatch, real_clock):
 
 
 def test_every_output_of_a_run_counts_the_same_and_adds_up(prefect_api, demo_shop, capfd,
-                                                           monkeypatch):
+                                                           caplog, monkeypatch):
     import careflow.flows.campaign as campaign_module
     from careflow.cli.main import main
 
@@ -83,8 +83,11 @@ def test_every_output_of_a_run_counts_the_same_and_adds_up(prefect_api, demo_sho
     outputs = []
     for attempt in range(2):  # the second run finds everything already done
         capfd.readouterr()
+        caplog.clear()
         out = runner.invoke(main, args)
-        log = capfd.readouterr().err  # the run's log lines, as Prefect's console shows them
+        # the run's log lines: Prefect's console handler or, once pytest's logging
+        # capture holds the logger, its records
+        log = capfd.readouterr().err + "\n".join(r.getMessage() for r in caplog.records)
         assert out.exit_code == 0, out.output
         outputs.append(out.output)
         row = table_rows(out.output)[0]  # the holdout's split is said below the table
