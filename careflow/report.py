@@ -101,7 +101,9 @@ def runs_since(engine: Engine, since: datetime | None = None, limit: int = 100) 
                 "dry_run": bool(r.dry_run),
                 "selected": summary.get("selected"),
                 "sent": summary.get("sent"),
+                "would_send": summary.get("would_send", {}),
                 "held_out": summary.get("held_out", 0),
+                "already": summary.get("already", {}),
                 "skipped": summary.get("skipped", {}),
                 "deferred": summary.get("deferred", {}),
                 "failed": summary.get("failed", {}),
@@ -111,36 +113,27 @@ def runs_since(engine: Engine, since: datetime | None = None, limit: int = 100) 
 
 
 def runs_table(runs: list[dict]) -> str:
-    """One line per run: when, what, as of, how, status and counts."""
-    header = [
-        "started (UTC)",
-        "campaign",
-        "as of",
-        "channel",
-        "status",
-        "selected",
-        "sent",
-        "held out",
-        "skipped",
-        "deferred",
-        "failed",
-    ]
-    rows = [
-        [
-            r["started_at"],
-            r["campaign"] + (" (dry run)" if r["dry_run"] else ""),
-            r["as_of"],
-            r["channel"] or "-",
-            r["status"],
-            "-" if r["selected"] is None else str(r["selected"]),
-            "-" if r["sent"] is None else str(r["sent"]),
-            str(r["held_out"] or 0),
-            str(sum(r["skipped"].values())),
-            str(sum(r["deferred"].values())),
-            f"{sum(r['failed'].values())}: {_fmt_reasons(r['failed'])}" if r["failed"] else "0",
-        ]
-        for r in runs
-    ]
+    """One line per run: when, what, as of, how, status and counts (:func:`outcome_counts`)."""
+    header = ["started (UTC)", "campaign", "as of", "channel", "status", "selected"]
+    header += [label for label, _, _ in outcome_counts({})]
+    rows = []
+    for r in runs:
+        counts = (
+            [_count_cell(label, n, why) for label, n, why in outcome_counts(r)]
+            if r["selected"] is not None
+            else ["-"] * (len(header) - 6)
+        )
+        rows.append(
+            [
+                r["started_at"],
+                r["campaign"] + (" (dry run)" if r["dry_run"] else ""),
+                r["as_of"],
+                r["channel"] or "-",
+                r["status"],
+                "-" if r["selected"] is None else str(r["selected"]),
+                *counts,
+            ]
+        )
     return text_table(header, rows)
 
 
@@ -192,25 +185,84 @@ def _fmt_reasons(counts: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "-"
 
 
+#: what "already done" is made of, by the ledger state an earlier run left, in words
+ALREADY_WORDS = {
+    "sent": "got this occasion's message",
+    "held_out": "were held out of it",
+    "deferred": "wait for their deferred message",
+    "skipped": "were skipped for it",
+    "failed": "failed for it",
+    "in_progress": "are being sent to by another run",
+}
+
+
+def outcome_counts(s: dict) -> list[tuple[str, int, dict]]:
+    """What became of a run's selected customers: (label, count, count by reason).
+
+    The one definition every count a person reads comes from (the run's table, the
+    Prefect artifact, the batch log lines, `report runs`, the "already done" line), so
+    they agree with each other and always add up to ``selected``: each selected
+    customer is in exactly one of these. A dry run counts its sends as "would send".
+    """
+    would = s.get("would_send") or {}
+    sent = (
+        ("would send", sum(would.values()), dict(would))
+        if s.get("dry_run")
+        else ("sent", s.get("sent") or 0, {})
+    )
+    buckets = [sent, ("held out", s.get("held_out") or 0, {})]
+    for label, name in (
+        ("already done", "already"),
+        ("skipped", "skipped"),
+        ("deferred", "deferred"),
+        ("failed", "failed"),
+    ):
+        reasons = dict(s.get(name) or {})
+        buckets.append((label, sum(reasons.values()), reasons))
+    return buckets
+
+
+def counts_text(s: dict) -> str:
+    """``selected 120: sent 80, held out 9, already done 20, ...`` for a log line."""
+    parts = ", ".join(f"{label} {n}" for label, n, _ in outcome_counts(s))
+    return f"selected {s.get('selected') or 0}: {parts}"
+
+
+def already_text(s: dict) -> str | None:
+    """What the "already done" count is made of, or None when nothing was."""
+    already = {k: v for k, v in (s.get("already") or {}).items() if v}
+    if not already:
+        return None
+    order = list(ALREADY_WORDS)
+    parts = [
+        f"{n} {ALREADY_WORDS.get(state, f'were {state}')}"
+        for state, n in sorted(
+            already.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99
+        )
+    ]
+    return (
+        f"{sum(already.values())} already done by an earlier run, not taken again: "
+        + ", ".join(parts)
+        + "."
+    )
+
+
+def _count_cell(label: str, n: int, reasons: dict) -> str:
+    if label == "would send":
+        return f"({n} would send)"
+    return f"{n}: {_fmt_reasons(reasons)}" if reasons and label != "already done" else str(n)
+
+
 def summary_line(s: dict) -> list[str]:
-    sent = s.get("would_send") if s.get("dry_run") else None
     when = [s["started_at"], s.get("as_of", ""), s["status"]] if "status" in s else []
-    deferred = s.get("deferred") or {}
     return when + [
         s["campaign"] + (" (follow-up)" if s.get("followup") else ""),
         str(s["selected"]),
-        (f"({sum(sent.values())} would send)" if sent is not None else str(s["sent"])),
-        str(s.get("held_out", 0)),
-        str(sum(s["already"].values())),
-        f"{sum(s['skipped'].values())}: {_fmt_reasons(s['skipped'])}" if s["skipped"] else "0",
-        f"{sum(deferred.values())}: {_fmt_reasons(deferred)}" if deferred else "0",
-        f"{sum(s['failed'].values())}: {_fmt_reasons(s['failed'])}" if s["failed"] else "0",
+        *(_count_cell(label, n, why) for label, n, why in outcome_counts(s)),
     ]
 
 
-HEADER = [
-    "campaign", "selected", "sent", "held out", "already done", "skipped", "deferred", "failed",
-]
+HEADER = ["campaign", "selected", *(label for label, _, _ in outcome_counts({}))]
 
 
 def summary_table(summaries: list[dict]) -> str:
@@ -231,20 +283,14 @@ def summary_markdown(s: dict) -> str:
         "| --- | ---: | --- |",
         f"| selected | {s['selected']} | |",
     ]
-    if s.get("dry_run"):
-        lines.append(
-            f"| would send | {sum(s['would_send'].values())} | {_fmt_reasons(s['would_send'])} |"
-        )
-    else:
-        lines.append(f"| sent | {s['sent']} | |")
-    lines += [
-        f"| held out (not contacted: the comparison group) | {s.get('held_out', 0)} | |",
-        f"| already done earlier | {sum(s['already'].values())} | {_fmt_reasons(s['already'])} |",
-        f"| skipped | {sum(s['skipped'].values())} | {_fmt_reasons(s['skipped'])} |",
-        f"| deferred (sent later, once) | {sum(s.get('deferred', {}).values())} | "
-        f"{_fmt_reasons(s.get('deferred', {}))} |",
-        f"| failed | {sum(s['failed'].values())} | {_fmt_reasons(s['failed'])} |",
-    ]
+    explained = {
+        "held out": "held out (not contacted: the comparison group)",
+        "already done": "already done by an earlier run",
+        "deferred": "deferred (sent later, once)",
+    }
+    for label, n, reasons in outcome_counts(s):
+        why = _fmt_reasons(reasons) if reasons else ""
+        lines.append(f"| {explained.get(label, label)} | {n} | {why} |")
     if s.get("split"):
         lines += ["", f"**Holdout.** {describe_split(s['split'])}"]
     if s.get("uplift"):

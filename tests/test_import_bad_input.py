@@ -4,6 +4,7 @@ longer than a line or two whatever the file holds."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,67 @@ def test_file_level_errors_are_short_too(engine, tmp_path, text):
         import_orders(engine, write(tmp_path, text))
     assert len(str(caught.value)) <= 2 * MAX_MESSAGE
     assert count(engine, Order) == 0
+
+
+def ordered(engine) -> dict[str, datetime]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(Order.external_ref, Order.ordered_at)).all())
+
+
+def test_day_first_order_dates_are_read_day_first_when_the_file_proves_it(engine, tmp_path):
+    """03/11/2026 and 13/11/2026 in one file were read as 11 March and 13 November."""
+    text = (
+        f"{HEADER}\n"
+        f"{_row(invoice='1', when='03/11/2026 10:00')}\n"
+        f"{_row(invoice='2', when='13/11/2026 10:00')}\n"
+    )
+    report = import_orders(engine, write(tmp_path, text))
+
+    assert report.malformed == {}
+    assert ordered(engine) == {"1": datetime(2026, 11, 3, 10), "2": datetime(2026, 11, 13, 10)}
+    assert "dates: ordered_at   DD/MM/YYYY (inferred: line 3 '13/11/2026 10:00'" in (
+        report.summary()
+    )
+
+
+def test_the_online_retail_layout_is_month_first(engine, tmp_path):
+    text = (
+        f"{HEADER}\n"
+        f"{_row(invoice='1', when='12/1/2010 8:26')}\n"
+        f"{_row(invoice='2', when='12/13/2010 9:05')}\n"
+    )
+    report = import_orders(engine, write(tmp_path, text))
+    assert report.malformed == {}
+    assert ordered(engine) == {"1": datetime(2010, 12, 1, 8, 26), "2": datetime(2010, 12, 13, 9, 5)}
+    assert report.date_orders["ordered_at"].startswith("MM/DD/YYYY (inferred")
+
+
+def test_order_dates_that_read_two_ways_are_refused_or_read_as_declared(engine, tmp_path):
+    text = f"{HEADER}\n{GOOD_BEFORE}\n{_row(when='03/11/2026 10:00')}\n{GOOD_AFTER}\n"
+    report = import_orders(engine, write(tmp_path, text))
+    assert report.malformed == {"ambiguous_date": 1}
+    [(line, message)] = report.examples
+    assert line == 3 and "could be 3 November or March 11" in message
+    assert "--date-format" in message and len(message) <= MAX_MESSAGE
+    assert "1002" not in ordered(engine)
+
+    again = write(tmp_path, f"{HEADER}\n{_row(invoice='1005', when='03/11/2026 10:00')}\n", "b.csv")
+    report = import_orders(engine, again, date_format="MM/DD/YYYY")
+    assert report.malformed == {} and ordered(engine)["1005"] == datetime(2026, 3, 11, 10)
+
+
+def test_cli_import_exits_1_when_rows_were_malformed_and_says_how_to_map(engine, tmp_path):
+    runner = CliRunner()
+    bad = write(tmp_path, f"{HEADER}\n{GOOD_BEFORE}\n{_row(quantity='lots')}\n{GOOD_AFTER}\n")
+    out = runner.invoke(main, ["import", "orders", str(bad)])
+    assert out.exit_code == 1, out.output
+    assert "line 3: bad quantity 'lots'" in out.output and "Traceback" not in out.output
+    assert count(engine, Order) == 2  # the good rows are loaded all the same
+
+    good = write(tmp_path, f"{HEADER}\n{_row(invoice='2001')}\n", "good.csv")
+    assert runner.invoke(main, ["import", "orders", str(good)]).exit_code == 0
+
+    other = write(tmp_path, "Invoice,StockCode\n1,2\n", "other.csv")
+    out = runner.invoke(main, ["import", "orders", str(other)])
+    assert out.exit_code == 2 and "mapping=" not in out.output
+    assert "--map FIELD=COLUMN" in out.output and "--map invoice=YourColumn" in out.output

@@ -126,13 +126,120 @@ def test_a_bad_customer_row_is_reported_with_its_line(engine, tmp_path, bad, kin
     assert report.customers_created == 2 and set(customers(engine)) == {"C1", "C2"}
 
 
-def test_a_customer_twice_in_one_file(engine, tmp_path):
-    text = f"{CUSTOMER_HEADER}\nC1,Ann,en,UTC,,,\nC1,Ann,en,UTC,,,\nC1,Anne,en,UTC,,,\n"
+def test_a_customer_on_several_rows_is_one_customer_whose_later_rows_fill_in_cells(
+    engine, tmp_path
+):
+    """A repeated ref was refused although the README says a row fills in the cells it
+    gives: rows of one ref apply in file order, as upserts by ref do."""
+    text = (
+        "ref,full_name,email,mobile,locale\n"
+        "C1,Ann,ann@example.com,,en\n"
+        "C1,Ann,ann@example.com,,en\n"  # the same row again: loaded once
+        "C1,,,+447911123456,\n"  # fills in the mobile, changes nothing else
+        "C1,Anne,,,\n"  # a later name wins
+        "C2,Bo,,,\n"
+    )
     report = import_customers(engine, write(tmp_path, text), today=TODAY)
+
     assert report.skipped == {"duplicate_row": 1} and report.duplicates == [(3, 2)]
-    assert report.malformed == {"customer_repeated": 1}
-    assert report.examples == [(4, "customer 'C1' is already on line 2, with other values")]
-    assert customers(engine)["C1"]["full_name"] == "Ann"
+    assert report.malformed == {} and report.rows_merged == 2
+    assert (report.customers_created, report.customers_updated) == (2, 0)
+    assert report.rows_read == (
+        report.customers_created + report.customers_updated + report.rows_merged
+        + sum(report.skipped.values()) + report.malformed_rows
+    )  # fmt: skip
+    c1 = customers(engine)["C1"]
+    assert (c1["full_name"], c1["email"], c1["mobile"], c1["locale"]) == (
+        "Anne", "ann@example.com", "+447911123456", "en"
+    )  # fmt: skip
+    assert "rows merged                  2" in report.summary()
+
+
+def birthdays(engine) -> dict[str, date | None]:
+    return {ref: c["birthday"] for ref, c in customers(engine).items()}
+
+
+def test_day_first_birthdays_are_read_day_first_when_the_file_proves_it(engine, tmp_path):
+    """03/11/1990 and 13/11/1990 in one file were read as 11 March and 13 November."""
+    text = "ref,birthday\nC1,03/11/1990\nC2,13/11/1990\nC3,1990-11-22\n"
+    report = import_customers(engine, write(tmp_path, text), today=TODAY)
+
+    assert report.malformed == {}
+    assert birthdays(engine) == {
+        "C1": date(1990, 11, 3), "C2": date(1990, 11, 13), "C3": date(1990, 11, 22)
+    }  # fmt: skip
+    assert report.date_orders == {
+        "birthday": "DD/MM/YYYY (inferred: line 3 '13/11/1990' can only be day first)"
+    }
+    assert "dates: birthday     DD/MM/YYYY (inferred" in report.summary()
+
+
+def test_month_first_birthdays_are_read_month_first_when_the_file_proves_it(engine, tmp_path):
+    text = "ref,birthday\nC1,03/11/1990\nC2,11/13/1990\n"
+    import_customers(engine, write(tmp_path, text), today=TODAY)
+    assert birthdays(engine) == {"C1": date(1990, 3, 11), "C2": date(1990, 11, 13)}
+
+
+def test_a_birthday_that_reads_two_ways_is_refused_with_its_line(engine, tmp_path):
+    text = "ref,birthday\nC1,03/11/1990\nC2,05/05/1990\nC3,3 Nov 1990\n"
+    report = import_customers(engine, write(tmp_path, text), today=TODAY)
+
+    assert report.malformed == {"ambiguous_date": 1}
+    [(line, message)] = report.examples
+    assert line == 2 and len(message) <= MAX_MESSAGE
+    assert "birthday '03/11/1990' could be 3 November or March 11" in message
+    assert "--date-format DD/MM/YYYY" in message
+    assert birthdays(engine) == {"C2": date(1990, 5, 5), "C3": date(1990, 11, 3)}
+
+
+def test_a_declared_date_format_reads_every_row_and_refuses_what_does_not_fit(engine, tmp_path):
+    text = "ref,birthday\nC1,03/11/1990\nC2,11/13/1990\nC3,03.11.85\n"
+    report = import_customers(
+        engine, write(tmp_path, text), today=TODAY, date_format="dd/mm/yyyy"
+    )
+    assert report.malformed == {"bad_date": 1}
+    [(line, message)] = report.examples
+    assert line == 3 and "'11/13/1990' is not a DD/MM/YYYY date" in message
+    assert birthdays(engine) == {"C1": date(1990, 11, 3), "C3": date(1985, 11, 3)}
+    assert report.date_orders == {"birthday": "DD/MM/YYYY (declared with --date-format)"}
+    with pytest.raises(DataError, match="--date-format must be DD/MM/YYYY, MM/DD/YYYY"):
+        import_customers(engine, write(tmp_path, text), date_format="DD/MM")
+
+
+def test_a_column_that_mixes_both_orders_reads_none_of_them(engine, tmp_path):
+    text = "ref,birthday\nC1,13/11/1990\nC2,11/13/1990\nC3,05/05/1990\n"
+    report = import_customers(engine, write(tmp_path, text), today=TODAY)
+    assert report.malformed == {"mixed_date_order": 2}
+    assert [line for line, _ in report.examples] == [2, 3]
+    assert birthdays(engine) == {"C3": date(1990, 5, 5)}
+    assert "line 2 '13/11/1990' is day first" in report.date_orders["birthday"]
+
+
+def test_a_file_whose_every_row_is_malformed_loads_nothing_and_says_why(engine, tmp_path):
+    report = import_customers(engine, write(tmp_path, "ref,birthday\nC1,03/11/1990\n"))
+    assert report.malformed == {"ambiguous_date": 1} and report.customers_created == 0
+    assert report.calendars == {} and customers(engine) == {}
+
+
+def test_the_birthday_calendar_column_and_the_default_are_stated(engine, tmp_path):
+    text = (
+        "ref,locale,birthday,birthday_calendar\n"
+        "C1,zh-CN,1990-05-02,solar\n"
+        "C2,en,1990-05-02,农历\n"
+        "C3,zh-CN,1990-05-02,\n"
+        "C4,en,1990-05-02,\n"
+        "C5,en,1990-05-02,julian\n"
+    )
+    report = import_customers(engine, write(tmp_path, text), today=TODAY)
+
+    assert report.malformed == {"bad_calendar": 1}
+    assert "bad birthday calendar 'julian' (solar or lunar)" in report.examples[0][1]
+    got = {ref: c["birthday_calendar"] for ref, c in customers(engine).items()}
+    assert got == {"C1": "solar", "C2": "lunar", "C3": None, "C4": None}
+    assert report.calendars == {"by locale": 2, "lunar": 1, "solar": 1}
+    summary = report.summary()
+    assert "birthday calendar   1 lunar, 1 solar" in summary
+    assert "2 birthday(s) with no birthday_calendar: lunar for locales zh*" in summary
 
 
 CONSENT_HEADER = "customer,channel,granted,source,when"
@@ -204,7 +311,7 @@ def test_a_bad_consent_row_is_reported_with_its_line(two_customers, tmp_path, ba
 def test_missing_columns_and_unknown_fields(engine, tmp_path):
     with pytest.raises(DataError, match=r"channel \(column 'channel'\)"):
         import_consents(engine, write(tmp_path, "customer,granted\nC1,yes\n"))
-    with pytest.raises(DataError, match="unknown field.*'phone'"):
+    with pytest.raises(DataError, match=r"unknown field\(s\) in --map: 'phone'"):
         import_customers(engine, write(tmp_path, CUSTOMERS), mapping={"phone": "mobile"})
 
 
@@ -216,14 +323,25 @@ def test_cli_imports_customers_then_consents(engine, tmp_path):
         ["import", "customers", str(people), "--map", "ref=id", "--map", "full_name=name",
          "--map", "locale=lang"],
     )  # fmt: skip
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # a malformed row: the rest loads, the exit says so
     assert (
         "customers created            1" in out.output and "line 3: bad locale 'xx'" in out.output
     )
+    assert "1 malformed row(s) not loaded (listed above)" in out.output
 
     decisions = write(tmp_path, f"{CONSENT_HEADER}\nC1,sms,yes,web,2026-01-01\n", "c.csv")
     out = runner.invoke(main, ["import", "consents", str(decisions)])
     assert out.exit_code == 0, out.output
     assert "consents created             1" in out.output
-    with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Consent)).scalar_one() == 1
+
+    day_first = write(tmp_path, f"{CONSENT_HEADER}\nC1,email,yes,web,03/11/2026\n", "d.csv")
+    out = runner.invoke(main, ["import", "consents", str(day_first)])
+    assert out.exit_code == 1 and "ambiguous_date" in out.output, out.output
+    declared = ["--date-format", "DD/MM/YYYY"]
+    out = runner.invoke(main, ["import", "consents", str(day_first), *declared])
+    assert out.exit_code == 0, out.output
+    assert consents(engine)[("C1", "email")][2] == datetime(2026, 11, 3)
+    out = runner.invoke(main, ["import", "consents", str(day_first), "--date-format", "someday"])
+    assert out.exit_code == 2 and "--date-format must be" in out.output
+    with engine.connect() as conn:  # sms, then email
+        assert conn.execute(select(func.count()).select_from(Consent)).scalar_one() == 2

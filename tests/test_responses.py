@@ -63,9 +63,10 @@ def test_recipients_sharing_one_request_each_get_their_own_events(engine):
 
 def test_the_demo_hears_back_once(engine):
     """The demo's simulated callbacks go through the live ingestion code, idempotently."""
-    from datetime import UTC, date
+    from datetime import UTC, date, timedelta
 
     from careflow.campaigns import load_campaign
+    from careflow.clock import utcnow
     from careflow.demo.data import seed_demo
     from careflow.demo.responses import simulate_responses
     from careflow.flows.route import Route, RunPlan, process_batch
@@ -82,12 +83,59 @@ def test_the_demo_hears_back_once(engine):
         route = Route.for_run(run)
         route.engine = engine
         process_batch(route, (1, 10_000))
-    first = simulate_responses(engine, window_days=7, shop_zone="UTC")
+    later = utcnow() + timedelta(hours=3)  # replies and orders come after their message
+    first = simulate_responses(engine, window_days=7, shop_zone="UTC", now=later)
     assert first > 0
-    assert simulate_responses(engine, window_days=7, shop_zone="UTC") == 0  # once
+    assert simulate_responses(engine, window_days=7, shop_zone="UTC", now=later) == 0  # once
     report = {r["campaign"]: r for r in response_summary(engine)}
     assert report["winback"]["delivered"] > 0
     assert report["winback"]["delivered"] <= report["winback"]["sent"]
+
+
+def test_the_demo_simulates_nothing_after_its_now(engine):
+    """Replies, opens and orders were stamped up to hours after the demo ran, so
+    `careflow history` showed conversions that had not happened yet: one due later
+    than the demo's now is heard at now."""
+    from datetime import UTC, date, timedelta
+
+    from sqlalchemy import func
+
+    from careflow.campaigns import load_campaign
+    from careflow.db.models import ContactHistory, Order
+    from careflow.demo.data import seed_demo
+    from careflow.demo.responses import simulate_responses
+    from careflow.flows.route import Route, RunPlan, process_batch
+    from careflow.ledger import timeline
+    from careflow.settings import load_settings
+
+    as_of = date(2026, 11, 22)
+    seed_demo(engine, as_of=as_of, customers=400)
+    settings = load_settings()
+    for name in ("winback", "reorder_reminder"):
+        spec = load_campaign(name, settings.templates_dir)
+        run = RunPlan(spec=spec, run_id=f"demo-{name}", as_of=as_of,
+                      at=datetime(2026, 11, 22, 12, tzinfo=UTC), settings=settings)  # fmt: skip
+        route = Route.for_run(run)
+        route.engine = engine
+        process_batch(route, (1, 10_000))
+    with engine.connect() as conn:
+        last_sent = conn.execute(select(func.max(ContactHistory.sent_at))).scalar_one()
+        before = conn.execute(select(func.max(Order.id))).scalar_one()
+    now = last_sent + timedelta(seconds=30)  # the demo's "now": just after it sent
+    assert simulate_responses(engine, window_days=7, shop_zone="Asia/Shanghai", now=now) > 0
+
+    with engine.connect() as conn:
+        latest_event = conn.execute(select(func.max(ContactEvent.occurred_at))).scalar_one()
+        touched = conn.execute(select(ContactHistory.customer_id).distinct()).scalars().all()
+        new_orders = conn.execute(
+            select(Order.ordered_at).where(Order.id > before)
+        ).scalars().all()
+    assert latest_event is not None and latest_event <= now
+    assert new_orders and max(new_orders) <= now + timedelta(hours=8)  # the shop's clock: UTC+8
+    for customer in touched:  # history shows every time in UTC, none after now
+        assert all(i["at"] <= now for i in timeline(engine, customer, 0, "Asia/Shanghai"))
+    later = now + timedelta(hours=3)  # a later demo run records nothing twice
+    assert simulate_responses(engine, window_days=7, shop_zone="Asia/Shanghai", now=later) == 0
 
 
 def test_a_stop_then_a_start_in_one_batch_are_acted_on_in_the_order_they_came(engine):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -42,6 +43,35 @@ _encoding_option = click.option(
 )
 
 
+_date_format_option = click.option(
+    "--date-format",
+    default=None,
+    metavar="ORDER",
+    help="How dates like 03/11/2026 read: DD/MM/YYYY or MM/DD/YYYY (separator / . or -); "
+    "YYYY-MM-DD refuses them. Default: a column's order is inferred when one of its dates "
+    "proves it (13/11/2026 is day first), otherwise such dates are listed as bad rows.",
+)
+
+
+def _finish(report) -> None:
+    """Print the import's report; exit 1 when some rows were malformed (the rest loaded).
+
+    Exit codes: 0 every row loaded or skipped on purpose; 1 malformed rows were left
+    out and listed, the others loaded; 2 nothing loaded (an error about the whole file).
+    """
+    _echo(report.summary())
+    if report.malformed_rows:
+        rest = "the other rows are loaded" if report.rows_read > report.malformed_rows else (
+            "no row was good"
+        )
+        _echo(
+            f"{report.malformed_rows:,} malformed row(s) not loaded (listed above); {rest}. "
+            "Exit code 1.",
+            err=True,
+        )
+        sys.exit(1)
+
+
 def _map_option(fields: str, default: str):
     return click.option(
         "--map",
@@ -75,12 +105,14 @@ _file_argument = click.argument(
 )
 @click.option("--currency", default="GBP", show_default=True, help="Currency of the amounts.")
 @_encoding_option
-def import_orders(file, mapping, currency, encoding):
+@_date_format_option
+def import_orders(file, mapping, currency, encoding, date_format):
     """Import a transactions CSV (or .csv.gz): customers, products, orders, lines.
 
     Cancellations (invoice C...) and non-positive quantities are not
     purchases; rows that cannot be read or are out of bounds are listed with
-    their line numbers and the rest is loaded; a row repeated exactly loads once.
+    their line numbers and the rest is loaded (exit code 1 when there are
+    any); a row repeated exactly loads once.
     """
     from careflow.importers.orders import import_orders as run_import
 
@@ -94,47 +126,69 @@ def import_orders(file, mapping, currency, encoding):
             currency=currency,
             encoding=encoding,
             progress=lambda stage, done, total: bar(names.get(stage, stage), done, total),
+            date_format=date_format,
         )
-    _echo(report.summary())
     _attribute(engine)
+    _finish(report)
 
 
 @import_.command("customers")
 @_file_argument
 @_map_option(
     "ref, full_name, given_name, family_name, mobile, email, fax, locale, time_zone, "
-    "birthday, grade, owner, country, preferred_channel",
+    "birthday, birthday_calendar, grade, owner, country, preferred_channel",
     "columns named like the fields",
 )
 @_encoding_option
-def import_customers(file, mapping, encoding):
+@_date_format_option
+def import_customers(file, mapping, encoding, date_format):
     """Import customers from a CSV: contacts, locale, time zone, birthday and more.
 
     Matched by ref: a new ref creates a customer, a known one is updated
-    with the fields its row fills in (an empty cell changes nothing). Bad
-    rows are listed with their line numbers and the rest is loaded.
+    with the fields its row fills in (an empty cell changes nothing); a ref
+    on several rows is one customer, its later rows filling in cells.
+    birthday_calendar (solar or lunar) says which calendar a birthday is
+    kept on; left empty, zh locales keep the lunar one. Bad rows are listed
+    with their line numbers and the rest is loaded (exit code 1 when there
+    are any).
     """
     from careflow.importers.customers import import_customers as run_import
 
-    report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
-    _echo(report.summary())
+    report = run_import(
+        _engine(migrate=True),
+        file,
+        mapping=_mapping(mapping),
+        encoding=encoding,
+        date_format=date_format,
+    )
+    _finish(report)
 
 
 @import_.command("consents")
 @_file_argument
-@_map_option("customer, channel, granted, source, when", "columns named like the fields")
+@_map_option(
+    "customer, channel, granted, category, source, when", "columns named like the fields"
+)
 @_encoding_option
-def import_consents(file, mapping, encoding):
+@_date_format_option
+def import_consents(file, mapping, encoding, date_format):
     """Import consent decisions from a CSV: customer ref, channel, granted, source, when.
 
     The latest decision per customer and channel wins, and one older than
     what careflow holds is not applied. Bad rows (an unknown customer, a
-    channel that is not sms/email/fax) are listed with their line numbers.
+    channel that is not sms/email/fax) are listed with their line numbers
+    and the rest is loaded (exit code 1 when there are any).
     """
     from careflow.importers.consents import import_consents as run_import
 
-    report = run_import(_engine(migrate=True), file, mapping=_mapping(mapping), encoding=encoding)
-    _echo(report.summary())
+    report = run_import(
+        _engine(migrate=True),
+        file,
+        mapping=_mapping(mapping),
+        encoding=encoding,
+        date_format=date_format,
+    )
+    _finish(report)
 
 
 def _attribute(engine) -> None:

@@ -52,7 +52,7 @@ def run(campaign, as_of, dry_run, channel, allow_past):
     from careflow.clock import resolve_as_of
     from careflow.flows.campaign import campaign_flow, check_not_backdated, preflight
     from careflow.flows.care import CARE_FLOWS
-    from careflow.report import summary_table
+    from careflow.report import already_text, summary_table
 
     settings = _settings()
     _engine()  # fail fast on an unmigrated database, before Prefect starts
@@ -78,11 +78,9 @@ def run(campaign, as_of, dry_run, channel, allow_past):
         from careflow.uplift import describe_split
 
         _echo(describe_split(summary["split"]))
-    if summary["already"].get("sent"):
-        _echo(
-            f"{summary['already']['sent']} customer(s) already got this occasion's "
-            "message earlier: not sent again."
-        )
+    already = already_text(summary)  # the table's "already done", in words
+    if already:
+        _echo(already)
     if dry_run and summary["samples"]:
         _echo("\nsamples:")
         for s in summary["samples"]:
@@ -102,7 +100,7 @@ def history(customer_id, limit, as_json):
     from careflow.ledger import timeline
     from careflow.safe_text import for_terminal
 
-    items = timeline(_engine(), customer_id, limit)
+    items = timeline(_engine(), customer_id, limit, _settings().time_zone)
     if as_json:
         _echo(json.dumps(items, indent=2, ensure_ascii=False, default=str))
         return

@@ -67,6 +67,9 @@ class Customer(Base):
     locale: Mapped[str | None] = mapped_column(String(16))
     time_zone: Mapped[str | None] = mapped_column(String(64))
     birthday: Mapped[date | None] = mapped_column(Date)
+    #: solar or lunar: the calendar the birthday is kept on; None: by locale
+    #: (careflow/birthday_calendar.py)
+    birthday_calendar: Mapped[str | None] = mapped_column(String(8))
     grade: Mapped[str | None] = mapped_column(String(8))
     owner: Mapped[str | None] = mapped_column(String(100))
     country: Mapped[str | None] = mapped_column(String(64))

@@ -11,13 +11,17 @@ serve` would send it, so a new user sees the whole loop without
 credentials.
 
 Deterministic (seeded by the message ids) and idempotent: running the demo
-again records nothing twice.
+again records nothing twice. Nothing is simulated after the demo's "now": the
+demo sends its messages moments before it hears back, so a reply, an open
+or an order that would come minutes later is heard at "now" instead, and
+`careflow history` never shows a response that has not happened yet.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, insert, select
@@ -32,8 +36,13 @@ REPLIES_ZH = ["退订", "TD", "谢谢！", "请给我回电话", "还有别的�
 REPLIES_EN = ["STOP", "Thanks!", "Can you call me back?", "stop", "Is the offer still on?"]
 
 
-def simulate_responses(engine: Engine, *, window_days: int, shop_zone: str) -> int:
-    """Feed simulated callbacks for every message sent to the outbox; returns events new."""
+def simulate_responses(
+    engine: Engine, *, window_days: int, shop_zone: str, now: datetime | None = None
+) -> int:
+    """Feed simulated callbacks for every message sent to the outbox; returns events new.
+
+    ``now`` (naive UTC; default the real clock) is the last instant anything is
+    simulated at: a callback or an order due later is stamped ``now``."""
     with engine.connect() as conn:
         sent = conn.execute(
             select(
@@ -51,7 +60,7 @@ def simulate_responses(engine: Engine, *, window_days: int, shop_zone: str) -> i
             .where(ContactHistory.state == "sent", ContactHistory.provider_id.like("outbox:%"))
             .order_by(ContactHistory.id)
         ).all()
-    now = utcnow()
+    now = now or utcnow()
     events, mails, orders = [], [], []
     for m in sent:
         rng = random.Random(m.provider_id)  # the same story every time the demo runs
@@ -78,8 +87,11 @@ def simulate_responses(engine: Engine, *, window_days: int, shop_zone: str) -> i
     orders += _held_out_orders(engine)
     if mails:
         events += sendgrid.parse(mails)
+    # nothing after now: a response due later is heard now (events are naive UTC)
+    events = [replace(e, occurred_at=min(e.occurred_at, now)) for e in events]
+    orders = [(m, min(at, now)) for m, at in orders]
     result = record_events(engine, events)
-    _place_orders(engine, orders, now, ZoneInfo(shop_zone))
+    _place_orders(engine, orders, ZoneInfo(shop_zone))
     attribute_orders(engine, window_days, shop_zone)
     return result.received - result.duplicates
 
@@ -107,7 +119,7 @@ def _held_out_orders(engine: Engine) -> list:
 
 def _sendgrid_events(m, rng: random.Random) -> list[dict]:
     """What SendGrid would post about one email: delivered, maybe opened and clicked."""
-    ts = int(m.sent_at.timestamp())
+    ts = int(m.sent_at.replace(tzinfo=UTC).timestamp())  # naive UTC, whatever the machine's zone
     base = {
         "email": m.recipient,
         "sg_message_id": f"{m.provider_id}.filter0001",
@@ -137,7 +149,7 @@ def _sendgrid_events(m, rng: random.Random) -> list[dict]:
     return out
 
 
-def _place_orders(engine: Engine, orders, now, zone: ZoneInfo) -> None:
+def _place_orders(engine: Engine, orders, zone: ZoneInfo) -> None:
     """Orders some customers place after their message (once: refs are per message).
 
     Orders keep the shop's clock, so the UTC instant is written in ``zone``."""
@@ -146,7 +158,6 @@ def _place_orders(engine: Engine, orders, now, zone: ZoneInfo) -> None:
     refs = {
         f"demo-after-{m.id}": (m, at.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None))
         for m, at in orders
-        if at <= now + timedelta(hours=2)  # a simulation may look a little ahead
     }
     with engine.begin() as conn:
         known = set(

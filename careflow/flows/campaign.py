@@ -73,6 +73,7 @@ from careflow.policy.config import resolve as resolve_policy
 from careflow.progress import report as report_progress
 from careflow.rendering import Renderer
 from careflow.report import (
+    counts_text,
     finish_run,
     request_stop,
     start_run,
@@ -381,16 +382,10 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
             # progress at every quarter: enough to watch a long run, not a line per batch
             if done == len(futures) or done % max(1, len(futures) // 4) == 0:
                 logger.info(
-                    "%d/%d batches done: selected %d, sent %d, already done %d, "
-                    "skipped %d, deferred %d, failed %d",
+                    "%d/%d batches done: %s",
                     done,
                     len(futures),
-                    total.selected,
-                    total.sent,
-                    sum(total.already.values()),
-                    sum(total.skipped.values()),
-                    sum(total.deferred.values()),
-                    sum(total.failed.values()),
+                    counts_text({**total.as_dict(), "dry_run": run.dry_run}),
                 )
     except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
         stop.set()

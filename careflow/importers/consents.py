@@ -83,7 +83,7 @@ FIELDS = [
         "when",
         "when",
         "date",
-        parse=instants_between(pd.Timestamp("1900-01-01"), pd.Timestamp("2100-01-01")),
+        dated=instants_between(pd.Timestamp("1900-01-01"), pd.Timestamp("2100-01-01")),
         problem="bad_date",
         expect="a date or date-time from 1900 to 2099",
     ),
@@ -110,15 +110,20 @@ def import_consents(
     *,
     mapping: dict[str, str] | None = None,
     encoding: str | None = None,
+    date_format: str | None = None,
 ) -> ConsentImportReport:
     """Record the consent decisions in the CSV at ``path``; one transaction.
 
     ``mapping`` maps fields (customer, channel, granted, source, when) to the
     file's columns; by default the columns are named like the fields.
+    ``date_format`` (DD/MM/YYYY, MM/DD/YYYY) says how ``when``'s day/month
+    values read (careflow/importers/dates.py).
     """
     started = time.perf_counter()
     report = ConsentImportReport(path=str(path))
-    rows = read_records(path, FIELDS, mapping=mapping, encoding=encoding, report=report)
+    rows = read_records(
+        path, FIELDS, mapping=mapping, encoding=encoding, report=report, date_format=date_format
+    )
     now = utcnow()
     rows["when"] = rows["when"].map(lambda t: now if t is None else t)
     rows["category"] = rows["category"].map(lambda c: c or "all")

@@ -18,7 +18,7 @@ skipped at send time with ``invalid_contact``, for that customer only.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,13 +29,14 @@ from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from careflow import registry
+from careflow.birthday_calendar import CALENDAR_WORDS, DEFAULT_RULE
 from careflow.clock import utcnow
 from careflow.db.models import Customer
 from careflow.errors import DataError
 from careflow.importers.bulk import chunks, existing, insert_many
 from careflow.importers.order_rows import normalize_customer_ref
 from careflow.importers.records import Field, dates_between, one_of, per_distinct, read_records
-from careflow.importers.report import ImportReport, bounded, shown
+from careflow.importers.report import ImportReport, bounded
 
 _TABLE = Customer.__table__
 
@@ -115,9 +116,17 @@ FIELDS = [
         "birthday",
         "birthday",
         "birthday",
-        parse=None,
         problem="bad_date",
         expect="a date from 1900-01-01 to today, e.g. 1990-11-22",
+    ),
+    Field(
+        "birthday_calendar",
+        "birthday_calendar",
+        "birthday calendar",
+        max_length=16,
+        parse=one_of(CALENDAR_WORDS),
+        problem="bad_calendar",
+        expect="solar or lunar",
     ),
     Field("grade", "grade", "grade", max_length=_length("grade")),
     Field("owner", "owner", "owner", max_length=_length("owner")),
@@ -137,16 +146,38 @@ _NAMES = [f.name for f in FIELDS if f.name != "ref"]
 
 @dataclass
 class CustomerImportReport(ImportReport):
-    """What a customer import did, row by row accounted for."""
+    """What a customer import did, row by row accounted for:
+    ``rows_read == created + updated + rows_merged + skipped + malformed``."""
 
     customers_created: int = 0
     customers_updated: int = 0
+    #: later rows of a customer already in the file, their cells filled in over it
+    rows_merged: int = 0
+    #: customers of this file with a birthday, by the calendar it is kept on: "solar",
+    #: "lunar" (said by the file) and "by locale" (left to the default rule)
+    calendars: dict[str, int] = field(default_factory=dict)
 
     def loaded_lines(self) -> list[str]:
-        return [
+        lines = [
             f"  customers created   {self.customers_created:>10,}",
             f"  customers updated   {self.customers_updated:>10,}",
         ]
+        if self.rows_merged:
+            lines.append(
+                f"  rows merged         {self.rows_merged:>10,}  "
+                "(a customer's later rows fill in cells of the earlier one)"
+            )
+        if self.calendars:
+            said = ", ".join(
+                f"{n:,} {name}" for name, n in self.calendars.items() if name != "by locale"
+            )
+            lines.append(f"  birthday calendar   {said or 'none given'}")
+            if self.calendars.get("by locale"):
+                lines.append(
+                    f"    {self.calendars['by locale']:,} birthday(s) with no birthday_calendar: "
+                    f"{DEFAULT_RULE}"
+                )
+        return lines
 
 
 def import_customers(
@@ -156,20 +187,27 @@ def import_customers(
     mapping: dict[str, str] | None = None,
     encoding: str | None = None,
     today: date | None = None,
+    date_format: str | None = None,
 ) -> CustomerImportReport:
     """Create or update the customers in the CSV at ``path``; one transaction.
 
     ``mapping`` maps fields (ref, full_name, given_name, family_name, mobile,
-    email, fax, locale, time_zone, birthday, grade, owner, country,
-    preferred_channel) to the file's columns; by default the columns are
-    named like the fields. ``today`` bounds birthdays (default: today).
+    email, fax, locale, time_zone, birthday, birthday_calendar, grade, owner,
+    country, preferred_channel) to the file's columns; by default the columns
+    are named like the fields. ``today`` bounds birthdays (default: today).
+    ``date_format`` (DD/MM/YYYY, MM/DD/YYYY) says how day/month birthdays read
+    (careflow/importers/dates.py). Rows of one ref apply in file order, each
+    filling in the cells it gives, as imports one after the other would.
     """
     started = time.perf_counter()
     report = CustomerImportReport(path=str(path))
     birthday = dates_between(pd.Timestamp("1900-01-01"), pd.Timestamp(today or date.today()))
-    fields = [replace(f, parse=birthday) if f.name == "birthday" else f for f in FIELDS]
-    rows = read_records(path, fields, mapping=mapping, encoding=encoding, report=report)
-    rows = _first_row_per_customer(rows, report)
+    fields = [replace(f, dated=birthday) if f.name == "birthday" else f for f in FIELDS]
+    rows = read_records(
+        path, fields, mapping=mapping, encoding=encoding, report=report, date_format=date_format
+    )
+    rows = _one_row_per_customer(rows, report)
+    _count_calendars(rows, report)
     try:
         with engine.begin() as conn:
             known = existing(conn, _TABLE.c.external_ref, rows["ref"].tolist())
@@ -194,20 +232,36 @@ def import_customers(
     return report
 
 
-def _first_row_per_customer(rows: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
-    """One row per ref: a later, different row for the same customer is malformed."""
+def _one_row_per_customer(rows: pd.DataFrame, report: CustomerImportReport) -> pd.DataFrame:
+    """One row per ref: a customer's later rows fill in the cells they give over the
+    earlier ones (an empty cell changes nothing), as upserts by ref do."""
     again = rows["ref"].duplicated(keep="first")
-    if again.any():
-        first = rows.groupby("ref", sort=False)["line"].transform("min")
-        for line, ref, original in zip(
-            rows["line"][again], rows["ref"][again], first[again], strict=True
-        ):
-            report._bad(
-                "customer_repeated",
-                int(line),
-                f"customer {shown(ref)} is already on line {original}, with other values",
-            )
-    return rows[~again]
+    if not again.any():
+        return rows
+    report.rows_merged = int(again.sum())
+    repeated = rows["ref"].duplicated(keep=False)
+    # the last non-empty value of each field, in file order, on the customer's first line
+    merged = (
+        rows[repeated]
+        .groupby("ref", sort=False)
+        .agg({"line": "first", "_key": "first", **{n: _last_given for n in _NAMES}})
+        .reset_index()
+    )
+    out = pd.concat([rows[~repeated], merged[rows.columns]], ignore_index=True)
+    return out.sort_values("line", kind="stable", ignore_index=True)
+
+
+def _last_given(values: pd.Series):
+    given = values[values.map(lambda v: v is not None).astype(bool)]
+    return given.iloc[-1] if len(given) else None
+
+
+def _count_calendars(rows: pd.DataFrame, report: CustomerImportReport) -> None:
+    """How many of the file's birthdays are kept on which calendar, and how many are
+    left to the default rule (careflow/birthday_calendar.py): the report says so."""
+    with_birthday = rows[rows["birthday"].map(lambda v: v is not None).astype(bool)]
+    said = with_birthday["birthday_calendar"].map(lambda v: v or "by locale")
+    report.calendars = {k: int(v) for k, v in said.value_counts().sort_index().items()}
 
 
 def _update(conn, rows: pd.DataFrame) -> int:

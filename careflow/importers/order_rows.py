@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from careflow.db.models import Customer, Order, Product
+from careflow.importers.dates import DateOrder, reorder
 from careflow.importers.report import ImportReport, shown
 from careflow.importers.source import line_of, lines_of
 
@@ -82,6 +83,7 @@ FIELDS = (
 #: what makes two rows the same row ("amount" follows from quantity and price)
 _SAME_ROW = [f for f in FIELDS if f not in ("line", "amount")]
 _TZ_SUFFIX = r"(?:Z|[+-]\d\d:?\d\d)$"
+NOT_NEEDED = DateOrder(None, "not needed")
 
 
 def normalize_customer_ref(raw: str) -> str:
@@ -104,10 +106,13 @@ def classify(
     report: ImportReport,
     bad_lines: list[int],
     check_nul: bool = True,
+    dates: DateOrder = NOT_NEEDED,
 ) -> pd.DataFrame:
     """Check one chunk column-wise; return its purchase rows in our field names.
 
-    ``check_nul=False`` skips looking for NUL characters (the file has none).
+    ``check_nul=False`` skips looking for NUL characters (the file has none);
+    ``dates`` is how the ordered_at column's day/month values read
+    (careflow/importers/dates.py, decided over the whole column first).
     """
 
     def col(name: str, strip: bool = False) -> pd.Series:
@@ -130,7 +135,7 @@ def classify(
     qty_raw, price_raw, when_raw = col("quantity"), col("unit_price"), col("ordered_at")
     quantity = pd.to_numeric(qty_raw, errors="coerce")
     price = pd.to_numeric(price_raw, errors="coerce")
-    when = parse_times(when_raw)
+    when, date_problems = parse_times(when_raw, dates)
 
     # (kind, rows with the problem, message for one of them by index label).
     # Short rows read as empty trailing fields, so they surface as missing_field.
@@ -143,6 +148,14 @@ def classify(
     ]
     if check_nul:
         checks += [_nul_check(name, values) for name, values in text.items()]
+    for kind in sorted({p[0] for p in date_problems if isinstance(p, tuple)}):
+        checks.append(
+            (
+                kind,
+                date_problems.map(lambda p, k=kind: isinstance(p, tuple) and p[0] == k),
+                lambda i: f"date {date_problems[i][1]}",
+            )
+        )
     for name, values in text.items():
         checks.append(_length_check(name, values))
     checks += [
@@ -257,14 +270,17 @@ def _normalized(refs: pd.Series) -> np.ndarray:
     return refs.map(distinct).to_numpy()
 
 
-def parse_times(raw: pd.Series) -> pd.Series:
-    """ISO timestamps fast; anything else (e.g. '12/1/2010 8:26') through pandas' guesser.
+def parse_times(raw: pd.Series, dates: DateOrder = NOT_NEEDED) -> tuple[pd.Series, pd.Series]:
+    """(timestamps, problems): ISO timestamps fast; day/month values ('12/1/2010 8:26')
+    in the column's order (``dates``), refused with a reason in ``problems`` when no
+    order is known; anything else through pandas' guesser.
 
     A UTC offset, when present, is dropped: ordered_at keeps the shop's clock.
     Values longer than any date (``MAX_DATE_TEXT``) are not parsed at all:
     the guesser takes minutes over a megabyte of digits.
     """
     raw = raw.where(raw.str.len() <= MAX_DATE_TEXT, "")
+    raw, problems = reorder(raw, dates)
     try:
         when = pd.to_datetime(raw, errors="coerce", format="ISO8601")
     except ValueError:  # mixed offsets
@@ -276,7 +292,7 @@ def parse_times(raw: pd.Series) -> pd.Series:
     if retry.any():
         when = when.copy()
         when[retry] = pd.to_datetime(raw[retry], errors="coerce", format="mixed")
-    return when
+    return when, problems
 
 
 def drop_repeats(rows: pd.DataFrame, report: ImportReport) -> pd.DataFrame:

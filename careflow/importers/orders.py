@@ -40,6 +40,7 @@ from careflow.importers.bulk import (
     insert_many,
     insert_returning_ids,
 )
+from careflow.importers.dates import decide, declared_format
 from careflow.importers.order_rows import (
     DEFAULT_MAPPING,
     OPTIONAL,
@@ -52,7 +53,7 @@ from careflow.importers.order_rows import (
     normalize_customer_ref,
 )
 from careflow.importers.report import ImportReport, bounded, shown
-from careflow.importers.source import open_source, read_chunks
+from careflow.importers.source import column_values, open_source, read_chunks
 from careflow.money import is_known_currency, to_minor
 
 __all__ = ["DEFAULT_MAPPING", "ImportReport", "OrderImportReport", "import_orders"]
@@ -105,6 +106,7 @@ def import_orders(
     currency: str = "GBP",
     encoding: str | None = None,
     progress: Progress | None = None,
+    date_format: str | None = None,
 ) -> OrderImportReport:
     """Import a transactions CSV (plain or gzip) into ``engine``'s database.
 
@@ -113,7 +115,10 @@ def import_orders(
     fields it leaves out keep the Online Retail names. ``encoding`` names the
     file's encoding; without it the file must be UTF-8 (or say otherwise
     with a byte order mark). Orders whose invoice number is already in the
-    database are skipped, so re-importing a file adds nothing. Raises
+    database are skipped, so re-importing a file adds nothing. ``date_format``
+    (DD/MM/YYYY, MM/DD/YYYY) says how day/month dates read; without it the
+    column's order is inferred when its values prove it, and two-way dates are
+    refused when they do not (careflow/importers/dates.py). Raises
     DataError when the file is missing, unreadable in its encoding or lacks
     a required column; bad rows are reported, not raised.
     """
@@ -122,23 +127,26 @@ def import_orders(
     if unknown:
         raise DataError(
             bounded(
-                f"unknown field(s) in mapping: {', '.join(map(shown, unknown))}; "
+                f"unknown field(s) in --map: {', '.join(map(shown, unknown))}; "
                 f"fields are {', '.join(DEFAULT_MAPPING)}"
             )
         )
+    declared = declared_format(date_format)
     currency = currency.upper() if isinstance(currency, str) else currency
     if not is_known_currency(currency):
         raise DataError(f"currency must be a 3-letter ISO 4217 code, not {shown(currency)}")
     columns = {**DEFAULT_MAPPING, **(mapping or {})}
     source = open_source(path, encoding)
     header = source.header
-    missing = [f"{f} (column {shown(columns[f])})" for f in REQUIRED if columns[f] not in header]
+    missing_fields = [f for f in REQUIRED if columns[f] not in header]
+    missing = [f"{f} (column {shown(columns[f])})" for f in missing_fields]
     if missing:
         raise DataError(
             bounded(
                 f"{source.path}: required column(s) missing: {', '.join(missing)}; "
                 f"the file has {', '.join(map(shown, header[:20]))}. "
-                "Pass mapping= (--map FIELD=COLUMN) to name other columns.",
+                "Name the file's columns with --map FIELD=COLUMN, one per field "
+                f"(e.g. --map {missing_fields[0]}=YourColumn).",
                 600,
             )
         )
@@ -147,9 +155,12 @@ def import_orders(
     report = OrderImportReport(
         path=str(source.path), encoding=f"{source.encoding}, {source.encoding_source}"
     )
+    # the date column's day/month order, from the whole column, before any row is read
+    dates = decide(column_values(source, present["ordered_at"]), declared)
+    report.note_dates("ordered_at", dates)
     parts = []
     for chunk, first_row, bad_lines in read_chunks(source, report):
-        part = classify(chunk, first_row, present, report, bad_lines, source.has_nul)
+        part = classify(chunk, first_row, present, report, bad_lines, source.has_nul, dates)
         if len(part):
             parts.append(part)
         if progress:

@@ -16,18 +16,20 @@ distinct value where that is what costs (time zones, locales).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from careflow.errors import DataError
+from careflow.importers.dates import DateOrder, decide, declared_format, reorder
 from careflow.importers.report import ImportReport, bounded, shown
-from careflow.importers.source import line_of, lines_of, open_source, read_chunks
+from careflow.importers.source import column_values, line_of, lines_of, open_source, read_chunks
 
-#: parse(texts) -> (values, unreadable): both indexed like ``texts``
-Parser = Callable[[pd.Series], tuple[pd.Series, pd.Series]]
+#: parse(texts) -> (values, unreadable), both indexed like ``texts``; a parser may add a
+#: third Series of (kind, why) for values with a problem of their own (None elsewhere)
+Parser = Callable[[pd.Series], tuple]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class Field:
     problem: str = "bad_value"
     #: what a good value looks like, added to the message for a bad one
     expect: str | Callable[[], str] = ""  # a callable is asked when a message is written
+    #: a date field: its parser is made from the column's day/month order
+    #: (careflow/importers/dates.py), which is decided before any row is read
+    dated: Callable[[DateOrder], Parser] | None = None
 
 
 def read_records(
@@ -53,9 +58,13 @@ def read_records(
     mapping: dict[str, str] | None,
     encoding: str | None,
     report: ImportReport,
+    date_format: str | None = None,
 ) -> pd.DataFrame:
     """The checked records of the file at ``path``; problems go to ``report``.
 
+    ``date_format`` (DD/MM/YYYY, MM/DD/YYYY, YYYY-MM-DD) says how dated fields'
+    day/month values read; without it each date column's order is inferred from
+    the whole column or its two-way values are refused (careflow/importers/dates.py).
     Raises DataError when the file cannot be read, ``mapping`` names an
     unknown field, or a required field's column is missing.
     """
@@ -64,10 +73,11 @@ def read_records(
     if unknown:
         raise DataError(
             bounded(
-                f"unknown field(s) in mapping: {', '.join(map(shown, unknown))}; "
+                f"unknown field(s) in --map: {', '.join(map(shown, unknown))}; "
                 f"fields are {', '.join(by_name)}"
             )
         )
+    declared = declared_format(date_format)
     columns = {f.name: f.column for f in fields} | (mapping or {})
     source = open_source(path, encoding)
     report.path = str(source.path)
@@ -87,12 +97,26 @@ def read_records(
             )
         )
     present = {name: col for name, col in columns.items() if col in source.header}
+    fields = [_dated(f, source, present, declared, report) for f in fields]
     parts = [
         _check(chunk, first, bad, fields, present, report, source.has_nul)
         for chunk, first, bad in read_chunks(source, report)
     ]
     rows = pd.concat(parts, ignore_index=True) if parts else _empty(fields)
     return drop_repeats(rows, report)
+
+
+def _dated(
+    f: Field, source, present: dict[str, str], declared: str | None, report: ImportReport
+) -> Field:
+    """``f`` with the parser for its column's day/month order (one look at the column)."""
+    if f.dated is None:
+        return f
+    if f.name not in present:
+        return f
+    order = decide(column_values(source, present[f.name]), declared)
+    report.note_dates(f.label, order)
+    return replace(f, parse=f.dated(order))
 
 
 def _empty(fields: list[Field]) -> pd.DataFrame:
@@ -150,8 +174,16 @@ def _check(
         if f.parse is not None:
             # Only cells still in the running: a 1 MB value was reported as too long already.
             todo = ~empty & ~broken
-            parsed, unreadable = f.parse(text[todo])
+            parsed, unreadable, *own = f.parse(text[todo])
             values[todo] = parsed
+            if own:  # problems the parser explains itself (an ambiguous date)
+                problems = own[0].reindex(text.index, fill_value=None)
+                for kind in sorted({p[0] for p in problems if isinstance(p, tuple)}):
+                    flag(
+                        kind,
+                        problems.map(lambda p, k=kind: isinstance(p, tuple) and p[0] == k),
+                        lambda i, f=f, p=problems: f"{f.label} {p[i][1]}",
+                    )
             wanted = f.expect() if callable(f.expect) else f.expect
             expect = f" ({wanted})" if wanted else ""
             flag(
@@ -232,27 +264,39 @@ def one_of(choices: dict[str, object] | Callable[[], dict[str, object]]) -> Pars
     return per_distinct(convert)
 
 
-def dates_between(earliest: pd.Timestamp, latest: pd.Timestamp) -> Parser:
-    """Calendar dates (ISO or what pandas can guess), from ``earliest`` to ``latest``."""
+def dates_between(earliest: pd.Timestamp, latest: pd.Timestamp) -> Callable[[DateOrder], Parser]:
+    """Calendar dates from ``earliest`` to ``latest``, day/month values read in the
+    column's order (ISO, or what pandas reads one way: ``3 Nov 2026``)."""
 
-    def parse(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
-        when = _timestamps(texts)
-        bad = when.isna() | (when < earliest) | (when > latest)
-        return when.dt.date.astype(object).where(~bad, None), bad
+    def parser(order: DateOrder) -> Parser:
+        def parse(texts: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+            texts, problems = reorder(texts, order)
+            when = _timestamps(texts)
+            bad = (when.isna() | (when < earliest) | (when > latest)) & problems.isna()
+            return when.dt.date.astype(object).where(~bad, None), bad, problems
 
-    return parse
+        return parse
+
+    return parser
 
 
-def instants_between(earliest: pd.Timestamp, latest: pd.Timestamp) -> Parser:
-    """Date-times as naive UTC; a time with an offset is converted, one without is UTC."""
+def instants_between(
+    earliest: pd.Timestamp, latest: pd.Timestamp
+) -> Callable[[DateOrder], Parser]:
+    """Date-times as naive UTC; a time with an offset is converted, one without is UTC.
+    Day/month values are read in the column's order."""
 
-    def parse(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
-        when = _timestamps(texts, utc=True).dt.tz_localize(None)
-        bad = when.isna() | (when < earliest) | (when >= latest)
-        values = [None if b else t.to_pydatetime() for t, b in zip(when, bad, strict=True)]
-        return pd.Series(values, index=texts.index, dtype=object), bad
+    def parser(order: DateOrder) -> Parser:
+        def parse(texts: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+            texts, problems = reorder(texts, order)
+            when = _timestamps(texts, utc=True).dt.tz_localize(None)
+            bad = (when.isna() | (when < earliest) | (when >= latest)) & problems.isna()
+            values = [None if b else t.to_pydatetime() for t, b in zip(when, bad, strict=True)]
+            return pd.Series(values, index=texts.index, dtype=object), bad, problems
 
-    return parse
+        return parse
+
+    return parser
 
 
 #: longer than any way of writing a date and time: not worth parsing

@@ -49,6 +49,8 @@ class ImportReport:
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     #: the encoding the file was read in, and whether it was detected or given
     encoding: str = ""
+    #: how each date column's day/month values were read, by field label
+    date_orders: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -65,6 +67,7 @@ class ImportReport:
             f"Imported {self.path} in {self.seconds:.1f} s"
             + (f" ({self.encoding})" if self.encoding else ""),
             f"  rows read           {self.rows_read:>10,}",
+            *(f"  dates: {label:<13}{how}" for label, how in self.date_orders.items()),
             *self.loaded_lines(),
             f"  rows skipped        {sum(self.skipped.values()):>10,}",
         ]
@@ -80,6 +83,11 @@ class ImportReport:
         return "\n".join(out)
 
     # -- bookkeeping used while importing ---------------------------------
+    def note_dates(self, label: str, order) -> None:
+        """Say how a date column's day/month values are read (careflow/importers/dates.py)."""
+        if order.how != "not needed":
+            self.date_orders[label] = order.describe()
+
     def _skip(self, reason: str, n: int) -> None:
         if n:
             self.skipped[reason] = self.skipped.get(reason, 0) + n

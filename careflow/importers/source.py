@@ -238,3 +238,31 @@ def lines_of(positions, bad_lines: list[int]):
     if not bad_lines:
         return positions + 2
     return [line_of(int(r), bad_lines) for r in positions]
+
+
+def column_values(source: Source, column: str, chunksize: int = READ_CHUNK) -> Iterator[pd.Series]:
+    """One column's non-empty values in chunks, indexed by line number: a first look at a
+    column before its rows are read (careflow/importers/dates.py decides a date order).
+
+    Line numbers are exact unless quoted fields span lines, the file has blank lines or
+    rows pandas refuses come before."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParserWarning)  # refused rows: read_chunks reports them
+        reader = pd.read_csv(
+            source.path,
+            compression=source.compression,
+            encoding=source.encoding,
+            usecols=lambda c: str(c).strip() == column,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            on_bad_lines="skip",
+            chunksize=chunksize,
+        )
+        seen = 0
+        with reader:
+            for chunk in _chunks_of(reader, source.path):
+                values = chunk.iloc[:, 0]
+                values.index = range(seen + 2, seen + 2 + len(values))
+                seen += len(chunk)
+                yield values[values != ""]

@@ -6,6 +6,9 @@ transitions are careflow/ledger/state.py). The CLI and reports read these.
 
 from __future__ import annotations
 
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
 from sqlalchemy import Engine, and_, case, func, or_, select
 
 from careflow.db.models import ContactEvent, ContactHistory, Order
@@ -47,9 +50,15 @@ def contact_history(engine: Engine, customer_id: int, limit: int = 50) -> list[d
     return out
 
 
-def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
+def timeline(
+    engine: Engine, customer_id: int, limit: int = 50, shop_zone: str = "UTC"
+) -> list[dict]:
     """Everything that happened with one customer, oldest first (the last ``limit`` items):
-    messages and their outcomes, delivery states, replies, opt-outs, bounces, orders."""
+    messages and their outcomes, delivery states, replies, opt-outs, bounces, orders.
+
+    Every ``at`` is naive UTC: orders keep the shop's clock (``shop_zone``) and are
+    converted, so an order sorts after the message it followed whatever the zone."""
+    zone = ZoneInfo(shop_zone)
     items: list[dict] = []
     with engine.connect() as conn:
         campaign_of = {}
@@ -90,7 +99,7 @@ def timeline(engine: Engine, customer_id: int, limit: int = 50) -> list[dict]:
                 text, why = f"? {o.currency}", f"unreadable amount: {exc}"
             items.append(
                 {
-                    "at": o.ordered_at,
+                    "at": o.ordered_at.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None),
                     "what": "order",
                     "campaign": None,
                     "channel": None,

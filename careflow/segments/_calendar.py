@@ -1,9 +1,10 @@
-"""Which calendar a customer's birthday is kept on: the one rule both birthday segments share.
+"""Which calendar a customer's birthday is kept on, as both birthday segments use it.
 
-A customer keeps the Chinese lunar calendar when their ``locale`` is one of
-the campaign's lunar locales (``zh`` covers zh, zh-CN, zh-TW, zh_HK, ZH...:
-case, spaces and ``_`` for ``-`` do not matter) *and* their date of birth
-lies where the lunar calendar can place it (1900-01-31 to 2099-12-31). Every
+The rule itself is careflow/birthday_calendar.py (the customer import states
+it too): a customer's own ``birthday_calendar`` (solar or lunar) when known,
+else lunar when their ``locale`` is one of the campaign's lunar locales
+(``zh`` covers zh, zh-CN, zh-TW, zh_HK, ZH...), and only for a date of birth
+the lunar calendar can place (1900-01-31 to 2099-12-31). Every
 other customer with a birthday keeps the solar calendar. ``birthday`` greets
 solar keepers on the solar date and lunar keepers on the lunar date (never
 both); ``lunar_birthday`` selects the lunar keepers on the lunar date; both
@@ -24,40 +25,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, case, exists, select
 
+from careflow.birthday_calendar import (
+    LUNAR_FIRST,
+    LUNAR_LAST,
+    keeps_lunar,
+    locale_tags,
+    normalise_tag,
+)
 from careflow.db.models import Campaign, ContactHistory, Customer
-
-#: the dates of birth the lunar calendar (lunardate) can place
-LUNAR_FIRST, LUNAR_LAST = date(1900, 1, 31), date(2099, 12, 31)
 
 #: ledger states of a greeting that went out or will go out without another run deciding
 _GREETED = ("sent", "sending", "reserved", "deferred")
-
-
-def normalise_tag(tag: str) -> str:
-    """A locale tag as both sides compare it: trimmed, lower case, ``-`` for ``_``."""
-    return str(tag).strip().lower().replace("_", "-")
-
-
-def locale_tags(tags: list[str]) -> list[str]:
-    """A parameter's locale tags normalised, repeats dropped; ValueError for an empty one."""
-    cleaned = [normalise_tag(t) for t in tags]
-    if not all(cleaned):
-        raise ValueError("empty locale tag")
-    return list(dict.fromkeys(cleaned))
-
-
-def keeps_lunar(locales: list[str] | tuple[str, ...]) -> ColumnElement[bool]:
-    """True for customers whose birthday is kept on the lunar calendar (see module doc)."""
-    if not locales:
-        return false()
-    locale = func.replace(func.lower(func.trim(func.coalesce(Customer.locale, ""))), "_", "-")
-    tags = [normalise_tag(t) for t in locales]
-    return and_(
-        or_(*[(locale == t) | locale.like(t + "-%") for t in tags]),
-        Customer.birthday.between(LUNAR_FIRST, LUNAR_LAST),
-    )
 
 
 @lru_cache(maxsize=1)
@@ -126,5 +106,6 @@ __all__ = [
     "greeted_by_other_calendar",
     "keeps_lunar",
     "known_zones",
+    "locale_tags",
     "normalise_tag",
 ]

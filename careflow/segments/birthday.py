@@ -11,14 +11,16 @@ Feb 29 birthdays are greeted on Feb 28 in non-leap years (``feb29_on="mar1"``
 moves them to Mar 1). Customers without a usable time zone count in
 ``default_zone``.
 
-Customers who keep their birthday on the Chinese lunar calendar (locale in
-``lunar_locales``, default ``zh``; the rule is careflow/segments/_calendar.py) are
+Customers who keep their birthday on the Chinese lunar calendar (their own
+``birthday_calendar`` says lunar, or it is empty and their locale is in
+``lunar_locales``, default ``zh``; the rule is careflow/birthday_calendar.py) are
 greeted on this year's solar date of their lunar birthday instead, on their
 own local date too (leap months and missing 30th days as ``lunar_birthday``
 handles them), and never on the solar date: one campaign, one greeting a
-year for everyone, whichever calendar. ``lunar_locales: []`` greets everyone
-on the solar date. Customers a ``lunar_birthday`` campaign already greeted
-this year are left out, so running both campaigns greets nobody twice.
+year for everyone, whichever calendar. ``lunar_locales: []`` makes nobody
+lunar by locale (a customer whose own calendar says lunar still is).
+Customers a ``lunar_birthday`` campaign already greeted this year are left
+out, so running both campaigns greets nobody twice.
 
 Columns: customer_id, birthday, calendar (``solar`` or ``lunar``) and
 local_date ('YYYY-MM-DD', the customer's today).
@@ -34,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from sqlalchemy import Select, and_, case, false, literal, not_, or_, select
 
+from careflow.birthday_calendar import DEFAULT_LUNAR_LOCALES
 from careflow.db.models import Customer
 from careflow.db.sqlfunc import month_day
 from careflow.errors import ConfigError
@@ -66,9 +69,10 @@ class BirthdayParams(SegmentParams):
     )
 
     lunar_locales: list[str] = Field(
-        ["zh"],
+        list(DEFAULT_LUNAR_LOCALES),
         description="Customers whose locale starts with one of these keep their birthday on "
-        "the lunar calendar and are greeted on its date; [] greets everyone on the solar date.",
+        "the lunar calendar and are greeted on its date, unless their own birthday_calendar "
+        "says solar; [] makes nobody lunar by locale.",
         json_schema_extra={"allowed": "a list of locale tags such as [zh] or [zh-CN, zh-TW], "
                            "or []"},
     )

@@ -7,9 +7,10 @@ date of birth (``birthday``); this segment finds the lunar month and day of
 that date and greets the customer on this year's solar date of it, using
 ``lunardate`` (maintained, pure Python, on PyPI; it covers 1900-2099).
 
-Which customers: those whose ``locale`` starts with one of ``locales``
-(default ``zh``: zh, zh-CN, zh-TW, zh_HK...), born where the lunar calendar
-can place the date; the rule lives in careflow/segments/_calendar.py. The
+Which customers: those whose own ``birthday_calendar`` says lunar, or is
+empty and their ``locale`` starts with one of ``locales`` (default ``zh``:
+zh, zh-CN, zh-TW, zh_HK...), born where the lunar calendar can place the
+date; the rule lives in careflow/birthday_calendar.py. The
 ``birthday`` segment greets these same customers on the same date (its
 ``lunar_locales`` has the same default), so the shipped birthday campaign
 already greets everyone once a year on their own calendar. This segment is
@@ -51,6 +52,7 @@ from lunardate import LunarDate
 from pydantic import Field, field_validator
 from sqlalchemy import Boolean, Date, Integer, Select, case, false, literal, not_, select
 
+from careflow.birthday_calendar import DEFAULT_LUNAR_LOCALES
 from careflow.db.models import Customer
 from careflow.errors import ConfigError
 from careflow.segments._calendar import LUNAR_FIRST as FIRST
@@ -64,8 +66,9 @@ class LunarBirthdayParams(SegmentParams):
     """Parameters of ``lunar_birthday``."""
 
     locales: Annotated[list[str], Field(min_length=1)] = Field(
-        ["zh"],
-        description="Customers whose locale starts with one of these keep lunar birthdays.",
+        list(DEFAULT_LUNAR_LOCALES),
+        description="Customers whose locale starts with one of these keep lunar birthdays "
+        "(and those whose own birthday_calendar says lunar), unless their own says solar.",
         json_schema_extra={"allowed": "a list of locale tags such as [zh] or [zh-CN, zh-TW]"},
     )
 

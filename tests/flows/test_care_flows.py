@@ -91,7 +91,7 @@ def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, 
     assert first.exit_code == 0, first.output
     assert "birthday  10        10" in first.output
     again = runner.invoke(main, ["run", "birthday", "--as-of", "2026-11-22", "--allow-past"])
-    assert "10 customer(s) already got this occasion's message earlier" in again.output
+    assert "10 already done by an earlier run, not taken again: 10 got this occasion's message." in again.output
     dry = runner.invoke(main, ["run", "reorder_reminder", "--dry-run", "--as-of", "2026-11-22"])
     assert "(30 would send)" in dry.output and "samples:" in dry.output
     report = runner.invoke(main, ["report", "last"])

@@ -110,6 +110,22 @@ def test_the_locale_list_decides(engine):
     assert ids(engine, segments.build("birthday", lunar, everyone_solar, at=_noon(lunar))) == set()
 
 
+def test_a_customers_own_calendar_wins_over_the_locale(engine):
+    """zh customers were greeted on their lunar birthday and nothing let a shop say
+    otherwise for one of them: their own birthday_calendar decides, the locale only
+    when it is empty (careflow/birthday_calendar.py)."""
+    add_customer(engine, 1, locale="zh-CN", birthday=date(1990, 5, 2), birthday_calendar="solar")
+    add_customer(engine, 2, locale="en", birthday=date(1990, 5, 2), birthday_calendar="lunar")
+    add_customer(engine, 3, locale="zh-CN", birthday=date(1990, 5, 2))  # the default: lunar
+    add_customer(engine, 4, locale="en", birthday=date(1990, 5, 2))  # the default: solar
+    solar, lunar = date(2026, 5, 2), date(2026, 5, 24)
+    assert ids(engine, segments.build("birthday", solar, {}, at=_noon(solar))) == {1, 4}
+    assert ids(engine, segments.build("birthday", lunar, {}, at=_noon(lunar))) == {2, 3}
+    assert ids(engine, segments.build("lunar_birthday", lunar, {})) == {2, 3}
+    nobody_by_locale = {"lunar_locales": []}
+    assert ids(engine, segments.build("birthday", lunar, nobody_by_locale, at=_noon(lunar))) == {2}
+
+
 def _greeted(engine, campaign: str, segment: str, cid: int, when: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(insert(Campaign.__table__).values(
