@@ -141,11 +141,14 @@ def test_a_service_email_must_not_carry_the_unsubscribe_placeholder(templates):
 
 
 def test_a_broken_layout_is_named_in_the_layout_once(templates):
+    layout = (templates / "_layouts" / "email.html.j2").read_text().splitlines()
+    line = next(n for n, text in enumerate(layout, 1) if "{% block content %}" in text)
     edit(templates / "_layouts" / "email.html.j2", "{% block content %}", "{% block content %")
     edit(templates / "winback" / "email.en.html.j2", "_layouts/email", "_layouts/e-mail")
     found = [p.describe().replace(str(templates) + "/", "") for p in lint(templates).problems]
     assert [line for line in found if "syntax error" in line] == [
-        "_layouts/email.html.j2:78: syntax error: expected token 'end of statement block', got '%'"
+        f"_layouts/email.html.j2:{line}: syntax error: expected token 'end of statement block', "
+        "got '%'"
     ]
     assert "winback/email.en.html.j2:1: template '_layouts/e-mail.html.j2' not found" in found
 

@@ -94,3 +94,33 @@ def test_foreign_keys_are_enforced_again_after_migrating(db_url):
                 " VALUES (999, 'A', 1, 100, 100)"
             )
         )
+
+
+def test_a_database_behind_this_careflow_is_one_line_before_any_run(db_url):
+    """Regression: a database one migration behind (careflow upgraded, `careflow db
+    upgrade` not run) passed the schema check, and a run failed in its batches on the
+    missing column with a traceback."""
+    from click.testing import CliRunner
+
+    from careflow.cli.main import main
+    from careflow.errors import ConfigError
+
+    engine = db.engine_for(db_url)
+    command.downgrade(db.alembic_config(db_url), "-1")
+    with pytest.raises(ConfigError, match=r"this careflow needs \d+: run `careflow db upgrade`"):
+        db.ensure_schema(engine)
+    out = CliRunner().invoke(main, ["run", "winback", "--dry-run"])
+    assert out.exit_code == 2 and "run `careflow db upgrade`" in out.output
+    assert "Traceback" not in out.output
+    db.upgrade(db_url)
+    db.ensure_schema(engine)  # up to date: nothing to say
+
+
+def test_a_database_a_newer_careflow_migrated_is_named_as_such(db_url):
+    from careflow.errors import ConfigError
+
+    engine = db.engine_for(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(ConfigError, match="at migration 9999, which this careflow does not have"):
+        db.ensure_schema(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -256,15 +257,44 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this careflow has."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Fail fast with a helpful message when the database is unreachable or was never
-    migrated."""
+    """Fail fast with a helpful message when the database is unreachable, was never
+    migrated, or is at another migration than this careflow's newest (careflow was
+    upgraded and the database not, or a newer careflow migrated it): a run would fail
+    in its batches on a missing column, with a traceback."""
     check_connection(engine)
     if not inspect(engine).has_table("contact_history"):
         raise ConfigError(
             f"database {shown_url(engine.url)} has no careflow tables: "
             "run `careflow db upgrade` (or `careflow demo` to seed demo data)"
         )
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        at = MigrationContext.configure(conn).get_current_revision()
+    head = head_revision()
+    if at == head:
+        return
+    from alembic.script import ScriptDirectory
+
+    known = {s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if at in known or at is None:
+        raise ConfigError(
+            f"database {shown_url(engine.url)} is at migration {at or 'none'}, this careflow "
+            f"needs {head}: run `careflow db upgrade`"
+        )
+    raise ConfigError(
+        f"database {shown_url(engine.url)} is at migration {at}, which this careflow does "
+        f"not have (its newest is {head}): a newer careflow migrated it; run that version"
+    )
 
 
 def current_revision(url: str) -> str | None:

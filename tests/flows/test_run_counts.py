@@ -31,7 +31,9 @@ LOG_LINE = re.compile(
 def table_rows(text: str) -> list[dict[str, str]]:
     """The rows of a text table (careflow/tables.py), cut at the rule's columns."""
     lines = text.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    # the rule under the header: dashes and spaces only (a "--- Logging error ---" line a
+    # handler left on CliRunner's closed stream by an earlier invocation is not one)
+    at = next(i for i, line in enumerate(lines) if re.fullmatch(r"-+( +-+)*", line))
     spans = [(m.start(), m.end()) for m in re.finditer(r"-+", lines[at])]
     cut = lambda line: [line[a : b + 2].strip() for a, b in spans]
     header = cut(lines[at - 1].ljust(len(lines[at])))

@@ -6,16 +6,16 @@ ledger row the first time it is rendered and never changed, so a retry, a
 deferral or a re-run renders the same one, whatever the campaign file says
 by then (careflow/variants.py).
 
-Revision ID: 0014
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

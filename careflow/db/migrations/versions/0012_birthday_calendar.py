@@ -6,16 +6,16 @@ holds ``solar`` or ``lunar`` when the shop knows it (``careflow import
 customers``, column ``birthday_calendar``); empty, the locale decides as
 before (careflow/birthday_calendar.py). No row changes.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0012
+Revises: 0010
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0012"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
