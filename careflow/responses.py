@@ -49,7 +49,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -525,7 +524,13 @@ def _kind(value: str) -> EventKind:
         return EventKind.UNKNOWN
 
 
-def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC") -> int:
+def attribute_orders(
+    engine: Engine,
+    window_days: int = 7,
+    shop_zone: str = "UTC",
+    *,
+    order_ids: Sequence[int] | None = None,
+) -> int:
     """Link orders to the latest delivered message before them, within ``window_days``.
 
     Last touch: an order belongs to the latest message delivered to that
@@ -533,7 +538,10 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
     Orders keep the shop's clock (``shop_zone``, CAREFLOW_TIME_ZONE) and
     sends are UTC; both are compared as instants. Each order is attributed
     at most once (its event id is the order id), so running this after every
-    import is safe. Returns how many new conversions were recorded.
+    import is safe. ``order_ids`` limits it to those orders (the shop's events attribute
+    the orders they just wrote). A quiet order (an old one the shop posted outside a
+    backfill, careflow/shop_record.py) is never attributed. Returns how many new
+    conversions were recorded.
     """
     zone = ZoneInfo(shop_zone)
     with engine.begin() as conn:
@@ -559,7 +567,12 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
                 CH.c.sent_at,
             )
             .join(CH, and_(CH.c.customer_id == Order.customer_id, delivered))
-            .where(Order.ordered_at >= first - timedelta(days=1), ~exists(done))
+            .where(
+                Order.ordered_at >= first - timedelta(days=1),
+                ~exists(done),
+                Order.quiet.is_not(True),
+                *([Order.id.in_(list(order_ids))] if order_ids is not None else []),
+            )
             .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
         ).all()
         window = timedelta(days=window_days)
@@ -571,8 +584,11 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
         if not latest:
             return 0
         now = utcnow()
+        # (another attribution, a report's or the receiver's, may write the same at once)
         conn.execute(
-            insert(CE),
+            _insert_or_skip(conn, CE).on_conflict_do_nothing(
+                index_elements=[CE.c.provider, CE.c.event_id]
+            ),
             [
                 {
                     "provider": "careflow",

@@ -255,7 +255,7 @@ def enter_events(engine: Engine, spec: JourneySpec, settings: Settings, now: dat
         if event == "ordered":
             found = conn.execute(
                 select(Order.id, Order.customer_id, Order.ordered_at.label("at"))
-                .where(Order.id > watermark)
+                .where(Order.id > watermark, Order.quiet.is_not(True))
                 .order_by(Order.id)
                 .limit(50_000)
             ).all()
