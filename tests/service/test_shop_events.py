@@ -289,3 +289,29 @@ def test_the_documented_python_example_posts_an_order(shop, engine):
     with engine.connect() as conn:
         assert conn.execute(
             select(func.count()).where(Order.external_ref == "SO-88231")).scalar() == 1
+
+
+def test_events_alone_are_enough_to_serve_and_a_bad_source_list_names_no_secret(
+    db_url, monkeypatch
+):
+    import asyncio
+
+    from careflow import db
+    from careflow.errors import ConfigError
+    from careflow.service.app import create_app
+    from careflow.settings import load_settings
+    from tests.service.asgi import request
+
+    for name in ("TWILIO_AUTH_TOKEN", "SENDGRID_WEBHOOK_PUBLIC_KEY", "SINCH_CALLBACK_TOKEN",
+                 "UNSUBSCRIBE_SECRET", "UNSUBSCRIBE_BASE_URL"):
+        monkeypatch.delenv(f"CAREFLOW_{name}", raising=False)
+    monkeypatch.setenv("CAREFLOW_EVENT_SOURCES", f"shop={SHOP_SECRET}")
+    app = create_app(load_settings(), db.engine_for(db_url))
+    assert [str(r) for r in app.state.receivers if r.on] == ["events: on (/events, sources shop)"]
+    # unsigned: refused before the body is read
+    call = asyncio.run(request(app, "POST", "/events", headers={"content-type": "application/json"}))
+    assert call.status == 401 and call.pulled == 0
+    monkeypatch.setenv("CAREFLOW_EVENT_SOURCES", "shop=too-short-a-secret,pos=x")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "shop" in str(refused.value) and "too-short-a-secret" not in str(refused.value)
