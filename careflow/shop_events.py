@@ -86,7 +86,8 @@ class ShopEvent:
         return f"{self.source}:{self.event_id}"
 
 
-def signature(secret: bytes, timestamp: int, body: bytes) -> str:
+def signature(secret: bytes, timestamp: int | str, body: bytes) -> str:
+    """HMAC-SHA256 of ``<timestamp>.<body>``, the timestamp as the header carries it."""
     return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
@@ -112,7 +113,7 @@ def verify(
     if secret is None or not stamp.isdigit() or not sent:
         # an unknown source reads like a forged signature: nothing to learn from the answer
         raise Refused(401, "bad_signature", "unknown source, or no Careflow-Signature")
-    if not hmac.compare_digest(signature(secret, int(stamp), body), sent):
+    if not hmac.compare_digest(signature(secret, stamp, body), sent):
         raise Refused(401, "bad_signature", "the signature does not match the body")
     if abs(now.timestamp() - int(stamp)) > tolerance_seconds:
         raise Refused(401, "expired_signature", f"signed more than {tolerance_seconds}s away")
@@ -181,9 +182,23 @@ def _text(item: dict, name: str, limit: int) -> str:
     value = item.get(name)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"invalid: {name} must be a non-empty string")
-    if len(value) > limit or "\x00" in value:
-        raise ValueError(f"invalid: {name} is longer than {limit} characters or holds NUL")
+    if len(value) > limit:
+        raise ValueError(f"invalid: {name} is longer than {limit} characters")
+    if not _storable(value):
+        raise ValueError(f"invalid: {name} holds NUL or text that is not valid Unicode")
     return value
+
+
+def _storable(text: str) -> bool:
+    """Text a database keeps as it came: no NUL (PostgreSQL refuses it) and no lone
+    surrogate (JSON may spell one, "\\ud800", UTF-8 cannot)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _event(item, source, now, oldest, backfill, receipt) -> ShopEvent:
@@ -199,11 +214,14 @@ def _event(item, source, now, oldest, backfill, receipt) -> ShopEvent:
     data = item.get("data", {})
     if not isinstance(data, dict):
         raise ValueError("invalid: data must be an object")
-    try:
-        if len(json.dumps(data, allow_nan=False)) > MAX_DATA:
-            raise ValueError(f"invalid: data is longer than {MAX_DATA} characters")
-    except (TypeError, ValueError) as exc:
-        raise ValueError(str(exc) if str(exc).startswith("invalid") else "invalid: data") from None
+    try:  # (json.loads made it, so it dumps again; NaN it took, a JSON column refuses)
+        kept = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError("invalid: data holds NaN or Infinity") from None
+    if len(kept) > MAX_DATA:
+        raise ValueError(f"invalid: data is longer than {MAX_DATA} characters")
+    if not all(_storable(text) for text in _texts(data)):
+        raise ValueError("invalid: data holds NUL or text that is not valid Unicode")
     return ShopEvent(
         receipt=receipt,
         source=source,
@@ -216,6 +234,19 @@ def _event(item, source, now, oldest, backfill, receipt) -> ShopEvent:
         order=order,
         data=data,
     )
+
+
+def _texts(value):
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            yield from _texts(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _texts(inner)
 
 
 def _kind(item: dict) -> str:

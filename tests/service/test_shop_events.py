@@ -315,3 +315,48 @@ def test_events_alone_are_enough_to_serve_and_a_bad_source_list_names_no_secret(
     with pytest.raises(ConfigError) as refused:
         load_settings()
     assert "shop" in str(refused.value) and "too-short-a-secret" not in str(refused.value)
+
+
+def test_text_a_database_cannot_keep_is_that_events_refusal(shop, engine):
+    body = (
+        b'{"events": ['
+        b'{"id": "nul", "type": "cart", "customer": "C-1", "occurred_at": "%s", '
+        b'"data": {"note": "a\\u0000b"}},'
+        b'{"id": "surrogate", "type": "cart", "customer": "C-1", "occurred_at": "%s", '
+        b'"data": {"\\ud800": 1}},'
+        b'{"id": "nan", "type": "cart", "customer": "C-1", "occurred_at": "%s", '
+        b'"data": {"value": NaN}},'
+        b'{"id": "ok", "type": "cart", "customer": "C-1", "occurred_at": "%s"}'
+        b']}'
+    ) % ((at(shop, minutes=-1).encode(),) * 4)
+    code, answer = shop_post(shop, None, body=body)
+    assert code == 200, answer
+    assert [e["status"] for e in answer["events"]] == ["refused"] * 3 + ["accepted"]
+    assert [e.event_id for e in shop_events(engine)] == ["shop:ok"]
+
+
+def test_two_receivers_writing_the_same_events_at_once_store_them_once(engine):
+    """Two `careflow serve` processes on one database: the insert decides, not a read."""
+    from careflow import db
+    from careflow.shop_events import OrderFacts, ShopEvent
+    from careflow.shop_record import record_shop_events
+
+    add_customer(engine, 1, external_ref="C-1")
+    when = datetime(2026, 12, 7, 12)
+    batch = [ShopEvent(i, "shop", f"e{i}", "order_placed", "C-1", when, True,
+                       order=OrderFacts(f"SO-{i}", 100 * i, "GBP")) for i in range(50)]
+    go, results = threading.Barrier(2), []
+
+    def receiver():
+        other = db.engine_for(engine.url.render_as_string(hide_password=False))
+        go.wait()
+        results.append(record_shop_events(other, batch))
+
+    threads = [threading.Thread(target=receiver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = [a["status"] for r in results for a in r.answers.values()]
+    assert statuses.count("accepted") == 50 and statuses.count("duplicate") == 50
+    assert len(shop_events(engine)) == 50 and len(orders(engine)) == 50
