@@ -546,15 +546,20 @@ def attribute_orders(
     zone = ZoneInfo(shop_zone)
     with engine.begin() as conn:
         delivered = and_(CH.c.state == "sent", CH.c.delivery_state == "delivered")
-        first = conn.execute(select(func.min(CH.c.sent_at)).where(delivered)).scalar()
-        if first is None:
-            return 0
+        if order_ids is not None:  # the orders named, by id (no scan of the ledger)
+            narrow = Order.id.in_(list(order_ids))
+        else:
+            first = conn.execute(select(func.min(CH.c.sent_at)).where(delivered)).scalar()
+            if first is None:
+                return 0
+            narrow = Order.ordered_at >= first - timedelta(days=1)
         done = select(CE.c.id).where(
             CE.c.provider == "careflow",
             CE.c.event_id == literal("order:") + cast(Order.id, String),
         )
         # the database narrows it to customers with a delivered message and orders
-        # after the first one (a day of slack for the shop's clock); Python decides exactly
+        # after the first one (a day of slack for the shop's clock), or to the orders
+        # named; Python decides exactly
         candidates = conn.execute(
             select(
                 Order.id,
@@ -567,12 +572,7 @@ def attribute_orders(
                 CH.c.sent_at,
             )
             .join(CH, and_(CH.c.customer_id == Order.customer_id, delivered))
-            .where(
-                Order.ordered_at >= first - timedelta(days=1),
-                ~exists(done),
-                Order.quiet.is_not(True),
-                *([Order.id.in_(list(order_ids))] if order_ids is not None else []),
-            )
+            .where(narrow, ~exists(done), Order.quiet.is_not(True))
             .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
         ).all()
         window = timedelta(days=window_days)
