@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -360,3 +361,20 @@ def test_two_receivers_writing_the_same_events_at_once_store_them_once(engine):
     statuses = [a["status"] for r in results for a in r.answers.values()]
     assert statuses.count("accepted") == 50 and statuses.count("duplicate") == 50
     assert len(shop_events(engine)) == 50 and len(orders(engine)) == 50
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")), reason="curl, openssl")
+def test_the_documented_curl_example_posts_a_file(shop, engine, tmp_path):
+    """docs/events.md's curl example, with this service's URL for care.example.com."""
+    shop.clock.now = datetime.now(UTC)
+    text = DOCS.read_text(encoding="utf-8")
+    script = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "openssl" in b)
+    script = script.replace("https://care.example.com", shop.url)
+    (tmp_path / "events.json").write_text(json.dumps({"events": [
+        {"id": "curl-1", "type": "cart", "customer": "C-1", "occurred_at": at(shop, minutes=-1)}
+    ]}))
+    env = {**os.environ, "SHOP_EVENTS_SECRET": SHOP_SECRET}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert json.loads(done.stdout)["events"] == [
+        {"id": "curl-1", "status": "accepted", "triggers": True}]
