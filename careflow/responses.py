@@ -531,6 +531,18 @@ def attribute_orders(
     *,
     order_ids: Sequence[int] | None = None,
 ) -> int:
+    """Link orders to the latest delivered message before them, within ``window_days``
+    (:func:`attribute`); returns how many new conversions were recorded."""
+    return len(attribute(engine, window_days, shop_zone, order_ids=order_ids))
+
+
+def attribute(
+    engine: Engine,
+    window_days: int = 7,
+    shop_zone: str = "UTC",
+    *,
+    order_ids: Sequence[int] | None = None,
+) -> list[tuple[str, int, int, str]]:
     """Link orders to the latest delivered message before them, within ``window_days``.
 
     Last touch: an order belongs to the latest message delivered to that
@@ -540,8 +552,8 @@ def attribute_orders(
     at most once (its event id is the order id), so running this after every
     import is safe. ``order_ids`` limits it to those orders (the shop's events attribute
     the orders they just wrote). A quiet order (an old one the shop posted outside a
-    backfill, careflow/shop_record.py) is never attributed. Returns how many new
-    conversions were recorded.
+    backfill, careflow/shop_record.py) is never attributed. Returns the conversions
+    this call recorded as (``converted``, customer, message, campaign), for Prefect.
     """
     zone = ZoneInfo(shop_zone)
     with engine.begin() as conn:
@@ -551,7 +563,7 @@ def attribute_orders(
         else:
             first = conn.execute(select(func.min(CH.c.sent_at)).where(delivered)).scalar()
             if first is None:
-                return 0
+                return []
             narrow = Order.ordered_at >= first - timedelta(days=1)
         done = select(CE.c.id).where(
             CE.c.provider == "careflow",
@@ -582,13 +594,13 @@ def attribute_orders(
             if c.id not in latest and c.sent_at <= at <= c.sent_at + window:
                 latest[c.id] = (c, at)  # the first that fits is the last touch
         if not latest:
-            return 0
+            return []
         now = utcnow()
         # (another attribution, a report's or the receiver's, may write the same at once)
-        conn.execute(
-            _insert_or_skip(conn, CE).on_conflict_do_nothing(
-                index_elements=[CE.c.provider, CE.c.event_id]
-            ),
+        inserted = conn.execute(
+            _insert_or_skip(conn, CE)
+            .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
+            .returning(CE.c.event_id),
             [
                 {
                     "provider": "careflow",
@@ -608,4 +620,9 @@ def attribute_orders(
                 for c, at in latest.values()
             ],
         )
-        return len(latest)
+        new = {event_id for (event_id,) in inserted}
+        return [
+            ("converted", c.customer_id, c.contact_id, c.campaign)
+            for c, _ in latest.values()
+            if f"order:{c.id}" in new
+        ]

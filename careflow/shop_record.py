@@ -22,7 +22,8 @@ one transaction:
 4. **Attributed at once**: the batch's new orders that trigger are attributed
    to the message that earned them (:func:`careflow.responses.attribute_orders`,
    the one attribution), so ``careflow report responses`` counts them without an
-   import. Best-effort: should it fail, the next report or import attributes them.
+   import, and each conversion is a ``careflow.order.converted`` Prefect event.
+   Best-effort: should it fail, the next report or import attributes them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from careflow.clock import utcnow
 from careflow.db.models import ContactEvent, Customer, Order
-from careflow.responses import attribute_orders, database_unavailable
+from careflow.responses import attribute, database_unavailable
 from careflow.shop_events import PROVIDER, ShopEvent
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class ShopRecorded:
 
     #: receipt -> {"status": accepted | duplicate | refused, "reason"?, "triggers"?}
     answers: dict[int, dict] = field(default_factory=dict)
-    #: (timeline kind, customer_id, None, None) of each new event that triggers, for Prefect
+    #: (timeline kind, customer_id, message, campaign) of each new event that triggers and
+    #: each conversion it made, for Prefect
     recorded: list[tuple[str, int | None, int | None, str | None]] = field(default_factory=list)
     orders: int = 0  # new orders written
     converted: int = 0  # of them, attributed to a message at once
@@ -104,12 +106,12 @@ def record_shop_events(
     for e in fresh:
         if e.triggers:
             result.recorded.append((e.kind, customers[e.customer_ref], None, None))
-    attribute = [order_id for order_id, triggers in orders if triggers]
-    if attribute:
+    attribute_now = [order_id for order_id, triggers in orders if triggers]
+    if attribute_now:
         try:
-            result.converted = attribute_orders(
-                engine, window_days, shop_zone, order_ids=attribute
-            )
+            converted = attribute(engine, window_days, shop_zone, order_ids=attribute_now)
+            result.converted = len(converted)
+            result.recorded += converted
         except Exception as exc:  # the events are stored: a report or import attributes later
             if database_unavailable(exc):
                 log.warning("orders not attributed yet: %s", type(exc).__name__)

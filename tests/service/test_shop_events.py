@@ -182,7 +182,8 @@ def test_an_old_event_is_recorded_but_triggers_nothing_unless_backfilled(shop, e
     # the same age, marked as a backfill: it acts
     code, answer = shop_post(shop, [order("old-2", "C-1", when, "SO-old-2")], backfill=True)
     assert answer["backfill"] is True and answer["events"][0]["triggers"] is True
-    assert [e["event"] for e in shop.emitted] == ["careflow.order.placed"]
+    assert [e["event"] for e in shop.emitted] == ["careflow.order.placed",
+                                                  "careflow.order.converted"]
     assert [c.payload["order_id"] for c in _conversions(engine)] == [orders(engine)[1].id]
 
 
@@ -222,6 +223,9 @@ def test_an_order_is_a_conversion_in_the_responses_report_without_an_import(shop
     assert code == 200
     (conversion,) = _conversions(engine)  # attributed at once, by the receiver
     assert conversion.contact_id == contact
+    assert [e["event"] for e in shop.emitted] == ["careflow.order.placed",
+                                                  "careflow.order.converted"]
+    assert shop.emitted[1]["related"][0]["prefect.resource.id"] == "careflow.campaign.winback"
     result = CliRunner().invoke(main, ["report", "responses", "--json"])
     assert result.exit_code == 0, result.output
     (winback,) = json.loads(result.output)
