@@ -110,7 +110,10 @@ def verify(
     secret = secrets.get(source or "")
     parts = dict(p.strip().partition("=")[::2] for p in (header or "").split(","))
     stamp, sent = parts.get("t", ""), parts.get("v1", "")
-    if secret is None or not stamp.isdigit() or not sent:
+    # ASCII only: "²" is a digit to str.isdigit and not to int(), and compare_digest
+    # refuses non-ASCII text; a header may carry any Latin-1 character
+    well_formed = stamp.isascii() and stamp.isdigit() and len(stamp) <= 12 and sent.isascii()
+    if secret is None or not well_formed or not sent:
         # an unknown source reads like a forged signature: nothing to learn from the answer
         raise Refused(401, "bad_signature", "unknown source, or no Careflow-Signature")
     if not hmac.compare_digest(signature(secret, stamp, body), sent):

@@ -102,6 +102,14 @@ def test_a_forged_or_unsigned_post_is_refused_whole_and_changes_nothing(shop, en
     code, answer = shop_post(shop, events, signature="t=1,v1=00")
     assert code == 401 and answer["error"] == "bad_signature"
     body = json.dumps({"events": events}).encode()
+    good = sign(SHOP_SECRET, int(shop.clock.now.timestamp()), body).split(",v1=")[1]
+    for odd in ("t=\u00b2,v1=" + good, "t=1,v1=\u00e9" + good, "t=" + "9" * 5000 + ",v1=00",
+                "v1=" + good, "t=1"):
+        code, answer = post(shop.url + "/events", body, {
+            "Content-Type": "application/json", "Careflow-Source": "shop",
+            "Careflow-Signature": odd.encode("latin-1")})
+        assert code == 401, odd
+    body = json.dumps({"events": events}).encode()
     signed = sign(SHOP_SECRET, int(shop.clock.now.timestamp()), body)
     tampered = body.replace(b"39.99", b"0.01")
     assert shop_post(shop, None, body=tampered, signature=signed)[0] == 401
