@@ -274,6 +274,8 @@ def test_bad_envelopes_oversized_and_non_json_posts_are_4xx_json(shop, engine):
     assert code == 400 and answer["error"] == "malformed"
     assert shop_post(shop, None, body=b'{"events": []}')[0] == 400
     assert shop_post(shop, None, body=b'[1, 2]')[0] == 400
+    code, answer = shop_post(shop, None, body=b"[" * 50_000 + b"]" * 50_000)
+    assert code == 400 and answer["error"] == "malformed"
     assert shop_post(shop, None, body=b'{"events": [], "backfill": "yes"}')[0] == 400
     code, answer = shop_post(shop, None, body=b'{"events": []}', content_type="text/plain")
     assert code == 415 and answer["error"] == "unsupported_media_type"
@@ -346,6 +348,12 @@ def test_text_a_database_cannot_keep_is_that_events_refusal(shop, engine):
     assert code == 200, answer
     assert [e["status"] for e in answer["events"]] == ["refused"] * 3 + ["accepted"]
     assert [e.event_id for e in shop_events(engine)] == ["shop:ok"]
+    # deep data is kept (read without recursion), never a 500
+    deep = {"id": "deep", "type": "cart", "customer": "C-1", "occurred_at": at(shop, minutes=-1)}
+    body = json.dumps({"events": [deep]}).encode()[:-3] + (
+        b', "data": {"a": ' + b"[" * 900 + b"]" * 900 + b"}}]}")
+    code, answer = shop_post(shop, None, body=body)
+    assert code == 200 and answer["events"][0]["status"] == "accepted"
 
 
 def test_two_receivers_writing_the_same_events_at_once_store_them_once(engine):
