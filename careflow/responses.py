@@ -49,7 +49,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -525,7 +524,25 @@ def _kind(value: str) -> EventKind:
         return EventKind.UNKNOWN
 
 
-def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC") -> int:
+def attribute_orders(
+    engine: Engine,
+    window_days: int = 7,
+    shop_zone: str = "UTC",
+    *,
+    order_ids: Sequence[int] | None = None,
+) -> int:
+    """Link orders to the latest delivered message before them, within ``window_days``
+    (:func:`attribute`); returns how many new conversions were recorded."""
+    return len(attribute(engine, window_days, shop_zone, order_ids=order_ids))
+
+
+def attribute(
+    engine: Engine,
+    window_days: int = 7,
+    shop_zone: str = "UTC",
+    *,
+    order_ids: Sequence[int] | None = None,
+) -> list[tuple[str, int, int, str]]:
     """Link orders to the latest delivered message before them, within ``window_days``.
 
     Last touch: an order belongs to the latest message delivered to that
@@ -533,20 +550,28 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
     Orders keep the shop's clock (``shop_zone``, CAREFLOW_TIME_ZONE) and
     sends are UTC; both are compared as instants. Each order is attributed
     at most once (its event id is the order id), so running this after every
-    import is safe. Returns how many new conversions were recorded.
+    import is safe. ``order_ids`` limits it to those orders (the shop's events attribute
+    the orders they just wrote). A quiet order (an old one the shop posted outside a
+    backfill, careflow/shop_record.py) is never attributed. Returns the conversions
+    this call recorded as (``converted``, customer, message, campaign), for Prefect.
     """
     zone = ZoneInfo(shop_zone)
     with engine.begin() as conn:
         delivered = and_(CH.c.state == "sent", CH.c.delivery_state == "delivered")
-        first = conn.execute(select(func.min(CH.c.sent_at)).where(delivered)).scalar()
-        if first is None:
-            return 0
+        if order_ids is not None:  # the orders named, by id (no scan of the ledger)
+            narrow = Order.id.in_(list(order_ids))
+        else:
+            first = conn.execute(select(func.min(CH.c.sent_at)).where(delivered)).scalar()
+            if first is None:
+                return []
+            narrow = Order.ordered_at >= first - timedelta(days=1)
         done = select(CE.c.id).where(
             CE.c.provider == "careflow",
             CE.c.event_id == literal("order:") + cast(Order.id, String),
         )
         # the database narrows it to customers with a delivered message and orders
-        # after the first one (a day of slack for the shop's clock); Python decides exactly
+        # after the first one (a day of slack for the shop's clock), or to the orders
+        # named; Python decides exactly
         candidates = conn.execute(
             select(
                 Order.id,
@@ -559,7 +584,7 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
                 CH.c.sent_at,
             )
             .join(CH, and_(CH.c.customer_id == Order.customer_id, delivered))
-            .where(Order.ordered_at >= first - timedelta(days=1), ~exists(done))
+            .where(narrow, ~exists(done), Order.quiet.is_not(True))
             .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
         ).all()
         window = timedelta(days=window_days)
@@ -569,10 +594,13 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
             if c.id not in latest and c.sent_at <= at <= c.sent_at + window:
                 latest[c.id] = (c, at)  # the first that fits is the last touch
         if not latest:
-            return 0
+            return []
         now = utcnow()
-        conn.execute(
-            insert(CE),
+        # (another attribution, a report's or the receiver's, may write the same at once)
+        inserted = conn.execute(
+            _insert_or_skip(conn, CE)
+            .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
+            .returning(CE.c.event_id),
             [
                 {
                     "provider": "careflow",
@@ -592,4 +620,9 @@ def attribute_orders(engine: Engine, window_days: int = 7, shop_zone: str = "UTC
                 for c, at in latest.values()
             ],
         )
-        return len(latest)
+        new = {event_id for (event_id,) in inserted}
+        return [
+            ("converted", c.customer_id, c.contact_id, c.campaign)
+            for c, _ in latest.values()
+            if f"order:{c.id}" in new
+        ]

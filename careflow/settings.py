@@ -186,6 +186,33 @@ class FaxSettings(SendGridSettings):
     )
 
 
+#: what an event source may be called (POST /events, CAREFLOW_EVENT_SOURCES)
+EVENT_SOURCE = re.compile(r"[a-z0-9][a-z0-9-]{0,23}")
+#: the shortest secret an event source may sign with
+EVENT_SECRET_MIN = 24
+
+
+def event_secrets(value: SecretStr | str | None) -> dict[str, bytes]:
+    """CAREFLOW_EVENT_SOURCES read as {source: secret}; ValueError names a bad source,
+    never a secret."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+    out: dict[str, bytes] = {}
+    for number, pair in enumerate(raw.split(","), 1):
+        name, sep, secret = pair.strip().partition("=")
+        name, secret = name.strip(), secret.strip()
+        if not sep or not EVENT_SOURCE.fullmatch(name):
+            raise ValueError(
+                f"pair {number} must be SOURCE=SECRET with SOURCE 1-24 lowercase letters, "
+                "digits or dashes"
+            )
+        if len(secret) < EVENT_SECRET_MIN:
+            raise ValueError(f"the secret of source {name} is shorter than {EVENT_SECRET_MIN}")
+        if name in out:
+            raise ValueError(f"source {name} is named twice")
+        out[name] = secret.encode()
+    return out
+
+
 class ServeSettings(_FromEnvironment):
     """Hearing back: `careflow serve` (docs/responses.md)."""
 
@@ -225,6 +252,46 @@ class ServeSettings(_FromEnvironment):
         "many events). Twilio forms (64 KiB) and unsubscribe posts (16 KiB) have fixed, "
         "smaller bounds.",
     )
+
+    event_sources: SecretStr | None = Field(
+        default=None,
+        description="The shop's event sources for POST /events and the secret each signs "
+        "with, as SOURCE=SECRET pairs separated by commas (shop=...,pos=...); a source is "
+        "1-24 lowercase letters, digits or dashes, a secret at least 24 characters "
+        "(docs/events.md). Turns the events receiver on.",
+    )
+    event_tolerance_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="How far a POST /events signature's timestamp may be from the service's "
+        "clock before the post counts as a replay and is refused.",
+    )
+    event_max_age_hours: int = Field(
+        default=72,
+        ge=1,
+        description="An event that happened longer ago than this is recorded but triggers "
+        "nothing (no attribution, Prefect event or journey entry) unless its post is a "
+        "backfill.",
+    )
+    event_max_body_bytes: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="Largest POST /events body accepted (413 above it).",
+    )
+    event_max_batch: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="Most events one POST /events may carry (400 above it).",
+    )
+
+    @field_validator("event_sources")
+    @classmethod
+    def _event_sources(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            event_secrets(value)  # raises ValueError, naming the source, never the secret
+        return value
 
     @field_validator("public_base_url")
     @classmethod

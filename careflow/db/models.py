@@ -122,6 +122,10 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(3))
     #: the order total in minor units of ``currency``: 3999 is 39.99 GBP
     amount_minor: Mapped[int] = mapped_column(BigInteger)
+    #: True for an order the shop posted (POST /events) that happened longer ago than
+    #: CAREFLOW_EVENT_MAX_AGE_HOURS, outside a backfill: it counts in the purchase history,
+    #: and attribution and journeys pass it by (careflow/shop_record.py)
+    quiet: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class OrderLine(Base):

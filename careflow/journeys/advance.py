@@ -272,6 +272,7 @@ def _entry_mark(engine: Engine, spec: JourneySpec, now: datetime) -> EntryMark:
     the first time (new, or its entry changed) starts from the newest row: nothing that
     happened before enters."""
     table = _entry_source(spec.entry.event)
+    note_journey(engine, spec, now)
     with engine.begin() as conn:
         row = conn.execute(
             select(
@@ -336,7 +337,7 @@ def _entry_events(engine: Engine, event: str, after: int, shop_zone: str) -> lis
         if event == "ordered":
             found = conn.execute(
                 select(Order.id, Order.customer_id, Order.ordered_at)
-                .where(Order.id > after)
+                .where(Order.id > after, Order.quiet.is_not(True))  # old, posted late
                 .order_by(Order.id)
                 .limit(ENTRY_PAGE)
             ).all()
@@ -837,9 +838,9 @@ def plan_ranges(engine: Engine, journey: str, now: datetime, batch_size: int) ->
 def enter(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) -> int:
     """Today's entries: the segment as of the shop's today, or the events since the last
     look. Returns how many entered."""
-    note_journey(engine, spec, now)
     if spec.entry.event is not None:
         return enter_events(engine, spec, settings, now)
+    note_journey(engine, spec, now)
     at = now.astimezone(UTC)
     as_of = at.astimezone(ZoneInfo(settings.time_zone)).date()
     return enter_segment(engine, spec, as_of, at, now)

@@ -7,6 +7,7 @@ Routes (docs/responses.md says which URL to set where):
     POST /webhooks/twilio/inbound       incoming SMS (the number's Messaging webhook)
     POST /webhooks/sendgrid             SendGrid Event Webhook (signed)
     POST /webhooks/sinch/{token}        Sinch fax callbacks, JSON or multipart (secret path token)
+    POST /events                        the shop's own events, signed per source (docs/events.md)
     GET  /unsubscribe?token=...         the unsubscribe page (asks to confirm)
     POST /unsubscribe?token=...         confirm, or the RFC 8058 one-click POST
     GET  /healthz                       liveness and database reachability
@@ -27,6 +28,13 @@ keeps answering (/healthz) while they work. When the database cannot be
 written the answer is 503, which makes SendGrid and Sinch retry (Twilio
 does not retry status callbacks; the reconciliation flow catches up).
 
+The shop's events (POST /events) answer in JSON, event by event
+(careflow/shop_events.py reads a post, careflow/shop_record.py writes it): 401 for a
+post not signed by a configured source or signed outside the tolerance, 413
+past CAREFLOW_EVENT_MAX_BODY_BYTES, 415 for a body that is not JSON, 400 for one
+that is not the documented envelope, 200 with each event's answer when any
+was taken (accepted or duplicate), 422 when every event was refused.
+
 Access logs name method, route, status and time only: the route's pattern,
 never the Sinch token in the path, no query strings (tokens), no bodies
 (numbers, addresses, texts), control characters escaped. Every answer
@@ -36,6 +44,7 @@ its token) out of Referer headers.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -53,10 +62,21 @@ from starlette.routing import Route
 from careflow.db.models import ContactEvent
 from careflow.errors import ConfigError, DataError
 from careflow.events import EventKind, InboundEvent
-from careflow.responses import record_events
+from careflow.responses import Ingested, record_events
 from careflow.service import pages, prefect_events
 from careflow.service.writer import EventWriter
-from careflow.settings import Settings
+from careflow.settings import Settings, event_secrets
+from careflow.shop_events import (
+    RECEIPTS_PER_POST,
+    SIGNATURE_HEADER,
+    SOURCE_HEADER,
+    Parsed,
+    Refused,
+    ShopEvent,
+)
+from careflow.shop_events import parse as parse_shop_post
+from careflow.shop_events import verify as verify_shop_post
+from careflow.shop_record import ShopRecorded, record_shop_events
 from careflow.unsubscribe import UnsubscribeTokens
 from careflow.webhooks import bodies
 from careflow.webhooks import registry as webhook_registry
@@ -162,7 +182,7 @@ def create_app(
     receivers = [
         Receiver(p.name, on is not None, p.off if on is None else on.detail)
         for p, on in zip(providers, configured, strict=True)
-    ] + [_unsubscribe_receiver(unsubscribe)]
+    ] + [_unsubscribe_receiver(unsubscribe), _events_receiver(settings)]
     if not any(r.on for r in receivers):
         raise ConfigError(
             "careflow serve has nothing to receive: "
@@ -183,6 +203,7 @@ def create_app(
         for provider, on in zip(providers, configured, strict=True)
         for hook in provider.hooks
     ] + [
+        Route("/events", service.shop_events, methods=["POST"]),
         Route("/unsubscribe", service.unsubscribe_page, methods=["GET", "POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),
     ]
@@ -199,21 +220,53 @@ def _unsubscribe_receiver(unsubscribe: UnsubscribeTokens | None) -> Receiver:
     return Receiver("unsubscribe", True, f"/unsubscribe, key from {unsubscribe.source}")
 
 
+def _events_receiver(settings: Settings) -> Receiver:
+    if settings.event_sources is None:
+        return Receiver("events", False, "CAREFLOW_EVENT_SOURCES is not set")
+    sources = ", ".join(sorted(event_secrets(settings.event_sources)))
+    return Receiver("events", True, f"/events, sources {sources}")
+
+
+@dataclass
+class Written:
+    """What one batch of the writer did: the providers' events and the shop's."""
+
+    ingested: Ingested
+    shop: ShopRecorded
+
+    @property
+    def rejected(self) -> int:
+        return self.ingested.rejected
+
+
 class _Service:
     """The endpoints, over what they share: settings, the database, the writer, the clock."""
 
     def __init__(self, settings, engine, unsubscribe, clock, emitter):
         self.settings, self.engine, self.unsubscribe = settings, engine, unsubscribe
         self.clock, self.emitter = clock, emitter
+        self.sources = event_secrets(settings.event_sources) if settings.event_sources else {}
+        self.posts = itertools.count()  # each shop post's receipts start at its number's
         self.writer = EventWriter(self._write)
         # signature checks and parsing of large bodies on threads, so the event loop stays
         # free; /healthz has a thread of its own, so busy workers never hold it up either
         self.work, self.health = anyio.CapacityLimiter(4), anyio.CapacityLimiter(1)
 
-    def _write(self, events):
-        result = record_events(self.engine, events)
-        prefect_events.emit(result.recorded, self.emitter)
-        return result
+    def _write(self, items) -> Written:
+        inbound = [e for e in items if isinstance(e, InboundEvent)]
+        shop = [e for e in items if isinstance(e, ShopEvent)]
+        ingested = record_events(self.engine, inbound) if inbound else Ingested()
+        prefect_events.emit(ingested.recorded, self.emitter)
+        recorded = ShopRecorded()
+        if shop:
+            recorded = record_shop_events(
+                self.engine,
+                shop,
+                shop_zone=self.settings.time_zone,
+                window_days=self.settings.attribution_window_days,
+            )
+            prefect_events.emit(recorded.recorded, self.emitter)
+        return Written(ingested, recorded)
 
     async def _store(self, events: list[InboundEvent]) -> Response | None:
         try:
@@ -260,6 +313,66 @@ class _Service:
             )
 
         return handle
+
+    def _read_post(self, source: str | None, signature: str | None, body: bytes) -> Parsed:
+        settings, now = self.settings, self.clock()
+        verify_shop_post(
+            self.sources, source, signature, body, now, settings.event_tolerance_seconds
+        )
+        return parse_shop_post(
+            body,
+            source,
+            now,
+            max_age_hours=settings.event_max_age_hours,
+            max_batch=settings.event_max_batch,
+            first_receipt=next(self.posts) * RECEIPTS_PER_POST,
+        )
+
+    async def shop_events(self, request: Request) -> Response:
+        """POST /events: a source's signed batch of events, answered event by event."""
+        if not self.sources:
+            return _refusal(Refused(404, "not_configured", "CAREFLOW_EVENT_SOURCES is not set"))
+        source = request.headers.get(SOURCE_HEADER)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if source not in self.sources or not signature:  # refused before reading the body
+            return _refusal(Refused(401, "bad_signature", "unknown source, or no signature"))
+        if bodies.media_type(request.headers.get("content-type")) != "application/json":
+            return _refusal(Refused(415, "unsupported_media_type", "post application/json"))
+        limit = self.settings.event_max_body_bytes
+        try:
+            body = await _body(request, limit)
+        except TooLarge:
+            return _refusal(Refused(413, "too_large", f"a post may carry {limit} bytes"))
+        try:
+            if len(body) > THREAD_ABOVE:
+                parsed = await anyio.to_thread.run_sync(
+                    self._read_post, source, signature, body, limiter=self.work
+                )
+            else:
+                parsed = self._read_post(source, signature, body)
+        except Refused as refused:
+            return _refusal(refused)
+        answers: dict[int, dict] = dict(parsed.refused)
+        if parsed.events:
+            try:
+                written = await self.writer.submit(parsed.events)
+            except Exception as exc:  # the database: the shop should post again later
+                log.error(
+                    "could not store %d shop event(s): %s", len(parsed.events), type(exc).__name__
+                )
+                return _refusal(Refused(503, "unavailable", "try again later"))
+            for event in parsed.events:
+                answers[parsed.positions[event.receipt]] = written.shop.answers[event.receipt]
+        results = [{"id": parsed.ids[i], **answers[i]} for i in sorted(answers)]
+        counts = {
+            status: sum(r["status"] == status for r in results)
+            for status in ("accepted", "duplicate", "refused")
+        }
+        taken = counts["accepted"] + counts["duplicate"]
+        return JSONResponse(
+            {**counts, "backfill": parsed.backfill, "events": results},
+            status_code=200 if taken else 422,
+        )
 
     async def unsubscribe_page(self, request: Request) -> Response:
         settings, clock = self.settings, self.clock
@@ -321,6 +434,12 @@ class _Service:
         except Exception as exc:
             return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
         return JSONResponse({"ok": True})
+
+
+def _refusal(refused: Refused) -> JSONResponse:
+    return JSONResponse(
+        {"error": refused.error, "detail": refused.detail}, status_code=refused.status
+    )
 
 
 #: what a refused request is answered with

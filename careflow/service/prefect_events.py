@@ -3,13 +3,16 @@
 ``careflow.message.delivered``, ``careflow.message.failed``,
 ``careflow.message.replied``, ``careflow.customer.opted-out``,
 ``careflow.customer.opted-in``, ``careflow.order.converted`` (and opens and
-clicks), each about a customer resource (``careflow.customer.<id>``) with the
-campaign as a related resource. No contact details travel: an automation
+clicks), and what the shop posts (``careflow.order.placed``,
+``careflow.customer.signed-up``, ``careflow.cart.updated``,
+``careflow.event.<name>``; not for events too old to act on), each about a
+customer resource (``careflow.customer.<id>``) with the campaign as a related
+resource. No contact details travel: an automation
 that needs the number looks the customer up.
 
 Emitting is best-effort and off the request path: when no Prefect API is
 configured (PREFECT_API_URL) nothing is sent, and a failure to emit never
-fails a webhook.
+fails a webhook or a shop's post.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ EVENT_NAMES = {
     "unsubscribed": "careflow.customer.opted-out",
     "opted_in": "careflow.customer.opted-in",
     "converted": "careflow.order.converted",
+    # what the shop posts (POST /events, careflow/shop_events.py)
+    "order_placed": "careflow.order.placed",
+    "signed_up": "careflow.customer.signed-up",
+    "cart_updated": "careflow.cart.updated",
 }
+#: a shop's custom event: timeline kind ``event:<name>``, Prefect event ``careflow.event.<name>``
+CUSTOM_PREFIX = "event:"
 
 Recorded = Iterable[tuple[str, int | None, int | None, str | None]]
 
@@ -46,6 +55,8 @@ def prefect_events(recorded: Recorded) -> list[dict]:
     out = []
     for kind, customer_id, contact_id, campaign in recorded:
         name = EVENT_NAMES.get(kind)
+        if name is None and kind.startswith(CUSTOM_PREFIX):
+            name = f"careflow.event.{kind.removeprefix(CUSTOM_PREFIX)}"
         if name is None or customer_id is None:
             continue
         related = (

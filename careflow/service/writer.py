@@ -7,6 +7,11 @@ whatever arrived while the previous write ran is written together, in one
 ``record_events`` call on a worker thread. With a quiet queue a lone event
 is written at once; under load, batches grow by themselves.
 
+The shop's events (POST /events, careflow/shop_events.py) go through the same
+queue, so a webhook and a shop post arriving together share a transaction;
+the write function sorts them out and every waiting request gets the
+batch's result, reading its own part (a shop post its events' answers).
+
 Batching never makes one request's trouble another's: ``record_events``
 keeps an event the database refuses as ``rejected`` and writes the rest,
 and should a batch fail for any reason but the database being unreachable,
@@ -24,7 +29,8 @@ from collections.abc import Callable, Sequence
 import anyio.to_thread
 
 from careflow.events import InboundEvent
-from careflow.responses import Ingested, database_unavailable
+from careflow.responses import database_unavailable
+from careflow.shop_events import ShopEvent
 
 log = logging.getLogger("careflow.serve")
 
@@ -32,10 +38,14 @@ log = logging.getLogger("careflow.serve")
 MAX_BATCH = 5000
 
 
+#: what a request hands the writer: a provider's events or a shop's
+Item = InboundEvent | ShopEvent
+
+
 class EventWriter:
-    def __init__(self, write: Callable[[Sequence[InboundEvent]], Ingested]):
+    def __init__(self, write: Callable[[Sequence[Item]], object]):
         self._write = write
-        self._queue: asyncio.Queue[tuple[Sequence[InboundEvent], asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Sequence[Item], asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -47,7 +57,7 @@ class EventWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def submit(self, events: Sequence[InboundEvent]) -> Ingested:
+    async def submit(self, events: Sequence[Item]):
         """Store ``events``; returns once they are committed (raises if they were not)."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((events, future))
@@ -63,7 +73,7 @@ class EventWriter:
                 size += len(item[0])
             await self._settle(waiting)
 
-    async def _settle(self, waiting: list[tuple[Sequence[InboundEvent], asyncio.Future]]) -> None:
+    async def _settle(self, waiting: list[tuple[Sequence[Item], asyncio.Future]]) -> None:
         """Write the waiting requests' events together; each request gets its answer."""
         events = [e for batch, _ in waiting for e in batch]
         try:
@@ -78,7 +88,7 @@ class EventWriter:
                 if not future.done():
                     future.set_exception(exc)
             return
-        if result.rejected:
+        if getattr(result, "rejected", 0):
             log.warning("%d event(s) refused by the database, kept as rejected", result.rejected)
         for _, future in waiting:
             if not future.done():

@@ -19,6 +19,8 @@ TWILIO_TOKEN = "twilio-test-auth-token-0123456789"
 SINCH_TOKEN = "sinch-path-token-0123456789abcdef"
 UNSUB_SECRET = "unsubscribe-secret-for-tests-0123456789abcdef"
 PUBLIC = "https://care.example.com"
+SHOP_SECRET = "shop-events-secret-0123456789abcdef"
+POS_SECRET = "pos-events-secret-0123456789abcdef"
 
 
 class Clock:
@@ -56,6 +58,8 @@ def served(db_url, monkeypatch, sendgrid_keys):
     monkeypatch.setenv("CAREFLOW_UNSUBSCRIBE_SECRET", UNSUB_SECRET)
     monkeypatch.setenv("CAREFLOW_PUBLIC_BASE_URL", PUBLIC)
     monkeypatch.setenv("CAREFLOW_SERVE_MAX_BODY_BYTES", "100000")
+    monkeypatch.setenv("CAREFLOW_EVENT_SOURCES", f"shop={SHOP_SECRET},pos={POS_SECRET}")
+    monkeypatch.setenv("CAREFLOW_EVENT_MAX_BODY_BYTES", "100000")
     settings = load_settings()
     clock = Clock(datetime(2026, 11, 22, 9, 0, tzinfo=UTC))
     emitted: list[dict] = []  # Prefect events, as emit_event would receive them

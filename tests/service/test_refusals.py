@@ -201,10 +201,12 @@ def test_the_receivers_on_and_off_are_logged_at_start(configured, tmp_path, capl
         "receiver sinch: on (/webhooks/sinch/<CAREFLOW_SINCH_CALLBACK_TOKEN>)",
         "receiver unsubscribe: off (neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor "
         "CAREFLOW_UNSUBSCRIBE_SECRET is set)",
+        "receiver events: off (CAREFLOW_EVENT_SOURCES is not set)",
     ]
     assert SINCH_TOKEN not in "".join(lines)
     # an unconfigured receiver answers 404
     assert asyncio.run(request(app, "POST", "/webhooks/sendgrid")).status == 404
+    assert asyncio.run(request(app, "POST", "/events")).status == 404
     assert asyncio.run(request(app, "GET", "/unsubscribe", query="token=x")).status == 404
 
 

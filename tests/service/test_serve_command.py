@@ -131,6 +131,7 @@ def test_without_the_page_configured_it_is_off_and_says_why(serve, monkeypatch):
         "sinch: off (CAREFLOW_SINCH_CALLBACK_TOKEN is not set)",
         "unsubscribe: off (neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor "
         "CAREFLOW_UNSUBSCRIBE_SECRET is set)",
+        "events: off (CAREFLOW_EVENT_SOURCES is not set)",
     ]
     assert asyncio.run(request(app, "GET", "/unsubscribe", query="token=x")).status == 404
 
@@ -142,7 +143,8 @@ def test_local_serves_the_outbox_links_with_the_outbox_key(serve, monkeypatch, t
     token = outbox.tokens.make(1, "winback", "2026")
     code, output, app = serve("--local")
     assert code == 0, output
-    assert str(app.state.receivers[-1]).startswith("unsubscribe: on (/unsubscribe, key from ")
+    (page,) = [r for r in app.state.receivers if r.name == "unsubscribe"]
+    assert str(page).startswith("unsubscribe: on (/unsubscribe, key from ")
     add_customer_to(tmp_path)
     call = asyncio.run(request(app, "GET", "/unsubscribe", query=f"token={token}"))
     assert call.status == 200

@@ -7,7 +7,7 @@ customers``, column ``birthday_calendar``); empty, the locale decides as
 before (careflow/birthday_calendar.py). No row changes.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
