@@ -37,7 +37,6 @@ import uuid
 from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, tags, task
@@ -59,12 +58,12 @@ from careflow import (
     db,
     outcome_journal,
     purchase_facts,
-    registry,
     segments,
 )
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import CareflowError, ChannelDown, ConfigError
+from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.ledger import ContactLedger, DryRunLedger
@@ -81,9 +80,6 @@ from careflow.report import (
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
 from careflow.uplift import baseline_of, compare, load_units, split_summary
-
-#: what the UI's run form offers for ``channel``: every registered channel
-ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
 
 #: how long a stopping run waits for its batches to put down what they hold
 STOP_GRACE_SECONDS = 30
@@ -486,11 +482,11 @@ def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | N
 # (careflow/flows/runners.py).
 @flow(name="campaign", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def campaign_flow(
-    campaign: str,
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-    allow_past: bool = False,
+    campaign: Campaign,
+    as_of: AsOf = None,
+    channel: Channel = None,
+    dry_run: DryRun = False,
+    allow_past: AllowPast = False,
 ) -> dict:
     """Run any campaign in templates/ by name."""
     return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)

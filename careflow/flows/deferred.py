@@ -28,7 +28,6 @@ from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ChannelDown, ConfigError
 from careflow.flows.campaign import (
-    ChannelChoice,
     check_campaign,
     final_state,
     open_run,
@@ -36,6 +35,7 @@ from careflow.flows.campaign import (
     run_engine,
     run_name,
 )
+from careflow.flows.params import DeferredAsOf, DeferredChannel, DryRun
 from careflow.flows.route import RunPlan, RunStopped
 from careflow.flows.runners import BatchTaskRunner
 from careflow.ledger import ContactLedger
@@ -108,9 +108,9 @@ def send_deferred(
 
 @flow(name="deferred-messages", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def deferred_flow(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
+    as_of: DeferredAsOf = None,
+    channel: DeferredChannel = None,
+    dry_run: DryRun = False,
 ) -> list[dict]:
     """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
 

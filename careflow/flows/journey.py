@@ -27,6 +27,7 @@ from careflow import (
 from careflow.campaigns import journey_step_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
+from careflow.flows.params import DeferredAsOf, JourneyName
 from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
@@ -142,9 +143,7 @@ def run_name() -> str:
 
 
 @flow(name="journey-advance", flow_run_name=run_name, task_runner=BatchTaskRunner())
-def journey_advance(
-    journey: str | None = None, as_of: date | datetime | None = None
-) -> list[dict]:
+def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> list[dict]:
     """Enter customers into journeys and move every due one a step on (all journeys, or
     ``journey``). Deployed every five minutes (prefect.yaml)."""
     logger = get_run_logger()

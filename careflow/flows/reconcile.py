@@ -44,14 +44,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 from sqlalchemy import Engine, and_, or_, select, update
 
 from careflow import db
 from careflow.clock import utcnow
 from careflow.db.models import ContactHistory, Customer
 from careflow.errors import AmbiguousError, DeliveryError, TransientError
+from careflow.flows.params import Describe
 from careflow.ledger import ContactLedger
 from careflow.messages import State
 from careflow.policy import normalize_address
@@ -260,8 +263,20 @@ def email_in_doubt(engine: Engine) -> int:
         )
 
 
+SettleAfter = Annotated[
+    int,
+    Field(ge=1),
+    Describe("Minutes: ask about a message in doubt once it has been in doubt this long."),
+]
+StatusAfter = Annotated[
+    int,
+    Field(ge=1),
+    Describe("Hours: ask for the delivery state of a message sent this long ago without one."),
+]
+
+
 @flow(name="reconcile", flow_run_name="reconcile")
-def reconcile(settle_after_minutes: int = 15, status_after_hours: int = 2) -> dict:
+def reconcile(settle_after_minutes: SettleAfter = 15, status_after_hours: StatusAfter = 2) -> dict:
     """Ask the providers about messages in doubt or without a final state (module docs)."""
     logger = get_run_logger()
     settings: Settings = load_settings()
