@@ -181,15 +181,36 @@ process_batch_task = task(
 )(run_batch)
 
 
+def shop_zone() -> ZoneInfo:
+    """The shop's time zone (CAREFLOW_TIME_ZONE); UTC while the settings cannot be read
+    (the run itself then stops with the reason)."""
+    try:
+        return ZoneInfo(load_settings().time_zone)
+    except Exception:
+        return ZoneInfo("UTC")
+
+
+def occasion_text(as_of, minutes: bool = False) -> str:
+    """A run's occasion for its name: ``as_of`` as given, else the day (and with
+    ``minutes`` the time) the run was scheduled for, in the shop's time zone. A
+    scheduled run that starts late still names the slot it was scheduled for."""
+    if as_of:
+        if isinstance(as_of, datetime):
+            return as_of.isoformat(sep=" ", timespec="minutes")
+        return as_of.isoformat() if hasattr(as_of, "isoformat") else str(as_of)
+    start = flow_run.scheduled_start_time.astimezone(shop_zone())
+    return f"{start:%Y-%m-%d %H:%M}" if minutes else f"{start:%Y-%m-%d}"
+
+
 def run_name() -> str:
-    """A flow run's name says what and when: ``winback 2026-11-22 dry run``, ``birthday now``."""
+    """A flow run's name says what and for when: ``birthday 2026-12-07``,
+    ``winback 2026-11-22 via sms dry run`` (docs/operators.md)."""
     params = flow_run.parameters or {}
     what = params.get("campaign") or flow_run.flow_name or "campaign"
-    when = params.get("as_of") or "now"
-    when = when.isoformat() if hasattr(when, "isoformat") else str(when)
+    followup = flow_run.flow_name == "deferred-messages"  # every 15 minutes: the time too
     extra = [f"via {params['channel']}"] if params.get("channel") else []
     extra += ["dry run"] if params.get("dry_run") else []
-    return " ".join([what, when, *extra])
+    return " ".join([what, occasion_text(params.get("as_of"), minutes=followup), *extra])
 
 
 def business_today(zone: str) -> date:
