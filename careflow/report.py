@@ -39,6 +39,45 @@ def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry
             )
 
 
+def record_refused(
+    engine: Engine,
+    run_id: str,
+    campaign: str,
+    as_of: datetime,
+    channel: str | None,
+    dry_run: bool,
+    why: str,
+) -> None:
+    """Record a run that stopped before it started (a name that is no campaign, a
+    configuration that cannot work, a back-dated date), finished, with the one-line
+    reason, so `careflow report runs` lists it. Nothing when the run is recorded already."""
+    now = utcnow()
+    summary = {
+        "campaign": campaign,
+        "as_of": as_of.date().isoformat(),
+        "dry_run": dry_run,
+        "selected": 0,
+        "sent": 0,
+        **{k: {} for k in ("skipped", "failed", "already", "would_send", "deferred")},
+        "stopped": f"failed before it started: {why}",
+    }
+    with engine.begin() as conn:
+        if conn.execute(select(Run.id).where(Run.id == run_id)).first() is not None:
+            return
+        conn.execute(
+            insert(Run.__table__).values(
+                id=run_id,
+                campaign=campaign[:64],
+                as_of=as_of.replace(tzinfo=None),
+                channel=channel,
+                dry_run=dry_run,
+                started_at=now,
+                finished_at=now,
+                summary=summary,
+            )
+        )
+
+
 def finish_run(engine: Engine, run_id: str, summary: dict) -> None:
     with engine.begin() as conn:
         conn.execute(

@@ -31,6 +31,8 @@ stop within about a second of the request instead of at once.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 import uuid
@@ -72,6 +74,7 @@ from careflow.progress import report as report_progress
 from careflow.rendering import Renderer
 from careflow.report import (
     finish_run,
+    record_refused,
     request_stop,
     start_run,
     stop_requested,
@@ -282,7 +285,52 @@ def run_campaign(
         return final_state(exc)
     except CareflowError as exc:  # the first line an operator reads: what, and what to do
         logger.error("%s did not run: %s", campaign, exc)
+        _record_refused(logger, campaign, as_of, channel, dry_run, settings, exc)
         raise
+
+
+def _record_refused(logger, campaign, as_of, channel, dry_run, settings, exc) -> None:
+    """A run refused before it started, recorded for `careflow report runs` when the
+    database can be reached (a run stopped by its database cannot be recorded there)."""
+    try:
+        settings = settings or load_settings()
+        engine = run_engine(settings)
+        try:
+            at = resolve_as_of(as_of, settings.time_zone)[1]
+        except CareflowError:  # the date itself was the problem
+            at = clock.now()
+        run_id = str(flow_run.get_id() or uuid.uuid4())
+        why = " ".join(str(exc).split())
+        record_refused(engine, run_id, str(campaign), at, channel, dry_run, why)
+    except Exception as unrecorded:  # the reason is in the log line above all the same
+        logger.warning("the refused run could not be recorded: %s", unrecorded)
+
+
+#: what Prefect says of parameters the flow's signature refuses, before careflow runs
+_PARAMETERS_REFUSED = re.compile(
+    r"^Validation of flow parameters failed with error: \w+: Flow run received "
+)
+
+
+def record_failure(flow, run, state) -> None:
+    """``on_failure`` of the campaign flows: a run that failed before careflow's code
+    ran (parameters its signature refuses, ``as_of="22/11/2026"``) is recorded like one
+    careflow refused (``_record_refused``); a run recorded already is left as it is."""
+    logger = logging.getLogger("careflow.flows")
+    params = run.parameters or {}
+    campaign = params.get("campaign") or flow.name.replace("-", "_")
+    why = " ".join(_PARAMETERS_REFUSED.sub("", state.message or "failed").split())
+    try:
+        engine = run_engine(load_settings())
+        at = clock.now()
+        with suppress(CareflowError):
+            at = resolve_as_of(params.get("as_of"), load_settings().time_zone)[1]
+        channel = params.get("channel") if isinstance(params.get("channel"), str) else None
+        dry_run = params.get("dry_run") is True
+        record_refused(engine, str(run.id), str(campaign), at, channel, dry_run,
+                       why.replace(" - ", " "))  # fmt: skip
+    except Exception as unrecorded:  # the reason is in the run's state all the same
+        logger.warning("the failed run could not be recorded: %s", unrecorded)
 
 
 def final_state(exc: RunStopped | ChannelDown) -> State:
@@ -501,7 +549,12 @@ def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | N
 
 # Batches run on threads or a Dask cluster, as CAREFLOW_TASK_RUNNER says
 # (careflow/flows/runners.py).
-@flow(name="campaign", flow_run_name=run_name, task_runner=BatchTaskRunner())
+@flow(
+    name="campaign",
+    flow_run_name=run_name,
+    task_runner=BatchTaskRunner(),
+    on_failure=[record_failure],
+)
 def campaign_flow(
     campaign: Campaign,
     as_of: AsOf = None,

@@ -22,12 +22,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from careflow.flows.campaign import run_campaign, run_name
+from careflow.flows.campaign import record_failure, run_campaign, run_name
 from careflow.flows.params import AllowPast, AsOf, Channel, DryRun
 from careflow.flows.runners import BatchTaskRunner
 
 
-@flow(name="birthday", flow_run_name=run_name, task_runner=BatchTaskRunner())
+@flow(
+    name="birthday",
+    flow_run_name=run_name,
+    task_runner=BatchTaskRunner(),
+    on_failure=[record_failure],
+)
 def birthday(
     as_of: AsOf = None,
     channel: Channel = None,
@@ -42,6 +47,7 @@ def birthday(
     name="reorder-reminder",
     flow_run_name=run_name,
     task_runner=BatchTaskRunner(),
+    on_failure=[record_failure],
 )
 def reorder_reminder(
     as_of: AsOf = None,
@@ -53,7 +59,12 @@ def reorder_reminder(
     return run_campaign("reorder_reminder", as_of, channel, dry_run, allow_past=allow_past)
 
 
-@flow(name="winback", flow_run_name=run_name, task_runner=BatchTaskRunner())
+@flow(
+    name="winback",
+    flow_run_name=run_name,
+    task_runner=BatchTaskRunner(),
+    on_failure=[record_failure],
+)
 def winback(
     as_of: AsOf = None,
     channel: Channel = None,
@@ -64,7 +75,12 @@ def winback(
     return run_campaign("winback", as_of, channel, dry_run, allow_past=allow_past)
 
 
-@flow(name="vip-care", flow_run_name=run_name, task_runner=BatchTaskRunner())
+@flow(
+    name="vip-care",
+    flow_run_name=run_name,
+    task_runner=BatchTaskRunner(),
+    on_failure=[record_failure],
+)
 def vip_care(
     as_of: AsOf = None,
     channel: Channel = None,
