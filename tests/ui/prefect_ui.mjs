@@ -85,6 +85,8 @@ try {
   await page.goto(`${spec.ui_url}/deployments/deployment/${spec.deployment.id}`);
   await sees(spec.deployment.name);
   await sees(spec.deployment.schedule);
+  step = `deployment page: the description says the zone ("${spec.deployment.zone_said}")`;
+  await sees(spec.deployment.zone_said);
   // the switch beside the schedule pauses it; the server keeps that across a reload
   const scheduleSwitch = (checked) => page.locator('div').filter({ hasText: spec.deployment.schedule })
     .locator(`[role="switch"][aria-checked="${checked}"]`).first();
@@ -146,6 +148,10 @@ try {
   step = 'custom run form';
   await page.waitForURL(/\/run(\?|$)/);
   await sees('as_of');
+  for (const text of form.descriptions) {
+    step = `custom run form: the description "${text}"`;
+    await sees(text);
+  }
   step = 'custom run form: as_of date picker';
   await page.getByRole('button', { name: 'date', exact: true }).click();
   await page.getByText('Select date', { exact: true }).click();
