@@ -85,8 +85,6 @@ try {
   await page.goto(`${spec.ui_url}/deployments/deployment/${spec.deployment.id}`);
   await sees(spec.deployment.name);
   await sees(spec.deployment.schedule);
-  step = `deployment page: the description says the zone ("${spec.deployment.zone_said}")`;
-  await sees(spec.deployment.zone_said);
   // the switch beside the schedule pauses it; the server keeps that across a reload
   const scheduleSwitch = (checked) => page.locator('div').filter({ hasText: spec.deployment.schedule })
     .locator(`[role="switch"][aria-checked="${checked}"]`).first();
@@ -103,6 +101,12 @@ try {
   await page.reload();
   await scheduleSwitch(true).waitFor();
   await snap('ui-deployment.png');
+  // the schedule's label names no zone; the deployment's description does
+  step = 'deployment page: Description tab';
+  await page.getByRole('tab', { name: 'Description' }).or(page.getByText('Description', { exact: true }))
+    .first().click();
+  step = `deployment page: the description says the zone ("${spec.deployment.zone_said}")`;
+  await sees(spec.deployment.zone_said);
 
   // --- the completed run: state, logs, then its summary artifact
   step = 'flow run page';
