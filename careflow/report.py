@@ -294,7 +294,8 @@ def summary_markdown(s: dict) -> str:
         # a list, not a table: the reason is read whole, however long, on any screen
         lines += ["", "### Policy decisions (a few per reason)", ""]
         for d in s["decisions"]:
-            until = f" until {d['until']} UTC" if d.get("until") else ""
+            until = d.get("until") or ""  # ISO in UTC: 2026-12-08T01:00+00:00
+            until = f" until {until[:16].replace('T', ' ')} UTC" if until else ""
             why = _md_text(d.get("detail") or "")
             what = f"- {_customer(d)}: {d['action']} {d['reason']}{until}"
             lines.append(what + (f": {why}" if why else ""))

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.browser, pytest.mark.xdist_group(
 SCRIPT = Path(__file__).parent / "ui" / "prefect_ui.mjs"
 PLAYWRIGHT = PROJECT_ROOT / ".ci" / "node" / "node_modules" / "playwright-core" / "package.json"
 SCREENSHOTS = ("ui-deployments.png", "ui-deployment.png", "ui-flow-run.png", "ui-artifact.png",
-               "ui-failed-run.png", "ui-run-form.png")
+               "ui-failed-run.png", "ui-run-form.png", "ui-run-form-campaign.png")
 #: how the UI words prefect.yaml's cron schedules (it shows them in the schedule's own zone)
 CRON_AS_THE_UI_SAYS = {
     "0 9 * * *": "At 09:00 AM every day",
@@ -143,6 +143,13 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
                 for name in ("as_of", "channel", "dry_run", "allow_past")
             ],
         },
+    }
+    on_demand = server.api("/deployments/name/campaign/campaign-on-demand")
+    campaign = on_demand["parameter_openapi_schema"]["properties"]["campaign"]
+    spec["campaign_form"] = {
+        "deployment_id": on_demand["id"],
+        "description": campaign["description"][:40],
+        "campaigns": campaign["enum"],
     }
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))

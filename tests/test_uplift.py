@@ -265,5 +265,6 @@ def test_the_run_artifact_reads_whole_and_names_customers_without_contact_detail
     lines = text.splitlines()
     deferred = next(line for line in lines if "defer quiet_hours" in line)
     assert deferred.startswith("- **李娜 \\*bold\\* \\[x\\](http://e.invalid)** (ref C007, id 7)")
+    assert "defer quiet_hours until 2026-12-07 20:00 UTC: " in deferred
     assert " ".join(why.split()) in deferred  # the reason whole, never cut
     assert "- (id 8): skip no_consent" in lines

@@ -306,9 +306,10 @@ def _record_refused(logger, campaign, as_of, channel, dry_run, settings, exc) ->
         logger.warning("the refused run could not be recorded: %s", unrecorded)
 
 
-#: what Prefect says of parameters the flow's signature refuses, before careflow runs
-_PARAMETERS_REFUSED = re.compile(
-    r"^Validation of flow parameters failed with error: \w+: Flow run received "
+#: Prefect's words before the reason: parameters the flow's signature refuses, or an error
+_PREFECT_PREAMBLE = re.compile(
+    r"^(Validation of flow parameters failed with error: \w+: Flow run received "
+    r"|Flow run encountered an exception: )"
 )
 
 
@@ -319,7 +320,7 @@ def record_failure(flow, run, state) -> None:
     logger = logging.getLogger("careflow.flows")
     params = run.parameters or {}
     campaign = params.get("campaign") or flow.name.replace("-", "_")
-    why = " ".join(_PARAMETERS_REFUSED.sub("", state.message or "failed").split())
+    why = " ".join(_PREFECT_PREAMBLE.sub("", state.message or "failed").split())
     try:
         engine = run_engine(load_settings())
         at = clock.now()

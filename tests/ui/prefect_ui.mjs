@@ -189,6 +189,25 @@ try {
   await link.waitFor();
   const submitted = (await link.getAttribute('href')).match(/flow-run\/([0-9a-f-]{36})/)[1];
 
+  // --- the on-demand deployment's form: the campaign picked from a list, not typed
+  const onDemand = spec.campaign_form;
+  step = 'campaign-on-demand: Run, then Custom run';
+  await page.goto(`${spec.ui_url}/deployments/deployment/${onDemand.deployment_id}`);
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  await page.getByText('Custom run', { exact: true }).click();
+  await page.waitForURL(/\/run(\?|$)/);
+  step = `campaign-on-demand form: the description "${onDemand.description}"`;
+  await sees(onDemand.description);
+  step = 'campaign-on-demand form: the campaign list';
+  const campaign = page.locator('.schema-form-property').filter({ hasText: onDemand.description })
+    .locator('.p-select-button__control').first();
+  await campaign.press('ArrowDown');
+  for (const name of onDemand.campaigns) {
+    step = `campaign-on-demand form: the campaign "${name}" in the list`;
+    await page.getByRole('option', { name, exact: true }).waitFor();
+  }
+  await snap('ui-run-form-campaign.png');
+
   console.log(JSON.stringify({ submitted_run_id: submitted, outside_requests: outside }));
   await context.close();
 } catch (error) {
