@@ -74,7 +74,7 @@ AsOf = Annotated[
     date | datetime | None,
     Describe(
         "The occasion's date (noon of it in the shop's time zone, "
-        "CAREFLOW_TIME_ZONE) or an exact date-time. Leave empty for now, as schedules do.",
+        "CAREFLOW_TIME_ZONE) or an exact date-time. None: now, as schedules run.",
     ),
 ]
 
@@ -82,8 +82,8 @@ Channel = Annotated[
     ChannelChoice | None,
     Describe(
         "Send everyone on this channel this run; 'outbox' writes every message "
-        "to the local outbox instead of sending it. Leave empty for each customer's own "
-        "channel, by the campaign's preference.",
+        "to the local outbox instead of sending it. None: each customer's own channel, "
+        "by the campaign's preference.",
     ),
 ]
 
@@ -105,8 +105,8 @@ AllowPast = Annotated[
 DeferredChannel = Annotated[
     Literal["outbox"] | None,
     Describe(
-        "Leave empty: each deferred message goes on the channel its policy "
-        "decided. 'outbox' writes them to the local outbox instead of sending them.",
+        "None: each deferred message goes on the channel its policy decided. "
+        "'outbox' writes them to the local outbox instead of sending them.",
     ),
 ]
 
@@ -114,7 +114,7 @@ DeferredAsOf = Annotated[
     date | datetime | None,
     Describe(
         "The instant to decide at (a date is noon of it in the shop's time "
-        "zone). Leave empty for now, as the schedule does.",
+        "zone). None: now, as the schedule runs.",
     ),
 ]
 
@@ -122,22 +122,22 @@ JourneyName = Annotated[
     str | None,
     Describe(
         "Advance only this journey (a folder under templates/ with a "
-        "journey.yaml). Leave empty for every journey.",
+        "journey.yaml). None: every journey.",
     ),
 ]
 
 PyramidAsOf = Annotated[
     date | datetime | None,
     Describe(
-        "The report's date (in the shop's time zone). Leave empty for today.",
+        "The report's date (in the shop's time zone). None: today.",
     ),
 ]
 
 PyramidPrevious = Annotated[
     date | None,
     Describe(
-        "The earlier date tier movement is counted from. Leave empty for 90 "
-        "days before the report's date.",
+        "The earlier date tier movement is counted from. None: 90 days "
+        "before the report's date.",
     ),
 ]
 
@@ -145,7 +145,7 @@ PyramidParameters = Annotated[
     dict | None,
     Describe(
         "The pyramid segment's parameters (window_days, vip_pct, ...; "
-        "docs/insight.md). Leave empty for its defaults.",
+        "docs/insight.md). None: its defaults.",
     ),
 ]
 
