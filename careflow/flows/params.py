@@ -15,7 +15,8 @@ CAREFLOW_TEMPLATES_DIR, so a ``Literal`` of the shipped ones would refuse theirs
 and an ``Enum`` read from the folder when the module is imported makes the import
 fail (and every flow with it) whenever the folder is unreadable. The list is
 instead put into the *schema* when the schema is built (``campaign_choices``,
-called while ``prefect deploy`` records the deployment): the form offers the
+called when the flow is defined and again while ``prefect deploy`` records the
+deployment; an unreadable folder or setting leaves a text box): the form offers the
 campaigns found then, and the server refuses any other name for a run of that
 deployment before a worker starts it. The type stays ``str``, so a campaign added
 since still runs from the command line; a name that is no campaign is refused by
