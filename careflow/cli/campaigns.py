@@ -57,15 +57,6 @@ def campaigns_cmd(prefect_yaml):
     )
     if not path.is_file():
         _echo(f"(no {path}: schedules not shown)")
-    other_zones = sorted({x.timezone for x in schedules} - {s.time_zone})
-    if other_zones:  # the shop's zone, said twice: where runs fire, and what a date means
-        _echo(
-            f"warning: {path.name} schedules run in {', '.join(other_zones)} but "
-            f"CAREFLOW_TIME_ZONE is {s.time_zone}: set it to the shop's zone, so that a "
-            "plain date given to a run is a day there",
-            fg="yellow",
-            err=True,
-        )
     for problem in campaign_folder_problems(s.templates_dir):
         _echo(f"warning: {problem}", fg="yellow", err=True)
 

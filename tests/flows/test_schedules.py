@@ -101,17 +101,3 @@ def test_careflow_campaigns_shows_schedule_and_next_run(tmp_path):
     assert bad.exit_code == 0  # mothers_day is not a campaign here: its deployment is ignored
     missing = CliRunner().invoke(main, ["campaigns", "--prefect-yaml", tmp_path / "nope.yaml"])
     assert missing.exit_code == 2 and "nope.yaml: cannot read it" in missing.output
-
-
-def test_careflow_campaigns_warns_when_the_shops_zone_and_the_schedules_differ(monkeypatch):
-    monkeypatch.setenv("CAREFLOW_TIME_ZONE", "UTC")
-    out = CliRunner().invoke(main, ["campaigns"])
-    assert out.exit_code == 0, out.output
-    assert (
-        "warning: prefect.yaml schedules run in Asia/Shanghai but CAREFLOW_TIME_ZONE is UTC"
-        in out.output
-    )
-    monkeypatch.setenv("CAREFLOW_TIME_ZONE", "Asia/Shanghai")
-    out = CliRunner().invoke(main, ["campaigns"])
-    assert out.exit_code == 0 and "CAREFLOW_TIME_ZONE" not in out.output
-
