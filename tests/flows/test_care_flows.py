@@ -248,3 +248,22 @@ def test_a_real_run_given_a_date_judges_quiet_hours_at_the_real_clock(prefect_ap
     with shop.connect() as conn:
         due = conn.execute(select(ContactHistory.not_before)).scalars().all()
     assert due == [datetime(2026, 12, 7, 9)] * 2  # 09:00 in London, stored as naive UTC
+
+
+def test_the_failure_hook_records_a_run_careflow_never_started(engine):
+    """A run that failed before careflow's code ran (Prefect refused its parameters, or
+    an error before the run was recorded): one row, the reason without Prefect's preamble."""
+    from types import SimpleNamespace
+
+    from careflow.flows.campaign import record_failure
+    from careflow.report import runs_since
+
+    run = SimpleNamespace(id="r1", parameters={"as_of": "22/11/2026", "channel": "sms"})
+    state = SimpleNamespace(message="Flow run encountered an exception: OperationalError: "
+                                    "database is locked")  # fmt: skip
+    record_failure(SimpleNamespace(name="reorder-reminder"), run, state)
+    record_failure(SimpleNamespace(name="reorder-reminder"), run, state)  # once only
+    (found,) = runs_since(engine)
+    assert (found["campaign"], found["channel"], found["dry_run"]) == ("reorder_reminder", "sms",
+                                                                      False)  # fmt: skip
+    assert found["status"] == "failed before it started: OperationalError: database is locked"
