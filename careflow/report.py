@@ -10,7 +10,7 @@ from careflow.clock import utcnow
 from careflow.db.models import Campaign, ContactEvent, ContactHistory, Customer, Run
 from careflow.money import from_minor
 from careflow.tables import text_table
-from careflow.uplift import describe_split, uplift_markdown
+from careflow.uplift import split_in_words, uplift_in_words, uplift_markdown
 
 
 def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry_run: bool) -> None:
@@ -37,6 +37,45 @@ def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry
                     started_at=now,
                 )
             )
+
+
+def record_refused(
+    engine: Engine,
+    run_id: str,
+    campaign: str,
+    as_of: datetime,
+    channel: str | None,
+    dry_run: bool,
+    why: str,
+) -> None:
+    """Record a run that stopped before it started (a name that is no campaign, a
+    configuration that cannot work, a back-dated date), finished, with the one-line
+    reason, so `careflow report runs` lists it. Nothing when the run is recorded already."""
+    now = utcnow()
+    summary = {
+        "campaign": campaign,
+        "as_of": as_of.date().isoformat(),
+        "dry_run": dry_run,
+        "selected": 0,
+        "sent": 0,
+        **{k: {} for k in ("skipped", "failed", "already", "would_send", "deferred")},
+        "stopped": f"failed before it started: {why}",
+    }
+    with engine.begin() as conn:
+        if conn.execute(select(Run.id).where(Run.id == run_id)).first() is not None:
+            return
+        conn.execute(
+            insert(Run.__table__).values(
+                id=run_id,
+                campaign=campaign[:64],
+                as_of=as_of.replace(tzinfo=None),
+                channel=channel,
+                dry_run=dry_run,
+                started_at=now,
+                finished_at=now,
+                summary=summary,
+            )
+        )
 
 
 def finish_run(engine: Engine, run_id: str, summary: dict) -> None:
@@ -292,24 +331,37 @@ def summary_markdown(s: dict) -> str:
         why = _fmt_reasons(reasons) if reasons else ""
         lines.append(f"| {explained.get(label, label)} | {n} | {why} |")
     if s.get("split"):
-        lines += ["", f"**Holdout.** {describe_split(s['split'])}"]
+        can = split_in_words(s["split"])
+        lines += ["", f"**Can this run tell whether the campaign works?** {can}"]
     if s.get("uplift"):
-        lines += ["", uplift_markdown(s["uplift"])]
+        so_far = uplift_in_words(s["uplift"])
+        lines += ["", f"**So far:** {so_far}", "", uplift_markdown(s["uplift"])]
     if s.get("decisions"):
-        lines += [
-            "",
-            "### Policy decisions (a few per reason)",
-            "",
-            "| customer | decision | until (UTC) | why |",
-            "| ---: | --- | --- | --- |",
-        ]
+        # a list, not a table: the reason is read whole, however long, on any screen
+        lines += ["", "### Policy decisions (a few per reason)", ""]
         for d in s["decisions"]:
-            why = (d.get("detail") or "").replace("|", "/")
-            lines.append(
-                f"| {d['customer_id']} | {d['action']} {d['reason']} | {d.get('until') or ''} "
-                f"| {why} |"
-            )
+            until = d.get("until") or ""  # ISO in UTC: 2026-12-08T01:00+00:00
+            until = f" until {until[:16].replace('T', ' ')} UTC" if until else ""
+            why = _md_text(d.get("detail") or "")
+            what = f"- {_customer(d)}: {d['action']} {d['reason']}{until}"
+            lines.append(what + (f": {why}" if why else ""))
     return "\n".join(lines)
+
+
+def _customer(d: dict) -> str:
+    """A customer as a marketer finds them: name and the shop's reference beside the id
+    (never an address or number: artifacts are read by many)."""
+    name = _md_text(d.get("name") or "")
+    ref = _md_text(d.get("ref") or "")
+    known = f"**{name}** " if name else ""
+    ids = ([f"ref {ref}"] if ref else []) + [f"id {d['customer_id']}"]
+    return f"{known}({', '.join(ids)})"
+
+
+def _md_text(text: str) -> str:
+    """Text from the shop's data, shown as itself in markdown (no links, emphasis, HTML)."""
+    text = " ".join(str(text).split())
+    return "".join("\\" + c if c in "\\`*_[]<>|~!" else c for c in text)
 
 
 #: timeline kinds counted in the responses report, by column

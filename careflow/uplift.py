@@ -450,3 +450,67 @@ def split_lines(s: dict) -> list[str]:
 def describe_split(s: dict) -> str:
     """The split and what it can detect, in one line."""
     return "; ".join(split_lines(s))
+
+
+# --- in a marketer's words, the numbers beside ---------------------------------------------
+def split_in_words(s: dict) -> str:
+    """What a run's split can tell, for a marketer: the sentence first, the statistics in
+    brackets after it (the run's artifact; :func:`describe_split` is the operator's line)."""
+    if not s["share"]:
+        return (
+            "Nobody is held out, so nobody can tell whether this campaign works "
+            "(holdout off: set a holdout share to measure it)."
+        )
+    groups = (
+        f"{s['to_contact']:,} customers to contact, {s['held_out']:,} held out "
+        f"({100 * s['share']:g}%)"
+    )
+    basis = f"80% power, buying rate without the message {s['baseline']:g}%"
+    found = s["mde_points"]
+    if found is None:
+        return (
+            f"Too few customers to tell whether this campaign works: even a campaign that "
+            f"got everyone to buy would go unnoticed ({groups}; {basis})."
+        )
+    if found > s["baseline"]:  # it would have to more than double the buying rate
+        return (
+            f"Too few customers to tell whether this campaign works: a difference smaller "
+            f"than {found:.1f} points in how many buy would go unnoticed ({groups}; {basis})."
+        )
+    return (
+        f"Enough customers to tell: a difference of {found:.1f} points or more in how many "
+        f"buy would most likely show ({groups}; {basis})."
+    )
+
+
+def uplift_in_words(report: dict) -> str:
+    """What the held-out comparison shows so far, for a marketer, numbers beside."""
+    contacted, held = report["groups"]["contacted"], report["groups"]["held_out"]
+    rates = (
+        f"{contacted['conversion']:.1f}% of {contacted['customers']:,} contacted customers "
+        f"bought, against {held['conversion']:.1f}% of {held['customers']:,} held out"
+        if contacted["conversion"] is not None and held["conversion"] is not None
+        else f"{contacted['customers']:,} contacted, {held['customers']:,} held out"
+    )
+    up = report.get("conversion_uplift")
+    if up and (up["ci"][0] > 0 or up["ci"][1] < 0):
+        more = "more" if up["points"] > 0 else "less"
+        return (
+            f"Customers who got the message bought {more} often: {rates} "
+            f"({up['points']:+.1f} points; 95% interval {up['ci'][0]:+.1f} to "
+            f"{up['ci'][1]:+.1f})."
+        )
+    unseen = report.get("mde_points")
+    if report["verdict"].startswith(("too few", "no held-out", "no contacted")):
+        missed = (
+            f"a difference smaller than {unseen:.1f} points would go unnoticed (80% power)"
+            if unseen is not None
+            else "even a large difference would go unnoticed"
+        )
+        return f"Too few customers so far to tell whether this campaign works: {rates}; {missed}."
+    return (
+        f"No clear sign that the message changes how many buy: {rates}"
+        + (f" (a difference of {unseen:.1f} points would most likely have shown)." if unseen
+           is not None else ".")
+    )  # fmt: skip
+

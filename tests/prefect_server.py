@@ -171,25 +171,34 @@ class WorkedRuns:
     """Flow runs a process worker has executed, as the API shows them afterwards."""
 
     birthday: dict  # birthday-daily with RUN_PARAMETERS: completes
-    typo: dict  # campaign-on-demand for a campaign that does not exist: fails
+    backdated: dict  # campaign-on-demand for a past date, not confirmed: fails before it starts
+    typo: str  # what the server answered a run requested for a campaign that does not exist
 
 
-#: parameters of the run that must fail: an operator's typo in the campaign name
+#: parameters of a run the server must refuse: an operator's typo in the campaign name
 TYPO_PARAMETERS = {**RUN_PARAMETERS, "campaign": "birthdya"}
+#: parameters of a run that must fail before it starts: a real run for a past date
+BACKDATED_PARAMETERS = {**RUN_PARAMETERS, "campaign": "winback", "allow_past": False}
 
 
 @pytest.fixture(scope="session")
 def worked_runs(careflow_deployment) -> WorkedRuns:
-    """Two flow runs requested through the API, then one `prefect worker start --run-once`."""
+    """Flow runs requested through the API, then one `prefect worker start --run-once`."""
     server = careflow_deployment.server
     birthday = server.api("/deployments/name/birthday/birthday-daily")
     on_demand = server.api("/deployments/name/campaign/campaign-on-demand")
+    try:  # the deployment's schema offers the campaigns found when it was made
+        server.api(f"/deployments/{on_demand['id']}/create_flow_run",
+                   {"parameters": TYPO_PARAMETERS})
+        refused = "accepted"
+    except urllib.error.HTTPError as exc:
+        refused = f"{exc.code} {exc.read().decode(errors='replace')}"
     # prefect.yaml delivers live; channel=outbox keeps these runs local, as an operator would
     runs = {
         "birthday": server.api(f"/deployments/{birthday['id']}/create_flow_run",
                                {"parameters": RUN_PARAMETERS}),
-        "typo": server.api(f"/deployments/{on_demand['id']}/create_flow_run",
-                           {"parameters": TYPO_PARAMETERS}),
+        "backdated": server.api(f"/deployments/{on_demand['id']}/create_flow_run",
+                                {"parameters": BACKDATED_PARAMETERS}),
     }
     # One poll of the work queue normally picks up both runs; on a busy machine
     # a poll can come back empty-handed, so poll again until both are over.
@@ -198,4 +207,4 @@ def worked_runs(careflow_deployment) -> WorkedRuns:
         worked = {k: server.api(f"/flow_runs/{r['id']}") for k, r in runs.items()}
         if all(run["state"]["type"] in FINAL_STATES for run in worked.values()):
             break
-    return WorkedRuns(**worked)
+    return WorkedRuns(**worked, typo=refused)

@@ -26,3 +26,20 @@ def test_entrypoint_loads_and_accepts_its_parameters(deployment, monkeypatch):
 def test_every_care_campaign_is_deployed():
     entrypoints = {d["entrypoint"].split(":")[1] for d in DEPLOYMENTS}
     assert {"birthday", "reorder_reminder", "winback", "vip_care"} <= entrypoints
+
+
+def _zones() -> list[tuple[str, str | None]]:
+    return [
+        (d["name"], entry.get("timezone"))
+        for d in DEPLOYMENTS
+        for entry in d.get("schedules") or []
+    ]
+
+
+def test_every_schedule_names_the_shops_time_zone_and_its_description_says_it():
+    # the UI shows "At 09:00 AM": without a zone that is 09:00 UTC, a marketer's 17:00
+    zones = _zones()
+    assert zones and all(zone for _, zone in zones), [d for d, zone in zones if not zone]
+    (shop_zone,) = {zone for _, zone in zones}  # one shop, one zone
+    for d in DEPLOYMENTS:
+        assert shop_zone in " ".join(d["description"].split()), d["name"]

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import http.server
 import json
+import subprocess
 import threading
 
 import pytest
 
-from tests.prefect_server import RUN_PARAMETERS, TYPO_PARAMETERS, api
+from careflow.settings import PROJECT_ROOT
+from tests.prefect_server import (
+    BACKDATED_PARAMETERS,
+    BIN,
+    RUN_PARAMETERS,
+    TYPO_PARAMETERS,
+    api,
+)
 
 pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-server")]
 
@@ -77,7 +85,31 @@ def test_a_run_with_parameters_is_executed_by_a_worker(careflow_deployment, work
     assert any(p.is_file() for p in outbox.rglob("*")), "the worker's run wrote the outbox"
 
 
-def test_a_run_for_an_unknown_campaign_fails_saying_so(worked_runs):
-    state = worked_runs.typo["state"]
+def test_a_run_for_an_unknown_campaign_is_refused_before_it_is_made(worked_runs):
+    # the run form offers the campaigns; the API refuses any other name, naming it
+    assert worked_runs.typo.startswith(("409 ", "422 ")), worked_runs.typo
+    assert TYPO_PARAMETERS["campaign"] in worked_runs.typo
+
+
+def test_the_deployments_describe_every_parameter_and_list_the_campaigns(careflow_deployment):
+    server = careflow_deployment.server
+    on_demand = server.api("/deployments/name/campaign/campaign-on-demand")
+    schema = on_demand["parameter_openapi_schema"]["properties"]
+    assert all(prop.get("description") for prop in schema.values()), schema
+    assert {"birthday", "winback", "vip_care"} <= set(schema["campaign"]["enum"])
+    assert "Asia/Shanghai" in on_demand["description"]
+
+
+def test_a_run_that_failed_before_it_started_is_in_report_runs(careflow_deployment,
+                                                                worked_runs):
+    state = worked_runs.backdated["state"]
     assert state["type"] == "FAILED", state
-    assert repr(TYPO_PARAMETERS["campaign"]) in state["message"]
+    assert "is " in state["message"] and "day(s) ago" in state["message"]
+    assert worked_runs.backdated["name"] == f"winback {BACKDATED_PARAMETERS['as_of']} via outbox"
+    listed = subprocess.run(
+        [BIN / "careflow", "report", "runs"], env=careflow_deployment.env, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    line = next(row for row in listed.stdout.splitlines() if " winback " in row)
+    assert f"failed before it started: --as-of {BACKDATED_PARAMETERS['as_of']} is " in line

@@ -3,10 +3,10 @@
 Reuses the server, deployments and worked flow runs of tests/prefect_server.py
 and opens the UI in headless Debian chromium through playwright-core
 (tests/ui/prefect_ui.mjs), as an operator would: the deployments with their
-schedules from prefect.yaml, a schedule paused and resumed, the completed
-birthday run with its logs and summary artifact, a failed run with its
-reason, and the custom-run form with its typed fields, filled in and
-submitted. Only loopback is reachable from the browser.
+schedules from prefect.yaml, a schedule paused and resumed (its zone said in
+the description), the completed birthday run with its logs and summary
+artifact, a run that failed before it started with its reason, and the
+custom-run form with its typed, described fields, filled in and submitted. Only loopback is reachable from the browser.
 
 Screenshots go to a temporary folder; set CAREFLOW_UI_SCREENSHOTS_DIR=docs/img
 to refresh the ones docs/operators.md shows.
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.browser, pytest.mark.xdist_group(
 SCRIPT = Path(__file__).parent / "ui" / "prefect_ui.mjs"
 PLAYWRIGHT = PROJECT_ROOT / ".ci" / "node" / "node_modules" / "playwright-core" / "package.json"
 SCREENSHOTS = ("ui-deployments.png", "ui-deployment.png", "ui-flow-run.png", "ui-artifact.png",
-               "ui-failed-run.png", "ui-run-form.png")
+               "ui-failed-run.png", "ui-run-form.png", "ui-run-form-campaign.png")
 #: how the UI words prefect.yaml's cron schedules (it shows them in the schedule's own zone)
 CRON_AS_THE_UI_SAYS = {
     "0 9 * * *": "At 09:00 AM every day",
@@ -94,7 +94,7 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
     server = careflow_deployment.server
     deployments = _deployments_in_prefect_yaml()
     birthday = server.api("/deployments/name/birthday/birthday-daily")
-    completed, failed = worked_runs.birthday, worked_runs.typo
+    completed, failed = worked_runs.birthday, worked_runs.backdated
     assert completed["state"]["type"] == "COMPLETED" and failed["state"]["type"] == "FAILED"
 
     logs = server.api("/logs/filter", {"logs": {"flow_run_id": {"any_": [completed["id"]]}}})
@@ -118,6 +118,8 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
         "time_zone": next(d["time_zone"] for d in deployments if d["time_zone"]),
         "deployments": [{"name": d["name"], "schedule": d["schedule"]} for d in deployments],
         "deployment": {"id": birthday["id"], "name": birthday["name"],
+                       # the description says the zone the schedule's "At 09:00 AM" is in
+                       "zone_said": "09:00 Asia/Shanghai (the shop's time zone)",
                        "schedule": next(d["schedule"] for d in deployments
                                         if d["name"] == birthday["name"])},
         "completed_run": {
@@ -135,7 +137,19 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
             "as_of": AS_OF,
             "channel": "outbox",
             "channels": next(c["enum"] for c in channel_choices if "enum" in c),
+            # a sentence under each parameter (careflow/flows/params.py), as the schema has it
+            "descriptions": [
+                birthday["parameter_openapi_schema"]["properties"][name]["description"][:60]
+                for name in ("as_of", "channel", "dry_run", "allow_past")
+            ],
         },
+    }
+    on_demand = server.api("/deployments/name/campaign/campaign-on-demand")
+    campaign = on_demand["parameter_openapi_schema"]["properties"]["campaign"]
+    spec["campaign_form"] = {
+        "deployment_id": on_demand["id"],
+        "description": campaign["description"][:40],
+        "campaigns": campaign["enum"],
     }
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))

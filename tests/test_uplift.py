@@ -236,3 +236,35 @@ def test_cli_report_uplift(shop, monkeypatch):
     assert out.exit_code == 2 and "Did you mean 'birthday'?" in out.output
     out = runner.invoke(main, ["report", "uplift", "winback"])
     assert out.exit_code == 0 and "nobody contacted or held out" in out.output
+
+
+def test_the_run_artifact_reads_whole_and_names_customers_without_contact_details():
+    from careflow.report import summary_markdown
+
+    why = "quiet hours 21:00-09:00 in Pacific/Auckland; " + "the customer's own zone " * 20
+    summary = {
+        "campaign": "birthday", "as_of": "2026-12-07", "dry_run": False, "delivery": "outbox",
+        "selected": 2, "sent": 0, "held_out": 0, "already": {}, "skipped": {}, "failed": {},
+        "deferred": {"quiet_hours": 1},
+        "decisions": [
+            {"customer_id": 7, "name": "李娜 *bold* [x](http://e.invalid)", "ref": "C007",
+             "action": "defer", "reason": "quiet_hours", "channel": "sms",
+             "until": "2026-12-07T20:00+00:00", "detail": why},
+            {"customer_id": 8, "name": None, "ref": None, "action": "skip",
+             "reason": "no_consent", "channel": None, "until": None, "detail": ""},
+        ],
+        "split": {"share": 0.1, "to_contact": 90, "held_out": 10, "baseline": 3.0,
+                  "baseline_source": "default", "mde_points": 95.8},
+    }  # fmt: skip
+    text = summary_markdown(summary)
+    assert (
+        "Too few customers to tell whether this campaign works: a difference smaller than "
+        "95.8 points in how many buy would go unnoticed (90 customers to contact, 10 held "
+        "out (10%); 80% power, buying rate without the message 3%)." in text
+    )
+    lines = text.splitlines()
+    deferred = next(line for line in lines if "defer quiet_hours" in line)
+    assert deferred.startswith("- **李娜 \\*bold\\* \\[x\\](http://e.invalid)** (ref C007, id 7)")
+    assert "defer quiet_hours until 2026-12-07 20:00 UTC: " in deferred
+    assert " ".join(why.split()) in deferred  # the reason whole, never cut
+    assert "- (id 8): skip no_consent" in lines

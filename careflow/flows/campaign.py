@@ -31,13 +31,14 @@ stop within about a second of the request instead of at once.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 import uuid
 from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, tags, task
@@ -59,13 +60,13 @@ from careflow import (
     db,
     outcome_journal,
     purchase_facts,
-    registry,
     segments,
 )
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CareflowError, ChannelDown, ConfigError
+from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.ledger import ContactLedger, DryRunLedger
@@ -75,6 +76,7 @@ from careflow.rendering import Renderer
 from careflow.report import (
     counts_text,
     finish_run,
+    record_refused,
     request_stop,
     start_run,
     stop_requested,
@@ -83,9 +85,6 @@ from careflow.report import (
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
 from careflow.uplift import baseline_of, compare, load_units, split_summary
-
-#: what the UI's run form offers for ``channel``: every registered channel
-ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
 
 #: how long a stopping run waits for its batches to put down what they hold
 STOP_GRACE_SECONDS = 30
@@ -171,15 +170,36 @@ process_batch_task = task(
 )(run_batch)
 
 
+def shop_zone() -> ZoneInfo:
+    """The shop's time zone (CAREFLOW_TIME_ZONE); UTC while the settings cannot be read
+    (the run itself then stops with the reason)."""
+    try:
+        return ZoneInfo(load_settings().time_zone)
+    except Exception:
+        return ZoneInfo("UTC")
+
+
+def occasion_text(as_of, minutes: bool = False) -> str:
+    """A run's occasion for its name: ``as_of`` as given, else the day (and with
+    ``minutes`` the time) the run was scheduled for, in the shop's time zone. A
+    scheduled run that starts late still names the slot it was scheduled for."""
+    if as_of:
+        if isinstance(as_of, datetime):
+            return as_of.isoformat(sep=" ", timespec="minutes")
+        return as_of.isoformat() if hasattr(as_of, "isoformat") else str(as_of)
+    start = flow_run.scheduled_start_time.astimezone(shop_zone())
+    return f"{start:%Y-%m-%d %H:%M}" if minutes else f"{start:%Y-%m-%d}"
+
+
 def run_name() -> str:
-    """A flow run's name says what and when: ``winback 2026-11-22 dry run``, ``birthday now``."""
+    """A flow run's name says what and for when: ``birthday 2026-12-07``,
+    ``winback 2026-11-22 via sms dry run`` (docs/operators.md)."""
     params = flow_run.parameters or {}
     what = params.get("campaign") or flow_run.flow_name or "campaign"
-    when = params.get("as_of") or "now"
-    when = when.isoformat() if hasattr(when, "isoformat") else str(when)
+    followup = flow_run.flow_name == "deferred-messages"  # every 15 minutes: the time too
     extra = [f"via {params['channel']}"] if params.get("channel") else []
     extra += ["dry run"] if params.get("dry_run") else []
-    return " ".join([what, when, *extra])
+    return " ".join([what, occasion_text(params.get("as_of"), minutes=followup), *extra])
 
 
 def business_today(zone: str) -> date:
@@ -261,7 +281,53 @@ def run_campaign(
         return final_state(exc)
     except CareflowError as exc:  # the first line an operator reads: what, and what to do
         logger.error("%s did not run: %s", campaign, exc)
+        _record_refused(logger, campaign, as_of, channel, dry_run, settings, exc)
         raise
+
+
+def _record_refused(logger, campaign, as_of, channel, dry_run, settings, exc) -> None:
+    """A run refused before it started, recorded for `careflow report runs` when the
+    database can be reached (a run stopped by its database cannot be recorded there)."""
+    try:
+        settings = settings or load_settings()
+        engine = run_engine(settings)
+        try:
+            at = resolve_as_of(as_of, settings.time_zone)[1]
+        except CareflowError:  # the date itself was the problem
+            at = clock.now()
+        run_id = str(flow_run.get_id() or uuid.uuid4())
+        why = " ".join(str(exc).split())
+        record_refused(engine, run_id, str(campaign), at, channel, dry_run, why)
+    except Exception as unrecorded:  # the reason is in the log line above all the same
+        logger.warning("the refused run could not be recorded: %s", unrecorded)
+
+
+#: Prefect's words before the reason: parameters the flow's signature refuses, or an error
+_PREFECT_PREAMBLE = re.compile(
+    r"^(Validation of flow parameters failed with error: \w+: Flow run received "
+    r"|Flow run encountered an exception: )"
+)
+
+
+def record_failure(flow, run, state) -> None:
+    """``on_failure`` of the campaign flows: a run that failed before careflow's code
+    ran (parameters its signature refuses, ``as_of="22/11/2026"``) is recorded like one
+    careflow refused (``_record_refused``); a run recorded already is left as it is."""
+    logger = logging.getLogger("careflow.flows")
+    params = run.parameters or {}
+    campaign = params.get("campaign") or flow.name.replace("-", "_")
+    why = " ".join(_PREFECT_PREAMBLE.sub("", state.message or "failed").split())
+    try:
+        engine = run_engine(load_settings())
+        at = clock.now()
+        with suppress(CareflowError):
+            at = resolve_as_of(params.get("as_of"), load_settings().time_zone)[1]
+        channel = params.get("channel") if isinstance(params.get("channel"), str) else None
+        dry_run = params.get("dry_run") is True
+        record_refused(engine, str(run.id), str(campaign), at, channel, dry_run,
+                       why.replace(" - ", " "))  # fmt: skip
+    except Exception as unrecorded:  # the reason is in the run's state all the same
+        logger.warning("the failed run could not be recorded: %s", unrecorded)
 
 
 def final_state(exc: RunStopped | ChannelDown) -> State:
@@ -474,13 +540,18 @@ def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | N
 
 # Batches run on threads or a Dask cluster, as CAREFLOW_TASK_RUNNER says
 # (careflow/flows/runners.py).
-@flow(name="campaign", flow_run_name=run_name, task_runner=BatchTaskRunner())
+@flow(
+    name="campaign",
+    flow_run_name=run_name,
+    task_runner=BatchTaskRunner(),
+    on_failure=[record_failure],
+)
 def campaign_flow(
-    campaign: str,
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
-    allow_past: bool = False,
+    campaign: Campaign,
+    as_of: AsOf = None,
+    channel: Channel = None,
+    dry_run: DryRun = False,
+    allow_past: AllowPast = False,
 ) -> dict:
     """Run any campaign in templates/ by name."""
     return run_campaign(campaign, as_of, channel, dry_run, allow_past=allow_past)

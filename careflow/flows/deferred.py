@@ -28,7 +28,6 @@ from careflow.campaigns import load_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ChannelDown, ConfigError
 from careflow.flows.campaign import (
-    ChannelChoice,
     check_campaign,
     final_state,
     open_run,
@@ -36,6 +35,8 @@ from careflow.flows.campaign import (
     run_engine,
     run_name,
 )
+from careflow.flows.idle import idle
+from careflow.flows.params import DeferredAsOf, DeferredChannel, DryRun
 from careflow.flows.route import RunPlan, RunStopped
 from careflow.flows.runners import BatchTaskRunner
 from careflow.ledger import ContactLedger
@@ -108,18 +109,21 @@ def send_deferred(
 
 @flow(name="deferred-messages", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def deferred_flow(
-    as_of: date | datetime | None = None,
-    channel: ChannelChoice | None = None,
-    dry_run: bool = False,
+    as_of: DeferredAsOf = None,
+    channel: DeferredChannel = None,
+    dry_run: DryRun = False,
 ) -> list[dict]:
     """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
 
     Deployed to run every 15 minutes (prefect.yaml); ``as_of`` is the instant
-    to decide at (default now), ``channel`` may only be ``outbox`` here. A stopped
+    to decide at (default now), ``channel`` may only be ``outbox`` here. A run that
+    found nothing due ends Completed named Idle, tagged nothing-due. A stopped
     follow-up ends Cancelled, one whose channel can deliver nothing more Failed, as
     campaign runs do.
     """
     try:
-        return send_deferred(as_of, channel, dry_run)
+        summaries = send_deferred(as_of, channel, dry_run)
     except (RunStopped, ChannelDown) as exc:
         return final_state(exc)
+    # most follow-ups find nothing due: told apart in the runs list (careflow/flows/idle.py)
+    return summaries if summaries else idle(summaries)

@@ -10,13 +10,12 @@ report without Prefect.
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from careflow import db
 from careflow.clock import resolve_as_of
+from careflow.flows.params import PyramidAsOf, PyramidHtml, PyramidParameters, PyramidPrevious
 from careflow.insight.html import as_html
 from careflow.insight.pyramid import pyramid_report
 from careflow.insight.render import as_dict, as_markdown, tier_rows
@@ -25,10 +24,10 @@ from careflow.settings import load_settings
 
 @flow(name="pyramid-report")
 def pyramid_report_flow(
-    as_of: date | datetime | None = None,
-    previous: date | None = None,
-    parameters: dict | None = None,
-    html: bool = True,
+    as_of: PyramidAsOf = None,
+    previous: PyramidPrevious = None,
+    parameters: PyramidParameters = None,
+    html: PyramidHtml = True,
 ) -> dict:
     """The customer pyramid and RFM report as of a date (default: now), as artifacts.
 

@@ -27,6 +27,8 @@ from careflow import (
 from careflow.campaigns import journey_step_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
+from careflow.flows.campaign import occasion_text
+from careflow.flows.params import DeferredAsOf, JourneyName
 from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
@@ -137,14 +139,14 @@ def due_now(journey: str | None, as_of=None, settings: Settings | None = None) -
 
 
 def run_name() -> str:
+    """``all journeys 2026-12-07 14:05``: what, and when, in the shop's time zone."""
     params = flow_run.parameters or {}
-    return f"{params.get('journey') or 'all journeys'} {params.get('as_of') or 'now'}"
+    what = params.get("journey") or "all journeys"
+    return f"{what} {occasion_text(params.get('as_of'), minutes=True)}"
 
 
 @flow(name="journey-advance", flow_run_name=run_name, task_runner=BatchTaskRunner())
-def journey_advance(
-    journey: str | None = None, as_of: date | datetime | None = None
-) -> list[dict]:
+def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> list[dict]:
     """Enter customers into journeys and move every due one a step on (all journeys, or
     ``journey``). Deployed every five minutes (prefect.yaml)."""
     logger = get_run_logger()

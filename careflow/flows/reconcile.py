@@ -44,14 +44,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 from sqlalchemy import Engine, and_, or_, select, update
 
 from careflow import db
 from careflow.clock import utcnow
 from careflow.db.models import ContactHistory, Customer
 from careflow.errors import AmbiguousError, DeliveryError, TransientError
+from careflow.flows.campaign import occasion_text
+from careflow.flows.idle import idle
+from careflow.flows.params import Describe
 from careflow.ledger import ContactLedger
 from careflow.messages import State
 from careflow.policy import normalize_address
@@ -260,9 +265,27 @@ def email_in_doubt(engine: Engine) -> int:
         )
 
 
-@flow(name="reconcile", flow_run_name="reconcile")
-def reconcile(settle_after_minutes: int = 15, status_after_hours: int = 2) -> dict:
-    """Ask the providers about messages in doubt or without a final state (module docs)."""
+SettleAfter = Annotated[
+    int,
+    Field(ge=1),
+    Describe("Minutes: ask about a message in doubt once it has been in doubt this long."),
+]
+StatusAfter = Annotated[
+    int,
+    Field(ge=1),
+    Describe("Hours: ask for the delivery state of a message sent this long ago without one."),
+]
+
+
+def run_name() -> str:
+    """``reconcile 2026-12-07 14:17``: the hour it settles, in the shop's time zone."""
+    return f"reconcile {occasion_text(None, minutes=True)}"
+
+
+@flow(name="reconcile", flow_run_name=run_name)
+def reconcile(settle_after_minutes: SettleAfter = 15, status_after_hours: StatusAfter = 2) -> dict:
+    """Ask the providers about messages in doubt or without a final state (module docs).
+    A run with nothing to settle ends Completed named Idle, tagged nothing-due."""
     logger = get_run_logger()
     settings: Settings = load_settings()
     engine = db.engine_for(settings.effective_database_url)
@@ -311,4 +334,9 @@ def reconcile(settle_after_minutes: int = 15, status_after_hours: int = 2) -> di
             "%d email(s) in doubt: check SendGrid's activity feed, then `careflow retry`",
             summary["email_left_for_a_person"],
         )
+    summary["abandoned"] = {"released": released, "interrupted": interrupted}
+    if not (released or interrupted or summary["email_left_for_a_person"]) and not any(
+        (summary["sms"] or {}).values()
+    ):  # most hours: told apart in the runs list (careflow/flows/idle.py)
+        return idle(summary, "Nothing to settle")
     return summary

@@ -756,11 +756,14 @@ def decision_note(c: Candidate) -> dict:
     d = c.decision
     return {
         "customer_id": c.customer_id,
+        # who, for the marketer reading the summary; never an address or a number
+        "name": c.row.get("full_name"),
+        "ref": c.row.get("external_ref"),
         "action": d.action,
         "reason": d.skip_reason,
         "channel": d.channel,
         "until": d.until.astimezone(UTC).isoformat(timespec="minutes") if d.until else None,
-        "detail": (d.detail or "")[:300],
+        "detail": d.detail or "",
     }
 
 

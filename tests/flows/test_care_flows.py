@@ -77,8 +77,14 @@ def test_bad_configuration_fails_before_anyone_is_selected(prefect_api, shop, mo
         campaign_flow(campaign="birthday", as_of="22/11/2026")
     with pytest.raises(ConfigError, match="not a date"):
         resolve_as_of("22/11/2026", "UTC")
+    # nobody was selected; both runs are recorded as refused, each with its reason
     with shop.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(ContactHistory)).scalar() == 0
+        runs = dict(conn.execute(select(Run.campaign, Run.summary)).all())
+    assert runs["nope"]["stopped"].startswith("failed before it started: no campaign 'nope'")
+    assert runs["birthday"]["stopped"].startswith(
+        "failed before it started: invalid parameters: as_of"
+    )
 
 
 def test_cli_run_prints_the_summary_and_says_what_was_already_sent(prefect_api, shop):
@@ -131,8 +137,35 @@ def test_a_bad_campaign_parameter_fails_before_the_run(prefect_api, shop, tmp_pa
         if r.levelname == "ERROR" and r.name == "prefect.flow_runs"
     ]
     assert errors and errors[0].startswith("winback did not run: templates/winback/campaign.yaml")
+    # nobody was selected; the run is recorded, finished, with the reason (report runs)
     with shop.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Run)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(ContactHistory)).scalar() == 0
+        (run,) = conn.execute(select(Run)).all()
+    assert run.finished_at is not None and run.summary["stopped"].startswith(
+        "failed before it started: templates/winback/campaign.yaml"
+    )
+
+
+def test_a_run_refused_before_it_started_is_listed_by_report_runs(prefect_api, shop):
+    """A typo in the campaign's name from the UI or the API: the run fails, and the
+    operator's list of runs says so, in one line, with the reason."""
+    from click.testing import CliRunner
+
+    from careflow.cli.main import main
+    from careflow.flows.campaign import campaign_flow
+
+    with pytest.raises(ConfigError, match="birthdya"):
+        campaign_flow(campaign="birthdya", as_of=AS_OF, dry_run=True)
+    with pytest.raises(ConfigError, match="day"):  # back-dated and not confirmed
+        campaign_flow(campaign="winback", as_of=AS_OF - timedelta(days=30))
+    listed = CliRunner().invoke(main, ["report", "runs"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    typo = next(line for line in lines if "birthdya (dry run)" in line)
+    assert "2026-11-22" in typo and "failed before it started: " in typo
+    assert "birthdya" in typo.split("failed before it started: ")[1]  # the reason, whole
+    backdated = next(line for line in lines if line.split()[2:3] == ["winback"])
+    assert "failed before it started: --as-of 2026-10-23 is 30 day(s) ago" in backdated
 
 
 def test_a_run_tells_the_terminal_how_far_it_has_got(prefect_api, shop):
@@ -215,3 +248,22 @@ def test_a_real_run_given_a_date_judges_quiet_hours_at_the_real_clock(prefect_ap
     with shop.connect() as conn:
         due = conn.execute(select(ContactHistory.not_before)).scalars().all()
     assert due == [datetime(2026, 12, 7, 9)] * 2  # 09:00 in London, stored as naive UTC
+
+
+def test_the_failure_hook_records_a_run_careflow_never_started(engine):
+    """A run that failed before careflow's code ran (Prefect refused its parameters, or
+    an error before the run was recorded): one row, the reason without Prefect's preamble."""
+    from types import SimpleNamespace
+
+    from careflow.flows.campaign import record_failure
+    from careflow.report import runs_since
+
+    run = SimpleNamespace(id="r1", parameters={"as_of": "22/11/2026", "channel": "sms"})
+    state = SimpleNamespace(message="Flow run encountered an exception: OperationalError: "
+                                    "database is locked")  # fmt: skip
+    record_failure(SimpleNamespace(name="reorder-reminder"), run, state)
+    record_failure(SimpleNamespace(name="reorder-reminder"), run, state)  # once only
+    (found,) = runs_since(engine)
+    assert (found["campaign"], found["channel"], found["dry_run"]) == ("reorder_reminder", "sms",
+                                                                      False)  # fmt: skip
+    assert found["status"] == "failed before it started: OperationalError: database is locked"

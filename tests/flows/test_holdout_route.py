@@ -211,7 +211,7 @@ def test_a_run_summary_states_what_its_split_can_detect(engine, templates, prefe
     from careflow.flows.campaign import campaign_flow
 
     for cid in range(1, 41):
-        person(engine, cid)
+        person(engine, cid, external_ref=f"R{cid:03d}")
     summary = campaign_flow(campaign="promo", as_of=AT, dry_run=True)
     split = summary["split"]
     assert split["share"] == SHARE and split["held_out"] == len(held(range(1, 41)))
@@ -223,6 +223,14 @@ def test_a_run_summary_states_what_its_split_can_detect(engine, templates, prefe
     assert summary["held_out"] == split["held_out"]
     assert summary["uplift"]["groups"]["held_out"]["customers"] == split["held_out"]
     text = summary_markdown(summary)
-    assert "**Holdout.** holdout 30%: " in text
-    assert "smallest detectable difference in conversion" in text
+    # a marketer's words first, the statistics beside them
+    assert "**Can this run tell whether the campaign works?** Too few customers to tell " \
+        f"whether this campaign works: a difference smaller than {split['mde_points']:.1f} " \
+        "points in how many buy would go unnoticed (" in text
+    assert "held out (30%); 80% power" in text
+    assert "**So far:** Too few customers so far to tell whether this campaign works: " in text
     assert "Did contact pay?" in text and "too few customers to tell" in text
+    # who was held out: name and reference beside the id, never an address
+    held_line = next(line for line in text.splitlines() if "held_out holdout" in line)
+    assert held_line.startswith("- **Customer ") and "(ref R" in held_line
+    assert "+4479111" not in text

@@ -101,6 +101,12 @@ try {
   await page.reload();
   await scheduleSwitch(true).waitFor();
   await snap('ui-deployment.png');
+  // the schedule's label names no zone; the deployment's description does
+  step = 'deployment page: Description tab';
+  await page.getByRole('tab', { name: 'Description' }).or(page.getByText('Description', { exact: true }))
+    .first().click();
+  step = `deployment page: the description says the zone ("${spec.deployment.zone_said}")`;
+  await sees(spec.deployment.zone_said);
 
   // --- the completed run: state, logs, then its summary artifact
   step = 'flow run page';
@@ -146,6 +152,10 @@ try {
   step = 'custom run form';
   await page.waitForURL(/\/run(\?|$)/);
   await sees('as_of');
+  for (const text of form.descriptions) {
+    step = `custom run form: the description "${text}"`;
+    await sees(text);
+  }
   step = 'custom run form: as_of date picker';
   await page.getByRole('button', { name: 'date', exact: true }).click();
   await page.getByText('Select date', { exact: true }).click();
@@ -178,6 +188,25 @@ try {
   const link = page.getByRole('link', { name: runName, exact: true }).first();
   await link.waitFor();
   const submitted = (await link.getAttribute('href')).match(/flow-run\/([0-9a-f-]{36})/)[1];
+
+  // --- the on-demand deployment's form: the campaign picked from a list, not typed
+  const onDemand = spec.campaign_form;
+  step = 'campaign-on-demand: Run, then Custom run';
+  await page.goto(`${spec.ui_url}/deployments/deployment/${onDemand.deployment_id}`);
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  await page.getByText('Custom run', { exact: true }).click();
+  await page.waitForURL(/\/run(\?|$)/);
+  step = `campaign-on-demand form: the description "${onDemand.description}"`;
+  await sees(onDemand.description);
+  step = 'campaign-on-demand form: the campaign list';
+  const campaign = page.locator('.schema-form-property').filter({ hasText: onDemand.description })
+    .locator('.p-select-button__control').first();
+  await campaign.press('ArrowDown');
+  for (const name of onDemand.campaigns) {
+    step = `campaign-on-demand form: the campaign "${name}" in the list`;
+    await page.getByRole('option', { name, exact: true }).waitFor();
+  }
+  await snap('ui-run-form-campaign.png');
 
   console.log(JSON.stringify({ submitted_run_id: submitted, outside_requests: outside }));
   await context.close();

@@ -1,0 +1,158 @@
+"""The flows' parameters as the Prefect UI's run form shows them: a sentence under
+each, and a list to pick from where the set is known.
+
+Prefect builds a deployment's form from the flow signature's pydantic schema
+(``prefect.utilities.callables.parameter_schema``). It gives every field its own
+``title`` (the parameter's name) and ``description`` (from the docstring, else
+none), so a ``pydantic.Field`` inside ``Annotated`` loses its text there, and a
+``Field`` as the default would reach a direct call of ``flow.fn`` as the default
+value itself. Each parameter here is therefore an ``Annotated`` type carrying a
+:class:`Describe`, which writes the sentence (and any choices) into the type's own
+schema when the schema is built; the value a flow receives is unchanged.
+
+The choices for ``campaign``. Shops add their own campaigns under
+CAREFLOW_TEMPLATES_DIR, so a ``Literal`` of the shipped ones would refuse theirs,
+and an ``Enum`` read from the folder when the module is imported makes the import
+fail (and every flow with it) whenever the folder is unreadable. The list is
+instead put into the *schema* when the schema is built (``campaign_choices``,
+called when the flow is defined and again while ``prefect deploy`` records the
+deployment; an unreadable folder or setting leaves a text box): the form offers the
+campaigns found then, and the server refuses any other name for a run of that
+deployment before a worker starts it. The type stays ``str``, so a campaign added
+since still runs from the command line; a name that is no campaign is refused by
+``load_campaign`` in one line (and recorded: ``careflow report runs``). Add a
+campaign, deploy again (as for a schedule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from careflow import registry
+from careflow.campaigns import list_campaigns
+from careflow.settings import load_settings
+
+
+class Describe:
+    """``Annotated`` metadata: the sentence the run form shows under a parameter, and
+    optionally its choices, computed when the schema is built."""
+
+    def __init__(self, text: str, choices: Callable[[], list[str]] | None = None):
+        self.text, self.choices = text, choices
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict:
+        schema = handler(core_schema)
+        schema["description"] = self.text
+        names = self.choices() if self.choices else None
+        if names:
+            schema["enum"] = names
+        return schema
+
+
+def campaign_choices() -> list[str]:
+    """The campaigns under the templates folder (module docs); none when unreadable."""
+    try:
+        return sorted(list_campaigns(load_settings().templates_dir))
+    except Exception:  # no readable folder: the form keeps a text box, the run says why
+        return []
+
+
+#: what the UI's run form offers for ``channel``: every registered channel, and outbox
+ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
+
+Campaign = Annotated[
+    str,
+    Describe(
+        "The campaign to run: a folder under templates/ with a campaign.yaml "
+        "(the list is the campaigns found when this deployment was made).",
+        campaign_choices,
+    ),
+]
+
+AsOf = Annotated[
+    date | datetime | None,
+    Describe(
+        "The occasion's date (noon of it in the shop's time zone, "
+        "CAREFLOW_TIME_ZONE) or an exact date-time. None: now, as schedules run.",
+    ),
+]
+
+Channel = Annotated[
+    ChannelChoice | None,
+    Describe(
+        "Send everyone on this channel this run; 'outbox' writes every message "
+        "to the local outbox instead of sending it. None: each customer's own channel, "
+        "by the campaign's preference.",
+    ),
+]
+
+DryRun = Annotated[
+    bool,
+    Describe(
+        "Make every decision a real run would, and send and record nothing.",
+    ),
+]
+
+AllowPast = Annotated[
+    bool,
+    Describe(
+        "Confirm a real run dated before today: it sends today what was meant "
+        "for then. Without it such a run stops before selecting anyone.",
+    ),
+]
+
+DeferredChannel = Annotated[
+    Literal["outbox"] | None,
+    Describe(
+        "None: each deferred message goes on the channel its policy decided. "
+        "'outbox' writes them to the local outbox instead of sending them.",
+    ),
+]
+
+DeferredAsOf = Annotated[
+    date | datetime | None,
+    Describe(
+        "The instant to decide at (a date is noon of it in the shop's time "
+        "zone). None: now, as the schedule runs.",
+    ),
+]
+
+JourneyName = Annotated[
+    str | None,
+    Describe(
+        "Advance only this journey (a folder under templates/ with a "
+        "journey.yaml). None: every journey.",
+    ),
+]
+
+PyramidAsOf = Annotated[
+    date | datetime | None,
+    Describe(
+        "The report's date (in the shop's time zone). None: today.",
+    ),
+]
+
+PyramidPrevious = Annotated[
+    date | None,
+    Describe(
+        "The earlier date tier movement is counted from. None: 90 days "
+        "before the report's date.",
+    ),
+]
+
+PyramidParameters = Annotated[
+    dict | None,
+    Describe(
+        "The pyramid segment's parameters (window_days, vip_pct, ...; "
+        "docs/insight.md). None: its defaults.",
+    ),
+]
+
+PyramidHtml = Annotated[
+    bool,
+    Describe(
+        "Also write the report as an HTML page with charts.",
+    ),
+]
