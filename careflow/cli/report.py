@@ -76,13 +76,32 @@ def report_responses(since, as_json):
         _echo(responses_table(rows))
 
 
+def _taken_up_between(command):
+    """--since, --until (the days customers were taken up by a run) and --json."""
+    command = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(
+        command
+    )
+    command = click.option(
+        "--until", default=None, help="Customers taken up on or before this date."
+    )(command)
+    return click.option(
+        "--since", default=None, help="Customers taken up on or after this date (YYYY-MM-DD)."
+    )(command)
+
+
+def _days_between(since: str | None, until: str | None):
+    """--since and --until as dates (None stays None); one line when they are not a range."""
+    from careflow.errors import ConfigError
+
+    start, end = _day(since, "--since"), _day(until, "--until")
+    if start and end and start > end:
+        raise ConfigError(f"--since {start} is after --until {end}")
+    return start, end
+
+
 @report.command("uplift")
 @click.argument("campaign")
-@click.option(
-    "--since", default=None, help="Customers taken up on or after this date (YYYY-MM-DD)."
-)
-@click.option("--until", default=None, help="Customers taken up on or before this date.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_taken_up_between
 def report_uplift(campaign, since, until, as_json):
     """Did CAMPAIGN pay? Its contacted customers against its held-out ones.
 
@@ -92,14 +111,11 @@ def report_uplift(campaign, since, until, as_json):
     --since and --until is pooled (each month's birthdays).
     """
     from careflow.campaigns import load_campaign
-    from careflow.errors import ConfigError
     from careflow.uplift import uplift_report, uplift_table
 
     settings = _settings()
     load_campaign(campaign, settings.templates_dir)  # a misspelt name: one line with a hint
-    start, end = _day(since, "--since"), _day(until, "--until")
-    if start and end and start > end:
-        raise ConfigError(f"--since {start} is after --until {end}")
+    start, end = _days_between(since, until)
     found = uplift_report(
         _engine(),
         campaign,
@@ -120,11 +136,7 @@ def report_uplift(campaign, since, until, as_json):
 
 @report.command("experiment")
 @click.argument("campaign")
-@click.option(
-    "--since", default=None, help="Customers taken up on or after this date (YYYY-MM-DD)."
-)
-@click.option("--until", default=None, help="Customers taken up on or before this date.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_taken_up_between
 def report_experiment(campaign, since, until, as_json):
     """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``)
 
@@ -144,9 +156,7 @@ def report_experiment(campaign, since, until, as_json):
             f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to its "
             "campaign.yaml (docs/experiments.md)"
         )
-    start, end = _day(since, "--since"), _day(until, "--until")
-    if start and end and start > end:
-        raise ConfigError(f"--since {start} is after --until {end}")
+    start, end = _days_between(since, until)
     found = experiment_report(
         _engine(),
         spec,
