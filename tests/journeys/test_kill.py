@@ -328,7 +328,7 @@ def check(engine, server: SlowFaultServer, customers: dict[int, dict]) -> Counte
             elif row.reason != "interrupted":
                 assert n == 0, f"customer {cid} {r.step}: {row.state} {row.reason}, accepted"
         sent_steps = {r.step for r in rows if r.step in SENDS}
-        for (campaign, c), row in ledger_of.items():
+        for campaign, c in ledger_of:
             if c == cid:
                 assert campaign.removeprefix(f"j_{JOURNEY}__") in sent_steps, (cid, campaign)
     return outcomes
