@@ -693,7 +693,7 @@ def journey_problems(
     for step in spec.steps:
         if not isinstance(step, SendStep):
             continue
-        for channel in step.channels:
+        for channel in step.channel_order:
             for part in registry.get(channel).parts:
                 name = f"{step.id}.{part.stem.format(locale=default_locale)}"
                 if part.required and not (folder / name).is_file():
