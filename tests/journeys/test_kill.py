@@ -21,8 +21,10 @@ row, none for a skip); each customer's step rows are one path through the
 journey, each step once, in the order the journey gives for their reply and
 locale; every position ended (done, or held out) with one outcome.
 
-Sizes: ``ci`` (30 customers, 6 kills; CAREFLOW_JOURNEY_KILLS changes it) and
-``full`` (120 customers, 54 kills, marked slow).
+The kills go only to instants that still have work: an advance that finds nothing
+due is no test. Sizes: ``ci`` (one wave of 30 customers, 6 kills;
+CAREFLOW_JOURNEY_KILLS changes it) and ``full`` (four waves of 40 customers, each
+wave entering four days after the one before, at least 54 kills; marked slow).
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ from tests.reliability.cli_run import HANG_GUARD, cli_env
 
 JOURNEY = "kill_journey"
 START = datetime(2026, 6, 1, 12, tzinfo=UTC)
-#: the instants advanced at: entry and the SMS; the window ends (branch, email); the wait ends
-INSTANTS = [START, START + timedelta(days=2), START + timedelta(days=3)]
+#: the instants a wave is advanced at, from its start: entry and the SMS; the window
+#: ends (branch, email); the wait ends
+INSTANTS = [timedelta(0), timedelta(days=2), timedelta(days=3)]
+WAVE_DAYS = 4  # a new wave of customers every four days
 LEASE = 3600  # longer than the test: only ageing rows lets a lease run out
 REQUEST_DELAY = 0.01
 
@@ -85,14 +89,23 @@ SENDS = {"first": "sms", "second": "email", "second_zh": "email"}
 
 @dataclass(frozen=True)
 class Size:
-    customers: int
+    """Waves of customers (each wave enters and goes through the journey on its own
+    days, so the kills always find work) and the kills to make at least."""
+
+    customers: int  # per wave
+    waves: int
     kills: int
 
     @classmethod
     def named(cls, name: str) -> Size:
         if name == "full":
-            return cls(120, 54)
-        return cls(30, int(os.environ.get("CAREFLOW_JOURNEY_KILLS", "6")))
+            return cls(40, 4, 54)
+        return cls(30, 1, int(os.environ.get("CAREFLOW_JOURNEY_KILLS", "6")))
+
+    @property
+    def per_instant(self) -> int:
+        """Kills to aim for at each instant: enough that the total is reached."""
+        return -(-self.kills // (self.waves * len(INSTANTS)))
 
 
 def write_journey(root: Path) -> None:
@@ -106,10 +119,10 @@ def write_journey(root: Path) -> None:
             (folder / f"{step}.email.{locale}.txt.j2").write_text(f"{step}: {{{{ name }}}}")
 
 
-def shop(engine, n: int) -> dict[int, dict]:
-    """Dormant customers 1..n: every third speaks Chinese, every fourth replies to the SMS."""
+def shop(engine, ids: range) -> dict[int, dict]:
+    """Dormant customers: every third speaks Chinese, every fourth replies to the SMS."""
     out = {}
-    for cid in range(1, n + 1):
+    for cid in ids:
         locale = "zh-CN" if cid % 3 == 0 else "en"
         add_customer(engine, cid, mobile=f"+4479111{cid:05d}", country="GB", locale=locale,
                      owner="Grace")  # fmt: skip
@@ -254,13 +267,14 @@ MODES = ("timed", "claimed", "mid_send", "step_rows")
 
 
 def advance_with_kills(adv: Advancer, at: datetime, kills: int, cap: int) -> None:
-    """``kills`` killed advances at ``at`` (each next one within the dead one's lease or
-    after it, at random; now and then two at once), then advances to the end."""
+    """Up to ``kills`` killed advances at ``at`` while work is due (each next one within
+    the dead one's lease or after it, at random; now and then two at once), then
+    advances to the end."""
     made = 0
     tries = 0
-    while made < kills:
+    while made < kills and (tries == 0 or adv.due(at) > 0):
         tries += 1
-        assert tries <= 4 * kills + 10, "the kills could not be made (work ran out?)"
+        assert tries <= 4 * kills + 10, "an advance neither finished nor could be killed"
         if adv.rng.random() < 0.5:
             adv.age(at)
         elif adv.claimed(at):
@@ -345,8 +359,9 @@ def test_advances_killed_at_random_take_each_step_once(
     rng = random.Random(seed)
     templates = tmp_path / "templates"
     write_journey(templates)
-    customers = shop(engine, size.customers)
-    per_instant = [size.kills // 3 + (i < size.kills % 3) for i in range(3)]
+    customers: dict[int, dict] = {}
+    # a kill takes at most a share of an instant's work (about two rows per customer)
+    cap = max(2, 2 * size.customers // (2 * size.per_instant))
     with SlowFaultServer(delay=REQUEST_DELAY) as server:
         env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=5)
         env |= {
@@ -356,17 +371,25 @@ def test_advances_killed_at_random_take_each_step_once(
             "CAREFLOW_FREQUENCY_CAP": "off",
         }
         adv = Advancer(engine, env, server, tmp_path, rng)
-        for i, at in enumerate(INSTANTS):
-            if i == 1:  # the repliers answer the SMS the day after
-                for cid, customer in customers.items():
-                    if customer["replies"]:
-                        reply(engine, cid, START + timedelta(days=1))
-            # a kill takes at most a share of this instant's work
-            cap = max(2, 2 * size.customers // (3 * max(per_instant[i], 1)))
-            advance_with_kills(adv, at, per_instant[i], cap)
+        wave = 0
+        # waves go on until the kills are made: an instant whose work ends before its
+        # share of kills leaves them to the next wave
+        while wave < size.waves or sum(adv.kills.values()) < size.kills:
+            assert wave < 3 * size.waves, f"only {dict(adv.kills)} kills in {wave} waves"
+            begins = START + timedelta(days=WAVE_DAYS * wave)
+            ids = range(wave * size.customers + 1, (wave + 1) * size.customers + 1)
+            joining = shop(engine, ids)  # dormant from now on: they enter with this wave
+            customers |= joining
+            for i, offset in enumerate(INSTANTS):
+                if i == 1:  # the repliers answer the SMS the day after
+                    for cid, customer in joining.items():
+                        if customer["replies"]:
+                            reply(engine, cid, begins + timedelta(days=1))
+                advance_with_kills(adv, begins + offset, size.per_instant, cap)
+            wave += 1
         outcomes = check(engine, server, customers)
     kills = sum(adv.kills.values())
     print(f"\njourney kill test ({size_name}, {engine.dialect.name}, seed {seed!r}): "
-          f"{kills} kills {dict(adv.kills)}, {adv.started} advances, "
+          f"{kills} kills {dict(adv.kills)}, {wave} wave(s), {adv.started} advances, "
           f"{adv.in_lease} started within a dead one's lease; outcomes {dict(outcomes)}")  # fmt: skip
     assert kills >= size.kills
