@@ -42,6 +42,9 @@ STEP_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 #: what a customer does that careflow records: an entry, a wait_for or an exit waits for it
 JourneyEvent = Literal["replied", "clicked", "delivered", "bounced", "ordered", "opted_out"]
 EVENTS: tuple[str, ...] = JourneyEvent.__args__  # type: ignore[attr-defined]
+#: in a send step's ``channels``: of the channels listed, the one the customer last
+#: replied or clicked on goes first (the rest follow in the file's order)
+LAST_ANSWERED = "last_answered"
 #: the step where a new position starts: the advancer draws the holdout there
 ENTRY_STEP = "_entry"
 #: the ledger's campaign name of a journey's send step: ``j_<journey>__<step>``
@@ -85,13 +88,38 @@ class SendStep(_Flowing):
 
     type: Literal["send"]
     #: the channels to try, in order (the customer's preferred channel first, as for
-    #: campaigns, when the policy says so)
+    #: campaigns, when the policy says so); ``last_answered`` puts first, of the others
+    #: listed, the one the customer last replied or clicked on
     channels: list[str] = Field(min_length=1)
 
     @field_validator("channels")
     @classmethod
     def _registered(cls, value: list[str]) -> list[str]:
-        return registry.content_channels(value)
+        allowed = registry.content_names()
+        for name in value:
+            if name not in allowed and name != LAST_ANSWERED:
+                raise ValueError(
+                    f"{name!r} is not a channel; choose from {', '.join(allowed)} "
+                    f"or {LAST_ANSWERED}"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a channel is listed twice")
+        if LAST_ANSWERED in value and len(value) == 1:
+            raise ValueError(
+                f"{LAST_ANSWERED} picks among the channels listed with it: list them too, "
+                f"e.g. [{LAST_ANSWERED}, sms, email]"
+            )
+        return value
+
+    @property
+    def answered_first(self) -> bool:
+        """Whether the channel the customer last answered on goes first."""
+        return LAST_ANSWERED in self.channels
+
+    @property
+    def channel_order(self) -> list[str]:
+        """The real channels, in the file's order."""
+        return [c for c in self.channels if c != LAST_ANSWERED]
 
 
 class WaitStep(_Flowing):

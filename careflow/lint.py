@@ -48,6 +48,7 @@ from careflow import registry
 from careflow.campaigns import (
     CampaignSpec,
     campaign_folder_problems,
+    journey_step_campaign,
     list_campaigns,
     load_campaign,
 )
@@ -62,6 +63,7 @@ from careflow.journey_spec import (
     journey_folder_problems,
     list_journeys,
     load_journey,
+    template_prefix,
 )
 from careflow.rendering import Rendered, Renderer, locale_chain
 from careflow.settings import Settings
@@ -691,12 +693,47 @@ class _Lint:
                 )
 
     def _find(self, campaign: str, stem: str, locale: str) -> Path | None:
-        """The file a customer of ``locale`` gets, as the renderer chooses it."""
+        """The file a customer of ``locale`` gets, as the renderer chooses it (a journey's
+        send step: ``<journey>/<step>.<stem>``)."""
+        prefix = template_prefix(campaign)
         for loc in locale_chain(locale, self.settings.default_locale):
-            path = self.root / campaign / stem.format(locale=loc)
+            path = self.root / f"{prefix}{stem.format(locale=loc)}"
             if path.is_file():
                 return path
         return None
+
+    def journey(self, name: str) -> None:
+        """A journey's send steps rendered for sample customers in each locale their
+        templates are written in, as the messages would go out (a journey.yaml that
+        does not load is reported by :func:`lint_journeys`)."""
+        try:
+            spec = load_journey(name, self.root)
+        except ConfigError:
+            return
+        folder = self.root / name
+        patterns = _part_patterns()
+        for step in spec.steps:
+            if not isinstance(step, SendStep):
+                continue
+            campaign = journey_step_campaign(spec, step)
+            locales = set()
+            for path in folder.glob(f"{step.id}.*.j2"):
+                rest = path.name.removeprefix(f"{step.id}.")
+                for pattern, channel, _ in patterns:
+                    if channel in campaign.channels and (m := pattern.match(rest)):
+                        locales.add(m["locale"])
+            try:
+                contexts = [
+                    (sample, {**self.context_for(campaign, sample), "locale": loc})
+                    for loc in sorted(locales) or [self.settings.default_locale]
+                    for sample in samples_for(loc)
+                ]
+            except ConfigError as exc:
+                self.add(folder / "journey.yaml", 0, f"step {step.id!r}: {exc}")
+                continue
+            for channel in campaign.channels:
+                for sample, context in contexts:
+                    self.message(campaign, channel, sample, context)
 
     def shared(self, campaign_folders: set[str]) -> None:
         """Templates outside campaign folders (layouts): they must compile and nest."""
@@ -731,7 +768,7 @@ def journey_problems(
     for step in spec.steps:
         if not isinstance(step, SendStep):
             continue
-        for channel in step.channels:
+        for channel in step.channel_order:
             for part in registry.get(channel).parts:
                 name = f"{step.id}.{part.stem.format(locale=default_locale)}"
                 if part.required and not (folder / name).is_file():
@@ -805,6 +842,8 @@ def lint_templates(
             continue
         lint.campaign(name)
     if not campaigns:
+        for name in list_journeys(root):
+            lint.journey(name)
         lint.shared(
             {p.parent.name for p in root.glob("*/campaign.yaml")}
             | {p.parent.name for p in root.glob("*/journey.yaml")}

@@ -43,3 +43,32 @@ def test_every_schedule_names_the_shops_time_zone_and_its_description_says_it():
     (shop_zone,) = {zone for _, zone in zones}  # one shop, one zone
     for d in DEPLOYMENTS:
         assert shop_zone in " ".join(d["description"].split()), d["name"]
+
+
+def test_the_journey_trigger_expects_events_careflow_emits():
+    """The journey-advance trigger names careflow's own events (they cannot drift from
+    careflow/service/prefect_events.py), matches the resource careflow puts them on,
+    is debounced, and the schedule stays as the safety net."""
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from careflow.journey_spec import EVENTS
+    from careflow.journeys.events import EVENT_KINDS
+    from careflow.service.prefect_events import EVENT_NAMES, prefect_events
+
+    (deployment,) = [d for d in DEPLOYMENTS if d["entrypoint"].endswith(":journey_advance")]
+    assert deployment["schedules"], "the schedule is the safety net"
+    (raw,) = deployment["triggers"]
+    trigger = DeploymentEventTrigger.model_validate(raw)  # as `prefect deploy` reads it
+    assert trigger.expect and trigger.expect <= set(EVENT_NAMES.values())
+    assert trigger.threshold == 1 and trigger.within.total_seconds() >= 30  # debounced
+    # every response a journey can wait for or exit on wakes it (delivery receipts,
+    # one per message, are left to the schedule); orders come as conversions
+    kinds = {k for e in EVENTS if e not in ("delivered", "ordered") for k in EVENT_KINDS[e]}
+    wanted = {EVENT_NAMES[k] for k in kinds if k in EVENT_NAMES} | {EVENT_NAMES["converted"]}
+    assert wanted <= trigger.expect
+    # the resource careflow puts its events on matches
+    (pattern,) = [v for k, v in raw["match"].items() if k == "prefect.resource.id"]
+    (sample,) = prefect_events([("replied", 7, 70, "j_winback_journey__first_sms")])
+    assert sample["event"] in trigger.expect
+    assert sample["resource"]["prefect.resource.id"].startswith(pattern.rstrip("*"))
+    assert set(raw["parameters"]) <= {"journey", "as_of"}

@@ -71,6 +71,20 @@ def test_deploy_all_offers_a_typed_run_form_and_schedules(careflow_deployment):
     assert deployment["schedules"], "the daily schedule from prefect.yaml"
 
 
+def test_deploy_all_makes_the_journey_trigger_an_automation(careflow_deployment):
+    """prefect.yaml's trigger on careflow's events becomes an automation that runs the
+    journey-advance deployment; its schedule stays."""
+    server = careflow_deployment.server
+    deployment = server.api("/deployments/name/journey-advance/journey-advance-every-5-minutes")
+    assert deployment["schedules"], "the five-minute safety net"
+    automations = server.api("/automations/filter", {})
+    (auto,) = [a for a in automations if a["name"] == "journey-advance-on-responses"]
+    assert "careflow.message.replied" in auto["trigger"]["expect"]
+    assert auto["trigger"]["posture"] == "Reactive" and auto["trigger"]["within"] == 60
+    (action,) = auto["actions"]
+    assert action["type"] == "run-deployment" and action["deployment_id"] == deployment["id"]
+
+
 def test_a_run_with_parameters_is_executed_by_a_worker(careflow_deployment, worked_runs):
     run = worked_runs.birthday
     assert run["parameters"] == RUN_PARAMETERS

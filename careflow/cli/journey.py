@@ -36,11 +36,19 @@ def journey_list():
 
 @journey.command("show")
 @click.argument("name")
-def journey_show(name):
+@click.option("--mermaid", is_flag=True,
+              help="Print the journey as a Mermaid flowchart with live counts per step.")
+def journey_show(name, mermaid):
     """A journey's steps in order, each with where it leads."""
     from careflow.journey_spec import load_journey, step_campaign_name
 
     spec = load_journey(name, _settings().templates_dir)
+    if mermaid:
+        from careflow.journeys.diagram import live_counts
+        from careflow.journeys.diagram import mermaid as flowchart
+
+        _echo(flowchart(spec, live_counts(_engine(), spec)), nl=False)
+        return
     entry = (f"segment {spec.entry.segment} {spec.entry.parameters or ''}".strip()
              if spec.entry.segment else f"event {spec.entry.event}")  # fmt: skip
     holdout = "settings (CAREFLOW_HOLDOUT)" if spec.holdout is None else f"{spec.holdout:.0%}"

@@ -1,15 +1,16 @@
-"""``careflow demo``: seed the embedded default and run the four care campaigns."""
+"""``careflow demo``: seed the embedded default, run the four care campaigns and advance
+one journey."""
 
 from __future__ import annotations
 
 import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 
 import click
 from sqlalchemy import func, select
 
-from careflow import db
+from careflow import clock, db
 from careflow.clock import resolve_as_of
 from careflow.db.models import ContactHistory, Customer
 from careflow.report import summary_table
@@ -74,6 +75,7 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
                 f"{shorten(row.subject or row.body or '', 70)}"
             )
         )
+    _advance_journey(engine, settings, day)
     if settings.delivery == "outbox":
         click.echo(f"\nevery message is in {settings.effective_outbox_dir}/<campaign>/<channel>/")
         _hear_back(engine, settings)
@@ -87,11 +89,98 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
     click.echo(f"  {prog} report responses")
     click.echo(f"  {prog} report uplift winback")
     click.echo(f"  {prog} report experiment winback")
+    if _journey_here(settings):
+        click.echo(f"  {prog} journey status {DEMO_JOURNEY}")
+        click.echo(f"  {prog} journey show {DEMO_JOURNEY} --mermaid")
     if who:
         click.echo(f"  {prog} history {who}")
     if birthday:
         click.echo(f"  {prog} preview birthday --customer {birthday} --as-of {day}")
     return summaries
+
+
+#: the journey the demo advances once (templates/lapsing_journey/journey.yaml)
+DEMO_JOURNEY = "lapsing_journey"
+
+
+def _journey_here(settings) -> bool:
+    """A shop's own templates folder may not have the demo's journey."""
+    from careflow.journey_spec import list_journeys
+
+    return DEMO_JOURNEY in list_journeys(settings.templates_dir)
+
+
+def _advance_journey(engine, settings, day: date) -> None:
+    """One advance of the demo's journey on the demo's day, at the real clock's time of
+    day (as the campaigns judge send times), and what it did, step by step."""
+    from careflow.flows.journey import journey_advance
+    from careflow.journey_spec import load_journey
+    from careflow.journeys.advance import status
+    from careflow.tables import text_table
+
+    if not _journey_here(settings):
+        return
+    spec = load_journey(DEMO_JOURNEY, settings.templates_dir)
+    now = clock.now().astimezone(UTC)
+    at = datetime.combine(day, now.time(), tzinfo=UTC).replace(second=0, microsecond=0)
+    click.echo(f"\nadvancing the journey {DEMO_JOURNEY} once ({spec.description.lower()}):")
+    (summary,) = journey_advance(journey=DEMO_JOURNEY, as_of=at)
+    st = status(engine, spec, at)
+    held = summary["steps"].get("held_out", 0)
+    click.echo(f"  {summary['new_entries']} customer(s) entered, {held} of them held out "
+               "(the journey's comparison group: nothing is sent to them)")  # fmt: skip
+    for step, outcomes in st["outcomes"].items():
+        if step == "_entry":
+            continue
+        done = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        click.echo(f"  step {step}: {done}{_channels(engine, spec.name, step)}")
+    rows = [[r["step"], _state(spec, r), str(r["customers"]), _when(r)]
+            for r in st["positions"] if r["state"] in ("active", "waiting")]  # fmt: skip
+    if rows:
+        click.echo("  where they are now:")
+        table = text_table(["step", "state", "customers", "until (UTC)"], rows)
+        click.echo("\n".join("    " + line for line in table.splitlines()))
+    click.echo("  (the next advances, every 5 minutes when deployed, take each on when their "
+               "wait ends or they answer)")  # fmt: skip
+
+
+def _channels(engine, journey: str, step: str) -> str:
+    """`` (sms 12, email 3)``: the channels a send step's messages went by."""
+    from careflow.journey_spec import step_campaign_name
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(ContactHistory.channel, func.count())
+            .where(
+                ContactHistory.campaign == step_campaign_name(journey, step),
+                ContactHistory.state == "sent",
+            )
+            .group_by(ContactHistory.channel)
+            .order_by(func.count().desc())
+        ).all()
+    return f" (sent by {', '.join(f'{ch} {n}' for ch, n in rows)})" if rows else ""
+
+
+def _state(spec, row: dict) -> str:
+    from careflow.journey_spec import SendStep, WaitForStep
+
+    if row["state"] == "active" or row["step"] not in {s.id for s in spec.steps}:
+        return "due" if row["state"] == "active" else "waiting"
+    step = spec.step(row["step"])
+    if isinstance(step, SendStep):
+        return "message waits for its send time"
+    if isinstance(step, WaitForStep):
+        return f"waiting for {' or '.join(step.event)}"
+    return "waiting"
+
+
+def _when(row: dict) -> str:
+    first, last = row["first_due"], row["last_due"]
+    if first is None:
+        return ""
+    if first == last or last is None:
+        return f"{first:%Y-%m-%d %H:%M}"
+    return f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}"
 
 
 def _hear_back(engine, settings) -> None:

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -32,7 +33,7 @@ from careflow.flows.params import DeferredAsOf, JourneyName
 from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
-from careflow.journeys import advance
+from careflow.journeys import advance, diagram
 from careflow.settings import Settings, load_settings
 
 
@@ -160,8 +161,24 @@ def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> 
             "%s: %d entered, %d woken, steps %s, exits %s", s["journey"], s["new_entries"],
             s["woken"], s["steps"] or "none", s["exits"] or "none",
         )  # fmt: skip
+        publish_diagram(s["journey"], s["at"])
     return summaries
 
 
-__all__ = ["advance_journeys", "due_now", "journey_advance", "sender"]
+def publish_diagram(journey: str, when: str, settings: Settings | None = None) -> str:
+    """The journey's Mermaid flowchart with its live counts, as a Prefect markdown
+    artifact (key ``journey-<name>``, one per journey, a new version each advance)."""
+    settings = settings or load_settings()
+    spec = load_journey(journey, settings.templates_dir)
+    engine = db.engine_for(settings.effective_database_url)
+    text = diagram.markdown(spec, diagram.live_counts(engine, spec), when)
+    create_markdown_artifact(
+        markdown=text,
+        key=f"journey-{journey.replace('_', '-')}",
+        description=f"journey {journey}: customers per step",
+    )
+    return text
+
+
+__all__ = ["advance_journeys", "due_now", "journey_advance", "publish_diagram", "sender"]
 

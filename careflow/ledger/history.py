@@ -11,8 +11,15 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, and_, case, func, or_, select
 
-from careflow.db.models import ContactEvent, ContactHistory, Order
+from careflow.db.models import (
+    ContactEvent,
+    ContactHistory,
+    JourneyPosition,
+    JourneyStepRecord,
+    Order,
+)
 from careflow.errors import DataError
+from careflow.journey_spec import ENTRY_STEP
 from careflow.ledger.state import retryable_deferred
 from careflow.messages import State
 from careflow.money import from_minor
@@ -107,8 +114,61 @@ def timeline(
                     "detail": why,
                 }
             )
+        items += _journey_items(conn, customer_id)
     items.sort(key=lambda i: i["at"])
     return items[-limit:] if limit else items
+
+
+#: what a journey step row's outcome reads as on a timeline
+_OUTCOME_WORDS = {
+    "entered": "entered",
+    "held_out": "held out",
+    "happened": "it happened",
+    "timed_out": "window ended",
+    "exited": "exited",
+    "ended": "ended",
+}
+
+
+def _journey_items(conn, customer_id: int) -> list[dict]:
+    """The customer's journeys on their timeline: each step they took (its outcome,
+    why, where it led; an exit with its reason), and where a journey they are still in
+    stands: at which step, waiting for what, until when. Items carry ``journey`` and
+    ``step``; a send step's message is on the timeline too, under its campaign
+    (``j_<journey>__<step>``)."""
+    out = []
+    for r in conn.execute(
+        select(JourneyStepRecord.__table__).where(JourneyStepRecord.customer_id == customer_id)
+    ).mappings():
+        what = _OUTCOME_WORDS.get(r["outcome"], r["outcome"])
+        if r["reason"] and r["outcome"] not in ("entered", "held_out"):
+            what += f": {r['reason']}"
+        if r["step"] == ENTRY_STEP:
+            text = f"starts at {r['next_step']}" if r["next_step"] else None
+        else:
+            text = f"{r['step']} -> {r['next_step']}" if r["next_step"] else r["step"]
+        out.append({
+            "at": r["at"], "what": f"journey {what}", "campaign": r["journey"],
+            "channel": None, "text": text, "detail": r["detail"],
+            "journey": r["journey"], "step": r["step"],
+        })  # fmt: skip
+    for p in conn.execute(
+        select(JourneyPosition.__table__).where(JourneyPosition.customer_id == customer_id)
+    ).mappings():
+        if p["state"] in ("active", "waiting"):
+            if p["waiting_for"] == "message":
+                why = "waiting for its message's send time"
+            elif p["state"] == "waiting" and p["waiting_for"] not in (None, "time"):
+                why = f"waiting for {p['waiting_for'].replace(',', ' or ')}"
+            else:
+                why = "waiting" if p["state"] == "waiting" else "due"
+            due = f" until {p['due_at']:%Y-%m-%d %H:%M} UTC" if p["due_at"] else ""
+            out.append({
+                "at": p["arrived_at"], "what": f"journey {why}", "campaign": p["journey"],
+                "channel": None, "text": f"at {p['step']}{due}", "detail": None,
+                "journey": p["journey"], "step": p["step"], "due_at": p["due_at"],
+            })  # fmt: skip
+    return out
 
 
 def deferred_summary(engine: Engine) -> list[dict]:

@@ -210,11 +210,17 @@ def opt_in_channels(config: PolicyConfig, country: str | None, channels: Sequenc
 
 class ChannelPreferenceRule:
     """The customer's preferred channel first (when the campaign uses it), then the campaign's
-    order: the fallbacks."""
+    order: the fallbacks. A journey's send step with ``last_answered`` has its segment
+    give the channel the customer last replied or clicked on (``last_answered``): that
+    one goes first, before any preference."""
 
     name = "channel_preference"
 
     def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        answered = (ctx.customer.get("last_answered") or "").strip().lower()
+        if answered:
+            first = [o for o in options if o.channel == answered]
+            return first + [o for o in options if o.channel != answered]
         if ctx.config is None or not ctx.config.prefer_customer_channel:
             return options
         preferred = (ctx.customer.get("preferred_channel") or "").strip().lower()

@@ -8,7 +8,9 @@ those whose message waits for its send time (the follow-up flow,
 careflow/flows/deferred.py, selects them again when it is due).
 
 Columns: customer_id, local_date (the day the customer entered: the message's
-occasion in the ledger), entry_key.
+occasion in the ledger), entry_key; with ``answered``, last_answered: the channel
+of the customer's latest reply or click (the policy's channel preference puts it
+first, careflow/policy/).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from datetime import date
 from pydantic import Field
 from sqlalchemy import Select, select
 
-from careflow.db.models import JourneyPosition
+from careflow.db.models import ContactEvent, JourneyPosition
 from careflow.segments._params import SegmentParams
 from careflow.segments._registry import Segment
 
 P = JourneyPosition.__table__.c
+CE = ContactEvent.__table__.c
+#: what counts as answering on a channel
+ANSWERS = ("replied", "clicked")
 
 
 class JourneyStepParams(SegmentParams):
@@ -34,6 +39,11 @@ class JourneyStepParams(SegmentParams):
         None,
         description="Only the positions this advancer's claim holds (null: those waiting "
         "for their message's send time).",
+    )
+    answered: bool = Field(
+        False,
+        description="Also give last_answered: the channel of the customer's latest reply "
+        "or click (a send step with channels: [last_answered, ...]).",
     )
 
 
@@ -50,6 +60,16 @@ def journey_step(
         query = query.where(P.state == "waiting", P.waiting_for == "message")
     if id_range is not None:
         query = query.where(P.customer_id.between(*id_range))
+    if p.answered:
+        last = (
+            select(CE.channel)
+            .where(CE.customer_id == P.customer_id, CE.kind.in_(ANSWERS),
+                   CE.channel.is_not(None))
+            .order_by(CE.occurred_at.desc(), CE.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )  # fmt: skip
+        query = query.add_columns(last.label("last_answered"))
     return query
 
 

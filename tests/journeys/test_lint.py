@@ -67,3 +67,23 @@ def test_customers_on_a_deleted_step_follow_the_map(engine, templates, real_cloc
     assert [tuple(r) for r in rows][-3:] == [
         ("pause", "moved"), ("call", "notified"), ("thanks", "ended")
     ]
+
+
+def test_lint_renders_a_journeys_templates_for_sample_customers(tmp_path, monkeypatch):
+    """A journey's send-step templates are rendered like a campaign's: a name the
+    context does not have is found before any customer gets the message."""
+    import shutil
+
+    from careflow.settings import PROJECT_ROOT
+
+    root = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", root)
+    write_journey(root, "trial", NUDGE)
+    (root / "trial" / "second.email.en.txt.j2").write_text("Hello {{ nosuch.field }}")
+    (root / "trial" / "first.sms.zh-CN.j2").write_text("{{ name }}，您好 {{ brand }}")
+    monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(root))
+    monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
+    out = CliRunner().invoke(main, ["lint"])
+    assert out.exit_code != 0
+    assert "trial/second.email.en.txt.j2:1: 'nosuch' is undefined" in out.output
+    assert "first.sms" not in out.output  # the zh-CN and en SMS render fine
