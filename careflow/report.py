@@ -8,6 +8,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from careflow.clock import utcnow
 from careflow.db.models import Campaign, ContactEvent, ContactHistory, Customer, Run
+from careflow.experiment_report import plan_in_words
 from careflow.money import from_minor
 from careflow.tables import text_table
 from careflow.uplift import split_in_words, uplift_in_words, uplift_markdown
@@ -333,6 +334,8 @@ def summary_markdown(s: dict) -> str:
     if s.get("split"):
         can = split_in_words(s["split"])
         lines += ["", f"**Can this run tell whether the campaign works?** {can}"]
+    if s.get("experiment"):
+        lines += ["", f"**Which message pays more?** {plan_in_words(s['experiment'])}."]
     if s.get("uplift"):
         so_far = uplift_in_words(s["uplift"])
         lines += ["", f"**So far:** {so_far}", "", uplift_markdown(s["uplift"])]

@@ -78,6 +78,10 @@ def run(campaign, as_of, dry_run, channel, allow_past):
         from careflow.uplift import describe_split
 
         _echo(describe_split(summary["split"]))
+    if summary.get("experiment"):
+        from careflow.experiment_report import plan_in_words
+
+        _echo(plan_in_words(summary["experiment"]))
     already = already_text(summary)  # the table's "already done", in words
     if already:
         _echo(already)

@@ -66,6 +66,7 @@ from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CareflowError, ChannelDown, ConfigError
+from careflow.experiment_report import experiment_plan
 from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
@@ -497,6 +498,11 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
     summary.update(total.as_dict())
     if not run.deferred_only:
         summary["split"], summary["uplift"] = holdout_sections(engine, run, total)
+        if run.spec.experiment and summary["split"]:
+            split = summary["split"]
+            summary["experiment"] = experiment_plan(
+                run.spec.experiment, split["to_contact"], split["baseline"] / 100
+            )
     if not run.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)

@@ -212,3 +212,12 @@ def test_the_report_counts_each_variant_and_compares_it(shop, templates, monkeyp
     assert json.loads(out.output)["groups"]["warm"]["converted"] == len(warm)
     out = CliRunner().invoke(main, ["report", "experiment", "birthday"])
     assert out.exit_code == 2 and "has no experiment" in out.output
+
+
+def test_a_dry_run_says_what_the_experiment_can_find(prefect_api, shop, templates):
+    out = CliRunner().invoke(main, ["run", "offer", "--as-of", "2026-06-01", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if x.startswith("A/B test of plain, warm"))
+    assert "(plain is the control): about" in line and "customers each in this run" in line
+    assert "at the planned 1,000 customers it finds a rise of" in line
+    assert "8 times in 10" in line
