@@ -29,6 +29,7 @@ from careflow.campaigns import journey_step_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
 from careflow.flows.campaign import occasion_text
+from careflow.flows.idle import idle
 from careflow.flows.params import DeferredAsOf, JourneyName
 from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
@@ -156,13 +157,15 @@ def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> 
     except ConfigError as exc:
         logger.error("journeys did not advance: %s", exc)
         raise
-    for s in summaries:
+    moved = [s for s in summaries if s["new_entries"] or s["woken"] or s["steps"] or s["exits"]]
+    for s in moved:
         logger.info(
             "%s: %d entered, %d woken, steps %s, exits %s", s["journey"], s["new_entries"],
             s["woken"], s["steps"] or "none", s["exits"] or "none",
         )  # fmt: skip
-        publish_diagram(s["journey"], s["at"])
-    return summaries
+        publish_diagram(s["journey"], s["at"])  # unchanged journeys keep their last diagram
+    # most five-minute advances move nobody: told apart in the runs list (flows/idle.py)
+    return summaries if moved else idle(summaries)
 
 
 def publish_diagram(journey: str, when: str, settings: Settings | None = None) -> str:

@@ -146,3 +146,19 @@ def test_the_flow_publishes_the_artifact(prefect_api, engine, templates, real_cl
 
     data = asyncio.run(latest())
     assert "```mermaid\nflowchart TD" in data and "s_answer" in data
+
+
+def test_an_advance_that_moves_nobody_is_idle(prefect_api, engine, templates, real_clock):
+    """Regression: the five-minute journey advance filled the runs list with runs that did
+    nothing, which the follow-up and the reconciliation already mark Idle."""
+    from careflow.flows.journey import journey_advance
+
+    dormant(engine, 1)
+    real_clock.set(START)
+    moved = journey_advance("nudge", return_state=True)
+    assert moved.name == "Completed"  # the customer entered and was sent the first step
+    real_clock.set(START + timedelta(minutes=5))  # waiting for an answer: nothing due
+    state = journey_advance("nudge", return_state=True)
+    assert state.is_completed() and state.name == "Idle" and state.message == "Nothing due"
+    (summary,) = state.result()
+    assert summary["journey"] == "nudge" and not summary["steps"]
