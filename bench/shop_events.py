@@ -20,8 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from bench.fixtures import fresh_database, postgres_available
-from bench.webhooks import _blast, _free_port, _p, _wait_healthy
+from bench.webhooks import _blast, _free_port, _p, _serve, _wait_healthy
 from careflow import db
 from careflow.clock import utcnow
 from careflow.db.models import ContactEvent, ContactHistory, Customer, Order
@@ -99,12 +97,7 @@ def run_dialect(dialect: str, n: int, per_post: int, customers: int) -> dict:
             "CAREFLOW_EVENT_SOURCES": f"shop={SECRET}",
         }
         env.pop("PREFECT_API_URL", None)  # events go nowhere: the receiver is measured
-        server = subprocess.Popen(
-            [sys.executable, "-m", "careflow", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = _serve(port, env)
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_healthy(base, server)

@@ -179,12 +179,7 @@ def run_dialect(dialect: str, sms: int, email: int) -> dict:
             "CAREFLOW_SENDGRID_WEBHOOK_PUBLIC_KEY": public,
             "CAREFLOW_PUBLIC_BASE_URL": PUBLIC,
         }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "careflow", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = _serve(port, env)
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_healthy(base, server)
@@ -233,6 +228,16 @@ def run_dialect(dialect: str, sms: int, email: int) -> dict:
         }
     finally:
         cleanup()
+
+
+def _serve(port: int, env: dict) -> subprocess.Popen:
+    """`careflow serve` in a process of its own on ``port``, with ``env``, output dropped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "careflow", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_healthy(base: str, server: subprocess.Popen) -> None:

@@ -17,6 +17,7 @@ Revenue per customer is shown, not judged.
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from statistics import fmean
 
@@ -135,10 +136,12 @@ def _compare(treated: list[Unit], control: list[Unit], tau2: float, alpha: float
         tau2,
         alpha,
     )
-    finite = r.lower > -1e9
     return {
         "points": round(100 * r.difference, 2),
-        "ci": [round(100 * r.lower, 2), round(100 * r.upper, 2)] if finite else None,
+        # no customers on one side yet: no interval
+        "ci": (
+            [round(100 * r.lower, 2), round(100 * r.upper, 2)] if math.isfinite(r.lower) else None
+        ),
         "p_value": round(r.p_value, 4),
         "verdict": r.verdict,
     }

@@ -1,8 +1,8 @@
 """Runs that found nothing to do, told apart in the Prefect UI's runs list.
 
 The deferred follow-up runs every 15 minutes, the journey advance every 5 and the
-reconciliation every hour; most of their runs find nothing due. Such a run ends ``Completed`` under the
-state name ``Idle`` (a Completed state with its own name: the UI draws it as
+reconciliation every hour; most of their runs find nothing due. Such a run ends
+``Completed`` under the state name ``Idle`` (a Completed state with its own name: the UI draws it as
 completed, and a runs filter on the state ``Completed`` leaves it out), with
 the message ``Nothing due``; its name gets ``nothing due`` at the end and it is
 tagged ``nothing-due``, so the runs list can be filtered either way
