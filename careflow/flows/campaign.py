@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import threading
 import time
 import uuid
@@ -98,6 +99,55 @@ PROGRESS_EVERY_SECONDS = 1.0
 
 # Stop requests by run id; batch tasks in this process look theirs up.
 _STOPS: dict[str, threading.Event] = {}
+
+
+class _CutWait(Exception):
+    """A second stop signal while a stopping run waits for its batches."""
+
+
+class SettlingSignals:
+    """While a stopping run settles what it holds, SIGINT and SIGTERM are noted, not
+    raised: raised inside the database driver, a signal broke the connection the
+    settling was using (psycopg "can't change 'autocommit' now") and left the run's
+    rows held. Only ``wait``, the wait for the batches, is cut short by one.
+
+    Signal handlers belong to the main thread; in any other thread (a flow run
+    started by some other runner) signals are left as they are.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.noted = False
+        self._waiting = False
+        self._saved: dict = {}
+
+    def __enter__(self) -> SettlingSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {sig: signal.signal(sig, self._note) for sig in self._SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum, frame) -> None:
+        self.noted = True
+        if self._waiting:  # at most one raise, and only inside ``wait``
+            self._waiting = False
+            raise _CutWait
+
+    def wait(self, futures, timeout: float) -> set:
+        """The futures done within ``timeout`` seconds, or by the next signal."""
+        done = set()
+        try:  # wherever the signal lands in here, _CutWait stays in here
+            self._waiting = True
+            if not self.noted:
+                done = wait(futures, timeout=timeout).done
+            self._waiting = False
+        except _CutWait:
+            pass
+        return done
 
 
 class RunStopFlag:
@@ -461,31 +511,28 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
             why = f"failed: {total.fault}"
         else:
             why = "stopped" if stopped else f"failed: {type(exc).__name__}"
-        # batches in other processes (Dask) see the stop on the run's row
-        with suppress(KeyboardInterrupt, TerminationSignal):
+        # a second Ctrl-C or SIGTERM cuts the waiting short, never the settling
+        with SettlingSignals() as signals:
+            # batches in other processes (Dask) see the stop on the run's row
             request_stop(engine, run_id, why)
-        # a second Ctrl-C or SIGTERM stops the waiting, not the settling below
-        finished = []
-        with suppress(KeyboardInterrupt, TerminationSignal):
-            finished = wait(futures, timeout=STOP_GRACE_SECONDS).done
-        for future in finished:  # what the others did before they stopped
-            if id(future) not in merged:
-                with suppress(Exception):
-                    total.merge(BatchResult.from_dict(future.result(timeout=0)))
-        ledger = DryRunLedger(engine) if run.dry_run else ContactLedger(engine)
-        fault = isinstance(exc, ChannelDown)
-        released, interrupted = ledger.release(
-            run_id, "run_stopped" if stopped or fault else "run_failed"
-        )
-        # batches that could not report (a second signal, another process): the ledger
-        # knows what this run sent; a batch may know of more (kept through an outage)
-        total.sent = max(total.sent, ledger.sent_by(run_id))
-        what = f"stopped: {total.fault}" if fault else why
-        said = f"{spec.name} {what}: {total.sent} sent, {released} left for the next run"
-        if interrupted:
-            said += f", {interrupted} in doubt (failed: interrupted)"
-        logger.error("%s", said)
-        finish_run(engine, run_id, {**summary, **total.as_dict(), "stopped": why})
+            for future in signals.wait(futures, STOP_GRACE_SECONDS):
+                if id(future) not in merged:  # what the others did before they stopped
+                    with suppress(Exception):
+                        total.merge(BatchResult.from_dict(future.result(timeout=0)))
+            ledger = DryRunLedger(engine) if run.dry_run else ContactLedger(engine)
+            fault = isinstance(exc, ChannelDown)
+            released, interrupted = ledger.release(
+                run_id, "run_stopped" if stopped or fault else "run_failed"
+            )
+            # batches that could not report (a second signal, another process): the
+            # ledger knows what this run sent; a batch may know of more (an outage)
+            total.sent = max(total.sent, ledger.sent_by(run_id))
+            what = f"stopped: {total.fault}" if fault else why
+            said = f"{spec.name} {what}: {total.sent} sent, {released} left for the next run"
+            if interrupted:
+                said += f", {interrupted} in doubt (failed: interrupted)"
+            logger.error("%s", said)
+            finish_run(engine, run_id, {**summary, **total.as_dict(), "stopped": why})
         if fault:
             raise ChannelDown(said) from None
         if stopped:
