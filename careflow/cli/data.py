@@ -154,14 +154,7 @@ def import_customers(file, mapping, encoding, date_format):
     """
     from careflow.importers.customers import import_customers as run_import
 
-    report = run_import(
-        _engine(migrate=True),
-        file,
-        mapping=_mapping(mapping),
-        encoding=encoding,
-        date_format=date_format,
-    )
-    _finish(report)
+    _import_file(run_import, file, mapping, encoding, date_format)
 
 
 @import_.command("consents")
@@ -181,6 +174,11 @@ def import_consents(file, mapping, encoding, date_format):
     """
     from careflow.importers.consents import import_consents as run_import
 
+    _import_file(run_import, file, mapping, encoding, date_format)
+
+
+def _import_file(run_import, file, mapping, encoding, date_format) -> None:
+    """An import with no options of its own, then its one-line outcome and exit code."""
     report = run_import(
         _engine(migrate=True),
         file,
