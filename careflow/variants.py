@@ -20,6 +20,10 @@ written on the message's ledger row when it is first rendered and never
 changed (``contact_history.variant``), so a retry, a deferral or a re-run
 renders the same variant even if the campaign file's weights changed since.
 
+The winner is declared only by the rule of careflow/experiment_decisions.py, with the
+numbers given here (``min_per_arm``, ``alpha``), and kept on the ledger; after it every
+new message gets the winner (the route's ``variants_of``).
+
 ``audience`` tunes the always-valid intervals of careflow/experiment_stats.py
 (narrowest at that size); a wrong guess costs some width, never validity.
 """
@@ -27,7 +31,7 @@ renders the same variant even if the campaign file's weights changed since.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
@@ -53,6 +57,17 @@ class Experiment(BaseModel):
     variants: list[Annotated[Variant, BeforeValidator(_named)]] = Field(min_length=2)
     #: customers expected over the whole experiment, all variants together
     audience: int = Field(default=2_000, gt=0)
+    #: the smallest rise in conversion worth finding, in points; the power stated before
+    #: launch is the chance of finding it (default: a fifth of the buying rate)
+    rise: float | None = Field(default=None, gt=0, lt=100)
+    #: the winner rule (careflow/experiment_decisions.py): no winner before every variant
+    #: has this many customers
+    min_per_arm: int = Field(default=100, ge=1)
+    #: the winner rule's chance of naming a false winner, shared among the comparisons
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    #: who applies the rule: ``run`` (each real run's start, and by hand) or ``by_hand``
+    #: (only ``careflow report experiment NAME --decide``)
+    decide: Literal["run", "by_hand"] = "run"
 
     @field_validator("variants")
     @classmethod
@@ -69,6 +84,10 @@ class Experiment(BaseModel):
     @property
     def names(self) -> list[str]:
         return [v.name for v in self.variants]
+
+    def rise_worth_finding(self, baseline: float) -> float:
+        """``rise`` as a proportion, or the default: a fifth of the ``baseline`` rate."""
+        return self.rise / 100 if self.rise is not None else baseline / 5
 
     def variant_of(self, campaign: str, customer_id: int) -> str:
         """The variant ``customer_id`` gets in ``campaign``'s experiment."""
