@@ -155,9 +155,9 @@ def check_power(plan: dict, min_power: float, underpowered: str) -> str | None:
         return None
     said = (
         f"{', '.join(plan['variants'])}: at the planned {plan['audience']:,} customers the "
-        f"test finds a rise of {plan['rise_points']} points only {100 * plan['power']:.0f} "
-        f"times in 100, below CAREFLOW_EXPERIMENT_MIN_POWER={min_power:g}; plan a larger "
-        "audience, fewer variants or a larger rise, or send one message"
+        f"chance of finding a rise of {plan['rise_points']} points is only "
+        f"{100 * plan['power']:.0f}%, below CAREFLOW_EXPERIMENT_MIN_POWER={min_power:g}; "
+        "plan a larger audience, fewer variants or a larger rise, or send one message"
     )
     if underpowered == "refuse":
         raise ConfigError(f"experiment refused: {said}")

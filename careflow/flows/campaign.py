@@ -67,6 +67,7 @@ from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CareflowError, ChannelDown, ConfigError
+from careflow.experiment_decisions import winner_of
 from careflow.experiment_report import (
     check_power,
     decide,
@@ -463,7 +464,7 @@ def experiment_start(
     if warning:
         plan["warning"] = warning
         logger.warning("%s: %s", spec.name, warning)
-    if dry_run or experiment.decide != "run":
+    if dry_run or experiment.decide != "run" or winner_of(engine, spec.name) is not None:
         return plan
     report = experiment_report(
         engine,

@@ -642,7 +642,21 @@ def variants_of(route: Route, owned: Sequence[tuple[Candidate, int]]) -> dict[in
         return {}
     name = route.run.spec.name
     winner = winner_of(route.engine, name)
-    drawn = {cid: winner or experiment.variant_of(name, c.customer_id) for c, cid in owned}
+    if winner not in experiment.names:  # none yet, or campaign.yaml has dropped it since
+        winner = None
+    if winner is not None:
+        drawn = {cid: winner for _, cid in owned}
+    elif experiment.strata:
+        default = route.run.settings.default_locale
+        parts = {"locale": lambda c: c.row.get("locale") or default,
+                 "channel": lambda c: c.decision.channel}  # fmt: skip
+        members = [
+            (c.customer_id, tuple(parts[s](c) for s in experiment.strata)) for c, _ in owned
+        ]
+        assigned = experiment.assign_within(name, members)
+        drawn = {cid: assigned[c.customer_id] for c, cid in owned}
+    else:
+        drawn = {cid: experiment.variant_of(name, c.customer_id) for c, cid in owned}
     return route.ledger.keep_variants(drawn)
 
 
