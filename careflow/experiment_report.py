@@ -126,7 +126,7 @@ def decide(
     return record(engine, spec.name, spec.experiment, found, counts, decided_by, now)
 
 
-def experiment_plan(experiment: Experiment, to_contact: int, baseline: float) -> dict:
+def experiment_plan(experiment: Experiment, to_contact: int | None, baseline: float) -> dict:
     """What a run's experiment can find, before anything is known (dry runs, previews,
     summaries): the split of this run's customers, the smallest rise found 8 times in 10
     at the planned audience, and the chance of finding the rise worth finding (power)."""
@@ -137,7 +137,8 @@ def experiment_plan(experiment: Experiment, to_contact: int, baseline: float) ->
     return {
         "variants": experiment.names,
         "control": experiment.control,
-        "per_variant": to_contact // arms,
+        # None before a run knows how many it contacts (before launch, previews)
+        "per_variant": None if to_contact is None else to_contact // arms,
         "audience": experiment.audience,
         "baseline": round(100 * baseline, 2),
         "detectable_rise_points": _points(rise),
@@ -166,10 +167,9 @@ def check_power(plan: dict, min_power: float, underpowered: str) -> str | None:
 
 def plan_in_words(plan: dict) -> str:
     """The plan for a marketer: the sentence first, the numbers beside."""
-    head = (
-        f"A/B test of {', '.join(plan['variants'])} ({plan['control']} is the control): "
-        f"about {plan['per_variant']:,} customers each in this run"
-    )
+    head = f"A/B test of {', '.join(plan['variants'])} ({plan['control']} is the control)"
+    if plan["per_variant"] is not None:
+        head += f": about {plan['per_variant']:,} customers each in this run"
     rise = plan["detectable_rise_points"]
     if rise is None:
         said = (

@@ -459,7 +459,7 @@ def experiment_start(
         shop_zone=settings.time_zone,
         default=settings.uplift_baseline_conversion,
     )
-    plan = experiment_plan(experiment, 0, baseline)
+    plan = experiment_plan(experiment, None, baseline)
     warning = check_power(plan, settings.experiment_min_power, settings.experiment_underpowered)
     if warning:
         plan["warning"] = warning

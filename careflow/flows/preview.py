@@ -264,9 +264,9 @@ def _experiment_lines(engine: Engine, route: Route) -> list[str]:
         shop_zone=settings.time_zone,
         default=settings.uplift_baseline_conversion,
     )
-    plan = experiment_plan(spec.experiment, 0, baseline)
+    plan = experiment_plan(spec.experiment, None, baseline)
     plan["warning"] = check_power(plan, settings.experiment_min_power, "warn")
-    said = plan_in_words(plan).replace("about 0 customers each in this run; ", "")
+    said = plan_in_words(plan)
     decided = decision_of(engine, spec.name)
     if decided is not None:
         said += (
