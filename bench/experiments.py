@@ -81,6 +81,45 @@ def simulate(shop: Shop, rise: float, experiments: int, seed: int, method: str) 
     return Outcome(experiments, winners, right, mean_day)
 
 
+def _daily_spreads(rng, shop: Shop, experiments: int, sigma: float):
+    """Per experiment and day, the cumulative revenue Spread of one arm: each customer
+    buys with the baseline chance, an order's value lognormal (median 30, ``sigma``)."""
+    size = (experiments, shop.days, shop.per_day)
+    bought = rng.random(size) < shop.baseline
+    value = np.where(bought, rng.lognormal(np.log(30.0), sigma, size), 0.0)
+    sums = value.sum(axis=2).cumsum(axis=1)
+    squares = (value**2).sum(axis=2).cumsum(axis=1)
+    buyers = bought.sum(axis=2).cumsum(axis=1)
+    return sums, squares, buyers
+
+
+def _spread(total: float, square: float, buyers: int, n: int) -> xs.Spread:
+    mean = total / n
+    return xs.Spread(mean, max(square - n * mean * mean, 0.0) / (n - 1), n, int(buyers))
+
+
+def simulate_revenue(shop: Shop, experiments: int, seed: int, sigma: float = 1.2) -> Outcome:
+    """Experiments whose variants truly have the same revenue per customer, with skewed
+    orders (lognormal values; sigma 1.2 puts the largest order in a hundred at 16 times
+    the median), read every morning with the revenue interval of careflow/
+    experiment_stats.py: how often it declares a difference."""
+    rng = np.random.default_rng(seed)
+    arms = [_daily_spreads(rng, shop, experiments, sigma) for _ in range(2)]
+    winners = 0
+    days_found = []
+    for e in range(experiments):
+        for day in range(shop.days):
+            n = shop.per_day * (day + 1)
+            t, c = (_spread(a[0][e, day], a[1][e, day], a[2][e, day], n) for a in arms)
+            r = xs.compare_revenue(t, c, shop.per_arm)
+            if r.lower > 0 or r.upper < 0:
+                winners += 1
+                days_found.append(day + 1)
+                break
+    mean_day = sum(days_found) / len(days_found) if days_found else None
+    return Outcome(experiments, winners, 0, mean_day)
+
+
 def run(experiments: int = 1_000, shop: Shop = Shop(), seed: int = 20261207) -> dict:
     rise = xs.detectable_rise(shop.per_arm, shop.baseline)
     return {
@@ -91,6 +130,7 @@ def run(experiments: int = 1_000, shop: Shop = Shop(), seed: int = 20261207) -> 
             m: asdict(simulate(shop, 0.0, experiments, seed, m)) for m in ("sequence", "fixed")
         },
         "true_rise": asdict(simulate(shop, rise, experiments, seed + 1, "sequence")),
+        "revenue_no_difference": asdict(simulate_revenue(shop, experiments, seed + 2)),
     }
 
 
@@ -117,6 +157,8 @@ def table(r: dict) -> str:
             f"| +{rise * 100:.2f} points | always-valid (careflow) | "
             f"{share(found['right_winners'])} (mean day {found['mean_day_found']:.0f}) "
             "| at least 80% |",
+            f"| same revenue, skewed orders | always-valid revenue interval | "
+            f"{share(r['revenue_no_difference']['winners'])} | at most 5% |",
             "",
             f"Detectable at 80% power by day {shop['days']}: +{rise * 100:.2f} points read "
             f"every morning, +{r['detectable_rise_read_once'] * 100:.2f} points read once on "

@@ -503,6 +503,22 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         "results yet: the smallest detectable effect a preview states is worked out from it.",
     )
 
+    experiment_min_power: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Before a campaign's experiment runs (dry runs and previews too), the "
+        "chance it must have of finding the rise worth finding at its planned audience "
+        "(docs/experiments.md); below it, CAREFLOW_EXPERIMENT_UNDERPOWERED says what "
+        "happens. 0 turns the check off.",
+    )
+    experiment_underpowered: Literal["warn", "refuse"] = Field(
+        default="warn",
+        description="What a run does when its experiment's power is below "
+        "CAREFLOW_EXPERIMENT_MIN_POWER: warn (say so and run) or refuse (one line, exit "
+        "non-zero, nothing sent). Previews only warn.",
+    )
+
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours(cls, value: str) -> str:

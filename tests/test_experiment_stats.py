@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate, optimize
 
-from bench.experiments import Shop, simulate
+from bench.experiments import Shop, simulate, simulate_revenue
 from careflow import experiment_stats as xs
 from careflow.uplift_stats import mde
 
@@ -123,3 +123,41 @@ def test_more_variants_need_a_clearer_answer_each():
 
 def test_an_audience_too_small_to_find_anything_says_so():
     assert xs.detectable_rise(3, 0.5) is None
+
+
+def test_the_power_stated_is_the_chance_the_detectable_rise_is_built_on():
+    """power_at and detectable_rise say the same thing from both ends."""
+    rise = xs.detectable_rise(SHOP.per_arm, SHOP.baseline, arms=3)
+    assert xs.power_at(rise, SHOP.per_arm, SHOP.baseline, arms=3) == pytest.approx(xs.POWER)
+    assert xs.power_at(rise / 2, SHOP.per_arm, SHOP.baseline) < xs.POWER
+    assert xs.power_at(0.0, SHOP.per_arm, SHOP.baseline) == 0.0
+
+
+def test_a_smaller_rise_is_found_at_least_as_often_as_its_stated_power():
+    """The power stated before launch is a floor: earlier looks only add to it."""
+    rise = 0.6 * xs.detectable_rise(SHOP.per_arm, SHOP.baseline)
+    stated = xs.power_at(rise, SHOP.per_arm, SHOP.baseline)
+    found = simulate(SHOP, rise, EXPERIMENTS, seed=3, method="sequence")
+    assert 0.1 < stated < 0.7
+    assert found.right_winners / EXPERIMENTS >= stated - 3 * math.sqrt(0.25 / EXPERIMENTS)
+
+
+def test_looking_at_skewed_revenue_every_morning_keeps_false_differences_at_five_percent():
+    """Most customers spend nothing and a few spend much (lognormal orders): the revenue
+    interval, read daily for 60 days, names a difference between equal variants no more
+    often than it promises."""
+    for sigma in (1.2, 2.0):
+        found = simulate_revenue(SHOP, EXPERIMENTS, seed=4, sigma=sigma)
+        assert found.rate <= xs.ALPHA + SLACK, sigma
+
+
+def test_a_revenue_interval_waits_for_enough_buyers_and_is_wider_than_a_fixed_one():
+    few = xs.spread([0.0] * 90 + [25.0] * (xs.MIN_BUYERS - 1))
+    enough = xs.spread([0.0] * 90 + [25.0, 40.0] * xs.MIN_BUYERS)
+    assert not math.isfinite(xs.compare_revenue(few, enough, 1_000).lower)
+    assert not math.isfinite(xs.mean_sequence(few, 1_000).lower)
+    r = xs.compare_revenue(enough, enough, 1_000)
+    se = math.sqrt(2 * enough.variance / enough.customers)
+    assert r.lower < -1.959964 * se and r.upper > 1.959964 * se
+    m = xs.mean_sequence(enough, 1_000)
+    assert m.lower < enough.mean - 1.959964 * math.sqrt(enough.variance / enough.customers)

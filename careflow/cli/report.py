@@ -137,16 +137,32 @@ def report_uplift(campaign, since, until, as_json):
 @report.command("experiment")
 @click.argument("campaign")
 @_taken_up_between
-def report_experiment(campaign, since, until, as_json):
+@click.option(
+    "--decide",
+    is_flag=True,
+    help="Apply the experiment's rule now and record the winner if it declares one "
+    "(a real run does it at its start unless campaign.yaml says decide: by_hand).",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the report as one HTML page with charts to this file.",
+)
+def report_experiment(campaign, since, until, as_json, decide, html_path):
     """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``)
 
     Per variant: customers, orders within the attribution window, conversion,
     its difference from the control and from the held-out customers with
-    always-valid intervals (safe to read every day), revenue per customer,
-    and a verdict (docs/experiments.md).
+    always-valid intervals (safe to read every day), revenue per customer with
+    its interval, the winner rule's state and a verdict (docs/experiments.md).
+    With --decide, a winner the rule declares is recorded (once: asked again, the
+    first decision stands) and every later message gets it.
     """
     from careflow.campaigns import load_campaign
     from careflow.errors import ConfigError
+    from careflow.experiment_report import decide as decide_now
     from careflow.experiment_report import experiment_report, experiment_table
 
     settings = _settings()
@@ -156,17 +172,42 @@ def report_experiment(campaign, since, until, as_json):
             f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to its "
             "campaign.yaml (docs/experiments.md)"
         )
+    if decide and (since or until):
+        raise ConfigError("--decide reads the whole experiment: leave out --since and --until")
     start, end = _days_between(since, until)
-    found = experiment_report(
-        _engine(),
-        spec,
-        window_days=settings.attribution_window_days,
-        shop_zone=settings.time_zone,
-        baseline=settings.uplift_baseline_conversion,
-        since=start,
-        until=end,
-    )
-    _echo(json.dumps(found, indent=2, ensure_ascii=False) if as_json else experiment_table(found))
+
+    def read() -> dict:
+        return experiment_report(
+            _engine(),
+            spec,
+            window_days=settings.attribution_window_days,
+            shop_zone=settings.time_zone,
+            baseline=settings.uplift_baseline_conversion,
+            since=start,
+            until=end,
+        )
+
+    found = read()
+    said = None
+    if decide:
+        decided, now = decide_now(_engine(), spec, found, "careflow report experiment --decide")
+        if decided is not None:
+            found = read()  # the decision's own view: comparisons up to it
+        said = (
+            "recorded: " if now else "already decided: " if decided else "nothing recorded: "
+        ) + found["verdict"]
+    if html_path is not None:
+        from careflow.insight.experiment_html import as_html
+
+        _writing(html_path, lambda: html_path.write_text(as_html(found), encoding="utf-8"))
+    if as_json:
+        _echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    _echo(experiment_table(found))
+    if said:
+        _echo(said)
+    if html_path is not None:
+        _echo(f"wrote {html_path}")
 
 
 def _day(value: str | None, option: str):

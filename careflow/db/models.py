@@ -207,6 +207,33 @@ class ContactHistory(Base):
     variant: Mapped[str | None] = mapped_column(String(32))
 
 
+class ExperimentDecision(Base):
+    """A campaign's experiment decided: the winner its pre-registered rule declared, with
+    the evidence (counts per variant, the interval, the rule) at the time. Written once
+    per campaign and never changed (careflow/experiment_decisions.py); later occasions
+    send the winner."""
+
+    __tablename__ = "experiment_decisions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    #: one decision per campaign's experiment: a second one (asked twice, or by two runs
+    #: at once) is refused by this key and the first is kept
+    campaign: Mapped[str] = mapped_column(String(64), unique=True)
+    winner: Mapped[str] = mapped_column(String(32))
+    control: Mapped[str] = mapped_column(String(32))
+    #: the rule, in words, as campaign.yaml said it when the decision was taken
+    rule: Mapped[str] = mapped_column(Text)
+    #: JSON: variant -> {customers, converted}, held_out included
+    counts: Mapped[str] = mapped_column(Text)
+    #: the winner's difference from the control, in points, and its always-valid interval
+    points: Mapped[float] = mapped_column(Float)
+    lower: Mapped[float] = mapped_column(Float)
+    upper: Mapped[float] = mapped_column(Float)
+    #: who took it: "run <id>" or "careflow report experiment --decide"
+    decided_by: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class DryRunHold(Base):
     """What a dry run would take, kept while it runs: its batches, on threads or in other
     processes, count it as a real run counts its reserved rows (an address for one

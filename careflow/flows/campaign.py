@@ -67,7 +67,15 @@ from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CareflowError, ChannelDown, ConfigError
-from careflow.experiment_report import experiment_plan
+from careflow.experiment_decisions import winner_of
+from careflow.experiment_report import (
+    check_power,
+    decide,
+    experiment_markdown,
+    experiment_plan,
+    experiment_report,
+    verdict,
+)
 from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
@@ -86,7 +94,7 @@ from careflow.report import (
 )
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
-from careflow.uplift import baseline_of, compare, load_units, split_summary
+from careflow.uplift import baseline_conversion, baseline_of, compare, load_units, split_summary
 
 #: how long a stopping run waits for its batches to put down what they hold
 STOP_GRACE_SECONDS = 30
@@ -405,10 +413,12 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
         )
 
     settings, channel, channel_names = preflight(settings, spec, channel)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    plan = experiment_start(engine, spec, settings, logger, run_id, dry_run)
 
     run = RunPlan(
         spec=spec,
-        run_id=str(flow_run.get_id() or uuid.uuid4()),
+        run_id=run_id,
         as_of=as_of_date,
         at=at,
         settings=settings,
@@ -416,6 +426,8 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
         dry_run=dry_run,
     )
     run, summary = open_run(engine, run, logger, refresh_facts=True)
+    if plan is not None:
+        summary["experiment"] = plan
     ranges = plan_batches(engine, spec, as_of_date, at, run.params, settings.batch_size)
     logger.info(
         "%s: as of %s, %d batch(es) of up to %d customers, channels %s via %s%s",
@@ -428,6 +440,43 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
         " (dry run: nothing is sent or recorded)" if dry_run else "",
     )
     return run_batches(engine, run, ranges, summary)
+
+
+def experiment_start(
+    engine: Engine, spec: CampaignSpec, settings: Settings, logger, run_id: str, dry_run: bool
+) -> dict | None:
+    """Before a campaign with an experiment selects anyone: its plan (power and the smallest
+    rise it finds, CAREFLOW_EXPERIMENT_MIN_POWER warns or refuses), then its rule applied
+    (a real run, unless campaign.yaml says ``decide: by_hand``), so that a winner the
+    rule now declares is recorded once and this run sends it (docs/experiments.md)."""
+    experiment = spec.experiment
+    if experiment is None:
+        return None
+    baseline, _ = baseline_conversion(
+        engine,
+        spec.name,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        default=settings.uplift_baseline_conversion,
+    )
+    plan = experiment_plan(experiment, None, baseline)
+    warning = check_power(plan, settings.experiment_min_power, settings.experiment_underpowered)
+    if warning:
+        plan["warning"] = warning
+        logger.warning("%s: %s", spec.name, warning)
+    if dry_run or experiment.decide != "run" or winner_of(engine, spec.name) is not None:
+        return plan
+    report = experiment_report(
+        engine,
+        spec,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        baseline=settings.uplift_baseline_conversion,
+    )
+    decided, now = decide(engine, spec, report, f"run {run_id}")
+    if now:
+        logger.info("%s: %s", spec.name, verdict({**report, "decision": decided}))
+    return plan
 
 
 def run_engine(settings: Settings) -> Engine:
@@ -545,11 +594,9 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
     summary.update(total.as_dict())
     if not run.deferred_only:
         summary["split"], summary["uplift"] = holdout_sections(engine, run, total)
-        if run.spec.experiment and summary["split"]:
-            split = summary["split"]
-            summary["experiment"] = experiment_plan(
-                run.spec.experiment, split["to_contact"], split["baseline"] / 100
-            )
+        if summary.get("experiment") and summary["split"]:
+            arms = len(summary["experiment"]["variants"])
+            summary["experiment"]["per_variant"] = summary["split"]["to_contact"] // arms
     if not run.dry_run:  # status callbacks that outran the ledger write of their own send
         match_orphans(engine)
     finish_run(engine, run_id, summary)
@@ -558,7 +605,26 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
         key=f"{spec.name.replace('_', '-')}-summary",
         description=f"{spec.name} run summary",
     )
+    if spec.experiment is not None and not run.dry_run:
+        publish_experiment(engine, spec, run.settings)
     return summary
+
+
+def publish_experiment(engine: Engine, spec: CampaignSpec, settings: Settings) -> None:
+    """The experiment's report as the campaign's Prefect artifact, after each real run
+    (``<campaign>-experiment``: the UI keeps each version)."""
+    report = experiment_report(
+        engine,
+        spec,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        baseline=settings.uplift_baseline_conversion,
+    )
+    create_markdown_artifact(
+        markdown=experiment_markdown(report),
+        key=f"{spec.name.replace('_', '-')}-experiment",
+        description=f"{spec.name}: which variant pays more",
+    )
 
 
 def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | None, dict | None]:

@@ -131,6 +131,7 @@ def walk_route(
             f"occasion: {c.key[1]}",
             f"decided at: {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
             *_split_lines(engine, route),
+            *_experiment_lines(engine, route),
         ]
     )
     out.head = len(out.lines)
@@ -243,6 +244,36 @@ def _split_lines(engine: Engine, route: Route) -> list[str]:
     if share:
         lines[0] += f" (of the {selected:,} selected that day, before the policy's skips)"
     return lines
+
+
+def _experiment_lines(engine: Engine, route: Route) -> list[str]:
+    """The campaign's experiment before launch, as a run states it: the smallest rise it
+    finds, its power for the rise worth finding (a warning below
+    CAREFLOW_EXPERIMENT_MIN_POWER; a preview never refuses) and the winner, once decided."""
+    from careflow.experiment_decisions import decision_of
+    from careflow.experiment_report import check_power, experiment_plan, plan_in_words
+    from careflow.uplift import baseline_conversion
+
+    spec, settings = route.run.spec, route.run.settings
+    if spec.experiment is None:
+        return []
+    baseline, _ = baseline_conversion(
+        engine,
+        spec.name,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        default=settings.uplift_baseline_conversion,
+    )
+    plan = experiment_plan(spec.experiment, None, baseline)
+    plan["warning"] = check_power(plan, settings.experiment_min_power, "warn")
+    said = plan_in_words(plan)
+    decided = decision_of(engine, spec.name)
+    if decided is not None:
+        said += (
+            f"\ndecided on {decided['decided_at'][:10]}: {decided['winner']} won; every new "
+            "customer gets it"
+        )
+    return said.splitlines()
 
 
 def _ledger_row(engine: Engine, campaign: str, key: tuple[int, str]):

@@ -49,6 +49,7 @@ from careflow.errors import (
     TemplateError,
     Unsendable,
 )
+from careflow.experiment_decisions import winner_of
 from careflow.ledger import Claim, ContactLedger, DryRunLedger, SendRules, unstorable
 from careflow.messages import Message, Outcome, State
 from careflow.policy import (
@@ -631,13 +632,31 @@ def render_request(
 
 
 def variants_of(route: Route, owned: Sequence[tuple[Candidate, int]]) -> dict[int, str]:
-    """contact id -> the experiment variant each owned message renders: drawn for the
-    customer, or the one its ledger row already has (careflow/variants.py)."""
+    """contact id -> the experiment variant each owned message renders: the one its ledger
+    row already has, else the experiment's winner once decided
+    (careflow/experiment_decisions.py), else the one drawn for the customer
+    (careflow/variants.py). Read per batch: a decision taken while a run goes on counts
+    from its next batch."""
     experiment = route.run.spec.experiment
-    if experiment is None:
+    if experiment is None or not owned:
         return {}
     name = route.run.spec.name
-    drawn = {cid: experiment.variant_of(name, c.customer_id) for c, cid in owned}
+    winner = winner_of(route.engine, name)
+    if winner not in experiment.names:  # none yet, or campaign.yaml has dropped it since
+        winner = None
+    if winner is not None:
+        drawn = {cid: winner for _, cid in owned}
+    elif experiment.strata:
+        default = route.run.settings.default_locale
+        parts = {"locale": lambda c: c.row.get("locale") or default,
+                 "channel": lambda c: c.decision.channel}  # fmt: skip
+        members = [
+            (c.customer_id, tuple(parts[s](c) for s in experiment.strata)) for c, _ in owned
+        ]
+        assigned = experiment.assign_within(name, members)
+        drawn = {cid: assigned[c.customer_id] for c, cid in owned}
+    else:
+        drawn = {cid: experiment.variant_of(name, c.customer_id) for c, cid in owned}
     return route.ledger.keep_variants(drawn)
 
 

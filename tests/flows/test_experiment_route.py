@@ -38,6 +38,7 @@ category: care
 experiment:
   variants: [plain, warm]
   audience: 1000
+  min_per_arm: 20
 """
 
 

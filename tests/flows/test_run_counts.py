@@ -76,7 +76,8 @@ def test_every_output_of_a_run_counts_the_same_and_adds_up(prefect_api, demo_sho
     real_artifact = campaign_module.create_markdown_artifact
 
     def keep(markdown, **kw):
-        artifacts.append(markdown)
+        if kw["key"].endswith("-summary"):  # winback's experiment has an artifact of its own
+            artifacts.append(markdown)
         return real_artifact(markdown=markdown, **kw)
 
     monkeypatch.setattr(campaign_module, "create_markdown_artifact", keep)
