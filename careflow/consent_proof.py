@@ -346,9 +346,14 @@ def change_text(r) -> str:
 
 
 def evidence_text(item: dict) -> str:
-    """A record's evidence on one line: its ids, key=value."""
-    ev = item["evidence"] or {}
-    return " ".join(f"{k}={v}" for k, v in ev.items()) or item["evidence_key"]
+    """A record's evidence on one line: its ids, key=value, each value once (a Twilio
+    reply's event id is its message id) and without the event's kind (the source says it)."""
+    shown, parts = set(), []
+    for k, v in (item["evidence"] or {}).items():
+        if k != "kind" and v not in shown:
+            shown.add(v)
+            parts.append(f"{k}={v}")
+    return " ".join(parts) or item["evidence_key"]
 
 
 def table(items: Sequence[dict]) -> str:
@@ -359,7 +364,7 @@ def table(items: Sequence[dict]) -> str:
             i["source"],
             i["channel"] + ("" if i["category"] == "all" else f"/{i['category']}"),
             i["change"],
-            shorten(evidence_text(i), 70),
+            shorten(evidence_text(i), 100),
         ]
         for i in items
     ]
