@@ -52,6 +52,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -64,6 +65,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from careflow import consent_proof
 from careflow.clock import utcnow
 from careflow.db.models import (
     Consent,
@@ -122,6 +124,8 @@ class _Row:
     #: whose keywords a reply is read with: the answered message's language, the customer's
     languages: tuple[str | None, ...] = ()
     kind: str = ""
+    #: the provider's id of the message a reply answered (its consent proof's evidence)
+    answered: str | None = None
 
 
 def record_events(engine: Engine, events: Sequence[InboundEvent]) -> Ingested:
@@ -366,7 +370,7 @@ def _match(conn, rows: Sequence[_Row]) -> None:
     # Replies come from the number we texted, and are read in the language of the
     # message they answer, from its text as sent (the customer's locale may be empty,
     # and the message was in the default; or changed since), and in the customer's.
-    answered = base.add_columns(CH.c.body, Customer.locale).join(
+    answered = base.add_columns(CH.c.body, Customer.locale, CH.c.provider_id).join(
         Customer, Customer.id == CH.c.customer_id
     )
     for r in rows:
@@ -381,6 +385,7 @@ def _match(conn, rows: Sequence[_Row]) -> None:
             if hit:
                 r.contact_id, r.customer_id, r.campaign = hit[:3]
                 r.languages = (language_of(hit.body), hit.locale)
+                r.answered = hit.provider_id
 
 
 def _timeline_kind(r: _Row) -> str:
@@ -421,24 +426,28 @@ def _advance_delivery(conn, updates: Sequence[tuple[int, EventKind]], now: datet
 def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
     """Opt-outs, opt-ins and suppressions the new events call for (address by address, in
     one order, so receivers acting at once wait for each other rather than deadlock; an
-    address's own events keep theirs)."""
-    for r in sorted(rows, key=lambda r: (r.event.channel or "", r.event.recipient or "")):
+    address's own events keep theirs), each with its consent proof in this transaction
+    (careflow/consent_proof.py)."""
+    acting = [(r, _action(r)) for r in rows if r.event.recipient and r.event.channel]
+    acting = [(r, a) for r, a in acting if a]
+    if not acting:
+        return
+    state = _State.read(conn, [r for r, _ in acting])
+    proofs = []
+    for r, action in sorted(
+        acting, key=lambda x: (x[0].event.channel or "", x[0].event.recipient or "")
+    ):
         e = r.event
         address, channel = e.recipient, e.channel
-        if not address or not channel:
-            continue
-        reason = None
-        if r.kind == "opted_out":
-            reason = "opted_out"
-        elif e.kind in _SUPPRESSING:
-            reason = _SUPPRESSING[e.kind]
-        else:
-            reason = e.suppress
-        if reason:
-            suppress(conn, channel, address, reason, f"{e.provider}:{e.event_id}"[:64], now)
-            if r.customer_id and reason in ("opted_out", "unsubscribed"):
+        held = state.suppressed.get((channel, address))
+        consent = None
+        if action != "opted_in":
+            suppress(conn, channel, address, action, f"{e.provider}:{e.event_id}"[:64], now)
+            state.suppressed[(channel, address)] = held or action  # the first reason stays
+            if r.customer_id and action in ("opted_out", "unsubscribed"):
                 set_consent(conn, r.customer_id, channel, False, f"{e.provider} {r.kind}", now)
-        elif r.kind == "opted_in":
+                consent = (state.consent.get((r.customer_id, channel)), False)
+        else:
             conn.execute(
                 delete(Suppression).where(
                     Suppression.channel == channel,
@@ -446,8 +455,117 @@ def _act(conn, rows: Sequence[_Row], now: datetime) -> None:
                     Suppression.reason == "opted_out",
                 )
             )
+            state.suppressed[(channel, address)] = None if held == "opted_out" else held
             if r.customer_id:
                 set_consent(conn, r.customer_id, channel, True, f"{e.provider} opted_in", now)
+                consent = (state.consent.get((r.customer_id, channel)), True)
+        if consent is not None:
+            state.consent[(r.customer_id, channel)] = consent[1]
+        proofs.append(
+            _proof(r, consent, (held, state.suppressed[(channel, address)]), state.locales)
+        )
+    consent_proof.record_many(conn, proofs, now=now)
+
+
+def _action(r: _Row) -> str | None:
+    """What an event calls for: a suppression reason, ``opted_in``, or None."""
+    if r.kind == "opted_out":
+        return "opted_out"
+    if r.kind == "opted_in":
+        return "opted_in"
+    return _SUPPRESSING.get(r.event.kind) or r.event.suppress
+
+
+@dataclass
+class _State:
+    """Consent and suppression as they stand before a batch acts (its proof's "before"),
+    read in one query each and kept up to date as the batch acts."""
+
+    suppressed: dict[tuple[str, str], str | None]
+    consent: dict[tuple[int, str], bool | None]
+    locales: dict[int, str | None]
+
+    @classmethod
+    def read(cls, conn, rows: Sequence[_Row]) -> _State:
+        pairs = sorted({(r.event.channel, r.event.recipient) for r in rows})
+        customers = sorted({r.customer_id for r in rows if r.customer_id})
+        suppressed, consent, locales = {}, {}, {}
+        for start in range(0, len(pairs), 500):
+            suppressed.update(
+                ((c, a), why)
+                for c, a, why in conn.execute(
+                    select(Suppression.channel, Suppression.address, Suppression.reason).where(
+                        tuple_(Suppression.channel, Suppression.address).in_(
+                            pairs[start : start + 500]
+                        )
+                    )
+                )
+            )
+        for start in range(0, len(customers), 1000):
+            part = customers[start : start + 1000]
+            consent.update(
+                ((c, ch), granted)
+                for c, ch, granted in conn.execute(
+                    select(Consent.customer_id, Consent.channel, Consent.granted).where(
+                        Consent.customer_id.in_(part), Consent.category == "all"
+                    )
+                )
+            )
+            locales.update(
+                (i, loc)
+                for i, loc in conn.execute(
+                    select(Customer.id, Customer.locale).where(Customer.id.in_(part))
+                )
+            )
+        return cls(suppressed, consent, locales)
+
+
+def _proof(r: _Row, consent, suppression, locales) -> consent_proof.Proof:
+    """The proof of what one event changed: its source, what the customer sent or was
+    shown, and its ids."""
+    e = r.event
+    raw = e.raw if isinstance(e.raw, dict) else {}
+    if r.kind in ("opted_out", "opted_in"):
+        source, shown = "reply", e.text
+    elif e.kind == EventKind.SPAM_REPORT:
+        source, shown = "spam_report", None
+    elif e.kind == EventKind.UNSUBSCRIBED and e.provider == "careflow":
+        source = "one_click" if e.reason == "one-click" else "page"
+        shown = raw.get("shown")
+    elif e.kind in (EventKind.BOUNCED, EventKind.DROPPED):
+        source, shown = "bounce", None
+    else:  # a provider's own opt-out or dead-number code, its unsubscribe event
+        source, shown = "provider", None
+    if source == "reply":
+        locale = (r.languages[0] if r.languages else None) or locales.get(r.customer_id)
+    else:
+        locale = raw.get("locale") if source in ("one_click", "page") else None
+        locale = locale or locales.get(r.customer_id)
+    evidence = {
+        "provider": e.provider,
+        "event_id": e.event_id,
+        "provider_message_id": e.provider_message_id,
+        "kind": str(e.kind),
+        "reason": e.reason if source not in ("one_click", "page") else None,
+        "answered_contact_id": r.contact_id,
+        "answered_message_id": r.answered,
+        "campaign": r.campaign or raw.get("campaign"),
+        "occasion": raw.get("occasion") if e.provider == "careflow" else None,
+        "token_id": raw.get("token_id") if e.provider == "careflow" else None,
+    }
+    return consent_proof.Proof(
+        customer_id=r.customer_id,
+        source=source,
+        channel=e.channel,
+        address=e.recipient,
+        consent=consent,
+        suppression=suppression,
+        shown=shown,
+        locale=locale,
+        evidence=evidence,
+        evidence_key=f"{e.provider}:{e.event_id}",
+        occurred_at=e.occurred_at,
+    )
 
 
 def suppress(conn, channel: str, address: str, reason: str, source: str, now: datetime) -> None:

@@ -519,6 +519,21 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         "non-zero, nothing sent). Previews only warn.",
     )
 
+    consent_proof_retention_days: int = Field(
+        default=1095,
+        description="Days a consent-proof record is kept before `careflow consent prune` "
+        "may delete it (the newest record of each customer, channel and category is kept "
+        "however old). At least 180: China's SMS rules keep proof at least 5 months "
+        "(docs/preferences.md).",
+    )
+
+    @field_validator("consent_proof_retention_days")
+    @classmethod
+    def _proof_retention(cls, value: int) -> int:
+        from careflow.consent_proof import check_retention
+
+        return check_retention(value)
+
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours(cls, value: str) -> str:

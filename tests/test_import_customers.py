@@ -284,6 +284,48 @@ C2,email,0,,
     assert consents(engine)[("C1", "fax")] == (True, "web_signup", datetime(2026, 4, 1))
 
 
+
+def test_each_applied_consent_row_is_proven_once(two_customers, tmp_path):
+    """careflow/consent_proof.py: the file, its line and the state before and after;
+    superseded and stale rows changed nothing and prove nothing; the same file again
+    proves nothing twice."""
+    from careflow.db.models import ConsentProof
+
+    engine = two_customers
+    text = f"""{CONSENT_HEADER}
+C1,sms,yes,web_signup,2026-01-01
+C1,sms,no,store,2026-02-01 09:30:00
+C1,fax,yes,web_signup,2026-01-01
+C2,email,1,,2026-01-05
+"""
+    path = write(tmp_path, text, "consents.csv")
+
+    def proof():
+        with engine.connect() as conn:
+            rows = conn.execute(select(ConsentProof.__table__).order_by(ConsentProof.id))
+            return [dict(r) for r in rows.mappings()]
+
+    import_consents(engine, path)
+    got = {(p["channel"], p["evidence"]["line"]): p for p in proof()}
+    assert set(got) == {("sms", 3), ("email", 5)}  # line 2 superseded, line 4 stale (fax)
+    sms = got[("sms", 3)]
+    assert (sms["source"], sms["category"]) == ("import", "all")
+    assert (sms["consent_before"], sms["consent_after"]) == ("none", "withdrawn")
+    assert sms["shown"] == "consents.csv line 3"
+    assert sms["occurred_at"] == datetime(2026, 2, 1, 9, 30)
+    assert sms["evidence"]["file"] == "consents.csv" and sms["evidence"]["given_at"] == "store"
+    assert "given_at" not in got[("email", 5)]["evidence"]  # an empty cell is no evidence
+
+    import_consents(engine, path)  # the same file again: the same rows, no new proof
+    assert len(proof()) == 2
+
+    newer = write(tmp_path, f"{CONSENT_HEADER}\nC1,sms,yes,web,2026-03-01\n", "newer.csv")
+    import_consents(engine, newer)
+    last = proof()[-1]
+    assert (last["consent_before"], last["consent_after"]) == ("withdrawn", "granted")
+    assert last["evidence"]["file"] == "newer.csv" and last["evidence"]["line"] == 2
+
+
 BAD_CONSENTS = [
     ("unknown customer", "C9,sms,yes,web,2026-01-01", "unknown_customer", "no customer 'C9'"),
     ("no channel", "C1,,yes,web,2026-01-01", "missing_field", "no channel"),

@@ -154,3 +154,99 @@ def test_a_stop_then_a_start_in_one_batch_are_acted_on_in_the_order_they_came(en
     record_events(engine, replies)
     with engine.connect() as conn:
         assert conn.execute(select(Suppression.address)).all() == []
+
+
+# --- consent proof: one record per change, whatever the source (careflow/consent_proof.py) ---
+
+
+def _proof(engine) -> list[dict]:
+    from careflow.db.models import ConsentProof
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(ConsentProof.__table__).order_by(ConsentProof.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def _texted(engine, cid: int, number: str, sid: str, locale: str = "en") -> int:
+    add_customer(engine, cid, mobile=number, locale=locale)
+    led = ContactLedger(engine)
+    row = led.claim("winback", "r", [(cid, "2026")]).owned[(cid, "2026")]
+    led.mark_sending([row], "sms", "r")
+    led.record([Outcome.sent(row, sid)], "r", {row: {"recipient": number}})
+    return row
+
+
+def _reply(sid, text, number="+8613812345678"):
+    return InboundEvent(provider="twilio", kind=EventKind.REPLIED, event_id=sid, occurred_at=AT,
+                        channel="sms", provider_message_id=sid, recipient=number, text=text)
+
+
+def test_a_stop_reply_is_proven_once_with_what_the_customer_sent(engine):
+    row = _texted(engine, 1, "+8613812345678", "SM1", locale="zh-CN")
+    record_events(engine, [_reply("SMr1", "退订")])
+    record_events(engine, [_reply("SMr1", "退订")])  # Twilio posts the same reply again
+    [p] = _proof(engine)
+    assert (p["customer_id"], p["source"], p["channel"], p["category"]) == (1, "reply", "sms", "all")
+    assert (p["consent_before"], p["consent_after"]) == ("none", "withdrawn")
+    assert (p["suppression_before"], p["suppression_after"]) == ("none", "opted_out")
+    assert p["shown"] == "退订" and p["locale"] == "zh-CN" and p["occurred_at"] == AT
+    assert p["evidence"]["provider_message_id"] == "SMr1"
+    assert p["evidence"]["answered_message_id"] == "SM1"
+    assert p["evidence"]["answered_contact_id"] == row
+    assert p["evidence_key"] == "twilio:SMr1"
+
+    record_events(engine, [_reply("SMr2", "STOP")])  # a second STOP: its own proof, no change
+    second = _proof(engine)[1]
+    assert (second["consent_before"], second["consent_after"]) == ("withdrawn", "withdrawn")
+    assert second["suppression_before"] == second["suppression_after"] == "opted_out"
+
+
+def test_a_start_reply_is_proven_as_consent_given_back(engine):
+    _texted(engine, 1, "+8613812345678", "SM1")
+    record_events(engine, [_reply("SMa", "STOP"), _reply("SMb", "START")])
+    stop, start = _proof(engine)
+    assert (stop["consent_after"], stop["suppression_after"]) == ("withdrawn", "opted_out")
+    assert (start["consent_before"], start["consent_after"]) == ("withdrawn", "granted")
+    assert (start["suppression_before"], start["suppression_after"]) == ("opted_out", "none")
+
+
+def test_a_reply_that_is_no_keyword_proves_nothing(engine):
+    _texted(engine, 1, "+8613812345678", "SM1")
+    record_events(engine, [_reply("SMx", "call me back please")])
+    assert _proof(engine) == []
+
+
+def test_bounces_spam_reports_and_provider_opt_outs_are_proven_by_source(engine):
+    add_customer(engine, 1, email="a@example.com")
+    led = ContactLedger(engine)
+    cid = led.claim("winback", "r", [(1, "2026")]).owned[(1, "2026")]
+    led.mark_sending([cid], "email", "r")
+    led.record([Outcome.sent(cid, "MSG1")], "r", {cid: {"recipient": "a@example.com"}})
+    batch = [
+        _event("d1", EventKind.DELIVERED, provider_message_id="MSG1", recipient="a@example.com"),
+        _event("b1", EventKind.BOUNCED, provider_message_id="MSG1", recipient="a@example.com",
+               suppress="bounced", reason="550 5.1.1 no such user"),
+        _event("s1", EventKind.SPAM_REPORT, provider_message_id="MSG1",
+               recipient="a@example.com"),
+        _event("u1", EventKind.UNSUBSCRIBED, provider_message_id="MSG1",
+               recipient="a@example.com"),
+        InboundEvent(provider="twilio", kind=EventKind.FAILED, event_id="SM7:failed",
+                     occurred_at=AT, channel="sms", provider_message_id="SM7",
+                     recipient="+8613800000000", reason="21610", suppress="opted_out"),
+    ]
+    record_events(engine, batch)
+    record_events(engine, batch)  # SendGrid retries the whole post
+    got = {p["evidence_key"]: p for p in _proof(engine)}
+    assert set(got) == {"sendgrid:b1", "sendgrid:s1", "sendgrid:u1", "twilio:SM7:failed"}
+    assert got["sendgrid:b1"]["source"] == "bounce"
+    assert got["sendgrid:b1"]["evidence"]["reason"] == "550 5.1.1 no such user"
+    assert got["sendgrid:b1"]["suppression_after"] == "bounced"
+    assert got["sendgrid:b1"]["consent_after"] is None  # a bounce is no opt-out
+    assert got["sendgrid:s1"]["source"] == "spam_report"
+    assert got["sendgrid:s1"]["suppression_before"] == "bounced"  # the first reason stays
+    assert got["sendgrid:u1"]["source"] == "provider"
+    assert (got["sendgrid:u1"]["consent_before"], got["sendgrid:u1"]["consent_after"]) == (
+        "none", "withdrawn")
+    twilio = got["twilio:SM7:failed"]  # no message of ours: the address, no customer
+    assert (twilio["source"], twilio["customer_id"], twilio["address"]) == (
+        "provider", None, "+8613800000000")

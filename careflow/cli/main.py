@@ -11,6 +11,7 @@ import click
 
 from careflow.cli.campaigns import campaigns_cmd, lint, preview, test_send_cmd
 from careflow.cli.common import CareflowGroup
+from careflow.cli.consent import consent
 from careflow.cli.data import demo, import_
 from careflow.cli.db import db
 from careflow.cli.deferred import deferred
@@ -33,7 +34,7 @@ def main():
 
 for command in (
     db, demo, import_, segment, campaigns_cmd, lint, preview, test_send_cmd, run, deferred,
-    history, retry, serve, report, journey,
+    history, retry, serve, report, journey, consent,
 ):
     main.add_command(command)
 

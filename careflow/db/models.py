@@ -512,3 +512,45 @@ class JourneyStepRecord(Base):
     #: the step it led to (None: the journey ended)
     next_step: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ConsentProof(Base):
+    """One change of consent or suppression, as proof: append-only (careflow/consent_proof.py).
+
+    Who (``customer_id``; None for an address no customer matched, kept by ``address``),
+    through what (``source``: reply, one_click, page, bounce, spam_report, provider,
+    import, operator), on which ``channel`` and ``category``, what changed (consent
+    ``granted``/``withdrawn``/``none`` and the suppression reason or ``none``, before and
+    after; None where that part was not touched), what the customer was shown or sent
+    (``shown``), in which ``locale``, when (``occurred_at``: the customer's act;
+    ``recorded_at``: careflow's write, which retention counts from) and the request's
+    ``evidence`` (ids and hashes, never a secret or a whole token). ``evidence_key`` is
+    unique: a provider's retry or a re-imported file records nothing twice. Triggers
+    (migration 0014) refuse an UPDATE of a row and a DELETE of a young one; no foreign
+    key, so deleting a customer cannot cascade into their proof.
+    """
+
+    __tablename__ = "consent_proof"
+    __table_args__ = (
+        UniqueConstraint("evidence_key", name="uq_consent_proof_evidence"),
+        Index("ix_consent_proof_customer", "customer_id", "occurred_at"),
+        Index("ix_consent_proof_address", "channel", "address"),
+        Index("ix_consent_proof_recorded", "recorded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(254))
+    consent_before: Mapped[str | None] = mapped_column(String(16))
+    consent_after: Mapped[str | None] = mapped_column(String(16))
+    suppression_before: Mapped[str | None] = mapped_column(String(32))
+    suppression_after: Mapped[str | None] = mapped_column(String(32))
+    shown: Mapped[str | None] = mapped_column(Text)
+    locale: Mapped[str | None] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+    evidence_key: Mapped[str] = mapped_column(String(240))
+    evidence: Mapped[dict | None] = mapped_column(JSON)

@@ -15,10 +15,16 @@ decision older than the one careflow already holds is not applied
 (``older_than_stored``), so importing an old export never undoes a newer
 opt-out. A customer careflow does not know is a malformed row: consent
 cannot wait for a customer that may never come.
+
+Each decision applied is proven (careflow/consent_proof.py, source ``import``) in
+the import's transaction: the file's name, its digest and the line, the state before
+and after. The proof's key is the file's digest and the line, so importing the same
+file again proves nothing twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +33,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from careflow import consent_proof
 from careflow.clock import utcnow
 from careflow.db.models import Consent, Customer
 from careflow.errors import DataError
@@ -132,7 +139,7 @@ def import_consents(
             ids = existing(conn, Customer.__table__.c.external_ref, rows["customer"].tolist())
             rows = _known_customers(rows, ids, report)
             rows = _latest_per_channel(rows, report)
-            _store(conn, rows, report)
+            _store(conn, rows, report, _ImportedFile.of(path), now)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise DataError(
@@ -163,19 +170,64 @@ def _latest_per_channel(rows: pd.DataFrame, report: ImportReport) -> pd.DataFram
     return rows[~older]
 
 
-def _store(conn, rows: pd.DataFrame, report: ConsentImportReport) -> None:
-    stored: dict[tuple[int, str, str], object] = {}
+@dataclass(frozen=True)
+class _ImportedFile:
+    """What a consent proof keeps of the file: its name and a digest of its bytes."""
+
+    name: str
+    digest: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> _ImportedFile:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return cls(Path(path).name, digest.hexdigest()[:32])
+
+    def proof(self, row: dict, before: bool | None, locale: str | None) -> consent_proof.Proof:
+        line = int(row["line"])
+        return consent_proof.Proof(
+            customer_id=row["customer_id"],
+            source="import",
+            channel=row["channel"],
+            category=row["category"],
+            consent=(before, row["granted"]),
+            shown=f"{self.name} line {line}",
+            locale=locale,
+            evidence={
+                "file": self.name,
+                "file_sha256": self.digest,
+                "line": line,
+                "given_at": row["source"],
+            },
+            evidence_key=f"import:{self.digest}:{line}",
+            occurred_at=row["updated_at"],
+        )
+
+
+def _store(
+    conn, rows: pd.DataFrame, report: ConsentImportReport, file: _ImportedFile, now
+) -> None:
+    stored: dict[tuple[int, str, str], tuple] = {}
+    locales: dict[int, str | None] = {}
     t = _TABLE.c
     for batch in chunks(rows["customer_id"].unique().tolist(), 5_000):
         stored.update(
-            ((r.customer_id, r.channel, r.category), r.updated_at)
+            ((r.customer_id, r.channel, r.category), (r.updated_at, r.granted))
             for r in conn.execute(
-                select(t.customer_id, t.channel, t.category, t.updated_at).where(
+                select(t.customer_id, t.channel, t.category, t.updated_at, t.granted).where(
                     t.customer_id.in_(batch)
                 )
             )
         )
-    inserts, updates, stale = [], [], 0
+        locales.update(
+            (i, loc)
+            for i, loc in conn.execute(
+                select(Customer.id, Customer.locale).where(Customer.id.in_(batch))
+            )
+        )
+    inserts, updates, proofs, stale = [], [], [], 0
     for r in rows.to_dict("records"):
         key = (int(r["customer_id"]), r["channel"], r["category"])
         row = {
@@ -188,10 +240,13 @@ def _store(conn, rows: pd.DataFrame, report: ConsentImportReport) -> None:
         }
         if key not in stored:
             inserts.append(row)
-        elif stored[key] > r["when"]:
+        elif stored[key][0] > r["when"]:
             stale += 1
+            continue
         else:
             updates.append({f"_{k}": v for k, v in row.items()})
+        before = stored[key][1] if key in stored else None
+        proofs.append(file.proof({**row, "line": r["line"]}, before, locales.get(key[0])))
     insert_many(conn, _TABLE, inserts)
     stmt = (
         update(_TABLE)
@@ -210,5 +265,7 @@ def _store(conn, rows: pd.DataFrame, report: ConsentImportReport) -> None:
     )
     for batch in chunks(updates):
         conn.execute(stmt, batch)
+    for batch in chunks(proofs):
+        consent_proof.record_many(conn, batch, now=now)
     report._skip("older_than_stored", stale)
     report.consents_created, report.consents_updated = len(inserts), len(updates)

@@ -59,6 +59,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from careflow.consent_proof import token_id
 from careflow.db.models import ContactEvent
 from careflow.errors import ConfigError, DataError
 from careflow.events import EventKind, InboundEvent
@@ -95,6 +96,9 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")
 #: The same line percent-encoded as one name (List-Unsubscribe%3DOne-Click), as a sender of
 #: the header's text as an opaque form body produces it: honoured too.
 ONE_CLICK_AS_NAME = ("List-Unsubscribe=One-Click", "")
+#: what a one-click unsubscriber was shown, for the consent proof: their mail client's
+#: own Unsubscribe button, which posts the email's List-Unsubscribe-Post header
+ONE_CLICK_SHOWN = "the mail client's Unsubscribe button (RFC 8058 List-Unsubscribe=One-Click)"
 #: On every answer: pages are never cached or framed, and their URLs (tokens) never leak
 #: through a Referer.
 SAFE_HEADERS = [
@@ -406,6 +410,10 @@ class _Service:
             # machine (never 200 for nothing recorded), the page again for a person
             return HTMLResponse(pages.confirm(settings, customer, token), status_code=400)
         event_id = f"unsubscribe:{asked.customer_id}:{asked.campaign}:{asked.occasion}"
+        if one_click:  # what the customer pressed: their mail client's button, not our page
+            lang, shown = customer.locale, ONE_CLICK_SHOWN
+        else:
+            lang, shown = pages.shown(settings, customer)
         event = InboundEvent(
             provider="careflow",
             kind=EventKind.UNSUBSCRIBED,
@@ -415,7 +423,13 @@ class _Service:
             recipient=customer.email,
             customer_id=asked.customer_id,
             reason="one-click" if one_click else "page",
-            raw={"campaign": asked.campaign, "occasion": asked.occasion},
+            raw={
+                "campaign": asked.campaign,
+                "occasion": asked.occasion,
+                "token_id": token_id(token),  # the consent proof's evidence, never the token
+                "shown": shown,
+                "locale": lang,
+            },
         )
         failed = await self._store([event])
         if failed is not None:

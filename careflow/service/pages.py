@@ -71,6 +71,15 @@ def _page(lang: str, title: str, body: str) -> str:
     )
 
 
+def shown(settings: Settings, who: PageCustomer) -> tuple[str, str]:
+    """(language tag, words) of the confirmation page as this customer saw it: the question
+    and the button they pressed, for the consent proof (careflow/consent_proof.py)."""
+    lang = _lang(who.locale)
+    t = TEXT[lang]
+    ask = t["ask"].format(brand=settings.brand_name, address=mask_address(who.email))
+    return ("zh-CN" if lang == "zh" else "en"), f"{ask} [{t['button']}]"
+
+
 def confirm(settings: Settings, who: PageCustomer, token: str) -> str:
     lang = _lang(who.locale)
     t = TEXT[lang]
