@@ -42,7 +42,7 @@ from careflow.errors import ConfigError
 from careflow.flows.journey import advance_journeys
 from careflow.journey_spec import load_journey, parse_duration
 from careflow.journeys import diagram
-from careflow.journeys.scenario import Scenario, load_scenario, record_due
+from careflow.journeys.scenario import Scenario, check_customers, load_scenario, record_due
 from careflow.journeys.simulation import Recorder, marks, next_due
 from careflow.settings import Settings, load_settings
 
@@ -107,6 +107,7 @@ def simulate_journey(
     when = instants(start, end, at, every, settings.time_zone)
     url = settings.effective_database_url
     db.ensure_schema(db.engine_for(url))
+    check_customers(db.engine_for(url), scenario, str(events))
     currency = scenario.currency or settings.main_currency or "GBP"
     with scratch_copy(url) as copy_url, tempfile.TemporaryDirectory(
         prefix="careflow-sim-outbox-"

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import Engine, select
 
-from careflow.db.models import ContactEvent, JourneyStepRecord, Order
+from careflow.db.models import ContactEvent, Customer, JourneyStepRecord, Order
 from careflow.errors import ConfigError
 from careflow.journey_spec import JourneySpec, SendStep, parse_duration
 from careflow.journeys.events import naive
@@ -100,6 +100,20 @@ class Scenario(BaseModel):
                     f"{source}: responses[{i}].after: {r.after!r} is no send step of journey "
                     f"{spec.name!r} (its send steps: {', '.join(sends) or 'none'})"
                 )
+
+
+def check_customers(engine: Engine, scenario: Scenario, source: str) -> None:
+    """Each named customer is in the database: a one-line ConfigError if not."""
+    named = sorted({h.customer for h in scenario.events})
+    with engine.connect() as conn:
+        known = set()
+        for start in range(0, len(named), 1000):
+            known.update(conn.execute(
+                select(Customer.id).where(Customer.id.in_(named[start : start + 1000]))
+            ).scalars())  # fmt: skip
+    for i, h in enumerate(scenario.events):
+        if h.customer not in known:
+            raise ConfigError(f"{source}: events[{i}].customer: no customer {h.customer}")
 
 
 def load_scenario(path: Path, spec: JourneySpec) -> Scenario:
@@ -228,4 +242,4 @@ def _insert_new(engine: Engine, events: list[dict], orders: list[dict]) -> int:
     return recorded
 
 
-__all__ = ["Scenario", "load_scenario", "record_due"]
+__all__ = ["Scenario", "check_customers", "load_scenario", "record_due"]

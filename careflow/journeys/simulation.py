@@ -170,19 +170,20 @@ class Recorder:
         }  # fmt: skip
 
 
-def report_text(result: dict, *, per_day: bool = True) -> str:
-    """The result as tables a terminal shows at a glance."""
+def report_text(result: dict, *, short: bool = False) -> str:
+    """The result as tables a terminal shows at a glance (``short``: the days and the
+    customers per step at the end only)."""
     lines = [f"journey {result['journey']} (version {result['version']}): {result['advances']}"
              f" advances from {result['from']} to {result['to']} UTC"]  # fmt: skip
     lines.append(f"entered {result['entered']} (held out {result['held_out']}), "
                  f"exits: {_pairs(result['exits']) or 'none'}")  # fmt: skip
     days = result["days"]
-    if per_day and days:
+    if days:
         sends = sorted({k for d in days.values() for k in d if k.startswith("sent ")})
         cols = ["entered", *sends, "notified", "exited", "events"]
         rows = [[day, *[str(c.get(k, 0) or "") for k in cols]] for day, c in days.items()]
         lines += ["", text_table(["day", *cols], rows)]
-    if result["sends"]:
+    if result["sends"] and not short:
         rows = []
         for step, s in result["sends"].items():
             states = s["states"]
@@ -197,7 +198,7 @@ def report_text(result: dict, *, per_day: bool = True) -> str:
         head = ["send step", "sent", "by channel", "deferred", "capped", "skipped", "failed",
                 "still deferred"]  # fmt: skip
         lines += ["", text_table(head, rows)]
-    if result["sent_by_local_hour"]:
+    if result["sent_by_local_hour"] and not short:
         lines += ["", "sent by the customer's local hour: "
                   + ", ".join(f"{h}h {n}" for h, n in result["sent_by_local_hour"].items())]
     if result["end"]:

@@ -143,6 +143,19 @@ def test_a_scenario_naming_no_send_step_is_one_clear_line(engine, shop, real_clo
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_an_event_of_a_customer_the_shop_does_not_have_is_one_clear_line(
+    engine, shop, real_clock
+):
+    shop.write_text('events:\n  - {customer: 999, event: replied, at: "2026-06-02T10:00:00Z"}\n')
+    result = CliRunner().invoke(
+        main, ["journey", "simulate", "nudge", "--from", "2026-06-01", "--to", "2026-06-03",
+               "--events", str(shop)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "events[0].customer: no customer 999" in result.output
+    assert "Traceback" not in result.output
+
+
 def _docs_scenario() -> str:
     text = (PROJECT_ROOT / "docs" / "journeys.md").read_text()
     found = re.search(r"```yaml\n(# scenario\.yaml.*?)```", text, re.S)
