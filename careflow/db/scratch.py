@@ -2,7 +2,7 @@
 leave the real database as it was (``careflow journey simulate``).
 
 SQLite: the file is copied with SQLite's online backup (a consistent copy
-while others write) into a temporary folder. PostgreSQL: a schema of its own
+while others write) into a temporary folder beside it. PostgreSQL: a schema of its own
 (``careflow_sim_<when>_<id>``) in the same database gets a copy of every
 table (columns, defaults, indexes and unique constraints, not foreign keys),
 filled with one ``INSERT ... SELECT`` per table; the copy's connections put
@@ -50,6 +50,14 @@ def scratch_copy(url: str, folder: Path | None = None) -> Iterator[str]:
 
 def _sqlite_copy(url: str, folder: Path | None) -> str:
     source = make_url(url).database
+    # next to the database by default: where there is room for one
+    folder = folder or Path(source).parent
+    for old in folder.glob("careflow-sim-*"):
+        try:
+            if time.time() - old.stat().st_mtime > ABANDONED_AFTER:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     target_dir = Path(tempfile.mkdtemp(prefix="careflow-sim-", dir=folder))
     target = target_dir / "careflow.db"
     src = sqlite3.connect(source)  # read only by the backup
