@@ -25,8 +25,10 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from careflow.db import engines
+from careflow.errors import ConfigError
 
 #: the prefix of a scratch schema's name on PostgreSQL
 PREFIX = "careflow_sim_"
@@ -72,6 +74,20 @@ def _sqlite_copy(url: str, folder: Path | None) -> str:
 
 def _postgres_copy(url: str) -> str:
     schema = f"{PREFIX}{int(time.time())}_{uuid.uuid4().hex[:8]}"
+    try:
+        _postgres_fill(url, schema)
+    except DBAPIError as exc:
+        raise ConfigError(
+            f"cannot make the simulation's copy in schema {schema} of the database: "
+            f"{' '.join(str(exc.orig).split())[:200]} (the database user needs CREATE on it)"
+        ) from None
+    return str(
+        make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
+def _postgres_fill(url: str, schema: str) -> None:
     engine = engines.get(url)
     with engine.begin() as conn:
         _drop_abandoned(conn)
@@ -117,10 +133,6 @@ def _postgres_copy(url: str) -> str:
                     f'ALTER TABLE "{schema}"."{table}" ALTER COLUMN "{column}" '
                     f"RESTART WITH {int(top) + 1}"
                 ))  # fmt: skip
-    return str(
-        make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-        .render_as_string(hide_password=False)
-    )
 
 
 def _keys_and_indexes(conn, source: str, schema: str, table: str) -> None:

@@ -42,8 +42,14 @@ from careflow.errors import ConfigError
 from careflow.flows.journey import advance_journeys
 from careflow.journey_spec import load_journey, parse_duration
 from careflow.journeys import diagram
-from careflow.journeys.scenario import Scenario, check_customers, load_scenario, record_due
-from careflow.journeys.simulation import Recorder, marks, next_due
+from careflow.journeys.scenario import (
+    Scenario,
+    check_customers,
+    load_scenario,
+    record_due,
+    widest,
+)
+from careflow.journeys.simulation import Recorder, marks, newest_step, next_due
 from careflow.settings import Settings, load_settings
 
 #: advances one simulation makes at most (ten years of days)
@@ -130,11 +136,18 @@ def _advance_days(journey, spec, scenario, copy, sim, when, recorder, currency) 
     five-minute grid; the scenario's events recorded before each advance."""
     advanced, before, i = [], None, 0
     now = when[0]
+    # (instant, newest step row after the advance at it): the scenario reads the step
+    # rows of its window by id, not the whole journey's each time
+    reach, newest = widest(scenario), [(when[0] - timedelta(days=36600), 0)]
     while True:
-        recorded = record_due(copy, spec, scenario, now, since=before,
+        floor = 0
+        if before is not None:
+            floor = max(top for at, top in newest if at < before - reach)
+        recorded = record_due(copy, spec, scenario, now, since=before, above_id=floor,
                               shop_zone=sim.time_zone, currency=currency)  # fmt: skip
         advance_journeys(journey, as_of=now, settings=sim)
         recorder.after_advance(now, recorded)
+        newest.append((now, newest_step(copy)))
         advanced.append(now)
         before = now
         while i < len(when) and when[i] <= now:

@@ -148,6 +148,11 @@ def _draw(*parts) -> tuple[float, float, str]:
     return first, second, digest[16:28].hex()
 
 
+def widest(scenario: Scenario) -> timedelta:
+    """The longest window of the scenario's responses."""
+    return max((r.window for r in scenario.responses), default=timedelta())
+
+
 def record_due(
     engine: Engine,
     spec: JourneySpec,
@@ -157,13 +162,15 @@ def record_due(
     since: datetime | None,
     shop_zone: str,
     currency: str,
+    above_id: int = 0,
 ) -> int:
     """Record the scenario's events that happened by ``upto`` (naive or aware UTC) and are
     not recorded yet; ``since`` is the last instant this was asked for (None: never), so
-    only the send steps' rows from a window before it are read again. Returns how many
-    events it recorded."""
+    only the send steps' rows from a window before it are read again (``above_id``: the
+    caller knows no such row has an id this low, which spares reading them). Returns
+    how many events it recorded."""
     upto = naive(upto)
-    widest = max((r.window for r in scenario.responses), default=timedelta())
+    reach = widest(scenario)
     events: list[dict] = []
     orders: list[dict] = []
 
@@ -188,10 +195,11 @@ def record_due(
     if scenario.responses:
         steps = sorted({r.after for r in scenario.responses})
         query = select(S.customer_id, S.entry_key, S.step, S.visit, S.at).where(
-            S.journey == spec.name, S.step.in_(steps), S.outcome == "sent", S.at <= upto
+            S.id > above_id, S.journey == spec.name, S.step.in_(steps), S.outcome == "sent",
+            S.at <= upto,
         )
         if since is not None:
-            query = query.where(S.at >= naive(since) - widest)
+            query = query.where(S.at >= naive(since) - reach)
         with engine.connect() as conn:
             sent = conn.execute(query).all()
         for i, rule in enumerate(scenario.responses):
@@ -242,4 +250,4 @@ def _insert_new(engine: Engine, events: list[dict], orders: list[dict]) -> int:
     return recorded
 
 
-__all__ = ["Scenario", "check_customers", "load_scenario", "record_due"]
+__all__ = ["Scenario", "check_customers", "load_scenario", "record_due", "widest"]

@@ -38,6 +38,12 @@ class Marks:
     ledger: int
 
 
+def newest_step(engine: Engine) -> int:
+    """The id of the newest step row (0: none)."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.coalesce(func.max(S.id), 0))).scalar_one()
+
+
 def marks(engine: Engine) -> Marks:
     with engine.connect() as conn:
         return Marks(
@@ -213,7 +219,7 @@ def _pairs(counts: dict) -> str:
     return ", ".join(f"{k or '?'} {v}" for k, v in sorted(counts.items()) if v)
 
 
-__all__ = ["Marks", "Recorder", "marks", "next_due", "report_text"]
+__all__ = ["Marks", "Recorder", "marks", "newest_step", "next_due", "report_text"]
 
 
 def next_due(engine: Engine, journey: str, after: datetime) -> datetime | None:

@@ -156,6 +156,20 @@ def test_an_event_of_a_customer_the_shop_does_not_have_is_one_clear_line(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--from", "2026-06-31", "--to", "2026-07-01"], "--from '2026-06-31' is not a date"),
+    (["--from", "2026-06-05", "--to", "2026-06-01"], "--to 2026-06-01 is before --from"),
+    (["--from", "2026-06-01", "--to", "2026-06-02", "--at", "25:00"], "--at '25:00' is not"),
+    (["--from", "2026-06-01", "--to", "2026-06-02", "--every", "soon"], "--every 'soon'"),
+    (["--from", "2000-01-01", "--to", "2026-06-02"], "more than 3660 advances"),
+])
+def test_bad_days_are_one_clear_line(engine, templates, args, says):
+    result = CliRunner().invoke(main, ["journey", "simulate", "nudge", *args])
+    assert result.exit_code != 0
+    assert says in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def _docs_scenario() -> str:
     text = (PROJECT_ROOT / "docs" / "journeys.md").read_text()
     found = re.search(r"```yaml\n(# scenario\.yaml.*?)```", text, re.S)
