@@ -18,6 +18,7 @@ from careflow.flows.journey_simulate import instants, simulate_journey
 from careflow.journey_spec import load_journey
 from careflow.journeys.scenario import load_scenario, record_due
 from careflow.journeys.simulation import Recorder, marks
+from careflow.progress import listening
 from careflow.settings import PROJECT_ROOT, load_settings
 from tests.journeys.conftest import START, advance, days, dormant
 
@@ -123,9 +124,16 @@ def test_the_same_scenario_gives_the_same_numbers_and_another_seed_others(
     engine, shop, real_clock
 ):
     settings = load_settings()
-    runs = [simulate_journey("nudge", date(2026, 6, 1), date(2026, 6, 10), events=shop,
-                             at="12:00", settings=settings) for _ in range(2)]  # fmt: skip
+    heard = []
+    with listening(lambda stage, done, total: heard.append((stage, done, total))):
+        runs = [simulate_journey("nudge", date(2026, 6, 1), date(2026, 6, 10), events=shop,
+                                 at="12:00", settings=settings) for _ in range(2)]  # fmt: skip
     assert runs[0] == runs[1]
+    # a terminal sees the days go by (careflow/progress.py): each advance, up to all ten
+    first = heard[: len(runs[0]["advanced_at"])]
+    assert {stage for stage, *_ in first} == {"simulated days"}
+    assert [d for _, d, _ in first] == sorted(d for _, d, _ in first)
+    assert first[-1][1:] == (10, 10)
     shop.write_text(SCENARIO.replace("seed: 7", "seed: 8"))
     other = simulate_journey("nudge", date(2026, 6, 1), date(2026, 6, 10), events=shop,
                              at="12:00", settings=settings)  # fmt: skip
