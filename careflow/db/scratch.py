@@ -4,7 +4,7 @@ leave the real database as it was (``careflow journey simulate``).
 SQLite: the file is copied with SQLite's online backup (a consistent copy
 while others write) into a temporary folder beside it. PostgreSQL: a schema of its own
 (``careflow_sim_<when>_<id>``) in the same database gets a copy of every
-table (columns, defaults, indexes and unique constraints, not foreign keys),
+table (columns, defaults, keys, indexes and triggers, not foreign keys),
 filled with one ``INSERT ... SELECT`` per table; the copy's connections put
 it first on their ``search_path``, so every statement careflow makes lands
 there. The original is only read. The copy is dropped when the block ends;
@@ -137,8 +137,8 @@ def _postgres_fill(url: str, schema: str) -> None:
 
 def _keys_and_indexes(conn, source: str, schema: str, table: str) -> None:
     """The table's keys, unique and check constraints under their own names (ON CONFLICT
-    ON CONSTRAINT names them) and its other indexes, built once the rows are in; foreign
-    keys are left out (the copy is written by careflow alone)."""
+    ON CONSTRAINT names them), its other indexes and its triggers, made once the rows are
+    in; foreign keys are left out (the copy is written by careflow alone)."""
     found = conn.execute(text(
         "SELECT c.conname, pg_get_constraintdef(c.oid), c.conindid FROM pg_constraint c "
         "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
@@ -159,6 +159,19 @@ def _keys_and_indexes(conn, source: str, schema: str, table: str) -> None:
         if not (sep and dot):
             raise RuntimeError(f"cannot copy index {definition!r}")
         conn.execute(text(f'{head} ON "{schema}"."{table}" {after}'))
+    # the purchase facts' triggers (migration 0005): their functions name their tables
+    # unqualified, so in the copy's sessions they mark the copy's facts
+    for definition in conn.execute(text(
+        "SELECT pg_get_triggerdef(g.oid) FROM pg_trigger g "
+        "JOIN pg_class t ON t.oid = g.tgrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE n.nspname = :s AND t.relname = :t AND NOT g.tgisinternal"
+    ), {"s": source, "t": table}).scalars():  # fmt: skip
+        head, sep, rest = definition.partition(f" ON {source}.{table} ")
+        if not sep:
+            head, sep, rest = definition.partition(f" ON {table} ")
+        if not sep:
+            raise RuntimeError(f"cannot copy trigger {definition!r}")
+        conn.execute(text(f'{head} ON "{schema}"."{table}" {rest}'))
 
 
 def _drop_abandoned(conn) -> None:
