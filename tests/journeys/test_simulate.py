@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select, text
 
+from careflow import purchase_facts
 from careflow.cli.main import main
 from careflow.db.models import Base, ContactHistory
 from careflow.flows.journey_simulate import instants, simulate_journey
@@ -20,7 +21,7 @@ from careflow.journeys.scenario import load_scenario, record_due
 from careflow.journeys.simulation import Recorder, marks
 from careflow.progress import listening
 from careflow.settings import PROJECT_ROOT, load_settings
-from tests.journeys.conftest import START, advance, days, dormant
+from tests.journeys.conftest import START, advance, days, dormant, write_journey
 
 SCENARIO = """\
 seed: 7
@@ -118,6 +119,58 @@ def test_simulate_predicts_what_real_advancing_then_does_and_writes_nothing(
     assert predicted["sends"]["first"]["states"] == {"sent": 30}
     assert sum(predicted["days"][d].get("events", 0) for d in predicted["days"]) > 0
     assert "s_first" in mermaid and "flowchart TD" in mermaid
+
+
+AGAIN = """\
+description: A weekly nudge while they stay dormant
+category: marketing
+entry:
+  segment: dormant
+  parameters: {days: 30}
+once: every 7 days
+steps:
+  - {id: hello, type: send, channels: [sms]}
+  - {id: bye, type: exit}
+"""
+
+
+def _real_days(engine, real_clock, spec, scenario, predicted) -> dict:
+    """Advance the real database at the instants the simulation advanced at, recording the
+    same scenario as it goes; what it did, counted as the simulation counts."""
+    when = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in predicted["advanced_at"]]
+    recorder, last = Recorder(engine, spec, "UTC", marks(engine)), None
+    for t in when:
+        recorded = record_due(engine, spec, scenario, t, since=last, shop_zone="UTC",
+                              currency="GBP")  # fmt: skip
+        advance(real_clock, t, spec.name)
+        recorder.after_advance(t, recorded)
+        last = t
+    real = recorder.result(when[-1])
+    real["advanced_at"] = predicted["advanced_at"]
+    return real
+
+
+def test_orders_the_scenario_records_keep_customers_from_entering_again(
+    engine, shop, templates, real_clock
+):
+    """Simulated orders reach the segments as real ones do (the purchase facts' triggers,
+    in the copy too): who ordered is no longer dormant and does not enter again."""
+    write_journey(templates, "again", AGAIN, sends=("hello",))
+    shop.write_text("seed: 3\nresponses:\n"
+                    "  - {after: hello, event: ordered, share: 50%, within: 1 day}\n")  # fmt: skip
+    assert purchase_facts.refresh(engine) == 30  # as an import leaves them: all clean
+    settings = load_settings()
+    before = snapshot(engine)
+    predicted = simulate_journey("again", date(2026, 6, 1), date(2026, 6, 22), events=shop,
+                                 at="12:00", settings=settings)  # fmt: skip
+    assert snapshot(engine) == before
+    predicted.pop("mermaid")
+    spec = load_journey("again", settings.templates_dir)
+    assert predicted == _real_days(engine, real_clock, spec, load_scenario(shop, spec),
+                                   predicted)  # fmt: skip
+    days = predicted["days"]
+    weekly = [days[d].get("entered", 0) for d in ("2026-06-01", "2026-06-08", "2026-06-15")]
+    assert weekly[0] == 30 and weekly[0] > weekly[1] > 0 and weekly[2] <= weekly[1], weekly
 
 
 def test_the_same_scenario_gives_the_same_numbers_and_another_seed_others(
