@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, text
 from careflow import purchase_facts
 from careflow.cli.main import main
 from careflow.db.models import Base, ContactHistory
-from careflow.flows.journey_simulate import instants, simulate_journey
+from careflow.flows.journey_simulate import instants, on_grid, simulate_journey
 from careflow.journey_spec import load_journey
 from careflow.journeys.scenario import load_scenario, record_due
 from careflow.journeys.simulation import Recorder, marks
@@ -229,6 +229,19 @@ def test_bad_days_are_one_clear_line(engine, templates, args, says):
     assert result.exit_code != 0
     assert says in result.output and "Traceback" not in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_instants_keep_the_local_time_across_a_clock_change_and_step_by_hours():
+    # London leaves summer time on 2026-10-25: 10:00 local is 09:00 UTC, then 10:00 UTC
+    days = instants(date(2026, 10, 24), date(2026, 10, 26), "10:00", "1 day", "Europe/London")
+    assert [t.strftime("%d %H:%M") for t in days] == ["24 09:00", "25 10:00", "26 10:00"]
+    hours = instants(date(2026, 6, 1), date(2026, 6, 2), "06:00", "6 hours", "UTC")
+    assert [t.strftime("%d %H") for t in hours] == ["01 06", "01 12", "01 18", "02 00",
+                                                    "02 06", "02 12", "02 18"]  # fmt: skip
+    assert on_grid(datetime(2026, 6, 1, 9, 1, tzinfo=UTC)) == datetime(2026, 6, 1, 9, 5,
+                                                                       tzinfo=UTC)  # fmt: skip
+    assert on_grid(datetime(2026, 6, 1, 9, 5, tzinfo=UTC)) == datetime(2026, 6, 1, 9, 5,
+                                                                       tzinfo=UTC)  # fmt: skip
 
 
 def _docs_scenario() -> str:
