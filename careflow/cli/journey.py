@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from careflow.cli.common import _as_of_option, _echo, _engine, _settings
+from careflow.cli.common import _as_of_option, _echo, _engine, _progress_bars, _settings
+from careflow.progress import listening
 
 
 @click.group()
 def journey():
-    """Multi-step journeys (templates/<journey>/journey.yaml): list, show, status, advance."""
+    """Multi-step journeys (templates/<journey>/journey.yaml): list, show, status, advance,
+    simulate."""
 
 
 @journey.command("list")
@@ -133,3 +136,50 @@ def journey_advance_cmd(name, as_of, dry_run):
           ", ".join(f"{k} {v}" for k, v in sorted(s["exits"].items())) or "-",
           str(s["waiting"])] for s in summaries],
     ))  # fmt: skip
+
+
+@journey.command("simulate")
+@click.argument("name")
+@click.option("--from", "start", required=True, metavar="DATE",
+              help="First day to advance on (YYYY-MM-DD, the shop's calendar).")
+@click.option("--to", "end", required=True, metavar="DATE", help="Last day (YYYY-MM-DD).")
+@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A scenario file: the customers' simulated responses (docs/journeys.md).")
+@click.option("--at", "at", default="10:00", show_default=True,
+              help="The shop's local time of each day's advance.")
+@click.option("--every", default="1 day", show_default=True,
+              help="Advance this often (e.g. '6 hours'); the deployment advances every 5 minutes.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--mermaid", is_flag=True, help="Also print the end state as a Mermaid flowchart.")
+def journey_simulate(name, start, end, events, at, every, as_json, mermaid):
+    """Advance NAME day by day from --from to --to on a scratch copy of the database, with
+    the scenario's simulated responses: entries, sends per step and local hour,
+    deferrals, cap collisions, exits, customers per step. Nothing is written to the
+    database; nothing is sent."""
+    from careflow.flows.journey_simulate import simulate_journey
+    from careflow.journeys.simulation import report_text
+
+    first, last = _day("--from", start), _day("--to", end)
+    _engine()
+    with _progress_bars() as bar, listening(bar):
+        result = simulate_journey(name, first, last, events=events, at=at, every=every,
+                                  settings=_settings())  # fmt: skip
+    if as_json:
+        _echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        return
+    _echo(report_text(result))
+    if mermaid:
+        _echo()
+        _echo(result["mermaid"], nl=False)
+    _echo("\n(simulated on a copy of the database: nothing was written and nothing sent)")
+
+
+def _day(option: str, value: str):
+    from datetime import date
+
+    from careflow.errors import ConfigError
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a date such as 2026-06-01") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import click
 from sqlalchemy import func, select
@@ -92,6 +92,11 @@ def run_demo(*, customers: int, as_of: str | None, reseed: bool, seed_only: bool
     if _journey_here(settings):
         click.echo(f"  {prog} journey status {DEMO_JOURNEY}")
         click.echo(f"  {prog} journey show {DEMO_JOURNEY} --mermaid")
+        scenario = settings.templates_dir / DEMO_JOURNEY / "scenario.yaml"
+        if scenario.is_file():
+            shown = os.path.relpath(scenario) if scenario.is_absolute() else scenario
+            click.echo(f"  {prog} journey simulate {DEMO_JOURNEY} --from {day + timedelta(days=1)} "
+                       f"--to {day + timedelta(days=90)} --events {shown}")  # fmt: skip
     if who:
         click.echo(f"  {prog} history {who}")
     if birthday:
@@ -142,6 +147,29 @@ def _advance_journey(engine, settings, day: date) -> None:
         click.echo("\n".join("    " + line for line in table.splitlines()))
     click.echo("  (the next advances, every 5 minutes when deployed, take each on when their "
                "wait ends or they answer)")  # fmt: skip
+    _simulate_journey(settings, day)
+
+
+#: the days after the demo's day its journey is simulated over
+SIMULATED_DAYS = 14
+
+
+def _simulate_journey(settings, day: date) -> None:
+    """The journey's next days, simulated on a copy of the demo's database with the
+    responses in its scenario.yaml: a line per day, then the customers per step."""
+    from careflow.flows.journey_simulate import simulate_journey
+    from careflow.journeys.simulation import report_text
+
+    scenario = settings.templates_dir / DEMO_JOURNEY / "scenario.yaml"
+    if not scenario.is_file():
+        return
+    start, end = day + timedelta(days=1), day + timedelta(days=SIMULATED_DAYS)
+    click.echo(f"\nthe journey's next {SIMULATED_DAYS} days, simulated with the responses in "
+               f"templates/{DEMO_JOURNEY}/scenario.yaml (on a copy: nothing written, "
+               "nothing sent):")  # fmt: skip
+    result = simulate_journey(DEMO_JOURNEY, start, end, events=scenario, settings=settings)
+    text = report_text(result, short=True)
+    click.echo("\n".join("  " + line if line else "" for line in text.splitlines()))
 
 
 def _channels(engine, journey: str, step: str) -> str:

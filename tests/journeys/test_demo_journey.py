@@ -1,5 +1,6 @@
 """The demo's journey (templates/lapsing_journey): it lints, and `careflow demo`'s one
-advance of it says what it did, in numbers that are the rows'."""
+advance of it says what it did, in numbers that are the rows'; then its next days,
+simulated with its scenario.yaml, end in the customers per step, and write nothing."""
 
 from __future__ import annotations
 
@@ -53,3 +54,10 @@ def test_the_demo_advances_its_journey_once_and_says_what_it_did(
     if sent:
         assert re.search(rf"step first_sms: .*\b{sent} sent\b", out), out
     assert "where they are now:" in out and "answer" in out
+    # the simulated days: a line per day, the customers per step at the end, all on a copy
+    # (the positions counted above are the one real advance's: the days wrote none)
+    simulated = out[out.index("the journey's next 14 days, simulated"):]
+    days = re.findall(r"^  2026-06-(\d\d)\b", simulated, re.M)
+    assert days == [f"{d:02d}" for d in range(2, 16)]
+    assert "customers per step at the end:" in simulated
+    assert re.search(r"^  thanks +done +\d+$", simulated, re.M), simulated
