@@ -259,3 +259,24 @@ def test_send_cmd(campaign, to, customer_id, channel, locale, as_of, variant):
     )
     if o.state != "sent":
         sys.exit(1)
+
+
+@click.group("campaign")
+def campaign_group():
+    """One campaign's state: resume a campaign that paused itself (docs/compliance.md)."""
+
+
+@campaign_group.command("resume")
+@click.argument("campaign")
+@click.option("--note", default=None, help="Why it is safe to send again (kept with the pause).")
+def campaign_resume(campaign, note):
+    """Let a paused CAMPAIGN run again: recorded with who and --note.
+
+    A campaign pauses itself when its sending domain's spam reports pass
+    CAREFLOW_SPAM_RATE_LIMIT on a day; the day a resumed pause was about never
+    pauses it again, a later day over the limit does.
+    """
+    from careflow.pauses import resume
+
+    pause = resume(_engine(), campaign, note)
+    _echo(f"{campaign} resumed; it had paused because {pause.why()}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from careflow.cli.campaigns import campaigns_cmd, lint, preview, test_send_cmd
+from careflow.cli.campaigns import campaign_group, campaigns_cmd, lint, preview, test_send_cmd
 from careflow.cli.common import CareflowGroup
 from careflow.cli.data import demo, import_
 from careflow.cli.db import db
@@ -32,8 +32,8 @@ def main():
 
 
 for command in (
-    db, demo, import_, segment, campaigns_cmd, lint, preview, test_send_cmd, run, deferred,
-    history, retry, serve, report, journey,
+    db, demo, import_, segment, campaigns_cmd, campaign_group, lint, preview, test_send_cmd, run,
+    deferred, history, retry, serve, report, journey,
 ):
     main.add_command(command)
 
