@@ -156,3 +156,30 @@ def test_days_before_yesterday_do_not_pause_and_sms_runs_are_not_judged(
     real_clock.set(datetime(2026, 11, 24, 12, tzinfo=UTC))
     later = winback(as_of="2026-11-24", dry_run=True)
     assert later["already"] == {"sent": 3} and _pauses(engine) == [] and emitted == []
+
+
+def test_a_paused_campaigns_deferred_messages_wait_until_it_is_resumed(prefect_api, shop,
+                                                                       real_clock):
+    from careflow.flows.care import winback
+    from careflow.flows.deferred import deferred_flow
+
+    engine, emitted = shop
+    # 01:00 in Auckland: quiet hours defer this customer's message to their morning
+    add_customer(engine, 4, email="night@example.com", time_zone="Pacific/Auckland",
+                 country="NZ")
+    add_orders(engine, 4, [AS_OF - timedelta(days=400)])
+    first = winback(as_of=AS_OF.isoformat(), allow_past=True)
+    assert first["sent"] == 3 and first["deferred"] == {"quiet_hours": 1}
+
+    post(engine, sendgrid_day(AS_OF, delivered=250, spam=1))  # 0.4% today
+    real_clock.set(datetime(2026, 11, 22, 21, tzinfo=UTC))  # 10:00 in Auckland
+    assert deferred_flow() == []  # the follow-up pauses the campaign; the message waits
+    (pause,) = _pauses(engine)
+    assert pause.campaign == "winback" and len(emitted) == 1
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(ContactHistory.customer_id, ContactHistory.state)).all())
+    assert states[4] == "deferred"
+
+    assert CliRunner().invoke(main, ["campaign", "resume", "winback"]).exit_code == 0
+    (done,) = deferred_flow()
+    assert done["sent"] == 1
