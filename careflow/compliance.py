@@ -282,8 +282,8 @@ def compliance_table(report: dict) -> str:
     lines = [
         f"sending domain {report['domain']}, UTC days {report['since']} to {report['until']}",
         f"spam-report rate: warn over {percent(report['warn_rate'])} (Google's advice), "
-        f"limit {percent(limit)} (Gmail/Yahoo bulk senders; campaigns pause past it), judged "
-        f"on days with at least {minimum:,} delivered",
+        f"limit {percent(limit)} (Gmail/Yahoo bulk senders; campaigns pause past it),",
+        f"judged on days with at least {minimum:,} delivered",
         "",
     ]
     if report["domain_days"]:

@@ -19,6 +19,7 @@ from careflow.events import EventKind, InboundEvent
 from careflow.ledger import ContactLedger
 from careflow.messages import Outcome
 from careflow.responses import record_events
+from careflow.settings import PROJECT_ROOT
 from careflow.webhooks import sendgrid
 from tests.factories import add_customer
 from tests.webhooks.payloads import sendgrid_blocked, sendgrid_event
@@ -97,6 +98,12 @@ def test_the_report_counts_each_days_events_once_and_marks_the_thresholds(
     assert "0.40% OVER LIMIT" in line and "1,500" in line and "2.60%" in line
     assert "0.20% (too few to judge)" in text and "0.15% over 0.1%" in text
     assert "limit 0.30%" in text and "warn over 0.10%" in text
+
+    # docs/compliance.md shows this very report: its header and domain table are true
+    shown = CliRunner().invoke(main, ["report", "compliance", "--days", "5"]).output
+    doc = (PROJECT_ROOT / "docs" / "compliance.md").read_text(encoding="utf-8")
+    example = doc.split("```\nsending domain", 1)[1].split("\n\nopt-out", 1)[0]
+    assert shown.startswith("sending domain" + example + "\n\nopt-out")
 
 
 def test_the_report_leaves_out_days_before_its_window(engine, real_clock):
