@@ -244,9 +244,9 @@ class ContactEvent(Base):
     __tablename__ = "contact_events"
     __table_args__ = (
         Index("ix_contact_events_customer", "customer_id", "occurred_at"),
-        # a day's events of a kind: the compliance monitors (careflow/compliance.py), read
-        # before every email run (careflow/pauses.py)
-        Index("ix_contact_events_kind_day", "kind", "occurred_at"),
+        # a day's events of a kind, by provider, from the index alone: the compliance
+        # monitors (careflow/compliance.py), read before every email run (careflow/pauses.py)
+        Index("ix_contact_events_kind_day", "kind", "occurred_at", "provider"),
         UniqueConstraint("provider", "event_id", name="uq_contact_events_provider_event"),
     )
 
