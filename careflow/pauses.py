@@ -31,6 +31,7 @@ from careflow.compliance import domain_days, percent, sending_domain
 from careflow.db.models import CampaignPause
 from careflow.errors import ConfigError
 from careflow.settings import Settings
+from careflow.tables import shorten, text_table
 
 PAUSES = CampaignPause.__table__
 
@@ -197,12 +198,13 @@ def paused_campaigns(engine: Engine) -> list[dict]:
     return [_pause(r).as_dict() for r in rows]
 
 
-def history(engine: Engine, campaign: str) -> list[dict]:
-    """Every pause of ``campaign``, newest first, with who resumed it and why."""
+def history(engine: Engine, campaign: str | None = None) -> list[dict]:
+    """Every pause (of ``campaign``), newest first, with who resumed it, when and why."""
+    query = select(PAUSES).order_by(PAUSES.c.paused_at.desc(), PAUSES.c.id.desc())
+    if campaign is not None:
+        query = query.where(PAUSES.c.campaign == campaign)
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(PAUSES).where(PAUSES.c.campaign == campaign).order_by(PAUSES.c.paused_at.desc())
-        ).all()
+        rows = conn.execute(query).all()
     return [
         {
             **_pause(r).as_dict(),
@@ -214,6 +216,21 @@ def history(engine: Engine, campaign: str) -> list[dict]:
         }
         for r in rows
     ]
+
+
+def history_table(pauses: list[dict]) -> str:
+    """One line per pause: when, which campaign, the day's numbers, and its resume."""
+    return text_table(
+        ["paused (UTC)", "campaign", "domain", "day", "spam reports", "resumed (UTC)", "by",
+         "note"],
+        [
+            [p["paused_at"], p["campaign"], p["domain"], p["day"],
+             f"{p['spam_reports']:,} of {p['delivered']:,} ({percent(p['spam_rate'])})",
+             p["resumed_at"] or "paused now", p["resumed_by"] or "-",
+             shorten(p["resume_note"] or "-", 60)]
+            for p in pauses
+        ],
+    )  # fmt: skip
 
 
 def prefect_event(pause: Pause) -> dict:

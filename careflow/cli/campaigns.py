@@ -263,7 +263,26 @@ def test_send_cmd(campaign, to, customer_id, channel, locale, as_of, variant):
 
 @click.group("campaign")
 def campaign_group():
-    """One campaign's state: resume a campaign that paused itself (docs/compliance.md)."""
+    """Campaigns that paused themselves: list the pauses, resume (docs/compliance.md)."""
+
+
+@campaign_group.command("pauses")
+@click.argument("campaign", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def campaign_pauses(campaign, as_json):
+    """Every pause (of CAMPAIGN), newest first: the day's numbers, and who resumed it, when
+    and why."""
+    import json
+
+    from careflow.pauses import history, history_table
+
+    found = history(_engine(), campaign)
+    if as_json:
+        _echo(json.dumps(found, indent=2, ensure_ascii=False))
+    elif not found:
+        _echo(f"{campaign or 'no campaign'} has not paused itself")
+    else:
+        _echo(history_table(found))
 
 
 @campaign_group.command("resume")

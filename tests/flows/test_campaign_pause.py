@@ -119,6 +119,9 @@ def test_a_domain_over_the_limit_pauses_its_campaign_until_resumed(prefect_api, 
     (pause,) = _pauses(engine)
     assert pause.resumed_at is not None and pause.resume_note == "list cleaned"
     assert pause.resumed_by
+    listed = runner.invoke(main, ["campaign", "pauses", "winback"]).output
+    assert "1 of 200 (0.50%)" in listed and "list cleaned" in listed
+    assert pause.resumed_by in listed
     sent = winback(as_of=AS_OF.isoformat(), allow_past=True)
     assert sent["sent"] == 3 and _sent(engine) == 3
     twice = runner.invoke(main, ["campaign", "resume", "winback"])
