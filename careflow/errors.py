@@ -5,6 +5,8 @@
     CareflowError                 root; the CLI prints it as one line, exit code 2
     ├── ConfigError               bad or missing configuration or parameters; raised
     │                             before any work is done, the message names what to fix
+    │   └── CampaignPaused        the campaign paused itself (its sending domain's spam
+    │                                 reports passed the limit): runs refuse until resumed
     ├── DataError                 input data (an import file, a stored row) is unusable
     ├── TemplateError             a template is missing or failed to render
     │   └── TemplateLimitError    its render was stopped from outside: killed at its
@@ -39,6 +41,15 @@ class CareflowError(Exception):
 
 class ConfigError(CareflowError):
     """Configuration or a parameter is missing or malformed; the message names it."""
+
+
+class CampaignPaused(ConfigError):
+    """The campaign is paused (careflow/pauses.py); ``pause`` holds the numbers that
+    caused it, for the refused run's record."""
+
+    def __init__(self, message: str, pause: dict):
+        super().__init__(message)
+        self.pause = pause
 
 
 class DataError(CareflowError):

@@ -48,10 +48,13 @@ def record_refused(
     channel: str | None,
     dry_run: bool,
     why: str,
-) -> None:
+    extra: dict | None = None,
+) -> dict | None:
     """Record a run that stopped before it started (a name that is no campaign, a
-    configuration that cannot work, a back-dated date), finished, with the one-line
-    reason, so `careflow report runs` lists it. Nothing when the run is recorded already."""
+    configuration that cannot work, a back-dated date, a paused campaign), finished, with
+    the one-line reason and ``extra`` in its summary (``paused``: the pause's numbers), so
+    `careflow report runs` lists it. Returns the summary; None (nothing written) when the
+    run is recorded already."""
     now = utcnow()
     summary = {
         "campaign": campaign,
@@ -61,10 +64,11 @@ def record_refused(
         "sent": 0,
         **{k: {} for k in ("skipped", "failed", "already", "would_send", "deferred")},
         "stopped": f"failed before it started: {why}",
+        **(extra or {}),
     }
     with engine.begin() as conn:
         if conn.execute(select(Run.id).where(Run.id == run_id)).first() is not None:
-            return
+            return None
         conn.execute(
             insert(Run.__table__).values(
                 id=run_id,
@@ -77,6 +81,7 @@ def record_refused(
                 summary=summary,
             )
         )
+    return summary
 
 
 def finish_run(engine: Engine, run_id: str, summary: dict) -> None:
@@ -315,10 +320,14 @@ def summary_table(summaries: list[dict]) -> str:
 
 def summary_markdown(s: dict) -> str:
     """The Prefect artifact for one run: counts and reasons an operator can scan."""
-    mode = "dry run, nothing sent" if s.get("dry_run") else f"delivery: {s['delivery']}"
+    if s.get("dry_run"):
+        mode = "dry run, nothing sent"
+    else:
+        mode = f"delivery: {s['delivery']}" if s.get("delivery") else "nothing sent"
     lines = [
         f"## {s['campaign']} as of {s['as_of']} ({mode})",
         "",
+        *_paused_lines(s),
         "| outcome | count | reasons |",
         "| --- | ---: | --- |",
         f"| selected | {s['selected']} | |",
@@ -349,6 +358,21 @@ def summary_markdown(s: dict) -> str:
             what = f"- {_customer(d)}: {d['action']} {d['reason']}{until}"
             lines.append(what + (f": {why}" if why else ""))
     return "\n".join(lines)
+
+
+def _paused_lines(s: dict) -> list[str]:
+    """A paused campaign's refused run, at the top of its artifact: why, the numbers, how
+    to resume (careflow/pauses.py)."""
+    p = s.get("paused")
+    if not p:
+        return []
+    return [
+        f"**Paused:** {_md_text(p['why'])}.",
+        "",
+        f"Resume it once the cause is found: `careflow campaign resume {s['campaign']}` "
+        "(docs/compliance.md).",
+        "",
+    ]
 
 
 def _customer(d: dict) -> str:

@@ -27,6 +27,9 @@ from careflow.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: the From address of the outbox (and the demo) while CAREFLOW_SENDGRID_FROM_EMAIL is unset
+STAND_IN_FROM_EMAIL = "care@example.com"
+
 
 class _FromEnvironment(BaseSettings):
     # an empty variable counts as unset (a deployment passing through an unset one)
@@ -127,6 +130,13 @@ class SendGridSettings(DeliverySettings):
         default=None, description="Sender address (a verified sender or authenticated domain)."
     )
     sendgrid_from_name: str | None = Field(default=None, description="Sender display name.")
+
+    @property
+    def from_email(self) -> str:
+        """The From address email goes out with: CAREFLOW_SENDGRID_FROM_EMAIL, else the
+        outbox's stand-in (the live channel refuses to start without the setting)."""
+        return self.sendgrid_from_email or STAND_IN_FROM_EMAIL
+
     sendgrid_reply_to: str | None = Field(default=None, description="Reply-To address.")
     sendgrid_api_base_url: str = Field(
         default="https://api.sendgrid.com", description="EU: https://api.eu.sendgrid.com"
@@ -409,6 +419,23 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         "overlap the database's round trips (one at a time made a re-run half again as "
         "slow); bench/README.md. More throughput comes from more processes (Dask, Prefect "
         "workers).",
+    )
+
+    spam_rate_limit: float = Field(
+        default=0.003,
+        gt=0,
+        lt=1,
+        description="Spam-report rate (reports / delivered, one UTC day, the sending "
+        "domain's SendGrid events) past which an email campaign pauses itself until "
+        "`careflow campaign resume`: 0.003 is Gmail's and Yahoo's bulk-sender limit "
+        "(docs/compliance.md).",
+    )
+    spam_rate_min_delivered: int = Field(
+        default=1000,
+        ge=1,
+        description="Delivered messages a day needs before its spam-report rate is judged: "
+        "below 1,000 one report alone is 0.1% or more, and a single complaint would pause "
+        "a small shop's campaigns (docs/compliance.md).",
     )
 
     @property

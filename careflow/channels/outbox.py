@@ -44,7 +44,7 @@ from careflow.channels.email_content import email_content, mime_message
 from careflow.errors import ChannelDown, ConfigError
 from careflow.messages import Message, Outcome
 from careflow.safe_text import for_header
-from careflow.settings import Settings
+from careflow.settings import STAND_IN_FROM_EMAIL, Settings
 from careflow.unsubscribe import UnsubscribeTokens
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -70,7 +70,7 @@ class OutboxChannel:
         self,
         folder: Path,
         *,
-        from_email: str = "care@example.com",
+        from_email: str = STAND_IN_FROM_EMAIL,
         from_name: str | None = None,
         reply_to: str | None = None,
         tokens: UnsubscribeTokens | None = None,
@@ -88,7 +88,7 @@ class OutboxChannel:
     def from_settings(cls, settings: Settings) -> OutboxChannel:
         return cls(
             settings.effective_outbox_dir,
-            from_email=settings.sendgrid_from_email or "care@example.com",
+            from_email=settings.from_email,
             from_name=settings.sendgrid_from_name or settings.brand_name,
             reply_to=settings.sendgrid_reply_to,
             tokens=unsubscribe_tokens(settings, local=True),

@@ -259,3 +259,43 @@ def test_send_cmd(campaign, to, customer_id, channel, locale, as_of, variant):
     )
     if o.state != "sent":
         sys.exit(1)
+
+
+@click.group("campaign")
+def campaign_group():
+    """Campaigns that paused themselves: list the pauses, resume (docs/compliance.md)."""
+
+
+@campaign_group.command("pauses")
+@click.argument("campaign", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def campaign_pauses(campaign, as_json):
+    """Every pause (of CAMPAIGN), newest first: the day's numbers, and who resumed it, when
+    and why."""
+    import json
+
+    from careflow.pauses import history, history_table
+
+    found = history(_engine(), campaign)
+    if as_json:
+        _echo(json.dumps(found, indent=2, ensure_ascii=False))
+    elif not found:
+        _echo(f"{campaign or 'no campaign'} has not paused itself")
+    else:
+        _echo(history_table(found))
+
+
+@campaign_group.command("resume")
+@click.argument("campaign")
+@click.option("--note", default=None, help="Why it is safe to send again (kept with the pause).")
+def campaign_resume(campaign, note):
+    """Let a paused CAMPAIGN run again: recorded with who and --note.
+
+    A campaign pauses itself when its sending domain's spam reports pass
+    CAREFLOW_SPAM_RATE_LIMIT on a day; the day a resumed pause was about never
+    pauses it again, a later day over the limit does.
+    """
+    from careflow.pauses import resume
+
+    pause = resume(_engine(), campaign, note)
+    _echo(f"{campaign} resumed; it had paused because {pause.why()}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from careflow.cli.campaigns import campaigns_cmd, lint, preview, test_send_cmd
+from careflow.cli.campaigns import campaign_group, campaigns_cmd, lint, preview, test_send_cmd
 from careflow.cli.common import CareflowGroup
 from careflow.cli.consent import consent
 from careflow.cli.data import demo, import_
@@ -33,8 +33,8 @@ def main():
 
 
 for command in (
-    db, demo, import_, segment, campaigns_cmd, lint, preview, test_send_cmd, run, deferred,
-    history, retry, serve, report, journey, consent,
+    db, demo, import_, segment, campaigns_cmd, campaign_group, lint, preview, test_send_cmd, run,
+    deferred, history, retry, serve, report, journey, consent,
 ):
     main.add_command(command)
 

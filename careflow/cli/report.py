@@ -1,9 +1,10 @@
-"""``careflow report``: runs, responses, uplift, experiments, the pyramid, CLV, overdue,
-replies."""
+"""``careflow report``: runs, responses, compliance, uplift, experiments, the pyramid, CLV,
+overdue, replies."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -74,6 +75,26 @@ def report_responses(since, as_json):
         _echo("nothing sent yet: try `careflow demo`")
     else:
         _echo(responses_table(rows))
+
+
+@report.command("compliance")
+@click.option(
+    "--days", type=click.IntRange(1, 366), default=14, show_default=True,
+    help="UTC days to show, today included.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_compliance(days, as_json):
+    """Per sending domain and UTC day: delivered, spam reports and their rate against 0.1%
+    and the limit (CAREFLOW_SPAM_RATE_LIMIT), bounces; the worst time from an opt-out to
+    its suppression per day, every route; and the campaigns paused (docs/compliance.md)."""
+    from careflow.clock import now
+    from careflow.compliance import compliance_report, compliance_table
+    from careflow.pauses import paused_campaigns
+
+    engine = _engine()
+    today = now().astimezone(UTC).date()
+    found = compliance_report(engine, _settings(), days, today, paused_campaigns(engine))
+    _echo(json.dumps(found, indent=2, ensure_ascii=False) if as_json else compliance_table(found))
 
 
 def _taken_up_between(command):

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -270,6 +271,9 @@ class ContactEvent(Base):
     __tablename__ = "contact_events"
     __table_args__ = (
         Index("ix_contact_events_customer", "customer_id", "occurred_at"),
+        # a day's events of a kind, by provider, from the index alone: the compliance
+        # monitors (careflow/compliance.py), read before every email run (careflow/pauses.py)
+        Index("ix_contact_events_kind_day", "kind", "occurred_at", "provider"),
         UniqueConstraint("provider", "event_id", name="uq_contact_events_provider_event"),
     )
 
@@ -320,6 +324,45 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     summary: Mapped[dict | None] = mapped_column(JSON)
+
+
+class CampaignPause(Base):
+    """A campaign that paused itself because its sending domain's spam-report rate passed
+    CAREFLOW_SPAM_RATE_LIMIT on a day, with the numbers that caused it, and the
+    operator's resume (careflow/pauses.py). A pause without ``resumed_at`` refuses the
+    campaign's runs; a campaign has at most one such pause (the partial unique index),
+    so two runs judging at once record it once."""
+
+    __tablename__ = "campaign_pauses"
+    __table_args__ = (
+        Index(
+            "uq_campaign_pauses_active",
+            "campaign",
+            unique=True,
+            sqlite_where=text("resumed_at IS NULL"),
+            postgresql_where=text("resumed_at IS NULL"),
+        ),
+        Index("ix_campaign_pauses_campaign", "campaign", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(64))
+    #: the From address's domain whose rate was judged
+    domain: Mapped[str] = mapped_column(String(254))
+    #: the UTC day judged, and its counts of SendGrid events
+    day: Mapped[date] = mapped_column(Date)
+    delivered: Mapped[int] = mapped_column(Integer)
+    spam_reports: Mapped[int] = mapped_column(Integer)
+    #: the limit and minimum volume in force when it paused
+    rate_limit: Mapped[float] = mapped_column(Float)
+    min_delivered: Mapped[int] = mapped_column(Integer)
+    #: the run that found it (that run was refused)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    paused_at: Mapped[datetime] = mapped_column(DateTime)
+    resumed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: who resumed it (the operating system's user name) and what they said
+    resumed_by: Mapped[str | None] = mapped_column(String(64))
+    resume_note: Mapped[str | None] = mapped_column(Text)
 
 
 class PurchaseFacts(Base):

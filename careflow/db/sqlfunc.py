@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Boolean, Date, DateTime, Engine, Integer, Select, String, func, select
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    Select,
+    String,
+    func,
+    select,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -165,3 +176,42 @@ def _shifted_sqlite(element, compiler, **kw):
 def _shifted_default(element, compiler, **kw):
     col = compiler.process(element.clauses.clauses[0], **kw)
     return f"({col} + interval '{_minutes(element)} minutes')"
+
+
+class day_of(FunctionElement):
+    """The calendar DATE of a DATETIME column, on the clock it is stored in (the ledger's
+    and the events' UTC)."""
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(day_of, "sqlite")
+def _day_of_sqlite(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"date({compiler.process(arg, **kw)})"
+
+
+@compiles(day_of)
+def _day_of_default(element, compiler, **kw):
+    (arg,) = element.clauses
+    return f"CAST({compiler.process(arg, **kw)} AS DATE)"
+
+
+class seconds_between(FunctionElement):
+    """Seconds from the second DATETIME column to the first (``later - earlier``), a float."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(seconds_between, "sqlite")
+def _seconds_between_sqlite(element, compiler, **kw):
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+@compiles(seconds_between)
+def _seconds_between_default(element, compiler, **kw):
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
+    return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"

@@ -49,6 +49,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.runtime import flow_run
@@ -60,13 +61,14 @@ from careflow import (
     clock,
     db,
     outcome_journal,
+    pauses,
     purchase_facts,
     segments,
 )
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
 from careflow.db.sqlfunc import id_ranges
-from careflow.errors import CareflowError, ChannelDown, ConfigError
+from careflow.errors import CampaignPaused, CareflowError, ChannelDown, ConfigError
 from careflow.experiment_decisions import winner_of
 from careflow.experiment_report import (
     check_power,
@@ -356,7 +358,16 @@ def _record_refused(logger, campaign, as_of, channel, dry_run, settings, exc) ->
             at = clock.now()
         run_id = str(flow_run.get_id() or uuid.uuid4())
         why = " ".join(str(exc).split())
-        record_refused(engine, run_id, str(campaign), at, channel, dry_run, why)
+        paused = {"paused": exc.pause} if isinstance(exc, CampaignPaused) else None
+        summary = record_refused(
+            engine, run_id, str(campaign), at, channel, dry_run, why, extra=paused
+        )
+        if paused and summary:  # the run's artifact says it, with the numbers
+            create_markdown_artifact(
+                markdown=summary_markdown(summary),
+                key=f"{str(campaign).replace('_', '-')}-summary",
+                description=f"{campaign} run summary",
+            )
     except Exception as unrecorded:  # the reason is in the log line above all the same
         logger.warning("the refused run could not be recorded: %s", unrecorded)
 
@@ -414,6 +425,7 @@ def _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_pas
 
     settings, channel, channel_names = preflight(settings, spec, channel)
     run_id = str(flow_run.get_id() or uuid.uuid4())
+    check_paused(engine, settings, spec.name, run_id, channel_names, dry_run, logger)
     plan = experiment_start(engine, spec, settings, logger, run_id, dry_run)
 
     run = RunPlan(
@@ -477,6 +489,39 @@ def experiment_start(
     if now:
         logger.info("%s: %s", spec.name, verdict({**report, "decision": decided}))
     return plan
+
+
+def check_paused(
+    engine: Engine,
+    settings: Settings,
+    campaign: str,
+    run_id: str,
+    channel_names: list[str],
+    dry_run: bool,
+    logger,
+) -> None:
+    """A run that may send email refuses while its campaign is paused, and pauses the
+    campaign first when its sending domain's spam-report rate passed the limit
+    (careflow/pauses.py): CampaignPaused, whose line says why and how to resume. A new
+    pause is a Prefect event, ``careflow.campaign.paused``."""
+    if "email" not in channel_names:
+        return
+    pause = pauses.check(engine, settings, campaign, run_id, dry_run=dry_run)
+    if pause is None:
+        return
+    if pause.new:
+        logger.warning("%s paused itself: %s", campaign, pause.why())
+        emit_pause(pause, logger)
+    raise CampaignPaused(pause.refusal(dry_run), pause.as_dict())
+
+
+def emit_pause(pause: pauses.Pause, logger) -> None:
+    """The pause as a Prefect event, for automations (notify someone); best-effort: the
+    pause is recorded in the database whatever becomes of the event."""
+    try:
+        emit_event(**pauses.prefect_event(pause))
+    except Exception as exc:  # an unreachable Prefect API must not hide the pause
+        logger.warning("could not emit careflow.campaign.paused: %s", type(exc).__name__)
 
 
 def run_engine(settings: Settings) -> Engine:

@@ -12,7 +12,8 @@ A message deferred by a run limited to one channel (``--channel sms``) is
 sent on that channel only. A follow-up that dies (SIGKILL) leaves the
 messages it had taken reserved: the next follow-up takes them over once the
 reservation lease has passed, as any run takes over a dead run's rows. One
-that is stopped (SIGTERM, Ctrl-C) puts them back as deferred and due.
+that is stopped (SIGTERM, Ctrl-C) puts them back as deferred and due. A paused
+campaign's messages (careflow/pauses.py) wait, deferred, until it is resumed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from careflow.clock import resolve_as_of
 from careflow.errors import ChannelDown, ConfigError
 from careflow.flows.campaign import (
     check_campaign,
+    check_paused,
     final_state,
     open_run,
     run_batches,
@@ -83,16 +85,19 @@ def send_deferred(
     )
     summaries = []
     for (campaign, selected_at, only_channel), ranges in groups.items():
+        run_id = str(uuid.uuid4())
         try:
             spec = load_campaign(campaign, settings.templates_dir)
-            check_campaign(settings, spec, [only_channel] if only_channel else list(spec.channels))
-        except ConfigError as exc:  # a campaign removed or broken since: leave its messages
+            channel_names = [only_channel] if only_channel else list(spec.channels)
+            check_campaign(settings, spec, channel_names)
+            check_paused(engine, settings, campaign, run_id, channel_names, dry_run, logger)
+        except ConfigError as exc:  # a campaign removed, broken or paused since: they wait
             logger.error("deferred messages of %s left waiting: %s", campaign, exc)
             continue
         at = (selected_at or now.replace(tzinfo=None)).replace(tzinfo=UTC)
         run = RunPlan(
             spec=spec,
-            run_id=str(uuid.uuid4()),
+            run_id=run_id,
             as_of=at.astimezone(ZoneInfo(settings.time_zone)).date(),
             at=at,
             settings=settings,

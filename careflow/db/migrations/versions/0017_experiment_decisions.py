@@ -6,7 +6,7 @@ interval it was taken on, once per campaign and never changed. Later
 occasions send the winner (careflow/experiment_decisions.py).
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0016
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
