@@ -906,9 +906,9 @@ def record_decisions(
         contact_id = claim.owned.get(c.key)
         if contact_id is None:
             continue  # another run handled (or is handling) this customer's occasion
-        if c.decision.send_time_arm is not None and c.decision.action in ("send", "defer"):
-            why = c.decision.detail if c.decision.action == "send" else None
-            timed[contact_id] = (c.decision.send_time_arm, why)
+        d = c.decision
+        if d.send_time_arm is not None or (d.action == "send" and d.detail):
+            timed[contact_id] = (d.send_time_arm, d.detail if d.action == "send" else None)
         if c.decision.action == "send":
             owned.append((c, contact_id))
             continue

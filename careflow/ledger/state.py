@@ -630,18 +630,21 @@ class ContactLedger:
         return found
 
     @retry_busy_database
-    def keep_send_times(self, timed: dict[int, tuple[str, str | None]]) -> None:
-        """Write each message's send-time arm, once (``timed[contact_id] = (arm, why)``);
-        ``why`` becomes the row's detail, which its ``sent`` outcome keeps (``record``), so
-        a message sent now can say why it went at that hour."""
+    def keep_send_times(self, timed: dict[int, tuple[str | None, str | None]]) -> None:
+        """Write each message's send-time arm, once: a row's arm never changes
+        (``timed[contact_id] = (arm, why)``); ``why``, for a message sent now, becomes the
+        row's detail, which its ``sent`` outcome keeps (``record``), so it can say why it
+        went at that hour."""
         if not timed:
             return
         with self.engine.begin() as conn:
             conn.execute(
                 update(CH)
-                .where(CH.c.id == bindparam("b_id"), CH.c.send_time_arm.is_(None))
+                .where(CH.c.id == bindparam("b_id"))
                 .values(
-                    send_time_arm=bindparam("b_arm"),
+                    send_time_arm=func.coalesce(
+                        CH.c.send_time_arm, bindparam("b_arm", type_=String)
+                    ),
                     detail=func.coalesce(bindparam("b_why", type_=Text), CH.c.detail),
                 ),
                 [
