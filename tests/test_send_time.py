@@ -232,3 +232,19 @@ def test_campaign_yaml_settings_are_validated_with_one_line_errors(tmp_path):
         with pytest.raises(ConfigError) as exc:
             load_campaign("promo", tmp_path)
         assert words in str(exc.value) and "\n" not in str(exc.value)
+
+
+# --- the simulation (bench/send_time.py, smaller) ---------------------------------------------
+def test_in_simulated_shops_the_reports_interval_covers_the_true_gain():
+    from bench.send_time import simulate
+
+    # 40 shops of 1,000: a seeded simulation, so the figures are the same on every machine
+    out = simulate(runs=40, customers=1000, base=0.05, lift=0.03, k=10, seed=3)
+    assert out.coverage >= 0.85  # nominal 95%: 38 of 40 expected, 34 allowed
+    assert abs(out.mean_measured - out.mean_true) < 0.5  # points: unbiased
+    assert out.mean_true > 1.5  # the estimator finds most hours: the gain is real
+    # more history finds the true hour more often; none finds only the shop's hour
+    assert out.found_by_history[0] < out.found_by_history[3] < out.found_by_history[10]
+    # and with no true gain the interval covers zero just as often
+    none = simulate(runs=40, customers=1000, base=0.05, lift=0.0, k=10, seed=4)
+    assert none.mean_true == 0 and none.coverage >= 0.85

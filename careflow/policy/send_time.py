@@ -1,4 +1,4 @@
-"""Send-time optimisation: each customer's best hour, and the the rule's arithmetic.
+"""Send-time optimisation: each customer's best hour, and the rule's arithmetic.
 
 The rule itself is ``BestHourRule`` in careflow/policy/__init__.py (the table).
 
@@ -16,11 +16,14 @@ campaign.yaml (:class:`careflow.policy.config.SendTimeSpec`). Then:
 
   and the best hour is the highest score (ties: the earlier hour). A
   customer without history gets the shop's best hour; with a lot, their own.
-  ``k = 10`` (``prior_weight``): in a typical shop the busiest hour has about
-  10 points more of the events than an ordinary one, so ``k * 0.10 = 1``:
-  one event of a customer at an ordinary hour only ties with the shop's
-  peak, two at the same hour win. One order at 03:00 (a sleepless night) does
-  not move someone's messages; a habit seen twice does. A shop without any
+  ``k = 10`` (``prior_weight``): the shop counts as 10 events of the
+  customer's own. In a shop whose busiest hour has 8-10 points more of the
+  events than an ordinary hour, one event of a customer at an ordinary hour
+  about ties with the shop's peak and two at the same hour win, so a single
+  odd order (a sleepless night) barely moves anyone. In the simulation
+  (bench/send_time.py) any k from 1 to 10 finds the true hour about as often
+  (85% against 84% of customers), 30 far less often (72%): 10 is the most
+  cautious weight that costs almost nothing. A shop without any
   history gives no best hour: the message goes at the campaign's own time.
   (careflow/send_hours.py reads the histograms: one query per batch, the
   shop's pattern once per run.)
