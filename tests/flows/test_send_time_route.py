@@ -260,3 +260,27 @@ def test_the_reports_counts_add_up_and_conversions_count_by_arm(engine, template
     assert json.loads(out.output)["arms"] == found["arms"]
     text = CliRunner().invoke(main, ["report", "send-time", "promo"])
     assert "best hour" in text.output and "fixed time" in text.output
+
+
+def test_the_report_commands_docs_policy_md_shows_work_as_written(engine, templates):
+    import re
+    import shlex
+
+    from careflow.cli import main
+
+    section = (PROJECT_ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = section.split("## Send-time optimisation", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        shlex.split(line)[1:]
+        for block in re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+        for line in block.splitlines()
+        if line.startswith("careflow ")
+    ]
+    assert len(commands) == 2
+    for words in commands:
+        out = CliRunner().invoke(main, words)
+        assert out.exit_code == 0 and "Traceback" not in out.output, (words, out.output)
+    # a misspelt campaign is one line, no traceback
+    out = CliRunner().invoke(main, ["report", "send-time", "winbak"])
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
