@@ -97,7 +97,7 @@ def simulate(runs: int, customers: int, base: float, lift: float, k: float, seed
         x0, n0 = int(converted[fixed].sum()), int(fixed.sum())
         d, lo, hi = newcombe(x1, n1, x0, n0)
         truth = lift * (hit.mean() - (true == FIXED_HOUR).mean())
-        covered += lo <= truth <= hi
+        covered += int(lo <= truth <= hi)
         measured.append(d)
         truths.append(truth)
     by_history = {int(e): round(float(found[e] / seen[e]), 3) for e in range(13) if seen[e]}

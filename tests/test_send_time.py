@@ -248,3 +248,15 @@ def test_in_simulated_shops_the_reports_interval_covers_the_true_gain():
     # and with no true gain the interval covers zero just as often
     none = simulate(runs=40, customers=1000, base=0.05, lift=0.0, k=10, seed=4)
     assert none.mean_true == 0 and none.coverage >= 0.85
+
+
+def test_the_simulations_figures_are_written_as_json(tmp_path):
+    # regression: numpy counts made --json fail after a 1,000-run simulation
+    import json
+
+    from bench.send_time import main
+
+    out = tmp_path / "sto.json"
+    main(["--runs", "2", "--customers", "200", "--json", str(out)])
+    figures = json.loads(out.read_text())
+    assert figures["runs"] == 2 and 0 <= figures["covered"] <= 2 and figures["k"] == 10
