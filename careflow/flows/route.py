@@ -1209,5 +1209,7 @@ def _sample(result: BatchResult, c: Candidate, text: str | None, error: str | No
                 "to": mask_address(d.address),  # summaries land in artifacts and the runs table
                 "text": text,
                 "error": error,
+                # why it goes at this hour (send-time optimisation), when the policy said
+                "send_time": d.detail if d.action == "send" else None,
             }
         )

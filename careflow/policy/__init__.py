@@ -358,7 +358,10 @@ class HoldoutRule:
         )
         # when the message would have gone out had it not been held out: a contacted twin
         # in quiet hours waits too, so the report compares them once both times have come
-        timed = SendTimeRule().apply(ctx, options)
+        # (at their best hour, when the campaign optimises send times)
+        timed = BestHourRule().apply(ctx, options)
+        if not isinstance(timed, Decision):
+            timed = SendTimeRule().apply(ctx, options)
         until = timed.until if isinstance(timed, Decision) else None
         if until is not None:
             detail += f"; it would have been sent at {until:%Y-%m-%d %H:%M} UTC"

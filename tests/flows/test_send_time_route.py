@@ -221,6 +221,10 @@ def test_preview_and_dry_runs_say_why_it_goes_at_that_hour(engine, templates):
     dry = run(dry_run=True, run_id="dry")
     notes = [d for d in dry.decisions if d["reason"] == "best_hour"]
     assert notes and notes[0]["detail"].startswith("their best hour 19:00")
+    # the sends a dry run samples say why now (`careflow run --dry-run` prints it)
+    assert dry.samples and all(
+        s["send_time"].startswith("the fixed-time comparison group") for s in dry.samples
+    )
     assert not rows(engine)  # a dry run writes nothing
 
 
@@ -284,3 +288,17 @@ def test_the_report_commands_docs_policy_md_shows_work_as_written(engine, templa
     out = CliRunner().invoke(main, ["report", "send-time", "winbak"])
     assert out.exit_code != 0 and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_a_held_out_twin_would_have_gone_at_its_best_hour(engine, templates):
+    yaml = templates / "promo" / "campaign.yaml"
+    yaml.write_text(yaml.read_text().replace("holdout: 0\n", "holdout: 0.5\n"))
+    for cid in range(1, 41):
+        person(engine, cid)
+    run()
+    held = [r for r in rows(engine).values() if r.state == State.HELD_OUT]
+    best = [r for r in held if arm_of("promo", r.customer_id, 0.3) == BEST]
+    assert best and all(r.send_time_arm is None for r in held)  # never sent: in no arm
+    # so the holdout comparison waits for both at the same hour (careflow/uplift.py)
+    assert all(r.not_before == EVENING.replace(tzinfo=None) for r in best)
+    assert all("would have been sent at 2026-06-01 11:00 UTC" in r.detail for r in best)
