@@ -416,7 +416,7 @@ class BestHourRule:
     def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
         spec = ctx.config.send_time if ctx.config else None
         facts = ctx.send_time
-        if spec is None or facts is None or ctx.now is None or facts.timed:
+        if spec is None or facts is None or ctx.now is None or facts.timed or not ctx.campaign:
             return options
         at_fixed = SendTimeRule().apply(ctx, options)
 

@@ -302,3 +302,24 @@ def test_a_held_out_twin_would_have_gone_at_its_best_hour(engine, templates):
     # so the holdout comparison waits for both at the same hour (careflow/uplift.py)
     assert all(r.not_before == EVENING.replace(tzinfo=None) for r in best)
     assert all("would have been sent at 2026-06-01 11:00 UTC" in r.detail for r in best)
+
+
+def test_a_customer_without_history_gets_the_shops_hour_in_their_own_zone(engine, templates):
+    # the shop's clock is UTC; its customers order at 11:00 UTC, 19:00 in Shanghai
+    for cid in range(1, 21):
+        person(engine, cid)
+    new = next(c for c in range(21, 500) if arm_of("promo", c, 0.3) == BEST)
+    person(engine, new, evenings=0)
+    london = next(c for c in range(new + 1, 900) if arm_of("promo", c, 0.3) == BEST)
+    local = AT.astimezone(ZoneInfo("Europe/London")).date()
+    add_customer(engine, london, time_zone="Europe/London", country="GB", email=None,
+                 mobile="+447911123456", birthday=date(1990, local.month, local.day))  # fmt: skip
+    run()
+    ledger = rows(engine)
+    assert ledger[new].not_before == EVENING.replace(tzinfo=None)
+    assert ledger[new].detail.startswith(
+        "the shop's best hour 19:00 Asia/Shanghai (from none of their own yet)"
+    )
+    # the shop's pattern is in each customer's own hours: 19:00 in London, not 19:00 UTC
+    assert ledger[london].not_before == datetime(2026, 6, 1, 18)  # 19:00 BST
+    assert "the shop's best hour 19:00 Europe/London" in ledger[london].detail
