@@ -323,3 +323,36 @@ def test_a_customer_without_history_gets_the_shops_hour_in_their_own_zone(engine
     # the shop's pattern is in each customer's own hours: 19:00 in London, not 19:00 UTC
     assert ledger[london].not_before == datetime(2026, 6, 1, 18)  # 19:00 BST
     assert "the shop's best hour 19:00 Europe/London" in ledger[london].detail
+
+
+def test_the_shops_pattern_is_read_once_when_the_run_opens_and_its_batches_reuse_it(
+    engine, templates
+):
+    import logging
+
+    from careflow.flows.campaign import open_run
+
+    for cid in range(1, 11):
+        person(engine, cid, evenings=2)
+    settings = load_settings()
+    spec = load_campaign("promo", settings.templates_dir)
+    plan = RunPlan(spec=spec, run_id="opened", as_of=AT.date(), at=AT, settings=settings,
+                   dry_run=True)  # fmt: skip
+    plan, _ = open_run(engine, plan, logging.getLogger("test"))
+    # twenty orders at 19:00 Shanghai, in the customers' own hours
+    assert plan.shop_send_hours[19] == 20 and sum(plan.shop_send_hours) == 20
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        route = Route.for_run(plan, engine=engine)
+        route.ledger = DryRunLedger(engine, clock=Clock(AT))
+        for lo in (1, 6):  # two batches
+            process_batch(route, (lo, lo + 4))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert sum("GROUP BY" in s and "orders" in s for s in statements) == 0
+    assert sum("orders" in s and "contact_events" in s for s in statements) == 2
