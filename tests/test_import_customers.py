@@ -387,3 +387,17 @@ def test_cli_imports_customers_then_consents(engine, tmp_path):
     assert out.exit_code == 2 and "--date-format must be" in out.output
     with engine.connect() as conn:  # sms, then email
         assert conn.execute(select(func.count()).select_from(Consent)).scalar_one() == 2
+
+
+def test_the_personalised_send_time_switch_is_imported_and_an_empty_cell_keeps_it(
+    engine, tmp_path
+):
+    report = import_customers(engine, write(tmp_path, (
+        "ref,personal_send_time\nC1,no\nC2,Yes\nC3,\nC4,maybe\n"
+    )), today=TODAY)  # fmt: skip
+    assert report.malformed == {"bad_switch": 1}
+    got = {ref: c["personal_send_time"] for ref, c in customers(engine).items()}
+    assert got == {"C1": False, "C2": True, "C3": None}
+    # a later file without the column, or with an empty cell, leaves the switch as it is
+    import_customers(engine, write(tmp_path, "ref,personal_send_time,grade\nC1,,A\n"), today=TODAY)
+    assert customers(engine)["C1"]["personal_send_time"] is False

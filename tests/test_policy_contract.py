@@ -33,8 +33,9 @@ from careflow.policy import (
     normalize_address,
     opt_in_channels,
 )
-from careflow.policy.config import PolicyConfig
+from careflow.policy.config import PolicyConfig, SendTimeSpec
 from careflow.policy.countries import load_countries
+from careflow.policy.send_time import SendTimeFacts
 from careflow.policy.timing import Hours
 
 CHANNELS = ("sms", "email", "fax")
@@ -85,6 +86,15 @@ ODD_ROWS = {
                             "country": "", "time_zone": ""},
 }
 
+#: send-time optimisation: a history at 19:00 and a flat shop
+OPTIMISE = SendTimeSpec(optimise=True)
+EVENINGS = SendTimeFacts(tuple(5 if h == 19 else 0 for h in range(24)), (1,) * 24)
+
+
+def optimised(row, facts=EVENINGS, **kw) -> PolicyContext:
+    return replace(context(row, send_time=OPTIMISE, **kw), send_time=facts)
+
+
 CONTEXTS = {
     "london_noon": lambda: context(LONDON),
     "london_late": lambda: context(LONDON, now=LATE),
@@ -104,7 +114,16 @@ CONTEXTS = {
     "paris_no_now": lambda: context(PARIS, now=None),
     "paris_no_occasion": lambda: context(PARIS, occasion=None),
     "paris_by_country": lambda: context(PARIS, consent_regime="by_country"),
+    "london_best_hour": lambda: optimised(LONDON, holdout=0.0),
+    "london_late_best_hour": lambda: optimised(LONDON, now=LATE, holdout=0.0),
+    "paris_sunday_best_hour": lambda: optimised(PARIS, now=SUNDAY, holdout=0.0),
+    "paris_best_hour_timed": lambda: optimised(
+        PARIS, facts=replace(EVENINGS, timed=True), holdout=0.0),
+    "paris_best_hour_switched_off": lambda: optimised(
+        {**PARIS, "personal_send_time": False}, holdout=0.0),
     **{f"odd_{name}": (lambda row=row: context(row, now=LATE)) for name, row in ODD_ROWS.items()},
+    **{f"odd_{name}_best_hour": (lambda row=row: optimised(row, holdout=0.0))
+       for name, row in ODD_ROWS.items()},
     **{f"odd_{name}_opt_in": (lambda row=row: context(row, consent_regime="opt_in"))
        for name, row in ODD_ROWS.items()},
 }

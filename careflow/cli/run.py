@@ -89,6 +89,8 @@ def run(campaign, as_of, dry_run, channel, allow_past):
         _echo("\nsamples:")
         for s in summary["samples"]:
             _echo(f"  #{s['customer_id']} {s['channel']} {s['to']}: {s['text'] or s['error']}")
+            if s.get("send_time"):
+                _echo(f"    send time: {s['send_time']}")
     if dry_run:
         _print_decisions(summary)
 

@@ -75,6 +75,10 @@ class Customer(Base):
     owner: Mapped[str | None] = mapped_column(String(100))
     country: Mapped[str | None] = mapped_column(String(64))
     preferred_channel: Mapped[str | None] = mapped_column(String(16))
+    #: False: messages go at the campaign's own time, never at a best hour worked out from
+    #: their history (PIPL art. 24's non-personalised option); None or True: allowed
+    #: (careflow/policy/send_time.py)
+    personal_send_time: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
@@ -206,6 +210,10 @@ class ContactHistory(Base):
     #: the experiment's variant this message is (campaign.yaml ``experiment:``): set when
     #: it is first rendered, never changed (careflow/variants.py)
     variant: Mapped[str | None] = mapped_column(String(32))
+    #: send-time optimisation's arm (``best``: at the customer's best hour, ``fixed``: at
+    #: the campaign's time, the comparison group): set once, when the message is first
+    #: timed, never changed (careflow/policy/send_time.py)
+    send_time_arm: Mapped[str | None] = mapped_column(String(8))
 
 
 class ExperimentDecision(Base):

@@ -64,6 +64,7 @@ from careflow import (
     pauses,
     purchase_facts,
     segments,
+    send_hours,
 )
 from careflow.campaigns import CampaignSpec, load_campaign
 from careflow.clock import resolve_as_of
@@ -548,6 +549,12 @@ def open_run(
             logger.info("purchase facts brought up to date for %d customer(s)", refreshed)
     with engine.connect() as conn:
         params = segments.prepare(spec.segment, conn, run.as_of, spec.parameters)
+    shop_hours = None
+    timing = spec.policy.send_time
+    if timing is not None and timing.optimise:  # the best-hour rule's prior, once per run
+        shop_hours = send_hours.shop_hours(
+            engine, settings.time_zone, run.policy_now, timing.history_days
+        )
     summary = {
         "campaign": spec.name,
         "run_id": run.run_id,
@@ -555,7 +562,7 @@ def open_run(
         "dry_run": run.dry_run,
         "delivery": settings.delivery,
     }
-    return replace(run, params=params), summary
+    return replace(run, params=params, shop_send_hours=shop_hours), summary
 
 
 def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: dict) -> dict:

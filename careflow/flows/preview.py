@@ -179,6 +179,8 @@ def walk_route(
                     "(a run records it as held_out and never sends this occasion's message)"
                 )
             return out
+    if d.action == "send" and d.detail:  # why now: the best hour, or the comparison group
+        out.lines.append(f"send time: {d.detail}")
     fallback = [o.channel for o in d.options if o.channel != d.channel]
     if fallback:
         out.lines.append(f"fallbacks: {', '.join(fallback)}")

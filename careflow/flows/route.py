@@ -34,7 +34,7 @@ from typing import Protocol
 from sqlalchemy import Date, DateTime, Engine, String, select, type_coerce
 from sqlalchemy.exc import OperationalError
 
-from careflow import db, outcome_journal, registry, segments
+from careflow import db, outcome_journal, registry, segments, send_hours
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
 from careflow.channels import Channel, closing_channel, get_channel
@@ -61,6 +61,7 @@ from careflow.policy import (
 )
 from careflow.policy.config import PolicyConfig
 from careflow.policy.config import resolve as resolve_policy
+from careflow.policy.send_time import SendTimeFacts
 from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
 from careflow.template_env import greeting_name
@@ -186,6 +187,9 @@ class RunPlan:
     now: datetime | None = None
     #: the follow-up flow: only customers whose deferred message is due
     deferred_only: bool = False
+    #: send-time optimisation's prior: the shop's orders, replies and clicks per local
+    #: hour, read once per run (``open_run``; careflow/send_hours.py); None: not read
+    shop_send_hours: tuple[int, ...] | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -402,6 +406,7 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
     channels = run.channels
     category = config.category if config else None
     consents = load_consents(route.engine, id_range, category)
+    timing = send_time_facts(route, candidates, id_range)
     contexts = {}
     for c in candidates:
         if c.problem:
@@ -425,6 +430,7 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
             config=config,
             campaign=run.spec.name,
             occasion=c.key[1] if c.key else None,
+            send_time=timing.get(c.customer_id),
         )
         c.decision = evaluate(ctx)
     options = {(o.channel, o.address) for c in candidates for o in c.decision.options}
@@ -436,6 +442,33 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
             (o.channel, o.address) in suppressed for o in c.decision.options
         ):
             c.decision = evaluate(replace(contexts[c.customer_id], suppressed=suppressed))
+
+
+def send_time_facts(
+    route: Route, candidates: Sequence[Candidate], id_range
+) -> dict[int, SendTimeFacts]:
+    """customer id -> what the best-hour rule needs (careflow/policy/send_time.py), when the
+    campaign optimises send times: the batch's histories in one query, the run's shop
+    pattern (read here only when the run was not opened with it: a preview, a test), and
+    which messages were timed once already (one ledger read)."""
+    config, run = route.policy, route.run
+    spec = config.send_time if config else None
+    wanted = [c for c in candidates if not c.problem and c.decision is None and c.key]
+    if spec is None or not wanted:
+        return {}
+    now = run.policy_now
+    shop = run.shop_send_hours
+    if shop is None:
+        shop = send_hours.shop_hours(route.engine, config.business_zone, now, spec.history_days)
+    zones = {c.customer_id: c.row.get("time_zone") for c in wanted}
+    own = send_hours.customer_hours(
+        route.engine, id_range, zones, config.business_zone, now, spec.history_days
+    )
+    timed = route.ledger.timed_keys(run.spec.name, [c.key for c in wanted])
+    return {
+        c.customer_id: SendTimeFacts(own.get(c.customer_id), shop, c.key in timed)
+        for c in wanted
+    }
 
 
 def load_suppressions(engine: Engine, addresses) -> dict[tuple[str, str], str]:
@@ -887,10 +920,14 @@ def record_decisions(
     owned: list[tuple[Candidate, int]] = []
     holding: dict[int, dict] = {}  # deferred rows keep the address they will use
     decided: list[Outcome] = []
+    timed: dict[int, tuple[str, str | None]] = {}  # send-time arms, and why a send goes now
     for c in candidates:
         contact_id = claim.owned.get(c.key)
         if contact_id is None:
             continue  # another run handled (or is handling) this customer's occasion
+        d = c.decision
+        if d.send_time_arm is not None or (d.action == "send" and d.detail):
+            timed[contact_id] = (d.send_time_arm, d.detail if d.action == "send" else None)
         if c.decision.action == "send":
             owned.append((c, contact_id))
             continue
@@ -898,6 +935,7 @@ def record_decisions(
         if c.decision.action == "defer" and c.decision.address:
             holding[contact_id] = {"channel": c.decision.channel, "recipient": c.decision.address}
         result.note_decision(decision_note(c))
+    route.ledger.keep_send_times(timed)
     route.ledger.record(decided, route.run.run_id, holding)
     outcomes += decided
     return owned
@@ -1190,5 +1228,7 @@ def _sample(result: BatchResult, c: Candidate, text: str | None, error: str | No
                 "to": mask_address(d.address),  # summaries land in artifacts and the runs table
                 "text": text,
                 "error": error,
+                # why it goes at this hour (send-time optimisation), when the policy said
+                "send_time": d.detail if d.action == "send" else None,
             }
         )

@@ -11,7 +11,9 @@ Checked before anything is written (a bad row is reported with its line
 and left out): text fits its column, ``locale`` is a locale Babel knows
 (``zh_CN`` is stored as ``zh-CN``, the form templates are named by), ``time_zone`` an IANA zone,
 ``birthday`` a date from 1900 to today, ``preferred_channel`` sms, email or
-fax. Phone numbers and emails are stored as given: a malformed one is
+fax, ``personal_send_time`` yes or no (no: messages at the campaign's own time,
+never at a best hour worked out from their history; careflow/policy/send_time.py).
+Phone numbers and emails are stored as given: a malformed one is
 skipped at send time with ``invalid_contact``, for that customer only.
 """
 
@@ -39,6 +41,14 @@ from careflow.importers.records import Field, dates_between, one_of, per_distinc
 from careflow.importers.report import ImportReport, bounded
 
 _TABLE = Customer.__table__
+
+
+#: ``personal_send_time``: "no" turns send-time optimisation off for the customer (PIPL
+#: art. 24's non-personalised option), "yes" back on
+SWITCH_WORDS = {
+    "yes": True, "y": True, "true": True, "1": True, "on": True, "是": True,
+    "no": False, "n": False, "false": False, "0": False, "off": False, "否": False,
+}  # fmt: skip
 
 
 def channel_names() -> dict[str, str]:
@@ -140,6 +150,14 @@ FIELDS = [
         problem="bad_channel",
         expect=lambda: " or ".join(channel_names()),
     ),
+    Field(
+        "personal_send_time",
+        "personal_send_time",
+        "personalised send time",
+        parse=one_of(SWITCH_WORDS),
+        problem="bad_switch",
+        expect="yes or no",
+    ),
 ]
 _NAMES = [f.name for f in FIELDS if f.name != "ref"]
 
@@ -193,7 +211,7 @@ def import_customers(
 
     ``mapping`` maps fields (ref, full_name, given_name, family_name, mobile,
     email, fax, locale, time_zone, birthday, birthday_calendar, grade, owner,
-    country, preferred_channel) to the file's columns; by default the columns
+    country, preferred_channel, personal_send_time) to the file's columns; by default the columns
     are named like the fields. ``today`` bounds birthdays (default: today).
     ``date_format`` (DD/MM/YYYY, MM/DD/YYYY) says how day/month birthdays read
     (careflow/importers/dates.py). Rows of one ref apply in file order, each

@@ -160,6 +160,9 @@ class DryRunLedger(ContactLedger):
     def keep_variants(self, drawn: dict[int, str]) -> dict[int, str]:
         return dict(drawn)
 
+    def keep_send_times(self, timed) -> None:
+        return None
+
     def release(self, run_id, reason="run_stopped") -> tuple[int, int]:
         return 0, 0
 

@@ -122,6 +122,13 @@ def _kept_due(state, not_before):
                 else_=not_before)  # fmt: skip
 
 
+def _kept_detail(state, detail):
+    """The ``detail`` an outcome writes: its own; a ``sent`` one without any keeps the
+    row's, which says why it went at that hour (a deferral's, a best hour's:
+    ``keep_send_times``)."""
+    return case((state == State.SENT, func.coalesce(detail, CH.c.detail)), else_=detail)
+
+
 _RECORD_ONE = (
     update(CH)
     .where(CH.c.id == bindparam("b_id"), CH.c.run_id == bindparam("b_run"))
@@ -132,7 +139,6 @@ _RECORD_ONE = (
                 "state",
                 "reason",
                 "retryable",
-                "detail",
                 "provider_id",
                 "sent_at",
                 "recipient",
@@ -143,6 +149,7 @@ _RECORD_ONE = (
         | {
             "updated_at": bindparam("b_now"),
             "channel": func.coalesce(bindparam("b_channel"), CH.c.channel),
+            "detail": _kept_detail(bindparam("b_state"), bindparam("b_detail", type_=Text)),
             "not_before": _kept_due(bindparam("b_state"), bindparam("b_not_before")),
         }
     )
@@ -568,7 +575,7 @@ class ContactLedger:
                     state=o.c.state,
                     reason=o.c.reason,
                     retryable=o.c.retryable,
-                    detail=o.c.detail,
+                    detail=_kept_detail(o.c.state, o.c.detail),
                     provider_id=o.c.provider_id,
                     updated_at=now,
                     sent_at=o.c.sent_at,
@@ -602,6 +609,49 @@ class ContactLedger:
                 read = select(CH.c.id, CH.c.variant).where(CH.c.id.in_(part))
                 kept.update(conn.execute(read).all())
         return kept
+
+    def timed_keys(self, campaign: str, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Which of ``keys`` were timed by send-time optimisation already (their row has an
+        arm): the rule never moves them again (careflow/policy/send_time.py)."""
+        wanted = set(keys)
+        ids = sorted({cid for cid, _ in wanted})
+        found: set[tuple[int, str]] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                part = ids[start : start + 1000]
+                rows = conn.execute(
+                    select(CH.c.customer_id, CH.c.occasion).where(
+                        CH.c.campaign == campaign,
+                        CH.c.customer_id.in_(part),
+                        CH.c.send_time_arm.is_not(None),
+                    )
+                )
+                found.update(k for k in map(tuple, rows) if k in wanted)
+        return found
+
+    @retry_busy_database
+    def keep_send_times(self, timed: dict[int, tuple[str | None, str | None]]) -> None:
+        """Write each message's send-time arm, once: a row's arm never changes
+        (``timed[contact_id] = (arm, why)``); ``why``, for a message sent now, becomes the
+        row's detail, which its ``sent`` outcome keeps (``record``), so it can say why it
+        went at that hour."""
+        if not timed:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(CH)
+                .where(CH.c.id == bindparam("b_id"))
+                .values(
+                    send_time_arm=func.coalesce(
+                        CH.c.send_time_arm, bindparam("b_arm", type_=String)
+                    ),
+                    detail=func.coalesce(bindparam("b_why", type_=Text), CH.c.detail),
+                ),
+                [
+                    {"b_id": cid, "b_arm": arm, "b_why": fit(why, "detail")}
+                    for cid, (arm, why) in timed.items()
+                ],
+            )
 
     @retry_busy_database
     def resolve_interrupted(

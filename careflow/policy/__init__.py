@@ -21,7 +21,10 @@ The table, in order:
    held out of this occasion, to measure what contact changes
    (careflow/policy/holdout.py; the rule needs the occasion, so the route
    works occasions out before the policy);
-6. send time: quiet hours and the country's sending window, in the
+6. best hour (campaigns with ``send_time: {optimise: true}``): the message
+   is moved later, to the customer's best hour, where quiet hours and the
+   sending window allow it then (careflow/policy/send_time.py);
+7. send time: quiet hours and the country's sending window, in the
    customer's own zone; outside them the message is deferred.
 
 Two decisions need every other message, so the ledger makes them when it
@@ -45,6 +48,7 @@ Reasons (recorded in the ledger, counted per reason in run reports):
 - skipped ``shared_address``: another customer at the same address got this occasion's message
 - skipped or deferred ``frequency_cap``: the customer had enough messages lately
 - deferred ``quiet_hours`` / ``sending_window``: not at this local time; sent later
+- deferred ``best_hour``: moved to the customer's best hour (send-time optimisation)
 - skipped ``no_send_time``: the rules leave no allowed time in the next year
 - held_out ``holdout``: kept out of this occasion to compare with those contacted
 """
@@ -52,8 +56,8 @@ Reasons (recorded in the ledger, counted per reason in run reports):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from careflow import registry
@@ -62,6 +66,17 @@ from careflow.errors import InvalidContact
 from careflow.policy.config import PolicyConfig
 from careflow.policy.countries import country_code
 from careflow.policy.holdout import holdout_draw
+from careflow.policy.send_time import (
+    BEST,
+    FIXED,
+    FIXED_DETAIL,
+    SWITCHED_OFF_DETAIL,
+    SendTimeFacts,
+    arm_of,
+    best_hour,
+    next_local_hour,
+    own_events,
+)
 from careflow.policy.timing import blocked_at, describe_local, next_allowed, zone_of
 
 Action = Literal["send", "skip", "defer", "held_out"]
@@ -89,6 +104,9 @@ class Decision:
     #: every usable option in preference order (sends and deferrals): the first is
     #: ``channel``/``address``, the rest are fallbacks if its address is taken
     options: tuple[Option, ...] = ()
+    #: send-time optimisation's arm for this message (``best``/``fixed``), kept on its
+    #: ledger row; None when the campaign does not optimise or the customer switched it off
+    send_time_arm: str | None = None
 
     @classmethod
     def skip(cls, customer_id: int, reason: str, detail: str | None = None) -> Decision:
@@ -160,6 +178,8 @@ class PolicyContext:
     #: without a campaign leaves them out and holds nobody out
     campaign: str = ""
     occasion: str | None = None
+    #: the customer's send-hour history, when the campaign optimises send times
+    send_time: SendTimeFacts | None = None
 
     @property
     def customer_id(self) -> int:
@@ -338,7 +358,10 @@ class HoldoutRule:
         )
         # when the message would have gone out had it not been held out: a contacted twin
         # in quiet hours waits too, so the report compares them once both times have come
-        timed = SendTimeRule().apply(ctx, options)
+        # (at their best hour, when the campaign optimises send times)
+        timed = BestHourRule().apply(ctx, options)
+        if not isinstance(timed, Decision):
+            timed = SendTimeRule().apply(ctx, options)
         until = timed.until if isinstance(timed, Decision) else None
         if until is not None:
             detail += f"; it would have been sent at {until:%Y-%m-%d %H:%M} UTC"
@@ -383,6 +406,64 @@ class SendTimeRule:
         )
 
 
+class BestHourRule:
+    """Send-time optimisation (module docs): moves ``not_before`` later, to the customer's
+    best hour, where quiet hours and sending windows allow it; the comparison group, the
+    switched-off and what is already timed go by :class:`SendTimeRule` as before."""
+
+    name = "best_hour"
+
+    def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        spec = ctx.config.send_time if ctx.config else None
+        facts = ctx.send_time
+        if spec is None or facts is None or ctx.now is None or facts.timed or not ctx.campaign:
+            return options
+        at_fixed = SendTimeRule().apply(ctx, options)
+
+        def fixed(why: str, arm: str | None) -> Decision:
+            if isinstance(at_fixed, Decision):
+                if at_fixed.action != "defer":
+                    return at_fixed
+                return replace(at_fixed, detail=f"{at_fixed.detail}; {why}", send_time_arm=arm)
+            return Decision(
+                ctx.customer_id,
+                channel=options[0].channel,
+                address=options[0].address,
+                detail=why,
+                options=tuple(options),
+                send_time_arm=arm,
+            )
+
+        if ctx.customer.get("personal_send_time") is False:
+            return fixed(SWITCHED_OFF_DETAIL, None)
+        if arm_of(ctx.campaign, ctx.customer_id, spec.fixed_share) == FIXED:
+            return fixed(FIXED_DETAIL, FIXED)
+        found = best_hour(facts.counts, facts.shop, spec.prior_weight)
+        if found.hour is None:
+            return fixed("no best hour: the shop has no orders, replies or clicks yet", BEST)
+        zone, _ = zone_of(ctx.customer.get("time_zone"), ctx.config.business_zone)
+        whose = "their" if found.events else "the shop's"
+        why = f"{whose} best hour {found.hour:02d}:00 {zone} (from {own_events(found.events)})"
+        now = ctx.now.astimezone(UTC)
+        latest = now + timedelta(hours=spec.window_hours)
+        target = next_local_hour(now, zone, found.hour)
+        at_target = SendTimeRule().apply(replace(ctx, now=target), options)
+        until, moved = target, None
+        if isinstance(at_target, Decision):
+            until, moved = at_target.until, at_target.detail
+        if until is None or until > latest:
+            return fixed(f"{why} is not allowed within {spec.window_hours} h of the run", BEST)
+        if until <= now:
+            return fixed(f"{why}: it is that hour now", BEST)
+        detail = f"{why}; sending at {describe_local(until, zone)}"
+        if moved:
+            detail += f"; moved from {found.hour:02d}:00 by {moved.split(': it is')[0]}"
+        return replace(
+            Decision.defer(ctx.customer_id, until, "best_hour", detail, options),
+            send_time_arm=BEST,
+        )
+
+
 #: The policy table, in order.
 DEFAULT_RULES: tuple[Rule, ...] = (
     ChannelPreferenceRule(),
@@ -390,6 +471,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ContactPointRule(),
     SuppressionRule(),
     HoldoutRule(),
+    BestHourRule(),
     SendTimeRule(),
 )
 

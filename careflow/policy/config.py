@@ -62,6 +62,30 @@ class FrequencyCapSpec(BaseModel):
     per: Literal["customer", "channel"] = "customer"
 
 
+class SendTimeSpec(BaseModel):
+    """``send_time: {optimise: true, fixed_share: 0.2}`` in a campaign.yaml's policy: move
+    each message to the customer's best hour (careflow/policy/send_time.py)."""
+
+    model_config = {"extra": "forbid"}
+
+    optimise: bool = False
+    #: share of the customers sent at the campaign's own time, to prove the gain:
+    #: 0.2 or "20%" (at least 5%, so the comparison can tell something)
+    fixed_share: float = Field(default=0.2, ge=0.05, le=0.5)
+    #: how many of the shop's "typical" events a customer's own history is mixed with
+    #: (Dirichlet prior weight, docs/policy.md says why 10)
+    prior_weight: float = Field(default=10.0, gt=0, le=1000)
+    #: a message is moved at most this many hours after the run
+    window_hours: int = Field(default=24, ge=1, le=24)
+    #: how far back orders, replies and clicks count
+    history_days: int = Field(default=730, ge=30, le=3660)
+
+    @field_validator("fixed_share", mode="before")
+    @classmethod
+    def _share(cls, value):
+        return parse_share(value)
+
+
 class CampaignPolicy(BaseModel):
     """The ``policy:`` block of a campaign.yaml; anything left out comes from settings."""
 
@@ -76,6 +100,8 @@ class CampaignPolicy(BaseModel):
     prefer_customer_channel: bool | None = None
     #: share held out per occasion: 0.1 or "10%"; 0 disables (careflow/policy/holdout.py)
     holdout: float | None = Field(default=None, ge=0, le=0.5)
+    #: send-time optimisation (off unless ``optimise: true``)
+    send_time: SendTimeSpec | None = None
 
     @field_validator("holdout", mode="before")
     @classmethod
@@ -122,6 +148,8 @@ class PolicyConfig:
     one_per_address: bool = False
     prefer_customer_channel: bool = False
     holdout: float = 0.0  # share of the customers it would contact held out per occasion
+    #: send-time optimisation, when the campaign opts in (None: off)
+    send_time: SendTimeSpec | None = None
 
 
 def when_capped_by_category(settings) -> dict[str, str]:
@@ -182,4 +210,5 @@ def resolve(settings, spec) -> PolicyConfig:
             else settings.prefer_customer_channel
         ),
         holdout=p.holdout if p.holdout is not None else settings.holdout,
+        send_time=p.send_time if p.send_time is not None and p.send_time.optimise else None,
     )
