@@ -58,8 +58,10 @@ from careflow.policy import (
     evaluate,
     opt_in_channels,
 )
+from careflow.policy.cadence import CADENCE_CATEGORY
 from careflow.policy.config import PolicyConfig
 from careflow.policy.config import resolve as resolve_policy
+from careflow.preferences import load_cadences
 from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
 from careflow.template_env import greeting_name
@@ -401,6 +403,11 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
     channels = run.channels
     category = config.category if config else None
     consents = load_consents(route.engine, id_range, category)
+    cadences = (
+        load_cadences(route.engine, [c.customer_id for c in candidates], run.policy_now)
+        if category == CADENCE_CATEGORY
+        else {}
+    )
     contexts = {}
     for c in candidates:
         if c.problem:
@@ -424,6 +431,7 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
             config=config,
             campaign=run.spec.name,
             occasion=c.key[1] if c.key else None,
+            cadence=cadences.get(c.customer_id),
         )
         c.decision = evaluate(ctx)
     options = {(o.channel, o.address) for c in candidates for o in c.decision.options}
@@ -1006,6 +1014,8 @@ class SendingMarks:
         self.asked: set[int] = set()  # marked, or tried
         self.mine: set[int] = set()  # moved to sending for this run
         self.error: OperationalError | None = None
+        #: asked for, but withheld by the ledger: the customer said no meanwhile
+        self.held: dict[int, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def owned(self, contact_ids: Sequence[int]) -> set[int] | None:
@@ -1026,7 +1036,7 @@ class SendingMarks:
                         want.append(i)
                 try:
                     self.mine |= self.ledger.mark_sending(
-                        want, self.channel_name, self.run_id, self.texts
+                        want, self.channel_name, self.run_id, self.texts, self.held
                     )
                 except OperationalError as exc:
                     self.error = exc
@@ -1055,14 +1065,16 @@ def send_chunk(
     if getattr(channel, "matched_by_text", False):
         texts = {m.contact_id: (m.to, m.subject, m.body) for m in messages}
     marks = None
+    held: dict[int, tuple[str, str]] = {}  # withheld by the ledger: the customer said no
     if getattr(channel, "marks_sending", False):
         marks = SendingMarks(route, channel_name, ids, channel.configured_rate, texts)
+        held = marks.held
         to_send = messages
     else:
-        mine = ledger.mark_sending(ids, channel_name, run_id, texts)
+        mine = ledger.mark_sending(ids, channel_name, run_id, texts, held)
         to_send = [m for m in messages if m.contact_id in mine]
         if not to_send:
-            return [], len(messages)
+            return _withheld(held), len(messages) - len(held)
     down: ChannelDown | None = None
     try:
         sent = channel.send_batch(to_send, marks) if marks else channel.send_batch(to_send)
@@ -1081,8 +1093,9 @@ def send_chunk(
         ]
     lost: set[int] = set()
     if marks is not None:  # requested ids the ledger did not give this run are not its own
-        mine, lost = marks.mine, marks.asked - marks.mine
-        sent = [o for o in sent if o.contact_id not in lost]
+        mine, lost = marks.mine, marks.asked - marks.mine - set(held)
+        sent = [o for o in sent if o.contact_id not in lost and o.contact_id not in held]
+
     answered = {o.contact_id for o in sent}
     if down is None:
         sent += [
@@ -1106,7 +1119,16 @@ def send_chunk(
         raise down
     if marks is not None and marks.error is not None:
         raise marks.error
-    return sent, len(messages) - len(to_send) + len(lost)
+    not_mine = len(messages) - len(to_send) + len(lost)
+    if marks is None:  # the chunk was marked at once: what it withheld was never to send
+        not_mine -= len(held)
+    return sent + _withheld(held), not_mine
+
+
+def _withheld(held: dict[int, tuple[str, str]]) -> list[Outcome]:
+    """The ledger recorded these skipped as it marked the chunk (the customer said no
+    meanwhile, careflow/ledger/withheld.py): their outcomes, for the counts."""
+    return [Outcome.skipped(cid, reason, detail) for cid, (reason, detail) in held.items()]
 
 
 def record_delivered(route: Route, outcomes: list[Outcome], details: dict) -> None:
