@@ -210,6 +210,7 @@ class View:
 
     customer_id: int
     locale: str | None
+    time_zone: str | None
     addresses: Mapping[str, str]  # channel -> address on file, normalised
     state: State
     blocked: Mapping[str, str]  # channel -> suppression reason
@@ -284,11 +285,9 @@ def _read_state(conn, customer_id: int, channels, default, now: datetime) -> Sta
 
 
 def _customer(conn, customer_id: int) -> dict | None:
-    row = conn.execute(select(Customer).where(Customer.id == customer_id)).mappings().first()
-    if row is None:
-        return None
-    customer = row["Customer"]
-    return {c.name: getattr(customer, c.name) for c in Customer.__table__.c}
+    table = Customer.__table__
+    row = conn.execute(select(table).where(table.c.id == customer_id)).mappings().first()
+    return None if row is None else dict(row)
 
 
 def view(engine: Engine, customer_id: int, settings, now: datetime) -> View | None:
@@ -309,7 +308,9 @@ def view(engine: Engine, customer_id: int, settings, now: datetime) -> View | No
             ).scalar()
             if reason:
                 blocked[channel] = reason
-    return View(customer_id, customer.get("locale"), addresses, state, blocked)
+    return View(
+        customer_id, customer.get("locale"), customer.get("time_zone"), addresses, state, blocked
+    )
 
 
 def _upsert(conn, table, keys: dict, values: dict) -> None:
