@@ -93,7 +93,9 @@ class PreferenceTokens:
     """Makes and verifies preference-centre tokens under the unsubscribe key."""
 
     def __init__(self, keyed: UnsubscribeTokens):
-        self._keyed, self.max_age, self.source = keyed, keyed.max_age, keyed.source
+        self._keyed = keyed
+        self.max_age: timedelta = getattr(keyed, "max_age", timedelta(0))
+        self.source: str = getattr(keyed, "source", "")
 
     def __repr__(self) -> str:  # never show the key
         return f"PreferenceTokens(max_age={self.max_age})"

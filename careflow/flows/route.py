@@ -746,6 +746,7 @@ def build_message(
         html=rendered.html,
         locale=c.row.get("locale") or route.run.settings.default_locale,
         marketing=route.run.spec.marketing,
+        category=route.run.spec.category,
     )
 
 
