@@ -482,7 +482,7 @@ class ContactLedger:
                 .where(CH.c.id.in_(ids), row_guard(run_id, State.RESERVED))
                 .values(
                     state=case((why.is_(None), State.SENDING), else_=State.SKIPPED),
-                    reason=why,
+                    reason=case((why.is_(None), CH.c.reason), else_=why),
                     channel=channel,
                     updated_at=now,
                     attempts=CH.c.attempts + case((why.is_(None), 1), else_=0),

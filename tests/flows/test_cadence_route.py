@@ -170,3 +170,25 @@ def test_the_one_write_returns_what_a_proof_needs(engine):
         "marketing/email: on -> off",
     ]
     assert datetime(2026, 7, 1, tzinfo=UTC) > AT
+
+
+def test_a_live_channels_marks_withhold_a_message_paused_after_the_claim(engine):
+    """Live channels mark their requests one by one (SendingMarks): a pause made after
+    the claim keeps the message from being requested, and the route records why."""
+    from careflow.flows.route import SendingMarks
+
+    person(engine, 1, mobile="+447911123401", country="GB")
+    route = route_for("promo")
+    contact = route.ledger.claim("promo", "run-1", [(1, "2026")]).owned[(1, "2026")]
+    from sqlalchemy import update
+
+    from careflow.db.models import ContactHistory
+
+    with engine.begin() as conn:
+        conn.execute(update(ContactHistory).where(ContactHistory.id == contact).values(
+            category="marketing", recipient="+447911123401"))
+    change(engine, 1, cadence="paused", until=datetime(2026, 7, 1))
+    marks = SendingMarks(route, "sms", [contact], rate=10.0)
+    assert marks.mark([contact]) == set()
+    assert marks.held[contact][0] == "paused"
+    assert marks.owned([contact]) == set()  # the channel does not request it
