@@ -71,6 +71,10 @@ _PURPOSE = b"careflow-unsubscribe."
 #: what a template writes where the unsubscribe link goes; careflow/channels/email_content.py puts
 #: each customer's own link there, or appends a footer when the template has none
 PLACEHOLDER = "%unsubscribe_url%"
+#: what a template (an SMS above all) writes where the preference centre's short link goes;
+#: the route puts each customer's own link there (careflow/flows/route.py) for marketing and
+#: care messages, nothing for transactional ones
+PREFERENCES_PLACEHOLDER = "%preferences_url%"
 
 
 def inert_placeholder(value):
@@ -81,8 +85,10 @@ def inert_placeholder(value):
     template itself wrote gets the link: a customer named ``%unsubscribe_url%`` would
     otherwise take the link into their name and push the footer out of the message.
     """
-    if isinstance(value, str) and PLACEHOLDER in value:
-        return value.replace(PLACEHOLDER, "%\u2060" + PLACEHOLDER[1:])
+    if isinstance(value, str):
+        for placeholder in (PLACEHOLDER, PREFERENCES_PLACEHOLDER):
+            if placeholder in value:
+                value = value.replace(placeholder, "%\u2060" + placeholder[1:])
     return value
 
 

@@ -22,6 +22,7 @@ and the writes are skipped. So a dry run after a real run says 0.
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 import time
@@ -38,6 +39,9 @@ from careflow import db, outcome_journal, registry, segments
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
 from careflow.channels import Channel, closing_channel, get_channel
+from careflow.channels.credentials import unsubscribe_tokens
+from careflow.channels.email_content import PREFERENCE_CATEGORIES, preferences_base
+from careflow.channels.outbox import LOCAL_UNSUBSCRIBE
 from careflow.channels.recorder import RecordingChannel
 from careflow.clock import start_of_day
 from careflow.contact_limits import CapCheck, Intent
@@ -61,10 +65,11 @@ from careflow.policy import (
 from careflow.policy.cadence import CADENCE_CATEGORY
 from careflow.policy.config import PolicyConfig
 from careflow.policy.config import resolve as resolve_policy
-from careflow.preferences import load_cadences
+from careflow.preferences import PreferenceTokens, load_cadences, preferences_url
 from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
 from careflow.template_env import greeting_name
+from careflow.unsubscribe import PREFERENCES_PLACEHOLDER
 from careflow.variants import template_source
 
 CUSTOMER_COLUMNS = list(Customer.__table__.c)
@@ -218,6 +223,8 @@ class Route:
     #: the campaign's contact policy, from the run's settings and campaign.yaml
     policy: PolicyConfig | None = None
     stop: StopFlag | None = None
+    #: customer id -> their preference centre's URL (:func:`preference_links`)
+    preference_link: Callable[[int], str] | None = None
 
     @classmethod
     def for_run(
@@ -250,6 +257,7 @@ class Route:
             channel_factory=factory,
             policy=resolve_policy(settings, run.spec),
             stop=stop,
+            preference_link=preference_links(settings),
         )
 
     def check_stop(self) -> None:
@@ -725,11 +733,68 @@ def render_messages(
     return out
 
 
+def preference_links(settings: Settings) -> Callable[[int], str]:
+    """customer id -> the URL of their preference centre (careflow/preferences.py), signed
+    with the unsubscribe key, which is looked up on first use (only a template that asks
+    for the link needs it). Unsendable when no link can be made: no key, or an
+    unsubscribe URL that is not careflow serve's own ``/unsubscribe``."""
+    made: dict = {}
+
+    def link(customer_id: int) -> str:
+        if not made:
+            outbox = settings.delivery == "outbox"
+            unsubscribe = settings.unsubscribe_base_url or (LOCAL_UNSUBSCRIBE if outbox else "")
+            base = preferences_base(unsubscribe) if unsubscribe else None
+            if base is None:
+                raise Unsendable(
+                    "no_preferences_link",
+                    "the template asks for %preferences_url%: set CAREFLOW_UNSUBSCRIBE_BASE_URL "
+                    "to careflow serve's /unsubscribe address",
+                )
+            try:
+                tokens = unsubscribe_tokens(settings, local=outbox)
+            except CareflowError as exc:
+                raise Unsendable("no_preferences_link", str(exc)) from None
+            made.update(base=base, tokens=PreferenceTokens(tokens))
+        return preferences_url(made["base"], made["tokens"].make(customer_id))
+
+    return link
+
+
+def with_preference_link(
+    route: Route, customer_id: int, rendered: Rendered | TemplateError
+) -> Rendered | TemplateError:
+    """``rendered`` with the template's ``%preferences_url%`` filled: the customer's own
+    link for marketing and care, nothing for transactional messages. Before the channel
+    finishes the message, so an SMS's length check counts the link."""
+    if isinstance(rendered, TemplateError):
+        return rendered
+    parts = (rendered.body, rendered.subject or "", rendered.html or "")
+    if not any(PREFERENCES_PLACEHOLDER in part for part in parts):
+        return rendered
+    url = ""
+    if route.run.spec.category in PREFERENCE_CATEGORIES and route.preference_link is not None:
+        url = route.preference_link(customer_id)
+
+    def fill(text: str | None, escaped: bool = False) -> str | None:
+        if text is None:
+            return None
+        return text.replace(PREFERENCES_PLACEHOLDER, html.escape(url) if escaped else url)
+
+    return replace(
+        rendered,
+        body=fill(rendered.body),
+        subject=fill(rendered.subject),
+        html=fill(rendered.html, escaped=True),
+    )
+
+
 def build_message(
     route: Route, c: Candidate, contact_id: int, rendered: Rendered | TemplateError
 ) -> Message:
     """One owned candidate's rendered message, finished into the Message its channel sends."""
     d = c.decision
+    rendered = with_preference_link(route, c.customer_id, rendered)
     rendered = finish_message(route.run.spec, route.run.settings, c.row, d.channel, rendered)
     problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (finish_message)
     if problem:

@@ -12,8 +12,8 @@ from careflow.flows.preview import preview_message
 from careflow.flows.route import process_batch
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.messages import State
+from careflow.preferences import PreferenceTokens, apply_change, view
 from careflow.preferences import State as Wanted
-from careflow.preferences import apply_change, view
 from careflow.settings import load_settings
 from tests.flows.test_policy_route import (  # noqa: F401  (fixtures)
     ALL,
@@ -192,3 +192,32 @@ def test_a_live_channels_marks_withhold_a_message_paused_after_the_claim(engine)
     assert marks.mark([contact]) == set()
     assert marks.held[contact][0] == "paused"
     assert marks.owned([contact]) == set()  # the channel does not request it
+
+
+def test_an_sms_template_gets_the_short_link_for_marketing_and_nothing_for_transactional(
+    engine, tmp_path
+):
+    """An SMS template writes %preferences_url%: marketing and care texts carry the
+    customer's own short link (it opens their page), transactional ones nothing."""
+    from careflow.unsubscribe import local_tokens
+    from tests.flows.test_policy_route import campaign
+
+    root = tmp_path / "templates"  # the templates fixture's folder
+    campaign(root, "promo_link", channels="[sms]")
+    (root / "promo_link" / "sms.en.j2").write_text(
+        "Hi {{ name }}! Prefs: %preferences_url%")
+    campaign(root, "order_note", category="transactional", channels="[sms]")
+    (root / "order_note" / "sms.en.j2").write_text("Order shipped.%preferences_url%")
+    # a name that reads like the placeholder stays a name: only the template's gets a link
+    person(engine, 1, mobile="+447911123401", country="GB", given_name="%preferences_url%",
+           full_name="%preferences_url%")
+    assert run("promo_link").sent == 1 and run("order_note").sent == 1
+    outbox = load_settings().effective_outbox_dir
+    [text] = [p.read_text() for p in (outbox / "promo_link" / "sms").iterdir()]
+    assert text.count("/p/") == 1
+    link = text.split("Prefs: ")[1].strip()
+    assert link.startswith("http://127.0.0.1:8080/p/") and len(link.rsplit("/", 1)[1]) == 31
+    grant = PreferenceTokens(local_tokens(load_settings())).verify(link.rsplit("/", 1)[1])
+    assert grant.customer_id == 1
+    [text] = [p.read_text() for p in (outbox / "order_note" / "sms").iterdir()]
+    assert text.rstrip().endswith("\n\nOrder shipped.") and "/p/" not in text
