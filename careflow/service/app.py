@@ -224,7 +224,9 @@ def _unsubscribe_receiver(unsubscribe: UnsubscribeTokens | None) -> Receiver:
         why = "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set"
         return Receiver("unsubscribe", False, why)
     return Receiver(
-        "unsubscribe", True, f"/unsubscribe and /p/ (preferences), key from {unsubscribe.source}"
+        "unsubscribe",
+        True,
+        f"/unsubscribe, key from {unsubscribe.source}; the preference centre at /p/",
     )
 
 
