@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, and_, or_, select
 
 from careflow import registry
 from careflow.db.models import Consent, ContactHistory, Customer, Preference, Suppression
@@ -316,15 +316,14 @@ def view(engine: Engine, customer_id: int, settings, now: datetime) -> View | No
 
 
 def _upsert(conn, table, keys: dict, values: dict) -> None:
-    found = conn.execute(
-        select(func.count()).select_from(table).where(*(table.c[k] == v for k, v in keys.items()))
-    ).scalar_one()
-    if found:
-        conn.execute(
-            table.update().where(*(table.c[k] == v for k, v in keys.items())).values(**values)
-        )
+    """Insert the row with ``keys``, or update it with ``values`` if it is there: one
+    statement, so two posts for one customer never collide on the key."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        conn.execute(table.insert().values(**keys, **values))
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table).values(**keys, **values)
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=values))
 
 
 def apply_change(
@@ -339,10 +338,11 @@ def apply_change(
 ) -> PreferenceChange:
     """Write one change a customer made on the page; the only writer of preferences.
 
-    ``wanted`` is the whole state the page posted (cadence, pause end, and a choice for
-    each category on each channel shown). In one transaction: the state before is read
-    (the customer's row locked on PostgreSQL, so two posts for one customer take turns
-    and each sees the other's result), each (category, channel) whose effective answer
+    ``wanted`` is the state the page posted (cadence, pause end, and a choice for each
+    category on each channel shown; a choice left out keeps its value). In one
+    transaction (the customer's row locked on PostgreSQL, the write lock taken at once
+    on SQLite, so two posts for one customer take turns and each sees the other's
+    result): the state before is read, each (category, channel) whose effective answer
     changes gets a consent row (source ``preference_centre``, at ``at``), and the
     cadence row is written when the cadence or the pause changed. A post that changes
     nothing writes nothing. ``at`` is naive UTC. Returns the change: customer, before
@@ -356,6 +356,8 @@ def apply_change(
         lock = select(Customer.id).where(Customer.id == customer_id)
         if conn.dialect.name == "postgresql":
             lock = lock.with_for_update()
+        else:  # the write lock from the first statement: "before" is what this write changes
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         if conn.execute(lock).first() is None:
             raise DataError(f"no customer {customer_id}")
         customer = _customer(conn, customer_id)

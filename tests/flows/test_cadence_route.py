@@ -221,3 +221,35 @@ def test_an_sms_template_gets_the_short_link_for_marketing_and_nothing_for_trans
     assert grant.customer_id == 1
     [text] = [p.read_text() for p in (outbox / "order_note" / "sms").iterdir()]
     assert text.rstrip().endswith("\n\nOrder shipped.") and "/p/" not in text
+
+
+def test_two_posts_for_one_customer_at_once_both_land_and_each_sees_the_others(engine):
+    """Two changes for one customer at the same moment (a double submit, two tabs) take
+    turns: both are written, and the second one's "before" holds the first one's result
+    (PostgreSQL: the customer's row locked; SQLite: the write lock from the start)."""
+    import threading
+
+    person(engine, 1, mobile="+447911123401", email="a@example.com", country="GB")
+    start = threading.Barrier(2)
+    made, errors = [], []
+
+    def post(channel):
+        start.wait()
+        try:  # each changes one choice and leaves the rest as it finds them
+            made.append(apply_change(
+                engine, 1, Wanted("normal", None, {("marketing", channel): False}),
+                locale="en", token_id=channel * 4, at=NAIVE_AT, settings=load_settings()))
+        except Exception as exc:  # what a failed post would answer: 503
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=(ch,)) for ch in ("sms", "email")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    _, second = sorted(made, key=lambda m: len([v for v in m.before.allowed.values() if v]),
+                           reverse=True)
+    assert not all(second.before.allowed.values())  # it saw the first one's change
+    final = view(engine, 1, load_settings(), NAIVE_AT).state.allowed
+    assert final[("marketing", "sms")] is False and final[("marketing", "email")] is False
