@@ -44,6 +44,9 @@ class Message:
     html: str | None = None
     locale: str = "en"
     marketing: bool = True
+    #: the campaign's category (care, marketing, transactional): marketing and care email
+    #: carries the preference centre's link; None (not from a campaign) carries none
+    category: str | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property

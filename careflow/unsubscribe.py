@@ -71,6 +71,10 @@ _PURPOSE = b"careflow-unsubscribe."
 #: what a template writes where the unsubscribe link goes; careflow/channels/email_content.py puts
 #: each customer's own link there, or appends a footer when the template has none
 PLACEHOLDER = "%unsubscribe_url%"
+#: what a template (an SMS above all) writes where the preference centre's short link goes;
+#: the route puts each customer's own link there (careflow/flows/route.py) for marketing and
+#: care messages, nothing for transactional ones
+PREFERENCES_PLACEHOLDER = "%preferences_url%"
 
 
 def inert_placeholder(value):
@@ -81,8 +85,10 @@ def inert_placeholder(value):
     template itself wrote gets the link: a customer named ``%unsubscribe_url%`` would
     otherwise take the link into their name and push the footer out of the message.
     """
-    if isinstance(value, str) and PLACEHOLDER in value:
-        return value.replace(PLACEHOLDER, "%\u2060" + PLACEHOLDER[1:])
+    if isinstance(value, str):
+        for placeholder in (PLACEHOLDER, PREFERENCES_PLACEHOLDER):
+            if placeholder in value:
+                value = value.replace(placeholder, "%\u2060" + placeholder[1:])
     return value
 
 
@@ -148,9 +154,15 @@ class UnsubscribeTokens:
     def __repr__(self) -> str:  # never show the key
         return f"UnsubscribeTokens(max_age={self.max_age})"
 
+    def sign(self, purpose: bytes, message: bytes) -> bytes:
+        """HMAC-SHA256 of ``message`` under this key, bound to ``purpose`` (a label ending
+        in a dot), so a MAC made for one kind of link never checks for another. The
+        preference centre's links (careflow/preferences.py) sign with it too: one key,
+        one lifetime, checked in one place."""
+        return hmac.new(self._key, purpose + message, hashlib.sha256).digest()
+
     def _mac(self, signed: str) -> str:
-        digest = hmac.new(self._key, _PURPOSE + signed.encode("ascii"), hashlib.sha256).digest()
-        return _b64(digest[:16])
+        return _b64(self.sign(_PURPOSE, signed.encode("ascii"))[:16])
 
     def make(
         self,

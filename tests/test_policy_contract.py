@@ -33,6 +33,7 @@ from careflow.policy import (
     normalize_address,
     opt_in_channels,
 )
+from careflow.policy.cadence import Cadence
 from careflow.policy.config import PolicyConfig, SendTimeSpec
 from careflow.policy.countries import load_countries
 from careflow.policy.send_time import SendTimeFacts
@@ -42,6 +43,7 @@ CHANNELS = ("sms", "email", "fax")
 NOON = datetime(2026, 6, 1, 12, tzinfo=UTC)
 LATE = datetime(2026, 6, 1, 22, tzinfo=UTC)  # quiet hours in London and Paris
 SUNDAY = datetime(2026, 6, 7, 10, tzinfo=UTC)  # no marketing texts in France
+NOON_NAIVE = datetime(2026, 5, 30, 12)  # two days before NOON, as the ledger keeps instants
 
 
 def config(**kw) -> PolicyConfig:
@@ -52,7 +54,7 @@ def config(**kw) -> PolicyConfig:
 
 
 def context(row, *, now=NOON, consent=None, suppressed=None, channels=CHANNELS,
-            occasion="2026", **policy) -> PolicyContext:
+            occasion="2026", cadence=None, **policy) -> PolicyContext:
     """A context as ``apply_policy`` builds it for a campaign with a policy block."""
     cfg = config(**policy)
     return PolicyContext(
@@ -68,6 +70,7 @@ def context(row, *, now=NOON, consent=None, suppressed=None, channels=CHANNELS,
         config=cfg,
         campaign="contract",
         occasion=occasion,
+        cadence=cadence,
     )
 
 
@@ -121,6 +124,16 @@ CONTEXTS = {
         PARIS, facts=replace(EVENINGS, timed=True), holdout=0.0),
     "paris_best_hour_switched_off": lambda: optimised(
         {**PARIS, "personal_send_time": False}, holdout=0.0),
+    "london_paused": lambda: context(
+        LONDON, cadence=Cadence("paused", datetime(2026, 7, 1))),
+    "london_pause_over": lambda: context(
+        LONDON, now=LATE, cadence=Cadence("paused", datetime(2026, 5, 1))),
+    "london_fewer_one_sent": lambda: context(
+        LONDON, holdout=0.0, cadence=Cadence("fewer", None, (("winback", "sms", NOON_NAIVE),))),
+    "london_fewer_one_sending": lambda: context(
+        LONDON, cadence=Cadence("fewer", None, (("winback", "email", None),))),
+    "paris_paused_care": lambda: context(
+        PARIS, category="care", cadence=Cadence("paused", datetime(2026, 7, 1))),
     **{f"odd_{name}": (lambda row=row: context(row, now=LATE)) for name, row in ODD_ROWS.items()},
     **{f"odd_{name}_best_hour": (lambda row=row: optimised(row, holdout=0.0))
        for name, row in ODD_ROWS.items()},

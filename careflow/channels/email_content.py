@@ -19,8 +19,12 @@ from email.utils import format_datetime, formataddr, make_msgid
 
 from careflow.clock import utcnow
 from careflow.messages import Message
+from careflow.preferences import PreferenceTokens, preferences_url
 from careflow.safe_text import for_header
 from careflow.unsubscribe import PLACEHOLDER, UnsubscribeTokens
+
+#: the categories whose email carries the preference centre's link
+PREFERENCE_CATEGORIES = ("marketing", "care")
 
 
 @dataclass(frozen=True)
@@ -37,39 +41,73 @@ def unsubscribe_url(base: str, token: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}token={token}"
 
 
-def add_footer(message: Message, url: str) -> tuple[str, str | None]:
-    """Body and HTML with the unsubscribe link placed (placeholder) or appended.
+def preferences_base(unsubscribe_base: str) -> str | None:
+    """Where the preference centre is: the same service as the unsubscribe endpoint
+    (``.../unsubscribe`` -> ``.../p``); None when the unsubscribe URL is not careflow
+    serve's own path (then no preference link is added)."""
+    base = unsubscribe_base.split("?", 1)[0].rstrip("/")
+    if not base.endswith("/unsubscribe"):
+        return None
+    return base[: -len("unsubscribe")] + "p"
+
+
+def add_footer(
+    message: Message, url: str | None, preferences: str | None = None
+) -> tuple[str, str | None]:
+    """Body and HTML with the unsubscribe link placed (placeholder) or appended, and the
+    preference centre's link appended after it.
 
     A placeholder in the rendered text is one the template wrote: rendering breaks any
     that comes with a customer's data (careflow/unsubscribe.py, ``inert_placeholder``)."""
     zh = message.locale.lower().startswith("zh")
     text, markup = message.body, message.html
-    if PLACEHOLDER in text:
-        text = text.replace(PLACEHOLDER, url)
-    else:
-        text = f"{text.rstrip()}\n\n{'退订' if zh else 'Unsubscribe'}: {url}\n"
-    if markup is not None:
-        if PLACEHOLDER in markup:
-            markup = markup.replace(PLACEHOLDER, html.escape(url))
+    manage = "偏好设置" if zh else "Your message preferences"
+    lines, links = [], []
+    if url is not None:
+        if PLACEHOLDER in text:
+            text = text.replace(PLACEHOLDER, url)
         else:
-            footer = (
-                f'<p style="font-size:12px;color:#666"><a href="{html.escape(url)}">'
-                f"{'退订' if zh else 'Unsubscribe'}</a></p>"
-            )
-            at = markup.lower().rfind("</body>")
-            markup = markup[:at] + footer + markup[at:] if at >= 0 else markup + footer
+            lines.append(f"{'退订' if zh else 'Unsubscribe'}: {url}")
+        if markup is not None and PLACEHOLDER in markup:
+            markup = markup.replace(PLACEHOLDER, html.escape(url))
+        elif markup is not None:
+            links.append((url, "退订" if zh else "Unsubscribe"))
+    if preferences is not None:
+        lines.append(f"{manage}: {preferences}")
+        links.append((preferences, manage))
+    if lines:
+        text = f"{text.rstrip()}\n\n" + "\n".join(lines) + "\n"
+    if markup is not None and links:
+        footer = (
+            '<p style="font-size:12px;color:#666">'
+            + " · ".join(f'<a href="{html.escape(href)}">{label}</a>' for href, label in links)
+            + "</p>"
+        )
+        at = markup.lower().rfind("</body>")
+        markup = markup[:at] + footer + markup[at:] if at >= 0 else markup + footer
     return text, markup
 
 
 def email_content(
     message: Message, tokens: UnsubscribeTokens | None, unsubscribe_base: str | None
 ) -> EmailContent:
-    """The text, HTML and list headers of ``message`` (marketing mail gets the link)."""
-    if not message.marketing or tokens is None or not unsubscribe_base:
+    """The text, HTML and list headers of ``message``: marketing mail gets the unsubscribe
+    link and headers; marketing and care mail the preference centre's link
+    (careflow/preferences.py), signed with the same key."""
+    if tokens is None or not unsubscribe_base:
         return EmailContent(message.body, message.html)
+    preferences = None
+    where = preferences_base(unsubscribe_base)
+    if where is not None and message.category in PREFERENCE_CATEGORIES:
+        token = PreferenceTokens(tokens).make(message.customer_id)
+        preferences = preferences_url(where, token)
+    if not message.marketing:
+        if preferences is None:
+            return EmailContent(message.body, message.html)
+        return EmailContent(*add_footer(message, None, preferences))
     token = tokens.make(message.customer_id, message.campaign, message.occasion)
     url = unsubscribe_url(unsubscribe_base, token)
-    text, markup = add_footer(message, url)
+    text, markup = add_footer(message, url, preferences)
     headers = {
         "List-Unsubscribe": f"<{url}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

@@ -22,6 +22,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -301,6 +302,32 @@ class ContactEvent(Base):
     channel: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Preference(Base):
+    """A customer's cadence, as they set it in the preference centre (careflow/preferences.py).
+
+    No row means ``normal``. The page's per-category and per-channel choices are
+    consents (source ``preference_centre``), not kept here.
+    """
+
+    __tablename__ = "preferences"
+    __table_args__ = (
+        CheckConstraint("cadence IN ('normal', 'fewer', 'paused')", name="cadence"),
+        CheckConstraint(
+            "(cadence = 'paused') = (paused_until IS NOT NULL)", name="pause"
+        ),
+    )
+
+    customer_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    cadence: Mapped[str] = mapped_column(String(8), server_default="normal")
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime)  # naive UTC
+    locale: Mapped[str | None] = mapped_column(String(16))
+    #: the id of the token that made the change (careflow/preferences.py ``token_id``)
+    token_id: Mapped[str | None] = mapped_column(String(24))
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Suppression(Base):

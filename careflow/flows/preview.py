@@ -327,6 +327,9 @@ class _PreviewTokens:
     def make(self, *args, **kwargs) -> str:
         return PREVIEW_TOKEN
 
+    def sign(self, purpose: bytes, message: bytes) -> bytes:  # a preference link that fails
+        return bytes(32)
+
 
 def email_html(message: Message, settings: Settings) -> str:
     """The HTML a mail client shows for ``message``: footer and unsubscribe link in place.
@@ -610,6 +613,7 @@ def send_test(
         html=rendered.html,
         locale=row.get("locale") or settings.default_locale,
         marketing=spec.marketing,
+        category=spec.category,
     )
     ledger.mark_sending([contact_id], channel, run_id, {contact_id: (address, message.subject,
                                                                      message.body)})  # fmt: skip

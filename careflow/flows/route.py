@@ -22,6 +22,7 @@ and the writes are skipped. So a dry run after a real run says 0.
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 import time
@@ -38,6 +39,9 @@ from careflow import db, outcome_journal, registry, segments, send_hours
 from careflow.addresses import mask_address
 from careflow.campaigns import CampaignSpec, enrich, last_purchase_day, occasion_key
 from careflow.channels import Channel, closing_channel, get_channel
+from careflow.channels.credentials import unsubscribe_tokens
+from careflow.channels.email_content import PREFERENCE_CATEGORIES, preferences_base
+from careflow.channels.outbox import LOCAL_UNSUBSCRIBE
 from careflow.channels.recorder import RecordingChannel
 from careflow.clock import start_of_day
 from careflow.contact_limits import CapCheck, Intent
@@ -59,12 +63,15 @@ from careflow.policy import (
     evaluate,
     opt_in_channels,
 )
+from careflow.policy.cadence import CADENCE_CATEGORY
 from careflow.policy.config import PolicyConfig
 from careflow.policy.config import resolve as resolve_policy
 from careflow.policy.send_time import SendTimeFacts
+from careflow.preferences import PreferenceTokens, load_cadences, preferences_url
 from careflow.rendering import Rendered, Renderer
 from careflow.settings import Settings
 from careflow.template_env import greeting_name
+from careflow.unsubscribe import PREFERENCES_PLACEHOLDER
 from careflow.variants import template_source
 
 CUSTOMER_COLUMNS = list(Customer.__table__.c)
@@ -221,6 +228,8 @@ class Route:
     #: the campaign's contact policy, from the run's settings and campaign.yaml
     policy: PolicyConfig | None = None
     stop: StopFlag | None = None
+    #: customer id -> their preference centre's URL (:func:`preference_links`)
+    preference_link: Callable[[int], str] | None = None
 
     @classmethod
     def for_run(
@@ -253,6 +262,7 @@ class Route:
             channel_factory=factory,
             policy=resolve_policy(settings, run.spec),
             stop=stop,
+            preference_link=preference_links(settings),
         )
 
     def check_stop(self) -> None:
@@ -407,6 +417,11 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
     category = config.category if config else None
     consents = load_consents(route.engine, id_range, category)
     timing = send_time_facts(route, candidates, id_range)
+    cadences = (
+        load_cadences(route.engine, [c.customer_id for c in candidates], run.policy_now)
+        if category == CADENCE_CATEGORY
+        else {}
+    )
     contexts = {}
     for c in candidates:
         if c.problem:
@@ -431,6 +446,7 @@ def apply_policy(route: Route, candidates: Sequence[Candidate], id_range) -> Non
             campaign=run.spec.name,
             occasion=c.key[1] if c.key else None,
             send_time=timing.get(c.customer_id),
+            cadence=cadences.get(c.customer_id),
         )
         c.decision = evaluate(ctx)
     options = {(o.channel, o.address) for c in candidates for o in c.decision.options}
@@ -769,11 +785,68 @@ def render_messages(
     return out
 
 
+def preference_links(settings: Settings) -> Callable[[int], str]:
+    """customer id -> the URL of their preference centre (careflow/preferences.py), signed
+    with the unsubscribe key, which is looked up on first use (only a template that asks
+    for the link needs it). Unsendable when no link can be made: no key, or an
+    unsubscribe URL that is not careflow serve's own ``/unsubscribe``."""
+    made: dict = {}
+
+    def link(customer_id: int) -> str:
+        if not made:
+            outbox = settings.delivery == "outbox"
+            unsubscribe = settings.unsubscribe_base_url or (LOCAL_UNSUBSCRIBE if outbox else "")
+            base = preferences_base(unsubscribe) if unsubscribe else None
+            if base is None:
+                raise Unsendable(
+                    "no_preferences_link",
+                    "the template asks for %preferences_url%: set CAREFLOW_UNSUBSCRIBE_BASE_URL "
+                    "to careflow serve's /unsubscribe address",
+                )
+            try:
+                tokens = unsubscribe_tokens(settings, local=outbox)
+            except CareflowError as exc:
+                raise Unsendable("no_preferences_link", str(exc)) from None
+            made.update(base=base, tokens=PreferenceTokens(tokens))
+        return preferences_url(made["base"], made["tokens"].make(customer_id))
+
+    return link
+
+
+def with_preference_link(
+    route: Route, customer_id: int, rendered: Rendered | TemplateError
+) -> Rendered | TemplateError:
+    """``rendered`` with the template's ``%preferences_url%`` filled: the customer's own
+    link for marketing and care, nothing for transactional messages. Before the channel
+    finishes the message, so an SMS's length check counts the link."""
+    if isinstance(rendered, TemplateError):
+        return rendered
+    parts = (rendered.body, rendered.subject or "", rendered.html or "")
+    if not any(PREFERENCES_PLACEHOLDER in part for part in parts):
+        return rendered
+    url = ""
+    if route.run.spec.category in PREFERENCE_CATEGORIES and route.preference_link is not None:
+        url = route.preference_link(customer_id)
+
+    def fill(text: str | None, escaped: bool = False) -> str | None:
+        if text is None:
+            return None
+        return text.replace(PREFERENCES_PLACEHOLDER, html.escape(url) if escaped else url)
+
+    return replace(
+        rendered,
+        body=fill(rendered.body),
+        subject=fill(rendered.subject),
+        html=fill(rendered.html, escaped=True),
+    )
+
+
 def build_message(
     route: Route, c: Candidate, contact_id: int, rendered: Rendered | TemplateError
 ) -> Message:
     """One owned candidate's rendered message, finished into the Message its channel sends."""
     d = c.decision
+    rendered = with_preference_link(route, c.customer_id, rendered)
     rendered = finish_message(route.run.spec, route.run.settings, c.row, d.channel, rendered)
     problem = unstorable(recipient=d.address)  # the ledger keeps it as sent (finish_message)
     if problem:
@@ -790,6 +863,7 @@ def build_message(
         html=rendered.html,
         locale=c.row.get("locale") or route.run.settings.default_locale,
         marketing=route.run.spec.marketing,
+        category=route.run.spec.category,
     )
 
 
@@ -1063,6 +1137,8 @@ class SendingMarks:
         self.asked: set[int] = set()  # marked, or tried
         self.mine: set[int] = set()  # moved to sending for this run
         self.error: OperationalError | None = None
+        #: asked for, but withheld by the ledger: the customer said no meanwhile
+        self.held: dict[int, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def owned(self, contact_ids: Sequence[int]) -> set[int] | None:
@@ -1083,7 +1159,7 @@ class SendingMarks:
                         want.append(i)
                 try:
                     self.mine |= self.ledger.mark_sending(
-                        want, self.channel_name, self.run_id, self.texts
+                        want, self.channel_name, self.run_id, self.texts, self.held
                     )
                 except OperationalError as exc:
                     self.error = exc
@@ -1112,14 +1188,16 @@ def send_chunk(
     if getattr(channel, "matched_by_text", False):
         texts = {m.contact_id: (m.to, m.subject, m.body) for m in messages}
     marks = None
+    held: dict[int, tuple[str, str]] = {}  # withheld by the ledger: the customer said no
     if getattr(channel, "marks_sending", False):
         marks = SendingMarks(route, channel_name, ids, channel.configured_rate, texts)
+        held = marks.held
         to_send = messages
     else:
-        mine = ledger.mark_sending(ids, channel_name, run_id, texts)
+        mine = ledger.mark_sending(ids, channel_name, run_id, texts, held)
         to_send = [m for m in messages if m.contact_id in mine]
         if not to_send:
-            return [], len(messages)
+            return _withheld(held), len(messages) - len(held)
     down: ChannelDown | None = None
     try:
         sent = channel.send_batch(to_send, marks) if marks else channel.send_batch(to_send)
@@ -1138,8 +1216,9 @@ def send_chunk(
         ]
     lost: set[int] = set()
     if marks is not None:  # requested ids the ledger did not give this run are not its own
-        mine, lost = marks.mine, marks.asked - marks.mine
-        sent = [o for o in sent if o.contact_id not in lost]
+        mine, lost = marks.mine, marks.asked - marks.mine - set(held)
+        sent = [o for o in sent if o.contact_id not in lost and o.contact_id not in held]
+
     answered = {o.contact_id for o in sent}
     if down is None:
         sent += [
@@ -1163,7 +1242,16 @@ def send_chunk(
         raise down
     if marks is not None and marks.error is not None:
         raise marks.error
-    return sent, len(messages) - len(to_send) + len(lost)
+    not_mine = len(messages) - len(to_send) + len(lost)
+    if marks is None:  # the chunk was marked at once: what it withheld was never to send
+        not_mine -= len(held)
+    return sent + _withheld(held), not_mine
+
+
+def _withheld(held: dict[int, tuple[str, str]]) -> list[Outcome]:
+    """The ledger recorded these skipped as it marked the chunk (the customer said no
+    meanwhile, careflow/ledger/withheld.py): their outcomes, for the counts."""
+    return [Outcome.skipped(cid, reason, detail) for cid, (reason, detail) in held.items()]
 
 
 def record_delivered(route: Route, outcomes: list[Outcome], details: dict) -> None:

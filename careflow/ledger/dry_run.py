@@ -142,7 +142,7 @@ class DryRunLedger(ContactLedger):
                 )
             )
 
-    def mark_sending(self, contact_ids, channel, run_id, texts=None) -> set[int]:
+    def mark_sending(self, contact_ids, channel, run_id, texts=None, held=None) -> set[int]:
         return set(contact_ids)
 
     def record(self, outcomes, run_id, details=None) -> None:

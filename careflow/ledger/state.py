@@ -84,6 +84,7 @@ from careflow.contact_limits import (
 )
 from careflow.db.models import ContactHistory
 from careflow.db.sqlfunc import unindexed
+from careflow.ledger import withheld
 from careflow.ledger.plans import (
     insert_reserved,
     keys_query,
@@ -459,8 +460,14 @@ class ContactLedger:
         channel: str,
         run_id: str,
         texts: Mapping[int, tuple[str | None, str | None, str | None]] | None = None,
+        held: dict[int, tuple[str, str]] | None = None,
     ) -> set[int]:
         """Move this run's reserved rows to ``sending``; return the ids actually moved.
+
+        In the same statement, a row whose customer has said no since the policy
+        decided (paused marketing, a refusal, a suppressed address, fewer messages:
+        careflow/ledger/withheld.py) is recorded ``skipped`` with the reason instead;
+        ``held`` (when given) gets contact id -> (reason, detail) for each.
 
         Send only those. A run that stalled past its lease (a paused VM, a long
         I/O wait) may have lost some rows to another run meanwhile; they are
@@ -474,20 +481,31 @@ class ContactLedger:
         ids = list(contact_ids)
         if not ids:
             return set()
+        now = self.clock()
+        why = withheld.reason(channel, now)
         with self.engine.begin() as conn:
-            moved = set(
+            rows = conn.execute(
+                update(CH)
+                .where(CH.c.id.in_(ids), row_guard(run_id, State.RESERVED))
+                .values(
+                    state=case((why.is_(None), State.SENDING), else_=State.SKIPPED),
+                    reason=case((why.is_(None), CH.c.reason), else_=why),
+                    channel=channel,
+                    updated_at=now,
+                    attempts=CH.c.attempts + case((why.is_(None), 1), else_=0),
+                )
+                .returning(CH.c.id, CH.c.state, CH.c.reason)
+            ).all()
+            moved = {r.id for r in rows if r.state == State.SENDING}
+            skipped = {r.id: r.reason for r in rows if r.state != State.SENDING}
+            for contact_id, reason in skipped.items():
                 conn.execute(
                     update(CH)
-                    .where(CH.c.id.in_(ids), row_guard(run_id, State.RESERVED))
-                    .values(
-                        state=State.SENDING,
-                        channel=channel,
-                        updated_at=self.clock(),
-                        attempts=CH.c.attempts + 1,
-                    )
-                    .returning(CH.c.id)
-                ).scalars()
-            )
+                    .where(CH.c.id == contact_id)
+                    .values(detail=withheld.detail(reason))
+                )
+                if held is not None:
+                    held[contact_id] = (reason, withheld.detail(reason))
             kept = [
                 (i, fit(to, "recipient"), fit(subject, "subject"), body)
                 for i in moved

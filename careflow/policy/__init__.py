@@ -17,6 +17,9 @@ The table, in order:
    force (opt-out, opt-in, or by country);
 3. contact points: an address on file, normalised for the channel;
 4. suppression: never an address that opted out, bounced or complained;
+4b. cadence: what the customer chose in the preference centre, for marketing:
+   paused until a date (skipped), or fewer messages (deferred until a slot
+   frees), careflow/policy/cadence.py;
 5. holdout: a fixed share of the customers the campaign would contact is
    held out of this occasion, to measure what contact changes
    (careflow/policy/holdout.py; the rule needs the occasion, so the route
@@ -50,6 +53,8 @@ Reasons (recorded in the ledger, counted per reason in run reports):
 - deferred ``quiet_hours`` / ``sending_window``: not at this local time; sent later
 - deferred ``best_hour``: moved to the customer's best hour (send-time optimisation)
 - skipped ``no_send_time``: the rules leave no allowed time in the next year
+- skipped ``paused``: the customer paused marketing until a date (preference centre)
+- deferred ``fewer``: the customer asked for fewer marketing messages (preference centre)
 - held_out ``holdout``: kept out of this occasion to compare with those contacted
 """
 
@@ -63,6 +68,8 @@ from typing import Literal, Protocol
 from careflow import registry
 from careflow.addresses import normalize_email, normalize_phone
 from careflow.errors import InvalidContact
+from careflow.policy.cadence import Cadence
+from careflow.policy.cadence import verdict as cadence_verdict
 from careflow.policy.config import PolicyConfig
 from careflow.policy.countries import country_code
 from careflow.policy.holdout import holdout_draw
@@ -180,6 +187,8 @@ class PolicyContext:
     occasion: str | None = None
     #: the customer's send-hour history, when the campaign optimises send times
     send_time: SendTimeFacts | None = None
+    #: the customer's cadence from the preference centre (None: normal)
+    cadence: Cadence | None = None
 
     @property
     def customer_id(self) -> int:
@@ -338,6 +347,26 @@ class SuppressionRule:
         )
 
 
+class CadenceRule:
+    """What the customer chose in the preference centre about how often we write: paused
+    until a date (skipped ``paused``) or fewer messages (deferred ``fewer`` until a slot
+    frees), for marketing (careflow/policy/cadence.py). After the rules that decide whether
+    the customer can be reached, before the holdout: a customer who paused is not one
+    the campaign would contact, so is not drawn."""
+
+    name = "cadence"
+
+    def apply(self, ctx: PolicyContext, options: list[Option]) -> list[Option] | Decision:
+        category = ctx.config.category if ctx.config else "marketing"
+        found = cadence_verdict(ctx.cadence, category, ctx.now)
+        if found is None:
+            return options
+        action, reason, detail, until = found
+        if action == "skip":
+            return Decision.skip(ctx.customer_id, reason, detail)
+        return Decision.defer(ctx.customer_id, until, reason, detail, options)
+
+
 class HoldoutRule:
     """A fixed share of the customers the campaign would contact is held out of this occasion:
     recorded ``held_out`` and left alone, so the report can compare them with those contacted
@@ -470,6 +499,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConsentRule(),
     ContactPointRule(),
     SuppressionRule(),
+    CadenceRule(),
     HoldoutRule(),
     BestHourRule(),
     SendTimeRule(),

@@ -10,6 +10,8 @@ Routes (docs/responses.md says which URL to set where):
     POST /events                        the shop's own events, signed per source (docs/events.md)
     GET  /unsubscribe?token=...         the unsubscribe page (asks to confirm)
     POST /unsubscribe?token=...         confirm, or the RFC 8058 one-click POST
+    GET  /p/<token>                     the preference centre (shows, never changes)
+    POST /p/<token>                     the preference centre's form: change, then confirm
     GET  /healthz                       liveness and database reachability
 
 Each provider's facts (routes, settings, pre-check, body bound, content
@@ -44,6 +46,7 @@ its token) out of Referer headers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -63,8 +66,10 @@ from careflow.consent_proof import token_id
 from careflow.db.models import ContactEvent
 from careflow.errors import ConfigError, DataError
 from careflow.events import EventKind, InboundEvent
+from careflow.preferences import PreferenceTokens, apply_change
+from careflow.preferences import view as preference_view
 from careflow.responses import Ingested, record_events
-from careflow.service import pages, prefect_events
+from careflow.service import pages, prefect_events, preference_pages
 from careflow.service.writer import EventWriter
 from careflow.settings import Settings, event_secrets
 from careflow.shop_events import (
@@ -209,6 +214,7 @@ def create_app(
     ] + [
         Route("/events", service.shop_events, methods=["POST"]),
         Route("/unsubscribe", service.unsubscribe_page, methods=["GET", "POST"]),
+        Route("/p/{token}", service.preference_centre, methods=["GET", "POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -221,7 +227,11 @@ def _unsubscribe_receiver(unsubscribe: UnsubscribeTokens | None) -> Receiver:
     if unsubscribe is None:
         why = "neither CAREFLOW_UNSUBSCRIBE_BASE_URL nor CAREFLOW_UNSUBSCRIBE_SECRET is set"
         return Receiver("unsubscribe", False, why)
-    return Receiver("unsubscribe", True, f"/unsubscribe, key from {unsubscribe.source}")
+    return Receiver(
+        "unsubscribe",
+        True,
+        f"/unsubscribe, key from {unsubscribe.source}; the preference centre at /p/",
+    )
 
 
 def _events_receiver(settings: Settings) -> Receiver:
@@ -248,6 +258,7 @@ class _Service:
 
     def __init__(self, settings, engine, unsubscribe, clock, emitter):
         self.settings, self.engine, self.unsubscribe = settings, engine, unsubscribe
+        self.preferences = PreferenceTokens(unsubscribe) if unsubscribe is not None else None
         self.clock, self.emitter = clock, emitter
         self.sources = event_secrets(settings.event_sources) if settings.event_sources else {}
         self.posts = itertools.count()  # each shop post's receipts start at its number's
@@ -437,6 +448,74 @@ class _Service:
         if one_click:
             return PlainTextResponse("unsubscribed")
         return HTMLResponse(pages.done(settings, customer))
+
+    async def preference_centre(self, request: Request) -> Response:
+        """GET /p/<token>: the customer's page, changing nothing (link scanners fetch it);
+        POST: the page's form, written by careflow/preferences.py ``apply_change``, then a
+        confirmation. Tokens are logged only as their id."""
+        settings, pages_ = self.settings, preference_pages
+        accept = request.headers.get("accept-language")
+        if self.preferences is None:
+            return PlainTextResponse("preferences are not configured", status_code=404)
+        days = self.preferences.max_age.days
+        try:
+            grant = self.preferences.verify(request.path_params["token"], now=self.clock())
+        except DataError as exc:
+            return HTMLResponse(
+                pages_.invalid(pages_.locale_for(accept), str(exc), days), status_code=400
+            )
+        now = self.clock().astimezone(UTC).replace(tzinfo=None)
+        try:
+            shown = await anyio.to_thread.run_sync(
+                preference_view, self.engine, grant.customer_id, settings, now
+            )
+        except Exception as exc:  # the database
+            log.error("could not read preferences: %s", type(exc).__name__)
+            return PlainTextResponse("temporarily unavailable", status_code=503)
+        if shown is None:
+            return HTMLResponse(
+                pages_.invalid(pages_.locale_for(accept), "unknown customer", days),
+                status_code=400,
+            )
+        locale = pages_.locale_for(shown.locale, accept)
+        zone = pages_.zone_for(shown.time_zone, settings.time_zone)
+        if request.method == "GET":
+            return HTMLResponse(pages_.centre(settings, shown, locale, now, zone))
+        body = await _body(request, UNSUBSCRIBE_MAX_BODY)
+        try:
+            fields = bodies.form_fields(request.headers.get("content-type"), body)
+            wanted = pages_.read_form(fields, shown, now, zone)
+        except (Malformed, Unsupported) as exc:
+            status = 415 if isinstance(exc, Unsupported) else 400
+            page = pages_.centre(settings, shown, locale, now, zone)
+            return HTMLResponse(page, status_code=status)
+        except DataError as exc:
+            page = pages_.bad_input(settings, shown, locale, now, zone, str(exc))
+            return HTMLResponse(page, status_code=400)
+        try:
+            change = await anyio.to_thread.run_sync(
+                functools.partial(
+                    apply_change,
+                    self.engine,
+                    grant.customer_id,
+                    wanted,
+                    locale=locale,
+                    token_id=grant.token_id,
+                    at=now,
+                    settings=settings,
+                )
+            )
+        except Exception as exc:  # the database
+            log.error("could not store a preference change: %s", type(exc).__name__)
+            return PlainTextResponse("temporarily unavailable", status_code=503)
+        log.info(
+            "preferences of customer %d changed (token %s): %s",
+            grant.customer_id,
+            grant.token_id,
+            "; ".join(change.changed) or "nothing",
+        )
+        token = request.path_params["token"]
+        return HTMLResponse(pages_.done(settings, change, shown, locale, token, zone))
 
     def _database_answers(self) -> None:
         with self.engine.connect() as conn:
