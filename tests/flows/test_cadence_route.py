@@ -175,7 +175,7 @@ def test_the_one_write_returns_what_a_proof_needs(engine):
     with engine.connect() as conn:
         [proof] = proof_of(conn, 1)
     assert (proof["source"], proof["channel"], proof["category"]) == ("page", "email", "marketing")
-    assert proof["consent"] == {"before": True, "after": False}
+    assert proof["consent"] == {"before": "granted", "after": "withdrawn"}
     assert proof["evidence"] == {"token_id": "t" * 16} and proof["locale"] == "en"
     assert "preference centre" in proof["shown"]
 
