@@ -28,8 +28,25 @@ from careflow.errors import ConfigError
 from careflow.experiment_decisions import decision_of, judge, record, rule_text
 from careflow.money import from_minor
 from careflow.tables import text_table
-from careflow.uplift import Unit, load_units
+from careflow.uplift import Unit, baseline_for, load_units
 from careflow.variants import Experiment
+
+
+def report_for(
+    engine: Engine, spec: CampaignSpec, settings, since: date | None = None,
+    until: date | None = None,
+) -> dict:
+    """:func:`experiment_report` with the shop's attribution window, zone and baseline
+    (``settings``: careflow.settings.Settings)."""
+    return experiment_report(
+        engine,
+        spec,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        baseline=settings.uplift_baseline_conversion,
+        since=since,
+        until=until,
+    )
 
 
 def experiment_report(
@@ -146,6 +163,17 @@ def experiment_plan(experiment: Experiment, to_contact: int | None, baseline: fl
         "rise_source": "campaign.yaml" if experiment.rise is not None else "a fifth of the rate",
         "power": round(xs.power_at(worth, per_arm, baseline, arms, experiment.alpha), 3),
     }
+
+
+def plan_for(engine: Engine, spec: CampaignSpec, settings, underpowered: str) -> dict:
+    """The plan of ``spec``'s experiment at the campaign's own baseline, with the warning
+    :func:`check_power` gives (``underpowered``: warn, or refuse, which raises)."""
+    baseline, _ = baseline_for(engine, spec.name, settings)
+    plan = experiment_plan(spec.experiment, None, baseline)
+    warning = check_power(plan, settings.experiment_min_power, underpowered)
+    if warning:
+        plan["warning"] = warning
+    return plan
 
 
 def check_power(plan: dict, min_power: float, underpowered: str) -> str | None:

@@ -380,6 +380,18 @@ def uplift_markdown(report: dict) -> str:
 
 
 # --- before sending: what the split can detect --------------------------------------------
+def baseline_for(engine: Engine, campaign: str, settings) -> tuple[float, str]:
+    """:func:`baseline_conversion` with the shop's attribution window, zone and default
+    (``settings``: careflow.settings.Settings)."""
+    return baseline_conversion(
+        engine,
+        campaign,
+        window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+        default=settings.uplift_baseline_conversion,
+    )
+
+
 def baseline_conversion(
     engine: Engine,
     campaign: str,

@@ -184,7 +184,7 @@ def report_experiment(campaign, since, until, as_json, decide, html_path):
     from careflow.campaigns import load_campaign
     from careflow.errors import ConfigError
     from careflow.experiment_report import decide as decide_now
-    from careflow.experiment_report import experiment_report, experiment_table
+    from careflow.experiment_report import experiment_table, report_for
 
     settings = _settings()
     spec = load_campaign(campaign, settings.templates_dir)
@@ -198,15 +198,7 @@ def report_experiment(campaign, since, until, as_json, decide, html_path):
     start, end = _days_between(since, until)
 
     def read() -> dict:
-        return experiment_report(
-            _engine(),
-            spec,
-            window_days=settings.attribution_window_days,
-            shop_zone=settings.time_zone,
-            baseline=settings.uplift_baseline_conversion,
-            since=start,
-            until=end,
-        )
+        return report_for(_engine(), spec, settings, start, end)
 
     found = read()
     said = None

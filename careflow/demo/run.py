@@ -257,19 +257,13 @@ def _compare_with_holdout(engine, settings, campaigns: list[str]) -> None:
 def _experiments(engine, settings, campaigns: list[str]) -> None:
     """The A/B tests among the campaigns: which variant pays more, so far."""
     from careflow.campaigns import load_campaign
-    from careflow.experiment_report import experiment_report, experiment_table
+    from careflow.experiment_report import experiment_table, report_for
 
     for name in campaigns:
         spec = load_campaign(name, settings.templates_dir)
         if spec.experiment is None:
             continue
-        found = experiment_report(
-            engine,
-            spec,
-            window_days=settings.attribution_window_days,
-            shop_zone=settings.time_zone,
-            baseline=settings.uplift_baseline_conversion,
-        )
+        found = report_for(engine, spec, settings)
         click.echo(f"\nwhich message pays more? {experiment_table(found)}")
 
 

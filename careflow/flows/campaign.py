@@ -71,14 +71,7 @@ from careflow.clock import resolve_as_of
 from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CampaignPaused, CareflowError, ChannelDown, ConfigError
 from careflow.experiment_decisions import winner_of
-from careflow.experiment_report import (
-    check_power,
-    decide,
-    experiment_markdown,
-    experiment_plan,
-    experiment_report,
-    verdict,
-)
+from careflow.experiment_report import decide, experiment_markdown, plan_for, report_for, verdict
 from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
@@ -97,7 +90,7 @@ from careflow.report import (
 )
 from careflow.responses import match_orphans
 from careflow.settings import Settings, load_settings
-from careflow.uplift import baseline_conversion, baseline_of, compare, load_units, split_summary
+from careflow.uplift import baseline_of, compare, load_units, split_summary
 
 #: how long a stopping run waits for its batches to put down what they hold
 STOP_GRACE_SECONDS = 30
@@ -465,27 +458,12 @@ def experiment_start(
     experiment = spec.experiment
     if experiment is None:
         return None
-    baseline, _ = baseline_conversion(
-        engine,
-        spec.name,
-        window_days=settings.attribution_window_days,
-        shop_zone=settings.time_zone,
-        default=settings.uplift_baseline_conversion,
-    )
-    plan = experiment_plan(experiment, None, baseline)
-    warning = check_power(plan, settings.experiment_min_power, settings.experiment_underpowered)
-    if warning:
-        plan["warning"] = warning
-        logger.warning("%s: %s", spec.name, warning)
+    plan = plan_for(engine, spec, settings, settings.experiment_underpowered)
+    if "warning" in plan:
+        logger.warning("%s: %s", spec.name, plan["warning"])
     if dry_run or experiment.decide != "run" or winner_of(engine, spec.name) is not None:
         return plan
-    report = experiment_report(
-        engine,
-        spec,
-        window_days=settings.attribution_window_days,
-        shop_zone=settings.time_zone,
-        baseline=settings.uplift_baseline_conversion,
-    )
+    report = report_for(engine, spec, settings)
     decided, now = decide(engine, spec, report, f"run {run_id}")
     if now:
         logger.info("%s: %s", spec.name, verdict({**report, "decision": decided}))
@@ -665,13 +643,7 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
 def publish_experiment(engine: Engine, spec: CampaignSpec, settings: Settings) -> None:
     """The experiment's report as the campaign's Prefect artifact, after each real run
     (``<campaign>-experiment``: the UI keeps each version)."""
-    report = experiment_report(
-        engine,
-        spec,
-        window_days=settings.attribution_window_days,
-        shop_zone=settings.time_zone,
-        baseline=settings.uplift_baseline_conversion,
-    )
+    report = report_for(engine, spec, settings)
     create_markdown_artifact(
         markdown=experiment_markdown(report),
         key=f"{spec.name.replace('_', '-')}-experiment",

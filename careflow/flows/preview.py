@@ -224,7 +224,7 @@ def _split_lines(engine: Engine, route: Route) -> list[str]:
     difference in conversion it can detect (before anything is sent)."""
     from sqlalchemy import func
 
-    from careflow.uplift import baseline_conversion, split_lines, split_summary
+    from careflow.uplift import baseline_for, split_lines, split_summary
 
     run = route.run
     spec, settings, params = run.spec, run.settings, run.params
@@ -235,13 +235,7 @@ def _split_lines(engine: Engine, route: Route) -> list[str]:
         selected = conn.execute(select(func.count()).select_from(seg)).scalar_one()
     share = route.policy.holdout if route.policy else 0.0
     held = round(selected * share)
-    baseline, source = baseline_conversion(
-        engine,
-        spec.name,
-        window_days=settings.attribution_window_days,
-        shop_zone=settings.time_zone,
-        default=settings.uplift_baseline_conversion,
-    )
+    baseline, source = baseline_for(engine, spec.name, settings)
     lines = split_lines(split_summary(selected - held, held, share, baseline, source))
     if share:
         lines[0] += f" (of the {selected:,} selected that day, before the policy's skips)"
@@ -253,21 +247,12 @@ def _experiment_lines(engine: Engine, route: Route) -> list[str]:
     finds, its power for the rise worth finding (a warning below
     CAREFLOW_EXPERIMENT_MIN_POWER; a preview never refuses) and the winner, once decided."""
     from careflow.experiment_decisions import decision_of
-    from careflow.experiment_report import check_power, experiment_plan, plan_in_words
-    from careflow.uplift import baseline_conversion
+    from careflow.experiment_report import plan_for, plan_in_words
 
     spec, settings = route.run.spec, route.run.settings
     if spec.experiment is None:
         return []
-    baseline, _ = baseline_conversion(
-        engine,
-        spec.name,
-        window_days=settings.attribution_window_days,
-        shop_zone=settings.time_zone,
-        default=settings.uplift_baseline_conversion,
-    )
-    plan = experiment_plan(spec.experiment, None, baseline)
-    plan["warning"] = check_power(plan, settings.experiment_min_power, "warn")
+    plan = plan_for(engine, spec, settings, "warn")  # a preview never refuses
     said = plan_in_words(plan)
     decided = decision_of(engine, spec.name)
     if decided is not None:
