@@ -153,6 +153,7 @@ PyramidParameters = Annotated[
 PyramidHtml = Annotated[
     bool,
     Describe(
-        "Also write the report as an HTML page with charts.",
+        "Also write the report as an offline HTML page on the worker's disk "
+        "(the artifact shows the charts either way).",
     ),
 ]
