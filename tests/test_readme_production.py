@@ -3,11 +3,10 @@
 The block is the README's one fenced code block whose info string is
 ``sh production``; it is read from README.md itself, so an edit there is tested
 as written, and a README that loses the marker (or has two) fails here. It runs
-in ``bash -e`` (the first failing command fails the test) in a folder laid out as
-a checkout (the package, templates, prefect.yaml, docs/samples and the venv as
-``.venv``), with nothing careflow or Prefect set in the environment, no venv on
-PATH, a HOME of its own, loopback PostgreSQL for the database the block creates,
-and a port that is not Prefect's 4200.
+as tests/readme_shell.py runs a block (``bash -e`` in a checkout-like folder,
+nothing careflow or Prefect set, no venv on PATH, a HOME of its own), against
+loopback PostgreSQL for the database and role it creates (a throw-away name in
+``DB_NAME``, dropped afterwards), on a free port that is not Prefect's 4200.
 
 The whole block (a real Prefect server in the background, `prefect deploy
 --all`, a worker, a run watched to its end) takes minutes on a busy machine, so
@@ -17,30 +16,21 @@ the database and its role, the imports), which need no Prefect.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from careflow.settings import PROJECT_ROOT
 from tests.conftest import PG_ADMIN_URL, _postgres_available
 from tests.prefect_server import free_port
+from tests.readme_shell import README, Shell
 
-README = PROJECT_ROOT / "README.md"
 BLOCK = re.compile(r"^```sh production\n(.*?)^```", re.MULTILINE | re.DOTALL)
 STEP = re.compile(r"^# (\d+)\. ", re.MULTILINE)
-VENV = Path(sys.executable).parent.parent
-#: what a checkout holds that the block reads (the venv is linked in as .venv)
-CHECKOUT = ["careflow", "templates", "prefect.yaml", "docs", "requirements", "pyproject.toml"]
 
 pytestmark = [pytest.mark.postgres]
 
@@ -58,66 +48,26 @@ def steps(block: str) -> dict[int, str]:
     return {n: block[s:e] for (s, n), e in zip(starts, ends, strict=True)}
 
 
-class Shell:
-    """A checkout-like folder, a fresh environment and a database name to run the block."""
-
-    def __init__(self, root: Path):
-        if not _postgres_available():
-            if os.environ.get("CI"):
-                pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI but not reachable")
-            pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
-        self.work, self.home = root / "checkout", root / "home"
-        self.work.mkdir()
-        self.home.mkdir()
-        for name in CHECKOUT:
-            (self.work / name).symlink_to(PROJECT_ROOT / name)
-        (self.work / ".venv").symlink_to(VENV)
-        self.db_name = f"cf_readme_{uuid.uuid4().hex[:10]}"
-        self.port = free_port()
-        assert self.port != 4200
-        path = os.pathsep.join(
-            p for p in os.environ.get("PATH", "").split(os.pathsep)
-            if p and Path(p).resolve() != (VENV / "bin").resolve()
-        )
-        self.env = {
-            "PATH": path or "/usr/bin:/bin",
-            "HOME": str(self.home),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "DB_NAME": self.db_name,
-            "PORT": str(self.port),
-        }
-        self.proc: subprocess.Popen | None = None
-
-    def run(self, script: str, timeout: int) -> subprocess.CompletedProcess:
-        self.proc = subprocess.Popen(
-            ["bash", "-e", "-o", "pipefail", "-c", script], cwd=self.work, env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,  # its own process group: what it leaves behind ends with it
-        )
-        out, _ = self.proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, None)
-
-    def close(self) -> None:
-        if self.proc is not None:
-            # the server and the worker the block started in the background
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": self.db_name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}"'))
-            conn.execute(text(f'DROP ROLE IF EXISTS "{self.db_name}"'))
-        admin.dispose()
-
-
 @pytest.fixture
 def shell(tmp_path):
-    s = Shell(tmp_path)
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI but not reachable")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name, port = f"cf_readme_{uuid.uuid4().hex[:10]}", free_port()
+    assert port != 4200  # the block must work on another port than Prefect's default
+    s = Shell(tmp_path, db_name=name, port=str(port))
     yield s
     s.close()
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+    admin.dispose()
 
 
 def test_the_block_is_there_and_needs_no_activated_venv_nor_port_4200():
@@ -139,21 +89,22 @@ def test_steps_1_to_3_make_the_database_and_import_the_samples(shell):
     assert out.returncode == 0, out.stdout
     assert "Traceback" not in out.stdout
     settings = (shell.work / "careflow.env").read_text()
-    assert f"PREFECT_SERVER_UI_API_URL=http://127.0.0.1:{shell.port}/api" in settings
-    url = f"postgresql+psycopg://{shell.db_name}@127.0.0.1:5432/{shell.db_name}"
+    name, port = shell.env["DB_NAME"], shell.env["PORT"]
+    assert f"PREFECT_SERVER_UI_API_URL=http://127.0.0.1:{port}/api" in settings
+    url = f"postgresql+psycopg://{name}@127.0.0.1:5432/{name}"
     assert f"CAREFLOW_DATABASE_URL={url}" in settings
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             owner = conn.execute(
                 text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :n"),
-                {"n": shell.db_name},
+                {"n": name},
             ).scalar_one()
             customers = conn.execute(text("SELECT count(*) FROM customers")).scalar_one()
             orders = conn.execute(text("SELECT count(*) FROM orders")).scalar_one()
     finally:
         engine.dispose()
-    assert owner == shell.db_name  # owned by its own role, as step 2 says
+    assert owner == name  # owned by its own role, as step 2 says
     assert (customers, orders) == (6, 26)  # docs/samples: every row loaded
     # production's files are the database's own, not the checkout's .careflow/
     assert not (shell.work / ".careflow").exists()
@@ -170,7 +121,7 @@ def test_the_whole_block_runs_a_deployment_on_a_worker(shell):
     assert out.returncode == 0, shown
     assert "finished successfully" in out.stdout, shown
     # the UI, served on the block's port, calls the API there (not at :4200)
-    ui = f"http://127.0.0.1:{shell.port}"
+    ui = "http://127.0.0.1:" + shell.env["PORT"]
     with urllib.request.urlopen(f"{ui}/ui-settings", timeout=30) as resp:
         assert json.loads(resp.read())["api_url"] == f"{ui}/api"
     # the server's own telemetry is off: no "database is locked" traceback in its log
