@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from careflow.settings import PROJECT_ROOT
@@ -57,8 +58,21 @@ class Shell:
         out, _ = self.proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, None)
 
-    def close(self) -> None:
-        """End what the block left running (a server, a worker started with ``&``)."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+    def close(self, grace: float = 30.0) -> None:
+        """End what the block left running (a server, a worker started with ``&``):
+        SIGTERM to its process group, then SIGKILL to whatever still runs after
+        ``grace`` seconds (a Prefect worker whose server has gone keeps retrying)."""
+        if self.proc is None:
+            return
+        group = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)  # anyone left in the group?
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
