@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -111,6 +112,7 @@ def main() -> None:
                           re.compile(r"^campaign\s+selected")))  # fmt: skip
     rows.append((f"careflow demo --customers {opts.customers} (fresh)",
                  statistics.median(r[0] for r in demo), statistics.median(r[1] for r in demo)))
+    shutil.rmtree(work, ignore_errors=True)
     floor = rows[0][1]
     print(f"\n{opts.customers} demo customers, median of {opts.repeat} runs each\n")
     print("| command | first result, s | x the floor | exit, s |")
