@@ -24,6 +24,9 @@ from careflow.errors import ConfigError
 #: calendar periods: a campaign's occasion, a journey's "once per" rule
 Period = Literal["yearly", "quarterly", "monthly", "weekly", "daily"]
 
+#: what a run form's ``as_of`` says by default: today's occasions, decided when the run
+#: starts (careflow/flows/params.py); read like no date at all
+TODAY = "today"
 EARLIEST = date(1900, 1, 1)
 LATEST = date(2200, 12, 31)
 
@@ -76,9 +79,10 @@ def check_in_range(day: date | datetime, what: str = "--as-of") -> None:
 
 def resolve_as_of(as_of: str | date | datetime | None, zone: str) -> tuple[date, datetime]:
     """(calendar date, instant) for a run. A plain date means noon of it in ``zone``;
-    nothing means now. ConfigError for anything unreadable or outside EARLIEST..LATEST."""
+    nothing (or ``TODAY``, the run form's default) means now. ConfigError for anything
+    unreadable or outside EARLIEST..LATEST."""
     tz = ZoneInfo(zone)
-    if as_of is None or as_of == "":
+    if as_of is None or as_of == "" or as_of == TODAY:
         at = datetime.now(UTC)
     elif isinstance(as_of, datetime):
         check_in_range(as_of)

@@ -14,18 +14,52 @@ down explicitly.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from careflow.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: the demo's home: its SQLite database, outbox and reports, in the checkout
+DEMO_HOME = PROJECT_ROOT / ".careflow"
+
+
+def home_for_database(url: str) -> Path:
+    """The default CAREFLOW_HOME of a database named by CAREFLOW_DATABASE_URL: a folder
+    of its own under the user's data folder ($XDG_DATA_HOME, else ~/.local/share), so
+    production files (outbox, reports, the journal a run replays into its database, the
+    unsubscribe key) never mix with the demo's in the checkout, nor with another
+    database's. The folder's name reads as the database (``careflow-127.0.0.1-5432``)
+    and ends with a hash of the URL without its password, so two databases of one name
+    on two servers, or two SQLite files of one name, get two folders."""
+    from sqlalchemy.engine import make_url  # here: reading settings needs no SQLAlchemy
+
+    try:
+        parts = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads: the run says so; keep a folder anyway
+        shown, identity = "database", url
+    else:
+        backend, database = parts.get_backend_name(), parts.database or ""
+        if backend == "sqlite":
+            shown = Path(database).stem or "memory"
+            where = str(Path(database).resolve()) if database else ":memory:"
+        else:
+            shown = "-".join(w for w in (database, parts.host, str(parts.port or "")) if w)
+            where = f"{parts.host}:{parts.port}/{database}"
+        # what names the database: neither the password nor the driver does
+        identity = f"{backend}|{parts.username or ''}|{where}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", shown)[:80] or "database"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "careflow" / f"{slug}-{digest}"
 
 #: the From address of the outbox (and the demo) while CAREFLOW_SENDGRID_FROM_EMAIL is unset
 STAND_IN_FROM_EMAIL = "care@example.com"
@@ -326,8 +360,12 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
 
     # --- where things live -------------------------------------------------
     home: Path = Field(
-        default=PROJECT_ROOT / ".careflow",
-        description="Working folder for the embedded default: SQLite file, outbox, reports.",
+        default=None,  # filled in by _home_of_the_database
+        validate_default=False,
+        description="Working folder: SQLite file, outbox, reports, journal, unsubscribe key. "
+        "Default: the checkout's .careflow/ for the demo's database; with "
+        "CAREFLOW_DATABASE_URL set, a folder of that database's own under the user's "
+        "data folder (home_for_database).",
     )
     database_url: str | None = Field(
         default=None,
@@ -602,6 +640,14 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _home_of_the_database(self) -> Settings:
+        if self.home is None:
+            self.home = DEMO_HOME if self.database_url is None else home_for_database(
+                self.database_url
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:

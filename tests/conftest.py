@@ -82,6 +82,14 @@ def _no_holdout_unless_asked(monkeypatch):
     monkeypatch.setenv("CAREFLOW_HOLDOUT", "0")
 
 
+@pytest.fixture(autouse=True)
+def _own_data_folder(monkeypatch, tmp_path_factory):
+    """A database named by CAREFLOW_DATABASE_URL without CAREFLOW_HOME keeps its files in
+    a folder of its own under the user's data folder (careflow.settings.home_for_database):
+    in tests, a throw-away one, never the machine user's ~/.local/share."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 class FakeClock:
     """careflow's real clock (``careflow.clock.now``), the instant a real run judges send
     times at, set by hand: ``real_clock.set(instant)``."""

@@ -67,7 +67,7 @@ from careflow import (
     send_hours,
 )
 from careflow.campaigns import CampaignSpec, load_campaign
-from careflow.clock import resolve_as_of
+from careflow.clock import TODAY, resolve_as_of
 from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CampaignPaused, CareflowError, ChannelDown, ConfigError
 from careflow.experiment_decisions import winner_of
@@ -238,7 +238,7 @@ def occasion_text(as_of, minutes: bool = False) -> str:
     """A run's occasion for its name: ``as_of`` as given, else the day (and with
     ``minutes`` the time) the run was scheduled for, in the shop's time zone. A
     scheduled run that starts late still names the slot it was scheduled for."""
-    if as_of:
+    if as_of and as_of != TODAY:
         if isinstance(as_of, datetime):
             return as_of.isoformat(sep=" ", timespec="minutes")
         return as_of.isoformat() if hasattr(as_of, "isoformat") else str(as_of)
@@ -691,7 +691,7 @@ def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | N
 )
 def campaign_flow(
     campaign: Campaign,
-    as_of: AsOf = None,
+    as_of: AsOf = TODAY,
     channel: Channel = None,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,

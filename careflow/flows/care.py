@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from careflow.clock import TODAY
 from careflow.flows.campaign import record_failure, run_campaign, run_name
 from careflow.flows.params import AllowPast, AsOf, Channel, DryRun
 from careflow.flows.runners import BatchTaskRunner
@@ -34,7 +35,7 @@ from careflow.flows.runners import BatchTaskRunner
     on_failure=[record_failure],
 )
 def birthday(
-    as_of: AsOf = None,
+    as_of: AsOf = TODAY,
     channel: Channel = None,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
@@ -50,7 +51,7 @@ def birthday(
     on_failure=[record_failure],
 )
 def reorder_reminder(
-    as_of: AsOf = None,
+    as_of: AsOf = TODAY,
     channel: Channel = None,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
@@ -66,7 +67,7 @@ def reorder_reminder(
     on_failure=[record_failure],
 )
 def winback(
-    as_of: AsOf = None,
+    as_of: AsOf = TODAY,
     channel: Channel = None,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
@@ -82,7 +83,7 @@ def winback(
     on_failure=[record_failure],
 )
 def vip_care(
-    as_of: AsOf = None,
+    as_of: AsOf = TODAY,
     channel: Channel = None,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,

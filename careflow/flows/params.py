@@ -30,8 +30,11 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator, Field
+
 from careflow import registry
 from careflow.campaigns import list_campaigns
+from careflow.clock import TODAY
 from careflow.settings import load_settings
 
 
@@ -71,11 +74,22 @@ Campaign = Annotated[
     ),
 ]
 
+def _none_is_today(value: Any) -> Any:
+    """A run asked for with no date (``None``, as deployments made before ``today``
+    existed still send) is today's."""
+    return TODAY if value is None or value == "" else value
+
+
+#: the run form's first choice for a date, and its default: a switch labelled "today"
+Today = Annotated[Literal["today"], Field(title="today")]
+
 AsOf = Annotated[
-    date | datetime | None,
+    Today | date | datetime,
+    BeforeValidator(_none_is_today),
     Describe(
-        "The occasion's date (noon of it in the shop's time zone, "
-        "CAREFLOW_TIME_ZONE) or an exact date-time. None: now, as schedules run.",
+        "today (the default): today's occasions, decided when the run starts, as "
+        "schedules run. Or a date (noon of it in the shop's time zone, "
+        "CAREFLOW_TIME_ZONE), or an exact date-time.",
     ),
 ]
 
@@ -128,9 +142,10 @@ JourneyName = Annotated[
 ]
 
 PyramidAsOf = Annotated[
-    date | datetime | None,
+    Today | date | datetime,
+    BeforeValidator(_none_is_today),
     Describe(
-        "The report's date (in the shop's time zone). None: today.",
+        "today (the default), or the report's date (in the shop's time zone).",
     ),
 ]
 
@@ -153,6 +168,7 @@ PyramidParameters = Annotated[
 PyramidHtml = Annotated[
     bool,
     Describe(
-        "Also write the report as an HTML page with charts.",
+        "Also write the report as an offline HTML page on the worker's disk "
+        "(the artifact shows the charts either way).",
     ),
 ]

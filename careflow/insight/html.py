@@ -15,6 +15,8 @@ Like the other skins it only draws what ``PyramidReport`` holds.
 
 from __future__ import annotations
 
+import base64
+import re
 from html import escape
 
 from careflow.insight.pyramid import AFTER, BEFORE, PyramidReport
@@ -48,8 +50,8 @@ def _svg(title: str, height: int, parts: list[str]) -> str:
     """One chart: a titled figure whose SVG scales to the width of its box."""
     return (
         f'<figure class="chart"><figcaption>{escape(title)}</figcaption>'
-        f'<svg viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
-        f'{_FONT}>{"".join(parts)}</svg></figure>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'aria-label="{escape(title)}" {_FONT}>{"".join(parts)}</svg></figure>'
     )
 
 
@@ -249,11 +251,34 @@ p.note { font-size: 12px; color: #666; }
 """
 
 
+def charts(report: PyramidReport) -> list[str]:
+    """The four charts, each a titled figure with its SVG."""
+    return [chart(report) for chart in (pyramid_chart, revenue_chart, rfm_chart, movement_chart)]
+
+
+_FIGURE = re.compile(r"<figcaption>(.*?)</figcaption>(<svg .*</svg>)", re.DOTALL)
+
+
+def charts_markdown(report: PyramidReport) -> str:
+    """The four charts as markdown images, each SVG a ``data:`` URI inside the text.
+
+    This is how the charts reach the Prefect UI: an artifact is text kept by the
+    Prefect server, which the UI renders as markdown, images included, so the
+    pyramid-report artifact shows the charts wherever the UI is opened, with no file
+    on a worker's disk to fetch. (A hover's ``<title>`` does not survive in an image.)
+    """
+    out = []
+    for figure in charts(report):
+        caption, svg = _FIGURE.search(figure).groups()
+        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        alt = caption.replace("[", "(").replace("]", ")")
+        out.append(f"![{alt}](data:image/svg+xml;base64,{data})")
+    return "\n\n".join(out)
+
+
 def as_html(report: PyramidReport) -> str:
     """The whole page: headline, four charts, the tables, and how scores are made."""
-    charts = "".join(
-        chart(report) for chart in (pyramid_chart, revenue_chart, rfm_chart, movement_chart)
-    )
+    figures = "".join(charts(report))
     tables = "".join(
         _table(title, *rows(report))
         for title, rows in (
@@ -277,6 +302,6 @@ def as_html(report: PyramidReport) -> str:
         f"<style>{_CSS}</style></head><body>"
         f"<h1>{escape(headline(report))}</h1>"
         + (f"<p>{escape(money)}</p>" if money else "")
-        + f'<div class="charts">{charts}</div><div class="tables">{tables}</div>'
+        + f'<div class="charts">{figures}</div><div class="tables">{tables}</div>'
         f'<p class="note">{escape(note)}</p></body></html>'
     )

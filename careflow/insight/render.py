@@ -146,9 +146,13 @@ def as_text(report: PyramidReport, customers: bool = False) -> str:
     return "\n".join(parts)
 
 
-def as_markdown(report: PyramidReport) -> str:
-    """The report as markdown tables: the Prefect artifact of a report run."""
+def as_markdown(report: PyramidReport, charts: str = "") -> str:
+    """The report as markdown tables: the Prefect artifact of a report run; ``charts``
+    (markdown, careflow/insight/html.py ``charts_markdown``) go between the headline
+    and the tables."""
     parts = [f"## {headline(report)}", "", currency_line(report)]
+    if charts:
+        parts += ["", charts]
     for title, rows in SECTIONS:
         header, body = rows(report)
         parts += [

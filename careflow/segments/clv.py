@@ -62,7 +62,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from careflow.clv import fit_bgnbd, fit_gamma_gamma, predict
 from careflow.db.models import Order
 from careflow.db.sqlfunc import day_number, day_number_of, readable_day
 from careflow.errors import ConfigError
@@ -205,6 +204,10 @@ def score_customers(conn: Connection, as_of: date, params: Mapping | ClvParams |
     """
     p = params if isinstance(params, ClvParams) else check("clv", ClvParams, params or {})
     rows = conn.execute(customer_history(as_of, p.window_days, p.currency)).mappings().all()
+    # here, not at the top: the model's SciPy costs every careflow command a second
+    # at start (the segment registry imports this module), only this function uses it
+    from careflow.clv import fit_bgnbd, fit_gamma_gamma, predict
+
     frame = pd.DataFrame([dict(r) for r in rows], columns=[
         "customer_id", "first_day", "last_day", "purchase_days", "total_minor",
         "historical_minor", "first_day_minor", "currencies", "currency",

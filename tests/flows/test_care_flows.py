@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
@@ -220,6 +222,16 @@ def test_pyramid_report_flow_leaves_artifacts_and_the_html_page(prefect_api, sho
     assert data["buyers"] == 30 and data["as_of"] == AS_OF.isoformat()
     markdown = Artifact.get("pyramid-report")
     assert markdown.type == "markdown" and "### Tiers" in markdown.data
+    # the charts reach the UI inside the artifact (issue 25: they were only on the
+    # worker's disk), as images the UI's markdown shows: standalone SVG in data: URIs
+    images = re.findall(r"!\[([^\]]+)\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)",
+                        markdown.data)
+    assert [alt.split(":")[0].split(" since")[0] for alt, _ in images] == [
+        "Customer pyramid", "Revenue share per tier against its share of buyers",
+        "RFM heat map", "Tier movement"]  # fmt: skip
+    for _, data in images:
+        svg = base64.b64decode(data).decode()
+        assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and "<rect" in svg
     table = Artifact.get("pyramid-tiers")
     assert table.type == "table" and "VIP" in str(table.data)
     page = tmp_path / "home" / "reports" / f"pyramid-{AS_OF.isoformat()}.html"

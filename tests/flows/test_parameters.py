@@ -25,6 +25,9 @@ def _flows() -> list[Flow]:
 
 
 FLOWS = _flows()
+#: flows whose as_of is a day, "today" by default (the follow-up and journeys take "now")
+CAMPAIGN_AND_REPORT_FLOWS = {"birthday", "reorder-reminder", "winback", "vip-care", "campaign",
+                             "pyramid-report"}
 
 
 def _choices(prop: dict) -> list | None:
@@ -77,3 +80,31 @@ def test_campaign_choices_are_the_templates_folder_when_the_schema_is_built(
     monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(tmp_path / "missing"))
     prop = parameter_schema(campaign_flow.fn).model_dump()["properties"]["campaign"]
     assert prop["type"] == "string" and "description" in prop  # a text box, still described
+
+
+@pytest.mark.parametrize("flow", [f for f in FLOWS if f.name in CAMPAIGN_AND_REPORT_FLOWS],
+                         ids=lambda f: f.name)
+def test_as_of_says_today_instead_of_a_none_switch(flow):
+    """Regression (issue 25): the run form's as_of offered 'None' (meaning now, said only
+    in the sentence); now its first choice, and default, is a switch named 'today'."""
+    prop = parameter_schema(flow.fn).model_dump()["properties"]["as_of"]
+    assert prop["default"] == "today"
+    choices = prop["anyOf"]
+    assert choices[0] == {"const": "today", "title": "today", "type": "string"}
+    assert {"format": "date", "type": "string"} in choices
+    assert not any(c.get("type") == "null" for c in choices)
+    assert prop["description"].startswith("today (the default)")
+
+
+@pytest.mark.parametrize("given", [None, "", "today"])
+def test_today_none_and_nothing_are_the_same_run(given):
+    """A run with as_of 'today', or None as deployments made before sent, is as of now;
+    its name says the day it was scheduled for, not 'today'."""
+    from datetime import UTC, datetime
+
+    from careflow.clock import resolve_as_of
+    from careflow.flows.care import birthday
+
+    assert birthday.validate_parameters({"as_of": given})["as_of"] == "today"
+    day, at = resolve_as_of(given, "UTC")
+    assert day == datetime.now(UTC).date() and at.tzinfo is not None
