@@ -1,4 +1,4 @@
-"""Consent proof: every change of consent or suppression, kept as an append-only record.
+"""Consent proof: every change of consent, suppression or cadence, kept append-only.
 
 Whatever changes a customer's consent (``consents``) or an address's suppression
 (``suppressions``) writes one record here, in the same transaction as the change
@@ -9,8 +9,9 @@ it proves, through :func:`record` (or :func:`record_many` for a batch):
 - the RFC 8058 one-click POST and the unsubscribe page (careflow/service/, through
   responses.py as the event it posts);
 - a consent import: careflow/importers/consents.py;
-- the preference centre and an operator call :func:`record` with ``source="page"``
-  or ``"operator"`` the same way.
+- the preference centre (careflow/preferences.py ``apply_change``: each choice it
+  changes, and the cadence, paused or fewer) and an operator call :func:`record` with
+  ``source="page"`` or ``"operator"`` the same way.
 
 A record says who (customer, or the address when no customer matched), through
 what (``source``), on which channel and category, what changed (consent and
@@ -119,6 +120,9 @@ class Proof:
     locale: str | None = None
     evidence: dict = field(default_factory=dict)
     occurred_at: datetime | None = None
+    #: (before, after) cadence as the preference centre says it (``normal``, ``fewer``,
+    #: ``paused until 2027-01-07 00:00 UTC``), or None when the change does not touch it
+    cadence: tuple[str, str] | None = None
 
 
 def record(
@@ -192,8 +196,8 @@ def record_many(conn, proofs: Sequence[Proof], *, now: datetime | None = None) -
 def _row(p: Proof, now: datetime) -> dict:
     if p.source not in SOURCES:
         raise ValueError(f"consent proof source {p.source!r} is not one of {', '.join(SOURCES)}")
-    if p.consent is None and p.suppression is None:
-        raise ValueError("a consent proof records a change of consent or of suppression")
+    if p.consent is None and p.suppression is None and p.cadence is None:
+        raise ValueError("a consent proof records a change of consent, suppression or cadence")
     if not p.evidence_key:
         raise ValueError("a consent proof needs the request's evidence key")
     secret = _SECRET_KEYS & {str(k).lower() for k in p.evidence}
@@ -211,6 +215,8 @@ def _row(p: Proof, now: datetime) -> dict:
         "consent_after": consent_word(after) if p.consent is not None else None,
         "suppression_before": (s_before or "none") if p.suppression is not None else None,
         "suppression_after": (s_after or "none") if p.suppression is not None else None,
+        "cadence_before": _clean(p.cadence[0], 64) if p.cadence else None,
+        "cadence_after": _clean(p.cadence[1], 64) if p.cadence else None,
         "shown": _clean(p.shown, _SHOWN_CHARS),
         "locale": _clean(p.locale, PROOF.c.locale.type.length),
         "occurred_at": p.occurred_at or now,
@@ -314,6 +320,7 @@ def _exported(r) -> dict:
         "address": r["address"],
         "consent": _pair(r["consent_before"], r["consent_after"]),
         "suppression": _pair(r["suppression_before"], r["suppression_after"]),
+        "cadence": _pair(r["cadence_before"], r["cadence_after"]),
         "change": change_text(r),
         "shown": r["shown"],
         "locale": r["locale"],
@@ -342,6 +349,8 @@ def change_text(r) -> str:
             parts.append(f"unsuppressed (was {before})")
         else:
             parts.append(f"suppressed ({after})")
+    if r["cadence_after"] is not None:
+        parts.append(f"cadence {r['cadence_before']}→{r['cadence_after']}")
     return "; ".join(parts)
 
 

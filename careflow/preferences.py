@@ -379,8 +379,8 @@ def apply_change(
                     {"granted": on, "source": SOURCE, "updated_at": at},
                 )
                 proofs.append(_proof(change, category, channel, was, on))
-        record_many(conn, proofs, now=at)  # in this transaction: no change without its proof
         if (after.cadence, after.paused_until) != (before.cadence, before.paused_until):
+            proofs.append(_proof(change, CADENCE_CATEGORY, "all", cadence=True))
             _upsert(
                 conn,
                 Preference.__table__,
@@ -393,21 +393,31 @@ def apply_change(
                     "updated_at": at,
                 },
             )
+        record_many(conn, proofs, now=at)  # in this transaction: no change without its proof
     return change
 
 
-def _proof(change: PreferenceChange, category: str, channel: str, was, on: bool) -> Proof:
-    """The consent proof of one choice changed on the page (careflow/consent_proof.py):
-    what the page offered, in the language it was shown in, and the link's token id."""
+def _proof(
+    change: PreferenceChange, category: str, channel: str, was=None, on=None, cadence=False
+) -> Proof:
+    """The consent proof of one choice changed on the page (careflow/consent_proof.py), or
+    of its cadence: what the page offered, in the language it was shown in, and the
+    link's token id."""
+    if cadence:
+        what = (change.before.describe_cadence(), change.after.describe_cadence())
+        shown = f"how often: {what[0]} -> {what[1]}"
+    else:
+        what = (was, on)
+        shown = f"{category} by {channel}, {_onoff(was)} -> {_onoff(on)}"
     return Proof(
         change.customer_id,
         source="page",
         channel=channel,
         category=category,
-        consent=(was, on),
+        consent=None if cadence else what,
+        cadence=what if cadence else None,
         evidence_key=f"page:{change.token_id}:{change.at.isoformat()}:{category}:{channel}",
-        shown=f"the preference centre ({change.locale}): {category} by {channel}, "
-        f"{_onoff(was)} -> {_onoff(on)}",
+        shown=f"the preference centre ({change.locale}): {shown}",
         locale=change.locale,
         evidence={"token_id": change.token_id},
         occurred_at=change.at,

@@ -66,7 +66,7 @@ def test_a_proof_written_in_a_transaction_that_fails_is_not_kept(engine):
     ("change", "says"),
     [
         ({"source": "guess"}, "is not one of"),
-        ({"consent": None}, "change of consent or of suppression"),
+        ({"consent": None}, "change of consent, suppression or cadence"),
         ({"evidence": {"token": "v2.abc.def"}}, "may not hold 'token'"),
         ({"evidence": {"Signature": "x"}}, "may not hold 'signature'"),
     ],

@@ -626,6 +626,9 @@ class ConsentProof(Base):
     consent_after: Mapped[str | None] = mapped_column(String(16))
     suppression_before: Mapped[str | None] = mapped_column(String(32))
     suppression_after: Mapped[str | None] = mapped_column(String(32))
+    #: the preference centre's cadence (normal, fewer, paused until ...), before and after
+    cadence_before: Mapped[str | None] = mapped_column(String(64))
+    cadence_after: Mapped[str | None] = mapped_column(String(64))
     shown: Mapped[str | None] = mapped_column(Text)
     locale: Mapped[str | None] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(DateTime)

@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 
+from careflow.cli.main import main
 from careflow.consent_proof import proof_of
 from careflow.flows.preview import preview_message
 from careflow.flows.route import process_batch
@@ -171,13 +173,22 @@ def test_the_one_write_returns_what_a_proof_needs(engine):
         "marketing/email: on -> off",
     ]
     assert datetime(2026, 7, 1, tzinfo=UTC) > AT
-    # the consent it changed has its proof, written with it (careflow/consent_proof.py)
+    # the consent and the cadence it changed have their proof, written with them
+    # (careflow/consent_proof.py), which careflow consent show lists
     with engine.connect() as conn:
-        [proof] = proof_of(conn, 1)
-    assert (proof["source"], proof["channel"], proof["category"]) == ("page", "email", "marketing")
-    assert proof["consent"] == {"before": "granted", "after": "withdrawn"}
-    assert proof["evidence"] == {"token_id": "t" * 16} and proof["locale"] == "en"
-    assert "preference centre" in proof["shown"]
+        proofs = {p["channel"]: p for p in proof_of(conn, 1)}
+    assert set(proofs) == {"email", "all"}
+    email, paused = proofs["email"], proofs["all"]
+    assert (email["source"], email["category"]) == ("page", "marketing")
+    assert email["consent"] == {"before": "granted", "after": "withdrawn"}
+    assert (paused["source"], paused["category"], paused["consent"]) == ("page", "marketing", None)
+    assert paused["cadence"] == {"before": "normal", "after": "paused until 2026-07-01 00:00 UTC"}
+    assert paused["change"] == "cadence normal→paused until 2026-07-01 00:00 UTC"
+    for proof in (email, paused):
+        assert proof["evidence"] == {"token_id": "t" * 16} and proof["locale"] == "en"
+        assert "preference centre" in proof["shown"]
+    shown = CliRunner().invoke(main, ["consent", "show", "1"])
+    assert shown.exit_code == 0 and "cadence normal→paused until 2026-07-01" in shown.output
 
 
 def test_a_live_channels_marks_withhold_a_message_paused_after_the_claim(engine):

@@ -1,7 +1,8 @@
 """consent proof: every change of consent or suppression, kept append-only
 
-``consent_proof`` holds one row per change of a customer's consent or an
-address's suppression, from whichever source made it (a STOP reply, an RFC
+``consent_proof`` holds one row per change of a customer's consent, an
+address's suppression or a customer's cadence (the preference centre's pause and
+"fewer"), from whichever source made it (a STOP reply, an RFC
 8058 one-click POST, the unsubscribe page, a bounce, a spam report, a
 provider's opt-out code, an import, an operator): what changed, what the
 customer was shown or sent, the locale, when, and the request's evidence
@@ -47,6 +48,8 @@ def upgrade() -> None:
         sa.Column("consent_after", sa.String(16), nullable=True),
         sa.Column("suppression_before", sa.String(32), nullable=True),
         sa.Column("suppression_after", sa.String(32), nullable=True),
+        sa.Column("cadence_before", sa.String(64), nullable=True),
+        sa.Column("cadence_after", sa.String(64), nullable=True),
         sa.Column("shown", sa.Text(), nullable=True),
         sa.Column("locale", sa.String(16), nullable=True),
         sa.Column("occurred_at", sa.DateTime(), nullable=False),
