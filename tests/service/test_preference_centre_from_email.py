@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 
+from careflow.cli.main import main
 from careflow.flows.route import process_batch
 from careflow.ledger import DryRunLedger
 from careflow.settings import load_settings
@@ -70,3 +73,11 @@ def test_open_the_centre_from_an_outbox_email_pause_a_month_and_the_dry_run_says
     why = {d["customer_id"]: d["detail"] for d in dry.decisions if d["reason"] == "paused"}
     assert set(why) == {1, 2}
     assert all("paused marketing until" in detail for detail in why.values())
+    # careflow consent show lists each pause with its evidence: the link's token id
+    for cid, locale in ((1, "en"), (2, "zh-CN")):
+        shown = CliRunner().invoke(main, ["consent", "show", str(cid), "--json"])
+        assert shown.exit_code == 0, shown.output
+        [pause] = [r for r in json.loads(shown.output)["records"] if r["cadence"]]
+        assert pause["cadence"]["after"].startswith(f"paused until {until}")
+        assert pause["source"] == "page" and pause["locale"] == locale
+        assert pause["evidence"]["token_id"]
