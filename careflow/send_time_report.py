@@ -23,15 +23,15 @@ holdout keeps measuring the contact itself (``careflow report uplift``).
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 from sqlalchemy import Engine, select
 
-from careflow.db.models import ContactHistory, Order
+from careflow.db.models import ContactHistory
 from careflow.messages import State
 from careflow.policy.send_time import BEST, FIXED
 from careflow.tables import text_table
+from careflow.uplift import orders_after, taken_up_between
 from careflow.uplift_stats import newcombe, wilson
 
 CH = ContactHistory.__table__
@@ -50,12 +50,7 @@ def send_time_report(
     """The two arms' counts, conversion with intervals and their difference, as data
     (rates and differences in percent / percentage points)."""
     where = [CH.c.campaign == campaign, CH.c.send_time_arm.in_(ARMS)]
-    if since is not None:
-        where.append(CH.c.created_at >= datetime.combine(since, datetime.min.time()))
-    if until is not None:
-        where.append(
-            CH.c.created_at < datetime.combine(until + timedelta(days=1), datetime.min.time())
-        )
+    where += taken_up_between(since, until)
     window = timedelta(days=window_days)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -63,21 +58,7 @@ def send_time_report(
                 *where
             )
         ).all()
-        orders = []
-        if rows:
-            first = min(r.created_at for r in rows) - timedelta(days=1)
-            last = max(r.created_at for r in rows) + window + timedelta(days=1)
-            who = select(CH.c.customer_id).where(*where)
-            orders = conn.execute(
-                select(Order.customer_id, Order.ordered_at).where(
-                    Order.customer_id.in_(who), Order.ordered_at >= first, Order.ordered_at <= last
-                )
-            ).all()
-    zone = ZoneInfo(shop_zone)
-    bought: dict[int, list[datetime]] = {}
-    for o in orders:  # the shop's clock, as instants
-        at = o.ordered_at.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
-        bought.setdefault(o.customer_id, []).append(at)
+        bought = orders_after(conn, where, [r.created_at for r in rows], window, shop_zone)
     arms = {arm: {"rows": 0, "waiting": 0, "not_sent": 0, "customers": 0, "converted": 0}
             for arm in ARMS}  # fmt: skip
     for r in rows:
@@ -90,7 +71,7 @@ def send_time_report(
         else:
             a["customers"] += 1
             start, times = r.created_at, bought.get(r.customer_id, ())
-            a["converted"] += any(start <= t <= start + window for t in times)
+            a["converted"] += any(start <= t <= start + window for t, _, _ in times)
     for a in arms.values():
         n, x = a["customers"], a["converted"]
         lo, hi = wilson(x, n)

@@ -79,6 +79,44 @@ class Unit:
     variant: str | None = None  # the experiment's variant a contacted customer got
 
 
+def taken_up_between(since: date | None, until: date | None) -> list:
+    """The conditions on a ledger row first taken up by a run in [since, until] (UTC dates;
+    None: open)."""
+    where = []
+    if since is not None:
+        where.append(CH.c.created_at >= datetime.combine(since, datetime.min.time()))
+    if until is not None:
+        where.append(
+            CH.c.created_at < datetime.combine(until + timedelta(days=1), datetime.min.time())
+        )
+    return where
+
+
+def orders_after(
+    conn, where: list, starts: list[datetime], window: timedelta, shop_zone: str
+) -> dict[int, list[tuple[datetime, int, str]]]:
+    """customer -> (instant in UTC, amount in minor units, currency) of each order that may
+    fall in the ``window`` after one of the ledger rows ``where`` selects, whose instants
+    are ``starts``; one query. Orders keep the shop's clock: read as instants, as
+    attribute_orders does."""
+    if not starts:
+        return {}
+    first = min(starts) - timedelta(days=1)
+    last = max(starts) + window + timedelta(days=1)
+    who = select(CH.c.customer_id).where(*where)
+    orders = conn.execute(
+        select(Order.customer_id, Order.ordered_at, Order.amount_minor, Order.currency).where(
+            Order.customer_id.in_(who), Order.ordered_at >= first, Order.ordered_at <= last
+        )
+    ).all()
+    zone = ZoneInfo(shop_zone)
+    found: dict[int, list[tuple[datetime, int, str]]] = {}
+    for o in orders:
+        at = o.ordered_at.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+        found.setdefault(o.customer_id, []).append((at, o.amount_minor, o.currency))
+    return found
+
+
 def load_units(
     engine: Engine,
     campaign: str,
@@ -94,10 +132,7 @@ def load_units(
     start = CH.c.created_at
     states = [State.SENT, State.HELD_OUT, State.DEFERRED]
     where = [CH.c.campaign == campaign, CH.c.state.in_(states)]
-    if since is not None:
-        where.append(start >= datetime.combine(since, datetime.min.time()))
-    if until is not None:
-        where.append(start < datetime.combine(until + timedelta(days=1), datetime.min.time()))
+    where += taken_up_between(since, until)
     window = timedelta(days=window_days)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -110,21 +145,7 @@ def load_units(
                 start.label("start"),
             ).where(*where)
         ).all()
-        if not rows:
-            return []
-        first = min(r.start for r in rows) - timedelta(days=1)
-        last = max(r.start for r in rows) + window + timedelta(days=1)
-        who = select(CH.c.customer_id).where(*where)
-        orders = conn.execute(
-            select(Order.customer_id, Order.ordered_at, Order.amount_minor, Order.currency).where(
-                Order.customer_id.in_(who), Order.ordered_at >= first, Order.ordered_at <= last
-            )
-        ).all()
-    zone = ZoneInfo(shop_zone)
-    by_customer: dict[int, list] = {}
-    for o in orders:  # the shop's clock, as instants (attribute_orders does the same)
-        at = o.ordered_at.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
-        by_customer.setdefault(o.customer_id, []).append((at, o.amount_minor, o.currency))
+        by_customer = orders_after(conn, where, [r.start for r in rows], window, shop_zone)
     units = []
     for r in rows:
         waiting = r.state == State.DEFERRED or (r.not_before is not None and r.not_before > now)
