@@ -22,7 +22,7 @@ journey, each step once, in the order the journey gives for their reply and
 locale; every position ended (done, or held out) with one outcome.
 
 The kills go only to instants that still have work: an advance that finds nothing
-due is no test. Sizes: ``ci`` (one wave of 30 customers, 6 kills;
+due is no test. Sizes: ``ci`` (one wave of 30 customers, 3 kills, one per instant;
 CAREFLOW_JOURNEY_KILLS changes it) and ``full`` (four waves of 40 customers, each
 wave entering four days after the one before, at least 54 kills; marked slow).
 """
@@ -100,7 +100,7 @@ class Size:
     def named(cls, name: str) -> Size:
         if name == "full":
             return cls(40, 4, 54)
-        return cls(30, 1, int(os.environ.get("CAREFLOW_JOURNEY_KILLS", "6")))
+        return cls(30, 1, int(os.environ.get("CAREFLOW_JOURNEY_KILLS", "3")))
 
     @property
     def per_instant(self) -> int:
