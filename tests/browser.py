@@ -18,10 +18,35 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
+import pytest
 from websockets.sync.client import connect
 
 #: how long chromium may take to start on a busy machine
 START_TIMEOUT = 60.0
+
+
+#: playwright-core as .ci/install-tools.sh installs it, for the tests that drive chromium
+#: from node (tests/ui/*.mjs)
+PLAYWRIGHT = Path(__file__).resolve().parents[1] / ".ci" / "node" / "node_modules" / (
+    "playwright-core/package.json"
+)
+
+
+def playwright_tools() -> tuple[str, str]:
+    """Chromium and node for tests/ui/*.mjs; a missing one fails the test: `make test`
+    installs them (.ci/install-tools.sh)."""
+    import os
+
+    chromium = os.environ.get("CAREFLOW_CHROMIUM", "/usr/bin/chromium")
+    node = shutil.which("node")
+    missing = [what for what, ok in (
+        (chromium, Path(chromium).is_file()),
+        ("node", node is not None),
+        ("playwright-core in .ci/node", PLAYWRIGHT.is_file()),
+    ) if not ok]  # fmt: skip
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)} (`make test` installs them: .ci/install-tools.sh)")
+    return chromium, node
 
 
 def chromium_binary() -> str | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,12 +24,12 @@ import pytest
 import yaml
 
 from careflow.settings import PROJECT_ROOT
+from tests.browser import playwright_tools
 from tests.prefect_server import AS_OF
 
 pytestmark = [pytest.mark.prefect, pytest.mark.browser, pytest.mark.xdist_group("prefect-server")]
 
 SCRIPT = Path(__file__).parent / "ui" / "prefect_ui.mjs"
-PLAYWRIGHT = PROJECT_ROOT / ".ci" / "node" / "node_modules" / "playwright-core" / "package.json"
 SCREENSHOTS = ("ui-deployments.png", "ui-deployment.png", "ui-flow-run.png", "ui-artifact.png",
                "ui-failed-run.png", "ui-run-form.png", "ui-run-form-campaign.png")
 #: how the UI words prefect.yaml's cron schedules (it shows them in the schedule's own zone)
@@ -41,19 +40,6 @@ CRON_AS_THE_UI_SAYS = {
     "17 * * * *": "At 17 minutes past the hour every day",  # sic: it means every hour
 }
 
-
-def _browser_tools() -> tuple[str, str]:
-    """Chromium and node; a missing one fails the test: `make test` installs both."""
-    chromium = os.environ.get("CAREFLOW_CHROMIUM", "/usr/bin/chromium")
-    node = shutil.which("node")
-    missing = [what for what, ok in (
-        (chromium, Path(chromium).is_file()),
-        ("node", node is not None),
-        ("playwright-core in .ci/node", PLAYWRIGHT.is_file()),
-    ) if not ok]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)} (`make test` installs them: .ci/install-tools.sh)")
-    return chromium, node
 
 
 def _deployments_in_prefect_yaml() -> list[dict]:
@@ -90,7 +76,7 @@ def _markdown_table(markdown: str) -> tuple[str, list[str]]:
 def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
     careflow_deployment, worked_runs, tmp_path
 ):
-    chromium, node = _browser_tools()
+    chromium, node = playwright_tools()
     server = careflow_deployment.server
     deployments = _deployments_in_prefect_yaml()
     birthday = server.api("/deployments/name/birthday/birthday-daily")

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from sqlalchemy import event, insert, select
 
 from careflow.campaigns import load_campaign
-from careflow.channels.recorder import RecordingChannel
 from careflow.db.models import ContactEvent, ContactHistory, Order
 from careflow.flows.preview import preview_message
 from careflow.flows.route import Route, RunPlan, process_batch
@@ -25,6 +24,7 @@ from careflow.policy.send_time import BEST, FIXED, arm_of
 from careflow.send_time_report import send_time_report
 from careflow.settings import PROJECT_ROOT, load_settings
 from tests.factories import add_customer
+from tests.flows.test_holdout_route import Clock, Counting
 
 AT = datetime(2026, 6, 1, 2, tzinfo=UTC)  # 10:00 in Shanghai
 EVENING = datetime(2026, 6, 1, 11, tzinfo=UTC)  # 19:00 in Shanghai: their best hour
@@ -52,29 +52,6 @@ def templates(tmp_path, monkeypatch):
     return root
 
 
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now.astimezone(UTC).replace(tzinfo=None)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Counting:
-    """Every message handed to any channel of the test, across runs."""
-
-    def __init__(self):
-        self.to: list[int] = []
-
-    def __call__(self, name):
-        outer = self
-
-        class Channel(RecordingChannel):
-            def send_batch(self, messages):
-                outer.to += [m.customer_id for m in messages]
-                return super().send_batch(messages)
-
-        return Channel()
 
 
 def run(*, run_id="run-1", now=None, deferred_only=False, channels=None, dry_run=False):

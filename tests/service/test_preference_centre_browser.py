@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,11 +21,11 @@ from careflow.db.models import Consent, Preference
 from careflow.preferences import PreferenceTokens
 from careflow.settings import PROJECT_ROOT
 from careflow.unsubscribe import UnsubscribeTokens
+from tests.browser import playwright_tools
 from tests.factories import add_customer
 from tests.service.conftest import UNSUB_SECRET
 
 SCRIPT = Path(__file__).parents[1] / "ui" / "preference_centre.mjs"
-PLAYWRIGHT = PROJECT_ROOT / ".ci" / "node" / "node_modules" / "playwright-core" / "package.json"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
@@ -44,22 +43,10 @@ WORDS = {
 }
 
 
-def _tools() -> tuple[str, str]:
-    chromium = os.environ.get("CAREFLOW_CHROMIUM", "/usr/bin/chromium")
-    node = shutil.which("node")
-    missing = [what for what, ok in (
-        (chromium, Path(chromium).is_file()),
-        ("node", node is not None),
-        ("playwright-core in .ci/node", PLAYWRIGHT.is_file()),
-    ) if not ok]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)} (`make test` installs them: .ci/install-tools.sh)")
-    return chromium, node
-
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_both_languages_at_phone_and_desktop_width_by_keyboard_only(served, engine, tmp_path):
-    chromium, node = _tools()
+    chromium, node = playwright_tools()
     shots = Path(os.environ.get("CAREFLOW_UI_SCREENSHOTS_DIR") or tmp_path / "screenshots")
     shots = shots if shots.is_absolute() else PROJECT_ROOT / shots
     shots.mkdir(parents=True, exist_ok=True)
