@@ -10,7 +10,8 @@ edges; for the entry, everyone who entered) are those at it, passed it and
 exited there; those who passed it went along one of its edges or ended there.
 
 The journey-advance flow puts this text in a Prefect markdown artifact per
-journey after each advance (Prefect's UI renders Mermaid);
+journey after each advance (Prefect's default UI draws Mermaid, tested in
+chromium by tests/test_prefect_ui_journey.py);
 ``careflow journey show JOURNEY --mermaid`` prints it.
 """
 
