@@ -150,8 +150,10 @@ def engine(db_url):
 def prefect_api_url():
     """One temporary Prefect API for every `careflow` command tests start in its own
     process (each would otherwise start its own, ~10 s apiece on a busy machine): the
-    reliability tests and the follow-up kill test. Tests using it share the xdist group
-    ``prefect-cli`` so one worker starts it once."""
+    reliability tests and the kill tests. Tests using it are in one of two xdist groups,
+    ``prefect-cli`` (the kill tests) and ``prefect-cli-2`` (tests/reliability/): each group
+    runs on one worker, which starts the API once, and the two halves can run side by
+    side (as one group they were the suite's longest unit)."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 

@@ -91,7 +91,7 @@ def terminate_backends(url: str) -> int:
                          indirect=True)
 @pytest.mark.usefixtures("shop")
 @pytest.mark.prefect
-@pytest.mark.xdist_group("prefect-cli")
+@pytest.mark.xdist_group("prefect-cli-2")
 def test_postgres_connections_terminated_mid_run_the_run_carries_on(
     engine, db_url, tmp_path, prefect_api_url
 ):
@@ -121,7 +121,7 @@ def test_postgres_connections_terminated_mid_run_the_run_carries_on(
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.usefixtures("shop")
 @pytest.mark.prefect
-@pytest.mark.xdist_group("prefect-cli")
+@pytest.mark.xdist_group("prefect-cli-2")
 def test_sqlite_locked_by_another_process_mid_run_the_run_waits(
     engine, db_url, tmp_path, prefect_api_url
 ):

@@ -35,7 +35,7 @@ from tests.reliability.cli_run import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli")]
+pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli-2")]
 
 M = 2**61 - 1  # an int's hash is its value modulo M: these keys all hash alike
 STUCK = f"{{{{ dict.fromkeys(range(0, 100000 * {M}, {M}))|length }}}}"

@@ -331,7 +331,7 @@ def _run_row(engine):
 
 
 @pytest.mark.prefect
-@pytest.mark.xdist_group("prefect-cli")
+@pytest.mark.xdist_group("prefect-cli-2")
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_careflow_run_on_a_full_outbox_stops_in_one_line_and_the_next_run_sends_the_rest(
     shop, db_url, tmp_path, prefect_api_url
@@ -374,7 +374,7 @@ def test_careflow_run_on_a_full_outbox_stops_in_one_line_and_the_next_run_sends_
 
 
 @pytest.mark.prefect
-@pytest.mark.xdist_group("prefect-cli")
+@pytest.mark.xdist_group("prefect-cli-2")
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_run_killed_at_a_slow_rate_leaves_in_doubt_only_requests_that_started(
     shop, db_url, tmp_path, prefect_api_url

@@ -40,7 +40,7 @@ from tests.reliability.cli_run import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli")]
+pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-cli-2")]
 
 CUSTOMERS = 60
 
