@@ -172,6 +172,20 @@ class State:
 
 
 @dataclass(frozen=True)
+class Operator:
+    """A person at the shop making a change a customer asked for (by phone, at the
+    counter, in a letter): who, and what the customer asked, in their words. Both go into
+    the consent proof."""
+
+    name: str
+    reason: str
+
+    def __post_init__(self):
+        if not self.name.strip() or not self.reason.strip():
+            raise DataError("an operator's change needs who made it and why (--by, --reason)")
+
+
+@dataclass(frozen=True)
 class PreferenceChange:
     """One change made on the page: who, what before and after, in which language, by
     which token (its id), when. :func:`apply_change` returns it."""
@@ -180,8 +194,14 @@ class PreferenceChange:
     before: State
     after: State
     locale: str
-    token_id: str
+    token_id: str  # empty for an operator's change
     at: datetime  # naive UTC
+    operator: Operator | None = None
+
+    @property
+    def source(self) -> str:
+        """The consents' ``source``: the page's, or ``operator``."""
+        return SOURCE if self.operator is None else "operator"
 
     @property
     def changed(self) -> list[str]:
@@ -336,8 +356,11 @@ def apply_change(
     token_id: str,
     at: datetime,
     settings,
+    operator: Operator | None = None,
 ) -> PreferenceChange:
-    """Write one change a customer made on the page; the only writer of preferences.
+    """Write one change a customer made on the page, or asked the shop for (``operator``:
+    the person at the shop who made it, and why; `careflow consent set`); the only
+    writer of preferences.
 
     ``wanted`` is the state the page posted (cadence, pause end, and a choice for each
     category on each channel shown; a choice left out keeps its value). In one
@@ -367,7 +390,7 @@ def apply_change(
         before = _read_state(conn, customer_id, channels, default, at)
         allowed = {k: bool(wanted.allowed.get(k, before.allowed[k])) for k in before.allowed}
         after = State(wanted.cadence, wanted.paused_until, allowed)
-        change = PreferenceChange(customer_id, before, after, locale, token_id, at)
+        change = PreferenceChange(customer_id, before, after, locale, token_id, at, operator)
         proofs = []
         for (category, channel), on in allowed.items():
             was = before.allowed[(category, channel)]
@@ -376,7 +399,7 @@ def apply_change(
                     conn,
                     Consent.__table__,
                     {"customer_id": customer_id, "channel": channel, "category": category},
-                    {"granted": on, "source": SOURCE, "updated_at": at},
+                    {"granted": on, "source": change.source, "updated_at": at},
                 )
                 proofs.append(_proof(change, category, channel, was, on))
         if (after.cadence, after.paused_until) != (before.cadence, before.paused_until):
@@ -389,7 +412,7 @@ def apply_change(
                     "cadence": after.cadence,
                     "paused_until": after.paused_until,
                     "locale": locale[:16],
-                    "token_id": token_id,
+                    "token_id": token_id or None,
                     "updated_at": at,
                 },
             )
@@ -409,17 +432,24 @@ def _proof(
     else:
         what = (was, on)
         shown = f"{category} by {channel}, {_onoff(was)} -> {_onoff(on)}"
+    by = change.operator
+    if by is None:
+        source, key, evidence = "page", f"page:{change.token_id}", {"token_id": change.token_id}
+        shown = f"the preference centre ({change.locale}): {shown}"
+    else:
+        source, key, evidence = "operator", f"operator:{by.name}", {"operator": by.name}
+        shown = f"changed by {by.name} at the shop, as the customer asked ({by.reason}): {shown}"
     return Proof(
         change.customer_id,
-        source="page",
+        source=source,
         channel=channel,
         category=category,
         consent=None if cadence else what,
         cadence=what if cadence else None,
-        evidence_key=f"page:{change.token_id}:{change.at.isoformat()}:{category}:{channel}",
-        shown=f"the preference centre ({change.locale}): {shown}",
+        evidence_key=f"{key}:{change.at.isoformat()}:{category}:{channel}",
+        shown=shown,
         locale=change.locale,
-        evidence={"token_id": change.token_id},
+        evidence=evidence,
         occurred_at=change.at,
     )
 

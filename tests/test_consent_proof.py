@@ -336,3 +336,53 @@ def test_every_command_the_docs_show_runs(engine, tmp_path):
     for line in lines:
         out = CliRunner().invoke(main, shlex.split(line)[1:])
         assert out.exit_code == 0, f"{line}: {out.output}"
+
+
+def test_an_operator_changes_what_a_customer_asked_for_with_its_proof(engine):
+    """A customer phones the shop: no more SMS offers, and a month's pause of marketing.
+    `careflow consent set` writes it as the preference centre would, proof included."""
+    from careflow.preferences import view
+
+    add_customer(engine, 7, external_ref="C-7", mobile="+8613812345678")
+    runner = CliRunner()
+    out = runner.invoke(main, ["consent", "set", "C-7", "--marketing", "off", "--channel", "sms",
+                               "--cadence", "paused", "--until", "2099-01-31",
+                               "--reason", "phoned: no more SMS offers", "--by", "alice"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines() == [
+        "customer #7 (C-7): changed by alice, with its consent proof "
+        "(careflow consent show C-7):",
+        "  cadence: normal -> paused until 2099-01-31 00:00 UTC",
+        "  marketing/sms: on -> off",
+    ]
+    state = view(engine, 7, load_settings(), utcnow()).state
+    assert state.allowed[("marketing", "sms")] is False
+    assert state.allowed[("marketing", "email")] is True, "other channels as they were"
+    assert state.allowed[("care", "sms")] is True, "care as it was"
+    assert state.cadence == "paused"
+
+    records = json.loads(runner.invoke(main, ["consent", "show", "C-7", "--json"]).output)
+    records = records["records"]
+    assert {r["source"] for r in records} == {"operator"} and len(records) == 2
+    sms = next(r for r in records if r["channel"] == "sms")
+    assert sms["consent"] == {"before": "granted", "after": "withdrawn"}
+    assert sms["evidence"] == {"operator": "alice"}
+    assert "phoned: no more SMS offers" in sms["shown"]
+
+    again = runner.invoke(main, ["consent", "set", "C-7", "--marketing", "off", "--channel",
+                                 "sms", "--reason", "phoned again", "--by", "alice"])
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    assert _count(engine) == 2
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--marketing", "off"], "Missing option '--reason'"),
+    (["--reason", "x"], "nothing to change"),
+    (["--marketing", "off", "--channel", "fax", "--reason", "x"], "no usable address on fax"),
+    (["--cadence", "paused", "--reason", "x"], "a pause needs it"),
+])  # fmt: skip
+def test_an_operator_change_that_cannot_be_made_says_why_in_one_line(engine, args, says):
+    add_customer(engine, 7)
+    out = CliRunner().invoke(main, ["consent", "set", "7", "--by", "alice", *args])
+    assert out.exit_code == 2 and says in out.output, out.output
+    assert _count(engine) == 0

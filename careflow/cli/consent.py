@@ -1,5 +1,7 @@
 """``careflow consent``: the proof of every change of a customer's consent or suppression
-(``show``), and the retention of it (``prune``). careflow/consent_proof.py owns both."""
+(``show``), a change the shop makes for a customer who asked (``set``: written by
+careflow/preferences.py ``apply_change``, as the preference centre's), and the retention
+of the proof (``prune``). careflow/consent_proof.py owns the proof."""
 
 from __future__ import annotations
 
@@ -50,6 +52,80 @@ def show(customer, as_json):
         return
     _echo(f"consent proof for {who}, times in UTC:")
     _echo(table(items))
+
+
+@consent.command("set")
+@click.argument("customer")
+@click.option("--marketing", type=click.Choice(["on", "off"]), help="Marketing messages.")
+@click.option("--care", type=click.Choice(["on", "off"]), help="Care messages (birthdays...).")
+@click.option("--channel", "channels", multiple=True, metavar="CHANNEL",
+              help="Only on this channel (repeat for more). Default: every channel the "
+                   "customer has an address for.")  # fmt: skip
+@click.option("--cadence", type=click.Choice(["normal", "fewer", "paused"]),
+              help="How often marketing may come; paused needs --until.")
+@click.option("--until", "until", type=click.DateTime(["%Y-%m-%d"]),
+              help="The day a pause ends (midnight UTC), with --cadence paused.")
+@click.option("--reason", required=True,
+              help='What the customer asked, and how ("phoned: no more SMS offers").')
+@click.option("--by", "by", envvar="USER", required=True, show_envvar=True,
+              help="Who at the shop makes the change (default: $USER).")
+def set_(customer, marketing, care, channels, cadence, until, reason, by):
+    """Change CUSTOMER's choices as they asked the shop (by phone, at the counter, in a
+    letter), exactly as the preference centre would.
+
+    The change is written with its consent proof (source operator, your name and the
+    reason), and runs apply it from the next message on. CUSTOMER is an id (#17) or the
+    shop's customer ref. Example: careflow consent set C-17 --marketing off --channel sms
+    --reason "phoned: no more SMS offers"
+    """
+    from careflow import clock
+    from careflow.consent_proof import find_customer
+    from careflow.errors import DataError
+    from careflow.preferences import Operator, State, apply_change, view
+
+    if marketing is None and care is None and cadence is None:
+        raise ConfigError("nothing to change: give --marketing, --care or --cadence")
+    if (cadence == "paused") != (until is not None):
+        raise ConfigError("--until goes with --cadence paused, and a pause needs it")
+    settings = _settings()
+    engine = _engine()
+    with engine.connect() as conn:
+        found = find_customer(conn, customer)
+    if found is None:
+        raise ConfigError(f"no customer {customer!r}: give an id (#17) or a customer ref")
+    customer_id, ref = found
+    now = clock.utcnow()
+    seen = view(engine, customer_id, settings, now)
+    unknown = sorted(set(channels) - set(seen.addresses))
+    if unknown:
+        raise ConfigError(
+            f"customer #{customer_id} has no usable address on {', '.join(unknown)}"
+            f" (they have: {', '.join(seen.addresses) or 'none'})"
+        )
+    allowed = dict(seen.state.allowed)
+    for category, wish in (("marketing", marketing), ("care", care)):
+        for channel in channels or seen.addresses:
+            if wish is not None:
+                allowed[(category, channel)] = wish == "on"
+    wanted = State(
+        cadence or seen.state.cadence,
+        until if cadence == "paused" else (None if cadence else seen.state.paused_until),
+        allowed,
+    )
+    try:
+        change = apply_change(
+            engine, customer_id, wanted, locale=seen.locale or "", token_id="", at=now,
+            settings=settings, operator=Operator(by, reason),
+        )  # fmt: skip
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    who = f"customer #{customer_id}" + (f" ({ref})" if ref else "")
+    if not change.changed:
+        _echo(f"{who}: nothing changed, their choices were already so")
+        return
+    _echo(f"{who}: changed by {by}, with its consent proof (careflow consent show {customer}):")
+    for line in change.changed:
+        _echo(f"  {line}")
 
 
 def _addresses(conn, customer_id: int, settings) -> list[tuple[str, str]]:
