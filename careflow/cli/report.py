@@ -172,7 +172,8 @@ def report_uplift(campaign, since, until, as_json):
     help="Also write the report as one HTML page with charts to this file.",
 )
 def report_experiment(campaign, since, until, as_json, decide, html_path):
-    """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``)
+    """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``, or a
+    journey's send step's: CAMPAIGN is then JOURNEY.STEP)
 
     Per variant: customers, orders within the attribution window, conversion,
     its difference from the control and from the held-out customers with
@@ -185,13 +186,16 @@ def report_experiment(campaign, since, until, as_json, decide, html_path):
     from careflow.errors import ConfigError
     from careflow.experiment_report import decide as decide_now
     from careflow.experiment_report import experiment_table, report_for
+    from careflow.journey_spec import step_campaign_of
 
     settings = _settings()
-    spec = load_campaign(campaign, settings.templates_dir)
+    spec = load_campaign(step_campaign_of(campaign), settings.templates_dir)
     if spec.experiment is None:
+        step = spec.segment == "journey_step"
+        where = "its step in journey.yaml" if step else "its campaign.yaml"
         raise ConfigError(
-            f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to its "
-            "campaign.yaml (docs/experiments.md)"
+            f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to {where} "
+            "(docs/experiments.md)"
         )
     if decide and (since or until):
         raise ConfigError("--decide reads the whole experiment: leave out --since and --until")
