@@ -165,3 +165,39 @@ def test_lint_refuses_a_bad_variant_block(tmp_path):
         "step 'first': missing: variant warm changes sms sms.*.j2 but not for zh-CN; those "
         "customers would get the control's (first.warm.sms.zh-CN.j2)"
     ]
+
+
+def test_the_advance_applies_the_rule_and_publishes_the_report(
+    prefect_api, engine, templates, real_clock
+):
+    from prefect.artifacts import Artifact
+
+    from careflow.experiment_decisions import decision_of
+    from careflow.flows.journey import journey_advance
+
+    write(templates, with_variants())  # no holdout: every customer is sent to
+    for cid in range(1, CUSTOMERS + 1):
+        dormant(engine, cid)
+    real_clock.set(START)
+    state = journey_advance("nudge", return_state=True)
+    page = Artifact.get("j-nudge--first-experiment")  # this advance's, not an earlier test's
+    assert page is not None and page.flow_run_id == state.state_details.flow_run_id
+    assert f"## {STEP}: which variant pays more" in page.data
+    warm = [r for r in rows(engine) if r.variant == "warm"]
+    with engine.begin() as conn:  # every warm customer orders the next day; nobody else
+        conn.execute(update(ContactHistory.__table__).values(created_at=START.replace(tzinfo=None)))
+        conn.execute(insert(Order.__table__), [{
+            "customer_id": r.customer_id, "ordered_at": datetime(2026, 6, 2, 12),
+            "ordered_on": date(2026, 6, 2), "currency": "GBP", "amount_minor": 2500,
+        } for r in warm])  # fmt: skip
+    assert decision_of(engine, STEP) is None
+    newcomers = range(CUSTOMERS + 1, CUSTOMERS + 21)
+    for cid in newcomers:
+        dormant(engine, cid)
+    real_clock.set(START + timedelta(days=1))
+    journey_advance("nudge")
+    decided = decision_of(engine, STEP)
+    assert decided is not None and decided["winner"] == "warm"
+    assert decided["decided_by"].startswith("journey-advance ")
+    later = [r for r in rows(engine) if r.customer_id in newcomers]
+    assert len(later) == len(newcomers) and {r.variant for r in later} == {"warm"}
