@@ -26,7 +26,7 @@ def conversion_chart(report: dict) -> str:
     arms = report["arms"]
     most = max([(a["conversion_ci"] or [0, 0])[1] for a in arms.values()] + [1e-9])
     row, left = 40, 110
-    span = WIDTH - left - 90
+    span = WIDTH - left - 170  # room for "12.2% (7.4 to 19.4)" after the widest interval
 
     def at(x: float) -> float:
         return left + span * x / most
