@@ -136,9 +136,13 @@ def test_the_report_counts_each_variant_by_the_steps_name(shop, templates, real_
         assert found["against_control"]["warm"]["points"] == 100.0  # all against none
         assert "at least 5 customers" in found["rule"]  # the step's own winner rule
         assert found["against_held_out"] == {}  # its holdout is the journey's, at entry
-    text = CliRunner().invoke(main, ["report", "experiment", "nudge.first"]).output
-    assert "plain (control)" in text and "holds customers out when they enter" in text
-    assert "The rule, set before the test" in text
+    page = templates / "step.html"
+    text = CliRunner().invoke(main, ["report", "experiment", "nudge.first", "--html", str(page)])
+    assert "plain (control)" in text.output and "holds customers out when they enter" in text.output
+    assert "The rule, set before the test" in text.output
+    html = page.read_text()
+    assert "warm vs plain" in html and "vs held out" not in html.replace("vs held out (points)", "")
+    assert "holds customers out when they enter" in html
     out = CliRunner().invoke(main, ["report", "experiment", "nudge.second"])
     assert out.exit_code == 2 and "add experiment: {variants: [a, b]} to its step" in out.output
 
