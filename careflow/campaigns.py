@@ -167,6 +167,8 @@ def journey_step_campaign(journey: journey_spec.JourneySpec, step: SendStep) -> 
     waits for its send time. Its occasion is the day the customer entered the journey
     (every entry rule lets a customer in at most once a day), so each entry gets each
     send step's message at most once, and the holdout is the journey's, drawn at entry.
+    Its experiment is the step's (``experiment:`` in journey.yaml): the route draws and
+    keeps each customer's variant on the ledger row as for any campaign.
     """
     return CampaignSpec(
         name=journey_spec.step_campaign_name(journey.name, step.id),
@@ -182,6 +184,7 @@ def journey_step_campaign(journey: journey_spec.JourneySpec, step: SendStep) -> 
         category=journey.category,
         marketing=journey.is_marketing,
         policy=journey.policy.model_copy(update={"holdout": 0.0}),
+        experiment=step.experiment,
     )
 
 

@@ -26,6 +26,7 @@ from careflow import experiment_stats as xs
 from careflow.campaigns import CampaignSpec
 from careflow.errors import ConfigError
 from careflow.experiment_decisions import decision_of, judge, record, rule_text
+from careflow.journey_spec import parse_step_campaign
 from careflow.money import from_minor
 from careflow.tables import text_table
 from careflow.uplift import Unit, baseline_for, load_units
@@ -79,6 +80,10 @@ def experiment_report(
     contacted = [u for u in settled if not u.held_out]
     groups = {v: [u for u in contacted if u.variant == v] for v in experiment.names}
     held = [u for u in settled if u.held_out]
+    # a journey's holdout is drawn at entry, so its send steps hold nobody out: their
+    # held-out customers are the journey's (careflow/journeys/advance.py), never a step's
+    step_of = parse_step_campaign(spec.name)
+    held_groups = [] if step_of else [("held_out", held)]
     split_groups = groups
     if decided is not None:
         cut = datetime.fromisoformat(decided["decided_at"])
@@ -101,19 +106,25 @@ def experiment_report(
         "decision": decided,
         "groups": {
             name: _group(g, currencies, per_arm, alpha)
-            for name, g in [*groups.items(), ("held_out", held)]
+            for name, g in [*groups.items(), *held_groups]
         },
         "against_control": {},
         "against_held_out": {},
     }
+    if step_of:
+        out["held_out_note"] = (
+            f"No held-out group: journey {step_of[0]} holds customers out when they enter "
+            "it, before any step; its send steps compare their variants with each other"
+        )
     for name in experiment.names:
         if name != experiment.control:
             out["against_control"][name] = _compare(
                 split_groups[name], control, currencies, tau2, per_arm, alpha
             )
-        out["against_held_out"][name] = _compare(
-            groups[name], held, currencies, tau2, per_arm, alpha
-        )
+        if held_groups:
+            out["against_held_out"][name] = _compare(
+                groups[name], held, currencies, tau2, per_arm, alpha
+            )
     # the rule on the customers before the decision: what was decided, or would be now
     counted = {"groups": {n: {"customers": len(g)} for n, g in split_groups.items()}}
     out["rule_met"] = judge({**counted, "against_control": out["against_control"]}, experiment)
@@ -369,6 +380,7 @@ def experiment_table(report: dict) -> str:
             else ""
         )
         + (f"\n{waiting:,} customers still waiting to be sent." if waiting else "")
+        + (f"\n{report['held_out_note']}." if report.get("held_out_note") else "")
     )
 
 
@@ -426,4 +438,6 @@ def experiment_markdown(report: dict) -> str:
         f"Intervals are always-valid at {level}: read them every day. "
         f"The rule, set before the test: {report['rule']}.",
     ]
+    if report.get("held_out_note"):
+        lines.append(f"{report['held_out_note']}.")
     return "\n".join(lines)

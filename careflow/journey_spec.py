@@ -35,7 +35,7 @@ from careflow.clock import Period
 from careflow.errors import ConfigError
 from careflow.names import NAME_PATTERN, NAME_RULE
 from careflow.policy.config import CampaignPolicy, Category, parse_share
-from careflow.variants import split_source
+from careflow.variants import Experiment, split_source
 
 #: a step's id: short, so that ``j_<journey>__<step>`` fits the ledger's campaign column
 STEP_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -91,6 +91,10 @@ class SendStep(_Flowing):
     #: campaigns, when the policy says so); ``last_answered`` puts first, of the others
     #: listed, the one the customer last replied or clicked on
     channels: list[str] = Field(min_length=1)
+    #: variants of the step's message, each customer drawn to one, as a campaign's
+    #: ``experiment:`` (careflow/variants.py); a variant's templates are
+    #: ``<step>.<variant>.<part>`` beside the step's own
+    experiment: Experiment | None = None
 
     @field_validator("channels")
     @classmethod
@@ -429,8 +433,12 @@ class JourneySpec(BaseModel):
 
 def version_of(spec: JourneySpec) -> str:
     """A hash of the step graph: ids, types and what each step does, not the wording of
-    descriptions or templates (12 hex digits)."""
-    graph = [s.model_dump(mode="json", by_alias=True, exclude_none=True) for s in spec.steps]
+    descriptions or templates, nor a send step's variants (which message it sends: adding
+    an experiment moves nobody) (12 hex digits)."""
+    graph = [
+        s.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"experiment"})
+        for s in spec.steps
+    ]
     text = json.dumps(graph, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -438,6 +446,15 @@ def version_of(spec: JourneySpec) -> str:
 def step_campaign_name(journey: str, step: str) -> str:
     """The campaign name a journey's send step has in the ledger and the route."""
     return f"j_{journey}__{step}"
+
+
+def step_campaign_of(name: str) -> str:
+    """``<journey>.<step>`` (as an operator names a send step) as its campaign name
+    ``j_<journey>__<step>``; any other name as it is."""
+    journey, dot, step = (name or "").partition(".")
+    if dot and re.fullmatch(NAME_PATTERN, journey) and re.fullmatch(STEP_PATTERN, step):
+        return step_campaign_name(journey, step)
+    return name
 
 
 def parse_step_campaign(name: str) -> tuple[str, str] | None:

@@ -240,14 +240,18 @@ def _stem_examples() -> str:
     )
 
 
-def _classify(folder: Path, variants: Sequence[str] = ()) -> tuple[list[_File], list[Path]]:
+def _classify(
+    folder: Path, variants: Sequence[str] = (), prefix: str = ""
+) -> tuple[list[_File], list[Path]]:
     """The campaign's template files by channel, part, locale and experiment variant (a
-    file named ``<variant>.<part>``); and .j2 files that are none."""
+    file named ``<variant>.<part>``); and .j2 files that are none. With ``prefix`` (a
+    journey's send step: ``<step>.``) only the files that start with it."""
     patterns = _part_patterns()
     files, strays = [], []
-    for path in sorted(folder.glob("*.j2")):
-        variant = next((v for v in variants if path.name.startswith(f"{v}.")), None)
-        name = path.name[len(variant) + 1 :] if variant else path.name
+    for path in sorted(folder.glob(f"{prefix}*.j2")):
+        own = path.name[len(prefix) :]
+        variant = next((v for v in variants if own.startswith(f"{v}.")), None)
+        name = own[len(variant) + 1 :] if variant else own
         for pattern, channel, part in patterns:
             m = pattern.match(name)
             if m:
@@ -256,6 +260,34 @@ def _classify(folder: Path, variants: Sequence[str] = ()) -> tuple[list[_File], 
         else:
             strays.append(path)
     return files, strays
+
+
+def variant_gaps(
+    variants: Sequence[str], files: list[_File], control: set[tuple[str, str, str]],
+    prefix: str = "",
+) -> list[tuple[str | None, str]]:
+    """(file name or None, reason) for each experiment variant without templates of its
+    own, and each part a variant changes in some locales the control has it in but not
+    in others (``control``: the control's (channel, part stem, locale)); ``prefix`` is a
+    journey send step's ``<step>.``."""
+    out: list[tuple[str | None, str]] = []
+    for variant in variants:
+        theirs = {(f.channel, f.part.stem, f.locale) for f in files if f.variant == variant}
+        if not theirs:
+            out.append((
+                None,
+                f"variant {variant} has no templates of its own "
+                f"({prefix}{variant}.sms.en.j2...): it would send the control's message",
+            ))  # fmt: skip
+        # a part the variant changes, it changes in every locale the control has it
+        changed = {(channel, stem) for channel, stem, _ in theirs}
+        for channel, stem, loc in sorted(k for k in control - theirs if k[:2] in changed):
+            out.append((
+                f"{prefix}{variant}.{stem.format(locale=loc)}",
+                f"missing: variant {variant} changes {channel} {stem.format(locale='*')} "
+                f"but not for {loc}; those customers would get the control's",
+            ))  # fmt: skip
+    return out
 
 
 def _line_of(path: Path, key: str) -> int:
@@ -574,26 +606,11 @@ class _Lint:
                 "language has no template of their own would get none",
             )
 
-        for variant in variants:
-            theirs = {
-                (f.channel, f.part.stem, f.locale) for f in files if f.variant == variant
-            }
-            if not theirs:
-                self.add(
-                    yaml_path,
-                    _line_of(yaml_path, "variants"),
-                    f"variant {variant} has no templates of its own ({variant}.sms.en.j2...): "
-                    f"it would send the control's message",
-                )
-            # a part the variant changes, it changes in every locale the control has it
-            changed = {(channel, stem) for channel, stem, _ in theirs}
-            for channel, stem, loc in sorted(k for k in set(have) - theirs if k[:2] in changed):
-                self.add(
-                    folder / f"{variant}.{stem.format(locale=loc)}",
-                    0,
-                    f"missing: variant {variant} changes {channel} {stem.format(locale='*')} "
-                    f"but not for {loc}; those customers would get the control's",
-                )
+        for name, reason in variant_gaps(variants, files, set(have)):
+            if name is None:
+                self.add(yaml_path, _line_of(yaml_path, "variants"), reason)
+            else:
+                self.add(folder / name, 0, reason)
 
         try:
             contexts = [
@@ -731,9 +748,11 @@ class _Lint:
             except ConfigError as exc:
                 self.add(folder / "journey.yaml", 0, f"step {step.id!r}: {exc}")
                 continue
-            for channel in campaign.channels:
-                for sample, context in contexts:
-                    self.message(campaign, channel, sample, context)
+            variants = campaign.experiment.names[1:] if campaign.experiment else []
+            for variant in [None, *variants]:
+                for channel in campaign.channels:
+                    for sample, context in contexts:
+                        self.message(campaign, channel, sample, context, variant)
 
     def shared(self, campaign_folders: set[str]) -> None:
         """Templates outside campaign folders (layouts): they must compile and nest."""
@@ -773,6 +792,16 @@ def journey_problems(
                 name = f"{step.id}.{part.stem.format(locale=default_locale)}"
                 if part.required and not (folder / name).is_file():
                     out.append(f"step {step.id!r} sends {channel}, but {name} is missing")
+        if step.experiment is not None:
+            variants = step.experiment.names[1:]
+            files, _ = _classify(folder, variants, f"{step.id}.")
+            control = {
+                (f.channel, f.part.stem, f.locale)
+                for f in files
+                if f.variant is None and f.channel in step.channel_order
+            }
+            for name, reason in variant_gaps(variants, files, control, f"{step.id}."):
+                out.append(f"step {step.id!r}: {reason}" + (f" ({name})" if name else ""))
     for step, n in sorted((in_flight or {}).items()):
         if step != ENTRY_STEP and step not in ids and step not in spec.moved:
             out.append(

@@ -131,3 +131,31 @@ def send_time_table(report: dict) -> str:
         ["arm", "sent", "converted", "conversion (95% CI)", "waiting", "not sent"], rows
     )
     return f"{head}\n{table}\n{report['verdict']}"
+
+
+def send_time_markdown(report: dict) -> str:
+    """The comparison as a Prefect artifact: the verdict, one row per arm."""
+    lines = [
+        f"## {report['campaign']}: does the best hour pay?",
+        "",
+        f"**{report['verdict']}.**",
+        "",
+        "| arm | sent | bought | rate (95% CI) | waiting | not sent |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for arm, label in ((BEST, "best hour"), (FIXED, "fixed time")):
+        a = report["arms"][arm]
+        rate = "-"
+        if a["conversion"] is not None:
+            lo, hi = a["conversion_ci"]
+            rate = f"{a['conversion']:.1f}% ({lo:.1f} to {hi:.1f})"
+        lines.append(
+            f"| {label} | {a['customers']:,} | {a['converted']:,} | {rate} "
+            f"| {a['waiting']:,} | {a['not_sent']:,} |"
+        )
+    lines += [
+        "",
+        f"Orders within {report['window_days']} days of the run taking each customer up. "
+        "Both arms are contacted: this measures the timing, not the contact.",
+    ]
+    return "\n".join(lines)

@@ -29,6 +29,10 @@ The winner is declared only by the rule of careflow/experiment_decisions.py, wit
 numbers given here (``min_per_arm``, ``alpha``), and kept on the ledger; after it every
 new message gets the winner (the route's ``variants_of``).
 
+A journey's send step may have one too (``experiment:`` under the step in journey.yaml,
+careflow/journey_spec.py): the same draw, on the step's campaign name
+(``j_<journey>__<step>``); its variants' templates are ``<step>.<variant>.<part>``.
+
 ``audience`` tunes the always-valid intervals of careflow/experiment_stats.py
 (narrowest at that size); a wrong guess costs some width, never validity.
 """

@@ -172,7 +172,8 @@ def report_uplift(campaign, since, until, as_json):
     help="Also write the report as one HTML page with charts to this file.",
 )
 def report_experiment(campaign, since, until, as_json, decide, html_path):
-    """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``)
+    """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``, or a
+    journey's send step's: CAMPAIGN is then JOURNEY.STEP)
 
     Per variant: customers, orders within the attribution window, conversion,
     its difference from the control and from the held-out customers with
@@ -185,13 +186,16 @@ def report_experiment(campaign, since, until, as_json, decide, html_path):
     from careflow.errors import ConfigError
     from careflow.experiment_report import decide as decide_now
     from careflow.experiment_report import experiment_table, report_for
+    from careflow.journey_spec import step_campaign_of
 
     settings = _settings()
-    spec = load_campaign(campaign, settings.templates_dir)
+    spec = load_campaign(step_campaign_of(campaign), settings.templates_dir)
     if spec.experiment is None:
+        step = spec.segment == "journey_step"
+        where = "its step in journey.yaml" if step else "its campaign.yaml"
         raise ConfigError(
-            f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to its "
-            "campaign.yaml (docs/experiments.md)"
+            f"{campaign} has no experiment: add experiment: {{variants: [a, b]}} to {where} "
+            "(docs/experiments.md)"
         )
     if decide and (since or until):
         raise ConfigError("--decide reads the whole experiment: leave out --since and --until")
@@ -226,12 +230,20 @@ def report_experiment(campaign, since, until, as_json, decide, html_path):
 @report.command("send-time")
 @click.argument("campaign")
 @_taken_up_between
-def report_send_time(campaign, since, until, as_json):
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the report as one HTML page with charts to this file.",
+)
+def report_send_time(campaign, since, until, as_json, html_path):
     """Does sending at each customer's best hour pay? (campaign.yaml ``policy: send_time``)
 
     The best-hour arm against the fixed-time comparison group: messages sent,
     orders within the attribution window, conversion with 95% intervals, and the
     difference with its interval (docs/policy.md, "Send-time optimisation").
+    --html also writes it as one page with charts.
     """
     from careflow.campaigns import load_campaign
     from careflow.send_time_report import send_time_report, send_time_table
@@ -247,7 +259,13 @@ def report_send_time(campaign, since, until, as_json):
         since=start,
         until=end,
     )
+    if html_path is not None:
+        from careflow.insight.send_time_html import as_html
+
+        _writing(html_path, lambda: html_path.write_text(as_html(found), encoding="utf-8"))
     _echo(json.dumps(found, indent=2, ensure_ascii=False) if as_json else send_time_table(found))
+    if html_path is not None and not as_json:
+        _echo(f"wrote {html_path}")
 
 
 def _day(value: str | None, option: str):

@@ -75,6 +75,8 @@ from careflow.experiment_report import decide, experiment_markdown, plan_for, re
 from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
+from careflow.insight.html import figures_markdown
+from careflow.insight.send_time_html import charts as send_time_charts
 from careflow.ledger import ContactLedger, DryRunLedger
 from careflow.policy.config import resolve as resolve_policy
 from careflow.progress import report as report_progress
@@ -89,6 +91,7 @@ from careflow.report import (
     summary_markdown,
 )
 from careflow.responses import match_orphans
+from careflow.send_time_report import send_time_markdown, send_time_report
 from careflow.settings import Settings, load_settings
 from careflow.uplift import baseline_of, compare, load_units, split_summary
 
@@ -637,6 +640,9 @@ def run_batches(engine, run: RunPlan, ranges: list[tuple[int, int]], summary: di
     )
     if spec.experiment is not None and not run.dry_run:
         publish_experiment(engine, spec, run.settings)
+    timing = spec.policy.send_time
+    if timing is not None and timing.optimise and not run.dry_run:
+        publish_send_time(engine, spec, run.settings)
     return summary
 
 
@@ -649,6 +655,23 @@ def publish_experiment(engine: Engine, spec: CampaignSpec, settings: Settings) -
         key=f"{spec.name.replace('_', '-')}-experiment",
         description=f"{spec.name}: which variant pays more",
     )
+
+
+def publish_send_time(engine: Engine, spec: CampaignSpec, settings: Settings) -> str:
+    """The send-time comparison (best hour against fixed time) with its charts as the
+    campaign's Prefect artifact, after each real run of a campaign that optimises send
+    times (``<campaign>-send-time``: the UI keeps each version)."""
+    report = send_time_report(
+        engine, spec.name, window_days=settings.attribution_window_days,
+        shop_zone=settings.time_zone,
+    )  # fmt: skip
+    text = f"{send_time_markdown(report)}\n\n{figures_markdown(send_time_charts(report))}"
+    create_markdown_artifact(
+        markdown=text,
+        key=f"{spec.name.replace('_', '-')}-send-time",
+        description=f"{spec.name}: does sending at the best hour pay",
+    )
+    return text
 
 
 def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | None, dict | None]:

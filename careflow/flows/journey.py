@@ -25,10 +25,12 @@ from careflow import (
     clock,
     db,
 )
-from careflow.campaigns import journey_step_campaign
+from careflow.campaigns import CampaignSpec, journey_step_campaign
 from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
-from careflow.flows.campaign import occasion_text
+from careflow.experiment_decisions import winner_of
+from careflow.experiment_report import decide, report_for, verdict
+from careflow.flows.campaign import occasion_text, publish_experiment
 from careflow.flows.idle import idle
 from careflow.flows.params import DeferredAsOf, JourneyName
 from careflow.flows.route import Route, RunPlan, process_batch
@@ -153,6 +155,7 @@ def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> 
     ``journey``). Deployed every five minutes (prefect.yaml)."""
     logger = get_run_logger()
     try:
+        decide_experiments(journey, logger)
         summaries = advance_journeys(journey, as_of, submit=advance_batch_task.submit)
     except ConfigError as exc:
         logger.error("journeys did not advance: %s", exc)
@@ -164,8 +167,48 @@ def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> 
             s["woken"], s["steps"] or "none", s["exits"] or "none",
         )  # fmt: skip
         publish_diagram(s["journey"], s["at"])  # unchanged journeys keep their last diagram
+        if s["steps"].get("sent"):
+            publish_experiments(s["journey"])
     # most five-minute advances move nobody: told apart in the runs list (flows/idle.py)
     return summaries if moved else idle(summaries)
+
+
+def step_experiments(journey: str | None, settings: Settings) -> list[CampaignSpec]:
+    """The send steps with an experiment of ``journey`` (default: every journey), each as
+    the campaign the route runs."""
+    out = []
+    for name in [journey] if journey else list_journeys(settings.templates_dir):
+        spec = load_journey(name, settings.templates_dir)
+        out += [
+            journey_step_campaign(spec, s)
+            for s in spec.steps
+            if isinstance(s, SendStep) and s.experiment is not None
+        ]
+    return out
+
+
+def decide_experiments(journey: str | None, logger, settings: Settings | None = None) -> None:
+    """Before an advance sends anything: each send step's experiment rule applied, as a
+    campaign's run does at its start (careflow/flows/campaign.experiment_start), so a
+    winner the rule now declares is recorded once and sent from this advance on."""
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    for campaign in step_experiments(journey, settings):
+        if campaign.experiment.decide != "run" or winner_of(engine, campaign.name):
+            continue
+        report = report_for(engine, campaign, settings)
+        decided, now = decide(engine, campaign, report, f"journey-advance {flow_run.get_id()}")
+        if now:
+            logger.info("%s: %s", campaign.name, verdict({**report, "decision": decided}))
+
+
+def publish_experiments(journey: str, settings: Settings | None = None) -> None:
+    """The report of each send step's experiment, after an advance that sent something,
+    as a Prefect artifact like a campaign's (``j-<journey>--<step>-experiment``)."""
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    for campaign in step_experiments(journey, settings):
+        publish_experiment(engine, campaign, settings)
 
 
 def publish_diagram(journey: str, when: str, settings: Settings | None = None) -> str:

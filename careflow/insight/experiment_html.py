@@ -16,7 +16,7 @@ from __future__ import annotations
 from html import escape
 
 from careflow.experiment_stats import MIN_BUYERS
-from careflow.insight.html import _CSS, WIDTH, _rect, _svg, _table, _text
+from careflow.insight.html import CSS, WIDTH, rect, svg, table, text
 
 #: the control in grey, the other variants in turn, the held out in a light grey
 PALETTE = ["#8c2981", "#de4968", "#fe9f6d", "#3b0f70", "#74c476"]
@@ -50,11 +50,11 @@ def conversion_chart(report: dict) -> str:
         rate = g["conversion"] or 0
         w = span * rate / most
         tip = f"{_label(report, name)}: {g['converted']:,} of {g['customers']:,} bought"
-        parts.append(_text(left - 8, y + 14, _label(report, name), anchor="end"))
-        parts.append(_rect(left, y, w, 28, _colour(report, name), tip))
+        parts.append(text(left - 8, y + 14, _label(report, name), anchor="end"))
+        parts.append(rect(left, y, w, 28, _colour(report, name), tip))
         shown = "-" if g["conversion"] is None else f"{rate:.2f}%"
-        parts.append(_text(left + w + 6, y + 14, shown))
-    return _svg("Bought within the window", 20 + row * len(groups), parts)
+        parts.append(text(left + w + 6, y + 14, shown))
+    return svg("Bought within the window", 20 + row * len(groups), parts)
 
 
 def forest_chart(title: str, rows: list[tuple[str, float, list | None, str]], unit: str) -> str:
@@ -72,13 +72,13 @@ def forest_chart(title: str, rows: list[tuple[str, float, list | None, str]], un
     parts = [
         f'<line x1="{at(0):.1f}" y1="4" x2="{at(0):.1f}" y2="{height - 22}" '
         'stroke="#999" stroke-dasharray="4 3"/>',
-        _text(at(0), height - 10, f"0 {unit}", anchor="middle", fill="#666"),
+        text(at(0), height - 10, f"0 {unit}", anchor="middle", fill="#666"),
     ]
     for i, (label, d, ci, colour) in enumerate(rows):
         y = 18 + i * row
-        parts.append(_text(left - 8, y, label, anchor="end"))
+        parts.append(text(left - 8, y, label, anchor="end"))
         if ci is None:
-            parts.append(_text(at(d), y, "no interval yet", anchor="middle", fill="#666"))
+            parts.append(text(at(d), y, "no interval yet", anchor="middle", fill="#666"))
             continue
         tip = f"{label}: {d:+,.2f} {unit} ({ci[0]:+,.2f} to {ci[1]:+,.2f})"
         parts.append(
@@ -89,7 +89,7 @@ def forest_chart(title: str, rows: list[tuple[str, float, list | None, str]], un
             f'<circle cx="{at(d):.1f}" cy="{y:.1f}" r="6" fill="{colour}">'
             f"<title>{escape(tip)}</title></circle>"
         )
-    return _svg(title, height, parts)
+    return svg(title, height, parts)
 
 
 def difference_chart(report: dict) -> str:
@@ -152,15 +152,16 @@ def as_html(report: dict) -> str:
         f"(docs/experiments.md). Revenue intervals appear once each group has {MIN_BUYERS} "
         "buyers. "
         f"The rule, set before the test: {report['rule']}."
+        + (f" {report['held_out_note']}." if report.get("held_out_note") else "")
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(report['campaign'])}: experiment</title>"
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{CSS}</style></head><body>"
         f"<h1>{escape(report['campaign'])}: which variant pays more</h1>"
         f"<p><strong>{escape(report['verdict'])}.</strong></p>"
         f'<div class="charts">{charts}</div>'
-        f'<div class="tables">{_table("Each variant", *_rows(report))}</div>'
+        f'<div class="tables">{table("Each variant", *_rows(report))}</div>'
         f'<p class="note">{escape(note)}</p></body></html>'
     )

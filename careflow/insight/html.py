@@ -46,7 +46,7 @@ WIDTH = 520
 _FONT = 'font-family="system-ui, sans-serif" font-size="14"'
 
 
-def _svg(title: str, height: int, parts: list[str]) -> str:
+def svg(title: str, height: int, parts: list[str]) -> str:
     """One chart: a titled figure whose SVG scales to the width of its box."""
     return (
         f'<figure class="chart"><figcaption>{escape(title)}</figcaption>'
@@ -55,14 +55,14 @@ def _svg(title: str, height: int, parts: list[str]) -> str:
     )
 
 
-def _rect(x: float, y: float, w: float, h: float, fill: str, tip: str) -> str:
+def rect(x: float, y: float, w: float, h: float, fill: str, tip: str) -> str:
     return (
         f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{h:.1f}" '
         f'fill="{fill}"><title>{escape(tip)}</title></rect>'
     )
 
 
-def _text(x: float, y: float, text: str, *, anchor: str = "start", fill: str = "#222",
+def text(x: float, y: float, text: str, *, anchor: str = "start", fill: str = "#222",
           weight: str = "normal") -> str:  # fmt: skip
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}" '
@@ -80,15 +80,15 @@ def pyramid_chart(report: PyramidReport) -> str:
         y = 10 + i * row
         w = max(span * t.customers / most, 2 if t.customers else 0)
         label = f"{t.customers:,} ({100 * t.customer_share:.1f}%)"
-        parts.append(_text(0, y + row / 2 - 4, t.tier, weight="600"))
-        parts.append(_rect(left + (span - w) / 2, y, w, row - 8, COLOURS[t.tier],
+        parts.append(text(0, y + row / 2 - 4, t.tier, weight="600"))
+        parts.append(rect(left + (span - w) / 2, y, w, row - 8, COLOURS[t.tier],
                            f"{t.tier}: {label} buyers"))  # fmt: skip
         if w > 8 * len(label):  # inside the bar, else beside it
-            parts.append(_text(left + span / 2, y + row / 2 - 4, label, anchor="middle",
+            parts.append(text(left + span / 2, y + row / 2 - 4, label, anchor="middle",
                                fill="white"))  # fmt: skip
         else:
-            parts.append(_text(left + (span + w) / 2 + 6, y + row / 2 - 4, label))
-    return _svg("Customer pyramid: buyers per tier", 10 + len(tiers) * row, parts)
+            parts.append(text(left + (span + w) / 2 + 6, y + row / 2 - 4, label))
+    return svg("Customer pyramid: buyers per tier", 10 + len(tiers) * row, parts)
 
 
 def revenue_chart(report: PyramidReport) -> str:
@@ -99,23 +99,23 @@ def revenue_chart(report: PyramidReport) -> str:
     for i, (name, field) in enumerate((("of buyers", "customer_share"),
                                        ("of revenue", "revenue_share"))):  # fmt: skip
         y, x = 10 + i * (bar + 16), float(left)
-        parts.append(_text(0, y + bar / 2, name))
+        parts.append(text(0, y + bar / 2, name))
         for t in tiers:
             share = float(getattr(t, field))
             w = span * share
             tip = f"{t.tier}: {100 * share:.1f}% {name}"
-            parts.append(_rect(x, y, w, bar, COLOURS[t.tier], tip))
+            parts.append(rect(x, y, w, bar, COLOURS[t.tier], tip))
             label = f"{t.tier} {100 * share:.0f}%"
             if w > 9 * len(label):  # a label only where it fits; the tip says it everywhere
-                parts.append(_text(x + w / 2, y + bar / 2, label, anchor="middle",
+                parts.append(text(x + w / 2, y + bar / 2, label, anchor="middle",
                                    fill="white"))  # fmt: skip
             x += w
     y = 10 + 2 * (bar + 16) + 6
     for i, t in enumerate(tiers):  # the legend
         x = left + i * (span / max(len(tiers), 1))
-        parts.append(_rect(x, y, 12, 12, COLOURS[t.tier], t.tier))
-        parts.append(_text(x + 17, y + 6, t.tier))
-    return _svg("Revenue share per tier against its share of buyers", y + 22, parts)
+        parts.append(rect(x, y, 12, 12, COLOURS[t.tier], t.tier))
+        parts.append(text(x + 17, y + 6, t.tier))
+    return svg("Revenue share per tier against its share of buyers", y + 22, parts)
 
 
 #: the heat map's ramp, few customers to many (magma's light end to its dark end)
@@ -139,23 +139,23 @@ def rfm_chart(report: PyramidReport) -> str:
     parts = []
     for i, r in enumerate(range(5, 0, -1)):
         y = top + i * cell_h
-        parts.append(_text(0, y + cell_h / 2, f"R{r}", weight="600"))
+        parts.append(text(0, y + cell_h / 2, f"R{r}", weight="600"))
         for j, f in enumerate(range(1, 6)):
             n = int(grid.loc[(r, f), "customers"])
             fill, ink = _heat((n / most) ** 0.5)
             mean = money_text(report, grid.loc[(r, f), "mean_monetary_minor"])
             x = left + j * cell_w
-            parts.append(_rect(x, y, cell_w - 2, cell_h - 2, fill,
+            parts.append(rect(x, y, cell_w - 2, cell_h - 2, fill,
                                f"R{r} F{f}: {n:,} customers, mean spend {mean}"))  # fmt: skip
-            parts.append(_text(x + cell_w / 2, y + cell_h / 2, f"{n:,}", anchor="middle",
+            parts.append(text(x + cell_w / 2, y + cell_h / 2, f"{n:,}", anchor="middle",
                                fill=ink))  # fmt: skip
     y = top + 5 * cell_h + 12
     for j, f in enumerate(range(1, 6)):
-        parts.append(_text(left + j * cell_w + cell_w / 2, y, f"F{f}", anchor="middle",
+        parts.append(text(left + j * cell_w + cell_w / 2, y, f"F{f}", anchor="middle",
                            weight="600"))  # fmt: skip
-    parts.append(_text(left + 5 * cell_w / 2, y + 20, "frequency score across, recency down",
+    parts.append(text(left + 5 * cell_w / 2, y + 20, "frequency score across, recency down",
                        anchor="middle", fill="#666"))  # fmt: skip
-    return _svg("RFM heat map: customers by recency and frequency score", y + 32, parts)
+    return svg("RFM heat map: customers by recency and frequency score", y + 32, parts)
 
 
 def _flow_colour(before: str, after: str) -> str:
@@ -177,7 +177,7 @@ def movement_chart(report: PyramidReport) -> str:
     height, pad, node_w, label_w, top = 300, 14, 14, 118, 12
     title = f"Tier movement since {report.previous.isoformat()} (green up, red down)"
     if not total:
-        return _svg(title, 40, [_text(WIDTH / 2, 20, "no buyers at either date", anchor="middle")])
+        return svg(title, 40, [text(WIDTH / 2, 20, "no buyers at either date", anchor="middle")])
     scale = (height - 2 * top - pad * max(len(left), len(right), 1)) / total
     x0, x1 = label_w, WIDTH - label_w - node_w
 
@@ -212,14 +212,14 @@ def movement_chart(report: PyramidReport) -> str:
         parts.append(f'<path d="{path}" fill="{_flow_colour(link.before, link.after)}">'
                      f"<title>{escape(tip)}</title></path>")  # fmt: skip
     for name, (y, n) in l_nodes.items():
-        parts.append(_rect(x0, y, node_w, max(n * scale, 1), COLOURS[name], f"{name} then: {n:,}"))
-        parts.append(_text(x0 - 6, y + n * scale / 2, f"{name} {n:,}", anchor="end"))
+        parts.append(rect(x0, y, node_w, max(n * scale, 1), COLOURS[name], f"{name} then: {n:,}"))
+        parts.append(text(x0 - 6, y + n * scale / 2, f"{name} {n:,}", anchor="end"))
     for name, (y, n) in r_nodes.items():
-        parts.append(_rect(x1, y, node_w, max(n * scale, 1), COLOURS[name], f"{name} now: {n:,}"))
-        parts.append(_text(x1 + node_w + 6, y + n * scale / 2, f"{name} {n:,}"))
-    return _svg(title, height, parts)
+        parts.append(rect(x1, y, node_w, max(n * scale, 1), COLOURS[name], f"{name} now: {n:,}"))
+        parts.append(text(x1 + node_w + 6, y + n * scale / 2, f"{name} {n:,}"))
+    return svg(title, height, parts)
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -227,7 +227,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return f"<section><h2>{escape(title)}</h2><table><tr>{head}</tr>{body}</table></section>"
 
 
-_CSS = """
+CSS = """
 *, *::before, *::after { box-sizing: border-box; }
 body { font-family: system-ui, sans-serif; margin: 16px auto; padding: 0 12px;
        max-width: 1280px; color: #222; }
@@ -260,7 +260,13 @@ _FIGURE = re.compile(r"<figcaption>(.*?)</figcaption>(<svg .*</svg>)", re.DOTALL
 
 
 def charts_markdown(report: PyramidReport) -> str:
-    """The four charts as markdown images, each SVG a ``data:`` URI inside the text.
+    """The four charts as markdown images (:func:`figures_markdown`)."""
+    return figures_markdown(charts(report))
+
+
+def figures_markdown(figures: list[str]) -> str:
+    """Charts drawn by :func:`svg` as markdown images, each SVG a ``data:`` URI inside
+    the text.
 
     This is how the charts reach the Prefect UI: an artifact is text kept by the
     Prefect server, which the UI renders as markdown, images included, so the
@@ -268,9 +274,9 @@ def charts_markdown(report: PyramidReport) -> str:
     on a worker's disk to fetch. (A hover's ``<title>`` does not survive in an image.)
     """
     out = []
-    for figure in charts(report):
-        caption, svg = _FIGURE.search(figure).groups()
-        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    for figure in figures:
+        caption, drawing = _FIGURE.search(figure).groups()
+        data = base64.b64encode(drawing.encode("utf-8")).decode("ascii")
         alt = caption.replace("[", "(").replace("]", ")")
         out.append(f"![{alt}](data:image/svg+xml;base64,{data})")
     return "\n\n".join(out)
@@ -280,7 +286,7 @@ def as_html(report: PyramidReport) -> str:
     """The whole page: headline, four charts, the tables, and how scores are made."""
     figures = "".join(charts(report))
     tables = "".join(
-        _table(title, *rows(report))
+        table(title, *rows(report))
         for title, rows in (
             ("Tiers", tier_rows),
             ("Movement", summary_rows),
@@ -299,7 +305,7 @@ def as_html(report: PyramidReport) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Customer pyramid {report.as_of.isoformat()}</title>"
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{CSS}</style></head><body>"
         f"<h1>{escape(headline(report))}</h1>"
         + (f"<p>{escape(money)}</p>" if money else "")
         + f'<div class="charts">{figures}</div><div class="tables">{tables}</div>'

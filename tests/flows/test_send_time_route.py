@@ -333,3 +333,57 @@ def test_the_shops_pattern_is_read_once_when_the_run_opens_and_its_batches_reuse
         event.remove(engine, "before_cursor_execute", seen)
     assert sum("GROUP BY" in s and "orders" in s for s in statements) == 0
     assert sum("orders" in s and "contact_events" in s for s in statements) == 2
+
+
+def test_the_report_as_a_page_with_charts(engine, templates, tmp_path):
+    import re
+
+    from careflow.cli import main
+
+    for cid in range(1, 21):
+        person(engine, cid, evenings=1)
+    run()
+    run(run_id="followup", now=EVENING, deferred_only=True)
+    best = sorted(c for c, r in rows(engine).items() if r.send_time_arm == BEST)
+    with engine.begin() as conn:  # every other best-hour customer orders two days on
+        conn.execute(insert(Order.__table__), [
+            {"id": 90_000 + c, "customer_id": c, "ordered_at": (AT + timedelta(days=2)).replace(tzinfo=None),
+             "ordered_on": (AT + timedelta(days=2)).date(), "currency": "CNY", "amount_minor": 500}
+            for c in best[::2]
+        ])  # fmt: skip
+    page = tmp_path / "promo.html"
+    out = CliRunner().invoke(main, ["report", "send-time", "promo", "--html", str(page)])
+    assert out.exit_code == 0, out.output
+    assert f"wrote {page}" in out.output
+    html = page.read_text()
+    assert html.count("<svg") == 2  # conversion per arm, the difference
+    assert "<script" not in html
+    assert not re.search(r"""(src|href)=["']?https?:|url\(|@import""", html)
+    found = send_time_report(engine, "promo", window_days=30, shop_zone="UTC")
+    bought = f"best hour: {len(best[::2])} of {found['arms'][BEST]['customers']} bought"
+    assert bought in html and "fixed time" in html and "best - fixed" in html
+    assert found["verdict"].split(" (")[0] in html
+
+
+def test_a_real_run_publishes_the_report_as_an_artifact(prefect_api, engine, templates,
+                                                        real_clock):  # fmt: skip
+    from prefect.artifacts import Artifact
+
+    from careflow.flows.campaign import campaign_flow
+
+    for cid in range(1, 11):
+        person(engine, cid)
+    real_clock.set(AT)
+    def latest():  # the Prefect server is the session's: another test may have published
+        page = Artifact.get("promo-send-time")
+        return page and str(page.flow_run_id)
+
+    dry = campaign_flow(campaign="promo", as_of="2026-06-01", dry_run=True)
+    assert latest() != dry["run_id"], "a dry run publishes nothing"
+    real = campaign_flow(campaign="promo", as_of="2026-06-01")
+    assert latest() == real["run_id"]
+    page = Artifact.get("promo-send-time")
+    assert page.type == "markdown"
+    assert "## promo: does the best hour pay?" in page.data
+    assert "| best hour |" in page.data and "| fixed time |" in page.data
+    assert page.data.count("(data:image/svg+xml;base64,") == 2  # the charts, as images

@@ -19,7 +19,9 @@ exactly one ledger row for it, matching the step row's outcome; the provider
 accepted at most one message per customer and step (exactly one for a ``sent``
 row, none for a skip); each customer's step rows are one path through the
 journey, each step once, in the order the journey gives for their reply and
-locale; every position ended (done, or held out) with one outcome.
+locale; every position ended (done, or held out) with one outcome. The first send
+step has two variants: the message the provider accepted is the variant its ledger row
+keeps.
 
 The kills go only to instants that still have work: an advance that finds nothing
 due is no test. Sizes: ``ci`` (one wave of 30 customers, 3 kills, one per instant;
@@ -66,7 +68,10 @@ category: care
 entry: {segment: dormant, parameters: {days: 30}}
 holdout: 10%
 steps:
-  - {id: first, type: send, channels: [sms]}
+  - id: first
+    type: send
+    channels: [sms]
+    experiment: {variants: [plain, warm]}
   - id: answer
     type: wait_for
     event: replied
@@ -117,6 +122,8 @@ def write_journey(root: Path) -> None:
             (folder / f"{step}.sms.{locale}.j2").write_text(f"{step} {{{{ name }}}}")
             (folder / f"{step}.email.{locale}.subject.j2").write_text(f"{step} for you")
             (folder / f"{step}.email.{locale}.txt.j2").write_text(f"{step}: {{{{ name }}}}")
+    for locale in ("en", "zh-CN"):  # the first step's second variant
+        (folder / f"first.warm.sms.{locale}.j2").write_text("WARM first {{ name }}")
 
 
 def shop(engine, ids: range) -> dict[int, dict]:
@@ -307,6 +314,7 @@ def check(engine, server: SlowFaultServer, customers: dict[int, dict]) -> Counte
     assert max(rows_of.values()) == 1, "two ledger rows for one message"
     ledger_of = {(r.campaign, r.customer_id): r for r in ledger}
     accepted: Counter = Counter()
+    sms: dict[int, str] = {}  # what the provider accepted for the first step (a variant)
     for body in server.bodies:
         if "personalizations" in body:
             for person in body["personalizations"]:
@@ -314,6 +322,7 @@ def check(engine, server: SlowFaultServer, customers: dict[int, dict]) -> Counte
                 accepted[campaign, int(cid)] += 1
         else:
             accepted["j_kill_journey__first", int(body["To"][-5:])] += 1
+            sms[int(body["To"][-5:])] = body["Body"]
     assert max(accepted.values(), default=0) <= 1, "a message accepted twice"
     outcomes: Counter = Counter()
     for cid, customer in customers.items():
@@ -341,6 +350,9 @@ def check(engine, server: SlowFaultServer, customers: dict[int, dict]) -> Counte
                 assert n == 1, f"customer {cid} {r.step}: sent, accepted {n} times"
             elif row.reason != "interrupted":
                 assert n == 0, f"customer {cid} {r.step}: {row.state} {row.reason}, accepted"
+            if r.step == "first" and cid in sms:  # the one variant the row keeps went out
+                assert row.variant in ("plain", "warm"), (cid, row.variant)
+                assert sms[cid].startswith("WARM") == (row.variant == "warm"), (cid, sms[cid])
         sent_steps = {r.step for r in rows if r.step in SENDS}
         for campaign, c in ledger_of:
             if c == cid:
