@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.browser, pytest.mark.xdist_group(
 
 SCRIPT = Path(__file__).parent / "ui" / "prefect_ui.mjs"
 SCREENSHOTS = ("ui-deployments.png", "ui-deployment.png", "ui-flow-run.png", "ui-artifact.png",
-               "ui-failed-run.png", "ui-run-form.png", "ui-run-form-campaign.png")
+               "ui-failed-run.png", "ui-runs.png", "ui-run-form.png", "ui-run-form-campaign.png")
 #: how the UI words prefect.yaml's cron schedules (it shows them in the schedule's own zone)
 CRON_AS_THE_UI_SAYS = {
     "0 9 * * *": "At 09:00 AM every day",
@@ -89,7 +90,10 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
     artifact = server.api("/artifacts/filter", {"artifacts": {
         "key": {"any_": ["birthday-summary"]}, "flow_run_id": {"any_": [completed["id"]]}}})[0]
     heading, outcomes = _markdown_table(artifact["data"])
-    channel_choices = birthday["parameter_openapi_schema"]["properties"]["channel"]["anyOf"]
+    channel_field = birthday["parameter_openapi_schema"]["properties"]["channel"]
+    # each run is named for its occasion's date (not "birthday now")
+    dated = [run["name"] for run in (completed, failed)]
+    assert all(re.match(r"\S+ \d{4}-\d\d-\d\d\b", name) for name in dated), dated
 
     shots = Path(os.environ.get("CAREFLOW_UI_SCREENSHOTS_DIR") or tmp_path / "screenshots")
     shots = shots if shots.is_absolute() else PROJECT_ROOT / shots
@@ -116,13 +120,17 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
             "artifact_heading": heading,
             "artifact_cells": outcomes,
         },
+        "dated_run_names": dated,
         "failed_run": {"id": failed["id"], "name": failed["name"],
                        "message": failed["state"]["message"]},
         "run_form": {
             "deployment_id": birthday["id"],
             "as_of": AS_OF,
             "channel": "outbox",
-            "channels": next(c["enum"] for c in channel_choices if "enum" in c),
+            # one list, its default picked, no None beside it (was a str/None switch)
+            "channels": channel_field["enum"],
+            "channel_default": channel_field["default"],
+            "channel_description": channel_field["description"][:40],
             # a sentence under each parameter (careflow/flows/params.py), as the schema has it
             "descriptions": [
                 birthday["parameter_openapi_schema"]["properties"][name]["description"][:60]

@@ -11,8 +11,9 @@ date picker and a channel list, with a sentence under each):
   date-time; empty means now, which is what schedules use. It picks the
   occasions; a real run still judges quiet hours and sending windows at the
   real clock (a dry run rehearses the date);
-- channel: send everyone on this channel this run, or "outbox" to deliver to
-  the local outbox instead of the providers;
+- channel: "preferred" (each customer's own channel, the default), one channel
+  for everyone this run, or "outbox" to deliver to the local outbox instead of
+  the providers;
 - dry_run: make every decision a real run would; nothing is sent or recorded;
 - allow_past: confirm a real run dated before today (it sends now what was
   meant for then); without it such a run stops before selecting anyone.
@@ -24,7 +25,7 @@ from prefect import flow
 
 from careflow.clock import TODAY
 from careflow.flows.campaign import record_failure, run_campaign, run_name
-from careflow.flows.params import AllowPast, AsOf, Channel, DryRun
+from careflow.flows.params import PREFERRED, AllowPast, AsOf, Channel, DryRun
 from careflow.flows.runners import BatchTaskRunner
 
 
@@ -36,7 +37,7 @@ from careflow.flows.runners import BatchTaskRunner
 )
 def birthday(
     as_of: AsOf = TODAY,
-    channel: Channel = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):
@@ -52,7 +53,7 @@ def birthday(
 )
 def reorder_reminder(
     as_of: AsOf = TODAY,
-    channel: Channel = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):
@@ -68,7 +69,7 @@ def reorder_reminder(
 )
 def winback(
     as_of: AsOf = TODAY,
-    channel: Channel = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):
@@ -84,7 +85,7 @@ def winback(
 )
 def vip_care(
     as_of: AsOf = TODAY,
-    channel: Channel = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):

@@ -62,8 +62,21 @@ def campaign_choices() -> list[str]:
         return []
 
 
-#: what the UI's run form offers for ``channel``: every registered channel, and outbox
-ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
+#: the run form's first choice for ``channel``, and its default: each customer's own
+PREFERRED = "preferred"
+
+#: what the UI's run form offers for ``channel``: preferred, every registered channel, outbox
+ChannelChoice = Literal[(PREFERRED, *registry.names())]  # type: ignore[valid-type]
+
+
+def chosen_channel(value: str | None) -> str | None:
+    """The one channel a run was asked to send everyone on; None for each customer's own
+    (``preferred``, or None as deployments made before ``preferred`` existed send)."""
+    return None if value in (None, "", PREFERRED) else value
+
+
+def _none_is_preferred(value: Any) -> Any:
+    return PREFERRED if value is None or value == "" else value
 
 Campaign = Annotated[
     str,
@@ -94,11 +107,12 @@ AsOf = Annotated[
 ]
 
 Channel = Annotated[
-    ChannelChoice | None,
+    ChannelChoice,
+    BeforeValidator(_none_is_preferred),
     Describe(
-        "Send everyone on this channel this run; 'outbox' writes every message "
-        "to the local outbox instead of sending it. None: each customer's own channel, "
-        "by the campaign's preference.",
+        "preferred (the default): each customer's own channel, in the order the "
+        "campaign prefers. Or one channel for everyone this run; 'outbox' writes every "
+        "message to the local outbox instead of sending it.",
     ),
 ]
 
@@ -118,10 +132,11 @@ AllowPast = Annotated[
 ]
 
 DeferredChannel = Annotated[
-    Literal["outbox"] | None,
+    Literal[PREFERRED, "outbox"],
+    BeforeValidator(_none_is_preferred),
     Describe(
-        "None: each deferred message goes on the channel its policy decided. "
-        "'outbox' writes them to the local outbox instead of sending them.",
+        "preferred (the default): each deferred message goes on the channel its policy "
+        "decided. 'outbox' writes them to the local outbox instead of sending them.",
     ),
 ]
 

@@ -59,7 +59,7 @@ def test_every_parameter_is_described_and_none_only_with_a_default(flow):
 def test_channel_and_campaign_are_picked_from_a_list(flow):
     properties = parameter_schema(flow.fn).model_dump()["properties"]
     if "channel" in properties:
-        assert set(_choices(properties["channel"])) <= set(registry.names())
+        assert set(_choices(properties["channel"])) <= {"preferred", *registry.names()}
     if "campaign" in properties:
         shipped = list_campaigns(load_settings().templates_dir)
         assert {"birthday", "winback"} <= set(shipped)
@@ -108,3 +108,28 @@ def test_today_none_and_nothing_are_the_same_run(given):
     assert birthday.validate_parameters({"as_of": given})["as_of"] == "today"
     day, at = resolve_as_of(given, "UTC")
     assert day == datetime.now(UTC).date() and at.tzinfo is not None
+
+
+@pytest.mark.parametrize("flow", [f for f in FLOWS if "channel" in parameter_schema(f.fn)
+                                  .model_dump()["properties"]], ids=lambda f: f.name)
+def test_channel_is_one_list_whose_default_is_preferred(flow):
+    """Regression (issue 25): the run form's channel was a str/None switch (the list behind
+    'str', 'None' meaning each customer's own channel, said only in the sentence); now one
+    list whose first choice, and default, is 'preferred'."""
+    prop = parameter_schema(flow.fn).model_dump()["properties"]["channel"]
+    assert "anyOf" not in prop and prop["type"] == "string"
+    assert prop["enum"][0] == prop["default"] == "preferred"
+    assert "outbox" in prop["enum"]
+    assert prop["description"].startswith("preferred (the default)")
+
+
+@pytest.mark.parametrize("given", [None, "", "preferred"])
+def test_preferred_none_and_nothing_are_each_customers_own_channel(given):
+    """A run with channel 'preferred', or None as deployments made before sent, sends each
+    customer on their own channel: its name names no channel."""
+    from careflow.flows.care import birthday
+    from careflow.flows.params import chosen_channel
+
+    assert birthday.validate_parameters({"channel": given})["channel"] == "preferred"
+    assert chosen_channel(given) is None
+    assert chosen_channel("sms") == "sms"
