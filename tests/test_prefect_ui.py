@@ -5,8 +5,11 @@ and opens the UI in headless Debian chromium through playwright-core
 (tests/ui/prefect_ui.mjs), as an operator would: the deployments with their
 schedules from prefect.yaml, a schedule paused and resumed (its zone said in
 the description), the completed birthday run with its logs and summary
-artifact, a run that failed before it started with its reason, and the
-custom-run form with its typed, described fields, filled in and submitted. Only loopback is reachable from the browser.
+artifact, a run that failed before it started with its reason, the runs list
+with each run named for its occasion's date, and the custom-run form with its
+typed, described fields (as_of's "today" switch, a picked date staying a date;
+channel one list with no str/None switch; campaign a list), filled in and
+submitted. Only loopback is reachable from the browser.
 
 Screenshots go to a temporary folder; set CAREFLOW_UI_SCREENSHOTS_DIR=docs/img
 to refresh the ones docs/operators.md shows.
@@ -126,6 +129,8 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
         "run_form": {
             "deployment_id": birthday["id"],
             "as_of": AS_OF,
+            "as_of_description": birthday["parameter_openapi_schema"]["properties"]["as_of"][
+                "description"][:40],
             "channel": "outbox",
             # one list, its default picked, no None beside it (was a str/None switch)
             "channels": channel_field["enum"],

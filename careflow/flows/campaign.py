@@ -702,7 +702,7 @@ def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | N
 )
 def campaign_flow(
     campaign: Campaign,
-    as_of: AsOf = TODAY,
+    as_of: AsOf = None,
     channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,

@@ -8,7 +8,7 @@ that cannot import a module still needs to see the flow there.
 Parameters (typed and described, careflow/flows/params.py, so the UI's run form offers a
 date picker and a channel list, with a sentence under each):
 - as_of: the run's date (noon of it in CAREFLOW_TIME_ZONE) or an exact
-  date-time; empty means now, which is what schedules use. It picks the
+  date-time; "today" or nothing (the default, what schedules use) means now. It picks the
   occasions; a real run still judges quiet hours and sending windows at the
   real clock (a dry run rehearses the date);
 - channel: "preferred" (each customer's own channel, the default), one channel
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from prefect import flow
 
-from careflow.clock import TODAY
 from careflow.flows.campaign import record_failure, run_campaign, run_name
 from careflow.flows.params import PREFERRED, AllowPast, AsOf, Channel, DryRun
 from careflow.flows.runners import BatchTaskRunner
@@ -36,7 +35,7 @@ from careflow.flows.runners import BatchTaskRunner
     on_failure=[record_failure],
 )
 def birthday(
-    as_of: AsOf = TODAY,
+    as_of: AsOf = None,
     channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
@@ -52,7 +51,7 @@ def birthday(
     on_failure=[record_failure],
 )
 def reorder_reminder(
-    as_of: AsOf = TODAY,
+    as_of: AsOf = None,
     channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
@@ -68,7 +67,7 @@ def reorder_reminder(
     on_failure=[record_failure],
 )
 def winback(
-    as_of: AsOf = TODAY,
+    as_of: AsOf = None,
     channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
@@ -84,7 +83,7 @@ def winback(
     on_failure=[record_failure],
 )
 def vip_care(
-    as_of: AsOf = TODAY,
+    as_of: AsOf = None,
     channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,

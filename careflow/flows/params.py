@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator
 
 from careflow import registry
 from careflow.campaigns import list_campaigns
@@ -87,18 +87,38 @@ Campaign = Annotated[
     ),
 ]
 
-def _none_is_today(value: Any) -> Any:
-    """A run asked for with no date (``None``, as deployments made before ``today``
-    existed still send) is today's."""
-    return TODAY if value is None or value == "" else value
+def _today_is_none(value: Any) -> Any:
+    """``today`` (the word the CLI, the API and deployments made before the form said it
+    send) or nothing is None: today, decided when the run starts."""
+    return None if value == "" or value == TODAY else value
 
 
-#: the run form's first choice for a date, and its default: a switch labelled "today"
-Today = Annotated[Literal["today"], Field(title="today")]
+class NoneSays:
+    """``Annotated`` metadata: the run form's switch for None says ``label`` instead of
+    "None", and comes first, so a form left alone sends None (the default).
+
+    The Prefect UI picks the switch it shows for a value by the value's JSON type: any
+    string goes to the first string choice. So "today" cannot be a string choice beside a
+    date: a picked date would show under the "today" switch, greyed as "a const". None
+    is the only choice that is not a string; the server does not check a string's format,
+    so ``as_of=today`` from the CLI or the API still reaches the flow (``_today_is_none``).
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict:
+        schema = handler(core_schema)
+        choices = schema.get("anyOf", [])
+        none = [{**c, "title": self.label} for c in choices if c.get("type") == "null"]
+        schema["anyOf"] = none + [c for c in choices if c.get("type") != "null"]
+        return schema
+
 
 AsOf = Annotated[
-    Today | date | datetime,
-    BeforeValidator(_none_is_today),
+    date | datetime | None,
+    BeforeValidator(_today_is_none),
+    NoneSays(TODAY),
     Describe(
         "today (the default): today's occasions, decided when the run starts, as "
         "schedules run. Or a date (noon of it in the shop's time zone, "
@@ -157,8 +177,9 @@ JourneyName = Annotated[
 ]
 
 PyramidAsOf = Annotated[
-    Today | date | datetime,
-    BeforeValidator(_none_is_today),
+    date | datetime | None,
+    BeforeValidator(_today_is_none),
+    NoneSays(TODAY),
     Describe(
         "today (the default), or the report's date (in the shop's time zone).",
     ),

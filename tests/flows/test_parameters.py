@@ -52,7 +52,9 @@ def test_every_parameter_is_described_and_none_only_with_a_default(flow):
         may_be_none = any(p.get("type") == "null" for p in prop.get("anyOf", []))
         if may_be_none:  # "None" in the form means something: the default, said in words
             assert "default" in prop or _choices(prop), f"{flow.name}: {name}"
-            assert "None: " in prop["description"], f"{flow.name}: {name}"  # what it means
+            (none,) = [p for p in prop["anyOf"] if p.get("type") == "null"]
+            # what it means: the switch's own label ("today"), or a sentence
+            assert none.get("title") or "None: " in prop["description"], f"{flow.name}: {name}"
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=[f.name for f in FLOWS])
@@ -86,13 +88,16 @@ def test_campaign_choices_are_the_templates_folder_when_the_schema_is_built(
                          ids=lambda f: f.name)
 def test_as_of_says_today_instead_of_a_none_switch(flow):
     """Regression (issue 25): the run form's as_of offered 'None' (meaning now, said only
-    in the sentence); now its first choice, and default, is a switch named 'today'."""
+    in the sentence); now its first choice, and default, is a switch named 'today'. It is
+    the null choice, titled: the UI shows a string value under the first string choice, so
+    a 'today' string before the date made a picked date show as the const 'today'."""
     prop = parameter_schema(flow.fn).model_dump()["properties"]["as_of"]
-    assert prop["default"] == "today"
+    assert prop["default"] is None
     choices = prop["anyOf"]
-    assert choices[0] == {"const": "today", "title": "today", "type": "string"}
-    assert {"format": "date", "type": "string"} in choices
-    assert not any(c.get("type") == "null" for c in choices)
+    assert choices[0] == {"title": "today", "type": "null"}
+    # the first string choice, where the UI shows a picked date, is the date
+    first_string = next(c for c in choices if c.get("type") == "string")
+    assert first_string == {"format": "date", "type": "string"}
     assert prop["description"].startswith("today (the default)")
 
 
@@ -105,7 +110,7 @@ def test_today_none_and_nothing_are_the_same_run(given):
     from careflow.clock import resolve_as_of
     from careflow.flows.care import birthday
 
-    assert birthday.validate_parameters({"as_of": given})["as_of"] == "today"
+    assert birthday.validate_parameters({"as_of": given})["as_of"] is None
     day, at = resolve_as_of(given, "UTC")
     assert day == datetime.now(UTC).date() and at.tzinfo is not None
 

@@ -165,11 +165,28 @@ try {
     step = `custom run form: the description "${text}"`;
     await sees(text);
   }
+  step = 'custom run form: as_of starts on its "today" switch';
+  const asOf = page.locator('.schema-form-property').filter({ hasText: form.as_of_description })
+    .last();
+  await asOf.getByRole('button', { name: 'today', exact: true }).waitFor();
+  if (await asOf.getByRole('button', { name: 'None', exact: true }).count()) {
+    throw new Error('as_of offers a "None" switch');
+  }
   step = 'custom run form: as_of date picker';
   await page.getByRole('button', { name: 'date', exact: true }).click();
   await page.getByText('Select date', { exact: true }).click();
   await page.locator('input[type="date"]').fill(form.as_of);
   await page.getByRole('button', { name: 'Apply', exact: true }).click();
+  // the picked date stays under "date" (a "today" string choice took it as its const)
+  step = 'custom run form: the picked date shows under "date", not greyed as a const';
+  const switched = (name) => asOf.locator('.p-button-group__button[aria-selected="true"]')
+    .filter({ hasText: new RegExp(`^\\s*${name}\\s*$`) });
+  await switched('date').waitFor();
+  // the UI re-picks the switch for a new value in a microtask: two frames later it is done
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  if (await switched('today').count() || await asOf.getByText('is a const').count()) {
+    throw new Error('the picked date shows under "today", as a const');
+  }
 
   // a list from the start, its default picked: no str/None switch to find it behind
   step = 'custom run form: channel list';
