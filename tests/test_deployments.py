@@ -20,8 +20,9 @@ def test_entrypoint_loads_and_accepts_its_parameters(deployment, monkeypatch):
     assert set(deployment.get("parameters", {})) <= accepted
     # the values too, as the server checks every run's parameters (enforce_parameter_schema):
     # a value the run form cannot offer (channel: null once channel is a list) fails every run
-    validate(deployment.get("parameters", {}), flow.parameters.model_dump(),
-             raise_on_error=True, ignore_required=True)  # fmt: skip
+    for given in [deployment.get("parameters", {}),
+                  *(t.get("parameters", {}) for t in deployment.get("triggers", []))]:
+        validate(given, flow.parameters.model_dump(), raise_on_error=True, ignore_required=True)
     if deployment["entrypoint"].startswith(("careflow/flows/care.py", "careflow/flows/campaign.py")):
         # the UI builds a campaign's run form from this schema: typed fields
         assert {"as_of", "channel", "dry_run", "allow_past"} <= accepted

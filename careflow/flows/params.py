@@ -35,6 +35,7 @@ from pydantic import BeforeValidator
 from careflow import registry
 from careflow.campaigns import list_campaigns
 from careflow.clock import TODAY
+from careflow.journey_spec import list_journeys
 from careflow.settings import load_settings
 
 
@@ -49,9 +50,18 @@ class Describe:
         schema = handler(core_schema)
         schema["description"] = self.text
         names = self.choices() if self.choices else None
-        if names:
-            schema["enum"] = names
+        if names:  # on the text choice of ``str | None``: the switch for None stays
+            strings = [c for c in schema.get("anyOf", []) if c.get("type") == "string"]
+            (strings[0] if strings else schema)["enum"] = names
         return schema
+
+
+def journey_choices() -> list[str]:
+    """The journeys under the templates folder, as ``campaign_choices`` reads campaigns."""
+    try:
+        return list_journeys(load_settings().templates_dir)
+    except Exception:  # no readable folder: the form keeps a text box
+        return []
 
 
 def campaign_choices() -> list[str]:
@@ -162,17 +172,20 @@ DeferredChannel = Annotated[
 
 DeferredAsOf = Annotated[
     date | datetime | None,
+    NoneSays("now"),
     Describe(
-        "The instant to decide at (a date is noon of it in the shop's time "
-        "zone). None: now, as the schedule runs.",
+        "now (the default), as the schedule runs. Or the instant to decide at (a date "
+        "is noon of it in the shop's time zone).",
     ),
 ]
 
 JourneyName = Annotated[
     str | None,
+    NoneSays("every journey"),
     Describe(
-        "Advance only this journey (a folder under templates/ with a "
-        "journey.yaml). None: every journey.",
+        "every journey (the default), or only this one: a folder under templates/ with "
+        "a journey.yaml (the list is the journeys found when this deployment was made).",
+        journey_choices,
     ),
 ]
 
@@ -187,17 +200,19 @@ PyramidAsOf = Annotated[
 
 PyramidPrevious = Annotated[
     date | None,
+    NoneSays("90 days before"),
     Describe(
-        "The earlier date tier movement is counted from. None: 90 days "
-        "before the report's date.",
+        "The earlier date tier movement is counted from: 90 days before the report's "
+        "date (the default), or a date.",
     ),
 ]
 
 PyramidParameters = Annotated[
     dict | None,
+    NoneSays("defaults"),
     Describe(
-        "The pyramid segment's parameters (window_days, vip_pct, ...; "
-        "docs/insight.md). None: its defaults.",
+        "The pyramid segment's parameters: its defaults, or your own (window_days, "
+        "vip_pct, ...; docs/insight.md).",
     ),
 ]
 

@@ -138,3 +138,32 @@ def test_preferred_none_and_nothing_are_each_customers_own_channel(given):
     assert birthday.validate_parameters({"channel": given})["channel"] == "preferred"
     assert chosen_channel(given) is None
     assert chosen_channel("sms") == "sms"
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=[f.name for f in FLOWS])
+def test_no_run_form_offers_a_bare_none_switch(flow):
+    """Regression (issue 25, "type None"): a parameter that may be None showed a switch
+    labelled None; every such switch is named for what it means and comes first, so a form
+    left alone sends the default."""
+    properties = parameter_schema(flow.fn).model_dump()["properties"]
+    for name, prop in properties.items():
+        choices = prop.get("anyOf", [])
+        for i, choice in enumerate(choices):
+            if choice.get("type") == "null":
+                assert choice.get("title") and i == 0, f"{flow.name}: {name}"
+                assert prop.get("default") is None, f"{flow.name}: {name}"
+
+
+def test_journey_is_picked_from_the_journeys_found_or_left_to_every_journey(
+    tmp_path, monkeypatch
+):
+    from careflow.flows.journey import journey_advance
+
+    prop = parameter_schema(journey_advance.fn).model_dump()["properties"]["journey"]
+    assert prop["anyOf"][0] == {"title": "every journey", "type": "null"}
+    assert prop["anyOf"][1]["enum"] == ["lapsing_journey"]  # the shipped one
+    (tmp_path / "welcome").mkdir()
+    (tmp_path / "welcome" / "journey.yaml").write_text("steps: []\n")
+    monkeypatch.setenv("CAREFLOW_TEMPLATES_DIR", str(tmp_path))
+    prop = parameter_schema(journey_advance.fn).model_dump()["properties"]["journey"]
+    assert prop["anyOf"][1] == {"enum": ["welcome"], "type": "string"}
