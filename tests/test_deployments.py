@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.schema_tools.validation import validate
 
 from careflow.settings import PROJECT_ROOT
 
@@ -17,6 +18,11 @@ def test_entrypoint_loads_and_accepts_its_parameters(deployment, monkeypatch):
     flow = load_flow_from_entrypoint(deployment["entrypoint"])
     accepted = set(flow.parameters.properties)
     assert set(deployment.get("parameters", {})) <= accepted
+    # the values too, as the server checks every run's parameters (enforce_parameter_schema):
+    # a value the run form cannot offer (channel: null once channel is a list) fails every run
+    for given in [deployment.get("parameters", {}),
+                  *(t.get("parameters", {}) for t in deployment.get("triggers", []))]:
+        validate(given, flow.parameters.model_dump(), raise_on_error=True, ignore_required=True)
     if deployment["entrypoint"].startswith(("careflow/flows/care.py", "careflow/flows/campaign.py")):
         # the UI builds a campaign's run form from this schema: typed fields
         assert {"as_of", "channel", "dry_run", "allow_past"} <= accepted

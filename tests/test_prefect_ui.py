@@ -5,8 +5,11 @@ and opens the UI in headless Debian chromium through playwright-core
 (tests/ui/prefect_ui.mjs), as an operator would: the deployments with their
 schedules from prefect.yaml, a schedule paused and resumed (its zone said in
 the description), the completed birthday run with its logs and summary
-artifact, a run that failed before it started with its reason, and the
-custom-run form with its typed, described fields, filled in and submitted. Only loopback is reachable from the browser.
+artifact, a run that failed before it started with its reason, the runs list
+with each run named for its occasion's date, and the custom-run form with its
+typed, described fields (as_of's "today" switch, a picked date staying a date;
+channel one list with no str/None switch; campaign a list), filled in and
+submitted. Only loopback is reachable from the browser.
 
 Screenshots go to a temporary folder; set CAREFLOW_UI_SCREENSHOTS_DIR=docs/img
 to refresh the ones docs/operators.md shows.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -31,7 +35,7 @@ pytestmark = [pytest.mark.prefect, pytest.mark.browser, pytest.mark.xdist_group(
 
 SCRIPT = Path(__file__).parent / "ui" / "prefect_ui.mjs"
 SCREENSHOTS = ("ui-deployments.png", "ui-deployment.png", "ui-flow-run.png", "ui-artifact.png",
-               "ui-failed-run.png", "ui-run-form.png", "ui-run-form-campaign.png")
+               "ui-failed-run.png", "ui-runs.png", "ui-run-form.png", "ui-run-form-campaign.png")
 #: how the UI words prefect.yaml's cron schedules (it shows them in the schedule's own zone)
 CRON_AS_THE_UI_SAYS = {
     "0 9 * * *": "At 09:00 AM every day",
@@ -89,7 +93,10 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
     artifact = server.api("/artifacts/filter", {"artifacts": {
         "key": {"any_": ["birthday-summary"]}, "flow_run_id": {"any_": [completed["id"]]}}})[0]
     heading, outcomes = _markdown_table(artifact["data"])
-    channel_choices = birthday["parameter_openapi_schema"]["properties"]["channel"]["anyOf"]
+    channel_field = birthday["parameter_openapi_schema"]["properties"]["channel"]
+    # each run is named for its occasion's date (not "birthday now")
+    dated = [run["name"] for run in (completed, failed)]
+    assert all(re.match(r"\S+ \d{4}-\d\d-\d\d\b", name) for name in dated), dated
 
     shots = Path(os.environ.get("CAREFLOW_UI_SCREENSHOTS_DIR") or tmp_path / "screenshots")
     shots = shots if shots.is_absolute() else PROJECT_ROOT / shots
@@ -116,13 +123,19 @@ def test_an_operator_sees_deployments_runs_artifacts_and_a_typed_run_form(
             "artifact_heading": heading,
             "artifact_cells": outcomes,
         },
+        "dated_run_names": dated,
         "failed_run": {"id": failed["id"], "name": failed["name"],
                        "message": failed["state"]["message"]},
         "run_form": {
             "deployment_id": birthday["id"],
             "as_of": AS_OF,
+            "as_of_description": birthday["parameter_openapi_schema"]["properties"]["as_of"][
+                "description"][:40],
             "channel": "outbox",
-            "channels": next(c["enum"] for c in channel_choices if "enum" in c),
+            # one list, its default picked, no None beside it (was a str/None switch)
+            "channels": channel_field["enum"],
+            "channel_default": channel_field["default"],
+            "channel_description": channel_field["description"][:40],
             # a sentence under each parameter (careflow/flows/params.py), as the schema has it
             "descriptions": [
                 birthday["parameter_openapi_schema"]["properties"][name]["description"][:60]

@@ -10,8 +10,9 @@ loopback PostgreSQL for the database and role it creates (a throw-away name in
 
 The whole block (a real Prefect server in the background, `prefect deploy
 --all`, a worker, a run watched to its end) takes minutes on a busy machine, so
-it is marked ``slow``; the normal suite runs its steps 1-3 (the settings file,
-the database and its role, the imports), which need no Prefect.
+it is marked ``slow``: `make test` runs its steps 1-3 (the settings file,
+the database and its role, the imports), which need no Prefect, and CI
+(.ci/run) runs the whole block after it.
 """
 
 from __future__ import annotations

@@ -72,7 +72,15 @@ from careflow.db.sqlfunc import id_ranges
 from careflow.errors import CampaignPaused, CareflowError, ChannelDown, ConfigError
 from careflow.experiment_decisions import winner_of
 from careflow.experiment_report import decide, experiment_markdown, plan_for, report_for, verdict
-from careflow.flows.params import AllowPast, AsOf, Campaign, Channel, DryRun
+from careflow.flows.params import (
+    PREFERRED,
+    AllowPast,
+    AsOf,
+    Campaign,
+    Channel,
+    DryRun,
+    chosen_channel,
+)
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.insight.html import figures_markdown
@@ -255,7 +263,8 @@ def run_name() -> str:
     params = flow_run.parameters or {}
     what = params.get("campaign") or flow_run.flow_name or "campaign"
     followup = flow_run.flow_name == "deferred-messages"  # every 15 minutes: the time too
-    extra = [f"via {params['channel']}"] if params.get("channel") else []
+    channel = chosen_channel(params.get("channel"))
+    extra = [f"via {channel}"] if channel else []
     extra += ["dry run"] if params.get("dry_run") else []
     return " ".join([what, occasion_text(params.get("as_of"), minutes=followup), *extra])
 
@@ -333,6 +342,7 @@ def run_campaign(
     may travel in time freely.
     """
     logger = get_run_logger()
+    channel = chosen_channel(channel)
     try:
         return _run_campaign(logger, campaign, as_of, channel, dry_run, settings, allow_past)
     except (RunStopped, ChannelDown) as exc:
@@ -389,7 +399,8 @@ def record_failure(flow, run, state) -> None:
         at = clock.now()
         with suppress(CareflowError):
             at = resolve_as_of(params.get("as_of"), load_settings().time_zone)[1]
-        channel = params.get("channel") if isinstance(params.get("channel"), str) else None
+        given = params.get("channel")
+        channel = chosen_channel(given) if isinstance(given, str) else None
         dry_run = params.get("dry_run") is True
         record_refused(engine, str(run.id), str(campaign), at, channel, dry_run,
                        why.replace(" - ", " "))  # fmt: skip
@@ -714,8 +725,8 @@ def holdout_sections(engine, run: RunPlan, total: BatchResult) -> tuple[dict | N
 )
 def campaign_flow(
     campaign: Campaign,
-    as_of: AsOf = TODAY,
-    channel: Channel = None,
+    as_of: AsOf = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ) -> dict:

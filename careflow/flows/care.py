@@ -8,11 +8,12 @@ that cannot import a module still needs to see the flow there.
 Parameters (typed and described, careflow/flows/params.py, so the UI's run form offers a
 date picker and a channel list, with a sentence under each):
 - as_of: the run's date (noon of it in CAREFLOW_TIME_ZONE) or an exact
-  date-time; empty means now, which is what schedules use. It picks the
+  date-time; "today" or nothing (the default, what schedules use) means now. It picks the
   occasions; a real run still judges quiet hours and sending windows at the
   real clock (a dry run rehearses the date);
-- channel: send everyone on this channel this run, or "outbox" to deliver to
-  the local outbox instead of the providers;
+- channel: "preferred" (each customer's own channel, the default), one channel
+  for everyone this run, or "outbox" to deliver to the local outbox instead of
+  the providers;
 - dry_run: make every decision a real run would; nothing is sent or recorded;
 - allow_past: confirm a real run dated before today (it sends now what was
   meant for then); without it such a run stops before selecting anyone.
@@ -22,9 +23,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from careflow.clock import TODAY
 from careflow.flows.campaign import record_failure, run_campaign, run_name
-from careflow.flows.params import AllowPast, AsOf, Channel, DryRun
+from careflow.flows.params import PREFERRED, AllowPast, AsOf, Channel, DryRun
 from careflow.flows.runners import BatchTaskRunner
 
 
@@ -35,8 +35,8 @@ from careflow.flows.runners import BatchTaskRunner
     on_failure=[record_failure],
 )
 def birthday(
-    as_of: AsOf = TODAY,
-    channel: Channel = None,
+    as_of: AsOf = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):
@@ -51,8 +51,8 @@ def birthday(
     on_failure=[record_failure],
 )
 def reorder_reminder(
-    as_of: AsOf = TODAY,
-    channel: Channel = None,
+    as_of: AsOf = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):
@@ -67,8 +67,8 @@ def reorder_reminder(
     on_failure=[record_failure],
 )
 def winback(
-    as_of: AsOf = TODAY,
-    channel: Channel = None,
+    as_of: AsOf = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):
@@ -83,8 +83,8 @@ def winback(
     on_failure=[record_failure],
 )
 def vip_care(
-    as_of: AsOf = TODAY,
-    channel: Channel = None,
+    as_of: AsOf = None,
+    channel: Channel = PREFERRED,
     dry_run: DryRun = False,
     allow_past: AllowPast = False,
 ):

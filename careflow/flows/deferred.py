@@ -38,7 +38,7 @@ from careflow.flows.campaign import (
     run_name,
 )
 from careflow.flows.idle import idle
-from careflow.flows.params import DeferredAsOf, DeferredChannel, DryRun
+from careflow.flows.params import PREFERRED, DeferredAsOf, DeferredChannel, DryRun, chosen_channel
 from careflow.flows.route import RunPlan, RunStopped
 from careflow.flows.runners import BatchTaskRunner
 from careflow.ledger import ContactLedger
@@ -115,7 +115,7 @@ def send_deferred(
 @flow(name="deferred-messages", flow_run_name=run_name, task_runner=BatchTaskRunner())
 def deferred_flow(
     as_of: DeferredAsOf = None,
-    channel: DeferredChannel = None,
+    channel: DeferredChannel = PREFERRED,
     dry_run: DryRun = False,
 ) -> list[dict]:
     """Send the deferred messages that are due (quiet hours, sending windows, caps), once.
@@ -127,7 +127,7 @@ def deferred_flow(
     campaign runs do.
     """
     try:
-        summaries = send_deferred(as_of, channel, dry_run)
+        summaries = send_deferred(as_of, chosen_channel(channel), dry_run)
     except (RunStopped, ChannelDown) as exc:
         return final_state(exc)
     # most follow-ups find nothing due: told apart in the runs list (careflow/flows/idle.py)

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from careflow import db
-from careflow.clock import TODAY, resolve_as_of
+from careflow.clock import resolve_as_of
 from careflow.flows.params import PyramidAsOf, PyramidHtml, PyramidParameters, PyramidPrevious
 from careflow.insight.html import as_html, charts_markdown
 from careflow.insight.pyramid import pyramid_report
@@ -26,7 +26,7 @@ from careflow.settings import load_settings
 
 @flow(name="pyramid-report")
 def pyramid_report_flow(
-    as_of: PyramidAsOf = TODAY,
+    as_of: PyramidAsOf = None,
     previous: PyramidPrevious = None,
     parameters: PyramidParameters = None,
     html: PyramidHtml = True,

@@ -30,11 +30,12 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator
 
 from careflow import registry
 from careflow.campaigns import list_campaigns
 from careflow.clock import TODAY
+from careflow.journey_spec import list_journeys
 from careflow.settings import load_settings
 
 
@@ -49,9 +50,18 @@ class Describe:
         schema = handler(core_schema)
         schema["description"] = self.text
         names = self.choices() if self.choices else None
-        if names:
-            schema["enum"] = names
+        if names:  # on the text choice of ``str | None``: the switch for None stays
+            strings = [c for c in schema.get("anyOf", []) if c.get("type") == "string"]
+            (strings[0] if strings else schema)["enum"] = names
         return schema
+
+
+def journey_choices() -> list[str]:
+    """The journeys under the templates folder, as ``campaign_choices`` reads campaigns."""
+    try:
+        return list_journeys(load_settings().templates_dir)
+    except Exception:  # no readable folder: the form keeps a text box
+        return []
 
 
 def campaign_choices() -> list[str]:
@@ -62,8 +72,21 @@ def campaign_choices() -> list[str]:
         return []
 
 
-#: what the UI's run form offers for ``channel``: every registered channel, and outbox
-ChannelChoice = Literal[tuple(registry.names())]  # type: ignore[valid-type]
+#: the run form's first choice for ``channel``, and its default: each customer's own
+PREFERRED = "preferred"
+
+#: what the UI's run form offers for ``channel``: preferred, every registered channel, outbox
+ChannelChoice = Literal[(PREFERRED, *registry.names())]  # type: ignore[valid-type]
+
+
+def chosen_channel(value: str | None) -> str | None:
+    """The one channel a run was asked to send everyone on; None for each customer's own
+    (``preferred``, or None as deployments made before ``preferred`` existed send)."""
+    return None if value in (None, "", PREFERRED) else value
+
+
+def _none_is_preferred(value: Any) -> Any:
+    return PREFERRED if value is None or value == "" else value
 
 Campaign = Annotated[
     str,
@@ -74,18 +97,38 @@ Campaign = Annotated[
     ),
 ]
 
-def _none_is_today(value: Any) -> Any:
-    """A run asked for with no date (``None``, as deployments made before ``today``
-    existed still send) is today's."""
-    return TODAY if value is None or value == "" else value
+def _today_is_none(value: Any) -> Any:
+    """``today`` (the word the CLI, the API and deployments made before the form said it
+    send) or nothing is None: today, decided when the run starts."""
+    return None if value == "" or value == TODAY else value
 
 
-#: the run form's first choice for a date, and its default: a switch labelled "today"
-Today = Annotated[Literal["today"], Field(title="today")]
+class NoneSays:
+    """``Annotated`` metadata: the run form's switch for None says ``label`` instead of
+    "None", and comes first, so a form left alone sends None (the default).
+
+    The Prefect UI picks the switch it shows for a value by the value's JSON type: any
+    string goes to the first string choice. So "today" cannot be a string choice beside a
+    date: a picked date would show under the "today" switch, greyed as "a const". None
+    is the only choice that is not a string; the server does not check a string's format,
+    so ``as_of=today`` from the CLI or the API still reaches the flow (``_today_is_none``).
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict:
+        schema = handler(core_schema)
+        choices = schema.get("anyOf", [])
+        none = [{**c, "title": self.label} for c in choices if c.get("type") == "null"]
+        schema["anyOf"] = none + [c for c in choices if c.get("type") != "null"]
+        return schema
+
 
 AsOf = Annotated[
-    Today | date | datetime,
-    BeforeValidator(_none_is_today),
+    date | datetime | None,
+    BeforeValidator(_today_is_none),
+    NoneSays(TODAY),
     Describe(
         "today (the default): today's occasions, decided when the run starts, as "
         "schedules run. Or a date (noon of it in the shop's time zone, "
@@ -94,11 +137,12 @@ AsOf = Annotated[
 ]
 
 Channel = Annotated[
-    ChannelChoice | None,
+    ChannelChoice,
+    BeforeValidator(_none_is_preferred),
     Describe(
-        "Send everyone on this channel this run; 'outbox' writes every message "
-        "to the local outbox instead of sending it. None: each customer's own channel, "
-        "by the campaign's preference.",
+        "preferred (the default): each customer's own channel, in the order the "
+        "campaign prefers. Or one channel for everyone this run; 'outbox' writes every "
+        "message to the local outbox instead of sending it.",
     ),
 ]
 
@@ -118,32 +162,37 @@ AllowPast = Annotated[
 ]
 
 DeferredChannel = Annotated[
-    Literal["outbox"] | None,
+    Literal[PREFERRED, "outbox"],
+    BeforeValidator(_none_is_preferred),
     Describe(
-        "None: each deferred message goes on the channel its policy decided. "
-        "'outbox' writes them to the local outbox instead of sending them.",
+        "preferred (the default): each deferred message goes on the channel its policy "
+        "decided. 'outbox' writes them to the local outbox instead of sending them.",
     ),
 ]
 
 DeferredAsOf = Annotated[
     date | datetime | None,
+    NoneSays("now"),
     Describe(
-        "The instant to decide at (a date is noon of it in the shop's time "
-        "zone). None: now, as the schedule runs.",
+        "now (the default), as the schedule runs. Or the instant to decide at (a date "
+        "is noon of it in the shop's time zone).",
     ),
 ]
 
 JourneyName = Annotated[
     str | None,
+    NoneSays("every journey"),
     Describe(
-        "Advance only this journey (a folder under templates/ with a "
-        "journey.yaml). None: every journey.",
+        "every journey (the default), or only this one: a folder under templates/ with "
+        "a journey.yaml (the list is the journeys found when this deployment was made).",
+        journey_choices,
     ),
 ]
 
 PyramidAsOf = Annotated[
-    Today | date | datetime,
-    BeforeValidator(_none_is_today),
+    date | datetime | None,
+    BeforeValidator(_today_is_none),
+    NoneSays(TODAY),
     Describe(
         "today (the default), or the report's date (in the shop's time zone).",
     ),
@@ -151,17 +200,19 @@ PyramidAsOf = Annotated[
 
 PyramidPrevious = Annotated[
     date | None,
+    NoneSays("90 days before"),
     Describe(
-        "The earlier date tier movement is counted from. None: 90 days "
-        "before the report's date.",
+        "The earlier date tier movement is counted from: 90 days before the report's "
+        "date (the default), or a date.",
     ),
 ]
 
 PyramidParameters = Annotated[
     dict | None,
+    NoneSays("defaults"),
     Describe(
-        "The pyramid segment's parameters (window_days, vip_pct, ...; "
-        "docs/insight.md). None: its defaults.",
+        "The pyramid segment's parameters: its defaults, or your own (window_days, "
+        "vip_pct, ...; docs/insight.md).",
     ),
 ]
 

@@ -143,6 +143,15 @@ try {
   await snap('ui-failed-run.png');
   await page.setViewportSize({ width: 1600, height: 1000 });
 
+  // --- the runs list: each run named for its occasion's date
+  step = 'runs page';
+  await page.goto(`${spec.ui_url}/runs`);
+  for (const name of spec.dated_run_names) {
+    step = `runs page: the run "${name}"`;
+    await sees(name);
+  }
+  await snap('ui-runs.png');
+
   // --- the custom-run form: a date picker, a channel list, a switch; submit it
   const form = spec.run_form;
   step = 'deployment page: Run, then Custom run';
@@ -156,17 +165,46 @@ try {
     step = `custom run form: the description "${text}"`;
     await sees(text);
   }
+  step = 'custom run form: as_of starts on its "today" switch';
+  const asOf = page.locator('.schema-form-property').filter({ hasText: form.as_of_description })
+    .last();
+  await asOf.getByRole('button', { name: 'today', exact: true }).waitFor();
+  if (await asOf.getByRole('button', { name: 'None', exact: true }).count()) {
+    throw new Error('as_of offers a "None" switch');
+  }
   step = 'custom run form: as_of date picker';
   await page.getByRole('button', { name: 'date', exact: true }).click();
   await page.getByText('Select date', { exact: true }).click();
   await page.locator('input[type="date"]').fill(form.as_of);
   await page.getByRole('button', { name: 'Apply', exact: true }).click();
+  // the picked date stays under "date" (a "today" string choice took it as its const)
+  step = 'custom run form: the picked date shows under "date", not greyed as a const';
+  const switched = (name) => asOf.locator('.p-button-group__button[aria-selected="true"]')
+    .filter({ hasText: new RegExp(`^\\s*${name}\\s*$`) });
+  await switched('date').waitFor();
+  // the UI re-picks the switch for a new value in a microtask: two frames later it is done
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  if (await switched('today').count() || await asOf.getByText('is a const').count()) {
+    throw new Error('the picked date shows under "today", as a const');
+  }
 
+  // a list from the start, its default picked: no str/None switch to find it behind
   step = 'custom run form: channel list';
-  await page.getByRole('button', { name: 'str', exact: true }).click();
-  const channel = page.locator('.schema-form-property-string .p-select-button__control');
+  const channelField = page.locator('.schema-form-property')
+    .filter({ hasText: form.channel_description }).last();
+  const channel = channelField.locator('.p-select-button__control').first();
+  step = `custom run form: channel shows its default "${form.channel_default}"`;
+  await channel.filter({ hasText: form.channel_default }).waitFor();
+  step = 'custom run form: channel has no type switch (str/None)';
+  for (const type of ['str', 'None', 'null']) {
+    if (await channelField.getByRole('button', { name: type, exact: true }).count()) {
+      throw new Error(`the channel field offers a "${type}" switch`);
+    }
+  }
+  step = 'custom run form: channel list';
   await channel.press('ArrowDown'); // opens the list (a click toggles it open and shut)
   for (const name of form.channels) {
+    step = `custom run form: the channel "${name}" in the list`;
     await page.getByRole('option', { name, exact: true }).waitFor();
   }
   await page.getByRole('option', { name: form.channel, exact: true }).click();
