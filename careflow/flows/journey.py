@@ -45,7 +45,7 @@ from careflow.flows.params import DeferredAsOf, JourneyName
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, StopFlag, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
-from careflow.journeys import advance, diagram
+from careflow.journeys import advance, diagram, holdout
 from careflow.ledger import ContactLedger
 from careflow.report import finish_run, journey_run_name, request_stop, start_journey_run
 from careflow.settings import Settings, load_settings
@@ -316,16 +316,18 @@ def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> 
 
 
 def publish_diagram(journey: str, when: str, settings: Settings | None = None) -> str:
-    """The journey's Mermaid flowchart with its live counts, as a Prefect markdown
-    artifact (key ``journey-<name>``, one per journey, a new version each advance)."""
+    """The journey's Mermaid flowchart with its live counts and its customers against its
+    holdout (careflow/journeys/holdout.py), as a Prefect markdown artifact (key
+    ``journey-<name>``, one per journey, a new version each advance)."""
     settings = settings or load_settings()
     spec = load_journey(journey, settings.templates_dir)
     engine = db.engine_for(settings.effective_database_url)
     text = diagram.markdown(spec, diagram.live_counts(engine, spec), when)
+    text += "\n" + holdout.markdown(holdout.journey_uplift(engine, spec, settings))
     create_markdown_artifact(
         markdown=text,
         key=f"journey-{journey.replace('_', '-')}",
-        description=f"journey {journey}: customers per step",
+        description=f"journey {journey}: customers per step, against its holdout",
     )
     return text
 
