@@ -7,6 +7,9 @@ passed. Batches are Prefect tasks of customer-id ranges of due positions
 (like campaign runs: never a task per customer). A send step's message goes
 through the route, exactly as a campaign's: :func:`_send_step` is the one place
 that calls into the route and the campaign flow.
+
+Each journey's advance that has anything to do is a run, recorded and stopped as a
+campaign run is (:func:`advance_one`; ``journey:<name>`` in `careflow report runs`).
 """
 
 from __future__ import annotations
