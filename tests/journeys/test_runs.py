@@ -193,3 +193,79 @@ def test_ctrl_c_in_the_middle_of_a_send_leaves_no_customer_claimed(
     for cid in range(1, 7):
         assert positions(engine)[cid].step == "answer", cid
         assert len(messages(engine, cid)) == 1, cid
+
+
+@pytest.mark.prefect
+@pytest.mark.xdist_group("prefect-cli")
+def test_sigterm_stops_careflow_journey_advance_and_the_next_finishes_the_job(
+    engine, db_url, tmp_path, prefect_api_url
+):
+    """`careflow journey advance` in its own process, sending SMS through a slow provider,
+    gets SIGTERM (a worker cancelling the flow run) once a few messages went out."""
+    import subprocess
+    import sys
+
+    from careflow.settings import PROJECT_ROOT
+    from tests.journeys.test_kill import JOURNEY, shop, write_journey
+    from tests.providers.fault_server import SlowFaultServer
+    from tests.reliability.cli_run import cli_env, wait_for
+
+    templates = tmp_path / "templates"
+    write_journey(templates)
+    customers = shop(engine, range(1, 31))
+
+    def advance_cli(log):
+        return subprocess.Popen(
+            [sys.executable, "-m", "careflow", "journey", "advance", JOURNEY,
+             "--as-of", START.isoformat()],
+            cwd=PROJECT_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    with SlowFaultServer(delay=0.2) as server:
+        env = cli_env(db_url, tmp_path / "home", server, prefect_api_url, chunk=2)
+        env |= {"CAREFLOW_TEMPLATES_DIR": str(templates), "CAREFLOW_BATCH_SIZE": "8",
+                "CAREFLOW_FREQUENCY_CAP": "off"}  # fmt: skip
+        log = tmp_path / "stopped.log"
+        proc = advance_cli(log)
+        try:
+            wait_for(lambda: len(server.bodies) >= 4, proc, log, "messages went out")
+            proc.send_signal(signal.SIGTERM)
+            returncode = proc.wait(HANG_GUARD)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        server.wait_idle()
+        output = log.read_text()
+        with engine.connect() as conn:
+            (run,) = conn.execute(select(Run.__table__)).all()
+            held = conn.execute(
+                select(func.count()).where(
+                    ContactHistory.state.in_([State.RESERVED, State.SENDING])
+                )
+            ).scalar_one()
+        claimed = [c for c, p in positions(engine, JOURNEY).items() if p.claimed_by]
+        accepted_first = len(server.bodies)
+        server.delay = 0.01
+        rerun = advance_cli(tmp_path / "rerun.log")
+        assert rerun.wait(HANG_GUARD) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+        server.wait_idle()
+        to = Counter(body["To"] for body in server.bodies)
+
+    assert returncode != 0 and "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: journey {JOURNEY} stopped"), lines
+    assert run.campaign == f"journey:{JOURNEY}" and run.summary["stopped"] == "stopped"
+    assert 0 < run.summary["sent"] <= accepted_first < 30
+    assert held == 0 and claimed == []  # nothing reserved, sending or claimed
+    # the next advance sent the rest: each customer who went on got the SMS once
+    with engine.connect() as conn:
+        first = dict(conn.execute(
+            select(ContactHistory.customer_id, ContactHistory.state)
+            .where(ContactHistory.campaign == f"j_{JOURNEY}__first")
+        ).all())  # fmt: skip
+    went_on = {c for c, p in positions(engine, JOURNEY).items() if p.state != "held_out"}
+    assert set(first) == went_on and len(went_on) > 20
+    assert max(to.values()) == 1 and len(to) >= sum(s == State.SENT for s in first.values())
+    assert set(customers) >= went_on
