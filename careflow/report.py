@@ -27,17 +27,37 @@ def start_run(engine: Engine, run_id: str, spec, at: datetime, channel: str, dry
                     created_at=now,
                 )
             )
-        if conn.execute(select(Run.id).where(Run.id == run_id)).first() is None:
-            conn.execute(
-                insert(Run.__table__).values(
-                    id=run_id,
-                    campaign=spec.name,
-                    as_of=at.replace(tzinfo=None),
-                    channel=channel,
-                    dry_run=dry_run,
-                    started_at=now,
-                )
+        _insert_run(conn, run_id, spec.name, at, channel, dry_run, now)
+
+
+#: what a journey's runs are recorded under in the runs' campaign column
+JOURNEY_RUN = "journey:"
+
+
+def journey_run_name(journey: str) -> str:
+    """``journey:<name>``: a journey-advance run's line in `careflow report runs`."""
+    return f"{JOURNEY_RUN}{journey}"
+
+
+def start_journey_run(engine: Engine, run_id: str, journey: str, at: datetime, channel: str):
+    """Record one journey's advance as a run (``journey:<name>``) before its batches start:
+    its summary, stop request and status are a campaign run's (careflow/flows/journey.py)."""
+    with engine.begin() as conn:
+        _insert_run(conn, run_id, journey_run_name(journey), at, channel, False, utcnow())
+
+
+def _insert_run(conn, run_id: str, name: str, at: datetime, channel, dry_run, now) -> None:
+    if conn.execute(select(Run.id).where(Run.id == run_id)).first() is None:
+        conn.execute(
+            insert(Run.__table__).values(
+                id=run_id,
+                campaign=name,
+                as_of=at.replace(tzinfo=None),
+                channel=channel,
+                dry_run=dry_run,
+                started_at=now,
             )
+        )
 
 
 def record_refused(
@@ -152,9 +172,18 @@ def runs_since(engine: Engine, since: datetime | None = None, limit: int = 100) 
                 "skipped": summary.get("skipped", {}),
                 "deferred": summary.get("deferred", {}),
                 "failed": summary.get("failed", {}),
+                **({"journey": journey_counts(summary)} if "journey" in summary else {}),
             }
         )
     return out
+
+
+def journey_counts(summary: dict) -> dict:
+    """A journey run's own counts beside its messages': customers who entered, were woken,
+    the steps taken by outcome, exits by reason, left waiting (careflow/journeys/advance.py
+    ``Tally``)."""
+    keys = ("new_entries", "woken", "steps", "exits", "waiting", "stranded")
+    return {"name": summary["journey"], **{k: summary.get(k) for k in keys}}
 
 
 def runs_table(runs: list[dict]) -> str:

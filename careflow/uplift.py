@@ -46,7 +46,7 @@ from datetime import UTC, date, datetime, timedelta
 from statistics import fmean
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select
 
 from careflow.clock import utcnow
 from careflow.db.models import ContactHistory, Order
@@ -99,11 +99,18 @@ def orders_after(
     fall in the ``window`` after one of the ledger rows ``where`` selects, whose instants
     are ``starts``; one query. Orders keep the shop's clock: read as instants, as
     attribute_orders does."""
+    return orders_of(conn, select(CH.c.customer_id).where(*where), starts, window, shop_zone)
+
+
+def orders_of(
+    conn, who: Select, starts: list[datetime], window: timedelta, shop_zone: str
+) -> dict[int, list[tuple[datetime, int, str]]]:
+    """:func:`orders_after` for the customers ``who`` selects (a journey's entries:
+    careflow/journeys/holdout.py)."""
     if not starts:
         return {}
     first = min(starts) - timedelta(days=1)
     last = max(starts) + window + timedelta(days=1)
-    who = select(CH.c.customer_id).where(*where)
     orders = conn.execute(
         select(Order.customer_id, Order.ordered_at, Order.amount_minor, Order.currency).where(
             Order.customer_id.in_(who), Order.ordered_at >= first, Order.ordered_at <= last
@@ -286,8 +293,13 @@ def uplift_report(
     )
 
 
-def uplift_table(report: dict) -> str:
-    """The comparison as an operator reads it: two groups, the uplift, the verdict."""
+#: the comparison's table columns (:func:`group_rows`)
+GROUP_HEADER = ["group", "customers", "converted", "conversion (95% CI)", "revenue per customer"]
+
+
+def group_rows(report: dict, groups: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """The comparison's table rows: each group of ``groups`` (key in the report, label),
+    then the uplift, the first group against the second, with its intervals."""
     def rate(g: dict) -> str:
         if g["conversion"] is None:
             return "-"
@@ -298,16 +310,16 @@ def uplift_table(report: dict) -> str:
         found = g["revenue_per_customer"]
         return ", ".join(f"{v:.2f} {c}" for c, v in found.items()) or "-"
 
-    groups = report["groups"]
+    found = report["groups"]
     rows = [
         [
             label,
-            f"{groups[key]['customers']:,}",
-            f"{groups[key]['converted']:,}",
-            rate(groups[key]),
-            money(groups[key]),
+            f"{found[key]['customers']:,}",
+            f"{found[key]['converted']:,}",
+            rate(found[key]),
+            money(found[key]),
         ]
-        for key, label in (("contacted", "contacted"), ("held_out", "held out"))
+        for key, label in groups
     ]
     up = report["conversion_uplift"]
     if up:
@@ -324,6 +336,12 @@ def uplift_table(report: dict) -> str:
                 revenue or "-",
             ]
         )
+    return rows
+
+
+def uplift_table(report: dict) -> str:
+    """The comparison as an operator reads it: two groups, the uplift, the verdict."""
+    rows = group_rows(report, (("contacted", "contacted"), ("held_out", "held out")))
     since, until = report["since"], report["until"]
     span = (
         f"from {since} to {until}" if since and until
@@ -341,10 +359,7 @@ def uplift_table(report: dict) -> str:
         f"orders within {report['window_days']} day(s) of being taken up, every order counted, "
         "95% intervals",
         "",
-        text_table(
-            ["group", "customers", "converted", "conversion (95% CI)", "revenue per customer"],
-            rows,
-        ),
+        text_table(GROUP_HEADER, rows),
         "",
         report["verdict"],
     ]

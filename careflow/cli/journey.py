@@ -74,14 +74,20 @@ def journey_show(name, mermaid):
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def journey_status(name, as_json):
-    """Customers per step and state, waiting until when, step outcomes and exits by reason."""
+    """Customers per step and state, waiting until when, step outcomes and exits by reason,
+    and whether the journey pays: its customers' conversions and revenue against its
+    holdout's, with the difference and its 95% interval."""
     from careflow import clock
     from careflow.journey_spec import load_journey
+    from careflow.journeys import holdout
     from careflow.journeys.advance import status
     from careflow.tables import text_table
 
-    spec = load_journey(name, _settings().templates_dir)
-    st = status(_engine(), spec, clock.now())
+    settings = _settings()
+    spec = load_journey(name, settings.templates_dir)
+    engine = _engine()
+    st = status(engine, spec, clock.now())
+    st["holdout"] = holdout.journey_uplift(engine, spec, settings)
     if as_json:
         _echo(json.dumps(st, indent=2, ensure_ascii=False, default=str))
         return
@@ -107,6 +113,8 @@ def journey_status(name, as_json):
         _echo()
         _echo(text_table(["exited on", "customers"],
                          [[k, str(v)] for k, v in sorted(st["exits"].items())]))  # fmt: skip
+    _echo()
+    _echo(holdout.table(st["holdout"]))
 
 
 @journey.command("advance")

@@ -37,7 +37,8 @@ import signal
 import threading
 import time
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -205,10 +206,7 @@ def run_batch(run: RunPlan, lo: int, hi: int) -> dict:
     settle_heap()
     if not run.dry_run:
         run = replace(run, now=clock.now())
-    # the flow's own event when it runs in this process, else the run's row (Dask)
-    stop = _STOPS.get(run.run_id) or RunStopFlag(
-        db.engine_for(run.settings.effective_database_url), run.run_id
-    )
+    stop = stop_flag(db.engine_for(run.settings.effective_database_url), run.run_id)
     route = Route.for_run(run, stop)
     try:
         result = process_batch(route, (lo, hi))
@@ -217,11 +215,32 @@ def run_batch(run: RunPlan, lo: int, hi: int) -> dict:
         # traceback per batch. The flow settles what this batch held.
         return BatchResult().as_dict()
     if result.fault:  # the channel can deliver nothing more: the other batches stop too
-        if run.run_id in _STOPS:
-            _STOPS[run.run_id].set()
-        else:
-            request_stop(route.engine, run.run_id, f"failed: {result.fault}")
+        stop_others(route.engine, run.run_id, result.fault)
     return result.as_dict()
+
+
+@contextmanager
+def stop_event(run_id: str) -> Iterator[threading.Event]:
+    """The run's stop for its batches in this process (:func:`stop_flag`), while it runs."""
+    stop = _STOPS[run_id] = threading.Event()
+    try:
+        yield stop
+    finally:
+        _STOPS.pop(run_id, None)
+
+
+def stop_flag(engine: Engine, run_id: str) -> threading.Event | RunStopFlag:
+    """A batch's view of its run's stop: the flow's own event when it runs in this
+    process, else the run's row (Dask)."""
+    return _STOPS.get(run_id) or RunStopFlag(engine, run_id)
+
+
+def stop_others(engine: Engine, run_id: str, fault: str) -> None:
+    """A batch whose channel can deliver nothing more stops its run's other batches."""
+    if run_id in _STOPS:
+        _STOPS[run_id].set()
+    else:
+        request_stop(engine, run_id, f"failed: {fault}")
 
 
 # Not a decorator: a Dask worker process gets the function by its importable name

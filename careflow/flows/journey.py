@@ -7,17 +7,23 @@ passed. Batches are Prefect tasks of customer-id ranges of due positions
 (like campaign runs: never a task per customer). A send step's message goes
 through the route, exactly as a campaign's: :func:`_send_step` is the one place
 that calls into the route and the campaign flow.
+
+Each journey's advance that has anything to do is a run, recorded and stopped as a
+campaign run is (:func:`advance_one`; ``journey:<name>`` in `careflow report runs`).
 """
 
 from __future__ import annotations
 
-import functools
+import logging
+import uuid
+from contextlib import suppress
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError, TerminationSignal
 from prefect.runtime import flow_run
 
 from careflow import (
@@ -27,16 +33,27 @@ from careflow import (
 )
 from careflow.campaigns import CampaignSpec, journey_step_campaign
 from careflow.clock import resolve_as_of
-from careflow.errors import ConfigError
+from careflow.errors import ChannelDown, ConfigError
 from careflow.experiment_decisions import winner_of
 from careflow.experiment_report import decide, report_for, verdict
-from careflow.flows.campaign import occasion_text, publish_experiment
+from careflow.flows.campaign import (
+    STOP_GRACE_SECONDS,
+    SettlingSignals,
+    final_state,
+    occasion_text,
+    publish_experiment,
+    stop_event,
+    stop_flag,
+    stop_others,
+)
 from careflow.flows.idle import idle
 from careflow.flows.params import DeferredAsOf, JourneyName
-from careflow.flows.route import Route, RunPlan, process_batch
+from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, StopFlag, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
-from careflow.journeys import advance, diagram
+from careflow.journeys import advance, diagram, holdout
+from careflow.ledger import ContactLedger
+from careflow.report import finish_run, journey_run_name, request_stop, start_journey_run
 from careflow.settings import Settings, load_settings
 
 
@@ -47,34 +64,65 @@ def _send_step(
     claim: str,
     id_range: tuple[int, int],
     now: datetime,
-) -> None:
+    run_id: str | None = None,
+    stop: StopFlag | None = None,
+) -> BatchResult:
     """Run the route for the positions ``claim`` holds on send step ``step``: policy
     (consent, suppression, quiet hours, caps), render, reserve, send, record, as for any
-    campaign. The only call into careflow/flows/route.py and campaign.py from journeys."""
+    campaign. The only call into careflow/flows/route.py and campaign.py from journeys.
+
+    The ledger rows are the run's (``run_id``: what a stopping run gives back, what
+    `careflow report runs` counts); without one, the claim's own."""
     campaign = journey_step_campaign(spec, step)
     params = {**campaign.parameters, "claim": claim}
     as_of = now.astimezone(ZoneInfo(settings.time_zone)).date()
-    run_id = f"{claim}:{step.id}"
     run = RunPlan(
-        spec=campaign, run_id=run_id, as_of=as_of, at=now, settings=settings, params=params,
-        now=now,
-    )
-    process_batch(Route.for_run(run), id_range)
+        spec=campaign, run_id=run_id or f"{claim}:{step.id}", as_of=as_of, at=now,
+        settings=settings, params=params, now=now,
+    )  # fmt: skip
+    try:
+        return process_batch(Route.for_run(run, stop), id_range)
+    except RunStopped:  # asked to stop before it reserved anyone: nothing to count
+        return BatchResult()
 
 
-def sender(settings: Settings) -> advance.SendFn:
-    """The send function advancing hands send steps to."""
-    return functools.partial(_send_step, settings)
+def sender(
+    settings: Settings,
+    run_id: str | None = None,
+    stop: StopFlag | None = None,
+    messages: BatchResult | None = None,
+) -> advance.SendFn:
+    """The send function advancing hands send steps to; what the route did is merged into
+    ``messages``. A channel that can deliver nothing more stops the run's other batches
+    (as a campaign run's do)."""
+
+    def send(spec, step, claim, id_range, now) -> None:
+        result = _send_step(settings, spec, step, claim, id_range, now, run_id, stop)
+        if messages is not None:
+            messages.merge(result)
+        if result.fault and run_id is not None:
+            stop_others(db.engine_for(settings.effective_database_url), run_id, result.fault)
+
+    return send
 
 
-def advance_batch(journey: str, lo: int, hi: int, now: datetime, settings: Settings) -> dict:
+def advance_batch(
+    journey: str, lo: int, hi: int, now: datetime, settings: Settings, run_id: str | None = None
+) -> dict:
     """One batch: the due positions of ``journey`` in ``lo``..``hi``, stepped until none is
-    due. Retrying it is safe: claims, step rows and the ledger decide what is left."""
+    due; returns what it did (``tally``) and what the route did with its messages
+    (``messages``). Retrying it is safe: claims, step rows and the ledger decide what is
+    left. A batch of a stopping run claims nothing more and puts down what it holds."""
     settle_heap()
     spec = load_journey(journey, settings.templates_dir)
     engine = db.engine_for(settings.effective_database_url)
-    tally = advance.advance_range(engine, spec, settings, (lo, hi), now, sender(settings))
-    return tally.as_dict()
+    messages = BatchResult()
+    stop = stop_flag(engine, run_id) if run_id is not None else None
+    tally = advance.advance_range(
+        engine, spec, settings, (lo, hi), now, sender(settings, run_id, stop, messages),
+        run_id=run_id, stop=stop.is_set if stop is not None else None,
+    )  # fmt: skip
+    return {"tally": tally.as_dict(), "messages": messages.as_dict()}
 
 
 advance_batch_task = task(
@@ -96,32 +144,133 @@ def advance_journeys(
 
     ``as_of`` is the instant to advance at (default now). ``submit(fn, *args)`` runs a
     batch and returns an object with ``result()`` (a Prefect task's ``submit`` in the
-    flow); without it batches run here, one after the other.
+    flow); without it batches run here, one after the other. Each journey that had
+    anything to do is a run (:func:`advance_one`); a stop raises RunStopped, a channel
+    that can deliver nothing more ChannelDown, after the run has settled.
     """
     settings = settings or load_settings()
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
     now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
     names = [journey] if journey else list_journeys(settings.templates_dir)
-    summaries = []
-    for name in names:
-        spec = load_journey(name, settings.templates_dir)
+    return [advance_one(engine, name, now, settings, submit) for name in names]
+
+
+def advance_one(engine, name: str, now: datetime, settings: Settings, submit=None) -> dict:
+    """Enter customers into journey ``name`` and advance its due positions, as one run.
+
+    Entering and waking come first (one transaction each); a journey with nothing due
+    then records nothing (most five-minute advances). Otherwise the advance is a run
+    like a campaign's (``journey:<name>`` in `careflow report runs`): its row is written
+    before any batch starts, its summary holds what the steps did and what became of
+    their messages, and a stop (SIGTERM, Ctrl-C, a cancelled flow run) or a channel
+    that can deliver nothing more tells its batches to stop between messages and
+    between rounds, waits for them briefly, gives back the messages they reserved but
+    never sent (``skipped: run_stopped``; those handed to a channel become ``failed:
+    interrupted``) and the positions their claims still hold, due as they were, and
+    records the run as stopped (careflow/flows/campaign.py, "Stopping").
+    """
+    spec = load_journey(name, settings.templates_dir)
+    try:
         entered = advance.enter(engine, spec, settings, now)
         woken = advance.wake(engine, spec, settings, now)
         ranges = advance.plan_ranges(engine, name, now, settings.batch_size)
-        total = advance.Tally()
-        if submit is None:
-            results = [advance_batch(name, lo, hi, now, settings) for lo, hi in ranges]
-        else:
-            futures = [submit(name, lo, hi, now, settings) for lo, hi in ranges]
-            results = [f.result() for f in futures]
-        for r in results:
-            total.merge(advance.Tally.from_dict(r))
-        summaries.append(
-            {"journey": name, "version": spec.version, "at": now.isoformat(timespec="minutes"),
-             "new_entries": entered, "woken": woken, "batches": len(ranges), **total.as_dict()}
-        )  # fmt: skip
-    return summaries
+    except (KeyboardInterrupt, TerminationSignal):  # nothing held yet: nothing to give back
+        raise RunStopped(f"journey {name} stopped before advancing anyone") from None
+    summary = {"journey": name, "version": spec.version, "at": now.isoformat(timespec="minutes"),
+               "new_entries": entered, "woken": woken, "batches": len(ranges)}  # fmt: skip
+    if not (entered or woken or ranges):
+        return {**summary, **advance.Tally().as_dict(), **BatchResult().as_dict()}
+    run_id = str(uuid.uuid4())
+    start_journey_run(engine, run_id, name, now, settings.delivery)
+    summary = {"campaign": journey_run_name(name), "run_id": run_id,
+               "as_of": now.astimezone(ZoneInfo(settings.time_zone)).date().isoformat(),
+               "dry_run": False, "delivery": settings.delivery, **summary}  # fmt: skip
+    tally, messages = advance.Tally(), BatchResult()
+    futures: list = []
+    merged: set[int] = set()  # futures whose results are counted
+
+    def count(result: dict) -> None:
+        tally.merge(advance.Tally.from_dict(result["tally"]))
+        messages.merge(BatchResult.from_dict(result["messages"]))
+
+    with stop_event(run_id) as stop:
+        try:
+            if submit is None:
+                for lo, hi in ranges:
+                    count(advance_batch(name, lo, hi, now, settings, run_id))
+                    if messages.fault or stop.is_set():
+                        break
+            else:
+                futures = [submit(name, lo, hi, now, settings, run_id) for lo, hi in ranges]
+                for future in futures:
+                    count(future.result())
+                    merged.add(id(future))
+                    if messages.fault:
+                        break
+            if messages.fault:
+                raise ChannelDown(messages.fault)
+        except BaseException as exc:  # SIGTERM (Prefect's TerminationSignal), Ctrl-C, a failure
+            stop.set()
+            final = _settle(engine, spec, run_id, summary, tally, messages, futures, merged, exc)
+            if final is exc:
+                raise
+            raise final from None
+    summary.update(tally.as_dict())
+    summary.update(messages.as_dict())
+    finish_run(engine, run_id, summary)
+    return summary
+
+
+def _settle(
+    engine, spec, run_id, summary, tally, messages, futures, merged, exc
+) -> BaseException:
+    """A stopping or failing journey run: its batches told, waited for, what they held
+    given back, the run recorded; returns what the caller raises (:func:`advance_one`)."""
+    stopped = isinstance(exc, RunStopped | KeyboardInterrupt | TerminationSignal)
+    fault = isinstance(exc, ChannelDown)
+    if fault:
+        why = f"failed: {messages.fault}"
+    else:
+        why = "stopped" if stopped else f"failed: {type(exc).__name__}"
+    # a second Ctrl-C or SIGTERM cuts the waiting short, never the settling
+    with SettlingSignals() as signals:
+        request_stop(engine, run_id, why)  # batches in other processes read the run's row
+        for future in signals.wait(futures, STOP_GRACE_SECONDS):
+            if id(future) not in merged:
+                with suppress(Exception):
+                    result = future.result(timeout=0)
+                    tally.merge(advance.Tally.from_dict(result["tally"]))
+                    messages.merge(BatchResult.from_dict(result["messages"]))
+        ledger = ContactLedger(engine)
+        released, interrupted = ledger.release(
+            run_id, "run_stopped" if stopped or fault else "run_failed"
+        )
+        claims = advance.release_claims(engine, spec.name, run_id)
+        messages.sent = max(messages.sent, ledger.sent_by(run_id))
+        what = f"stopped: {messages.fault}" if fault else why
+        said = f"journey {spec.name} {what}: {messages.sent} sent, {released} left for the next"
+        said += " advance"
+        if claims:
+            said += f" (with {claims} customer(s) a batch still held)"
+        if interrupted:
+            said += f", {interrupted} in doubt (failed: interrupted)"
+        _log().error("%s", said)
+        finish_run(engine, run_id, {**summary, **tally.as_dict(), **messages.as_dict(),
+                                    "stopped": why})  # fmt: skip
+    if fault:
+        return ChannelDown(said)
+    if stopped:
+        return RunStopped(said)
+    return exc
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger inside a flow, else careflow's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("careflow.flows")
 
 
 def due_now(journey: str | None, as_of=None, settings: Settings | None = None) -> list[dict]:
@@ -157,6 +306,8 @@ def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> 
     try:
         decide_experiments(journey, logger)
         summaries = advance_journeys(journey, as_of, submit=advance_batch_task.submit)
+    except (RunStopped, ChannelDown) as exc:  # settled and recorded: Cancelled or Failed
+        return final_state(exc)
     except ConfigError as exc:
         logger.error("journeys did not advance: %s", exc)
         raise
@@ -212,16 +363,18 @@ def publish_experiments(journey: str, settings: Settings | None = None) -> None:
 
 
 def publish_diagram(journey: str, when: str, settings: Settings | None = None) -> str:
-    """The journey's Mermaid flowchart with its live counts, as a Prefect markdown
-    artifact (key ``journey-<name>``, one per journey, a new version each advance)."""
+    """The journey's Mermaid flowchart with its live counts and its customers against its
+    holdout (careflow/journeys/holdout.py), as a Prefect markdown artifact (key
+    ``journey-<name>``, one per journey, a new version each advance)."""
     settings = settings or load_settings()
     spec = load_journey(journey, settings.templates_dir)
     engine = db.engine_for(settings.effective_database_url)
     text = diagram.markdown(spec, diagram.live_counts(engine, spec), when)
+    text += "\n" + holdout.markdown(holdout.journey_uplift(engine, spec, settings))
     create_markdown_artifact(
         markdown=text,
         key=f"journey-{journey.replace('_', '-')}",
-        description=f"journey {journey}: customers per step",
+        description=f"journey {journey}: customers per step, against its holdout",
     )
     return text
 

@@ -78,6 +78,8 @@ MAX_ROUNDS = 25
 #: ``send(spec, step, claim, id_range, now)``: run the route for the positions ``claim``
 #: holds on ``step`` (careflow/flows/journey.py)
 SendFn = Callable[[JourneySpec, SendStep, str, tuple[int, int], datetime], None]
+#: ``stop()``: whether the advance's run was asked to stop (careflow/flows/journey.py)
+StopFn = Callable[[], bool]
 
 _LOCAL = ("locale", "grade", "country", "owner", "preferred_channel", "time_zone")
 
@@ -596,9 +598,13 @@ def _ledger_rows(engine: Engine, campaign: str, keys: Sequence[tuple[int, str]])
     return out
 
 
-def _send_steps(b: _Batch, positions: list[Position], token: str, send: SendFn) -> list:
+def _send_steps(
+    b: _Batch, positions: list[Position], token: str, send: SendFn, stop: StopFn | None = None
+) -> list:
     """Run ``send`` for each send step's claimed positions; each position's next move
-    comes from its message's ledger row."""
+    comes from its message's ledger row. A position whose message a stopping run did
+    not send stays due as it was: its run gives the message back (``release``) and the
+    next advance takes both at once."""
     out: list[Done | Stay] = []
     by_step: dict[str, list[Position]] = defaultdict(list)
     for pos in positions:
@@ -620,6 +626,8 @@ def _send_steps(b: _Batch, positions: list[Position], token: str, send: SendFn) 
                                 (row.detail or "")[:300] or None))  # fmt: skip
             elif row is not None and row.state == "deferred" and row.not_before:
                 out.append(Stay(pos, "waiting", max(row.not_before, b.now), "message"))
+            elif stop is not None and stop():
+                out.append(Stay(pos, pos.state, pos.due_at or b.now, pos.waiting_for))
             else:  # not reached, in progress, or released by a stopping run: again later
                 out.append(Stay(pos, pos.state, retry, pos.waiting_for))
     return out
@@ -661,6 +669,7 @@ def step_batch(
     now: datetime,
     token: str,
     send: SendFn,
+    stop: StopFn | None = None,
 ) -> Tally:
     """Run the due step of each claimed position and record what happened."""
     tally = Tally()
@@ -689,7 +698,7 @@ def step_batch(
         else:
             moves.append(_step_once(b, pos, share))
     if sending:
-        moves += _send_steps(b, sending, token, send)
+        moves += _send_steps(b, sending, token, send, stop)
     _apply(engine, spec, token, now, moves, settings, tally)
     return tally
 
@@ -800,8 +809,29 @@ def _visits(conn, journey: str, done: list[Done]) -> dict[tuple[int, str, str], 
 
 
 # --- one advance -------------------------------------------------------------------------
-def new_token() -> str:
+def new_token(run_id: str | None = None) -> str:
+    """A claim's token: ``<run id>:<random>`` for an advance recorded as a run (its
+    claims can be found and given back when it stops: :func:`release_claims`)."""
+    if run_id is not None:
+        return f"{run_id}:{uuid.uuid4().hex[:8]}"
     return f"journey-{uuid.uuid4().hex[:16]}"
+
+
+def release_claims(engine: Engine, journey: str, run_id: str) -> int:
+    """Give back the positions a stopped run's claims still hold (batches that did not
+    put them down in time): due as they were, for the next advance at once instead of
+    after the lease. Returns how many. A batch of that run still going writes nothing
+    more for them (its moves are kept only for positions its claim holds)."""
+    with engine.begin() as conn:
+        return conn.execute(
+            update(POSITIONS)
+            .where(
+                P.journey == journey,
+                P.state.in_(("active", "waiting")),
+                P.claimed_by.like(f"{run_id}:%"),
+            )
+            .values(claimed_by=None, claim_until=None)
+        ).rowcount
 
 
 def advance_range(
@@ -812,17 +842,24 @@ def advance_range(
     now: datetime,
     send: SendFn,
     token: str | None = None,
+    *,
+    run_id: str | None = None,
+    stop: StopFn | None = None,
 ) -> Tally:
     """Claim and step the due positions of ``id_range`` until none is due (at most
-    ``MAX_ROUNDS`` rounds: a step that leads straight on is taken in the same advance)."""
+    ``MAX_ROUNDS`` rounds: a step that leads straight on is taken in the same advance).
+    ``run_id``: the run whose claims these are (:func:`new_token`); ``stop``: asked
+    between rounds and after each send, a stopping run claims nothing more."""
     tally = Tally()
     lease = timedelta(seconds=settings.reservation_lease_seconds)
     for _ in range(MAX_ROUNDS):
-        token_now = token or new_token()
+        if stop is not None and stop():
+            break
+        token_now = token or new_token(run_id)
         got = claim(engine, spec.name, id_range, now, token_now, lease, settings.batch_size)
         if not got:
             break
-        tally.merge(step_batch(engine, spec, settings, got, now, token_now, send))
+        tally.merge(step_batch(engine, spec, settings, got, now, token_now, send, stop))
     return tally
 
 
@@ -919,6 +956,7 @@ __all__ = [
     "enter_events",
     "enter_segment",
     "plan_ranges",
+    "release_claims",
     "status",
     "step_batch",
     "wait_end",
