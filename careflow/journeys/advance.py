@@ -716,12 +716,13 @@ def _apply(engine, spec, token, now, moves, settings, tally: Tally) -> None:
         done = [m for m in moves if isinstance(m, Done)]
         visits = _visits(conn, spec.name, done)
         step_rows, updates = [], []
+        version = spec.version  # (a hash of the step graph: once, not per position)
         for m in moves:
             pos = m.pos
             # a position stranded on a deleted step keeps the version it came from
             kept = pos.step == ENTRY_STEP or pos.step in steps or isinstance(m, Done)
             base = {"b_id": pos.id, "b_step": pos.step, "b_visit": pos.visit,
-                    "version": spec.version if kept else pos.version,
+                    "version": version if kept else pos.version,
                     "updated_at": now}  # fmt: skip
             if isinstance(m, Stay):
                 tally.waiting += m.state == "waiting"
