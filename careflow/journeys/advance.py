@@ -230,10 +230,14 @@ def enter_segment(
             .on_conflict_do_nothing(index_elements=["journey", "customer_id", "entry_key"])
         )
         conn.execute(stmt)
-        # (SQLite reports no row count for INSERT ... SELECT)
+        # (SQLite reports no row count for INSERT ... SELECT; the new rows are on the
+        # entry step, which the step index finds without walking the whole journey)
         return conn.execute(
-            select(func.count()).where(P.journey == spec.name, P.entered_at == now)
-        ).scalar_one()
+            select(func.count()).where(
+                P.journey == spec.name, P.step == ENTRY_STEP, P.state == "active",
+                P.entered_at == now,
+            )
+        ).scalar_one()  # fmt: skip
 
 
 #: an event entry reads events (or orders) by id. Ids are handed out when a row is
@@ -430,7 +434,9 @@ def claim(
         )
         rows = conn.execute(
             select(*[POSITIONS.c[f] for f in Position.__dataclass_fields__])
-            .where(P.claimed_by == token, P.journey == journey)
+            # (through the range: the journey alone walked every position it has)
+            .where(P.claimed_by == token, P.journey == journey,
+                   P.customer_id.between(*id_range))
             .order_by(P.customer_id, P.id)
         ).all()
     return [Position(**r._mapping) for r in rows]
