@@ -89,3 +89,25 @@ def test_the_shop_is_the_same_for_a_seed(tmp_path):
                 ).one()
             )
     assert counts[0] == counts[1] and counts[0][0] > 300
+
+
+@pytest.mark.prefect
+def test_journeys_benchmark_advances_each_due_position_once(tmp_path):
+    out = tmp_path / "journeys.json"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {k: v for k, v in env.items() if not k.startswith("CAREFLOW_")}
+    (tmp_path / "prefect").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.journeys", "--quick", "--simulate", "2",
+         "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["positions"]["in_journey"] == r["customers"] == 3_000
+    assert r["positions"]["due"] == 300
+    advance = r["advance"]
+    assert all(advance["checks"].values()), advance["checks"]  # each due step once
+    assert advance["messages"] > 0 and advance["step_rows"] > r["positions"]["due"]
+    assert r["simulate"]["advances"] >= 2 and r["simulate"]["sent"] > 0
+    assert "| due positions per second |" in done.stdout

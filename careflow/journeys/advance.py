@@ -232,10 +232,14 @@ def enter_segment(
             .on_conflict_do_nothing(index_elements=["journey", "customer_id", "entry_key"])
         )
         conn.execute(stmt)
-        # (SQLite reports no row count for INSERT ... SELECT)
+        # (SQLite reports no row count for INSERT ... SELECT; the new rows are on the
+        # entry step, which the step index finds without walking the whole journey)
         return conn.execute(
-            select(func.count()).where(P.journey == spec.name, P.entered_at == now)
-        ).scalar_one()
+            select(func.count()).where(
+                P.journey == spec.name, P.step == ENTRY_STEP, P.state == "active",
+                P.entered_at == now,
+            )
+        ).scalar_one()  # fmt: skip
 
 
 #: an event entry reads events (or orders) by id. Ids are handed out when a row is
@@ -432,7 +436,9 @@ def claim(
         )
         rows = conn.execute(
             select(*[POSITIONS.c[f] for f in Position.__dataclass_fields__])
-            .where(P.claimed_by == token, P.journey == journey)
+            # (through the range: the journey alone walked every position it has)
+            .where(P.claimed_by == token, P.journey == journey,
+                   P.customer_id.between(*id_range))
             .order_by(P.customer_id, P.id)
         ).all()
     return [Position(**r._mapping) for r in rows]
@@ -725,12 +731,13 @@ def _apply(engine, spec, token, now, moves, settings, tally: Tally) -> None:
         done = [m for m in moves if isinstance(m, Done)]
         visits = _visits(conn, spec.name, done)
         step_rows, updates = [], []
+        version = spec.version  # (a hash of the step graph: once, not per position)
         for m in moves:
             pos = m.pos
             # a position stranded on a deleted step keeps the version it came from
             kept = pos.step == ENTRY_STEP or pos.step in steps or isinstance(m, Done)
             base = {"b_id": pos.id, "b_step": pos.step, "b_visit": pos.visit,
-                    "version": spec.version if kept else pos.version,
+                    "version": version if kept else pos.version,
                     "updated_at": now}  # fmt: skip
             if isinstance(m, Stay):
                 tally.waiting += m.state == "waiting"

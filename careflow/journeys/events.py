@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, and_, literal, or_, select, update
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
-from careflow.db.sqlfunc import shifted
+from careflow.db.sqlfunc import shifted, unindexed
 
 CE = ContactEvent.__table__.c
 P = JourneyPosition.__table__.c
@@ -141,7 +141,9 @@ def wake_waiting(engine: Engine, journey: str, now: datetime, shop_zone: str) ->
         if kinds:
             hit = select(CE.id).where(
                 CE.customer_id == P.customer_id,
-                CE.kind.in_(kinds),
+                # (found through the customer's events: SQLite took the kind's index
+                # and read every reply since the wait began, for each waiting position)
+                unindexed(CE.kind).in_(kinds),
                 CE.occurred_at >= P.waiting_since,
             ).exists()
         else:
