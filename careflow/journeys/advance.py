@@ -847,8 +847,9 @@ def enter(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) 
 
 
 def wake(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) -> int:
-    """Positions waiting for an event that has come are due now."""
-    return wake_waiting(engine, spec.name, now, settings.time_zone)
+    """Positions waiting for an event that has come, or waiting (any step) when one of the
+    journey's ``exit_on`` has come, are due now."""
+    return wake_waiting(engine, spec.name, now, settings.time_zone, spec.exit_on)
 
 
 # --- what the journey looks like ---------------------------------------------------------
