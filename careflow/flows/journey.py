@@ -12,7 +12,8 @@ that calls into the route and the campaign flow.
 from __future__ import annotations
 
 import functools
-from datetime import date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
@@ -30,11 +31,11 @@ from careflow.clock import resolve_as_of
 from careflow.errors import ConfigError
 from careflow.flows.campaign import occasion_text
 from careflow.flows.idle import idle
-from careflow.flows.params import DeferredAsOf, JourneyName
+from careflow.flows.params import DeferredAsOf, FollowFrom, FollowSeconds, JourneyName
 from careflow.flows.route import Route, RunPlan, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
-from careflow.journeys import advance, diagram
+from careflow.journeys import advance, diagram, events
 from careflow.settings import Settings, load_settings
 
 
@@ -89,12 +90,14 @@ def advance_journeys(
     as_of: str | date | datetime | None = None,
     settings: Settings | None = None,
     submit=None,
+    segments: bool = True,
 ) -> list[dict]:
     """Enter and advance ``journey`` (default: every journey); one summary per journey.
 
     ``as_of`` is the instant to advance at (default now). ``submit(fn, *args)`` runs a
     batch and returns an object with ``result()`` (a Prefect task's ``submit`` in the
-    flow); without it batches run here, one after the other.
+    flow); without it batches run here, one after the other. ``segments=False`` enters
+    only journeys entered by an event (a segment's entries are the schedule's).
     """
     settings = settings or load_settings()
     engine = db.engine_for(settings.effective_database_url)
@@ -104,7 +107,8 @@ def advance_journeys(
     summaries = []
     for name in names:
         spec = load_journey(name, settings.templates_dir)
-        entered = advance.enter(engine, spec, settings, now)
+        entering = segments or spec.entry.event is not None
+        entered = advance.enter(engine, spec, settings, now) if entering else 0
         woken = advance.wake(engine, spec, settings, now)
         ranges = advance.plan_ranges(engine, name, now, settings.batch_size)
         total = advance.Tally()
@@ -147,13 +151,75 @@ def run_name() -> str:
     return f"{what} {occasion_text(params.get('as_of'), minutes=True)}"
 
 
+#: how often a run started by a response looks for more while it follows them
+FOLLOW_POLL_SECONDS = 5.0
+
+
+def follow_responses(
+    journey: str | None,
+    until: datetime,
+    settings: Settings | None = None,
+    submit=None,
+    sleep=time.sleep,
+    poll: float = FOLLOW_POLL_SECONDS,
+) -> list[list[dict]]:
+    """Until ``until``: every ``poll`` seconds, if a response (a reply, a click, an
+    opt-out, an order...) was recorded since the last look, wake and advance again
+    (entering event journeys; segment entries are the schedule's). The summaries of the
+    advances it made.
+
+    The deployment's trigger starts a run on the first response and no other for the
+    next minute (Prefect's reactive trigger: ``within``); a run that ended before a
+    response of that minute came would leave it to the schedule, up to five minutes.
+    Following them until the minute is over takes each within about ``poll`` seconds.
+    """
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    mark = events.response_mark(engine)
+    made = []
+    while (left := (until - clock.now()).total_seconds()) > 0:
+        sleep(min(poll, left))
+        seen = events.response_mark(engine, mark)
+        if seen != mark:
+            mark = seen
+            made.append(advance_journeys(journey, settings=settings, submit=submit,
+                                         segments=False))  # fmt: skip
+    return made
+
+
+def _merged(summaries: list[dict], more: list[list[dict]]) -> list[dict]:
+    """One summary per journey: the first advance's, with the follow-ups' counts added."""
+    out = {s["journey"]: dict(s) for s in summaries}
+    for later in more:
+        for s in later:
+            first = out.setdefault(s["journey"], dict(s, new_entries=0, woken=0, batches=0,
+                                                      **advance.Tally().as_dict()))  # fmt: skip
+            tally = advance.Tally.from_dict(first)
+            tally.merge(advance.Tally.from_dict(s))
+            first.update(tally.as_dict(), at=s["at"],
+                         **{k: first[k] + s[k] for k in ("new_entries", "woken", "batches")})
+    return list(out.values())
+
+
 @flow(name="journey-advance", flow_run_name=run_name, task_runner=BatchTaskRunner())
-def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> list[dict]:
+def journey_advance(
+    journey: JourneyName = None,
+    as_of: DeferredAsOf = None,
+    follow_from: FollowFrom = None,
+    follow_seconds: FollowSeconds = 0,
+) -> list[dict]:
     """Enter customers into journeys and move every due one a step on (all journeys, or
-    ``journey``). Deployed every five minutes (prefect.yaml)."""
+    ``journey``). Deployed every five minutes (prefect.yaml), and started by a response
+    (its trigger), which it then follows until ``follow_seconds`` after ``follow_from``."""
     logger = get_run_logger()
     try:
         summaries = advance_journeys(journey, as_of, submit=advance_batch_task.submit)
+        if follow_from is not None and follow_seconds > 0 and as_of is None:
+            start = follow_from if follow_from.tzinfo else follow_from.replace(tzinfo=UTC)
+            until = start + timedelta(seconds=follow_seconds)
+            more = follow_responses(journey, until, submit=advance_batch_task.submit)
+            logger.info("followed responses until %s: %d more advance(s)", until, len(more))
+            summaries = _merged(summaries, more)
     except ConfigError as exc:
         logger.error("journeys did not advance: %s", exc)
         raise
@@ -183,5 +249,8 @@ def publish_diagram(journey: str, when: str, settings: Settings | None = None) -
     return text
 
 
-__all__ = ["advance_journeys", "due_now", "journey_advance", "publish_diagram", "sender"]
+__all__ = [
+    "advance_journeys", "due_now", "follow_responses", "journey_advance", "publish_diagram",
+    "sender",
+]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, literal, or_, select, update
+from sqlalchemy import Engine, and_, func, literal, or_, select, update
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
 from careflow.db.sqlfunc import shifted
@@ -201,3 +201,21 @@ def wake_waiting(
             )
             .values(due_at=now)
         ).rowcount
+
+
+#: the contact_events kinds that are responses a journey may wait for or exit on (not
+#: delivery receipts: every message has one; as the deployment's trigger, prefect.yaml)
+RESPONSE_KINDS = tuple(k for what, kinds in EVENT_KINDS.items() if what != "delivered"
+                       for k in kinds)  # fmt: skip
+
+
+def response_mark(engine: Engine, after: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(newest response event id, newest order id), each at least ``after``'s: a mark that
+    moved means a response (a reply, a click, an opt-out, an order...) was recorded.
+    Reads only the ids above ``after`` (the primary keys)."""
+    with engine.connect() as conn:
+        event = conn.execute(
+            select(func.max(CE.id)).where(CE.id > after[0], CE.kind.in_(RESPONSE_KINDS))
+        ).scalar()
+        order = conn.execute(select(func.max(Order.id)).where(Order.id > after[1])).scalar()
+    return (event or after[0], order or after[1])
