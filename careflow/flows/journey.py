@@ -91,13 +91,16 @@ def advance_journeys(
     settings: Settings | None = None,
     submit=None,
     segments: bool = True,
+    responded_after: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Enter and advance ``journey`` (default: every journey); one summary per journey.
 
     ``as_of`` is the instant to advance at (default now). ``submit(fn, *args)`` runs a
     batch and returns an object with ``result()`` (a Prefect task's ``submit`` in the
     flow); without it batches run here, one after the other. ``segments=False`` enters
-    only journeys entered by an event (a segment's entries are the schedule's).
+    only journeys entered by an event (a segment's entries are the schedule's);
+    ``responded_after`` (a :func:`careflow.journeys.events.response_mark`) wakes only the
+    customers with a response since (due positions advance all the same).
     """
     settings = settings or load_settings()
     engine = db.engine_for(settings.effective_database_url)
@@ -109,7 +112,8 @@ def advance_journeys(
         spec = load_journey(name, settings.templates_dir)
         entering = segments or spec.entry.event is not None
         entered = advance.enter(engine, spec, settings, now) if entering else 0
-        woken = advance.wake(engine, spec, settings, now)
+        scope = None if responded_after is None else events.responders(responded_after)
+        woken = advance.wake(engine, spec, settings, now, scope)
         ranges = advance.plan_ranges(engine, name, now, settings.batch_size)
         total = advance.Tally()
         if submit is None:
@@ -162,28 +166,32 @@ def follow_responses(
     submit=None,
     sleep=time.sleep,
     poll: float = FOLLOW_POLL_SECONDS,
+    mark: tuple[int, int] | None = None,
 ) -> list[list[dict]]:
     """Until ``until``: every ``poll`` seconds, if a response (a reply, a click, an
-    opt-out, an order...) was recorded since the last look, wake and advance again
-    (entering event journeys; segment entries are the schedule's). The summaries of the
-    advances it made.
+    opt-out, an order...) was recorded since the last look, wake those customers and
+    advance again (entering event journeys; segment entries and the wake of everyone are
+    the schedule's, so a busy minute costs no full scan every few seconds). The
+    summaries of the advances it made.
 
     The deployment's trigger starts a run on the first response and no other for the
     next minute (Prefect's reactive trigger: ``within``); a run that ended before a
     response of that minute came would leave it to the schedule, up to five minutes.
     Following them until the minute is over takes each within about ``poll`` seconds.
+    ``mark``: the responses already taken (:func:`events.response_mark` read before the
+    run's advance; default: those recorded by now).
     """
     settings = settings or load_settings()
     engine = db.engine_for(settings.effective_database_url)
-    mark = events.response_mark(engine)
+    mark = mark or events.response_mark(engine)
     made = []
     while (left := (until - clock.now()).total_seconds()) > 0:
         sleep(min(poll, left))
         seen = events.response_mark(engine, mark)
         if seen != mark:
-            mark = seen
             made.append(advance_journeys(journey, settings=settings, submit=submit,
-                                         segments=False))  # fmt: skip
+                                         segments=False, responded_after=mark))  # fmt: skip
+            mark = seen
     return made
 
 
@@ -213,11 +221,18 @@ def journey_advance(
     (its trigger), which it then follows until ``follow_seconds`` after ``follow_from``."""
     logger = get_run_logger()
     try:
-        summaries = advance_journeys(journey, as_of, submit=advance_batch_task.submit)
-        if follow_from is not None and follow_seconds > 0 and as_of is None:
+        settings = load_settings()
+        following = follow_from is not None and follow_seconds > 0 and as_of is None
+        if following:  # what the advance below takes; the rest is followed
+            engine = db.engine_for(settings.effective_database_url)
+            db.ensure_schema(engine)
+            mark = events.response_mark(engine)
+        summaries = advance_journeys(journey, as_of, settings, advance_batch_task.submit)
+        if following:
             start = follow_from if follow_from.tzinfo else follow_from.replace(tzinfo=UTC)
             until = start + timedelta(seconds=follow_seconds)
-            more = follow_responses(journey, until, submit=advance_batch_task.submit)
+            more = follow_responses(journey, until, settings, advance_batch_task.submit,
+                                    mark=mark)  # fmt: skip
             logger.info("followed responses until %s: %d more advance(s)", until, len(more))
             summaries = _merged(summaries, more)
     except ConfigError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, func, literal, or_, select, update
+from sqlalchemy import Engine, and_, func, literal, or_, select, union, update
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
 from careflow.db.sqlfunc import shifted
@@ -150,14 +150,20 @@ def _happened(what: str, kinds: tuple[str, ...], since, order_minutes: int):
 
 
 def wake_waiting(
-    engine: Engine, journey: str, now: datetime, shop_zone: str, exit_on: Iterable[str] = ()
+    engine: Engine,
+    journey: str,
+    now: datetime,
+    shop_zone: str,
+    exit_on: Iterable[str] = (),
+    customers=None,
 ) -> int:
     """Make due now every waiting position of ``journey`` that an event may have moved on
     or ended: one waiting for an event that may have happened since ``waiting_since`` (a
     reply, an order...), and, whatever its step (a ``wait``, a message deferred to its
     send time), one whose customer may have done one of the journey's ``exit_on`` since
     entering (the instant the advancer's exit rules count from). The advancer then
-    decides exactly. Returns how many.
+    decides exactly. Returns how many. ``customers`` (a query of customer ids, e.g.
+    :func:`responders`) limits it to them.
 
     A wider net than the exact check (orders by the shop's clock, with slack) wakes a
     few too many; those go back to waiting until their own due time (the advancer works
@@ -190,6 +196,7 @@ def wake_waiting(
                 Q.c.state != "held_out",
             ).exists()
         )
+    scope = [] if customers is None else [P.customer_id.in_(customers)]
     with engine.begin() as conn:
         return conn.execute(
             update(JourneyPosition.__table__)
@@ -197,6 +204,7 @@ def wake_waiting(
                 P.journey == journey,
                 P.state == "waiting",
                 P.due_at > now,
+                *scope,
                 or_(*wakes),
             )
             .values(due_at=now)
@@ -219,3 +227,11 @@ def response_mark(engine: Engine, after: tuple[int, int] = (0, 0)) -> tuple[int,
         ).scalar()
         order = conn.execute(select(func.max(Order.id)).where(Order.id > after[1])).scalar()
     return (event or after[0], order or after[1])
+
+
+def responders(mark: tuple[int, int]):
+    """SQL: the customers with a response recorded above ``mark`` (:func:`response_mark`)."""
+    return union(
+        select(CE.customer_id).where(CE.id > mark[0], CE.kind.in_(RESPONSE_KINDS)),
+        select(Order.customer_id).where(Order.id > mark[1]),
+    )
