@@ -347,6 +347,7 @@ def main() -> None:
     parser.add_argument("--dialect", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--prefect-file", default=str(PROJECT_ROOT / "prefect.yaml"),
                         help="deploy from this file (another design of the trigger)")
+    parser.add_argument("--out", default="journey-reply.json", help="file in bench/results/")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     opts = parser.parse_args()
     if opts.replies >= opts.customers:
@@ -366,7 +367,7 @@ def main() -> None:
           f"| {out['n']} ({out['missed']} missed) | {out['p50_s']} | {out['p95_s']} | "
           f"{out['p99_s']} | {out['max_s']} | {out['over_60_s']} | {out['flow_runs']} "
           f"{out['flow_runs_by']} | {out['load_after']} |")  # fmt: skip
-    results = Path(__file__).parent / "results" / "journey-reply.json"
+    results = Path(__file__).parent / "results" / opts.out
     results.write_text(json.dumps(out, indent=2) + "\n")
 
 
