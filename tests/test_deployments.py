@@ -77,4 +77,8 @@ def test_the_journey_trigger_expects_events_careflow_emits():
     (sample,) = prefect_events([("replied", 7, 70, "j_winback_journey__first_sms")])
     assert sample["event"] in trigger.expect
     assert sample["resource"]["prefect.resource.id"].startswith(pattern.rstrip("*"))
-    assert set(raw["parameters"]) <= {"journey", "as_of"}
+    assert set(raw["parameters"]) <= {"journey", "as_of", "follow_from", "follow_seconds"}
+    # Prefect starts no other run for `within` after the first response: the run follows
+    # that window's responses itself, from the first one's instant
+    assert raw["parameters"]["follow_seconds"] == trigger.within.total_seconds()
+    assert "event.occurred" in raw["parameters"]["follow_from"]

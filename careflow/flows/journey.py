@@ -15,9 +15,10 @@ campaign run is (:func:`advance_one`; ``journey:<name>`` in `careflow report run
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from contextlib import suppress
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
@@ -47,11 +48,11 @@ from careflow.flows.campaign import (
     stop_others,
 )
 from careflow.flows.idle import idle
-from careflow.flows.params import DeferredAsOf, JourneyName
+from careflow.flows.params import DeferredAsOf, FollowFrom, FollowSeconds, JourneyName
 from careflow.flows.route import BatchResult, Route, RunPlan, RunStopped, StopFlag, process_batch
 from careflow.flows.runners import BatchTaskRunner, settle_heap
 from careflow.journey_spec import JourneySpec, SendStep, list_journeys, load_journey
-from careflow.journeys import advance, diagram, holdout
+from careflow.journeys import advance, diagram, events, holdout
 from careflow.ledger import ContactLedger
 from careflow.report import finish_run, journey_run_name, request_stop, start_journey_run
 from careflow.settings import Settings, load_settings
@@ -139,6 +140,8 @@ def advance_journeys(
     as_of: str | date | datetime | None = None,
     settings: Settings | None = None,
     submit=None,
+    segments: bool = True,
+    responded_after: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Enter and advance ``journey`` (default: every journey); one summary per journey.
 
@@ -147,17 +150,32 @@ def advance_journeys(
     flow); without it batches run here, one after the other. Each journey that had
     anything to do is a run (:func:`advance_one`); a stop raises RunStopped, a channel
     that can deliver nothing more ChannelDown, after the run has settled.
+    ``segments=False`` enters only journeys entered by an event (a segment's entries are
+    the schedule's); ``responded_after`` (a :func:`careflow.journeys.events.response_mark`)
+    wakes only the customers with a response since (due positions advance all the same).
     """
     settings = settings or load_settings()
     engine = db.engine_for(settings.effective_database_url)
     db.ensure_schema(engine)
     now = resolve_as_of(as_of, settings.time_zone)[1] if as_of else clock.now()
     names = [journey] if journey else list_journeys(settings.templates_dir)
-    return [advance_one(engine, name, now, settings, submit) for name in names]
+    return [
+        advance_one(engine, name, now, settings, submit, segments, responded_after)
+        for name in names
+    ]
 
 
-def advance_one(engine, name: str, now: datetime, settings: Settings, submit=None) -> dict:
-    """Enter customers into journey ``name`` and advance its due positions, as one run.
+def advance_one(
+    engine,
+    name: str,
+    now: datetime,
+    settings: Settings,
+    submit=None,
+    segments: bool = True,
+    responded_after: tuple[int, int] | None = None,
+) -> dict:
+    """Enter customers into journey ``name`` and advance its due positions, as one run
+    (``segments`` and ``responded_after``: :func:`advance_journeys`).
 
     Entering and waking come first (one transaction each); a journey with nothing due
     then records nothing (most five-minute advances). Otherwise the advance is a run
@@ -172,8 +190,10 @@ def advance_one(engine, name: str, now: datetime, settings: Settings, submit=Non
     """
     spec = load_journey(name, settings.templates_dir)
     try:
-        entered = advance.enter(engine, spec, settings, now)
-        woken = advance.wake(engine, spec, settings, now)
+        entering = segments or spec.entry.event is not None
+        entered = advance.enter(engine, spec, settings, now) if entering else 0
+        scope = None if responded_after is None else events.responders(responded_after)
+        woken = advance.wake(engine, spec, settings, now, scope)
         ranges = advance.plan_ranges(engine, name, now, settings.batch_size)
     except (KeyboardInterrupt, TerminationSignal):  # nothing held yet: nothing to give back
         raise RunStopped(f"journey {name} stopped before advancing anyone") from None
@@ -298,14 +318,90 @@ def run_name() -> str:
     return f"{what} {occasion_text(params.get('as_of'), minutes=True)}"
 
 
+#: how often a run started by a response looks for more while it follows them
+FOLLOW_POLL_SECONDS = 5.0
+
+
+def follow_responses(
+    journey: str | None,
+    until: datetime,
+    settings: Settings | None = None,
+    submit=None,
+    sleep=time.sleep,
+    poll: float = FOLLOW_POLL_SECONDS,
+    mark: tuple[int, int] | None = None,
+) -> list[list[dict]]:
+    """Until ``until``: every ``poll`` seconds, if a response (a reply, a click, an
+    opt-out, an order...) was recorded since the last look, wake those customers and
+    advance again (entering event journeys; segment entries and the wake of everyone are
+    the schedule's, so a busy minute costs no full scan every few seconds). The
+    summaries of the advances it made.
+
+    The deployment's trigger starts a run on the first response and no other for the
+    next minute (Prefect's reactive trigger: ``within``); a run that ended before a
+    response of that minute came would leave it to the schedule, up to five minutes.
+    Following them until the minute is over takes each within about ``poll`` seconds.
+    ``mark``: the responses already taken (:func:`events.response_mark` read before the
+    run's advance; default: those recorded by now).
+    """
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.effective_database_url)
+    mark = mark or events.response_mark(engine)
+    made = []
+    while (left := (until - clock.now()).total_seconds()) > 0:
+        sleep(min(poll, left))
+        seen = events.response_mark(engine, mark)
+        if seen != mark:
+            made.append(advance_journeys(journey, settings=settings, submit=submit,
+                                         segments=False, responded_after=mark))  # fmt: skip
+            mark = seen
+    return made
+
+
+def _merged(summaries: list[dict], more: list[list[dict]]) -> list[dict]:
+    """One summary per journey: the first advance's, with the follow-ups' counts added."""
+    out = {s["journey"]: dict(s) for s in summaries}
+    for later in more:
+        for s in later:
+            first = out.setdefault(s["journey"], dict(s, new_entries=0, woken=0, batches=0,
+                                                      **advance.Tally().as_dict()))  # fmt: skip
+            tally = advance.Tally.from_dict(first)
+            tally.merge(advance.Tally.from_dict(s))
+            first.update(tally.as_dict(), at=s["at"],
+                         **{k: first[k] + s[k] for k in ("new_entries", "woken", "batches")})
+    return list(out.values())
+
+
 @flow(name="journey-advance", flow_run_name=run_name, task_runner=BatchTaskRunner())
-def journey_advance(journey: JourneyName = None, as_of: DeferredAsOf = None) -> list[dict]:
+def journey_advance(
+    journey: JourneyName = None,
+    as_of: DeferredAsOf = None,
+    follow_from: FollowFrom = None,
+    follow_seconds: FollowSeconds = 0,
+) -> list[dict]:
     """Enter customers into journeys and move every due one a step on (all journeys, or
-    ``journey``). Deployed every five minutes (prefect.yaml)."""
+    ``journey``). Deployed every five minutes (prefect.yaml), and started by a response
+    (its trigger), which it then follows until ``follow_seconds`` after ``follow_from``."""
     logger = get_run_logger()
     try:
         decide_experiments(journey, logger)
-        summaries = advance_journeys(journey, as_of, submit=advance_batch_task.submit)
+        settings = load_settings()
+        following = follow_from is not None and follow_seconds > 0 and as_of is None
+        if following:  # what the advance below takes; the rest is followed
+            engine = db.engine_for(settings.effective_database_url)
+            db.ensure_schema(engine)
+            mark = events.response_mark(engine)
+        summaries = advance_journeys(journey, as_of, settings, advance_batch_task.submit)
+        if following:
+            start = follow_from if follow_from.tzinfo else follow_from.replace(tzinfo=UTC)
+            until = start + timedelta(seconds=follow_seconds)
+            try:
+                more = follow_responses(journey, until, settings, advance_batch_task.submit,
+                                        mark=mark)  # fmt: skip
+            except (KeyboardInterrupt, TerminationSignal):  # between advances: nothing held
+                raise RunStopped("journeys stopped while following responses") from None
+            logger.info("followed responses until %s: %d more advance(s)", until, len(more))
+            summaries = _merged(summaries, more)
     except (RunStopped, ChannelDown) as exc:  # settled and recorded: Cancelled or Failed
         return final_state(exc)
     except ConfigError as exc:
@@ -379,5 +475,8 @@ def publish_diagram(journey: str, when: str, settings: Settings | None = None) -
     return text
 
 
-__all__ = ["advance_journeys", "due_now", "journey_advance", "publish_diagram", "sender"]
+__all__ = [
+    "advance_journeys", "due_now", "follow_responses", "journey_advance", "publish_diagram",
+    "sender",
+]
 

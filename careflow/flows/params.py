@@ -189,6 +189,22 @@ JourneyName = Annotated[
     ),
 ]
 
+FollowFrom = Annotated[
+    datetime | None,
+    Describe(
+        "Set by the deployment's trigger: the instant of the response that started "
+        "this run. None: advance once.",
+    ),
+]
+
+FollowSeconds = Annotated[
+    int,
+    Describe(
+        "With follow_from: keep taking new responses (every few seconds) until this "
+        "many seconds after it, the trigger's window in which it starts no other run.",
+    ),
+]
+
 PyramidAsOf = Annotated[
     date | datetime | None,
     BeforeValidator(_today_is_none),

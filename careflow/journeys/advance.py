@@ -890,9 +890,12 @@ def enter(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) 
     return enter_segment(engine, spec, as_of, at, now)
 
 
-def wake(engine: Engine, spec: JourneySpec, settings: Settings, now: datetime) -> int:
-    """Positions waiting for an event that has come are due now."""
-    return wake_waiting(engine, spec.name, now, settings.time_zone)
+def wake(
+    engine: Engine, spec: JourneySpec, settings: Settings, now: datetime, customers=None
+) -> int:
+    """Positions waiting for an event that has come, or waiting (any step) when one of the
+    journey's ``exit_on`` has come, are due now (of ``customers`` only, if given)."""
+    return wake_waiting(engine, spec.name, now, settings.time_zone, spec.exit_on, customers)
 
 
 # --- what the journey looks like ---------------------------------------------------------

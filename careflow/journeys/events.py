@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, literal, or_, select, update
+from sqlalchemy import Engine, and_, func, literal, or_, select, union, update
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
 from careflow.db.sqlfunc import shifted, unindexed
@@ -123,53 +123,117 @@ def load_facts(
     return facts
 
 
-def wake_waiting(engine: Engine, journey: str, now: datetime, shop_zone: str) -> int:
-    """Make due now every position of ``journey`` waiting for an event that may have
-    happened (a reply, an order...): the advancer then decides exactly. Returns how many.
+def _happened(what: str, kinds: tuple[str, ...], since, order_minutes: int):
+    """SQL: the position's customer did ``what`` at or after the column ``since`` (orders:
+    by the shop's clock, ``order_minutes`` early; a wider net than the exact check)."""
+    if kinds:
+        hit = select(CE.id).where(
+            CE.customer_id == P.customer_id,
+            # (found through the customer's events: SQLite took the kind's index and
+            # read every reply since the wait began, for each waiting position)
+            unindexed(CE.kind).in_(kinds),
+            CE.occurred_at >= since,
+        ).exists()
+    else:
+        hit = select(Order.id).where(
+            Order.customer_id == P.customer_id,
+            Order.ordered_at >= shifted(since, literal(order_minutes)),
+        ).exists()
+    if what == "opted_out":
+        hit = or_(
+            hit,
+            select(Consent.customer_id).where(
+                Consent.customer_id == P.customer_id,
+                Consent.granted.is_(False),
+                Consent.updated_at >= since,
+            ).exists(),
+        )
+    return hit
+
+
+def wake_waiting(
+    engine: Engine,
+    journey: str,
+    now: datetime,
+    shop_zone: str,
+    exit_on: Iterable[str] = (),
+    customers=None,
+) -> int:
+    """Make due now every waiting position of ``journey`` that an event may have moved on
+    or ended: one waiting for an event that may have happened since ``waiting_since`` (a
+    reply, an order...), and, whatever its step (a ``wait``, a message deferred to its
+    send time), one whose customer may have done one of the journey's ``exit_on`` since
+    entering (the instant the advancer's exit rules count from). The advancer then
+    decides exactly. Returns how many. ``customers`` (a query of customer ids, e.g.
+    :func:`responders`) limits it to them.
 
     A wider net than the exact check (orders by the shop's clock, with slack) wakes a
-    few too many; those go back to waiting until their window ends.
+    few too many; those go back to waiting until their own due time (the advancer works
+    it out again from the step, so a wait is never shortened).
     """
     now = naive(now)
+    exit_on = set(exit_on)
     # an order's wall clock against a UTC instant: shifted by the shop's offset now, an
     # hour early in case a clock change lies between
     offset = ZoneInfo(shop_zone).utcoffset(now) or timedelta()
     minutes = int(offset.total_seconds() // 60) - 60
     wakes = []
     for what, kinds in EVENT_KINDS.items():
-        mine = P.waiting_for.contains(what)
-        if kinds:
-            hit = select(CE.id).where(
-                CE.customer_id == P.customer_id,
-                # (found through the customer's events: SQLite took the kind's index
-                # and read every reply since the wait began, for each waiting position)
-                unindexed(CE.kind).in_(kinds),
-                CE.occurred_at >= P.waiting_since,
+        wakes.append(and_(
+            P.waiting_for.not_in(("time", "message")),
+            P.waiting_for.contains(what),
+            _happened(what, kinds, P.waiting_since, minutes),
+        ))  # fmt: skip
+        if what in exit_on:
+            wakes.append(_happened(what, kinds, P.entered_at, minutes))
+    others = sorted(e.removeprefix("entered:") for e in exit_on if e.startswith("entered:"))
+    if others:
+        Q = JourneyPosition.__table__.alias("other")
+        wakes.append(
+            select(Q.c.id).where(
+                Q.c.customer_id == P.customer_id,
+                Q.c.journey.in_(others),
+                Q.c.journey != journey,
+                Q.c.entered_at >= P.entered_at,
+                Q.c.state != "held_out",
             ).exists()
-        else:
-            hit = select(Order.id).where(
-                Order.customer_id == P.customer_id,
-                Order.ordered_at >= shifted(P.waiting_since, literal(minutes)),
-            ).exists()
-        if what == "opted_out":
-            hit = or_(
-                hit,
-                select(Consent.customer_id).where(
-                    Consent.customer_id == P.customer_id,
-                    Consent.granted.is_(False),
-                    Consent.updated_at >= P.waiting_since,
-                ).exists(),
-            )
-        wakes.append(and_(mine, hit))
+        )
+    scope = [] if customers is None else [P.customer_id.in_(customers)]
     with engine.begin() as conn:
         return conn.execute(
             update(JourneyPosition.__table__)
             .where(
                 P.journey == journey,
                 P.state == "waiting",
-                P.waiting_for.not_in(("time", "message")),
                 P.due_at > now,
+                *scope,
                 or_(*wakes),
             )
             .values(due_at=now)
         ).rowcount
+
+
+#: the contact_events kinds that are responses a journey may wait for or exit on (not
+#: delivery receipts: every message has one; as the deployment's trigger, prefect.yaml)
+RESPONSE_KINDS = tuple(k for what, kinds in EVENT_KINDS.items() if what != "delivered"
+                       for k in kinds)  # fmt: skip
+
+
+def response_mark(engine: Engine, after: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(newest response event id, newest order id), each at least ``after``'s: a mark that
+    moved means a response (a reply, a click, an opt-out, an order...) was recorded.
+    Reads only the ids above ``after`` (the primary keys)."""
+    with engine.connect() as conn:
+        event = conn.execute(
+            select(func.max(CE.id)).where(CE.id > after[0], CE.kind.in_(RESPONSE_KINDS))
+        ).scalar()
+        order = conn.execute(select(func.max(Order.id)).where(Order.id > after[1])).scalar()
+    return (event or after[0], order or after[1])
+
+
+def responders(mark: tuple[int, int]):
+    """SQL: the customers with a response recorded above ``mark`` (:func:`response_mark`)."""
+    return union(
+        select(CE.customer_id).where(CE.id > mark[0], CE.kind.in_(RESPONSE_KINDS)),
+        select(Order.customer_id).where(Order.id > mark[1]),
+    )
