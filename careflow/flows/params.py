@@ -191,6 +191,7 @@ JourneyName = Annotated[
 
 FollowFrom = Annotated[
     datetime | None,
+    NoneSays("advance once"),
     Describe(
         "Set by the deployment's trigger: the instant of the response that started "
         "this run. None: advance once.",
