@@ -77,6 +77,7 @@ from careflow.db.models import (
 )
 from careflow.events import DELIVERY_RANK, EventKind, InboundEvent
 from careflow.keywords import classify, language_of
+from careflow.ledger.plans import keys_query, unnested
 
 CH = ContactHistory.__table__
 CE = ContactEvent.__table__
@@ -297,6 +298,16 @@ def _cut(value: str | None, limit: int) -> str | None:
 
 
 def _json(value):
+    kind = type(value)  # what JSON decodes to first, without isinstance's walk
+    if kind is str:
+        return value if value.isascii() and "\x00" not in value else _text(value)
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {
+            (k if type(k) is str and k.isascii() and "\x00" not in k else _text(k)): _json(v)
+            for k, v in value.items()
+        }
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, dict):
@@ -334,15 +345,15 @@ def _match(conn, rows: Sequence[_Row]) -> None:
             campaign, customer, occasion = key.split(":", 2)
             if customer.isdigit():
                 keys.setdefault((campaign, int(customer), occasion), []).append(r)
-    for (campaign, customer, occasion), same in keys.items():
-        hit = conn.execute(
-            base.where(
-                CH.c.campaign == campaign, CH.c.customer_id == customer, CH.c.occasion == occasion
-            )
-        ).first()
-        if hit:
-            for r in same:
-                r.contact_id, r.customer_id, r.campaign = hit
+    by_campaign: dict[str, list[tuple[int, str]]] = {}
+    for campaign, customer, occasion in keys:
+        by_campaign.setdefault(campaign, []).append((customer, occasion))
+    for campaign, wanted in by_campaign.items():  # a query per campaign, not per message
+        for start in range(0, len(wanted), 1000):
+            part = wanted[start : start + 1000]
+            for hit in conn.execute(keys_query(conn, campaign, part, (CH.c.id,))):
+                for r in keys.get((campaign, hit.customer_id, hit.occasion), ()):
+                    r.contact_id, r.customer_id, r.campaign = hit.id, hit.customer_id, campaign
     by_pid: dict[str, list[_Row]] = {}
     for r in rows:
         if r.contact_id is None and r.event.provider_message_id:
@@ -405,6 +416,26 @@ def _advance_delivery(conn, updates: Sequence[tuple[int, EventKind]], now: datet
             best[contact_id] = (rank, str(kind))
     if not best:
         return
+    ordered = sorted(best.items())
+    if conn.dialect.name == "postgresql":  # one statement: psycopg's executemany is per row
+        w = unnested(
+            (CH.c.id, CH.c.delivery_rank, CH.c.delivery_state),
+            [(cid, rank, state) for cid, (rank, state) in ordered],
+            "w",
+        )
+        conn.execute(
+            update(CH)
+            .where(
+                CH.c.id == w.c.id,
+                or_(CH.c.delivery_rank.is_(None), CH.c.delivery_rank < w.c.delivery_rank),
+            )
+            .values(
+                delivery_state=w.c.delivery_state,
+                delivery_rank=w.c.delivery_rank,
+                delivery_updated_at=now,
+            )
+        )
+        return
     conn.execute(
         update(CH)
         .where(
@@ -418,7 +449,7 @@ def _advance_delivery(conn, updates: Sequence[tuple[int, EventKind]], now: datet
         ),
         [
             {"b_id": cid, "b_rank": rank, "b_state": state}
-            for cid, (rank, state) in sorted(best.items())
+            for cid, (rank, state) in ordered
         ],
     )
 
