@@ -78,6 +78,8 @@ SHOP_SECRET = "bench-shop-events-secret-0123456789"
 UNSUB_SECRET = "bench-unsubscribe-secret-0123456789abcdef"
 PUBLIC = "https://care.example.com"
 KINDS = ("sendgrid", "twilio", "shop")
+#: the opt-out run's customers start after this id (the background load's are below)
+OPT_BASE = 200_000
 #: customers the shop's events name (each has an SMS delivered, so orders attribute)
 SHOP_CUSTOMERS = 2_000
 SHOP_BATCH = 50
@@ -515,14 +517,17 @@ def run_phase(
     return out
 
 
-def check_once(url: str, phases: dict[int, dict[str, int]]) -> dict:
-    """Every event posted is on the timeline exactly once, and nothing else is."""
+def check_once(
+    url: str, phases: dict[int, dict[str, int]], also: dict[str, set[str]] | None = None
+) -> dict:
+    """Every event posted is on the timeline exactly once, and nothing else is (``also``:
+    ids posted besides the phases', by kind)."""
     provider = {"sendgrid": "sendgrid", "twilio": "twilio", "shop": "shop"}
     engine = db.engine_for(url)
     out = {}
     with engine.connect() as conn:
         for kind in KINDS:
-            expected: set[str] = set()
+            expected: set[str] = set((also or {}).get(kind, ()))
             for phase, counts in phases.items():
                 if counts.get(kind):
                     expected |= expected_ids(kind, phase, counts[kind])
@@ -582,7 +587,8 @@ def run_dialect(dialect: str, args) -> dict:
     for _ in range(args.rounds):
         for kind in rates:
             for who in receivers:
-                plan[len(plan)] = (who, f"{kind} alone", {kind: rates[kind]}, args.cpu_seconds)
+                alone = {kind: rates[kind] * args.alone_share}
+                plan[len(plan)] = (who, f"{kind} alone", alone, args.cpu_seconds)
     counts = {
         phase: {k: _count(k, r, s, args) for k, r in kinds.items()}
         for phase, (_, _, kinds, s) in plan.items()
@@ -656,6 +662,7 @@ def run_opt_out(dialect: str, args) -> dict:
     from careflow.unsubscribe import UnsubscribeTokens
 
     n = args.customers
+    everyone = range(OPT_BASE + 1, OPT_BASE + n + 1)
     url, cleanup = fresh_database(dialect)
     folder = Path(tempfile.mkdtemp(prefix="careflow-optout-"))
     try:
@@ -664,16 +671,22 @@ def run_opt_out(dialect: str, args) -> dict:
         with engine.begin() as conn:
             conn.execute(insert(Customer), [
                 {"id": c, "email": f"c{c}@example.com", "mobile": mobile(c), "locale": "en"}
-                for c in range(1, n + 1)])  # fmt: skip
+                for c in everyone])  # fmt: skip
             # an earlier message on each channel: what a STOP reply and SendGrid's
             # unsubscribe event are matched by (the number texted, the message id)
             conn.execute(insert(ContactHistory), [
-                {"campaign": "earlier", "customer_id": c, "occasion": "2026", "channel": ch,
+                {"campaign": f"earlier-{ch}", "customer_id": c, "occasion": "2026", "channel": ch,
                  "state": "sent", "retryable": False, "attempts": 1,
                  "recipient": mobile(c) if ch == "sms" else f"c{c}@example.com",
                  "provider_id": f"EARLIER-{ch}-{c}", "created_at": sent, "updated_at": sent,
                  "sent_at": sent}
-                for c in range(1, n + 1) for ch in ("sms", "email")])  # fmt: skip
+                for c in everyone for ch in ("sms", "email")])  # fmt: skip
+        rates = {"sendgrid": args.sendgrid_rate, "twilio": args.twilio_rate,
+                 "shop": args.shop_rate}  # fmt: skip
+        load = {k: r * args.opt_out_load for k, r in rates.items() if r * args.opt_out_load > 0}
+        counts = {1: {k: _count(k, r, args.seconds, args) for k, r in load.items()}}
+        if load:
+            seed(url, counts)
         key_pem, public = _keys()
         env = _env(url, public)
         port = _free_port()
@@ -684,17 +697,18 @@ def run_opt_out(dialect: str, args) -> dict:
         prefs = PreferenceTokens(unsub)
         routes = ("twilio_stop", "sendgrid_unsubscribe", "one_click", "preference_page")
         # channel of each campaign message: what its customer's opt-out route is about
-        channel = {c: "sms" if c % 4 == 0 else "email" for c in range(1, n + 1)}
-        progress = {"at": 0, "done": False}
+        channel = {c: "sms" if c % 3 == 0 else "email" for c in everyone}
+        progress = {"at": OPT_BASE, "done": False}
         marked: dict[int, float] = {}  # customer -> when its mark_sending began (epoch)
         acks: list[dict] = []
+        also: dict[str, set[str]] = {"twilio": set(), "sendgrid": set()}  # the opt-outs' ids
 
         def campaign():
             ledger = ContactLedger(engine)
             outbox = OutboxChannel(folder)
             run_id = "bench-optout"
-            for start in range(1, n + 1, args.campaign_batch):
-                batch = list(range(start, min(start + args.campaign_batch, n + 1)))
+            for start in range(OPT_BASE + 1, OPT_BASE + n + 1, args.campaign_batch):
+                batch = list(range(start, min(start + args.campaign_batch, OPT_BASE + n + 1)))
                 claim = ledger.claim("optout", run_id, [(c, "2026") for c in batch],
                                      rules=SendRules(category="marketing"))  # fmt: skip
                 by_channel: dict[str, dict[int, int]] = {}
@@ -759,28 +773,42 @@ def run_opt_out(dialect: str, args) -> dict:
                         status = resp.status
                     acks.append({"customer": c, "route": route, "posted": posted,
                                  "acked": time.time(), "status": status})  # fmt: skip
+                    if route == "twilio_stop":
+                        also["twilio"].add(params["MessageSid"])
+                    elif route == "sendgrid_unsubscribe":
+                        also["sendgrid"].add(json.loads(body)[0]["sg_event_id"])
 
                 tasks = []
                 i = 0
                 while not progress["done"]:
                     step = args.campaign_batch
                     ahead = progress["at"] + rng.randint(step, 4 * step)
-                    if ahead <= n and ahead not in taken:
+                    if ahead <= OPT_BASE + n and ahead not in taken:
                         taken.add(ahead)
+                        # each route about the channel the customer's message goes on
                         route = routes[i % len(routes)]
-                        if (route == "twilio_stop") != (channel[ahead] == "sms"):
-                            route = "twilio_stop" if channel[ahead] == "sms" else route
+                        if channel[ahead] == "sms" and route != "preference_page":
+                            route = "twilio_stop"
+                        elif channel[ahead] == "email" and route == "twilio_stop":
+                            route = "sendgrid_unsubscribe"
                         tasks.append(asyncio.create_task(one(ahead, route)))
                         i += 1
                     await asyncio.sleep(1 / args.opt_out_rate)
                 await asyncio.gather(*tasks)
 
+        background: dict = {}
+        if load:  # the service busy with a campaign's answers meanwhile
+            loader = threading.Thread(target=lambda: background.update(run_phase(
+                base, server.pid, 1, load, args.seconds, args, key_pem, folder)))  # fmt: skip
+            loader.start()
         sender = threading.Thread(target=campaign)
         began = time.perf_counter()
         sender.start()
         try:
             asyncio.run(opt_outs())
             sender.join()
+            if load:
+                loader.join()
         finally:
             _stop(server)
         took = time.perf_counter() - began
@@ -804,6 +832,7 @@ def run_opt_out(dialect: str, args) -> dict:
             mine = [a["acked"] - a["posted"] for a in acks if a["route"] == route]
             refused = sum(a["status"] >= 300 for a in acks if a["route"] == route)
             by_route[route] = {"posted": len(mine), "refused": refused,
+                               "sent_after_ack": sum(a["route"] == route for a in late),
                                "p50_ms": _p(mine, 0.5), "max_ms": _p(mine, 1.0)}  # fmt: skip
         engine.dispose()
         return {
@@ -812,6 +841,9 @@ def run_opt_out(dialect: str, args) -> dict:
             "opt_outs": len(acks), "withheld": withheld, "sent_before_opt_out": before,
             "sent_after_opt_out_acknowledged": len(late), "routes": by_route,
             "uptime": _uptime(),
+            "background": {k: {x: v[x] for x in ("rate", "achieved_per_s", "p99_ms")}
+                           for k, v in background.get("kinds", {}).items()},
+            "background_once": check_once(url, counts, also) if load else None,
         }  # fmt: skip
     finally:
         cleanup()
@@ -830,6 +862,9 @@ def main() -> None:
     parser.add_argument("--shop-rate", type=float, default=3_000)
     parser.add_argument("--sendgrid-batch", type=int, default=500)
     parser.add_argument("--retry-share", type=float, default=0.05)
+    parser.add_argument("--alone-share", type=float, default=1.0,
+                        help="each kind alone at this share of its rate (CPU per event "
+                        "needs the load held, not the issue's rate)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1,
                         help="each kind alone, per receiver, taking turns this many times")
     parser.add_argument("--before", metavar="DIR",
@@ -839,6 +874,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--campaign-batch", type=int, default=200)
     parser.add_argument("--opt-out-rate", type=float, default=50)
+    parser.add_argument("--opt-out-load", type=float, default=0.0,
+                        help="with --opt-out: this share of the stated rates as background "
+                        "load for --seconds meanwhile")  # fmt: skip
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--generate", help=argparse.SUPPRESS)

@@ -259,19 +259,20 @@ def _storable(e: InboundEvent) -> InboundEvent:
     if len(event_id) > _EVENT_ID:
         digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
         event_id = f"{event_id[: _EVENT_ID - 33]}~{digest}"
-    return replace(
-        e,
-        provider=_cut(_text(e.provider), _PROVIDER) or "",
-        event_id=event_id,
-        channel=_cut(_text(e.channel), _CHANNEL),
-        provider_message_id=_cut(_text(e.provider_message_id), _PROVIDER_ID),
-        recipient=_cut(_text(e.recipient), _ADDRESS),
-        contact_key=_text(e.contact_key),
-        text=_text(e.text),
-        reason=_text(e.reason),
-        suppress=_cut(_text(e.suppress), _SUPPRESSION_REASON),
-        raw=_json(e.raw),
-    )
+    values = {
+        "provider": _cut(_text(e.provider), _PROVIDER) or "",
+        "event_id": event_id,
+        "channel": _cut(_text(e.channel), _CHANNEL),
+        "provider_message_id": _cut(_text(e.provider_message_id), _PROVIDER_ID),
+        "recipient": _cut(_text(e.recipient), _ADDRESS),
+        "contact_key": _text(e.contact_key),
+        "text": _text(e.text),
+        "reason": _text(e.reason),
+        "suppress": _cut(_text(e.suppress), _SUPPRESSION_REASON),
+    }
+    values["raw"] = e.raw if _clean(e.raw) else _json(e.raw)
+    changed = {name: v for name, v in values.items() if v is not getattr(e, name)}
+    return replace(e, **changed) if changed else e
 
 
 def _text(value) -> str | None:
@@ -297,17 +298,25 @@ def _cut(value: str | None, limit: int) -> str | None:
     return value[: limit - 1] + "…"
 
 
-def _json(value):
-    kind = type(value)  # what JSON decodes to first, without isinstance's walk
+def _clean(value) -> bool:
+    """True when ``_json(value)`` would change nothing (what a provider's JSON nearly always
+    is): checked without building a copy."""
+    kind = type(value)
     if kind is str:
-        return value if value.isascii() and "\x00" not in value else _text(value)
-    if kind is int or kind is bool or value is None:
-        return value
+        return value.isascii() and "\x00" not in value
     if kind is dict:
-        return {
-            (k if type(k) is str and k.isascii() and "\x00" not in k else _text(k)): _json(v)
+        return all(
+            type(k) is str and k.isascii() and "\x00" not in k and _clean(v)
             for k, v in value.items()
-        }
+        )
+    if kind is list:
+        return all(_clean(v) for v in value)
+    if kind is float:
+        return math.isfinite(value)
+    return kind is int or kind is bool or value is None  # anything else: _json decides
+
+
+def _json(value):
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, dict):
