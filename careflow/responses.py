@@ -390,22 +390,42 @@ def _match(conn, rows: Sequence[_Row]) -> None:
     # Replies come from the number we texted, and are read in the language of the
     # message they answer, from its text as sent (the customer's locale may be empty,
     # and the message was in the default; or changed since), and in the customer's.
-    answered = base.add_columns(CH.c.body, Customer.locale, CH.c.provider_id).join(
-        Customer, Customer.id == CH.c.customer_id
-    )
-    for r in rows:
-        if r.event.kind == EventKind.REPLIED and r.contact_id is None and r.event.recipient:
-            hit = conn.execute(
-                answered.where(
-                    CH.c.channel == r.event.channel, CH.c.recipient == r.event.recipient
+    # The batch's replies are looked up together: each sender's latest message, one
+    # query per channel and 500 numbers (a query per reply was most of a batch's statements).
+    replies = [
+        r
+        for r in rows
+        if r.event.kind == EventKind.REPLIED and r.contact_id is None and r.event.recipient
+    ]
+    latest = {}
+    for channel in {r.event.channel for r in replies}:
+        numbers = sorted({r.event.recipient for r in replies if r.event.channel == channel})
+        for start in range(0, len(numbers), 500):
+            ranked = (
+                base.add_columns(
+                    CH.c.body,
+                    Customer.locale,
+                    CH.c.provider_id,
+                    CH.c.recipient,
+                    func.row_number()
+                    .over(
+                        partition_by=CH.c.recipient,
+                        order_by=(CH.c.sent_at.desc().nulls_last(), CH.c.id.desc()),
+                    )
+                    .label("newest"),
                 )
-                .order_by(CH.c.sent_at.desc().nulls_last(), CH.c.id.desc())
-                .limit(1)
-            ).first()
-            if hit:
-                r.contact_id, r.customer_id, r.campaign = hit[:3]
-                r.languages = (language_of(hit.body), hit.locale)
-                r.answered = hit.provider_id
+                .join(Customer, Customer.id == CH.c.customer_id)
+                .where(CH.c.channel == channel, CH.c.recipient.in_(numbers[start : start + 500]))
+                .subquery()
+            )
+            for hit in conn.execute(select(ranked).where(ranked.c.newest == 1)):
+                latest[(channel, hit.recipient)] = hit
+    for r in replies:
+        hit = latest.get((r.event.channel, r.event.recipient))
+        if hit:
+            r.contact_id, r.customer_id, r.campaign = hit.id, hit.customer_id, hit.campaign
+            r.languages = (language_of(hit.body), hit.locale)
+            r.answered = hit.provider_id
 
 
 def _timeline_kind(r: _Row) -> str:
