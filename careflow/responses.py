@@ -52,6 +52,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -75,6 +76,7 @@ from careflow.db.models import (
     Order,
     Suppression,
 )
+from careflow.db.sqlfunc import unindexed
 from careflow.events import DELIVERY_RANK, EventKind, InboundEvent
 from careflow.keywords import classify, language_of
 from careflow.ledger.plans import keys_query, unnested
@@ -750,21 +752,38 @@ def attribute(
         # the database narrows it to customers with a delivered message and orders
         # after the first one (a day of slack for the shop's clock), or to the orders
         # named; Python decides exactly
-        candidates = conn.execute(
-            select(
-                Order.id,
-                Order.customer_id,
-                Order.ordered_at,
-                Order.amount_minor,
-                Order.currency,
-                CH.c.id.label("contact_id"),
-                CH.c.campaign,
-                CH.c.sent_at,
+        orders = (Order.id, Order.customer_id, Order.ordered_at, Order.amount_minor,
+                  Order.currency)  # fmt: skip
+        if order_ids is not None and conn.dialect.name == "postgresql":
+            # the orders named first, then each customer's messages by its index: with
+            # statistics from before a campaign's sends, PostgreSQL otherwise walks every
+            # sent message and probes the orders for each (a whole-ledger scan per post)
+            named = select(*orders).where(narrow, ~exists(done), Order.quiet.is_not(True))
+            named = named.subquery("named")
+            hit = (
+                select(CH.c.id.label("contact_id"), CH.c.campaign, CH.c.sent_at)
+                .where(
+                    CH.c.customer_id == named.c.customer_id,
+                    unindexed(CH.c.state) == "sent",  # by customer only, not every sent row
+                    CH.c.delivery_state == "delivered",
+                )
+                .offset(0)  # keeps it a lookup per order, not one join of everything
+                .lateral("hit")
             )
-            .join(CH, and_(CH.c.customer_id == Order.customer_id, delivered))
-            .where(narrow, ~exists(done), Order.quiet.is_not(True))
-            .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
-        ).all()
+            query = (
+                select(named, hit)
+                .select_from(named)
+                .join(hit, true())
+                .order_by(named.c.id, hit.c.sent_at.desc(), hit.c.contact_id.desc())
+            )
+        else:
+            query = (
+                select(*orders, CH.c.id.label("contact_id"), CH.c.campaign, CH.c.sent_at)
+                .join(CH, and_(CH.c.customer_id == Order.customer_id, delivered))
+                .where(narrow, ~exists(done), Order.quiet.is_not(True))
+                .order_by(Order.id, CH.c.sent_at.desc(), CH.c.id.desc())
+            )
+        candidates = conn.execute(query).all()
         window = timedelta(days=window_days)
         latest: dict[int, tuple] = {}
         for c in candidates:
