@@ -584,9 +584,11 @@ def run_dialect(dialect: str, args) -> dict:
     for who in receivers:
         plan[len(plan)] = (who, "warm-up", {k: r / 10 for k, r in rates.items()}, 2)
     plan[len(plan)] = ("careflow", "mixed", rates, args.seconds)
-    for _ in range(args.rounds):
+    for n in range(args.rounds):
         for kind in rates:
-            for who in receivers:
+            # each round in another order: a phase inherits its predecessor's leftovers
+            # (SQLite's write-ahead log to checkpoint, PostgreSQL's dead rows)
+            for who in receivers[n % len(receivers) :] + receivers[: n % len(receivers)]:
                 alone = {kind: rates[kind] * args.alone_share}
                 plan[len(plan)] = (who, f"{kind} alone", alone, args.cpu_seconds)
     counts = {
