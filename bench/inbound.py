@@ -655,6 +655,7 @@ def run_opt_out(dialect: str, args) -> dict:
     """A campaign sends to ``args.customers`` in id order while opt-outs by every route
     arrive for customers it has not reached; none of them may be sent to after the
     opt-out was answered."""
+    import shutil
     import tempfile
 
     from careflow.channels.outbox import OutboxChannel
@@ -848,6 +849,7 @@ def run_opt_out(dialect: str, args) -> dict:
             "background_once": check_once(url, counts, also) if load else None,
         }  # fmt: skip
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
         cleanup()
 
 
