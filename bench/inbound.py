@@ -79,7 +79,7 @@ UNSUB_SECRET = "bench-unsubscribe-secret-0123456789abcdef"
 PUBLIC = "https://care.example.com"
 KINDS = ("sendgrid", "twilio", "shop")
 #: the opt-out run's customers start after this id (the background load's are below)
-OPT_BASE = 200_000
+OPT_BASE = 50_000
 #: customers the shop's events name (each has an SMS delivered, so orders attribute)
 SHOP_CUSTOMERS = 2_000
 SHOP_BATCH = 50
@@ -100,10 +100,10 @@ def sendgrid_id(phase: int, i: int) -> str:
     return f"{sendgrid_type(i)[:4]}-{phase}-{i:09d}-ZjU2Y2M4NjQtYzA5"
 
 
-def email_of(m: int) -> int:
+def email_of(i: int) -> int:
     """The email message (ledger customer number) SendGrid event ``i`` is about: three events
     a message."""
-    return m // 3
+    return i // 3
 
 
 def twilio_callback(i: int) -> tuple[str, int, str]:
@@ -150,8 +150,9 @@ def mobile(customer: int) -> str:
 
 
 # --- the ledger the answers are about -------------------------------------------------------
-#: ledger customers: SendGrid's email messages from here, Twilio's SMS ones from SMS_BASE
-SMS_BASE = 10_000_000
+#: ledger customers: a phase's email messages from 100,000 + phase x 1,000,000, its SMS
+#: from SMS_BASE + phase x 1,000,000 (a phase of up to a million messages of each)
+SMS_BASE = 100_000_000
 
 
 def seed(url: str, phases: dict[int, dict[str, int]]) -> None:
