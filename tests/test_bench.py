@@ -111,3 +111,35 @@ def test_journeys_benchmark_advances_each_due_position_once(tmp_path):
     assert advance["messages"] > 0 and advance["step_rows"] > r["positions"]["due"]
     assert r["simulate"]["advances"] >= 2 and r["simulate"]["sent"] > 0
     assert "| due positions per second |" in done.stdout
+
+
+def _inbound(tmp_path, *extra) -> dict:
+    out = tmp_path / "inbound.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREFLOW_", "PREFECT_API"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inbound", "--quick", "--json", str(out), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())["rows"][0]
+
+
+def test_inbound_benchmark_stores_every_event_once_under_retries_and_reordering(tmp_path):
+    r = _inbound(tmp_path)
+    for kind, once in r["once"].items():  # retried and reordered posts included
+        assert once["stored"] == once["expected"] > 0, (kind, once)
+        assert once["missing"] == once["unexpected"] == once["duplicated"] == 0, (kind, once)
+    mixed = next(p for p in r["phases"] if p["name"] == "mixed")
+    assert set(mixed["kinds"]) == {"sendgrid", "twilio", "shop"}
+    assert all(k["still_failing"] == 0 for k in mixed["kinds"].values())
+    alone = {(p["receiver"], p["name"]) for p in r["phases"]}
+    assert ("validation only", "sendgrid alone") in alone  # the baseline ran beside it
+
+
+def test_inbound_benchmark_sends_nothing_after_an_acknowledged_opt_out(tmp_path):
+    r = _inbound(tmp_path, "--opt-out", "--opt-out-load", "0.5")
+    assert r["sent_after_opt_out_acknowledged"] == 0
+    assert r["withheld"] > 0  # opt-outs did reach customers the campaign had not sent to
+    assert all(route["posted"] > 0 and route["refused"] == 0 for route in r["routes"].values())
+    for kind, once in r["background_once"].items():
+        assert once["missing"] == once["unexpected"] == once["duplicated"] == 0, (kind, once)

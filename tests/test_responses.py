@@ -156,6 +156,32 @@ def test_a_stop_then_a_start_in_one_batch_are_acted_on_in_the_order_they_came(en
         assert conn.execute(select(Suppression.address)).all() == []
 
 
+def test_a_batch_of_events_from_many_messages_and_senders_finds_each_ones_own(engine):
+    """Ledger keys of two campaigns and replies from two numbers, one batch: each event
+    finds its own message, a reply the latest one texted to its sender."""
+    led = ContactLedger(engine)
+    sent = {}
+    for customer, number in ((1, "+8613800000001"), (2, "+8613800000002")):
+        add_customer(engine, customer, mobile=number, email=f"c{customer}@example.com")
+        for campaign in ("winback", "birthday"):  # birthday is texted last
+            row = led.claim(campaign, "r", [(customer, "2026")]).owned[(customer, "2026")]
+            led.mark_sending([row], "sms", "r")
+            led.record([Outcome.sent(row, f"SM{campaign}{customer}")], "r",
+                       {row: {"recipient": number}})
+            sent[(campaign, customer)] = row
+    batch = [_event(f"k{c}{n}", EventKind.DELIVERED, contact_key=f"{n}:{c}:2026")
+             for c in (1, 2) for n in ("winback", "birthday")] + [
+        _reply("SMr1", "thanks", "+8613800000001"), _reply("SMr2", "ok", "+8613800000002"),
+        _reply("SMr3", "who?", "+8613800000009")]  # fmt: skip
+    record_events(engine, batch)
+    with engine.connect() as conn:
+        got = dict(conn.execute(select(ContactEvent.event_id, ContactEvent.contact_id)).all())
+    assert got == {
+        **{f"k{c}{n}": sent[(n, c)] for c in (1, 2) for n in ("winback", "birthday")},
+        "SMr1": sent[("birthday", 1)], "SMr2": sent[("birthday", 2)], "SMr3": None,
+    }  # fmt: skip
+
+
 # --- consent proof: one record per change, whatever the source (careflow/consent_proof.py) ---
 
 

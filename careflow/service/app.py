@@ -47,6 +47,7 @@ its token) out of Referer headers.
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import logging
 import time
@@ -203,6 +204,10 @@ def create_app(
     async def lifespan(app):
         for receiver in receivers:
             log.info("receiver %s", receiver)
+        # what was built to start (modules, the app, the engine) lives as long as the
+        # service: kept out of the cyclic collector's full passes, which a burst of
+        # events (each a handful of dicts) otherwise triggers over all of it
+        gc.freeze()
         await service.writer.start()
         yield
         await service.writer.stop()
