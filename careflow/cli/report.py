@@ -155,6 +155,16 @@ def report_uplift(campaign, since, until, as_json):
         _echo(uplift_table(found))
 
 
+#: ``--html FILE`` of the reports that have a page with charts
+_html_page = click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the report as one HTML page with charts to this file.",
+)
+
+
 @report.command("experiment")
 @click.argument("campaign")
 @_taken_up_between
@@ -164,13 +174,7 @@ def report_uplift(campaign, since, until, as_json):
     help="Apply the experiment's rule now and record the winner if it declares one "
     "(a real run does it at its start unless campaign.yaml says decide: by_hand).",
 )
-@click.option(
-    "--html",
-    "html_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the report as one HTML page with charts to this file.",
-)
+@_html_page
 def report_experiment(campaign, since, until, as_json, decide, html_path):
     """Which of CAMPAIGN's variants pays more? (campaign.yaml ``experiment:``, or a
     journey's send step's: CAMPAIGN is then JOURNEY.STEP)
@@ -230,13 +234,7 @@ def report_experiment(campaign, since, until, as_json, decide, html_path):
 @report.command("send-time")
 @click.argument("campaign")
 @_taken_up_between
-@click.option(
-    "--html",
-    "html_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the report as one HTML page with charts to this file.",
-)
+@_html_page
 def report_send_time(campaign, since, until, as_json, html_path):
     """Does sending at each customer's best hour pay? (campaign.yaml ``policy: send_time``)
 

@@ -13,40 +13,19 @@
 //
 // Only loopback is reachable: every other request is aborted and reported.
 
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const require = createRequire(path.join(repo, '.ci', 'node', 'package.json'));
-const { chromium } = require('playwright-core');
+import { failed, operatorBrowser } from './browser.mjs';
 
-const TIMEOUT_MS = 30_000;
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 let step = 'start';
 
-const context = await chromium.launchPersistentContext(spec.user_data_dir, {
-  executablePath: spec.chromium,
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
+const { context, page, outside } = await operatorBrowser(spec, {
   viewport: { width: 1600, height: 1000 },
   // times as an operator in the business time zone of prefect.yaml sees them
   timezoneId: spec.time_zone,
-  locale: 'en-US',
 });
-const outside = [];
-await context.route('**/*', (route) => {
-  const url = new URL(route.request().url());
-  if (['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) return route.continue();
-  outside.push(url.href);
-  return route.abort();
-});
-const page = context.pages()[0] ?? (await context.newPage());
-page.setDefaultTimeout(TIMEOUT_MS);
 
 /** A screenshot for docs/operators.md, once the page has fetched what it shows. */
 async function snap(name) {
@@ -249,11 +228,5 @@ try {
   console.log(JSON.stringify({ submitted_run_id: submitted, outside_requests: outside }));
   await context.close();
 } catch (error) {
-  const name = `failure-${step.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}.png`;
-  await page.screenshot({ path: path.join(spec.failure_dir, name) }).catch(() => {});
-  await page.content().then((html) => writeFileSync(
-    path.join(spec.failure_dir, name.replace(/png$/, 'html')), html)).catch(() => {});
-  console.error(`${step}: ${error.message.split('\n')[0]} (screenshot: ${name}; page: ${page.url()})`);
-  await context.close();
-  process.exit(1);
+  await failed(context, page, spec.failure_dir, step, error);
 }

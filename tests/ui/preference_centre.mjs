@@ -13,15 +13,10 @@
 // Nothing sleeps: every check waits for an element or text (bounded by TIMEOUT_MS).
 
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const require = createRequire(path.join(repo, '.ci', 'node', 'package.json'));
-const { chromium } = require('playwright-core');
+import { chromium, loopbackOnly, TIMEOUT_MS } from './browser.mjs';
 
-const TIMEOUT_MS = 30_000;
 const MAX_TABS = 40;
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 
@@ -41,12 +36,7 @@ try {
       deviceScaleFactor: visit.mobile ? 2 : 1,
       locale: visit.browser_locale,
     });
-    await context.route('**/*', (route) => {
-      const url = new URL(route.request().url());
-      if (['127.0.0.1', 'localhost'].includes(url.hostname)) return route.continue();
-      outside.push(url.href);
-      return route.abort();
-    });
+    await loopbackOnly(context, outside);
     const page = await context.newPage();
     page.setDefaultTimeout(TIMEOUT_MS);
     await page.goto(visit.url);
