@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from careflow.db.models import ContactHistory, JourneyPosition, JourneyStepRecord
-from careflow.flows.journey import advance_journeys
+from careflow.flows.journey import advance_journeys, sender
 from careflow.settings import PROJECT_ROOT, load_settings
 from tests.factories import add_customer, add_orders
 
@@ -100,3 +100,18 @@ def messages(engine, cid: int) -> list[tuple[str, str, str]]:
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
+
+
+class Crash(Exception):
+    """The advancing process dying right after a send step's messages went out."""
+
+
+def send_then_crash(settings):
+    """A send function (careflow/journeys/advance.py ``SendFn``) that sends, then dies
+    before the positions move on."""
+
+    def send(*args):
+        sender(settings)(*args)
+        raise Crash
+
+    return send

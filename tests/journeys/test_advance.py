@@ -20,11 +20,13 @@ from tests.factories import set_consent
 from tests.journeys.conftest import (
     NUDGE,
     START,
+    Crash,
     advance,
     days,
     dormant,
     messages,
     positions,
+    send_then_crash,
     steps,
     write_journey,
 )
@@ -294,15 +296,8 @@ def test_a_crash_between_the_send_and_the_move_does_not_send_again(
     spec = load_journey("nudge", settings.templates_dir)
     core.enter(engine, spec, settings, START)
 
-    class Crash(Exception):
-        pass
-
-    def send_then_crash(*args):
-        sender(settings)(*args)
-        raise Crash
-
     with pytest.raises(Crash):
-        core.advance_range(engine, spec, settings, (1, 1), START, send_then_crash)
+        core.advance_range(engine, spec, settings, (1, 1), START, send_then_crash(settings))
     assert messages(engine, 1) == [("j_nudge__first", "sent", "sms")]
     assert positions(engine)[1].step == "first"  # the move never happened
     # before the lease passes nobody takes it; after, the next advance moves on, no resend

@@ -15,7 +15,6 @@ from sqlalchemy import insert, select, update
 
 from careflow.cli.main import main
 from careflow.db.models import ContactHistory, Order
-from careflow.flows.journey import sender
 from careflow.journey_spec import load_journey, version_of
 from careflow.journeys import advance as core
 from careflow.lint import journey_problems
@@ -23,9 +22,11 @@ from careflow.settings import load_settings
 from tests.journeys.conftest import (
     NUDGE,
     START,
+    Crash,
     advance,
     dormant,
     positions,
+    send_then_crash,
     steps,
     write_journey,
 )
@@ -86,15 +87,8 @@ def test_a_crash_and_a_retry_keep_the_variant_first_rendered(shop, templates, re
     spec = load_journey("nudge", settings.templates_dir)
     core.enter(shop, spec, settings, START)
 
-    class Crash(Exception):
-        pass
-
-    def send_then_crash(*args):
-        sender(settings)(*args)
-        raise Crash
-
     with pytest.raises(Crash):
-        core.advance_range(shop, spec, settings, (1, CUSTOMERS), START, send_then_crash)
+        core.advance_range(shop, spec, settings, (1, CUSTOMERS), START, send_then_crash(settings))
     first = {r.customer_id: (r.variant, r.body) for r in rows(shop)}
     assert first and all(v in ("plain", "warm") for v, _ in first.values())
     # the file now weighs warm 50 to 1: a re-render by the new draw would flip plain ones
