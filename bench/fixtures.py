@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 import uuid
 from datetime import date, datetime, time, timedelta
@@ -31,7 +32,12 @@ def fresh_database(dialect: str) -> tuple[str, callable]:
         folder = Path(tempfile.mkdtemp(prefix="careflow-bench-"))
         url = f"sqlite:///{folder / 'bench.db'}"
         db.upgrade(url)
-        return url, lambda: None
+
+        def remove():
+            db.engine_for(url).dispose()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        return url, remove
     name = f"careflow_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

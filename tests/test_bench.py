@@ -143,3 +143,15 @@ def test_inbound_benchmark_sends_nothing_after_an_acknowledged_opt_out(tmp_path)
     assert all(route["posted"] > 0 and route["refused"] == 0 for route in r["routes"].values())
     for kind, once in r["background_once"].items():
         assert once["missing"] == once["unexpected"] == once["duplicated"] == 0, (kind, once)
+
+
+def test_a_fresh_sqlite_database_goes_with_its_cleanup():
+    """Regression: every SQLite benchmark run (the quick ones in this file included) left
+    its folder in the temporary directory."""
+    from bench.fixtures import fresh_database
+
+    url, cleanup = fresh_database("sqlite")
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    assert (folder / "bench.db").is_file()
+    cleanup()
+    assert not folder.exists()
