@@ -110,15 +110,20 @@ def verdict(report: dict) -> str:
     return f"no clear difference between best hour and fixed time yet ({ci})"
 
 
+def _rate(arm: dict, between: str) -> str:
+    """An arm's conversion with its interval (``between`` its two ends), or ``-``."""
+    if arm["conversion"] is None:
+        return "-"
+    lo, hi = arm["conversion_ci"]
+    return f"{arm['conversion']:.1f}% ({lo:.1f}{between}{hi:.1f})"
+
+
 def send_time_table(report: dict) -> str:
     """The comparison for a terminal."""
     rows = []
     for arm, label in ((BEST, "best hour"), (FIXED, "fixed time")):
         a = report["arms"][arm]
-        rate = "-"
-        if a["conversion"] is not None:
-            lo, hi = a["conversion_ci"]
-            rate = f"{a['conversion']:.1f}% ({lo:.1f}-{hi:.1f})"
+        rate = _rate(a, "-")
         rows.append(
             [label, f"{a['customers']:,}", f"{a['converted']:,}", rate,
              f"{a['waiting']:,}", f"{a['not_sent']:,}"]
@@ -145,10 +150,7 @@ def send_time_markdown(report: dict) -> str:
     ]
     for arm, label in ((BEST, "best hour"), (FIXED, "fixed time")):
         a = report["arms"][arm]
-        rate = "-"
-        if a["conversion"] is not None:
-            lo, hi = a["conversion_ci"]
-            rate = f"{a['conversion']:.1f}% ({lo:.1f} to {hi:.1f})"
+        rate = _rate(a, " to ")
         lines.append(
             f"| {label} | {a['customers']:,} | {a['converted']:,} | {rate} "
             f"| {a['waiting']:,} | {a['not_sent']:,} |"
