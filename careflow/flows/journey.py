@@ -359,15 +359,19 @@ def follow_responses(
 
 
 def _merged(summaries: list[dict], more: list[list[dict]]) -> list[dict]:
-    """One summary per journey: the first advance's, with the follow-ups' counts added."""
+    """One summary per journey: the first advance's, with the follow-ups' counts added
+    (entries, wakes, batches, steps and what became of their messages)."""
     out = {s["journey"]: dict(s) for s in summaries}
+    none = {"new_entries": 0, "woken": 0, "batches": 0,
+            **advance.Tally().as_dict(), **BatchResult().as_dict()}  # fmt: skip
     for later in more:
         for s in later:
-            first = out.setdefault(s["journey"], dict(s, new_entries=0, woken=0, batches=0,
-                                                      **advance.Tally().as_dict()))  # fmt: skip
+            first = out.setdefault(s["journey"], dict(s, **none))
             tally = advance.Tally.from_dict(first)
             tally.merge(advance.Tally.from_dict(s))
-            first.update(tally.as_dict(), at=s["at"],
+            messages = BatchResult.from_dict(first)
+            messages.merge(BatchResult.from_dict(s))
+            first.update(**tally.as_dict(), **messages.as_dict(), at=s["at"],
                          **{k: first[k] + s[k] for k in ("new_entries", "woken", "batches")})
     return list(out.values())
 

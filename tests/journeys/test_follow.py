@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from careflow.db.models import JourneyStepRecord
-from careflow.flows.journey import follow_responses
+from careflow.db.models import ContactHistory, JourneyStepRecord
+from careflow.flows.journey import _merged, advance_journeys, follow_responses
 from careflow.journeys.events import response_mark
 from careflow.settings import load_settings
-from tests.journeys.conftest import START, advance, dormant, positions, steps
+from tests.journeys.conftest import START, advance, dormant, positions, steps, write_journey
 from tests.journeys.test_advance import event
 
 
@@ -93,3 +93,44 @@ def test_nothing_new_no_advance_and_a_late_run_does_not_follow(engine, templates
     assert sum(naps) == 30
     naps.clear()  # a run that starts after its minute (it waited for a slot) just advances
     assert follow_responses("nudge", START, sleep=nap) == [] and naps == []
+
+
+THANK = """\
+description: Thank who answers
+category: care
+entry:
+  segment: dormant
+  parameters: {days: 30}
+steps:
+  - {id: first, type: send, channels: [sms]}
+  - {id: answer, type: wait_for, event: [replied], within: 3 days, then: thanks, else: done}
+  - {id: thanks, type: send, channels: [sms]}
+  - {id: done, type: exit}
+"""
+
+
+def test_a_run_that_followed_counts_the_follow_ups_messages_in_its_summary(
+    engine, templates, real_clock
+):
+    """Regression: the flow's summary of a run that followed responses added the
+    follow-ups' steps, entries and wakes to its first advance's, but not their messages:
+    a thank-you sent while following was missing from the run's "sent"."""
+    write_journey(templates, "thank", THANK, sends=("first", "thanks"))
+    dormant(engine, 1)
+    dormant(engine, 2)
+    real_clock.set(START)
+    mark = response_mark(engine)
+    summaries = advance_journeys("thank", settings=load_settings())
+    event(engine, 2, "replied", START + timedelta(seconds=2))  # after the advance
+
+    def nap(seconds):
+        real_clock.set(real_clock() + timedelta(seconds=seconds))
+
+    made = follow_responses("thank", START + timedelta(seconds=60), sleep=nap, mark=mark)
+    (run,) = _merged(summaries, made)
+    with engine.connect() as conn:
+        sent = conn.execute(select(func.count()).where(
+            ContactHistory.state == "sent", ContactHistory.campaign.like("j_thank__%"),
+        )).scalar_one()  # fmt: skip
+    assert sent == 3  # the first SMS to both, the thank-you to customer 2
+    assert (run["sent"], run["selected"], run["steps"]["sent"]) == (3, 3, 3)
