@@ -9,6 +9,7 @@ it proves, through :func:`record` (or :func:`record_many` for a batch):
 - the RFC 8058 one-click POST and the unsubscribe page (careflow/service/, through
   responses.py as the event it posts);
 - a consent import: careflow/importers/consents.py;
+- a sign-up posted by the shop with the consent its form gave: careflow/signups.py;
 - the preference centre (careflow/preferences.py ``apply_change``: each choice it
   changes, and the cadence, paused or fewer) and an operator call :func:`record` with
   ``source="page"`` or ``"operator"`` the same way.
@@ -62,6 +63,7 @@ SOURCES = (
     "spam_report",  # the customer marked a message as spam
     "provider",  # a provider's own opt-out or dead-number code (Twilio 21610, 30006...)
     "import",  # a consent file (careflow import consents)
+    "signup",  # the shop's sign-up form, posted as a signup event (careflow/signups.py)
     "operator",  # a person at the shop, by a command
 )
 

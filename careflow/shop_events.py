@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from careflow import customer_fields
+from careflow.birthday_calendar import CALENDAR_WORDS
 from careflow.money import is_known_currency, to_minor
 
 SOURCE_HEADER = "careflow-source"
@@ -47,6 +49,15 @@ RECEIPTS_PER_POST = 5000
 MAX_DATA = 4000
 
 
+#: a sign-up's ``profile``: the customer fields it may fill in, as the customers import
+#: names them, each with what checks a value (text in, the value kept out; ValueError)
+PROFILE_TEXT = ("full_name", "given_name", "family_name", "mobile", "email", "country")
+#: the categories a sign-up may consent to (transactional messages need no consent)
+SIGNUP_CATEGORIES = ("marketing", "care")
+#: most characters of a sign-up's ``consent.shown`` (the wording the customer agreed to)
+MAX_SHOWN = 4000
+
+
 class Refused(Exception):
     """The whole post is refused: ``status`` and a short ``error`` code with its detail."""
 
@@ -60,6 +71,16 @@ class OrderFacts:
     ref: str  # the shop's order number (orders.external_ref, as an import keeps it)
     amount_minor: int
     currency: str
+
+
+@dataclass(frozen=True)
+class SignupConsent:
+    """What a customer agreed to on the shop's sign-up form: these channels, for this
+    category, with the form's wording (the consent proof keeps it)."""
+
+    channels: tuple[str, ...]
+    category: str
+    shown: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,10 @@ class ShopEvent:
     backfill: bool = False
     order: OrderFacts | None = None
     data: dict = field(default_factory=dict, compare=False, hash=False)
+    #: a sign-up's customer fields (column -> value), checked as the customers import
+    #: checks them: a customer careflow does not know is created with them
+    profile: dict = field(default_factory=dict, compare=False, hash=False)
+    consent: SignupConsent | None = None  # a sign-up's consent, if the form asked for one
 
     @property
     def key(self) -> str:
@@ -183,8 +208,10 @@ def _client_id(item) -> str | None:
     return value[:MAX_ID] if isinstance(value, str) else None
 
 
-def _text(item: dict, name: str, limit: int) -> str:
-    value = item.get(name)
+def _text(item: dict, name: str, limit: int, within: str = "") -> str:
+    """``item[name]``, a non-empty string of at most ``limit`` characters that a database
+    keeps; ``within``: the object it is in, for the reason (``profile.``)."""
+    value, name = item.get(name), within + name
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"invalid: {name} must be a non-empty string")
     if len(value) > limit:
@@ -216,6 +243,12 @@ def _event(item, source, now, oldest, backfill, receipt) -> ShopEvent:
     if occurred_at > now + FUTURE_SLACK:
         raise ValueError("invalid: occurred_at is in the future")
     order = _order(item.get("order")) if kind == KINDS["order"] else None
+    signup = kind == KINDS["signup"]
+    for name in ("profile", "consent"):
+        if item.get(name) is not None and not signup:
+            raise ValueError(f"invalid: {name} is taken on a signup only")
+    profile = _profile(item.get("profile"), now) if signup else {}
+    consent = _consent(item.get("consent")) if signup else None
     data = item.get("data", {})
     if not isinstance(data, dict):
         raise ValueError("invalid: data must be an object")
@@ -240,6 +273,8 @@ def _event(item, source, now, oldest, backfill, receipt) -> ShopEvent:
         backfill=backfill,
         order=order,
         data=data,
+        profile=profile,
+        consent=consent,
     )
 
 
@@ -304,3 +339,80 @@ def _order(value) -> OrderFacts:
     if minor < 0 or minor >= 10**15:
         raise ValueError("invalid: order.amount is out of range")
     return OrderFacts(ref, minor, currency)
+
+
+def _profile(value, now: datetime) -> dict:
+    """A sign-up's ``profile``: each field checked as the customers import checks its
+    column (careflow/customer_fields.py); null or left out: not given."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("invalid: profile must be an object")
+    checks = _profile_checks(now)
+    out = {}
+    for name, given in value.items():
+        if given is None:
+            continue
+        if name not in checks:
+            raise ValueError(
+                f"invalid: profile.{name} is not a customer field (one of {', '.join(checks)})"
+            )
+        if name == "personal_send_time":
+            if not isinstance(given, bool):
+                raise ValueError("invalid: profile.personal_send_time must be true or false")
+            out[name] = given
+            continue
+        check, expect = checks[name]
+        text = _text(value, name, customer_fields.length(name) or MAX_REF, "profile.")
+        try:
+            out[name] = check(text.strip())
+        except ValueError:
+            raise ValueError(f"invalid: profile.{name} must be {expect}") from None
+    return out
+
+
+def _profile_checks(now: datetime) -> dict:
+    def word(choices):
+        def check(text):
+            try:
+                return choices[text.lower()]
+            except KeyError:
+                raise ValueError(text) from None
+
+        return check
+
+    channels = customer_fields.channel_names()
+    return {
+        **{name: (str, "text") for name in PROFILE_TEXT},
+        "locale": (customer_fields.locale, "a locale, e.g. en, zh-CN"),
+        "time_zone": (customer_fields.zone, "an IANA zone, e.g. Asia/Shanghai"),
+        "birthday": (
+            lambda text: customer_fields.birthday(text, now.date()),
+            "a date from 1900-01-01 to today, e.g. 1990-11-22",
+        ),
+        "birthday_calendar": (word(CALENDAR_WORDS), "solar or lunar"),
+        "preferred_channel": (word(channels), " or ".join(channels)),
+        "personal_send_time": (None, "true or false"),
+    }
+
+
+def _consent(value) -> SignupConsent | None:
+    """A sign-up's ``consent``: the channels the customer ticked, for marketing (or
+    care), and the wording of the form they agreed to."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("invalid: consent must be an object")
+    known = customer_fields.channel_names()
+    channels = value.get("channels")
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or not all(isinstance(c, str) and c in known for c in channels)
+    ):
+        raise ValueError(f"invalid: consent.channels must list channels of {', '.join(known)}")
+    category = value.get("category", "marketing")
+    if category not in SIGNUP_CATEGORIES:
+        raise ValueError(f"invalid: consent.category must be {' or '.join(SIGNUP_CATEGORIES)}")
+    shown = _text(value, "shown", MAX_SHOWN, "consent.")
+    return SignupConsent(tuple(dict.fromkeys(channels)), category, shown)

@@ -5,8 +5,9 @@ Written against :class:`careflow.shop_events.ShopEvent`, a batch at a time
 one transaction:
 
 1. **Matched** to the customer the shop names (``customers.external_ref``, as
-   an import keeps it). An unknown customer is that event's refusal
-   (``unknown_customer``): nothing of it is written.
+   an import keeps it). A sign-up for a customer careflow does not know creates
+   them first (careflow/signups.py); for any other event an unknown customer is
+   that event's refusal (``unknown_customer``): nothing of it is written.
 2. **Idempotent.** Each event goes on the timeline (``contact_events``, what
    ``careflow history`` reads) under ``(shop, <source>:<id>)``, inserted with
    ON CONFLICT DO NOTHING: a retried post, the same event twice in one post,
@@ -19,7 +20,9 @@ one transaction:
    as for an import. An order event that triggers nothing (older than
    CAREFLOW_EVENT_MAX_AGE_HOURS, not a backfill) is written ``quiet``:
    it counts in the purchase history, and attribution and journeys pass it by.
-4. **Attributed at once**: the batch's new orders that trigger are attributed
+4. **A sign-up** recorded now completes a known customer's blank fields and
+   grants the consent its form gave, with the proof (careflow/signups.py).
+5. **Attributed at once**: the batch's new orders that trigger are attributed
    to the message that earned them (:func:`careflow.responses.attribute_orders`,
    the one attribution), so ``careflow report responses`` counts them without an
    import, and each conversion is a ``careflow.order.converted`` Prefect event.
@@ -38,6 +41,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from careflow import signups
 from careflow.clock import utcnow
 from careflow.db.models import ContactEvent, Customer, Order
 from careflow.responses import attribute, database_unavailable
@@ -61,6 +65,8 @@ class ShopRecorded:
     recorded: list[tuple[str, int | None, int | None, str | None]] = field(default_factory=list)
     orders: int = 0  # new orders written
     converted: int = 0  # of them, attributed to a message at once
+    customers: int = 0  # created by sign-ups
+    consents: int = 0  # granted by sign-ups
 
     def __add__(self, other: ShopRecorded) -> ShopRecorded:
         return ShopRecorded(
@@ -68,6 +74,8 @@ class ShopRecorded:
             self.recorded + other.recorded,
             self.orders + other.orders,
             self.converted + other.converted,
+            self.customers + other.customers,
+            self.consents + other.consents,
         )
 
 
@@ -86,6 +94,8 @@ def record_shop_events(
     now, zone = utcnow(), ZoneInfo(shop_zone)
     with engine.begin() as conn:
         customers = _customers(conn, {e.customer_ref for e in events})
+        created = signups.create_customers(conn, events, customers, now)
+        customers.update(created)
         first: dict[str, ShopEvent] = {}
         for e in events:
             if e.customer_ref not in customers:
@@ -98,10 +108,14 @@ def record_shop_events(
         for e in first.values():
             if e.key in new:
                 result.answers[e.receipt] = {"status": "accepted", "triggers": e.triggers}
+                if e.customer_ref in created and e.kind == signups.SIGNUP:
+                    result.answers[e.receipt]["customer"] = "created"
             else:
                 result.answers[e.receipt] = {"status": "duplicate"}
         fresh = [e for e in first.values() if e.key in new]
         orders = _insert_orders(conn, [e for e in fresh if e.order], customers, zone)
+        result.consents = signups.apply(conn, fresh, customers, set(created))
+    result.customers = len(created)
     result.orders = len(orders)
     for e in fresh:
         if e.triggers:

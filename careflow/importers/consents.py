@@ -35,10 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from careflow import consent_proof
 from careflow.clock import utcnow
+from careflow.customer_fields import channel_names
 from careflow.db.models import Consent, Customer
 from careflow.errors import DataError
 from careflow.importers.bulk import chunks, existing, insert_many
-from careflow.importers.customers import channel_names
 from careflow.importers.order_rows import normalize_customer_ref
 from careflow.importers.records import Field, instants_between, one_of, per_distinct, read_records
 from careflow.importers.report import ImportReport, bounded, shown

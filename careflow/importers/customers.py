@@ -23,16 +23,14 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pandas as pd
-from babel import Locale, UnknownLocaleError
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from careflow import registry
 from careflow.birthday_calendar import CALENDAR_WORDS, DEFAULT_RULE
 from careflow.clock import utcnow
+from careflow.customer_fields import SWITCH_WORDS, channel_names, length, locale, zone
 from careflow.db.models import Customer
 from careflow.errors import DataError
 from careflow.importers.bulk import chunks, existing, insert_many
@@ -41,48 +39,6 @@ from careflow.importers.records import Field, dates_between, one_of, per_distinc
 from careflow.importers.report import ImportReport, bounded
 
 _TABLE = Customer.__table__
-
-
-#: ``personal_send_time``: "no" turns send-time optimisation off for the customer (PIPL
-#: art. 24's non-personalised option), "yes" back on
-SWITCH_WORDS = {
-    "yes": True, "y": True, "true": True, "1": True, "on": True, "是": True,
-    "no": False, "n": False, "false": False, "0": False, "off": False, "否": False,
-}  # fmt: skip
-
-
-def channel_names() -> dict[str, str]:
-    """The channels a customer may prefer or consent to: every registered content channel."""
-    return {c: c for c in registry.content_names()}
-
-
-def _length(column: str) -> int:
-    return _TABLE.c[column].type.length
-
-
-def _locale(text: str) -> str:
-    """A locale Babel knows, written as a BCP 47 tag: zh_cn -> zh-CN.
-
-    The tag is kept as given, not expanded (Babel reads zh_CN as
-    zh_Hans_CN): templates are looked up by it, zh-CN then zh.
-    """
-    parts = text.replace("_", "-").split("-")
-    try:
-        Locale.parse("_".join(parts))
-    except UnknownLocaleError as exc:
-        raise ValueError(text) from exc
-    return "-".join(
-        [parts[0].lower()]
-        + [p.upper() if len(p) <= 3 else p.title() if len(p) == 4 else p for p in parts[1:]]
-    )
-
-
-def _zone(text: str) -> str:
-    try:
-        ZoneInfo(text)
-    except (KeyError, OSError) as exc:  # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(text) from exc
-    return text
 
 
 def _ref(text: str) -> str:
@@ -95,21 +51,21 @@ FIELDS = [
         "ref",
         "customer ref",
         required=True,
-        max_length=_length("external_ref"),
+        max_length=length("external_ref"),
         parse=per_distinct(_ref),
     ),
-    Field("full_name", "full_name", "full name", max_length=_length("full_name")),
-    Field("given_name", "given_name", "given name", max_length=_length("given_name")),
-    Field("family_name", "family_name", "family name", max_length=_length("family_name")),
-    Field("mobile", "mobile", "mobile", max_length=_length("mobile")),
-    Field("email", "email", "email", max_length=_length("email")),
-    Field("fax", "fax", "fax", max_length=_length("fax")),
+    Field("full_name", "full_name", "full name", max_length=length("full_name")),
+    Field("given_name", "given_name", "given name", max_length=length("given_name")),
+    Field("family_name", "family_name", "family name", max_length=length("family_name")),
+    Field("mobile", "mobile", "mobile", max_length=length("mobile")),
+    Field("email", "email", "email", max_length=length("email")),
+    Field("fax", "fax", "fax", max_length=length("fax")),
     Field(
         "locale",
         "locale",
         "locale",
-        max_length=_length("locale"),
-        parse=per_distinct(_locale),
+        max_length=length("locale"),
+        parse=per_distinct(locale),
         problem="bad_locale",
         expect="e.g. en, zh-CN",
     ),
@@ -117,8 +73,8 @@ FIELDS = [
         "time_zone",
         "time_zone",
         "time zone",
-        max_length=_length("time_zone"),
-        parse=per_distinct(_zone),
+        max_length=length("time_zone"),
+        parse=per_distinct(zone),
         problem="bad_time_zone",
         expect="an IANA zone, e.g. Asia/Shanghai",
     ),
@@ -138,14 +94,14 @@ FIELDS = [
         problem="bad_calendar",
         expect="solar or lunar",
     ),
-    Field("grade", "grade", "grade", max_length=_length("grade")),
-    Field("owner", "owner", "owner", max_length=_length("owner")),
-    Field("country", "country", "country", max_length=_length("country")),
+    Field("grade", "grade", "grade", max_length=length("grade")),
+    Field("owner", "owner", "owner", max_length=length("owner")),
+    Field("country", "country", "country", max_length=length("country")),
     Field(
         "preferred_channel",
         "preferred_channel",
         "preferred channel",
-        max_length=_length("preferred_channel"),
+        max_length=length("preferred_channel"),
         parse=one_of(channel_names),
         problem="bad_channel",
         expect=lambda: " or ".join(channel_names()),

@@ -241,7 +241,7 @@ def test_an_order_is_a_conversion_in_the_responses_report_without_an_import(shop
 
 
 def test_unknown_customers_and_bad_events_are_refused_alone(shop, engine):
-    code, answer = shop_post(shop, [{"id": "x", "type": "signup", "customer": "C-404",
+    code, answer = shop_post(shop, [{"id": "x", "type": "cart", "customer": "C-404",
                                      "occurred_at": at(shop, minutes=-1)}])
     assert code == 422
     assert answer["events"] == [{"id": "x", "status": "refused", "reason": "unknown_customer"}]
