@@ -73,6 +73,13 @@ def to_minor(amount: Decimal | int | str, currency: str, *, exact: bool = False)
     return int(whole)
 
 
+def line_minor(price: Decimal | str, quantity: int, currency: str) -> tuple[int, int]:
+    """An order line's (unit price, amount) in minor units: the amount from the exact
+    price times the quantity, rounded once (2.555 GBP x 2 is 511, not 2 x 256)."""
+    exact = Decimal(price)
+    return to_minor(exact, currency), to_minor(exact * quantity, currency)
+
+
 def from_minor(minor: int, currency: str) -> Decimal:
     """Minor units back to an amount: ``from_minor(3999, 'GBP') == Decimal('39.99')``.
 

@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 
 from careflow import customer_fields
 from careflow.birthday_calendar import CALENDAR_WORDS
-from careflow.money import is_known_currency, to_minor
+from careflow.money import is_known_currency, line_minor, to_minor
 
 SOURCE_HEADER = "careflow-source"
 SIGNATURE_HEADER = "careflow-signature"
@@ -56,6 +56,10 @@ PROFILE_TEXT = ("full_name", "given_name", "family_name", "mobile", "email", "co
 SIGNUP_CATEGORIES = ("marketing", "care")
 #: most characters of a sign-up's ``consent.shown`` (the wording the customer agreed to)
 MAX_SHOWN = 4000
+#: most lines an order may carry; longest SKU and product name (the products table's)
+MAX_LINES, MAX_SKU, MAX_PRODUCT_NAME = 500, 64, 300
+#: the largest quantity a line may have
+MAX_QUANTITY = 10**6
 
 
 class Refused(Exception):
@@ -67,10 +71,22 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class LineFacts:
+    """One line of a posted order, as an import writes ``order_lines``."""
+
+    sku: str  # the product's code (products.sku, the import's stock code)
+    quantity: int
+    unit_price_minor: int
+    amount_minor: int
+    name: str | None = None  # the product's name, for a product careflow does not know
+
+
+@dataclass(frozen=True)
 class OrderFacts:
     ref: str  # the shop's order number (orders.external_ref, as an import keeps it)
     amount_minor: int
     currency: str
+    lines: tuple[LineFacts, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -338,7 +354,43 @@ def _order(value) -> OrderFacts:
         raise ValueError(f"invalid: order.amount is not an amount in {currency}") from None
     if minor < 0 or minor >= 10**15:
         raise ValueError("invalid: order.amount is out of range")
-    return OrderFacts(ref, minor, currency)
+    return OrderFacts(ref, minor, currency, _lines(value.get("lines"), currency))
+
+
+def _lines(value, currency: str) -> tuple[LineFacts, ...]:
+    """An order's ``lines`` (optional): each a product, a whole quantity and a unit price
+    as a decimal string, the line's amount worked out as an import works it out."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_LINES:
+        raise ValueError(f"invalid: order.lines must be a list of at most {MAX_LINES} lines")
+    lines = []
+    for n, line in enumerate(value, 1):
+        where = f"order.lines[{n}]."
+        if not isinstance(line, dict):
+            raise ValueError(f"invalid: order.lines[{n}] must be an object")
+        sku = _text(line, "sku", MAX_SKU, where).strip()
+        name = line.get("name")
+        if name is not None:
+            name = _text(line, "name", MAX_PRODUCT_NAME, where).strip()
+        quantity = line.get("quantity")
+        if type(quantity) is not int or not 0 < quantity <= MAX_QUANTITY:
+            raise ValueError(f"invalid: {where}quantity must be a whole number from 1 to "
+                             f"{MAX_QUANTITY:,}")  # fmt: skip
+        price = line.get("unit_price")
+        if not isinstance(price, str):
+            raise ValueError(f'invalid: {where}unit_price must be a decimal string ("2.55")')
+        try:
+            exact = Decimal(price)
+            if not exact.is_finite() or exact < 0:
+                raise InvalidOperation
+            unit, amount = line_minor(exact, quantity, currency)
+        except (InvalidOperation, ValueError):
+            raise ValueError(f"invalid: {where}unit_price is not a price in {currency}") from None
+        if amount >= 10**15:
+            raise ValueError(f"invalid: {where}unit_price is out of range")
+        lines.append(LineFacts(sku, quantity, unit, amount, name))
+    return tuple(lines)
 
 
 def _profile(value, now: datetime) -> dict:

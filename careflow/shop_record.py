@@ -15,7 +15,8 @@ one transaction:
    answered ``duplicate``.
 3. **Orders go where imported orders go**: one ``orders`` row per new order
    event, keyed by the shop's order number (``external_ref``) as the import
-   keys it, so an order both posted and imported is one order. The orders
+   keys it, so an order both posted and imported is one order; its lines, if
+   posted, into ``order_lines`` (a product careflow does not know is created). The orders
    table's triggers mark the customer's purchase facts (careflow/purchase_facts.py),
    as for an import. An order event that triggers nothing (older than
    CAREFLOW_EVENT_MAX_AGE_HOURS, not a backfill) is written ``quiet``:
@@ -43,14 +44,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from careflow import signups
 from careflow.clock import utcnow
-from careflow.db.models import ContactEvent, Customer, Order
+from careflow.db.models import ContactEvent, Customer, Order, OrderLine, Product
 from careflow.responses import attribute, database_unavailable
-from careflow.shop_events import PROVIDER, ShopEvent
+from careflow.shop_events import PROVIDER, OrderFacts, ShopEvent
 
 log = logging.getLogger(__name__)
 
 CE = ContactEvent.__table__
 ORDERS = Order.__table__
+LINES = OrderLine.__table__
+PRODUCTS = Product.__table__
 CUSTOMERS = Customer.__table__
 
 
@@ -189,6 +192,8 @@ def _payload(e: ShopEvent) -> dict:
             "amount_minor": e.order.amount_minor,
             "currency": e.order.currency,
         }
+        if e.order.lines:
+            payload["order"]["lines"] = len(e.order.lines)
     if e.data:
         payload["data"] = e.data
     return payload
@@ -218,7 +223,34 @@ def _insert_orders(conn, events: list[ShopEvent], customers, zone) -> list[tuple
     inserted = conn.execute(
         _insert(conn, ORDERS)
         .on_conflict_do_nothing(index_elements=[ORDERS.c.external_ref])
-        .returning(ORDERS.c.id, ORDERS.c.quiet),
+        .returning(ORDERS.c.id, ORDERS.c.external_ref, ORDERS.c.quiet),
         list(rows.values()),
+    ).all()
+    first = {}
+    for e in events:
+        first.setdefault(e.order.ref, e.order)
+    _insert_lines(conn, [(order_id, first[ref]) for order_id, ref, _ in inserted])
+    return [(order_id, not quiet) for order_id, _, quiet in inserted]
+
+
+def _insert_lines(conn, orders: list[tuple[int, OrderFacts]]) -> None:
+    """The lines of the orders written now, as an import writes them: a product careflow
+    does not know is created under its code, with the name the line gives."""
+    lines = [(order_id, line) for order_id, facts in orders for line in facts.lines]
+    if not lines:
+        return
+    names: dict[str, str | None] = {}
+    for _, line in lines:
+        names[line.sku] = names.get(line.sku) or line.name
+    conn.execute(
+        _insert(conn, PRODUCTS).on_conflict_do_nothing(index_elements=[PRODUCTS.c.sku]),
+        [{"sku": sku, "name": names[sku]} for sku in sorted(names)],
     )
-    return [(order_id, not quiet) for order_id, quiet in inserted]
+    conn.execute(
+        LINES.insert(),
+        [
+            {"order_id": order_id, "sku": line.sku, "quantity": line.quantity,
+             "unit_price_minor": line.unit_price_minor, "amount_minor": line.amount_minor}
+            for order_id, line in lines
+        ],
+    )  # fmt: skip

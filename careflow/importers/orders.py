@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -54,7 +53,7 @@ from careflow.importers.order_rows import (
 )
 from careflow.importers.report import ImportReport, bounded, shown
 from careflow.importers.source import column_values, open_source, read_chunks
-from careflow.money import is_known_currency, to_minor
+from careflow.money import is_known_currency, line_minor
 
 __all__ = ["DEFAULT_MAPPING", "ImportReport", "OrderImportReport", "import_orders"]
 __all__ += ["normalize_customer_ref"]
@@ -252,7 +251,7 @@ def _load(
         strict=True,
     ):
         unit_minor, amount = minor.get((price, qty)) or minor.setdefault(
-            (price, qty), _line_minor(price, qty, currency)
+            (price, qty), line_minor(price, qty, currency)
         )
         totals[invoice] += amount
         lines.append(
@@ -296,9 +295,3 @@ def _load(
         if progress:
             progress("lines", start + len(batch), len(lines))
     report.lines_loaded = len(lines)
-
-
-def _line_minor(price: str, quantity: int, currency: str) -> tuple[int, int]:
-    """(unit price, line amount) in minor units; the amount from the exact price."""
-    exact = Decimal(price)
-    return to_minor(exact, currency), to_minor(exact * quantity, currency)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
+from careflow import segments
 from careflow.cli.main import main
-from careflow.db.models import ContactEvent, Customer, JourneyPosition, Order
+from careflow.db.models import ContactEvent, Customer, JourneyPosition, Order, OrderLine, Product
 from careflow.ledger.history import timeline
 from careflow.shop_events import sign
-from tests.factories import add_customer
+from tests.factories import add_customer, ids
 from tests.service.conftest import POS_SECRET, SHOP_SECRET
 from tests.service.test_serve import post, row, sent, twilio_post
 
@@ -238,6 +239,65 @@ def test_an_order_is_a_conversion_in_the_responses_report_without_an_import(shop
     assert result.exit_code == 0, result.output
     (winback,) = json.loads(result.output)
     assert winback["converted"] == 1 and winback["revenue"] == {"GBP": "49.99"}
+
+
+def test_an_order_s_lines_are_kept_as_an_import_keeps_them_and_reorder_reads_them(
+    shop, engine
+):
+    """Posted lines go into order_lines (a new product created under its code and name),
+    so the products segments read a posted order as an imported one: two bags of rice
+    lasting 15 days each make the customer due for a reorder 30 days later."""
+    with engine.begin() as conn:
+        conn.execute(insert(Product), [{"sku": "RICE", "name": "Rice 5 kg", "replenish_days": 15}])
+    when = shop.clock.now - timedelta(minutes=5)
+    lines = [{"sku": "RICE", "quantity": 2, "unit_price": "12.50", "name": "Not this name"},
+             {"sku": " TEA-1 ", "quantity": 3, "unit_price": "2.555", "name": "Green tea"}]
+    posted = order("e1", "C-1", when.isoformat(), "SO-1", amount="33.67") | {
+        "order": {"id": "SO-1", "amount": "33.67", "currency": "GBP", "lines": lines}}
+    code, answer = shop_post(shop, [posted])
+    assert code == 200 and answer["accepted"] == 1, answer
+    assert shop_post(shop, [posted | {"id": "e2"}])[1]["accepted"] == 1  # same order number
+    with engine.connect() as conn:
+        kept = conn.execute(select(OrderLine.sku, OrderLine.quantity, OrderLine.unit_price_minor,
+                                   OrderLine.amount_minor).order_by(OrderLine.sku)).all()
+        products = dict(conn.execute(select(Product.sku, Product.name)).all())
+    # the amount from the exact price, rounded once: 3 x 2.555 = 7.665 -> 767
+    assert [tuple(r) for r in kept] == [("RICE", 2, 1250, 2500), ("TEA-1", 3, 256, 767)]
+    assert products == {"RICE": "Rice 5 kg", "TEA-1": "Green tea"}
+    due = when.date() + timedelta(days=30)
+    assert ids(engine, segments.build("reorder_due", due, {})) == {1}
+    assert ids(engine, segments.build("reorder_due", due - timedelta(days=1), {})) == set()
+
+
+def test_a_bad_order_line_refuses_its_order_alone(shop, engine):
+    def with_lines(event_id, lines):
+        return order(event_id, "C-1", at(shop, minutes=-1), f"SO-{event_id}") | {"order": {
+            "id": f"SO-{event_id}", "amount": "1.00", "currency": "JPY", "lines": lines}}
+
+    line = {"sku": "A", "quantity": 1, "unit_price": "100"}
+    code, answer = shop_post(shop, [
+        with_lines("zero", [line | {"quantity": 0}]),
+        with_lines("half", [line | {"quantity": 1.5}]),
+        with_lines("float", [line | {"unit_price": 100}]),
+        with_lines("yen", [line | {"unit_price": "-100"}]),
+        with_lines("words", [line | {"unit_price": "a hundred"}]),
+        with_lines("nosku", [{"quantity": 1, "unit_price": "1"}]),
+        with_lines("many", [line] * 501),
+        with_lines("fine", [line]),
+    ])  # fmt: skip
+    assert code == 200, answer
+    reasons = {e["id"]: e.get("reason", e["status"]) for e in answer["events"]}
+    assert reasons == {
+        "zero": "invalid: order.lines[1].quantity must be a whole number from 1 to 1,000,000",
+        "half": "invalid: order.lines[1].quantity must be a whole number from 1 to 1,000,000",
+        "float": 'invalid: order.lines[1].unit_price must be a decimal string ("2.55")',
+        "yen": "invalid: order.lines[1].unit_price is not a price in JPY",
+        "words": "invalid: order.lines[1].unit_price is not a price in JPY",
+        "nosku": "invalid: order.lines[1].sku must be a non-empty string",
+        "many": "invalid: order.lines must be a list of at most 500 lines",
+        "fine": "accepted"}  # fmt: skip
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(OrderLine)).scalar_one() == 1
 
 
 def test_unknown_customers_and_bad_events_are_refused_alone(shop, engine):
