@@ -28,20 +28,41 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from careflow import registry
 from careflow.clock import Period
 from careflow.errors import ConfigError
 from careflow.names import NAME_PATTERN, NAME_RULE
 from careflow.policy.config import CampaignPolicy, Category, parse_share
+from careflow.shop_events import CUSTOM_NAME
 from careflow.variants import Experiment, split_source
 
 #: a step's id: short, so that ``j_<journey>__<step>`` fits the ledger's campaign column
 STEP_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 #: what a customer does that careflow records: an entry, a wait_for or an exit waits for it
-JourneyEvent = Literal["replied", "clicked", "delivered", "bounced", "ordered", "opted_out"]
-EVENTS: tuple[str, ...] = JourneyEvent.__args__  # type: ignore[attr-defined]
+#: (a reply, a click... from the providers; an order, a sign-up, a cart change from the shop)
+EVENTS = ("replied", "clicked", "delivered", "bounced", "ordered", "opted_out", "signed_up",
+          "cart_updated")  # fmt: skip
+#: a custom event the shop posts (POST /events, ``"type": "custom"``): ``event:<name>``
+CUSTOM_EVENT = re.compile(f"event:{CUSTOM_NAME.pattern}")
+EVENT_CHOICES = f"{', '.join(EVENTS)} or event:<name> (a custom event from the shop)"
+
+
+def _event(value: str) -> str:
+    if value in EVENTS or (isinstance(value, str) and CUSTOM_EVENT.fullmatch(value)):
+        return value
+    raise ValueError(f"{value!r}: choose from {EVENT_CHOICES}")
+
+
+JourneyEvent = Annotated[str, AfterValidator(_event)]
 #: in a send step's ``channels``: of the channels listed, the one the customer last
 #: replied or clicked on goes first (the rest follow in the file's order)
 LAST_ANSWERED = "last_answered"
@@ -353,9 +374,11 @@ class JourneySpec(BaseModel):
     def _exits(cls, value: list[str]) -> list[str]:
         for item in value:
             other = item.removeprefix("entered:")
-            if item in EVENTS or (item != other and re.fullmatch(NAME_PATTERN, other)):
+            if item in EVENTS or CUSTOM_EVENT.fullmatch(item) or (
+                item != other and re.fullmatch(NAME_PATTERN, other)
+            ):
                 continue
-            raise ValueError(f"{item!r}: choose from {', '.join(EVENTS)} or entered:<journey>")
+            raise ValueError(f"{item!r}: choose from {EVENT_CHOICES}, or entered:<journey>")
         return value
 
     @field_validator("policy")

@@ -65,7 +65,12 @@ def test_the_journey_trigger_expects_events_careflow_emits():
     assert deployment["schedules"], "the schedule is the safety net"
     (raw,) = deployment["triggers"]
     trigger = DeploymentEventTrigger.model_validate(raw)  # as `prefect deploy` reads it
-    assert trigger.expect and trigger.expect <= set(EVENT_NAMES.values())
+    from prefect.server.events.schemas.events import matches  # as the server matches
+
+    custom = "careflow.event.*"  # the shop's own events (journeys enter on event:<name>)
+    assert trigger.expect and trigger.expect <= set(EVENT_NAMES.values()) | {custom}
+    (posted,) = prefect_events([("event:wishlist.added", 7, None, None)])
+    assert any(matches(e, posted["event"]) for e in trigger.expect)
     assert trigger.threshold == 1 and trigger.within.total_seconds() >= 30  # debounced
     # every response a journey can wait for or exit on wakes it (delivery receipts,
     # one per message, are left to the schedule); orders come as conversions

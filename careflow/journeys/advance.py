@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, bindparam, func, insert, literal, select, update
+from sqlalchemy import Engine, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from careflow import segments
@@ -56,9 +56,10 @@ from careflow.journey_spec import (
     WaitStep,
     step_campaign_name,
 )
-from careflow.journeys.events import EVENT_KINDS, Facts, load_facts, naive, wake_waiting
+from careflow.journeys.events import Facts, kinds_of, load_facts, naive, wake_waiting
 from careflow.policy.holdout import holdout_draw
 from careflow.settings import Settings
+from careflow.shop_events import PROVIDER as SHOP
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,12 @@ def _entry_events(engine: Engine, event: str, after: int, shop_zone: str) -> lis
             .where(
                 ContactEvent.id > after,
                 ContactEvent.customer_id.is_not(None),
-                ContactEvent.kind.in_(EVENT_KINDS[event]),
+                ContactEvent.kind.in_(kinds_of(event)),
+                # the shop's event older than its age rule, not a backfill: nothing enters
+                or_(
+                    ContactEvent.provider != SHOP,
+                    ContactEvent.payload["triggers"].as_boolean().is_not(False),
+                ),
             )
             .order_by(ContactEvent.id)
             .limit(ENTRY_PAGE)
@@ -398,8 +404,8 @@ def _enter_days(engine: Engine, spec: JourneySpec, days: list, now: datetime) ->
         stmt = _insert(conn, POSITIONS).on_conflict_do_nothing(
             index_elements=["journey", "customer_id", "entry_key"]
         )
-        for row in rows.values():
-            entered += conn.execute(stmt.values(**row)).rowcount or 0
+        for row in rows.values():  # (counted by RETURNING: psycopg's rowcount here is -1)
+            entered += len(conn.execute(stmt.values(**row).returning(POSITIONS.c.id)).all())
     return entered
 
 
@@ -895,7 +901,9 @@ def wake(
 ) -> int:
     """Positions waiting for an event that has come, or waiting (any step) when one of the
     journey's ``exit_on`` has come, are due now (of ``customers`` only, if given)."""
-    return wake_waiting(engine, spec.name, now, settings.time_zone, spec.exit_on, customers)
+    waited = [e for s in spec.steps if isinstance(s, WaitForStep) for e in s.event]
+    return wake_waiting(engine, spec.name, now, settings.time_zone, spec.exit_on, customers,
+                        waited)  # fmt: skip
 
 
 # --- what the journey looks like ---------------------------------------------------------

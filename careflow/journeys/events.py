@@ -19,6 +19,7 @@ from sqlalchemy import Engine, and_, func, literal, or_, select, union, update
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
 from careflow.db.sqlfunc import shifted, unindexed
+from careflow.journey_spec import CUSTOM_EVENT
 
 CE = ContactEvent.__table__.c
 P = JourneyPosition.__table__.c
@@ -32,7 +33,15 @@ EVENT_KINDS = {
     "bounced": ("bounced",),
     "opted_out": ("opted_out", "unsubscribed"),
     "ordered": (),
+    "signed_up": ("signed_up",),  # the shop's events (POST /events)
+    "cart_updated": ("cart_updated",),
 }
+
+
+def kinds_of(what: str) -> tuple[str, ...]:
+    """The contact_events kinds journey event ``what`` stands for: a custom event from the
+    shop (``event:<name>``) is its own kind."""
+    return EVENT_KINDS.get(what, (what,) if CUSTOM_EVENT.fullmatch(what) else ())
 
 #: shop clocks run from 12 hours behind UTC to 14 ahead: a wider net catches every order
 #: whose instant may fall after a UTC instant
@@ -80,7 +89,7 @@ def load_facts(
     facts = Facts()
     if not ids or not wanted:
         return facts
-    kinds = {k: what for what in wanted for k in EVENT_KINDS.get(what, ())}
+    kinds = {k: what for what in wanted for k in kinds_of(what)}
     zone = ZoneInfo(shop_zone)
     with engine.connect() as conn:
         for start in range(0, len(ids), 1000):
@@ -158,6 +167,7 @@ def wake_waiting(
     shop_zone: str,
     exit_on: Iterable[str] = (),
     customers=None,
+    events: Iterable[str] = (),
 ) -> int:
     """Make due now every waiting position of ``journey`` that an event may have moved on
     or ended: one waiting for an event that may have happened since ``waiting_since`` (a
@@ -165,7 +175,8 @@ def wake_waiting(
     send time), one whose customer may have done one of the journey's ``exit_on`` since
     entering (the instant the advancer's exit rules count from). The advancer then
     decides exactly. Returns how many. ``customers`` (a query of customer ids, e.g.
-    :func:`responders`) limits it to them.
+    :func:`responders`) limits it to them; ``events``: the custom events (``event:<name>``)
+    the journey waits for.
 
     A wider net than the exact check (orders by the shop's clock, with slack) wakes a
     few too many; those go back to waiting until their own due time (the advancer works
@@ -178,7 +189,8 @@ def wake_waiting(
     offset = ZoneInfo(shop_zone).utcoffset(now) or timedelta()
     minutes = int(offset.total_seconds() // 60) - 60
     wakes = []
-    for what, kinds in EVENT_KINDS.items():
+    custom = {e: (e,) for e in (*events, *exit_on) if CUSTOM_EVENT.fullmatch(e)}
+    for what, kinds in {**EVENT_KINDS, **custom}.items():
         wakes.append(and_(
             P.waiting_for.not_in(("time", "message")),
             P.waiting_for.contains(what),
@@ -214,9 +226,15 @@ def wake_waiting(
 
 
 #: the contact_events kinds that are responses a journey may wait for or exit on (not
-#: delivery receipts: every message has one; as the deployment's trigger, prefect.yaml)
+#: delivery receipts: every message has one; as the deployment's trigger, prefect.yaml),
+#: and the shop's custom events (``event:<name>``)
 RESPONSE_KINDS = tuple(k for what, kinds in EVENT_KINDS.items() if what != "delivered"
                        for k in kinds)  # fmt: skip
+
+
+def _response():
+    """SQL: a contact event that is a response (:data:`RESPONSE_KINDS`, or custom)."""
+    return or_(CE.kind.in_(RESPONSE_KINDS), CE.kind.like("event:%"))
 
 
 def response_mark(engine: Engine, after: tuple[int, int] = (0, 0)) -> tuple[int, int]:
@@ -225,7 +243,7 @@ def response_mark(engine: Engine, after: tuple[int, int] = (0, 0)) -> tuple[int,
     Reads only the ids above ``after`` (the primary keys)."""
     with engine.connect() as conn:
         event = conn.execute(
-            select(func.max(CE.id)).where(CE.id > after[0], CE.kind.in_(RESPONSE_KINDS))
+            select(func.max(CE.id)).where(CE.id > after[0], _response())
         ).scalar()
         order = conn.execute(select(func.max(Order.id)).where(Order.id > after[1])).scalar()
     return (event or after[0], order or after[1])
@@ -234,6 +252,6 @@ def response_mark(engine: Engine, after: tuple[int, int] = (0, 0)) -> tuple[int,
 def responders(mark: tuple[int, int]):
     """SQL: the customers with a response recorded above ``mark`` (:func:`response_mark`)."""
     return union(
-        select(CE.customer_id).where(CE.id > mark[0], CE.kind.in_(RESPONSE_KINDS)),
+        select(CE.customer_id).where(CE.id > mark[0], _response()),
         select(Order.customer_id).where(Order.id > mark[1]),
     )
