@@ -7,13 +7,21 @@ answers reach it (issue 23).
     python -m bench.inbound --opt-out                # opt-outs against a campaign in progress
     python -m bench.inbound --quick                  # seconds, to check it works (tests)
 
-`careflow serve` runs in its own process (uvicorn, as in production). Load
-comes from one process per kind (aiohttp), **open loop**: each request has a
-scheduled send time (rate R, evenly spaced) and is sent then whatever the
-answers so far; its latency runs from that scheduled time to its answer, so a
-slow server cannot hide its slowness by slowing the sender (no coordinated
-omission). Payloads are shaped as the providers document them
-(tests/webhooks/payloads.py) and signed as they sign them:
+`careflow serve` runs in its own process (uvicorn, as in production; ``--workers
+N`` passes its --workers). Load comes from one process per kind, **open loop**:
+each request has a scheduled send time (rate R, evenly spaced) and is sent then
+whatever the answers so far; its latency runs from that scheduled time to its
+answer, so a slow server cannot hide its slowness by slowing the sender (no
+coordinated omission). The generators share the machine with the server, so they
+are made cheap: every request's bytes (request line, headers, the provider's
+signature for its due time, body) are built before the clock starts, and sent
+over at most ``--connections`` keep-alive HTTP/1.1 connections per kind (a
+provider holds a bounded number; waiting for a free one is in the latency) by a
+minimal asyncio protocol on uvloop that reads only each answer's status line and
+length. Each generator's own CPU seconds (from /proc) are reported beside the
+server's; ``--client aiohttp`` runs the earlier generator (each request built
+when due and posted with aiohttp) to compare. Payloads are shaped as the
+providers document them (tests/webhooks/payloads.py) and signed as they sign them:
 
 - SendGrid Event Webhook posts of ``--sendgrid-batch`` events (SendGrid batches;
   processed/delivered/open mostly, clicks, deferrals, bounces, unsubscribes and
