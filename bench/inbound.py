@@ -219,21 +219,41 @@ class _Requests:
         else:
             self.batch = 1
 
-    def __call__(self, j: int, stamp: int | None = None) -> tuple[str, bytes, dict]:
-        """``stamp``: the signature's time (a provider's is when it sends), now if None."""
-        return getattr(self, f"_{self.kind}")(j, stamp or int(time.time()))
+    def __call__(self, j: int) -> tuple[str, bytes, dict]:
+        """Request ``j`` signed now."""
+        return self.signed(self.unsigned(j), int(time.time()))
 
-    def raw(self, j: int, host: str, stamp: int | None = None) -> bytes:
-        """Request ``j`` as the bytes on the wire: request line, headers, body."""
-        path, body, headers = self(j, stamp)
+    def unsigned(self, j: int) -> tuple[str, bytes, dict]:
+        """Request ``j`` but for its time-stamped signature (Twilio's has no time: whole)."""
+        return getattr(self, f"_{self.kind}")(j)
+
+    def signed(self, request: tuple[str, bytes, dict], stamp: int) -> tuple[str, bytes, dict]:
+        """The request signed at ``stamp`` (a provider signs when it sends)."""
+        path, body, headers = request
+        if self.kind == "sendgrid":
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            ts = str(stamp)
+            signed = self.key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
+            headers = {**headers,
+                       "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signed).decode(),
+                       "X-Twilio-Email-Event-Webhook-Timestamp": ts}  # fmt: skip
+        elif self.kind == "shop":
+            from careflow.shop_events import sign
+
+            headers = {**headers, "Careflow-Signature": sign(SHOP_SECRET, stamp, body)}
+        return path, body, headers
+
+    @staticmethod
+    def raw(request: tuple[str, bytes, dict], host: str) -> bytes:
+        """The request as the bytes on the wire: request line, headers, body."""
+        path, body, headers = request
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
                 f"{head}\r\n").encode("latin-1") + body
 
-    def _sendgrid(self, j: int, stamp: int):
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-
+    def _sendgrid(self, j: int):
         parts = []
         for i in range(j * self.batch, (j + 1) * self.batch):
             m = email_of(i)
@@ -242,15 +262,9 @@ class _Requests:
                 email=f"c{cid}@example.com", id=sendgrid_id(self.phase, i),
                 mid=f"MSG{self.phase}x{m}", key=f"bench{self.phase}:{cid}:2026"))  # fmt: skip
         body = ("[" + ",".join(parts) + "]").encode()
-        ts = str(stamp)
-        signed = self.key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return "/webhooks/sendgrid", body, {
-            "Content-Type": "application/json",
-            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signed).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": ts,
-        }
+        return "/webhooks/sendgrid", body, {"Content-Type": "application/json"}
 
-    def _twilio(self, i: int, stamp: int):
+    def _twilio(self, i: int):
         from tests.webhooks.payloads import twilio_inbound, twilio_signed, twilio_status
 
         what, n, text = twilio_callback(i)
@@ -267,9 +281,8 @@ class _Requests:
         body, headers = twilio_signed(TWILIO_TOKEN, PUBLIC + path, params)
         return path, body, headers
 
-    def _shop(self, j: int, stamp: int):
+    def _shop(self, j: int):
         from bench.shop_events import _event
-        from careflow.shop_events import sign
 
         when = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         events = []
@@ -280,10 +293,7 @@ class _Requests:
                 e["order"]["id"] = f"SO-{self.phase}-{i}"
             events.append(e)
         body = json.dumps({"events": events}).encode()
-        return "/events", body, {
-            "Content-Type": "application/json", "Careflow-Source": "shop",
-            "Careflow-Signature": sign(SHOP_SECRET, stamp, body),
-        }  # fmt: skip
+        return "/events", body, {"Content-Type": "application/json", "Careflow-Source": "shop"}
 
 
 def _sendgrid_templates(stamp: int) -> dict[str, str]:
@@ -483,6 +493,7 @@ async def _load(spec: dict, make: _Requests, built: list[bytes] | None, go: floa
     latencies: list[float] = []
     failed: list[int] = []
     answered = {"ok": 0, "error": 0, "retries": 0, "last": 0.0}
+    statuses: dict[str, int] = {}  # answers by status ("none": no answer, as timed out)
     # the earlier generator slept only when ahead: sleeps under a ms return at once (spin)
     tick = TICK_S if built is not None else 0.0
     if built is not None:
@@ -490,7 +501,7 @@ async def _load(spec: dict, make: _Requests, built: list[bytes] | None, go: floa
         send, request_for = pool.send, built.__getitem__
 
         def fresh(j):
-            return make.raw(j, url.netloc)
+            return make.raw(make(j), url.netloc)
     else:
         import aiohttp
 
@@ -514,6 +525,7 @@ async def _load(spec: dict, make: _Requests, built: list[bytes] | None, go: floa
     def answer(j: int, due: float | None):
         def done(status):
             ok = status is not None and 200 <= status < 300
+            statuses[str(status).lower()] = statuses.get(str(status).lower(), 0) + 1
             if due is not None:
                 now = time.perf_counter()
                 latencies.append(now - due)
@@ -575,7 +587,8 @@ async def _load(spec: dict, make: _Requests, built: list[bytes] | None, go: floa
         "kind": kind, "requests": total, "events": total * per_request, "rate": spec["rate"],
         "sent_for_s": round(sent_for, 2), "drained_s": round(drained, 2),
         "generator_behind_ms": round(behind * 1000, 1), "latencies": latencies,
-        "answered": answered, "redone": redone, "still_failing": len(failed),
+        "answered": answered, "statuses": statuses, "redone": redone,
+        "still_failing": len(failed),
     }  # fmt: skip
 
 
@@ -599,14 +612,16 @@ def _generator(spec_path: str) -> None:
     cpu0, wall0 = _cpu_seconds(me), time.perf_counter()
     built = None
     if spec["client"] == "raw":
-        # each signed for its due time, the start taken as now (a few seconds off at most)
-        netloc = urllib.parse.urlsplit(spec["base"]).netloc
-        every = make.batch / spec["rate"]
-        t0 = time.time()
-        built = [make.raw(j, netloc, int(t0 + j * every))
-                 for j in range(_requests(spec, make.batch))]  # fmt: skip
+        built = [make.unsigned(j) for j in range(_requests(spec, make.batch))]
     else:
         import aiohttp  # noqa: F401 (imported before the clock)
+    print("built", flush=True)
+    sys.stdin.readline()  # every generator has built: sign for due times from now on
+    if built is not None:
+        netloc = urllib.parse.urlsplit(spec["base"]).netloc
+        every, t0 = make.batch / spec["rate"], time.time()
+        for j, request in enumerate(built):
+            built[j] = make.raw(make.signed(request, int(t0 + j * every)), netloc)
     build_cpu, build_wall = _cpu_seconds(me) - cpu0, time.perf_counter() - wall0
     print("ready", flush=True)
     go = float(sys.stdin.readline())
@@ -783,9 +798,14 @@ def run_phase(
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "bench.inbound", "--generate", str(path)],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
-        for p in procs:
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"a load generator failed before the start ({p.args})")
+        for said in ("built", "ready"):  # all built, then all signed: then the clock
+            for p in procs:
+                if p.stdout.readline().strip() != said:
+                    raise RuntimeError(f"a load generator failed before the start ({p.args})")
+            if said == "built":  # signed together: the signatures' times are the due times
+                for p in procs:
+                    p.stdin.write("sign\n")
+                    p.stdin.flush()
         cpu0, wall0 = _tree_cpu_seconds(pid), time.perf_counter()
         go = time.time() + 0.2
         for p in procs:
