@@ -7,13 +7,21 @@ answers reach it (issue 23).
     python -m bench.inbound --opt-out                # opt-outs against a campaign in progress
     python -m bench.inbound --quick                  # seconds, to check it works (tests)
 
-`careflow serve` runs in its own process (uvicorn, as in production). Load
-comes from one process per kind (aiohttp), **open loop**: each request has a
-scheduled send time (rate R, evenly spaced) and is sent then whatever the
-answers so far; its latency runs from that scheduled time to its answer, so a
-slow server cannot hide its slowness by slowing the sender (no coordinated
-omission). Payloads are shaped as the providers document them
-(tests/webhooks/payloads.py) and signed as they sign them:
+`careflow serve` runs in its own process (uvicorn, as in production; ``--workers
+N`` passes its --workers). Load comes from one process per kind, **open loop**:
+each request has a scheduled send time (rate R, evenly spaced) and is sent then
+whatever the answers so far; its latency runs from that scheduled time to its
+answer, so a slow server cannot hide its slowness by slowing the sender (no
+coordinated omission). The generators share the machine with the server, so they
+are made cheap: every request's bytes (request line, headers, the provider's
+signature for its due time, body) are built before the clock starts, and sent
+over at most ``--connections`` keep-alive HTTP/1.1 connections per kind (a
+provider holds a bounded number; waiting for a free one is in the latency) by a
+minimal asyncio protocol on uvloop that reads only each answer's status line and
+length. Each generator's own CPU seconds (from /proc) are reported beside the
+server's; ``--client aiohttp`` runs the earlier generator (each request built
+when due and posted with aiohttp) to compare. Payloads are shaped as the
+providers document them (tests/webhooks/payloads.py) and signed as they sign them:
 
 - SendGrid Event Webhook posts of ``--sendgrid-batch`` events (SendGrid batches;
   processed/delivered/open mostly, clicks, deferrals, bounces, unsubscribes and
@@ -52,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
 import platform
@@ -211,12 +220,40 @@ class _Requests:
             self.batch = 1
 
     def __call__(self, j: int) -> tuple[str, bytes, dict]:
+        """Request ``j`` signed now."""
+        return self.signed(self.unsigned(j), int(time.time()))
+
+    def unsigned(self, j: int) -> tuple[str, bytes, dict]:
+        """Request ``j`` but for its time-stamped signature (Twilio's has no time: whole)."""
         return getattr(self, f"_{self.kind}")(j)
 
-    def _sendgrid(self, j: int):
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
+    def signed(self, request: tuple[str, bytes, dict], stamp: int) -> tuple[str, bytes, dict]:
+        """The request signed at ``stamp`` (a provider signs when it sends)."""
+        path, body, headers = request
+        if self.kind == "sendgrid":
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import ec
 
+            ts = str(stamp)
+            signed = self.key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
+            headers = {**headers,
+                       "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signed).decode(),
+                       "X-Twilio-Email-Event-Webhook-Timestamp": ts}  # fmt: skip
+        elif self.kind == "shop":
+            from careflow.shop_events import sign
+
+            headers = {**headers, "Careflow-Signature": sign(SHOP_SECRET, stamp, body)}
+        return path, body, headers
+
+    @staticmethod
+    def raw(request: tuple[str, bytes, dict], host: str) -> bytes:
+        """The request as the bytes on the wire: request line, headers, body."""
+        path, body, headers = request
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+                f"{head}\r\n").encode("latin-1") + body
+
+    def _sendgrid(self, j: int):
         parts = []
         for i in range(j * self.batch, (j + 1) * self.batch):
             m = email_of(i)
@@ -225,13 +262,7 @@ class _Requests:
                 email=f"c{cid}@example.com", id=sendgrid_id(self.phase, i),
                 mid=f"MSG{self.phase}x{m}", key=f"bench{self.phase}:{cid}:2026"))  # fmt: skip
         body = ("[" + ",".join(parts) + "]").encode()
-        ts = str(self.stamp)
-        signed = self.key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return "/webhooks/sendgrid", body, {
-            "Content-Type": "application/json",
-            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signed).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": ts,
-        }
+        return "/webhooks/sendgrid", body, {"Content-Type": "application/json"}
 
     def _twilio(self, i: int):
         from tests.webhooks.payloads import twilio_inbound, twilio_signed, twilio_status
@@ -252,7 +283,6 @@ class _Requests:
 
     def _shop(self, j: int):
         from bench.shop_events import _event
-        from careflow.shop_events import sign
 
         when = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         events = []
@@ -263,11 +293,7 @@ class _Requests:
                 e["order"]["id"] = f"SO-{self.phase}-{i}"
             events.append(e)
         body = json.dumps({"events": events}).encode()
-        stamp = int(time.time())
-        return "/events", body, {
-            "Content-Type": "application/json", "Careflow-Source": "shop",
-            "Careflow-Signature": sign(SHOP_SECRET, stamp, body),
-        }  # fmt: skip
+        return "/events", body, {"Content-Type": "application/json", "Careflow-Source": "shop"}
 
 
 def _sendgrid_templates(stamp: int) -> dict[str, str]:
@@ -290,86 +316,290 @@ def _sendgrid_templates(stamp: int) -> dict[str, str]:
     return out
 
 
-async def _load(spec: dict) -> dict:
-    """One kind's open-loop schedule: request j at start + j / rate, whatever came back."""
+#: an idle keep-alive connection older than this is not reused (uvicorn closes them at 5 s)
+KEEP_ALIVE_S = 4.0
+#: the sender sleeps at least this long between sends (then sends all that is due)
+TICK_S = 0.001
+#: a request unanswered this long is given up (and posted again at the end)
+CLIENT_TIMEOUT_S = 120.0
+
+
+class _Connection(asyncio.Protocol):
+    """One persistent HTTP/1.1 connection, one request at a time: writes a pre-built
+    request's bytes and reads only the answer's status line and its length (Content-Length,
+    or a chunked body's last chunk), nothing else of it."""
+
+    __slots__ = ("body_at", "buf", "close_after", "closed", "done", "idle_at", "need", "pool",
+                 "sent_at", "status", "transport")  # fmt: skip
+
+    def __init__(self, pool: _Pool):
+        self.pool, self.transport, self.buf, self.done = pool, None, bytearray(), None
+        self.need, self.status, self.body_at, self.close_after = -1, 0, 0, False
+        self.sent_at = self.idle_at = 0.0
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, data: bytes, done) -> None:
+        self.done, self.need, self.sent_at = done, -1, time.perf_counter()
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if self.done is None:
+            return
+        if self.need == -1:  # the head not read yet
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).lower()
+            self.status = int(head[9:12])
+            self.close_after = b"\r\nconnection: close" in head
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                self.need = end + 4 + int(head[at + 17 : stop if stop > 0 else len(head)])
+            elif b"\r\ntransfer-encoding: chunked" in head:
+                self.need, self.body_at = -2, end + 2
+            else:  # 204, 304: no body
+                self.need = end + 4
+        if self.need == -2:
+            stop = buf.find(b"\r\n0\r\n\r\n", self.body_at)
+            if stop < 0:
+                return
+            self.need = stop + 7
+        if len(buf) < self.need:
+            return
+        del buf[: self.need]
+        done, self.done = self.done, None
+        self.pool.finished(self, done, self.status)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.done is not None:
+            done, self.done = self.done, None
+            self.pool.lost(done)
+
+
+class _Pool:
+    """At most ``limit`` connections to one server, as a provider holds a bounded number: a
+    request goes on the most recently freed connection, on a new one while under the limit,
+    or waits its turn for one (the wait is in its latency, which runs from its due time)."""
+
+    def __init__(self, host: str, port: int, limit: int):
+        self.loop = asyncio.get_running_loop()
+        self.host, self.port, self.limit = host, port, limit
+        self.idle: list[_Connection] = []
+        self.waiting: collections.deque = collections.deque()
+        self.busy: set[_Connection] = set()
+        self.opened = 0
+        self.watch = self.loop.create_task(self._watch())
+
+    def send(self, data: bytes, done) -> None:
+        """Post ``data``; ``done(status)`` when answered, ``done(None)`` if it failed."""
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed and time.perf_counter() - c.idle_at < KEEP_ALIVE_S:
+                self.busy.add(c)
+                c.send(data, done)
+                return
+            self._drop(c)
+        if self.opened < self.limit:
+            self.opened += 1
+            self.loop.create_task(self._connect(data, done))
+        else:
+            self.waiting.append((data, done))
+
+    async def _connect(self, data: bytes, done) -> None:
+        try:
+            _, c = await self.loop.create_connection(lambda: _Connection(self), self.host,
+                                                     self.port)  # fmt: skip
+        except OSError:
+            self.opened -= 1
+            done(None)
+            self._refill()
+            return
+        self.busy.add(c)
+        c.send(data, done)
+
+    def finished(self, c: _Connection, done, status: int) -> None:
+        if c.close_after:
+            self.busy.discard(c)
+            self._drop(c)
+            self._refill()
+        elif self.waiting:
+            c.send(*self.waiting.popleft())
+        else:
+            self.busy.discard(c)
+            c.idle_at = time.perf_counter()
+            self.idle.append(c)
+        done(status)
+
+    def lost(self, done) -> None:
+        self.busy = {c for c in self.busy if not c.closed}
+        self.opened -= 1
+        self._refill()
+        done(None)
+
+    def _drop(self, c: _Connection) -> None:
+        self.opened -= 1
+        c.transport.close()
+
+    def _refill(self) -> None:
+        while self.waiting and self.opened < self.limit:
+            self.opened += 1
+            self.loop.create_task(self._connect(*self.waiting.popleft()))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            late = time.perf_counter() - CLIENT_TIMEOUT_S
+            for c in [c for c in self.busy if c.sent_at < late]:
+                c.transport.abort()
+
+    def close(self) -> None:
+        self.watch.cancel()
+        for c in self.idle:
+            c.transport.close()
+
+
+async def _aiohttp_post(session, base: str, request) -> int | None:
     import aiohttp
 
+    path, body, headers = request
+    try:
+        async with session.post(base + path, data=body, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+
+
+async def _load(spec: dict, make: _Requests, built: list[bytes] | None, go: float) -> dict:
+    """One kind's open-loop schedule: request j at go + j / rate, whatever came back.
+    ``built``: every request's bytes, sent on a :class:`_Pool`; None: each built when due
+    and posted with aiohttp (the generator as it was, to compare its cost)."""
+    loop = asyncio.get_running_loop()
     kind, phase, base = spec["kind"], spec["phase"], spec["base"]
-    make = _Requests(kind, phase, spec)
+    url = urllib.parse.urlsplit(base)
     per_request = make.batch
     rate = spec["rate"] / per_request  # requests per second
-    total = max(1, int(spec["seconds"] * rate))
+    total = _requests(spec, per_request)
     retry_share = spec["retry_share"]
     rng = random.Random(phase * 100 + KINDS.index(kind))
     latencies: list[float] = []
     failed: list[int] = []
     answered = {"ok": 0, "error": 0, "retries": 0, "last": 0.0}
-    connector = aiohttp.TCPConnector(limit=spec.get("connections", 512))
-    timeout = aiohttp.ClientTimeout(total=120)
-    pending: set[asyncio.Task] = set()
+    statuses: dict[str, int] = {}  # answers by status ("none": no answer, as timed out)
+    # the earlier generator slept only when ahead: sleeps under a ms return at once (spin)
+    tick = TICK_S if built is not None else 0.0
+    if built is not None:
+        pool = _Pool(url.hostname, url.port, spec["connections"])
+        send, request_for = pool.send, built.__getitem__
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        def fresh(j):
+            return make.raw(make(j), url.netloc)
+    else:
+        import aiohttp
 
-        async def post(j: int, request, scheduled: float | None, retry: bool) -> None:
-            path, body, headers = request
-            try:
-                async with session.post(base + path, data=body, headers=headers) as resp:
-                    await resp.read()
-                    ok = 200 <= resp.status < 300
-            except (TimeoutError, aiohttp.ClientError):
-                ok = False
-            if scheduled is not None:
-                done = time.perf_counter()
-                latencies.append(done - scheduled)
-                answered["last"] = max(answered["last"], done)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=spec["connections"]),
+            timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S))  # fmt: skip
+
+        def send(request, done):
+            task = loop.create_task(_aiohttp_post(session, base, request))
+            task.add_done_callback(lambda t: done(t.result()))
+
+        request_for = fresh = make
+    open_ = {"n": 0, "all_sent": False}
+    settled = loop.create_future()
+
+    def one_less():
+        open_["n"] -= 1
+        if not open_["n"] and open_["all_sent"] and not settled.done():
+            settled.set_result(None)
+
+    def answer(j: int, due: float | None):
+        def done(status):
+            ok = status is not None and 200 <= status < 300
+            statuses[str(status).lower()] = statuses.get(str(status).lower(), 0) + 1
+            if due is not None:
+                now = time.perf_counter()
+                latencies.append(now - due)
+                if now > answered["last"]:
+                    answered["last"] = now
+            else:
+                answered["retries"] += 1
             answered["ok" if ok else "error"] += 1
-            answered["retries"] += retry
             if not ok:
                 failed.append(j)
+            one_less()
 
-        async def later(j, request, delay):
-            await asyncio.sleep(delay)
-            await post(j, request, None, True)
+        return done
 
-        start = time.perf_counter() + 0.2
-        behind = 0.0
-        for j in range(total):
-            scheduled = start + j / rate
-            wait = scheduled - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            else:
-                behind = max(behind, -wait)
-            request = make(j)
-            task = asyncio.create_task(post(j, request, scheduled, False))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+    def again(j: int, request) -> None:
+        send(request, answer(j, None))
+
+    start = time.perf_counter() + (go - time.time())
+    behind, j = 0.0, 0
+    while j < total:
+        now = time.perf_counter()
+        due = start + j / rate
+        if due > now:  # at least a tick: uvloop's timers are in whole ms (no spinning)
+            await asyncio.sleep(max(due - now, tick))
+            continue
+        behind = max(behind, now - due)
+        while j < total and due <= now:  # everything due by now
+            request = request_for(j)
+            open_["n"] += 1
+            send(request, answer(j, due))
             if rng.random() < retry_share:  # the provider posts it again
-                again = asyncio.create_task(later(j, request, 1 + rng.random()))
-                pending.add(again)
-                again.add_done_callback(pending.discard)
-        sent_for = time.perf_counter() - start
-        while pending:
-            await asyncio.gather(*list(pending))
-        drained = answered.pop("last") - start  # the last first post answered
-        # what failed, a provider posts again until it is taken
-        redone = 0
-        for _ in range(10):
-            if not failed:
-                break
-            todo, failed[:] = sorted(set(failed)), []
-            redone += len(todo)
-            await asyncio.sleep(1)
-            await asyncio.gather(*(post(j, make(j), None, True) for j in todo))
+                open_["n"] += 1
+                loop.call_later(1 + rng.random(), again, j, request)
+            j += 1
+            due = start + j / rate
+    sent_for = time.perf_counter() - start
+    open_["all_sent"] = True
+    if open_["n"]:
+        await settled
+    drained = answered.pop("last") - start  # the last first post answered
+    # what failed, a provider posts again until it is taken
+    redone = 0
+    for _ in range(10):
+        if not failed:
+            break
+        todo, failed[:] = sorted(set(failed)), []
+        redone += len(todo)
+        await asyncio.sleep(1)
+        settled = loop.create_future()
+        open_["n"] += len(todo)
+        for j in todo:
+            send(fresh(j), answer(j, None))
+        await settled
+    if built is not None:
+        pool.close()
+    else:
+        await session.close()
     return {
         "kind": kind, "requests": total, "events": total * per_request, "rate": spec["rate"],
         "sent_for_s": round(sent_for, 2), "drained_s": round(drained, 2),
         "generator_behind_ms": round(behind * 1000, 1), "latencies": latencies,
-        "answered": answered, "redone": redone, "still_failing": len(failed),
+        "answered": answered, "statuses": statuses, "redone": redone,
+        "still_failing": len(failed),
     }  # fmt: skip
 
 
+def _requests(spec: dict, per_request: int) -> int:
+    return max(1, int(spec["seconds"] * spec["rate"] / per_request))
+
+
 def _generator(spec_path: str) -> None:
+    """A load generator process: builds its requests (all of them, for the raw client),
+    says ``ready`` on stdout, reads the common start time (epoch seconds) from stdin, runs
+    the schedule and writes its result with its own CPU seconds from /proc."""
     spec = json.loads(Path(spec_path).read_text())
     try:
         import uvloop
@@ -377,9 +607,43 @@ def _generator(spec_path: str) -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_load(spec))
+    me = os.getpid()
+    make = _Requests(spec["kind"], spec["phase"], spec)
+    cpu0, wall0 = _cpu_seconds(me), time.perf_counter()
+    built = None
+    if spec["client"] == "raw":
+        built = [make.unsigned(j) for j in range(_requests(spec, make.batch))]
+    else:
+        import aiohttp  # noqa: F401 (imported before the clock)
+    print("built", flush=True)
+    sys.stdin.readline()  # every generator has built: sign for due times from now on
+    if built is not None:
+        netloc = urllib.parse.urlsplit(spec["base"]).netloc
+        every, t0 = make.batch / spec["rate"], time.time()
+        for j, request in enumerate(built):
+            built[j] = make.raw(make.signed(request, int(t0 + j * every)), netloc)
+    build_cpu, build_wall = _cpu_seconds(me) - cpu0, time.perf_counter() - wall0
+    print("ready", flush=True)
+    go = float(sys.stdin.readline())
+    cpu1 = _cpu_seconds(me)
+    result = asyncio.run(_load(spec, make, built, go))
+    cpu = _cpu_seconds(me) - cpu1
+    posted = result["requests"] + result["answered"]["retries"]
+    result["generator"] = {
+        "client": spec["client"], "cpu_s": round(cpu, 2),
+        "cpu_us_per_request": round(cpu / posted * 1e6, 1),
+        "build_cpu_s": round(build_cpu, 2), "build_wall_s": round(build_wall, 2),
+        "built_mb": round(sum(map(len, built)) / 1e6, 1) if built else 0,
+        "peak_rss_mb": _peak_rss_mb(),
+    }  # fmt: skip
     Path(spec["out"]).write_text(json.dumps(result))
 
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 # --- the validation-only receiver -----------------------------------------------------------
 def validation_only_app():
@@ -454,6 +718,27 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of process ``pid`` and every process under it (``careflow serve
+    --workers N`` runs its workers as child processes)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += _cpu_seconds(p)
+        except OSError:  # gone meanwhile
+            continue
+        todo += parents.get(p, [])
+    return total
+
+
 def _p(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -470,8 +755,17 @@ def _start(argv: list[str], env: dict, port: int, log: Path) -> subprocess.Popen
         _wait_healthy(f"http://127.0.0.1:{port}", proc)
     except RuntimeError:
         proc.kill()
-        raise RuntimeError(log.read_text()[-3000:]) from None
+        said = log.read_text()
+        if "--workers" in argv and "no such option" in said.lower():
+            raise SystemExit("bench.inbound: this careflow serve has no --workers option; "
+                             "run without --workers") from None  # fmt: skip
+        raise RuntimeError(said[-3000:]) from None
     return proc
+
+
+def _workers(args) -> list[str]:
+    """``careflow serve``'s --workers, passed only when more than one is asked."""
+    return ["--workers", str(args.workers)] if args.workers > 1 else []
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -487,24 +781,45 @@ def run_phase(
     base: str, pid: int, phase: int, rates: dict[str, float], seconds: float, args, key_pem,
     workdir: Path,
 ) -> dict:  # fmt: skip
-    """All kinds in ``rates`` at once, a generator process each; the serve process's CPU."""
+    """All kinds in ``rates`` at once, a generator process each, started together once all
+    have built their requests; the CPU seconds of the serve process (and its workers) and
+    of each generator."""
     procs = []
-    for kind, rate in rates.items():
-        spec = {
-            "kind": kind, "phase": phase, "base": base, "rate": rate, "seconds": seconds,
-            "retry_share": args.retry_share, "sendgrid_batch": args.sendgrid_batch,
-            "sendgrid_key": key_pem, "out": str(workdir / f"{phase}-{kind}.json"),
-        }  # fmt: skip
-        path = workdir / f"{phase}-{kind}.spec.json"
-        path.write_text(json.dumps(spec))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bench.inbound", "--generate", str(path)],
-            cwd=ROOT))  # fmt: skip
-    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
-    for p in procs:
-        if p.wait() != 0:
-            raise RuntimeError(f"a load generator failed ({p.args})")
-    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    try:
+        for kind, rate in rates.items():
+            spec = {
+                "kind": kind, "phase": phase, "base": base, "rate": rate, "seconds": seconds,
+                "retry_share": args.retry_share, "sendgrid_batch": args.sendgrid_batch,
+                "sendgrid_key": key_pem, "out": str(workdir / f"{phase}-{kind}.json"),
+                "client": args.client, "connections": args.connections,
+            }  # fmt: skip
+            path = workdir / f"{phase}-{kind}.spec.json"
+            path.write_text(json.dumps(spec))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.inbound", "--generate", str(path)],
+                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
+        for said in ("built", "ready"):  # all built, then all signed: then the clock
+            for p in procs:
+                if p.stdout.readline().strip() != said:
+                    raise RuntimeError(f"a load generator failed before the start ({p.args})")
+            if said == "built":  # signed together: the signatures' times are the due times
+                for p in procs:
+                    p.stdin.write("sign\n")
+                    p.stdin.flush()
+        cpu0, wall0 = _tree_cpu_seconds(pid), time.perf_counter()
+        go = time.time() + 0.2
+        for p in procs:
+            p.stdin.write(f"{go!r}\n")
+            p.stdin.close()
+        for p in procs:
+            if p.wait() != 0:
+                raise RuntimeError(f"a load generator failed ({p.args})")
+        cpu, wall = _tree_cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     out = {"phase": phase, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "kinds": {}}
     for kind in rates:
         r = json.loads((workdir / f"{phase}-{kind}.json").read_text())
@@ -515,6 +830,9 @@ def run_phase(
         out["kinds"][kind] = r
     events = sum(k["events"] for k in out["kinds"].values())
     out["cpu_us_per_event"] = round(cpu / events * 1e6, 1)
+    generators = sum(k["generator"]["cpu_s"] for k in out["kinds"].values())
+    out["generator_cpu_s"] = round(generators, 2)
+    out["generator_cpu_us_per_event"] = round(generators / events * 1e6, 1)
     return out
 
 
@@ -605,7 +923,7 @@ def run_dialect(dialect: str, args) -> dict:
         env = _env(url, public)
         for who in receivers:
             port = _free_port()
-            argv = ["-m", "careflow", "serve", "--port", str(port)]
+            argv = ["-m", "careflow", "serve", "--port", str(port), *_workers(args)]
             there = env
             if who == "validation only":
                 argv = ["-m", "bench.inbound", "--baseline-serve", str(port)]
@@ -644,11 +962,13 @@ def _uptime() -> str:
 def _line(dialect: str, who: str, r: dict) -> str:
     kinds = "; ".join(
         f"{k} {v['achieved_per_s']:,}/s of {v['rate']:,.0f} p50/p99/max "
-        f"{v['p50_ms']}/{v['p99_ms']}/{v['max_ms']} ms"
+        f"{v['p50_ms']}/{v['p99_ms']}/{v['max_ms']} ms, generator "
+        f"{v['generator']['cpu_us_per_request']} µs/request"
         for k, v in r["kinds"].items()
     )
     return (f"{dialect} {who} [{r['name']}] {kinds}; serve CPU {r['cpu_s']} s = "
-            f"{r['cpu_us_per_event']} µs/event; load {r['uptime']}")  # fmt: skip
+            f"{r['cpu_us_per_event']} µs/event, generators {r['generator_cpu_s']} s; "
+            f"load {r['uptime']}")  # fmt: skip
 
 
 # --- opt-outs against a campaign in progress ------------------------------------------------
@@ -694,8 +1014,8 @@ def run_opt_out(dialect: str, args) -> dict:
         key_pem, public = _keys()
         env = _env(url, public)
         port = _free_port()
-        server = _start(["-m", "careflow", "serve", "--port", str(port)], env, port,
-                        folder / "serve.log")
+        server = _start(["-m", "careflow", "serve", "--port", str(port), *_workers(args)], env,
+                        port, folder / "serve.log")  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         unsub = UnsubscribeTokens(UNSUB_SECRET)
         prefs = PreferenceTokens(unsub)
@@ -875,6 +1195,14 @@ def main() -> None:
     parser.add_argument("--before", metavar="DIR",
                         help="also run careflow from this source tree (a checkout's root), "
                         "for before/after CPU in one run")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1,
+                        help="careflow serve --workers N (passed only when N > 1)")
+    parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw",
+                        help="raw: every request built before the clock, sent on keep-alive "
+                        "connections by a minimal protocol; aiohttp: built when due and "
+                        "posted with aiohttp (the earlier generator, to compare its cost)")
+    parser.add_argument("--connections", type=int, default=512,
+                        help="connections each kind's sender holds at most")
     parser.add_argument("--opt-out", action="store_true")
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--campaign-batch", type=int, default=200)

@@ -134,6 +134,90 @@ def test_inbound_benchmark_stores_every_event_once_under_retries_and_reordering(
     assert all(k["still_failing"] == 0 for k in mixed["kinds"].values())
     alone = {(p["receiver"], p["name"]) for p in r["phases"]}
     assert ("validation only", "sendgrid alone") in alone  # the baseline ran beside it
+    for k in mixed["kinds"].values():  # the generators' own cost is reported beside serve's
+        assert k["generator"]["client"] == "raw" and k["generator"]["cpu_s"] >= 0
+    assert mixed["generator_cpu_s"] >= 0
+
+
+def test_the_inbound_load_generator_reads_every_answer_on_its_bounded_connections():
+    """bench.inbound's client: pre-built requests on at most ``limit`` keep-alive
+    connections, each answer read to its end (a length, a chunked body, none), a new
+    connection when the server closes one; requests beyond the limit wait their turn."""
+    import asyncio
+    import re
+
+    from bench.inbound import _Pool
+
+    answers = [
+        b"HTTP/1.1 204 No Content\r\ndate: today\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 503 Busy\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ]
+
+    async def main():
+        received, connections = [], []
+
+        async def handle(reader, writer):
+            connections.append(writer)
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+                    received.append(await reader.readexactly(length))
+                    answer = answers[len(received) - 1]
+                    writer.write(answer)
+                    await writer.drain()
+                    if b"connection: close" in answer:
+                        break
+            except asyncio.IncompleteReadError:
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        pool = _Pool("127.0.0.1", server.sockets[0].getsockname()[1], limit=1)
+        statuses, finished = [], asyncio.get_running_loop().create_future()
+
+        def done(status):
+            statuses.append(status)
+            if len(statuses) == len(answers):
+                finished.set_result(None)
+
+        for i in range(len(answers)):
+            body = f"request {i}".encode()
+            pool.send(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body), done)  # fmt: skip
+        await finished
+        pool.close()
+        server.close()
+        return statuses, received, len(connections)
+
+    statuses, received, connections = asyncio.run(main())
+    assert statuses == [204, 200, 202, 503, 200]
+    assert received == [f"request {i}".encode() for i in range(len(answers))]
+    assert connections == 2  # one at a time; another after the server closed the first
+
+
+def test_the_inbound_benchmark_passes_workers_to_serve_only_when_more_than_one():
+    from argparse import Namespace
+
+    from bench.inbound import _workers
+
+    assert _workers(Namespace(workers=1)) == []
+    assert _workers(Namespace(workers=3)) == ["--workers", "3"]
+
+
+def test_the_inbound_benchmark_stops_with_one_line_when_serve_refuses_workers(tmp_path):
+    from bench.inbound import _start
+    from bench.webhooks import _free_port
+
+    refuses = "import sys; print('Error: No such option: --workers'); sys.exit(2)"
+    with pytest.raises(SystemExit) as stopped:
+        _start(["-c", refuses, "--workers", "2"], dict(os.environ), _free_port(),
+               tmp_path / "serve.log")  # fmt: skip
+    assert "no --workers option" in str(stopped.value)
+    assert "\n" not in str(stopped.value)
 
 
 def test_inbound_benchmark_sends_nothing_after_an_acknowledged_opt_out(tmp_path):
