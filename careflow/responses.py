@@ -306,11 +306,17 @@ def _clean(value) -> bool:
     kind = type(value)
     if kind is str:
         return value.isascii() and "\x00" not in value
-    if kind is dict:
-        return all(
-            type(k) is str and k.isascii() and "\x00" not in k and _clean(v)
-            for k, v in value.items()
-        )
+    if kind is dict:  # a provider's event: a flat dict of strings and numbers, mostly
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii() or "\x00" in k:
+                return False
+            t = type(v)
+            if t is str:
+                if not v.isascii() or "\x00" in v:
+                    return False
+            elif not (t is int or t is bool or v is None or _clean(v)):
+                return False
+        return True
     if kind is list:
         return all(_clean(v) for v in value)
     if kind is float:
