@@ -193,54 +193,20 @@ def _insert_events(conn, rows: Sequence[_Row], now: datetime) -> set[tuple[str, 
     In key order, so two receivers writing the same events wait for each other rather
     than deadlock."""
     rows = sorted(rows, key=lambda r: (r.event.provider, r.event.event_id))
-    if conn.dialect.name == "postgresql":
-        return _insert_events_unnested(conn, rows, now)
-    inserted = conn.execute(
-        _insert_or_skip(conn, CE)
-        .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
-        .returning(CE.c.provider, CE.c.event_id),
-        [
-            {
-                "provider": r.event.provider,
-                "event_id": r.event.event_id,
-                "kind": r.kind,
-                "occurred_at": r.event.occurred_at,
-                "received_at": now,
-                "channel": r.event.channel,
-                "provider_id": r.event.provider_message_id,
-                "contact_id": r.contact_id,
-                "customer_id": r.customer_id,
-                "detail": r.event.text if r.event.text is not None else r.event.reason,
-                "payload": r.event.raw or None,
-            }
-            for r in rows
-        ],
-    )
-    return {(p, e) for p, e in inserted}
-
-
-#: the timeline's columns an event fills, with their PostgreSQL types for json_to_recordset
-_EVENT_RECORD = ", ".join(f"{name} {kind}" for name, kind in (
-    ("provider", "text"), ("event_id", "text"), ("kind", "text"), ("occurred_at", "timestamp"),
-    ("received_at", "timestamp"), ("channel", "text"), ("provider_id", "text"),
-    ("contact_id", "bigint"), ("customer_id", "bigint"), ("detail", "text"),
-    ("payload", "json")))  # fmt: skip
-
-
-def _insert_events_unnested(conn, rows: Sequence[_Row], now: datetime) -> set[tuple[str, str]]:
-    """PostgreSQL: the same INSERT ... ON CONFLICT DO NOTHING RETURNING, its rows sent as
-    one JSON document read by json_to_recordset: one statement text and one parameter
-    whatever the batch's size. As a multi-row VALUES list psycopg parsed each batch's
-    new text of thousands of placeholders, and as one array per column it escaped every
-    payload's quotes in Python: each a third or more of a SendGrid event's CPU."""
-    received = now.isoformat()
+    postgresql = conn.dialect.name == "postgresql"
+    # the rows as one JSON document, one statement text and one parameter whatever the
+    # batch's size: as a multi-row VALUES list SQLAlchemy and psycopg handled each of
+    # thousands of values in Python (psycopg parsed each batch's new text anew), a
+    # third or more of a SendGrid event's CPU; each database reads JSON in C
+    stamp = _pg_time if postgresql else _sqlite_time
+    received = stamp(now)
     document = json.dumps(
         [
             {
                 "provider": r.event.provider,
                 "event_id": r.event.event_id,
                 "kind": r.kind,
-                "occurred_at": _naive_utc(r.event.occurred_at).isoformat(),
+                "occurred_at": stamp(r.event.occurred_at),
                 "received_at": received,
                 "channel": r.event.channel,
                 "provider_id": r.event.provider_message_id,
@@ -252,14 +218,45 @@ def _insert_events_unnested(conn, rows: Sequence[_Row], now: datetime) -> set[tu
             for r in rows
         ]
     )
-    names = [column.split()[0] for column in _EVENT_RECORD.split(", ")]
+    columns = ", ".join(name for name, _ in _EVENT_COLUMNS)
+    if postgresql:
+        record = ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS)
+        source = f"SELECT {columns} FROM json_to_recordset(%(rows)s::json) AS e({record})"
+        parameters: dict | tuple = {"rows": document}
+    else:  # the JSON column keeps JSON text; a payload of null is none (NULL), as here
+        values = ", ".join(
+            f"nullif(value -> '$.{name}', 'null')" if name == "payload"
+            else f"value ->> '$.{name}'"
+            for name, _ in _EVENT_COLUMNS
+        )  # fmt: skip
+        # (WHERE true: SQLite's upsert after a SELECT needs one to parse)
+        source = f"SELECT {values} FROM json_each(?) WHERE true"
+        parameters = (document,)
     inserted = conn.exec_driver_sql(
-        f"INSERT INTO {CE.name} ({', '.join(names)}) "
-        f"SELECT {', '.join(names)} FROM json_to_recordset(%(rows)s::json) AS e({_EVENT_RECORD}) "
+        f"INSERT INTO {CE.name} ({columns}) {source} "
         "ON CONFLICT (provider, event_id) DO NOTHING RETURNING provider, event_id",
-        {"rows": document},
+        parameters,
     )
     return {(p, e) for p, e in inserted}
+
+
+#: the timeline's columns an event fills, with their PostgreSQL types (json_to_recordset)
+_EVENT_COLUMNS = (
+    ("provider", "text"), ("event_id", "text"), ("kind", "text"), ("occurred_at", "timestamp"),
+    ("received_at", "timestamp"), ("channel", "text"), ("provider_id", "text"),
+    ("contact_id", "bigint"), ("customer_id", "bigint"), ("detail", "text"),
+    ("payload", "json"),
+)  # fmt: skip
+
+
+def _pg_time(at: datetime) -> str:
+    return _naive_utc(at).isoformat()
+
+
+def _sqlite_time(at: datetime) -> str:
+    """As SQLAlchemy's DateTime keeps a time in SQLite (microseconds always written), so
+    the timeline's times compare as text alike however they were written."""
+    return f"{_naive_utc(at):%Y-%m-%d %H:%M:%S.%f}"
 
 
 def _naive_utc(at: datetime) -> datetime:
