@@ -223,12 +223,8 @@ def _insert_events(conn, rows: Sequence[_Row], now: datetime) -> set[tuple[str, 
         record = ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS)
         source = f"SELECT {columns} FROM json_to_recordset(%(rows)s::json) AS e({record})"
         parameters: dict | tuple = {"rows": document}
-    else:  # the JSON column keeps JSON text; a payload of null is none (NULL), as here
-        values = ", ".join(
-            f"nullif(value -> '$.{name}', 'null')" if name == "payload"
-            else f"value ->> '$.{name}'"
-            for name, _ in _EVENT_COLUMNS
-        )  # fmt: skip
+    else:  # json_extract: a value as SQL, an object (the payload) as JSON text, null NULL
+        values = ", ".join(f"json_extract(value, '$.{name}')" for name, _ in _EVENT_COLUMNS)
         # (WHERE true: SQLite's upsert after a SELECT needs one to parse)
         source = f"SELECT {values} FROM json_each(?) WHERE true"
         parameters = (document,)
