@@ -746,10 +746,14 @@ def _p(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
 
 
-def _start(argv: list[str], env: dict, port: int, log: Path) -> subprocess.Popen:
-    """A server process; its log (a line per request) to a file, as in production."""
+def _start(
+    argv: list[str], env: dict, port: int, log: Path, cwd: Path = ROOT
+) -> subprocess.Popen:
+    """A server process; its log (a line per request) to a file, as in production.
+    ``cwd``: the tree whose careflow ``-m careflow`` runs (``-m`` puts the working
+    directory first on the path, ahead of PYTHONPATH)."""
     with log.open("ab") as to:
-        proc = subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, *argv], env=env, cwd=cwd,
                                 stdout=to, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", proc)
@@ -924,12 +928,13 @@ def run_dialect(dialect: str, args) -> dict:
         for who in receivers:
             port = _free_port()
             argv = ["-m", "careflow", "serve", "--port", str(port), *_workers(args)]
-            there = env
+            there, tree = env, ROOT
             if who == "validation only":
                 argv = ["-m", "bench.inbound", "--baseline-serve", str(port)]
-            elif who == "before":  # that tree's careflow first on the path
-                there = {**env, "PYTHONPATH": str(Path(args.before).resolve())}
-            servers[who] = (_start(argv, there, port, workdir / f"{who}.log"), port)
+            elif who == "before":  # that tree's careflow, run from that tree
+                tree = Path(args.before).resolve()
+                there = {**env, "PYTHONPATH": str(tree)}
+            servers[who] = (_start(argv, there, port, workdir / f"{who}.log", tree), port)
         phases = []
         for phase, (who, name, kinds, seconds) in plan.items():
             server, port = servers[who]

@@ -239,3 +239,17 @@ def test_a_fresh_sqlite_database_goes_with_its_cleanup():
     assert (folder / "bench.db").is_file()
     cleanup()
     assert not folder.exists()
+
+
+def test_the_before_server_runs_the_other_tree_s_careflow(tmp_path):
+    """Regression: ``bench.inbound --before DIR`` put DIR on PYTHONPATH but started
+    ``python -m careflow`` from this checkout, whose careflow ``-m`` finds first: every
+    before/after comparison ran this code twice."""
+    from bench.inbound import _start
+
+    (tmp_path / "tree" / "careflow").mkdir(parents=True)
+    (tmp_path / "tree" / "careflow" / "__init__.py").write_text("")
+    (tmp_path / "tree" / "careflow" / "__main__.py").write_text("print('the other tree')\n")
+    with pytest.raises(RuntimeError, match="the other tree"):  # it exits: never healthy
+        _start(["-m", "careflow", "serve"], {**os.environ, "PYTHONPATH": str(tmp_path / "tree")},
+               9, tmp_path / "serve.log", tmp_path / "tree")  # fmt: skip

@@ -276,3 +276,34 @@ def test_bounces_spam_reports_and_provider_opt_outs_are_proven_by_source(engine)
     twilio = got["twilio:SM7:failed"]  # no message of ours: the address, no customer
     assert (twilio["source"], twilio["customer_id"], twilio["address"]) == (
         "provider", None, "+8613800000000")
+
+
+def test_the_timeline_keeps_each_event_as_it_came(engine):
+    """The timeline's insert sends its rows as one JSON document (issue 23): every value
+    reads back as given, times to the microsecond and comparable with the ledger's,
+    payloads (non-ASCII, nested, numbers) as JSON, none as none."""
+    from careflow.clock import utcnow
+
+    at = datetime(2026, 11, 22, 9, 30, 5, 123456)
+    raw = {"event": "open", "n": 3, "f": 1.5, "tags": ["a", {"b": None}], "名": "退订 é"}
+    given = [
+        InboundEvent(provider="sendgrid", kind=EventKind.OPENED, event_id="e1", occurred_at=at,
+                     channel="email", provider_message_id="m1", recipient="a@example.com",
+                     reason="why", raw=raw),
+        InboundEvent(provider="careflow", kind=EventKind.UNKNOWN, event_id="e2",
+                     occurred_at=datetime(2026, 11, 22), channel="sms", text="STOP 退订"),
+    ]  # fmt: skip
+    before = utcnow()
+    assert record_events(engine, given).received == 2
+    with engine.connect() as conn:
+        rows = {r.event_id: r for r in conn.execute(select(ContactEvent.__table__))}
+        later = conn.execute(
+            select(ContactEvent.event_id).where(ContactEvent.occurred_at > datetime(2026, 11, 22))
+        ).scalars().all()
+    e1, e2 = rows["e1"], rows["e2"]
+    assert (e1.provider, e1.kind, e1.occurred_at, e1.channel, e1.provider_id, e1.detail) == (
+        "sendgrid", "opened", at, "email", "m1", "why")  # fmt: skip
+    assert e1.payload == raw and e1.contact_id is None and e1.customer_id is None
+    assert (e2.occurred_at, e2.detail, e2.payload) == (datetime(2026, 11, 22), "STOP 退订", None)
+    assert before <= e1.received_at == e2.received_at <= utcnow()
+    assert later == ["e1"]  # times compare as times, on SQLite as the text SQLAlchemy writes

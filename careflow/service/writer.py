@@ -12,6 +12,15 @@ queue, so a webhook and a shop post arriving together share a transaction;
 the write function sorts them out and every waiting request gets the
 batch's result, reading its own part (a shop post its events' answers).
 
+Small requests go first: a request of at most URGENT_EVENTS events (a Twilio
+callback, an unsubscribe, most shop posts) is written in the next batch
+whatever bulk posts (SendGrid's hundreds of events) queued before it, and
+bulk posts fill a batch only up to BULK_BATCH events, so a one-event
+callback waits for at most one bulk batch being written and its own. Requests
+in flight at the same time have no order between them (each is answered
+only once committed), so taking them out of arrival order changes nothing
+a provider can see; each lane keeps its own order.
+
 Batching never makes one request's trouble another's: ``record_events``
 keeps an event the database refuses as ``rejected`` and writes the rest,
 and should a batch fail for any reason but the database being unreachable,
@@ -24,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import anyio.to_thread
@@ -36,6 +46,10 @@ log = logging.getLogger("careflow.serve")
 
 #: most events written in one transaction
 MAX_BATCH = 5000
+#: a request of at most this many events is written ahead of bulk posts
+URGENT_EVENTS = 100
+#: most events of bulk posts in one transaction (more when one post is larger)
+BULK_BATCH = 2000
 
 
 #: what a request hands the writer: a provider's events or a shop's
@@ -45,10 +59,14 @@ Item = InboundEvent | ShopEvent
 class EventWriter:
     def __init__(self, write: Callable[[Sequence[Item]], object]):
         self._write = write
-        self._queue: asyncio.Queue[tuple[Sequence[Item], asyncio.Future]] = asyncio.Queue()
+        #: requests waiting, small ones and bulk ones, each lane in arrival order
+        self._urgent: deque[tuple[Sequence[Item], asyncio.Future]] = deque()
+        self._bulk: deque[tuple[Sequence[Item], asyncio.Future]] = deque()
+        self._waiting: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        self._waiting = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -60,18 +78,35 @@ class EventWriter:
     async def submit(self, events: Sequence[Item]):
         """Store ``events``; returns once they are committed (raises if they were not)."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((events, future))
+        lane = self._urgent if len(events) <= URGENT_EVENTS else self._bulk
+        lane.append((events, future))
+        self._waiting.set()
         return await future
+
+    def _next_batch(self) -> list[tuple[Sequence[Item], asyncio.Future]]:
+        """The requests the next transaction writes: every small one waiting (up to
+        MAX_BATCH events), then bulk ones up to BULK_BATCH (at least one)."""
+        batch, size, bulk = [], 0, 0
+        while self._urgent and size < MAX_BATCH:
+            item = self._urgent.popleft()
+            batch.append(item)
+            size += len(item[0])
+        while self._bulk and size < MAX_BATCH:
+            more = len(self._bulk[0][0])
+            if bulk and bulk + more > BULK_BATCH:
+                break
+            batch.append(self._bulk.popleft())
+            size, bulk = size + more, bulk + more
+        return batch
 
     async def _run(self) -> None:
         while True:
-            waiting = [await self._queue.get()]
-            size = len(waiting[0][0])
-            while not self._queue.empty() and size < MAX_BATCH:
-                item = self._queue.get_nowait()
-                waiting.append(item)
-                size += len(item[0])
-            await self._settle(waiting)
+            await self._waiting.wait()
+            batch = self._next_batch()
+            if not (self._urgent or self._bulk):
+                self._waiting.clear()
+            if batch:
+                await self._settle(batch)
 
     async def _settle(self, waiting: list[tuple[Sequence[Item], asyncio.Future]]) -> None:
         """Write the waiting requests' events together; each request gets its answer."""

@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from careflow import db
 from careflow.channels.email import SendGridEmail
@@ -18,7 +19,7 @@ from careflow.cli.main import main
 from careflow.settings import load_settings
 from tests.factories import add_customer
 from tests.providers.kit import live_settings
-from tests.service.asgi import request
+from tests.service.asgi import request, running
 from tests.service.conftest import PUBLIC, TWILIO_TOKEN, UNSUB_SECRET
 
 BLOCK_KEY = "Blk7mQ2vR9xT4pW8zL3nC6yH1sD5gF0jKe"  # the key as a Prefect block holds it
@@ -154,3 +155,33 @@ def test_local_serves_the_outbox_links_with_the_outbox_key(serve, monkeypatch, t
     assert code == 0, output
     call = asyncio.run(request(app, "GET", "/unsubscribe", query=f"token={token}"))
     assert call.status == 400
+
+
+def test_workers_each_build_the_service_and_a_bad_setting_stops_them_all(serve, monkeypatch):
+    """`--workers N` (issue 23): uvicorn starts N processes, each building its own app
+    (its engine and writer) by name; --local reaches them; a configuration error
+    stops the command before any starts."""
+    from careflow.cli.serve import worker_app
+    from tests.webhooks.payloads import twilio_signed, twilio_status
+
+    monkeypatch.setenv("CAREFLOW_TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+    code, output, app = serve("--workers", "2")
+    assert code == 2 and "CAREFLOW_PUBLIC_BASE_URL is missing" in _one_error_line(output)
+    assert app is None
+    code, output, app = serve("--local", "--workers", "2")
+    assert code == 0, output
+    assert app == "careflow.cli.serve:worker_app" and "2 worker processes" in output
+    each = worker_app()  # what each worker process does: --local came with it
+    url = "http://127.0.0.1:8080/webhooks/twilio/status"
+    body, headers = twilio_signed(TWILIO_TOKEN, url, twilio_status("SM1", "delivered", "+1"))
+    headers["host"] = "127.0.0.1:8080"
+
+    async def post():
+        async with running(each):
+            return await request(each, "POST", "/webhooks/twilio/status", headers=headers,
+                                 chunks=[body])  # fmt: skip
+
+    assert asyncio.run(post()).status == 204
+    with db.engine_for(load_settings().effective_database_url).connect() as conn:
+        stored = conn.execute(text("SELECT event_id FROM contact_events")).scalars().all()
+    assert stored == ["SM1:delivered"]

@@ -223,3 +223,40 @@ def test_two_receivers_opting_one_customer_out_at_once_both_succeed(engine, othe
     with engine.connect() as conn:
         assert conn.execute(select(Consent.granted)).scalars().all() == [False]
         assert len(conn.execute(select(ContactEvent.id)).all()) == 2
+
+
+def test_a_callback_is_written_ahead_of_bulk_posts_queued_before_it():
+    """Twilio callbacks waited behind every SendGrid post queued before them (issue 23):
+    a one-event request goes in the next batch, bulk posts fill batches of their own."""
+    from careflow.service import writer as writer_module
+
+    bulk = writer_module.BULK_BATCH // 2 + 1  # two such posts never share a batch
+    batches: list[list[str]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def write(batch):
+        batches.append(sorted({e.provider for e in batch}))
+        if len(batches) == 1:
+            started.set()
+            release.wait(30)
+        return None
+
+    def post(provider: str, n: int) -> list[InboundEvent]:
+        return [InboundEvent(provider=provider, kind=EventKind.DELIVERED, event_id=f"{i}",
+                             occurred_at=AT, channel="email") for i in range(n)]
+
+    async def main():
+        writer = EventWriter(write)
+        await writer.start()
+        first = asyncio.create_task(writer.submit(post("first", 1)))
+        await asyncio.to_thread(started.wait, 30)
+        later = [asyncio.create_task(writer.submit(post("sendgrid", bulk))) for _ in range(3)]
+        await asyncio.sleep(0)
+        later.append(asyncio.create_task(writer.submit(post("twilio", 1))))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, *later)
+        await writer.stop()
+
+    asyncio.run(main())
+    assert batches == [["first"], ["sendgrid", "twilio"], ["sendgrid"], ["sendgrid"]]

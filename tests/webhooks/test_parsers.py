@@ -55,6 +55,31 @@ def test_twilio_form_keeps_blank_and_repeated_parameters_for_the_signature():
     assert not twilio.verify(TOKEN, URL, blanks_dropped, headers["X-Twilio-Signature"])
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "&&a=1&&",
+        "Body=Hello+world%21&From=%2B8613800000000&FromCity=&ToZip",
+        "a=%zz&b=%e4&c=%C3%A9+x&d==&=e&f=1=2&g=%2B%26%3D",
+        "na+me%20x=v+a%2Bl&na+me%20x=second",
+        "Body=%F0%9F%98%80%F0%9F%98%80;x=1",
+        "Body=中文+退订",
+    ],
+)
+def test_twilio_form_reads_as_parse_qsl_does(body):
+    """The form is read without parse_qsl's generic cost (issue 23): the same fields,
+    the same values, for everything a form may hold."""
+    from urllib.parse import parse_qsl
+
+    read = twilio.form(body.encode())
+    pairs = parse_qsl(body, keep_blank_values=True)
+    assert dict(read) == dict(reversed(pairs)) and all(
+        read.getall(name) == [v for n, v in pairs if n == name] for name in read
+    )
+    assert twilio.form(body.encode()) == read  # asked again for the same body: the same
+
+
 def test_twilio_status_and_reply_map_to_events():
     event = twilio.parse_status({**STATUS, "MessageStatus": "undelivered", "ErrorCode": "30003"},
                                 RECEIVED)
