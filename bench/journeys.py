@@ -25,7 +25,8 @@ In one process:
    advance again runs nothing;
 5. ``--simulate DAYS``: ``careflow journey simulate lapsing_journey`` over DAYS
    days from the shop's day with its scenario (the demo's), on the same shop:
-   seconds for the scratch copy and for the days.
+   seconds for the scratch copy and for the days, each advance's seconds (CPU) and
+   step visits.
 """
 
 from __future__ import annotations
@@ -456,6 +457,10 @@ def _render_simulate(r: dict) -> list[str]:
             "| stage, over the simulated days | seconds |",
             "| --- | ---: |",
             *[f"| {k} | {v} |" for k, v in s["stages_s"].items()],
+            "",
+            "| advance at | seconds (CPU) | step visits |",
+            "| --- | ---: | ---: |",
+            *[f"| {at} | {w} ({c}) | {n:,} |" for at, w, c, n in s.get("per_advance", [])],
         ]
     return lines
 

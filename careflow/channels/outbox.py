@@ -25,7 +25,7 @@ there, leaving the rest for the next run.
 
 With ``CAREFLOW_OUTBOX_FILES=false`` every message is still built, byte for byte, and
 reported sent with the same provider id, but no file is written: what ``careflow
-journey simulate`` runs its days with (a file per message was a sixth of a simulation's
+journey simulate`` runs its days with (a file per message was an eighth of a simulation's
 time, writing them and deleting them at the end).
 
 It needs no credentials; unsubscribe links are signed with

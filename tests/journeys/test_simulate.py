@@ -198,7 +198,7 @@ def test_the_simulated_messages_are_built_but_no_file_is_written(
 ):
     """Each message goes through the whole route and is built as the outbox would write
     it (so one that cannot be built is predicted as failed), but a simulation writes no
-    file: a file per message, written and deleted, was a sixth of a 1M simulation's time."""
+    file: a file per message, written and deleted, was an eighth of a 1M simulation's time."""
     from careflow.channels.outbox import OutboxChannel
 
     built, written = [], []
