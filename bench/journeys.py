@@ -25,7 +25,8 @@ In one process:
    advance again runs nothing;
 5. ``--simulate DAYS``: ``careflow journey simulate lapsing_journey`` over DAYS
    days from the shop's day with its scenario (the demo's), on the same shop:
-   seconds for the scratch copy and for the days.
+   seconds for the scratch copy and for the days, each advance's seconds (CPU) and
+   step visits.
 """
 
 from __future__ import annotations
@@ -371,7 +372,7 @@ def _simulate(days: int) -> dict:
         t0, cpu0 = time.perf_counter(), time.process_time()
         (summary,) = advance_journeys(*a, **kw)
         per_advance.append((time.perf_counter() - t0, time.process_time() - cpu0,
-                            sum(summary["steps"].values())))  # fmt: skip
+                            sum(summary["steps"].values()), summary["at"]))  # fmt: skip
         return [summary]
 
     journey_simulate.advance_journeys = timed_advance
@@ -399,11 +400,13 @@ def _simulate(days: int) -> dict:
         "entered": result["entered"],
         "sent": sent,
         "exits": sum(result["exits"].values()),
-        "advances_s": round(sum(w for w, _, _ in per_advance), 1),
-        "advances_cpu_s": round(sum(c for _, c, _ in per_advance), 1),
+        "advances_s": round(sum(w for w, *_ in per_advance), 1),
+        "advances_cpu_s": round(sum(c for _, c, *_ in per_advance), 1),
         "first_advance_s": round(per_advance[0][0], 1) if per_advance else None,
-        "step_rows": sum(n for *_, n in per_advance),
+        "step_rows": sum(n for _, _, n, _ in per_advance),
         "stages_s": {k: round(v, 1) for k, v in split.items()},
+        # each advance: (instant, seconds, CPU seconds, step visits)
+        "per_advance": [(at, round(w, 1), round(c, 1), n) for w, c, n, at in per_advance],
     }
 
 
@@ -454,6 +457,10 @@ def _render_simulate(r: dict) -> list[str]:
             "| stage, over the simulated days | seconds |",
             "| --- | ---: |",
             *[f"| {k} | {v} |" for k, v in s["stages_s"].items()],
+            "",
+            "| advance at | seconds (CPU) | step visits |",
+            "| --- | ---: | ---: |",
+            *[f"| {at} | {w} ({c}) | {n:,} |" for at, w, c, n in s.get("per_advance", [])],
         ]
     return lines
 

@@ -379,6 +379,12 @@ class Settings(FaxSettings, TwilioSettings, ServeSettings):
         default=None,
         description="Readable copies of outbox messages. Default: CAREFLOW_HOME/outbox",
     )
+    outbox_files: bool = Field(
+        default=True,
+        description="false: the outbox builds each message as it would write it (a fax "
+        "without its font still fails) and reports it sent, but writes no file; what "
+        "`careflow journey simulate` runs its days with.",
+    )
 
     # --- behaviour -----------------------------------------------------------
     delivery: Literal["outbox", "live"] = Field(

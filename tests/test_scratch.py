@@ -51,3 +51,14 @@ def test_the_copy_keeps_the_triggers_ids_and_keys_and_leaves_the_original(engine
     with engine.begin() as conn:  # and the original's ids were not drawn by the copy
         new = conn.execute(insert(Order.__table__).returning(Order.id), [_order(1)])
         assert new.scalar_one() == first + 1
+
+
+def test_a_sqlite_copy_skips_the_fsyncs_and_the_original_keeps_them(engine, db_url):
+    """The copy is thrown away: its connections run with synchronous=OFF (0), the
+    original's as careflow sets them (NORMAL, 1)."""
+    if not db_url.startswith("sqlite"):
+        return
+    with scratch_copy(db_url) as url, db.engine_for(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 0
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1

@@ -23,6 +23,11 @@ descriptor left) would fail every message after it: the channel raises
 that hit it (failed, retryable: it was not delivered), and the run stops
 there, leaving the rest for the next run.
 
+With ``CAREFLOW_OUTBOX_FILES=false`` every message is still built, byte for byte, and
+reported sent with the same provider id, but no file is written: what ``careflow
+journey simulate`` runs its days with (a file per message was an eighth of a simulation's
+time, writing them and deleting them at the end).
+
 It needs no credentials; unsubscribe links are signed with
 CAREFLOW_UNSUBSCRIBE_SECRET or, without one, a key kept in CAREFLOW_HOME
 that a local ``careflow serve`` also uses.
@@ -76,8 +81,12 @@ class OutboxChannel:
         tokens: UnsubscribeTokens | None = None,
         unsubscribe_base: str | None = LOCAL_UNSUBSCRIBE,
         fax_font_path: Path | None = None,
+        files: bool = True,
     ):
         self.folder = Path(folder)
+        #: False: every message is built (and can fail) as if written, but no file is
+        #: written (``CAREFLOW_OUTBOX_FILES``: a simulation's days, whose copy is dropped)
+        self.files = files
         self.from_email, self.from_name, self.reply_to = from_email, from_name, reply_to
         self.tokens, self.unsubscribe_base = tokens, unsubscribe_base
         self.fax_font_path = fax_font_path
@@ -94,6 +103,7 @@ class OutboxChannel:
             tokens=unsubscribe_tokens(settings, local=True),
             unsubscribe_base=settings.unsubscribe_base_url or LOCAL_UNSUBSCRIBE,
             fax_font_path=settings.fax_font_path,
+            files=settings.outbox_files,
         )
 
     def send_batch(self, messages: Sequence[Message]) -> list[Outcome]:
@@ -111,7 +121,8 @@ class OutboxChannel:
                 outcomes.append(Outcome.failed(msg.contact_id, "fax_font_missing", detail=str(exc)))
                 continue
             try:
-                self._write(folder, rel, data)
+                if self.files:
+                    self._write(folder, rel, data)
             except OSError as exc:
                 failed = Outcome.failed(
                     msg.contact_id,

@@ -2,7 +2,9 @@
 leave the real database as it was (``careflow journey simulate``).
 
 SQLite: the file is copied with SQLite's online backup (a consistent copy
-while others write) into a temporary folder beside it. PostgreSQL: a schema of its own
+while others write) into a temporary folder beside it; its connections in this
+process skip fsyncs (``synchronous=OFF``: the copy is thrown away anyway).
+PostgreSQL: a schema of its own
 (``careflow_sim_<when>_<id>``) in the same database gets a copy of every
 table (columns, defaults, keys, indexes and triggers, not foreign keys),
 filled with one ``INSERT ... SELECT`` per table; the copy's connections put
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -41,6 +43,7 @@ def scratch_copy(url: str, folder: Path | None = None) -> Iterator[str]:
     """The URL of a copy of the database at ``url``, dropped when the block ends."""
     if make_url(url).get_backend_name() == "sqlite":
         copy = _sqlite_copy(url, folder)
+        throwaway(engines.get(copy))
     else:
         copy = _postgres_copy(url)
     try:
@@ -48,6 +51,19 @@ def scratch_copy(url: str, folder: Path | None = None) -> Iterator[str]:
     finally:
         engines.dispose(copy)
         _drop(url, copy)
+
+
+def throwaway(engine) -> None:
+    """A SQLite copy's connections do not wait for the disk (``synchronous=OFF``): the
+    copy is dropped at the end, so a crash may lose it whole, and the commits and
+    checkpoints of a simulation's days need no fsync. Set on the engine the copy's URL
+    gets in this process (``engines.get``), after careflow's own pragmas."""
+
+    @event.listens_for(engine, "connect")
+    def _no_sync(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=OFF")
+        cur.close()
 
 
 def _sqlite_copy(url: str, folder: Path | None) -> str:

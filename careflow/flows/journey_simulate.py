@@ -10,9 +10,9 @@ entered again. Standing in for all of that would be a second implementation of
 advancing, and its numbers would drift from the real one's. So the days run the
 real code (entering, waking, claiming, the whole route of every send step, the
 step rows) against a copy (careflow/db/scratch.py: a file on SQLite, a schema of
-its own on PostgreSQL), every message going to an outbox in a temporary folder,
-and the copy is dropped at the end. The real database is only read, once, to
-copy it.
+its own on PostgreSQL), every message built as the outbox would write it but no
+file written (``outbox_files``), and the copy is dropped at the end. The real
+database is only read, once, to copy it.
 
 The days are advances at ``at`` (the shop's local time) every ``every`` (a day by
 default), from ``start`` to ``end``, and between them at each instant a position
@@ -31,7 +31,6 @@ instants with the same scenario recorded gives the same numbers
 from __future__ import annotations
 
 import re
-import tempfile
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -115,11 +114,10 @@ def simulate_journey(
     db.ensure_schema(db.engine_for(url))
     check_customers(db.engine_for(url), scenario, str(events))
     currency = scenario.currency or settings.main_currency or "GBP"
-    with scratch_copy(url) as copy_url, tempfile.TemporaryDirectory(
-        prefix="careflow-sim-outbox-"
-    ) as outbox:
+    with scratch_copy(url) as copy_url:
+        # every message built as the outbox would write it, no file written
         sim = settings.model_copy(update={
-            "database_url": copy_url, "delivery": "outbox", "outbox_dir": Path(outbox),
+            "database_url": copy_url, "delivery": "outbox", "outbox_files": False,
         })  # fmt: skip
         copy = db.engine_for(copy_url)
         recorder = Recorder(copy, spec, settings.time_zone, marks(copy))

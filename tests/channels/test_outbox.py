@@ -138,3 +138,30 @@ def test_a_fault_of_one_message_fails_that_message_only(tmp_path):
     bad, good = outbox.send_batch([long, fine])
     assert (bad.state, bad.reason, bad.retryable) == (State.FAILED, "outbox_write_error", False)
     assert good.state == State.SENT
+
+
+def test_without_files_every_message_is_built_and_reported_but_nothing_is_written(
+    tmp_path, monkeypatch
+):
+    """CAREFLOW_OUTBOX_FILES=false (what a simulation's days run with): the same outcomes,
+    provider ids included, and a message that cannot be built still fails; no file."""
+    monkeypatch.setenv("CAREFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CAREFLOW_OUTBOX_FILES", "false")
+    settings = load_settings()
+    outbox = OutboxChannel.from_settings(settings)
+    monkeypatch.setattr("careflow.channels.fax.find_cjk_font", _no_font)
+    sms = make_message(7, "sms", "+447911100007")
+    mail = make_message(8, "email", "li@example.com", marketing=True)
+    fax = make_message(9, "fax", "+442071838750")
+    sent_sms, sent_mail, no_fax = outbox.send_batch([sms, mail, fax])
+    assert (sent_sms.state, sent_mail.state) == (State.SENT, State.SENT)
+    assert sent_sms.provider_id == "outbox:birthday/sms/7-2026.txt"
+    assert sent_mail.provider_id.endswith(".eml")
+    assert (no_fax.state, no_fax.reason) == (State.FAILED, "fax_font_missing")
+    assert not settings.effective_outbox_dir.exists()
+
+
+def _no_font(path=None):
+    from careflow.errors import ConfigError
+
+    raise ConfigError("no CJK font")
