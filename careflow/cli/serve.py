@@ -29,7 +29,9 @@ from careflow.cli.common import _echo, _engine, _settings
     "stored and acted on once.",
 )
 def serve(host, port, local, workers):
-    """Receive delivery status, replies, opt-outs and unsubscribes (docs/responses.md).
+    """Receive delivery status, replies, opt-outs and unsubscribes (docs/responses.md),
+    the shop's events (POST /events, docs/events.md) and serve the preference centre
+    (docs/preferences.md).
 
     Runs until stopped. Put it behind your HTTPS reverse proxy and set
     CAREFLOW_PUBLIC_BASE_URL to the URL providers call. It logs which
