@@ -34,7 +34,6 @@ from sqlalchemy import (
     Engine,
     Integer,
     String,
-    any_,
     bindparam,
     column,
     func,
@@ -55,7 +54,7 @@ from careflow.db.models import (
     JourneyStepRecord,
     Order,
 )
-from careflow.db.sqlfunc import id_ranges
+from careflow.db.sqlfunc import among, id_chunks, id_ranges
 from careflow.journey_spec import (
     ENTRY_STEP,
     BranchStep,
@@ -536,7 +535,7 @@ class _Batch:
                 r.id: dict(r._mapping)
                 for r in conn.execute(
                     select(Customer.id, *[Customer.__table__.c[n] for n in _LOCAL]).where(
-                        Customer.id.in_(ids)
+                        among(conn, Customer.id, ids)
                     )
                 )
             }
@@ -606,11 +605,11 @@ def _ledger_rows(engine: Engine, campaign: str, keys: Sequence[tuple[int, str]])
     ids = sorted({c for c, _ in keys})
     wanted = set(keys)
     with engine.connect() as conn:
-        for start in range(0, len(ids), 1000):
+        for part in id_chunks(conn, ids):
             for r in conn.execute(
                 select(CH.customer_id, CH.occasion, CH.state, CH.reason, CH.detail,
                        CH.not_before)
-                .where(CH.campaign == campaign, CH.customer_id.in_(ids[start : start + 1000]))
+                .where(CH.campaign == campaign, among(conn, CH.customer_id, part))
             ):  # fmt: skip
                 if (r.customer_id, r.occasion) in wanted:
                     out[(r.customer_id, r.occasion)] = r
@@ -791,11 +790,8 @@ def _renew(conn, ids: list[int], token: str, until: datetime) -> set[int]:
     if not ids:
         return set()
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        mine = P.id == any_(bindparam("renew_ids", ids, type_=ARRAY(BigInteger)))
         return set(conn.execute(
-            update(POSITIONS).where(mine, P.claimed_by == token)
+            update(POSITIONS).where(among(conn, P.id, ids), P.claimed_by == token)
             .values(claim_until=until).returning(P.id)
         ).scalars())  # fmt: skip
     owned: set[int] = set()
@@ -849,10 +845,10 @@ def _visits(conn, journey: str, done: list[Done]) -> dict[tuple[int, str, str], 
         return {}
     ids = sorted({t[0] for t in targets})
     out: dict[tuple[int, str, str], int] = {}
-    for start in range(0, len(ids), 1000):
+    for part in id_chunks(conn, ids):
         for r in conn.execute(
             select(S.c.customer_id, S.c.entry_key, S.c.step, func.max(S.c.visit))
-            .where(S.c.journey == journey, S.c.customer_id.in_(ids[start : start + 1000]))
+            .where(S.c.journey == journey, among(conn, S.c.customer_id, part))
             .group_by(S.c.customer_id, S.c.entry_key, S.c.step)
         ):
             key = (r[0], r[1], r[2])

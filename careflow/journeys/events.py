@@ -16,11 +16,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    BigInteger,
     Engine,
     and_,
-    any_,
-    bindparam,
     func,
     literal,
     or_,
@@ -30,7 +27,7 @@ from sqlalchemy import (
 )
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
-from careflow.db.sqlfunc import shifted, unindexed
+from careflow.db.sqlfunc import among, id_chunks, shifted, unindexed
 
 CE = ContactEvent.__table__.c
 P = JourneyPosition.__table__.c
@@ -97,13 +94,10 @@ def load_facts(
     others = [w.removeprefix("entered:") for w in wanted if w.startswith("entered:")]
     with engine.connect() as conn:
         postgresql = conn.dialect.name == "postgresql"
-        # PostgreSQL: one query per table, the ids as one array; SQLite: 1,000 at a time
-        step = len(ids) if postgresql else 1000
-        for start in range(0, len(ids), step):
-            part = ids[start : start + step]
+        for part in id_chunks(conn, ids):
 
             def of(col, _part=part):
-                return _among(col, _part, postgresql)
+                return among(conn, col, _part)
 
             if kinds:
                 for r in conn.execute(
@@ -144,15 +138,6 @@ def load_facts(
                         (f"entered:{r.journey}", r.entered_at)
                     )
     return facts
-
-
-def _among(col, ids: list[int], postgresql: bool):
-    """SQL: ``col`` is one of ``ids``; on PostgreSQL as one array parameter."""
-    if not postgresql:
-        return col.in_(ids)
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    return col == any_(bindparam("fact_ids", ids, type_=ARRAY(BigInteger)))
 
 
 def _happened(what: str, kinds: tuple[str, ...], since, order_minutes: int):
