@@ -5,6 +5,7 @@
     python -m bench.journeys --url sqlite:////tmp/shop.db   # a shop bench/shop.py made
     python -m bench.journeys --url ... --simulate 90    # also: 90 simulated days (lapsing_journey)
     python -m bench.journeys --quick                    # seconds: 3,000 customers (tests)
+    python -m bench.journeys --url ... --concurrency 1 4   # the advance once per setting
 
 In one process:
 
@@ -18,8 +19,12 @@ In one process:
 3. one real advance at that instant: ``careflow.flows.journey.advance_journeys``,
    the code the journey-advance flow runs (entry query, wake, plan, batches of
    CAREFLOW_BATCH_SIZE claimed positions, each send step through the whole route
-   to the outbox), without Prefect's orchestration; seconds, due positions per
-   second, step visits per second and a per-stage split;
+   to the outbox), without Prefect's orchestration; its batches ``--concurrency``
+   at once on threads, as the flow's task runner runs them (default: the flow's
+   CAREFLOW_BATCH_CONCURRENCY, 1 on SQLite, 4 on PostgreSQL); seconds, due
+   positions per second, step visits per second and a per-stage split (summed
+   over the batches: concurrent batches overlap). Several values: the positions
+   are put in again and the advance run once per value, in the same process;
 4. checks: each due position ran its due step exactly once (one step row at that
    instant for it, none for the others), one ledger row per message, and the same
    advance again runs nothing;
@@ -37,6 +42,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -98,7 +104,14 @@ MIX = (
 AHEAD = 5 * 24
 
 
-def run(url: str, customers: int, due: int, simulate: int | None, advance: bool = True) -> dict:
+def run(
+    url: str,
+    customers: int,
+    due: int,
+    simulate: int | None,
+    advance: bool = True,
+    concurrency: list[int | None] | None = None,
+) -> dict:
     from careflow import db, purchase_facts
 
     engine = db.engine_for(url)
@@ -119,8 +132,14 @@ def run(url: str, customers: int, due: int, simulate: int | None, advance: bool 
             out["simulate"] = _simulate(simulate)
         if not advance:
             return out
-        out["positions"] = _put_in(engine, customers, due)
-        out["advance"] = _advance(engine, out["positions"])
+        out["advances"] = []
+        for n in concurrency or [None]:
+            positions = _put_in(engine, customers, due)
+            out["advances"].append({"positions": positions,
+                                    **_advance(engine, positions, n)})  # fmt: skip
+        # (the first, as before several could be asked for)
+        out["advance"] = out["advances"][0]
+        out["positions"] = out["advance"]["positions"]
         return out
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -243,6 +262,7 @@ def _stages(split: dict):
         "write steps and moves": (advance, "_apply"),
     }
     saved = {}
+    lock = threading.Lock()  # (batches on threads)
     for label, (module, name) in wrapped.items():
         fn = getattr(module, name)
         saved[(module, name)] = fn
@@ -252,7 +272,9 @@ def _stages(split: dict):
             try:
                 return _fn(*a, **kw)
             finally:
-                split[_label] += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                with lock:
+                    split[_label] += took
 
         setattr(module, name, timed)
     try:
@@ -262,20 +284,28 @@ def _stages(split: dict):
             setattr(module, name, fn)
 
 
-def _advance(engine, positions: dict) -> dict:
+def _advance(engine, positions: dict, concurrency: int | None = None) -> dict:
+    """One advance at NOW, its batches ``concurrency`` at once (default: the flow's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from sqlalchemy import func, select
 
     from careflow.db.models import ContactHistory, JourneyStepRecord
-    from careflow.flows.journey import advance_journeys
+    from careflow.flows.journey import advance_batch, advance_journeys
     from careflow.settings import load_settings
 
     S, CH = JourneyStepRecord.__table__.c, ContactHistory.__table__.c
     settings = load_settings()
+    if concurrency is None:
+        concurrency = settings.effective_batch_concurrency
     before_steps, before_ledger = _tops(engine)
     split: dict = defaultdict(float)
-    with _stages(split):
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    # the flow's thread task runner: ``submit`` hands it a batch, advance_one waits on each
+    with _stages(split), ThreadPoolExecutor(concurrency) as pool:
+        submit = None if concurrency == 1 else (lambda *a: pool.submit(advance_batch, *a))
         t0, cpu0 = time.perf_counter(), time.process_time()
-        (summary,) = advance_journeys(JOURNEY, as_of=NOW, settings=settings)
+        (summary,) = advance_journeys(JOURNEY, as_of=NOW, settings=settings, submit=submit)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     t0 = time.perf_counter()
     (again,) = advance_journeys(JOURNEY, as_of=NOW, settings=settings)
@@ -317,6 +347,9 @@ def _advance(engine, positions: dict) -> dict:
         "the same advance again runs no step": sum(again["steps"].values()) == 0,
     }
     return {
+        "concurrency": concurrency,
+        "load_before": load,
+        "load_after": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "seconds": round(seconds, 1),
         # this process's CPU (rendering runs in a worker process of its own: not counted)
         "cpu_s": round(cpu, 1),
@@ -412,20 +445,21 @@ def _simulate(days: int) -> dict:
 
 def render(r: dict) -> str:
     lines = [f"Measured {r['when']} on {r['machine']}, load average {r['load']}.", ""]
-    if "advance" in r:
-        lines += _render_advance(r)
+    for a in r.get("advances", []):
+        lines += _render_advance(r, a)
     lines += _render_simulate(r)
     return "\n".join(lines)
 
 
-def _render_advance(r: dict) -> list[str]:
-    a, p = r["advance"], r["positions"]
+def _render_advance(r: dict, a: dict) -> list[str]:
+    p = a["positions"]
     return [
         f"Shop: {r['customers']:,} customers on {r['dialect']}; {p['in_journey']:,} in the "
         f"journey, {p['due']:,} due ({', '.join(f'{k} {v:,}' for k, v in sorted(p['due_per_step'].items()))}).",  # noqa: E501
         "",
-        "| one advance of the due positions | |",
+        f"| one advance of the due positions, {a['concurrency']} batch(es) at once | |",
         "| --- | ---: |",
+        f"| load average before, after | {a['load_before']}; {a['load_after']} |",
         f"| seconds (CPU of this process) | {a['seconds']} ({a.get('cpu_s')}) |",
         f"| due positions per second | {a['due_positions_per_s']:,} |",
         f"| step visits written (per second) | {a['step_rows']:,} ({a['step_rows_per_s']:,}/s) |",
@@ -433,11 +467,12 @@ def _render_advance(r: dict) -> list[str]:
         f"| batches | {a['batches']} |",
         f"| the same advance again | {a['again_s']} s |",
         "",
-        "| stage | seconds |",
+        "| stage (summed over the batches) | seconds |",
         "| --- | ---: |",
         *[f"| {k} | {v} |" for k, v in a["stages_s"].items()],
         "",
         *[f"- {'ok' if ok else 'FAILED'}: {what}" for what, ok in a["checks"].items()],
+        "",
     ]
 
 
@@ -479,6 +514,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--simulate-only", action="store_true",
                         help="only the simulation, not the advance of the due positions")
     parser.add_argument("--quick", action="store_true", help="3,000 customers: seconds")
+    parser.add_argument("--concurrency", type=int, nargs="+", metavar="N",
+                        help="batches at once (default: the flow's, CAREFLOW_BATCH_"
+                        "CONCURRENCY: 1 on SQLite, 4 on PostgreSQL); several: one advance "
+                        "each")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -506,7 +545,8 @@ def main(argv: list[str] | None = None) -> None:
             "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
             "customers": args.customers,
             "shop": shop,
-            **run(url, args.customers, due, args.simulate, not args.simulate_only),
+            **run(url, args.customers, due, args.simulate, not args.simulate_only,
+                  args.concurrency),
         }
     finally:
         if cleanup:
@@ -516,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
     print(render(result))
-    if "advance" in result and not all(result["advance"]["checks"].values()):
+    if any(not all(a["checks"].values()) for a in result.get("advances", [])):
         raise SystemExit("a check failed")
 
 

@@ -29,7 +29,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Integer,
+    String,
+    bindparam,
+    column,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from careflow import segments
@@ -43,7 +55,7 @@ from careflow.db.models import (
     JourneyStepRecord,
     Order,
 )
-from careflow.db.sqlfunc import id_ranges
+from careflow.db.sqlfunc import among, id_chunks, id_ranges
 from careflow.journey_spec import (
     ENTRY_STEP,
     BranchStep,
@@ -57,6 +69,7 @@ from careflow.journey_spec import (
     step_campaign_name,
 )
 from careflow.journeys.events import Facts, kinds_of, load_facts, naive, wake_waiting
+from careflow.ledger.plans import insert_rows, unnested
 from careflow.policy.holdout import holdout_draw
 from careflow.settings import Settings
 from careflow.shop_events import PROVIDER as SHOP
@@ -529,7 +542,7 @@ class _Batch:
                 r.id: dict(r._mapping)
                 for r in conn.execute(
                     select(Customer.id, *[Customer.__table__.c[n] for n in _LOCAL]).where(
-                        Customer.id.in_(ids)
+                        among(conn, Customer.id, ids)
                     )
                 )
             }
@@ -599,11 +612,11 @@ def _ledger_rows(engine: Engine, campaign: str, keys: Sequence[tuple[int, str]])
     ids = sorted({c for c, _ in keys})
     wanted = set(keys)
     with engine.connect() as conn:
-        for start in range(0, len(ids), 1000):
+        for part in id_chunks(conn, ids):
             for r in conn.execute(
                 select(CH.customer_id, CH.occasion, CH.state, CH.reason, CH.detail,
                        CH.not_before)
-                .where(CH.campaign == campaign, CH.customer_id.in_(ids[start : start + 1000]))
+                .where(CH.campaign == campaign, among(conn, CH.customer_id, part))
             ):  # fmt: skip
                 if (r.customer_id, r.occasion) in wanted:
                     out[(r.customer_id, r.occasion)] = r
@@ -721,17 +734,7 @@ def _apply(engine, spec, token, now, moves, settings, tally: Tally) -> None:
     lease = timedelta(seconds=settings.reservation_lease_seconds)
     ids = [m.pos.id for m in moves]
     with engine.begin() as conn:
-        owned: set[int] = set()
-        for start in range(0, len(ids), 1000):
-            part = ids[start : start + 1000]
-            conn.execute(  # renewing takes the rows' locks until this transaction ends
-                update(POSITIONS)
-                .where(P.id.in_(part), P.claimed_by == token)
-                .values(claim_until=now + lease)
-            )
-            owned.update(
-                conn.execute(select(P.id).where(P.id.in_(part), P.claimed_by == token)).scalars()
-            )
+        owned = _renew(conn, ids, token, now + lease)
         moves = [m for m in moves if m.pos.id in owned]
         steps = {s.id for s in spec.steps}
         done = [m for m in moves if isinstance(m, Done)]
@@ -742,60 +745,100 @@ def _apply(engine, spec, token, now, moves, settings, tally: Tally) -> None:
             pos = m.pos
             # a position stranded on a deleted step keeps the version it came from
             kept = pos.step == ENTRY_STEP or pos.step in steps or isinstance(m, Done)
-            base = {"b_id": pos.id, "b_step": pos.step, "b_visit": pos.visit,
-                    "version": version if kept else pos.version,
-                    "updated_at": now}  # fmt: skip
+            # (_MOVE_COLUMNS: where it is; its step, visit, state, due_at, waiting_for,
+            # waiting_since, arrived_at, exit_reason and version now)
+            where = (pos.id, pos.step, pos.visit)
+            v = version if kept else pos.version
             if isinstance(m, Stay):
                 tally.waiting += m.state == "waiting"
-                updates.append({**base, "n_step": pos.step, "n_visit": pos.visit,
-                                "state": m.state, "due_at": m.due_at,
-                                "waiting_for": m.waiting_for,
-                                "waiting_since": pos.waiting_since,
-                                "arrived_at": pos.arrived_at, "exit_reason": None})  # fmt: skip
+                updates.append((*where, pos.step, pos.visit, m.state, m.due_at, m.waiting_for,
+                                pos.waiting_since, pos.arrived_at, None, v))  # fmt: skip
                 continue
             tally.steps[m.outcome] += 1
             if m.outcome == "entered":
                 tally.entered += 1
             if m.end == "exited":
                 tally.exits[m.reason] += 1
-            step_rows.append({
-                "journey": spec.name, "customer_id": pos.customer_id,
-                "entry_key": pos.entry_key, "step": pos.step, "visit": pos.visit,
-                "version": pos.version, "outcome": m.outcome, "reason": _cut(m.reason, 64),
-                "detail": m.detail, "next_step": m.goto, "at": now,
-            })  # fmt: skip
+            step_rows.append((
+                spec.name, pos.customer_id, pos.entry_key, pos.step, pos.visit, pos.version,
+                m.outcome, _cut(m.reason, 64), m.detail, m.goto, now,
+            ))  # fmt: skip
             if m.goto is None:
-                updates.append({**base, "n_step": pos.step, "n_visit": pos.visit,
-                                "state": m.end, "due_at": None, "waiting_for": None,
-                                "waiting_since": pos.waiting_since,
-                                "arrived_at": pos.arrived_at,
-                                "exit_reason": _cut(m.reason if m.end != "held_out" else None,
-                                                    64)})  # fmt: skip
+                reason = _cut(m.reason if m.end != "held_out" else None, 64)
+                updates.append((*where, pos.step, pos.visit, m.end, None, None,
+                                pos.waiting_since, pos.arrived_at, reason, v))  # fmt: skip
                 continue
             key = (pos.customer_id, pos.entry_key, m.goto)
             visits[key] = visits.get(key, 0) + 1
-            updates.append({**base, "n_step": m.goto, "n_visit": visits[key],
-                            "state": "active", "due_at": now, "waiting_for": None,
-                            "waiting_since": pos.arrived_at, "arrived_at": now,
-                            "exit_reason": None})  # fmt: skip
-        if step_rows:
-            conn.execute(insert(S), step_rows)
-        if updates:
-            conn.execute(
-                update(POSITIONS)
-                .where(
-                    P.id == bindparam("b_id"),
-                    P.step == bindparam("b_step"),
-                    P.visit == bindparam("b_visit"),
-                )
-                .values(
-                    step=bindparam("n_step"),
-                    visit=bindparam("n_visit"),
-                    claimed_by=None,
-                    claim_until=None,
-                ),
-                updates,
-            )
+            updates.append((*where, m.goto, visits[key], "active", now, None,
+                            pos.arrived_at, now, None, v))  # fmt: skip
+        insert_rows(conn, S, _STEP_COLUMNS, step_rows)
+        _move(conn, updates, now)
+
+
+#: a step row as :func:`_apply` writes it
+_STEP_COLUMNS = [
+    S.c[n] for n in ("journey", "customer_id", "entry_key", "step", "visit", "version",
+                     "outcome", "reason", "detail", "next_step", "at")
+]  # fmt: skip
+#: a position's move as :func:`_apply` writes it: found by id at its step and visit
+#: (``b_``), the rest its new place
+_MOVE_COLUMNS = [
+    column("b_id", BigInteger), column("b_step", String), column("b_visit", Integer),
+    *[POSITIONS.c[n] for n in ("step", "visit", "state", "due_at", "waiting_for",
+                               "waiting_since", "arrived_at", "exit_reason", "version")],
+]  # fmt: skip
+
+
+def _renew(conn, ids: list[int], token: str, until: datetime) -> set[int]:
+    """Renew the claim of ``token`` on the positions ``ids`` that it still holds; those ids.
+    Renewing takes the rows' locks until the transaction ends. PostgreSQL: one UPDATE ...
+    RETURNING over an array of the ids; SQLite: an UPDATE and a SELECT per 1,000."""
+    if not ids:
+        return set()
+    if conn.dialect.name == "postgresql":
+        return set(conn.execute(
+            update(POSITIONS).where(among(conn, P.id, ids), P.claimed_by == token)
+            .values(claim_until=until).returning(P.id)
+        ).scalars())  # fmt: skip
+    owned: set[int] = set()
+    for start in range(0, len(ids), 1000):
+        part = ids[start : start + 1000]
+        conn.execute(
+            update(POSITIONS)
+            .where(P.id.in_(part), P.claimed_by == token)
+            .values(claim_until=until)
+        )
+        owned.update(
+            conn.execute(select(P.id).where(P.id.in_(part), P.claimed_by == token)).scalars()
+        )
+    return owned
+
+
+def _move(conn, rows: list[tuple], now: datetime) -> None:
+    """Each position of ``rows`` (:data:`_MOVE_COLUMNS`) still at its step and visit to
+    its new place, its claim put down. PostgreSQL: one UPDATE ... FROM unnest(arrays)
+    (psycopg runs an executemany one row at a time); SQLite: an executemany."""
+    if not rows:
+        return
+    names = [c.name for c in _MOVE_COLUMNS]
+    fixed = {"updated_at": now, "claimed_by": None, "claim_until": None}
+    if conn.dialect.name != "postgresql":
+        conn.execute(
+            update(POSITIONS)
+            .where(P.id == bindparam("b_id"), P.step == bindparam("b_step"),
+                   P.visit == bindparam("b_visit"))
+            .values({**{n: bindparam(f"n_{n}") for n in names[3:]}, **fixed}),
+            [{(n if n.startswith("b_") else f"n_{n}"): v for n, v in zip(names, row, strict=True)}
+             for row in rows],
+        )  # fmt: skip
+        return
+    w = unnested(_MOVE_COLUMNS, rows, "w")
+    conn.execute(
+        update(POSITIONS)
+        .where(P.id == w.c.b_id, P.step == w.c.b_step, P.visit == w.c.b_visit)
+        .values({**{n: w.c[n] for n in names[3:]}, **fixed})
+    )
 
 
 def _cut(value: str | None, limit: int) -> str | None:
@@ -809,10 +852,10 @@ def _visits(conn, journey: str, done: list[Done]) -> dict[tuple[int, str, str], 
         return {}
     ids = sorted({t[0] for t in targets})
     out: dict[tuple[int, str, str], int] = {}
-    for start in range(0, len(ids), 1000):
+    for part in id_chunks(conn, ids):
         for r in conn.execute(
             select(S.c.customer_id, S.c.entry_key, S.c.step, func.max(S.c.visit))
-            .where(S.c.journey == journey, S.c.customer_id.in_(ids[start : start + 1000]))
+            .where(S.c.journey == journey, among(conn, S.c.customer_id, part))
             .group_by(S.c.customer_id, S.c.entry_key, S.c.step)
         ):
             key = (r[0], r[1], r[2])

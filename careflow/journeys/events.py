@@ -15,10 +15,19 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, func, literal, or_, select, union, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    union,
+    update,
+)
 
 from careflow.db.models import Consent, ContactEvent, JourneyPosition, Order
-from careflow.db.sqlfunc import shifted, unindexed
+from careflow.db.sqlfunc import among, id_chunks, shifted, unindexed
 from careflow.journey_spec import CUSTOM_EVENT
 
 CE = ContactEvent.__table__.c
@@ -91,20 +100,29 @@ def load_facts(
         return facts
     kinds = {k: what for what in wanted for k in kinds_of(what)}
     zone = ZoneInfo(shop_zone)
+    others = [w.removeprefix("entered:") for w in wanted if w.startswith("entered:")]
     with engine.connect() as conn:
-        for start in range(0, len(ids), 1000):
-            part = ids[start : start + 1000]
+        postgresql = conn.dialect.name == "postgresql"
+        for part in id_chunks(conn, ids):
+
+            def of(col, _part=part):
+                return among(conn, col, _part)
+
             if kinds:
                 for r in conn.execute(
                     select(CE.customer_id, CE.kind, CE.occurred_at).where(
-                        CE.customer_id.in_(part), CE.kind.in_(kinds), CE.occurred_at >= since
+                        of(CE.customer_id), CE.kind.in_(kinds), CE.occurred_at >= since
                     )
                 ):
                     facts.by_customer[r.customer_id].append((kinds[r.kind], r.occurred_at))
             if "ordered" in wanted:
+                first = since - _SHOP_SLACK
+                # (PostgreSQL keeps only real days: the day, the index's second column,
+                # bounds the walk of each customer's orders)
+                day = [Order.ordered_on >= first.date()] if postgresql else []
                 for r in conn.execute(
                     select(Order.customer_id, Order.ordered_at).where(
-                        Order.customer_id.in_(part), Order.ordered_at >= since - _SHOP_SLACK
+                        of(Order.customer_id), *day, Order.ordered_at >= first
                     )
                 ):
                     at = r.ordered_at.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
@@ -112,20 +130,19 @@ def load_facts(
             if "opted_out" in wanted:
                 for r in conn.execute(
                     select(Consent.customer_id, Consent.updated_at).where(
-                        Consent.customer_id.in_(part),
+                        of(Consent.customer_id),
                         Consent.granted.is_(False),
                         Consent.updated_at >= since,
                     )
                 ):
                     facts.by_customer[r.customer_id].append(("opted_out", r.updated_at))
-            others = [w.removeprefix("entered:") for w in wanted if w.startswith("entered:")]
             if others:
                 for r in conn.execute(
                     select(P.customer_id, P.journey, P.entered_at).where(
-                        P.customer_id.in_(part), P.journey.in_(others), P.journey != journey,
+                        of(P.customer_id), P.journey.in_(others), P.journey != journey,
                         P.entered_at >= since, P.state != "held_out",
                     )
-                ):
+                ):  # fmt: skip
                     facts.by_customer[r.customer_id].append(
                         (f"entered:{r.journey}", r.entered_at)
                     )
