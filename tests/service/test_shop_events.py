@@ -416,16 +416,12 @@ def test_text_a_database_cannot_keep_is_that_events_refusal(shop, engine):
     assert code == 200 and answer["events"][0]["status"] == "accepted"
 
 
-def test_two_receivers_writing_the_same_events_at_once_store_them_once(engine):
-    """Two `careflow serve` processes on one database: the insert decides, not a read."""
+def two_receivers(engine, batch) -> list:
+    """What two `careflow serve` writers recording ``batch`` at the same instant did, each
+    on its own engine (connection pool) of the database."""
     from careflow import db
-    from careflow.shop_events import OrderFacts, ShopEvent
     from careflow.shop_record import record_shop_events
 
-    add_customer(engine, 1, external_ref="C-1")
-    when = datetime(2026, 12, 7, 12)
-    batch = [ShopEvent(i, "shop", f"e{i}", "order_placed", "C-1", when, True,
-                       order=OrderFacts(f"SO-{i}", 100 * i, "GBP")) for i in range(50)]
     go, results = threading.Barrier(2), []
 
     def receiver():
@@ -438,6 +434,18 @@ def test_two_receivers_writing_the_same_events_at_once_store_them_once(engine):
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_two_receivers_writing_the_same_events_at_once_store_them_once(engine):
+    """Two `careflow serve` processes on one database: the insert decides, not a read."""
+    from careflow.shop_events import OrderFacts, ShopEvent
+
+    add_customer(engine, 1, external_ref="C-1")
+    when = datetime(2026, 12, 7, 12)
+    batch = [ShopEvent(i, "shop", f"e{i}", "order_placed", "C-1", when, True,
+                       order=OrderFacts(f"SO-{i}", 100 * i, "GBP")) for i in range(50)]
+    results = two_receivers(engine, batch)
     statuses = [a["status"] for r in results for a in r.answers.values()]
     assert statuses.count("accepted") == 50 and statuses.count("duplicate") == 50
     assert len(shop_events(engine)) == 50 and len(orders(engine)) == 50

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,13 +12,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from careflow import db
 from careflow.cli.main import main
 from careflow.db.models import Consent, ConsentProof, ContactEvent, Customer
 from careflow.shop_events import ShopEvent, SignupConsent
-from careflow.shop_record import record_shop_events
 from tests.factories import add_customer
-from tests.service.test_shop_events import at, order, shop_post
+from tests.service.test_shop_events import at, order, shop_post, two_receivers
 
 FORM = "Yes, send me offers by SMS and email. Reply TD or unsubscribe at any time."
 
@@ -173,18 +170,7 @@ def test_two_receivers_creating_one_customer_at_once_make_one(engine):
     form = SignupConsent(("email",), "marketing", FORM)
     batch = [ShopEvent(1, "shop", "s1", "signed_up", "C-9", when, True,
                        profile={"email": "mei@example.com"}, consent=form)]  # fmt: skip
-    go, results = threading.Barrier(2), []
-
-    def receiver():
-        other = db.engine_for(engine.url.render_as_string(hide_password=False))
-        go.wait()
-        results.append(record_shop_events(other, batch))
-
-    threads = [threading.Thread(target=receiver) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = two_receivers(engine, batch)
     assert sorted(r.answers[1]["status"] for r in results) == ["accepted", "duplicate"]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Customer)).scalar_one() == 1
