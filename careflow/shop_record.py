@@ -16,9 +16,9 @@ one transaction:
 3. **Orders go where imported orders go**: one ``orders`` row per new order
    event, keyed by the shop's order number (``external_ref``) as the import
    keys it, so an order both posted and imported is one order; its lines, if
-   posted, into ``order_lines`` (a product careflow does not know is created). The orders
-   table's triggers mark the customer's purchase facts (careflow/purchase_facts.py),
-   as for an import. An order event that triggers nothing (older than
+   posted, into ``order_lines`` (a product careflow does not know is created).
+   The orders table's triggers mark the customer's purchase facts
+   (careflow/purchase_facts.py), as for an import. An order event that triggers nothing (older than
    CAREFLOW_EVENT_MAX_AGE_HOURS, not a backfill) is written ``quiet``:
    it counts in the purchase history, and attribution and journeys pass it by.
 4. **A sign-up** recorded now completes a known customer's blank fields and
