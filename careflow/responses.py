@@ -57,8 +57,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import (
     DBAPIError,
     InterfaceError,
@@ -69,6 +67,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from careflow import consent_proof
 from careflow.clock import utcnow
+from careflow.db import sqlfunc
 from careflow.db.models import (
     Consent,
     ContactEvent,
@@ -267,7 +266,7 @@ def _reject(engine: Engine, e: InboundEvent, exc: Exception) -> Ingested:
     why = f"not stored: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
     with engine.begin() as conn:
         conn.execute(
-            _insert_or_skip(conn, CE)
+            sqlfunc.insert(conn, CE)
             .values(
                 provider=e.provider,
                 event_id=e.event_id,
@@ -282,10 +281,6 @@ def _reject(engine: Engine, e: InboundEvent, exc: Exception) -> Ingested:
         )
     return Ingested(received=1, rejected=1, kinds=Counter({str(EventKind.REJECTED): 1}))
 
-
-def _insert_or_skip(conn, table):
-    """The dialect's INSERT, which knows ON CONFLICT (both dialects spell it alike)."""
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 #: column sizes an event's values are cut to
@@ -618,7 +613,7 @@ def _suppress_all(conn, rows: list[dict]) -> None:
     suppressing one address at once both succeed)."""
     if rows:
         conn.execute(
-            _insert_or_skip(conn, SUPPRESSION).on_conflict_do_nothing(
+            sqlfunc.insert(conn, SUPPRESSION).on_conflict_do_nothing(
                 index_elements=[SUPPRESSION.c.channel, SUPPRESSION.c.address]
             ),
             rows,
@@ -637,7 +632,7 @@ def _consent_all(conn, rows: list[dict]) -> None:
     also when two receivers write it at once."""
     if not rows:
         return
-    insert = _insert_or_skip(conn, CONSENT)
+    insert = sqlfunc.insert(conn, CONSENT)
     conn.execute(
         insert.on_conflict_do_update(
             index_elements=[CONSENT.c.customer_id, CONSENT.c.channel, CONSENT.c.category],
@@ -892,7 +887,7 @@ def attribute(
         now = utcnow()
         # (another attribution, a report's or the receiver's, may write the same at once)
         inserted = conn.execute(
-            _insert_or_skip(conn, CE)
+            sqlfunc.insert(conn, CE)
             .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
             .returning(CE.c.event_id),
             [

@@ -39,11 +39,10 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from careflow import signups
 from careflow.clock import utcnow
+from careflow.db import sqlfunc
 from careflow.db.models import ContactEvent, Customer, Order, OrderLine, Product
 from careflow.responses import attribute, database_unavailable
 from careflow.shop_events import PROVIDER, OrderFacts, ShopEvent
@@ -137,10 +136,6 @@ def record_shop_events(
     return result
 
 
-def _insert(conn, table):
-    """The dialect's INSERT, which knows ON CONFLICT."""
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
-
 
 def _customers(conn, refs: set[str]) -> dict[str, int]:
     found: dict[str, int] = {}
@@ -162,7 +157,7 @@ def _insert_timeline(conn, events: list[ShopEvent], customers, now: datetime) ->
         return set()
     events = sorted(events, key=lambda e: e.key)
     inserted = conn.execute(
-        _insert(conn, CE)
+        sqlfunc.insert(conn, CE)
         .on_conflict_do_nothing(index_elements=[CE.c.provider, CE.c.event_id])
         .returning(CE.c.event_id),
         [
@@ -221,7 +216,7 @@ def _insert_orders(conn, events: list[ShopEvent], customers, zone) -> list[tuple
             },
         )
     inserted = conn.execute(
-        _insert(conn, ORDERS)
+        sqlfunc.insert(conn, ORDERS)
         .on_conflict_do_nothing(index_elements=[ORDERS.c.external_ref])
         .returning(ORDERS.c.id, ORDERS.c.external_ref, ORDERS.c.quiet),
         list(rows.values()),
@@ -243,7 +238,7 @@ def _insert_lines(conn, orders: list[tuple[int, OrderFacts]]) -> None:
     for _, line in lines:
         names[line.sku] = names.get(line.sku) or line.name
     conn.execute(
-        _insert(conn, PRODUCTS).on_conflict_do_nothing(index_elements=[PRODUCTS.c.sku]),
+        sqlfunc.insert(conn, PRODUCTS).on_conflict_do_nothing(index_elements=[PRODUCTS.c.sku]),
         [{"sku": sku, "name": names[sku]} for sku in sorted(names)],
     )
     conn.execute(

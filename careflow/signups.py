@@ -26,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 
 from careflow import consent_proof
+from careflow.db import sqlfunc
 from careflow.db.models import Consent, Customer
 from careflow.shop_events import KINDS, ShopEvent
 
@@ -35,13 +36,6 @@ SIGNUP = KINDS["signup"]
 #: consent_proof's and the consents table's source of what a sign-up form gave
 SOURCE = "signup"
 
-
-def _insert(conn, table):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 def create_customers(
@@ -59,7 +53,9 @@ def create_customers(
     refs = sorted(rows)  # ref order: two writers creating the same customers never deadlock
     fields = sorted({name for row in rows.values() for name in row})
     conn.execute(
-        _insert(conn, CUSTOMERS).on_conflict_do_nothing(index_elements=[CUSTOMERS.c.external_ref]),
+        sqlfunc.insert(conn, CUSTOMERS).on_conflict_do_nothing(
+            index_elements=[CUSTOMERS.c.external_ref]
+        ),
         [{"external_ref": ref, **{f: rows[ref].get(f) for f in fields}} for ref in refs],
     )
     return dict(
@@ -111,7 +107,7 @@ def _grant(conn, events: Sequence[ShopEvent], customers: dict[str, int]) -> int:
             select(CUSTOMERS.c.id, CUSTOMERS.c.locale).where(CUSTOMERS.c.id.in_(ids))
         ).all()
     )
-    upsert = _insert(conn, CONSENTS)
+    upsert = sqlfunc.insert(conn, CONSENTS)
     upsert = upsert.on_conflict_do_update(
         index_elements=[t.customer_id, t.channel, t.category],
         set_={"granted": upsert.excluded.granted, "source": upsert.excluded.source,

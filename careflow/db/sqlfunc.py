@@ -45,6 +45,16 @@ def unindexed(column):
     return func.coalesce(column, "")
 
 
+def insert(conn, table):
+    """``table``'s INSERT for the connection's dialect, which knows ON CONFLICT (both
+    dialects spell it alike): ``insert(conn, t).on_conflict_do_nothing(...)``."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
+
+
 #: ids per statement of :func:`id_chunks` on SQLite (an IN list of bound parameters)
 ID_CHUNK = 1000
 

@@ -42,10 +42,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from careflow import segments
 from careflow.clock import period_key
+from careflow.db import sqlfunc
 from careflow.db.models import (
     ContactEvent,
     ContactHistory,
@@ -171,10 +171,6 @@ class Tally:
         )
 
 
-def _insert(conn, table):
-    """INSERT ... ON CONFLICT for the connection's dialect."""
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
 
 def _entry_key(spec: JourneySpec, day: date) -> str:
     if spec.once == "forever":
@@ -203,7 +199,7 @@ def note_journey(engine: Engine, spec: JourneySpec, now: datetime) -> None:
     now = naive(now)
     with engine.begin() as conn:
         conn.execute(
-            _insert(conn, Journey.__table__)
+            sqlfunc.insert(conn, Journey.__table__)
             .values(name=spec.name, version=spec.version, updated_at=now)
             .on_conflict_do_nothing(index_elements=["name"])
         )
@@ -241,7 +237,7 @@ def enter_segment(
         query = query.where(~recent.exists())
     with engine.begin() as conn:
         stmt = (
-            _insert(conn, POSITIONS)
+            sqlfunc.insert(conn, POSITIONS)
             .from_select(columns, query)
             .on_conflict_do_nothing(index_elements=["journey", "customer_id", "entry_key"])
         )
@@ -414,7 +410,7 @@ def _enter_days(engine: Engine, spec: JourneySpec, days: list, now: datetime) ->
                 keep[(cid, key)] = row
                 recent.add((cid, day))
             rows = keep
-        stmt = _insert(conn, POSITIONS).on_conflict_do_nothing(
+        stmt = sqlfunc.insert(conn, POSITIONS).on_conflict_do_nothing(
             index_elements=["journey", "customer_id", "entry_key"]
         )
         for row in rows.values():  # (counted by RETURNING: psycopg's rowcount here is -1)
