@@ -788,26 +788,14 @@ _MOVE_COLUMNS = [
 
 def _renew(conn, ids: list[int], token: str, until: datetime) -> set[int]:
     """Renew the claim of ``token`` on the positions ``ids`` that it still holds; those ids.
-    Renewing takes the rows' locks until the transaction ends. PostgreSQL: one UPDATE ...
-    RETURNING over an array of the ids; SQLite: an UPDATE and a SELECT per 1,000."""
-    if not ids:
-        return set()
-    if conn.dialect.name == "postgresql":
-        return set(conn.execute(
-            update(POSITIONS).where(among(conn, P.id, ids), P.claimed_by == token)
+    Renewing takes the rows' locks until the transaction ends. One UPDATE ... RETURNING
+    (PostgreSQL: over an array of the ids; SQLite: per 1,000)."""
+    owned: set[int] = set()
+    for part in id_chunks(conn, ids):
+        owned.update(conn.execute(
+            update(POSITIONS).where(among(conn, P.id, part), P.claimed_by == token)
             .values(claim_until=until).returning(P.id)
         ).scalars())  # fmt: skip
-    owned: set[int] = set()
-    for start in range(0, len(ids), 1000):
-        part = ids[start : start + 1000]
-        conn.execute(
-            update(POSITIONS)
-            .where(P.id.in_(part), P.claimed_by == token)
-            .values(claim_until=until)
-        )
-        owned.update(
-            conn.execute(select(P.id).where(P.id.in_(part), P.claimed_by == token)).scalars()
-        )
     return owned
 
 
